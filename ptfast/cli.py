@@ -1,0 +1,155 @@
+"""``ptfast scan | check | run | tune``.
+
+Exit status: 0 nothing found / all clean, 1 findings, 2 error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__, config as config_mod, pignore, procfs
+from .escape import escape_text
+from .policy import Policy
+from .report import finding_record, json_line, table
+from .users import UserNames, panel_accounts
+
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+def version_text() -> str:
+    text = f"ptfast {__version__} ({procfs.CORE_NAME} core)"
+    if procfs.CORE_FALLBACK_REASON:
+        text += f"; {procfs.CORE_FALLBACK_REASON}"
+    return text
+
+
+def warn(message: str) -> None:
+    print(f"ptfast: {message}", file=sys.stderr)
+
+
+def add_input_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE",
+                        help=f"csf.conf to read (default {config_mod.DEFAULT_CONFIG_PATH} when "
+                             "it exists, else built-in defaults)")
+    parser.add_argument("--override", metavar="FILE",
+                        help="ptfast's own settings, read after csf.conf (default "
+                             f"{config_mod.DEFAULT_OVERRIDE_PATH} when it exists)")
+    parser.add_argument("--pignore", metavar="FILE",
+                        help=f"ignore rules (default {pignore.DEFAULT_PIGNORE_PATH} when it "
+                             "exists, else the built-in list)")
+    parser.add_argument("--set", metavar="NAME=VALUE", action="append", default=[],
+                        help="override one setting for this run (repeatable)")
+    parser.add_argument("--proc-root", default="/proc", metavar="DIR",
+                        help="procfs to read (default /proc; for prepared trees)")
+
+
+def load_inputs(args):
+    config = config_mod.load(args.config, args.set, override_path=args.override)
+    rules = pignore.load(args.pignore)
+    return config, rules
+
+
+def unreadable_inputs(config, rules) -> list:
+    """Problems that mean a file the admin named could not be read at all."""
+    return [p for p in config.problems + rules.problems if p.line == 0 and p.path != "--set"]
+
+
+def build_policy(config, rules) -> Policy:
+    panel = frozenset() if config["GENERIC"] else panel_accounts()
+    return Policy(config, rules, UserNames(), panel)
+
+
+def cmd_scan(args) -> int:
+    config, rules = load_inputs(args)
+    for problem in config.problems + rules.problems:
+        warn(escape_text(str(problem)))
+    if unreadable_inputs(config, rules):
+        return EXIT_ERROR
+    policy = build_policy(config, rules)
+    problems_before = len(rules.problems)
+    try:
+        snapshot = procfs.scan(args.proc_root, policy.want_fds)
+    except OSError as exc:
+        warn(f"cannot read {escape_text(args.proc_root)}: {exc.strerror}")
+        return EXIT_ERROR
+    findings = policy.evaluate(snapshot)
+    for problem in rules.problems[problems_before:]:
+        warn(escape_text(str(problem)))
+    out = sys.stdout.buffer
+    if args.json:
+        for finding in findings:
+            out.write(json_line(finding_record(finding)))
+    else:
+        out.write(table(findings).encode())
+        stats = snapshot.stats
+        summary = (f"{len(findings)} suspicious of {stats['processes']} processes "
+                   f"({snapshot.core} core, {snapshot.duration * 1000:.0f} ms)")
+        if not policy.enabled:
+            summary += "; process tracking is disabled (PT_LIMIT = 0)"
+        out.write((summary + "\n").encode())
+    out.flush()
+    if snapshot.stats["denied"]:
+        warn(f"could not inspect {snapshot.stats['denied']} processes (permission denied): "
+             "run as root to see every process")
+    return EXIT_FINDINGS if findings else EXIT_CLEAN
+
+
+def cmd_check(args) -> int:
+    config, rules = load_inputs(args)
+    print(f"config:       {config.path or 'none found, built-in defaults'}")
+    if config.override_path:
+        print(f"override:     {config.override_path}")
+    print(f"ignore rules: {', '.join(rules.sources) or 'none'} ({rules.rule_count()} rules)")
+    print(f"core:         {version_text()}")
+    print()
+    width = max(len(name) for name in config_mod.SETTINGS)
+    for name in config_mod.SETTINGS:
+        value = escape_text(str(config[name]))
+        print(f"{name:<{width}} = {value:<32} {config.sources[name]}")
+    problems = config.problems + rules.problems
+    if problems:
+        print(f"\n{len(problems)} problem(s):")
+        for problem in problems:
+            print(f"  {escape_text(str(problem))}")
+        return EXIT_ERROR
+    print("\nno problems found")
+    return EXIT_CLEAN
+
+
+def cmd_not_yet(args) -> int:
+    warn(f"'{args.command}' is not yet implemented")
+    return EXIT_ERROR
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ptfast", description="Fast, lfd-compatible process "
+                                     "tracking for Linux servers.")
+    parser.add_argument("--version", action="version", version=version_text())
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    scan = sub.add_parser("scan", help="read-only audit: report what would be alerted now")
+    add_input_options(scan)
+    scan.add_argument("--json", action="store_true", help="one JSON object per finding")
+    scan.set_defaults(handler=cmd_scan)
+
+    check = sub.add_parser("check", help="validate the config and ignore rules")
+    add_input_options(check)
+    check.set_defaults(handler=cmd_check)
+
+    for name, text in (("run", "the tracking service"), ("tune", "measure PT_LIMIT choices")):
+        command = sub.add_parser(name, help=text)
+        command.set_defaults(handler=cmd_not_yet)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

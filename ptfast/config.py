@@ -1,0 +1,201 @@
+"""csf.conf reading: lfd's syntax, lfd's process-tracking settings and their defaults.
+
+Syntax, as lfd reads it: one ``NAME = "value"`` per line. Lines that start with ``#`` or with
+white space, and blank lines, are comments; a line without ``=`` is ignored. A value not in
+double quotes, or a name given twice, is an error. Names ptfast does not use (the firewall part of
+csf.conf) are ignored.
+
+Unlike lfd, a broken line does not stop ptfast: it is reported with file and line, and the
+setting keeps its default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+DEFAULT_CONFIG_PATH = "/etc/csf/csf.conf"
+# ptfast's own settings, same syntax, read after csf.conf and winning over it.
+DEFAULT_OVERRIDE_PATH = "/etc/ptfast/ptfast.conf"
+
+# Directories whose presence marks a control-panel host (GENERIC then defaults to 0, as the
+# panel installs of csf ship it).
+PANEL_MARKERS = ("/var/cpanel/users", "/usr/local/directadmin/data/users",
+                 "/usr/local/interworx", "/usr/local/cwpsrv")
+
+INT, FLOAT, TEXT = "integer", "number", "text"
+
+#: name -> (default, kind). Defaults are lfd's; see spec section 2.
+SETTINGS: dict[str, tuple[object, str]] = {
+    "PT_LIMIT": (60, INT),
+    "PT_INTERVAL": (60, INT),
+    "PT_SKIP_HTTP": (0, INT),
+    "PT_ALL_USERS": (0, INT),
+    "GENERIC": (1, INT),
+    "PT_DELETED": (0, INT),
+    "PT_DELETED_ACTION": ("", TEXT),
+    "PT_USERPROC": (10, INT),
+    "PT_USERMEM": (512, INT),
+    "PT_USERRSS": (256, INT),
+    "PT_USERTIME": (1800, INT),
+    "PT_USERKILL": (0, INT),
+    "PT_USERKILL_ALERT": (1, INT),
+    "PT_USER_ACTION": ("", TEXT),
+    "PT_LOAD": (30, INT),
+    "PT_LOAD_AVG": (5, INT),
+    "PT_LOAD_LEVEL": (6.0, FLOAT),
+    "PT_LOAD_SKIP": (3600, INT),
+    "PT_LOAD_ACTION": ("", TEXT),
+    "PT_APACHESTATUS": ("http://127.0.0.1/server-status", TEXT),
+    "PT_FORKBOMB": (0, INT),
+    "PT_SSHDHUNG": (0, INT),
+    "PT_SSHDKILL": (0, INT),
+    "LF_ALERT_TO": ("", TEXT),
+    "LF_ALERT_FROM": ("", TEXT),
+    "LF_ALERT_SMTP": ("", TEXT),
+    "SENDMAIL": ("/usr/sbin/sendmail", TEXT),
+    "LF_FLUSH": (3600, INT),
+}
+
+_LINE = re.compile(r"([^=]*)=(.*)", re.DOTALL)
+_QUOTED = re.compile(r'"(.*)"', re.DOTALL)
+_INTEGER = re.compile(r"[0-9]+")
+_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Something wrong in an input file, said with where it is."""
+
+    path: str
+    line: int          # 0 when the problem is about the whole file
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: {self.message}"
+
+
+@dataclass(slots=True)
+class Config:
+    """Effective settings; ``config["PT_LIMIT"]`` reads one under its lfd name."""
+
+    values: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)   # name -> "default" | "FILE:LINE" | "--set"
+    problems: list = field(default_factory=list)
+    path: str | None = None
+    override_path: str | None = None
+
+    def __getitem__(self, name: str):
+        return self.values[name]
+
+
+def host_is_panel(markers=PANEL_MARKERS) -> bool:
+    return any(os.path.exists(path) for path in markers)
+
+
+def defaults(panel: bool | None = None) -> Config:
+    config = Config()
+    for name, (default, _kind) in SETTINGS.items():
+        config.values[name] = default
+        config.sources[name] = "default"
+    if panel if panel is not None else host_is_panel():
+        config.values["GENERIC"] = 0
+    return config
+
+
+def convert(name: str, text: str) -> object:
+    """Turn a raw value into the setting's type; ValueError says why not."""
+    _default, kind = SETTINGS[name]
+    value = text.strip()
+    if kind == INT:
+        if not _INTEGER.fullmatch(value):
+            raise ValueError(f"{name} must be a whole number, not {value!r}")
+        return int(value)
+    if kind == FLOAT:
+        if not _NUMBER.fullmatch(value):
+            raise ValueError(f"{name} must be a number, not {value!r}")
+        return float(value)
+    return text
+
+
+def parse_lines(lines, path: str, config: Config) -> None:
+    """Apply csf.conf lines to ``config``, recording every problem with its line number."""
+    seen: dict[str, int] = {}
+    for number, line in enumerate(lines, start=1):
+        line = line.rstrip("\r\n")
+        if not line or line[0] in "# \t":
+            continue
+        match = _LINE.fullmatch(line)
+        if match is None:
+            continue
+        name = re.sub(r"\s", "", match.group(1))
+        quoted = _QUOTED.search(match.group(2))
+        if quoted is None:
+            config.problems.append(Problem(path, number, f"invalid line, the value of {name} "
+                                                         "must be in double quotes"))
+            continue
+        if name in seen:
+            config.problems.append(Problem(path, number, f"{name} is repeated "
+                                                         f"(first set on line {seen[name]})"))
+            continue
+        seen[name] = number
+        if name not in SETTINGS:
+            continue
+        try:
+            config.values[name] = convert(name, quoted.group(1))
+        except ValueError as exc:
+            config.problems.append(Problem(path, number, f"{exc}; using the default "
+                                                         f"{config.values[name]!r}"))
+            continue
+        config.sources[name] = f"{path}:{number}"
+
+
+def _read_file(path: str, config: Config) -> None:
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+            parse_lines(handle, path, config)
+    except OSError as exc:
+        config.problems.append(Problem(path, 0, f"cannot read: {exc.strerror}"))
+
+
+def load(path: str | None = None, overrides=(), panel: bool | None = None,
+         override_path: str | None = None) -> Config:
+    """Defaults, then csf.conf (``path``, default /etc/csf/csf.conf when it exists), then
+    ptfast's own file (``override_path``, default /etc/ptfast/ptfast.conf when it exists), then
+    ``overrides`` (``NAME=VALUE`` strings, from ``--set``).
+
+    ``PT_LIMIT = "0"`` in csf.conf is how an admin switches lfd's tracking off to hand it to
+    ptfast, so there it does not switch ptfast off: ptfast keeps its default unless its own file
+    or ``--set`` gives PT_LIMIT (where 0 does disable it).
+    """
+    config = defaults(panel)
+    explicit = path is not None
+    path = path if explicit else DEFAULT_CONFIG_PATH
+    if explicit or os.path.exists(path):
+        config.path = path
+        _read_file(path, config)
+        if config.values["PT_LIMIT"] == 0 and config.sources["PT_LIMIT"] != "default":
+            config.sources["PT_LIMIT"] = (f"default ({config.sources['PT_LIMIT']} sets 0: "
+                                          "lfd's tracking is off, ptfast's is on)")
+            config.values["PT_LIMIT"] = SETTINGS["PT_LIMIT"][0]
+    explicit = override_path is not None
+    override_path = override_path if explicit else DEFAULT_OVERRIDE_PATH
+    if explicit or os.path.exists(override_path):
+        config.override_path = override_path
+        _read_file(override_path, config)
+    for override in overrides:
+        name, sep, value = override.partition("=")
+        name = name.strip()
+        if not sep or name not in SETTINGS:
+            config.problems.append(Problem("--set", 0, f"{override!r} is not NAME=VALUE with a "
+                                                       "known setting name"))
+            continue
+        try:
+            config.values[name] = convert(name, value.strip().strip('"'))
+        except ValueError as exc:
+            config.problems.append(Problem("--set", 0, str(exc)))
+            continue
+        config.sources[name] = "--set"
+    return config

@@ -1,0 +1,65 @@
+"""Findings as text for people (a table) and for programs (one JSON object per line).
+
+Every attacker-chosen string passes through ``escape_text`` first, in both forms.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from .escape import escape_text
+
+
+def endpoint(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def socket_record(sock) -> dict:
+    return {"proto": sock.proto, "local": endpoint(sock.local_ip, sock.local_port),
+            "remote": endpoint(sock.remote_ip, sock.remote_port), "state": sock.state,
+            "inode": sock.inode, "netns": sock.netns}
+
+
+def finding_record(finding) -> dict:
+    proc = finding.process
+    return {
+        "check": finding.check,
+        "reasons": list(finding.reasons),
+        "pid": proc.pid,
+        "ppid": proc.ppid,
+        "user": escape_text(finding.user),
+        "uid": proc.uid,
+        "exe": escape_text(proc.exe),
+        "exe_deleted": proc.exe_deleted,
+        "cmdline": escape_text(proc.cmdline),
+        "uptime": int(proc.age),
+        "start_time": proc.start_time,
+        "sockets": [socket_record(sock) for sock in finding.sockets],
+        "open_files": [escape_text(path) for path in finding.open_files],
+    }
+
+
+def json_line(record: dict) -> bytes:
+    return orjson.dumps(record) + b"\n"
+
+
+def socket_text(sock) -> str:
+    """lfd's form, ``proto: local-ip:port -> remote-ip:port``, plus the state."""
+    return (f"{sock.proto}: {endpoint(sock.local_ip, sock.local_port)} -> "
+            f"{endpoint(sock.remote_ip, sock.remote_port)} ({sock.state})")
+
+
+def table(findings: list) -> str:
+    """A readable table: one header row per finding, then its command line and sockets."""
+    if not findings:
+        return ""
+    rows = [f"{'PID':>7}  {'USER':<12} {'UPTIME':>8}  {'WHY':<34} EXE"]
+    for finding in findings:
+        proc = finding.process
+        exe = escape_text(proc.exe) + (" (deleted)" if proc.exe_deleted else "")
+        rows.append(f"{proc.pid:>7}  {escape_text(finding.user):<12} {int(proc.age):>7}s  "
+                    f"{', '.join(finding.reasons):<34} {exe}")
+        rows.append(f"{'':>9}cmd: {escape_text(proc.cmdline)}")
+        for sock in finding.sockets:
+            rows.append(f"{'':>9}{socket_text(sock)}")
+    return "\n".join(rows) + "\n"

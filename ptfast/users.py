@@ -1,0 +1,37 @@
+"""User names and tracked accounts: the password-database look-ups, done once per uid."""
+
+from __future__ import annotations
+
+import os
+import pwd
+
+CPANEL_USERS_DIR = "/var/cpanel/users"
+DIRECTADMIN_USERS_DIR = "/usr/local/directadmin/data/users"
+
+
+class UserNames:
+    """uid -> name, cached (lfd looked each one up again for every process)."""
+
+    def __init__(self) -> None:
+        self._names: dict[int, str] = {}
+
+    def __call__(self, uid: int) -> str:
+        name = self._names.get(uid)
+        if name is None:
+            try:
+                name = pwd.getpwuid(uid).pw_name
+            except KeyError:       # no passwd entry: show the number, as ls does
+                name = str(uid)
+            self._names[uid] = name
+        return name
+
+
+def panel_accounts(dirs=(CPANEL_USERS_DIR, DIRECTADMIN_USERS_DIR)) -> frozenset:
+    """Account names of a control panel (one file or directory per account)."""
+    names: set[str] = set()
+    for directory in dirs:
+        try:
+            names.update(entry for entry in os.listdir(directory) if not entry.startswith("."))
+        except OSError:
+            continue
+    return frozenset(names)

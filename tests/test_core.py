@@ -1,0 +1,287 @@
+"""The scanner core against real processes; every test runs on both cores (fixture ``core``)."""
+
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from ptfast import procfs
+from procs import start_copied_python, start_python
+
+pytestmark = pytest.mark.needs_root
+
+UID = 40001
+
+
+def scan(core, want_fds=True, proc_root="/proc"):
+    return procfs.scan(proc_root, want_fds, core=core)
+
+
+def find(snapshot, pid):
+    matches = [proc for proc in snapshot.processes if proc.pid == pid]
+    assert matches, f"pid {pid} missing from the snapshot"
+    return matches[0]
+
+
+def endpoints(proc):
+    return {(s.proto, s.local_ip, s.local_port, s.remote_ip, s.remote_port, s.state)
+            for s in proc.sockets}
+
+
+SOCKETS_SETUP = """
+l4 = listen(socket.AF_INET, "0.0.0.0")
+l6 = listen(socket.AF_INET6, "::1")
+server, client, accepted = connect_pair(socket.AF_INET, "127.0.0.1")
+u4 = listen(socket.AF_INET, "127.0.0.1", socket.SOCK_DGRAM)
+u6 = listen(socket.AF_INET6, "::1", socket.SOCK_DGRAM)
+uc = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); uc.connect(("127.0.0.1", 9)); KEEP.append(uc)
+mapped = listen(socket.AF_INET6, "::")
+m = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+m.connect(("::ffff:127.0.0.1", mapped.getsockname()[1])); KEEP.append(m)
+KEEP.append(mapped.accept()[0])
+info.update(l4=l4.getsockname()[1], l6=l6.getsockname()[1], server=server.getsockname()[1],
+            client=client.getsockname()[1], u4=u4.getsockname()[1], u6=u6.getsockname()[1],
+            uc=uc.getsockname()[1], mapped=mapped.getsockname()[1], m=m.getsockname()[1])
+"""
+
+
+def test_uid_comes_from_status_not_from_proc_owner(core, children):
+    ordinary = start_python(uid=UID)
+    hidden = start_python(uid=UID + 1, non_dumpable=True)
+    children.extend([ordinary, hidden])
+    # a non-dumpable process shows root as the owner of the files in /proc/PID (and on some
+    # kernels of /proc/PID itself): that must not fool us
+    assert os.stat(f"/proc/{hidden.pid}/stat").st_uid == 0
+    snapshot = scan(core)
+    assert find(snapshot, ordinary.pid).uid == UID
+    assert find(snapshot, hidden.pid).uid == UID + 1
+
+
+def test_root_process_and_fields(core, children):
+    child = start_python()
+    children.append(child)
+    proc = find(scan(core), child.pid)
+    assert proc.uid == 0
+    assert proc.ppid == os.getpid()
+    assert proc.exe == os.path.realpath(os.sys.executable)
+    assert not proc.exe_deleted
+    assert proc.vm_size_bytes > proc.vm_rss_bytes > 0
+    assert 0 <= proc.age < 60       # a young process: seconds, not ticks
+
+
+def test_every_socket_kind_ipv4_and_ipv6(core, children):
+    child = start_python(SOCKETS_SETUP, uid=UID)
+    children.append(child)
+    info = child.info
+    found = endpoints(find(scan(core), child.pid))
+    expected = {
+        ("tcp", "0.0.0.0", info["l4"], "0.0.0.0", 0, "LISTEN"),
+        ("tcp6", "::1", info["l6"], "::", 0, "LISTEN"),
+        ("tcp", "127.0.0.1", info["server"], "0.0.0.0", 0, "LISTEN"),
+        ("tcp", "127.0.0.1", info["client"], "127.0.0.1", info["server"], "ESTABLISHED"),
+        ("tcp", "127.0.0.1", info["server"], "127.0.0.1", info["client"], "ESTABLISHED"),
+        ("udp", "127.0.0.1", info["u4"], "0.0.0.0", 0, "UNCONN"),
+        ("udp6", "::1", info["u6"], "::", 0, "UNCONN"),
+        ("udp", "127.0.0.1", info["uc"], "127.0.0.1", 9, "ESTABLISHED"),
+        ("tcp6", "::", info["mapped"], "::", 0, "LISTEN"),
+        # IPv4-mapped IPv6 is shown as IPv4
+        ("tcp6", "127.0.0.1", info["m"], "127.0.0.1", info["mapped"], "ESTABLISHED"),
+        ("tcp6", "127.0.0.1", info["mapped"], "127.0.0.1", info["m"], "ESTABLISHED"),
+    }
+    assert expected <= found, expected - found
+    assert len(found) == len(expected)
+
+
+def test_listener_in_another_network_namespace(core, children):
+    setup = 'info["port"] = listen(socket.AF_INET, "0.0.0.0").getsockname()[1]'
+    child = start_python(setup, uid=UID, netns=True)
+    children.append(child)
+    assert os.readlink(f"/proc/{child.pid}/ns/net") != os.readlink("/proc/self/ns/net")
+    snapshot = scan(core)
+    proc = find(snapshot, child.pid)
+    assert [(s.proto, s.local_port, s.state) for s in proc.sockets] == [
+        ("tcp", child.info["port"], "LISTEN")]
+    assert proc.sockets[0].netns == os.stat(f"/proc/{child.pid}/ns/net").st_ino
+    assert snapshot.stats["namespaces"] >= 2
+
+
+def test_deleted_executable_is_decided_from_the_file(core, children):
+    deleted = start_copied_python("payload", uid=UID, delete=True)
+    children.append(deleted)
+    proc = find(scan(core), deleted.pid)
+    assert proc.exe_deleted
+    assert proc.exe == deleted.info["exe"]          # the kernel's suffix is removed
+
+
+def test_deleted_in_the_path_text_is_not_deletion(core, children):
+    in_dir = start_copied_python("sleeper", uid=UID, subdir="x (deleted)")
+    in_name = start_copied_python("sleeper (deleted)", uid=UID)
+    children.extend([in_dir, in_name])
+    snapshot = scan(core)
+    for child in (in_dir, in_name):
+        proc = find(snapshot, child.pid)
+        assert not proc.exe_deleted
+        assert proc.exe == child.info["exe"]
+
+
+def test_hostile_names_survive_as_data(core, children):
+    name = "evil\n\x1b[31mname\x07"
+    child = start_copied_python(name, uid=UID, setup="")
+    children.append(child)
+    proc = find(scan(core), child.pid)
+    assert proc.exe == child.info["exe"]
+    assert "\x1b[31m" in proc.exe
+
+
+def test_cmdline_is_normalised_and_keeps_undecodable_bytes(core, children):
+    child = start_python(argv=["one", "two  three", b"\xff\xfe-bytes", ""])
+    children.append(child)
+    proc = find(scan(core), child.pid)
+    assert proc.cmdline.endswith("one two  three \udcff\udcfe-bytes")   # trailing NUL dropped
+    assert "\0" not in proc.cmdline
+
+
+def test_open_files_and_no_pipes(core, children):
+    setup = """
+        KEEP.append(open("/etc/hostname"))
+        KEEP.extend(os.pipe())
+    """
+    child = start_python(setup, uid=UID)
+    children.append(child)
+    proc = find(scan(core), child.pid)
+    assert "/etc/hostname" in proc.open_files
+    assert not any(path.startswith("pipe:") for path in proc.open_files)
+    assert proc.sockets == ()
+
+
+def test_caller_decides_which_processes_get_an_fd_walk(core, children):
+    inspected = start_python('listen(socket.AF_INET, "127.0.0.1")', uid=UID)
+    skipped = start_python('listen(socket.AF_INET, "127.0.0.1")', uid=UID + 2)
+    children.extend([inspected, skipped])
+    asked = []
+
+    def want_fds(proc):
+        asked.append(proc.pid)
+        return proc.uid == UID
+
+    snapshot = scan(core, want_fds)
+    assert inspected.pid in asked and skipped.pid in asked
+    assert len(find(snapshot, inspected.pid).sockets) == 1
+    assert find(snapshot, skipped.pid).sockets is None
+    assert find(snapshot, skipped.pid).open_files is None
+    assert all(proc.sockets is None for proc in scan(core, False).processes)
+
+
+def test_kernel_threads_are_skipped(core):
+    snapshot = scan(core)
+    kernel_threads = [pid for pid in os.listdir("/proc") if pid.isdigit()
+                      and os.path.exists(f"/proc/{pid}/stat")
+                      and int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[6])
+                      & 0x00200000]
+    pids = {proc.pid for proc in snapshot.processes}
+    assert not pids & {int(pid) for pid in kernel_threads}
+    assert snapshot.stats["kernel_threads"] >= len(kernel_threads) - 5   # some may exit
+
+
+def test_processes_that_vanish_mid_scan_are_never_an_error(core):
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            procs = [os.spawnv(os.P_NOWAIT, "/bin/true", ["true"]) for _ in range(20)]
+            for pid in procs:
+                os.waitpid(pid, 0)
+
+    threads = [threading.Thread(target=churn) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(30):
+            snapshot = scan(core)
+            assert snapshot.processes
+            for proc in snapshot.processes:   # never a half-read record
+                assert proc.exe and proc.start_time > 0
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+
+def test_a_reused_pid_is_never_mixed_with_its_predecessor(core):
+    """Every field of a record comes from one process: the start time read with the uid and
+    exe must be the one psutil reports for the process still holding that pid."""
+    import psutil
+    for _ in range(5):
+        snapshot = scan(core)
+        for proc in snapshot.processes:
+            try:
+                live = psutil.Process(proc.pid)
+                ticks = live._proc._parse_stat_file()["create_time"]
+            except (psutil.Error, KeyError):
+                continue
+            if float(ticks) == proc.start_time:
+                assert live.exe() in (proc.exe, proc.exe + " (deleted)") or not live.exe()
+        time.sleep(0.05)
+
+
+def unmap(ip):
+    """psutil keeps IPv4-mapped IPv6 as ::ffff:a.b.c.d; ptfast shows the IPv4 address."""
+    return ip[7:] if ip.startswith("::ffff:") and "." in ip else ip
+
+
+def test_view_agrees_with_psutil(core, children):
+    """psutil is the independent oracle for uid, exe, cmdline, start time and sockets."""
+    import psutil
+    children.append(start_python(SOCKETS_SETUP, uid=UID))
+    children.append(start_python(argv=["a", "b c"], uid=UID + 3))
+    snapshot = scan(core)
+    boot = psutil.boot_time()
+    ticks = os.sysconf("SC_CLK_TCK")
+    compared = 0
+    for proc in snapshot.processes:
+        try:
+            live = psutil.Process(proc.pid)
+            with live.oneshot():
+                uids = live.uids()
+                exe = live.exe()
+                cmdline = " ".join(live.cmdline()).rstrip()
+                create_time = live.create_time()
+                connections = {(unmap(c.laddr.ip), c.laddr.port,
+                                unmap(c.raddr.ip) if c.raddr else None)
+                               for c in live.net_connections("inet")}
+        except psutil.Error:
+            continue
+        if live.pid == os.getpid():
+            continue
+        compared += 1
+        if uids.real == uids.effective == uids.saved:
+            assert proc.uid == uids.real
+        assert exe == proc.exe or proc.exe_deleted
+        assert cmdline == proc.cmdline
+        assert abs(create_time - (boot + proc.start_time / ticks)) < 0.05
+        if proc.sockets is not None and all(s.netns == proc.sockets[0].netns
+                                            for s in proc.sockets):
+            ours = {(s.local_ip, s.local_port,
+                     s.remote_ip if s.remote_port or s.state not in ("LISTEN", "UNCONN")
+                     else None)
+                    for s in proc.sockets if not s.proto.startswith("raw")}
+            assert ours == connections, proc
+    assert compared >= 3
+
+
+def test_both_cores_return_the_same_records(children):
+    from ptfast import _procscan, _procscan_py
+    children.append(start_python(SOCKETS_SETUP, uid=UID))
+    children.append(start_copied_python("gone", uid=UID, delete=True))
+    compiled = {p.pid: procfs.process_as_dict(p) for p in scan(_procscan).processes}
+    twin = {p.pid: procfs.process_as_dict(p) for p in scan(_procscan_py).processes}
+    common = compiled.keys() & twin.keys()
+    assert len(common) >= len(children)
+    for pid in common:
+        compiled[pid].pop("age")
+        twin[pid].pop("age")
+        if pid == os.getpid():       # our own fds change between the two scans
+            continue
+        assert compiled[pid] == twin[pid]
