@@ -1,0 +1,193 @@
+"""`ptfast scan` end to end against a population of real processes, on both cores."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from procs import start_copied_python, start_python
+
+pytestmark = pytest.mark.needs_root
+
+LISTEN_ANY = 'info["port"] = listen(socket.AF_INET, "0.0.0.0").getsockname()[1]'
+CONNECT_V4 = """
+s = socket.create_connection(("127.0.0.1", ROOT_PORT)); KEEP.append(s)
+info["port"] = s.getsockname()[1]
+"""
+CONNECT_V6 = """
+s = socket.create_connection(("::1", ROOT_PORT6)); KEEP.append(s)
+info["port"] = s.getsockname()[1]
+"""
+UDP_BOUND = 'info["port"] = listen(socket.AF_INET6, "::", socket.SOCK_DGRAM).getsockname()[1]'
+
+
+@pytest.fixture(scope="module")
+def population():
+    """Old enough for PT_LIMIT=1: every child is started, then we wait past the limit once."""
+    started = {}
+    try:
+        root = start_python("""
+            a = listen(socket.AF_INET, "127.0.0.1"); b = listen(socket.AF_INET6, "::1")
+            info.update(port=a.getsockname()[1], port6=b.getsockname()[1])
+            import threading
+            def serve(sock):
+                while True:
+                    KEEP.append(sock.accept()[0])
+            for sock in (a, b):
+                threading.Thread(target=serve, args=(sock,), daemon=True).start()
+        """)
+        started["root"] = root
+        ports = f"ROOT_PORT = {root.info['port']}\nROOT_PORT6 = {root.info['port6']}\n"
+        started["bindshell"] = start_python(LISTEN_ANY, uid=40101)
+        started["connected"] = start_python(ports + CONNECT_V4, uid=40102)
+        started["connected6"] = start_python(ports + CONNECT_V6, uid=40103)
+        started["udp"] = start_python(UDP_BOUND, uid=40104)
+        started["container"] = start_python(LISTEN_ANY, uid=40105, netns=True)
+        started["quiet"] = start_python("", uid=40106)
+        started["deleted"] = start_copied_python("miner", uid=40107, delete=True)
+        started["fake_deleted"] = start_copied_python("bot", LISTEN_ANY, uid=40108,
+                                                      subdir="cache (deleted)")
+        started["hostile"] = start_copied_python("x\x1b]0;pwned\x07\n*Suspicious*", LISTEN_ANY,
+                                                 uid=40109)
+        time.sleep(1.3)
+        yield started
+    finally:
+        for child in started.values():
+            child.stop()
+
+
+def run_scan(*args, core="compiled", user_code=None):
+    env = dict(os.environ)
+    env.pop("PTFAST_NO_EXTENSIONS", None)
+    if core == "pure-python":
+        env["PTFAST_NO_EXTENSIONS"] = "1"
+    # no csf.conf on the test machine, but never let a real one change the test's meaning
+    command = [sys.executable, "-m", "ptfast", "scan", "--config", os.devnull,
+               "--override", os.devnull, "--set", "PT_LIMIT=1", *args]
+    return subprocess.run(command, capture_output=True, env=env, timeout=120)
+
+
+@pytest.fixture(params=["compiled", "pure-python"])
+def scan_json(request, population):
+    def scan(*args):
+        result = run_scan("--json", *args, core=request.param)
+        assert result.returncode in (0, 1), result.stderr
+        findings = [json.loads(line) for line in result.stdout.splitlines()]
+        assert result.returncode == (1 if findings else 0)
+        return {finding["pid"]: finding for finding in findings}
+    return scan
+
+
+def test_reports_every_kind_of_network_socket(population, scan_json):
+    findings = scan_json()
+    expected = {
+        "bindshell": ["listening socket"],
+        "connected": ["socket"],
+        "connected6": ["socket"],
+        "udp": ["listening socket"],
+        "container": ["listening socket"],
+        "fake_deleted": ["listening socket"],
+        "hostile": ["listening socket"],
+    }
+    for name, reasons in expected.items():
+        child = population[name]
+        assert child.pid in findings, name
+        finding = findings[child.pid]
+        assert finding["reasons"] == reasons, name
+        assert finding["check"] == "suspicious"
+        assert finding["uid"] == finding["user"] == str(finding["uid"]) or finding["user"]
+        assert finding["uptime"] >= 1
+        assert any(sock["local"].endswith(f":{child.info['port']}")
+                   for sock in finding["sockets"]), name
+    for name in ("root", "quiet", "deleted"):       # PT_DELETED is 0 by default
+        assert population[name].pid not in findings, name
+
+
+def test_socket_fields(population, scan_json):
+    finding = scan_json()[population["connected6"].pid]
+    (sock,) = finding["sockets"]
+    assert sock["proto"] == "tcp6" and sock["state"] == "ESTABLISHED"
+    assert sock["local"] == f"[::1]:{population['connected6'].info['port']}"
+    assert sock["remote"] == f"[::1]:{population['root'].info['port6']}"
+
+
+def test_deleted_executable_with_pt_deleted(population, scan_json):
+    findings = scan_json("--set", "PT_DELETED=1")
+    finding = findings[population["deleted"].pid]
+    assert finding["reasons"] == ["deleted executable"]
+    assert finding["exe_deleted"] and finding["exe"] == population["deleted"].info["exe"]
+    assert not findings[population["fake_deleted"].pid]["exe_deleted"]
+
+
+def test_young_processes_are_not_inspected(population, scan_json):
+    young = start_python(LISTEN_ANY, uid=40110)
+    try:
+        findings = scan_json("--set", "PT_LIMIT=30")
+        assert young.pid not in findings
+        assert population["bindshell"].pid not in findings     # 1.3 s old, limit 30
+    finally:
+        young.stop()
+
+
+def test_hostile_name_is_escaped_in_json_and_table(population):
+    pid = population["hostile"].pid
+    escaped = "x\\x1b]0;pwned\\x07\\n*Suspicious*"
+    for args in (("--json",), ()):
+        output = run_scan(*args).stdout.decode("ascii")    # pure ASCII, or this raises
+        line = next(line for line in output.splitlines() if str(pid) in line)
+        assert "\x1b" not in output and "\x07" not in output
+        if args:
+            assert json.loads(line)["exe"].endswith("/" + escaped)
+        else:
+            assert escaped in line
+    # the newline in the name cannot start a forged line
+    assert not [l for l in run_scan().stdout.splitlines() if l.startswith(b"*Suspicious*")]
+
+
+def test_table_output(population):
+    result = run_scan()
+    text = result.stdout.decode()
+    assert result.returncode == 1
+    assert "PID" in text and "listening socket" in text
+    assert f"{population['bindshell'].pid}" in text
+    assert "suspicious of" in text
+
+
+def test_version_names_the_core():
+    for core, word in (("compiled", "compiled"), ("pure-python", "pure-python")):
+        env = dict(os.environ)
+        env.pop("PTFAST_NO_EXTENSIONS", None)
+        if core == "pure-python":
+            env["PTFAST_NO_EXTENSIONS"] = "1"
+        out = subprocess.run([sys.executable, "-m", "ptfast", "--version"], env=env,
+                             capture_output=True, text=True).stdout
+        assert f"({word} core)" in out
+
+
+def test_non_root_run_says_what_it_could_not_inspect(population):
+    code = textwrap.dedent("""
+        import os, sys
+        from ptfast.cli import main            # import everything while still root
+        import ptfast.policy, ptfast.report, ptfast.users, ptfast.pignore, orjson, regex
+        os.setgroups([]); os.setresgid(40199, 40199, 40199); os.setresuid(40199, 40199, 40199)
+        os.chdir("/")
+        sys.exit(main(["scan", "--config", os.devnull, "--override", os.devnull,
+                       "--pignore", os.devnull, "--set", "PT_LIMIT=1"]))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "could not inspect" in result.stderr
+    denied = int(result.stderr.split("could not inspect ")[1].split()[0])
+    assert denied >= len(population) - 1
+
+
+def test_unreadable_proc_root_is_an_error():
+    result = subprocess.run([sys.executable, "-m", "ptfast", "scan", "--proc-root",
+                             "/nonexistent"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "/nonexistent" in result.stderr
