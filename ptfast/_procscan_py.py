@@ -68,14 +68,17 @@ class Process:
         return f"Process(pid={self.pid} uid={self.uid} exe={self.exe!r})"
 
 
-def _read(dir_fd: int, name: str) -> bytes:
+def _read(dir_fd: int, name: str, until_eof: bool = False) -> bytes:
+    """A whole procfs file. Per-process files give everything that fits in one read, so a short
+    read ends them; multi-record files such as net/tcp give about a page per read and need
+    ``until_eof``."""
     fd = os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
     try:
         chunks = []
         while True:
             chunk = os.read(fd, 65536)
             chunks.append(chunk)
-            if len(chunk) < 65536:
+            if not chunk or (len(chunk) < 65536 and not until_eof):
                 return b"".join(chunks)
     finally:
         os.close(fd)
@@ -135,7 +138,7 @@ def _parse_table(data: bytes, proto: str, netns: int, table: dict) -> None:
 def _load_tables(dir_fd: int, netns: int, table: dict) -> None:
     for proto in TABLES:
         try:
-            data = _read(dir_fd, "net/" + proto)
+            data = _read(dir_fd, "net/" + proto, until_eof=True)
         except OSError:
             continue
         _parse_table(data, proto, netns, table)

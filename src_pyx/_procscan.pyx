@@ -114,9 +114,12 @@ cdef Py_ssize_t read_small(int dirfd, const char* name, char* out, Py_ssize_t si
     return n if n >= 0 else -err
 
 
-cdef Py_ssize_t read_all(int dirfd, const char* name, Buf* b) noexcept nogil:
-    """Read a whole file into ``b`` (from b.len on). Stops after a short read, as procfs
-    returns everything that fits in one read. Returns bytes read or -errno."""
+cdef Py_ssize_t read_all(int dirfd, const char* name, Buf* b, bint until_eof) noexcept nogil:
+    """Read a whole file into ``b`` (from b.len on); returns bytes read or -errno.
+
+    /proc/PID/cmdline gives everything that fits in one read, so a short read ends it and saves
+    a system call; multi-record files such as /proc/net/tcp give about a page per read and need
+    ``until_eof``."""
     cdef int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC)
     cdef Py_ssize_t n, start = b.len, want
     cdef int err
@@ -135,7 +138,7 @@ cdef Py_ssize_t read_all(int dirfd, const char* name, Buf* b) noexcept nogil:
             close(fd)
             return -err
         b.len += n
-        if n < want:
+        if n == 0 or (n < want and not until_eof):
             break
     close(fd)
     return b.len - start
@@ -387,7 +390,7 @@ cdef int load_tables(int dirfd, unsigned long long netns, dict table, Buf* b) ex
         c_path = path
         b.len = 0
         with nogil:
-            n = read_all(dirfd, c_path, b)
+            n = read_all(dirfd, c_path, b, True)
         if n > 0:
             parse_table(b.data, b.len, proto, proto.endswith("6"), proto.startswith("tcp"),
                         netns, table)
@@ -591,7 +594,7 @@ cdef class _Scanner:
                             deleted = 1
                             exe_n -= DELETED_SUFFIX_LEN
                 if fail == 0:
-                    cmd_n = read_all(pid_fd, b"cmdline", &self.big)
+                    cmd_n = read_all(pid_fd, b"cmdline", &self.big, False)
                     cmd_n = normalise_cmdline(self.big.data, cmd_n) if cmd_n > 0 else 0
         if fail:
             if pid_fd >= 0:
