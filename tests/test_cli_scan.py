@@ -191,3 +191,42 @@ def test_unreadable_proc_root_is_an_error():
                              "/nonexistent"], capture_output=True, text=True)
     assert result.returncode == 2
     assert "/nonexistent" in result.stderr
+
+
+def test_every_ignore_kind_against_real_processes(population, scan_json, tmp_path):
+    fake = population["fake_deleted"].info["exe"]
+    rules = tmp_path / "csf.pignore"
+    rules.write_text("\n".join([
+        "user:40101",                                        # bindshell
+        "puser:4010[4]",                                     # udp
+        # a newline cannot be written in a one-rule-per-line file: a regex escape matches it
+        "pexe:/tmp/ptfast-test-[^/]+/x\\x1b\\]0;pwned\\x07\\n\\*Suspicious\\*",  # hostile
+        f"exe:{fake}",                                       # fake_deleted
+        # (?s): the child's command line holds newlines, which "." does not cross (as in Perl)
+        'pcmd:(?s).*create_connection\\(\\("::1", ROOT_PORT6\\).*',  # connected6
+        "cmd:this matches nothing",
+        "exe:/nonexistent/connected",
+    ]) + "\n")
+    findings = scan_json("--pignore", str(rules))
+    for name in ("bindshell", "udp", "hostile", "fake_deleted", "connected6"):
+        assert population[name].pid not in findings, name
+    for name in ("connected", "container"):                 # negatives: still reported
+        assert population[name].pid in findings, name
+    assert fake.startswith("/tmp/ptfast-test-")
+
+
+def test_ignored_exe_with_deleted_executable_is_still_reported(population, scan_json, tmp_path):
+    rules = tmp_path / "csf.pignore"
+    rules.write_text(f"exe:{population['deleted'].info['exe']}\n")
+    findings = scan_json("--pignore", str(rules), "--set", "PT_DELETED=1")
+    assert findings[population["deleted"].pid]["reasons"] == ["deleted executable"]
+
+
+def test_bad_pignore_is_reported_and_the_scan_goes_on(population, tmp_path):
+    rules = tmp_path / "csf.pignore"
+    rules.write_text("pexe:/usr/(bin\nuser:40101\n")
+    result = run_scan("--json", "--pignore", str(rules))
+    assert result.returncode == 1
+    assert f"{rules}:1: invalid pexe regex".encode() in result.stderr
+    pids = {json.loads(line)["pid"] for line in result.stdout.splitlines()}
+    assert population["bindshell"].pid not in pids and population["connected"].pid in pids

@@ -1,0 +1,161 @@
+"""The suspicious-process decision on snapshots built in memory (the policy does no I/O)."""
+
+import os
+
+import pytest
+
+from ptfast import config, pignore, policy
+from ptfast._procscan_py import Process, Socket
+from ptfast.procfs import Snapshot
+
+USERS = {0: "root", 65534: "nobody", 1001: "alice", 1002: "bob", 48: "apache"}
+
+
+def sock(local_port=4444, state="LISTEN", remote_port=0, proto="tcp", local_ip="0.0.0.0"):
+    s = Socket()
+    s.inode, s.proto, s.local_ip, s.local_port = local_port * 7 + remote_port, proto, local_ip, \
+        local_port
+    s.remote_ip = "0.0.0.0" if not remote_port else "203.0.113.9"
+    s.remote_port, s.state, s.netns = remote_port, state, 1
+    return s
+
+
+def proc(pid, uid=1001, exe="/tmp/.x/bot", age=100.0, sockets=(), deleted=False, ppid=1,
+         pgrp=None, cmdline=None, start_time=None):
+    p = Process()
+    p.pid, p.ppid, p.pgrp, p.session, p.uid = pid, ppid, pgrp or pid, pid, uid
+    p.start_time = start_time if start_time is not None else pid * 10
+    p.age, p.vm_size_bytes, p.vm_rss_bytes = age, 1 << 20, 1 << 19
+    p.exe, p.exe_deleted = exe, deleted
+    p.cmdline = cmdline if cmdline is not None else exe
+    p.sockets, p.open_files = tuple(sockets), ()
+    return p
+
+
+def evaluate(processes, settings=(), rules_text="", panel_users=frozenset(), reported=(),
+             panel=False, tmp_path=None):
+    conf = config.load(os.devnull, list(settings), override_path=os.devnull, panel=panel)
+    rules = pignore.IgnoreRules()
+    pignore.parse_lines(rules_text.splitlines(), "test.pignore", rules)
+    pol = policy.Policy(conf, rules, lambda uid: USERS.get(uid, str(uid)), panel_users,
+                        set(reported))
+    snapshot = Snapshot(processes=list(processes), socket_table={}, stats={}, core="test")
+    return {f.process.pid: f for f in pol.evaluate(snapshot)}, pol
+
+
+def test_listening_and_connected_sockets_are_suspicious():
+    found, _ = evaluate([proc(10, sockets=[sock()]),
+                         proc(11, sockets=[sock(50000, "ESTABLISHED", 6667)]),
+                         proc(12, sockets=[sock(5353, "UNCONN", proto="udp6", local_ip="::")]),
+                         proc(13)])
+    assert found[10].reasons == ("listening socket",)       # lfd defect 1: never counted
+    assert found[11].reasons == ("socket",)
+    assert found[12].reasons == ("listening socket",)
+    assert 13 not in found
+
+
+def test_root_is_never_reported_and_age_must_exceed_pt_limit():
+    found, _ = evaluate([proc(10, uid=0, sockets=[sock()]),
+                         proc(11, age=60.0, sockets=[sock()]),
+                         proc(12, age=60.5, sockets=[sock()])])
+    assert list(found) == [12]
+
+
+def test_pt_limit_zero_disables():
+    found, pol = evaluate([proc(10, sockets=[sock()])], ["PT_LIMIT=0"])
+    assert found == {} and not pol.enabled
+
+
+def test_tracked_users_on_panel_hosts():
+    procs = [proc(10, uid=1001, sockets=[sock()]), proc(11, uid=1002, sockets=[sock()]),
+             proc(12, uid=65534, sockets=[sock()])]
+    found, _ = evaluate(procs, ["GENERIC=0"], panel_users=frozenset({"alice"}))
+    assert sorted(found) == [10, 12]                 # panel account and nobody
+    found, _ = evaluate(procs, ["GENERIC=0", "PT_ALL_USERS=1"], panel_users=frozenset())
+    assert sorted(found) == [10, 11, 12]
+    found, _ = evaluate(procs)                       # generic: every user
+    assert sorted(found) == [10, 11, 12]
+
+
+def test_reported_memory_is_keyed_by_pid_and_start_time():
+    old = proc(10, sockets=[sock()], start_time=500)
+    found, _ = evaluate([old], reported=[(10, 500)])
+    assert found == {}
+    reused = proc(10, sockets=[sock()], start_time=900)  # same PID, a new process
+    found, _ = evaluate([reused], reported=[(10, 500)])
+    assert list(found) == [10]                        # lfd defect 4: silently never reported
+
+
+def test_ignores_skip_before_any_fd_walk():
+    rules = "user:bob\nexe:/usr/sbin/named\npcmd:/opt/app/run --port \\d+\n"
+    procs = [proc(10, uid=1002, sockets=[sock()]),
+             proc(11, exe="/usr/sbin/named", sockets=[sock()]),
+             proc(12, cmdline="/opt/app/run --port 8080", sockets=[sock()]),
+             proc(13, cmdline="/opt/app/run --port 8080 x", sockets=[sock()]),
+             proc(14, age=5, sockets=[sock()])]
+    found, pol = evaluate(procs, rules_text=rules)
+    assert list(found) == [13]
+    assert [pol.want_fds(p) for p in procs] == [False, False, False, True, False]
+
+
+def test_pt_skip_http():
+    httpd = proc(100, uid=48, exe="/usr/sbin/httpd", sockets=[sock(80)])
+    cgi = proc(101, uid=1001, exe="/home/alice/cgi", ppid=100, pgrp=100,
+               sockets=[sock(40000, "ESTABLISHED", 25)])
+    php_fpm = proc(102, uid=1001, exe="/usr/sbin/php-fpm",
+                   sockets=[sock(443, "ESTABLISHED", 50000), sock(80)])
+    found, _ = evaluate([httpd, cgi, php_fpm], ["PT_SKIP_HTTP=1"])
+    assert 101 not in found                           # child of the web server
+    assert 102 not in found                           # only ports 80/443
+    assert 100 not in found                           # its only socket is port 80
+    found, _ = evaluate([httpd, cgi, php_fpm])
+    assert {101, 102} <= set(found)
+
+
+def test_nginx_and_litespeed_children_are_web_children_too():
+    for server in ("/usr/sbin/nginx", "/usr/local/lsws/bin/litespeed"):
+        leader = proc(200, uid=0, exe=server)
+        child = proc(201, ppid=200, pgrp=200, sockets=[sock(40000, "ESTABLISHED", 3306)])
+        found, _ = evaluate([leader, child], ["PT_SKIP_HTTP=1"])
+        assert found == {}, server
+
+
+def test_deleted_executables():
+    gone = proc(10, deleted=True)
+    found, _ = evaluate([gone])
+    assert found == {}                                # PT_DELETED=0: not reported
+    found, _ = evaluate([gone], ["PT_DELETED=1"])
+    assert found[10].reasons == ("deleted executable",)
+    # even when ignored, the deleted report stands; sockets then do not add a reason
+    ignored = proc(11, exe="/usr/sbin/exim", deleted=True, sockets=[sock(25)])
+    found, _ = evaluate([ignored], ["PT_DELETED=1"], rules_text="exe:/usr/sbin/exim")
+    assert found[11].reasons == ("deleted executable",)
+    # without PT_DELETED an ignored one is simply ignored
+    found, _ = evaluate([ignored], rules_text="exe:/usr/sbin/exim")
+    assert found == {}
+
+
+def test_one_report_per_deleted_family():
+    parent = proc(10, deleted=True, exe="/tmp/m")
+    child = proc(11, deleted=True, exe="/tmp/m", ppid=10)
+    other = proc(12, deleted=True, exe="/tmp/n", ppid=1)
+    found, _ = evaluate([parent, child, other], ["PT_DELETED=1"])
+    assert sorted(found) == [10, 12]
+    # the parent was reported in an earlier pass: the child still stays quiet
+    found, _ = evaluate([parent, child], ["PT_DELETED=1"], reported=[(10, 100)])
+    assert found == {}
+
+
+def test_deleted_in_the_name_does_not_blind_the_check():
+    """lfd defect 3: a path merely containing '(deleted)' hid the process with PT_DELETED=0."""
+    fake = proc(10, exe="/home/a/x (deleted)/bot", sockets=[sock()])
+    found, _ = evaluate([fake])
+    assert found[10].reasons == ("listening socket",)
+
+
+@pytest.mark.parametrize("ip", ["192.168.0.10", "10.0.0.1", "2001:db8::1", "fe80::1"])
+def test_every_address_counts(ip):
+    """lfd defect 2: hex text tested as a number dropped many addresses."""
+    found, _ = evaluate([proc(10, sockets=[sock(local_ip=ip, state="ESTABLISHED",
+                                                remote_port=443)])])
+    assert 10 in found
