@@ -6,6 +6,7 @@ Exit status: 0 nothing found / all clean, 1 findings, 2 error.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import __version__, config as config_mod, pignore, procfs
@@ -90,8 +91,10 @@ def cmd_scan(args) -> int:
         out.write((summary + "\n").encode())
     out.flush()
     if snapshot.stats["denied"]:
+        advice = ("even as root: they belong to another user namespace or a security module "
+                  "forbids it") if os.geteuid() == 0 else "run as root to see every process"
         warn(f"could not inspect {snapshot.stats['denied']} processes (permission denied): "
-             "run as root to see every process")
+             f"{advice}")
     return EXIT_FINDINGS if findings else EXIT_CLEAN
 
 

@@ -39,33 +39,75 @@ class PatternRule:
     enabled: bool = True
 
 
+# Rules that cannot share one alternation with others: global inline flags such as (?s) would
+# leak into the other rules, and group references would change their numbers.
+_NOT_COMBINABLE = regex.compile(r"\(\?[a-zA-Z]+\)|\\[1-9]|\(\?P=|\(\?P<|\(\?<[a-zA-Z_]")
+CMD_CACHE_SIZE = 50_000
+
+
 @dataclass(slots=True)
 class IgnoreRules:
     exact: dict = field(default_factory=lambda: {kind: set() for kind in KINDS})
     patterns: dict = field(default_factory=lambda: {kind: [] for kind in KINDS})
     problems: list = field(default_factory=list)
     sources: list = field(default_factory=list)   # files read, in order
-    _cache: dict = field(default_factory=lambda: {"exe": {}, "user": {}})
+    _cache: dict = field(default_factory=lambda: {kind: {} for kind in KINDS})
+    _combined: dict = field(default_factory=dict)  # kind -> (alternation or None, the rest)
 
     def rule_count(self) -> int:
         return sum(len(v) for v in self.exact.values()) + sum(len(v) for v in
                                                              self.patterns.values())
 
+    def rules_changed(self) -> None:
+        self._combined.clear()
+        for cache in self._cache.values():
+            cache.clear()
+
+    def _compiled(self, kind: str) -> tuple:
+        """One alternation of every combinable rule (one timed match per value instead of one
+        per rule), and the rules that must run alone."""
+        built = self._combined.get(kind)
+        if built is None:
+            enabled = [rule for rule in self.patterns[kind] if rule.enabled]
+            together = [rule for rule in enabled if not _NOT_COMBINABLE.search(rule.text)]
+            alone = [rule for rule in enabled if rule not in together]
+            alternation = None
+            if len(together) > 1:
+                try:
+                    alternation = regex.compile("|".join(f"(?:{rule.text})" for rule in together),
+                                                regex.ASCII)
+                except regex.error:
+                    alone = enabled
+            else:
+                alone = enabled
+            built = self._combined[kind] = (alternation, alone if alternation else enabled)
+        return built
+
+    def _rule_matches(self, rule: PatternRule, value: str) -> bool:
+        try:
+            return rule.pattern.fullmatch(value, timeout=REGEX_TIMEOUT) is not None
+        except TimeoutError:
+            rule.enabled = False
+            self._combined.pop(rule.kind, None)
+            self.problems.append(Problem(
+                rule.path, rule.line,
+                f"{rule.kind} regex {rule.text!r} took over {REGEX_TIMEOUT * 1000:.0f} ms on a "
+                f"value of {len(value)} characters (catastrophic backtracking); "
+                "rule switched off"))
+            return False
+
     def _matches_pattern(self, kind: str, value: str) -> bool:
-        for rule in self.patterns[kind]:
-            if not rule.enabled:
-                continue
+        alternation, alone = self._compiled(kind)
+        if alternation is not None:
             try:
-                if rule.pattern.fullmatch(value, timeout=REGEX_TIMEOUT) is not None:
+                if alternation.fullmatch(value, timeout=REGEX_TIMEOUT) is not None:
                     return True
             except TimeoutError:
-                rule.enabled = False
-                self.problems.append(Problem(
-                    rule.path, rule.line,
-                    f"{kind} regex {rule.text!r} took over {REGEX_TIMEOUT * 1000:.0f} ms on a "
-                    f"value of {len(value)} characters (catastrophic backtracking); "
-                    "rule switched off"))
-        return False
+                # find the culprit(s) one by one; they are switched off and reported
+                together = [rule for rule in self.patterns[kind] if rule not in alone]
+                return any([self._rule_matches(rule, value) for rule in together + alone
+                            if rule.enabled])
+        return any(self._rule_matches(rule, value) for rule in alone if rule.enabled)
 
     def ignores(self, kind: str, value: str) -> bool:
         """Does an ``exe``/``user``/``cmd`` rule (exact or regex) match ``value``?"""
@@ -73,11 +115,11 @@ class IgnoreRules:
             return True
         if not self.patterns[kind]:
             return False
-        cache = self._cache.get(kind)
-        if cache is None:      # command lines are nearly all distinct: not worth caching
-            return self._matches_pattern(kind, value)
+        cache = self._cache[kind]
         hit = cache.get(value)
         if hit is None:
+            if len(cache) >= CMD_CACHE_SIZE:     # command lines can be endless: stay bounded
+                cache.clear()
             hit = cache[value] = self._matches_pattern(kind, value)
         return hit
 
@@ -112,6 +154,7 @@ def parse_lines(lines, path: str, rules: IgnoreRules, depth: int = 0) -> None:
                                                         "rule skipped"))
             continue
         rules.patterns[kind[1:]].append(PatternRule(kind[1:], value, path, number, pattern))
+    rules.rules_changed()
 
 
 def _include(target: str, path: str, number: int, rules: IgnoreRules, depth: int) -> None:

@@ -133,3 +133,19 @@ def test_builtin_list_is_clean_and_used_without_a_file():
         assert not rules.ignores("exe", interpreter)
     if not os.path.exists(pignore.DEFAULT_PIGNORE_PATH):
         assert pignore.load().sources == [pignore.BUILTIN_SOURCE]
+
+
+def test_catastrophic_rule_among_combined_rules_is_found_and_only_it_switched_off(tmp_path):
+    rules, path = rules_from(tmp_path, "pcmd:safe\\d+\npcmd:(a|aa)+b\npcmd:other .*\n")
+    assert not rules.ignores("cmd", "a" * 5000 + "!")
+    (problem,) = rules.problems
+    assert (problem.path, problem.line) == (path, 2)
+    assert rules.ignores("cmd", "safe42") and rules.ignores("cmd", "other thing")
+    assert [rule.enabled for rule in rules.patterns["cmd"]] == [True, False, True]
+
+
+def test_inline_flags_stay_with_their_own_rule(tmp_path):
+    rules, _ = rules_from(tmp_path, "pcmd:(?s)multi.*line\npcmd:one.two\npcmd:three\\d\n")
+    assert rules.ignores("cmd", "multi\nline")
+    assert not rules.ignores("cmd", "one\ntwo")      # (?s) must not leak into other rules
+    assert rules.ignores("cmd", "one two") and rules.ignores("cmd", "three3")

@@ -1,0 +1,44 @@
+"""Type stubs of the compiled scanner core (src_pyx/_procscan.pyx).
+
+Same API and results as the pure-Python twin, ptfast._procscan_py, whose docstring states the
+contract.
+"""
+
+from typing import Callable, Union
+
+TABLES: tuple[str, ...]
+TCP_STATES: tuple[str, ...]
+
+class Socket:
+    """One inet socket from /proc/net/{tcp,udp,raw}[6] of some network namespace."""
+    inode: int
+    proto: str          # tcp, udp, tcp6, udp6, raw, raw6
+    local_ip: str       # IPv4-mapped IPv6 is shown as IPv4
+    local_port: int
+    remote_ip: str
+    remote_port: int
+    state: str          # LISTEN, ESTABLISHED, ... ; UNCONN for unconnected udp/raw
+    netns: int          # inode of the network namespace the table came from
+
+class Process:
+    """Facts about one process; sockets/open_files are None unless fds were inspected."""
+    pid: int
+    ppid: int
+    pgrp: int
+    session: int
+    uid: int            # filesystem uid from /proc/PID/status (never the owner of /proc/PID)
+    start_time: int     # clock ticks after boot: with pid, the identity of a process
+    age: float          # seconds since the process started
+    vm_size_bytes: int
+    vm_rss_bytes: int
+    exe: str            # " (deleted)" removed when exe_deleted
+    exe_deleted: bool   # the file's link count is 0, not merely a name ending in "(deleted)"
+    cmdline: str        # NULs as spaces, trailing white space removed; bad UTF-8 as surrogates
+    sockets: tuple[Socket, ...] | None
+    open_files: tuple[str, ...] | None
+
+def scan(
+    proc_root: str = "/proc",
+    want_fds: Union[bool, Callable[[Process], bool]] = True,
+) -> tuple[list[Process], dict[int, Socket], dict[str, int]]:
+    """Walk proc_root once: (processes, socket table by inode, counters)."""
