@@ -88,13 +88,3 @@ def process_as_dict(proc) -> dict:
         result[name] = value
     return result
 
-
-def available_cores() -> list:
-    """Every core importable here: the twin always, the compiled one when built."""
-    cores = [_procscan_py]
-    try:
-        from . import _procscan
-        cores.insert(0, _procscan)
-    except ImportError:
-        pass
-    return cores

@@ -5,8 +5,6 @@ cdef extern from "<fcntl.h>" nogil:
     int O_RDONLY
     int O_DIRECTORY
     int O_CLOEXEC
-    int O_NOFOLLOW
-    int AT_SYMLINK_NOFOLLOW
     int openat(int dirfd, const char *pathname, int flags)
 
 cdef extern from "<unistd.h>" nogil:

@@ -16,7 +16,7 @@ from libc.string cimport memchr, memcmp, memcpy, strlen
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 
 from _libc cimport (
-    O_RDONLY, O_DIRECTORY, O_CLOEXEC, O_NOFOLLOW, openat, read, readlinkat, close,
+    O_RDONLY, O_DIRECTORY, O_CLOEXEC, openat, read, readlinkat, close,
     sysconf, _SC_CLK_TCK, _SC_PAGESIZE, DIR, dirent, fdopendir, readdir, closedir, stat, fstatat,
     AF_INET, AF_INET6, inet_ntop, errno, EINTR, EACCES, EPERM,
 )
