@@ -42,7 +42,7 @@ class PatternRule:
 # Rules that cannot share one alternation with others: global inline flags such as (?s) would
 # leak into the other rules, and group references would change their numbers.
 _NOT_COMBINABLE = regex.compile(r"\(\?[a-zA-Z]+\)|\\[1-9]|\(\?P=|\(\?P<|\(\?<[a-zA-Z_]")
-CMD_CACHE_SIZE = 50_000
+MATCH_CACHE_SIZE = 50_000   # values remembered per kind
 
 
 @dataclass(slots=True)
@@ -70,17 +70,15 @@ class IgnoreRules:
         if built is None:
             enabled = [rule for rule in self.patterns[kind] if rule.enabled]
             together = [rule for rule in enabled if not _NOT_COMBINABLE.search(rule.text)]
-            alone = [rule for rule in enabled if rule not in together]
-            alternation = None
+            built = (None, enabled)
             if len(together) > 1:
                 try:
                     alternation = regex.compile("|".join(f"(?:{rule.text})" for rule in together),
                                                 regex.ASCII)
+                    built = (alternation, [rule for rule in enabled if rule not in together])
                 except regex.error:
-                    alone = enabled
-            else:
-                alone = enabled
-            built = self._combined[kind] = (alternation, alone if alternation else enabled)
+                    pass
+            self._combined[kind] = built
         return built
 
     def _rule_matches(self, rule: PatternRule, value: str) -> bool:
@@ -103,9 +101,9 @@ class IgnoreRules:
                 if alternation.fullmatch(value, timeout=REGEX_TIMEOUT) is not None:
                     return True
             except TimeoutError:
-                # find the culprit(s) one by one; they are switched off and reported
-                together = [rule for rule in self.patterns[kind] if rule not in alone]
-                return any([self._rule_matches(rule, value) for rule in together + alone
+                # every rule alone (a list, not a generator: all culprits are found, switched
+                # off and reported, not only the first)
+                return any([self._rule_matches(rule, value) for rule in self.patterns[kind]
                             if rule.enabled])
         return any(self._rule_matches(rule, value) for rule in alone if rule.enabled)
 
@@ -118,7 +116,7 @@ class IgnoreRules:
         cache = self._cache[kind]
         hit = cache.get(value)
         if hit is None:
-            if len(cache) >= CMD_CACHE_SIZE:     # command lines can be endless: stay bounded
+            if len(cache) >= MATCH_CACHE_SIZE:   # command lines can be endless: stay bounded
                 cache.clear()
             hit = cache[value] = self._matches_pattern(kind, value)
         return hit
