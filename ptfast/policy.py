@@ -71,7 +71,8 @@ class Policy:
         self.user_name = user_name
         self.panel_users = panel_users
         self.reported = reported
-        # key -> (user, exe or cmd ignored), filled while the scanner walks
+        # key -> _candidate()'s verdict (None for rejected), filled while the scanner walks so
+        # that evaluate() does not judge the same process twice
         self._candidates: dict = {}
 
     @property
@@ -107,11 +108,8 @@ class Policy:
         ignored and young processes cost no fd walk."""
         if not self.enabled or proc.age <= self.limit:
             return False
-        candidate = self._candidate(proc)
-        if candidate is None:
-            return False
-        self._candidates[process_key(proc)] = candidate
-        return True
+        candidate = self._candidates[process_key(proc)] = self._candidate(proc)
+        return candidate is not None
 
     def is_web_server_child(self, proc, by_pid: dict) -> bool:
         for related in (by_pid.get(proc.pgrp), by_pid.get(proc.ppid)):
@@ -134,7 +132,9 @@ class Policy:
         for proc in snapshot.processes:
             if proc.age <= self.limit:
                 continue
-            candidate = self._candidates.pop(process_key(proc), None) or self._candidate(proc)
+            key = process_key(proc)
+            candidate = (self._candidates.pop(key) if key in self._candidates
+                         else self._candidate(proc))
             if candidate is None:
                 continue
             user, ignored = candidate
