@@ -60,11 +60,17 @@ def population():
             child.stop()
 
 
-def run_scan(*args, core="compiled", user_code=None):
+def core_env(core):
+    """The environment that makes ptfast pick ``core`` ("compiled" or "pure-python")."""
     env = dict(os.environ)
     env.pop("PTFAST_NO_EXTENSIONS", None)
     if core == "pure-python":
         env["PTFAST_NO_EXTENSIONS"] = "1"
+    return env
+
+
+def run_scan(*args, core="compiled"):
+    env = core_env(core)
     # no csf.conf on the test machine, but never let a real one change the test's meaning
     command = [sys.executable, "-m", "ptfast", "scan", "--config", os.devnull,
                "--override", os.devnull, "--set", "PT_LIMIT=1", *args]
@@ -158,14 +164,10 @@ def test_table_output(population):
 
 
 def test_version_names_the_core():
-    for core, word in (("compiled", "compiled"), ("pure-python", "pure-python")):
-        env = dict(os.environ)
-        env.pop("PTFAST_NO_EXTENSIONS", None)
-        if core == "pure-python":
-            env["PTFAST_NO_EXTENSIONS"] = "1"
-        out = subprocess.run([sys.executable, "-m", "ptfast", "--version"], env=env,
+    for core in ("compiled", "pure-python"):
+        out = subprocess.run([sys.executable, "-m", "ptfast", "--version"], env=core_env(core),
                              capture_output=True, text=True).stdout
-        assert f"({word} core)" in out
+        assert f"({core} core)" in out
 
 
 def test_non_root_run_says_what_it_could_not_inspect(population):
