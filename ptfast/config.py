@@ -15,9 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-DEFAULT_CONFIG_PATH = "/etc/csf/csf.conf"
-# ptfast's own settings, same syntax, read after csf.conf and winning over it.
-DEFAULT_OVERRIDE_PATH = "/etc/ptfast/ptfast.conf"
+from .paths import DEFAULT_CONFIG_PATH, DEFAULT_OVERRIDE_PATH
 
 # Directories whose presence marks a control-panel host (GENERIC then defaults to 0, as the
 # panel installs of csf ship it).

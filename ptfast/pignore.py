@@ -22,8 +22,7 @@ from importlib import resources
 import regex
 
 from .config import Problem
-
-DEFAULT_PIGNORE_PATH = "/etc/csf/csf.pignore"
+from .paths import DEFAULT_PIGNORE_PATH
 KINDS = ("exe", "user", "cmd")
 REGEX_TIMEOUT = 0.05      # seconds one regex may spend on one value
 MAX_INCLUDE_DEPTH = 8

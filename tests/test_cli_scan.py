@@ -151,7 +151,7 @@ def test_hostile_name_is_escaped_in_json_and_table(population):
         else:
             assert escaped in line
     # the newline in the name cannot start a forged line
-    assert not [l for l in run_scan().stdout.splitlines() if l.startswith(b"*Suspicious*")]
+    assert not [row for row in run_scan().stdout.splitlines() if row.startswith(b"*Suspicious*")]
 
 
 def test_table_output(population):

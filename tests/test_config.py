@@ -106,7 +106,7 @@ def test_check_prints_settings_with_sources_and_exits_clean(tmp_path):
     path = write(tmp_path, 'PT_LIMIT = "90"\n')
     result = run_check("--config", path)
     assert result.returncode == 0, result.stdout
-    assert f"PT_LIMIT" in result.stdout and f"90" in result.stdout
+    assert "PT_LIMIT" in result.stdout and "90" in result.stdout
     assert f"{path}:1" in result.stdout
     assert "PT_USERPROC" in result.stdout and "default" in result.stdout
 

@@ -1,7 +1,6 @@
 """The scanner core against real processes; every test runs on both cores (fixture ``core``)."""
 
 import os
-import socket
 import threading
 import time
 
