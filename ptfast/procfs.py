@@ -88,3 +88,34 @@ def process_as_dict(proc) -> dict:
         result[name] = value
     return result
 
+
+
+MAX_MAPS_LINES = 2000
+
+
+def read_maps(pid: int, start_time: int, proc_root: str = "/proc") -> list[str] | None:
+    """``/proc/PID/maps`` lines of exactly that process (None when it is gone or was replaced by
+    a newcomer with the same PID). Capped at MAX_MAPS_LINES; a last line says what was left out.
+    """
+    try:
+        pid_fd = os.open(f"{proc_root}/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+    def opener(name, flags):
+        return os.open(name, flags, dir_fd=pid_fd)
+    try:
+        # the directory fd pins this process: if it exits, reads through it fail
+        with open("stat", "rb", opener=opener) as handle:
+            fields = _procscan_py._parse_stat(handle.read())
+        if not fields or len(fields) < 20 or int(fields[19]) != start_time:
+            return None
+        with open("maps", "rb", opener=opener) as handle:
+            lines = handle.read().decode("utf-8", "surrogateescape").splitlines()
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(pid_fd)
+    if len(lines) > MAX_MAPS_LINES:
+        lines = lines[:MAX_MAPS_LINES] + [f"... {len(lines) - MAX_MAPS_LINES} more lines"]
+    return lines

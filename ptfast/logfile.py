@@ -1,0 +1,64 @@
+"""lfd-format log lines: ``Mon DD HH:MM:SS shorthost lfd[PID]: message``.
+
+Admins grep lfd.log for ``*Suspicious Process*`` and the like, and tools parse the ``lfd[PID]:``
+tag, so ptfast writes the same shape (to its own file by default; pointing ``--log-file`` at
+/var/log/lfd.log is safe, since every line is one O_APPEND write under an exclusive flock, as lfd
+does). Messages must already be escaped: a process name must not be able to start a new line.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import time
+
+from .paths import DEFAULT_LOG_FILE
+LOG_TAG = "lfd"
+
+
+def short_hostname() -> str:
+    try:
+        with open("/proc/sys/kernel/hostname", encoding="utf-8", errors="replace") as handle:
+            name = handle.read().strip()
+    except OSError:
+        name = os.uname().nodename
+    return name.split(".")[0]
+
+
+def lfd_line(message: str, hostname: str, now: float | None = None) -> str:
+    moment = time.localtime(now)
+    stamp = time.strftime("%b %e %H:%M:%S", moment)
+    return f"{stamp} {hostname} {LOG_TAG}[{os.getpid()}]: {message}\n"
+
+
+class LogFile:
+    """Appends lfd-format lines to ``path``; with ``echo``, also writes the message to stderr
+    (the journal, under systemd). A log that cannot be written is said once on stderr and the
+    service goes on."""
+
+    def __init__(self, path: str | None = DEFAULT_LOG_FILE, echo: bool = True) -> None:
+        self.path = path
+        self.echo = echo
+        self.hostname = short_hostname()
+        self._failed = False
+
+    def __call__(self, message: str) -> None:
+        if self.echo:
+            print(message, file=sys.stderr, flush=True)
+        if not self.path:
+            return
+        line = lfd_line(message, self.hostname).encode("utf-8", "surrogateescape")
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+            self._failed = False
+        except OSError as exc:
+            if not self._failed:
+                print(f"ptfast: cannot write the log {self.path}: {exc.strerror}",
+                      file=sys.stderr, flush=True)
+            self._failed = True

@@ -1,0 +1,153 @@
+"""Delivery of alert mails, through the SENDMAIL binary or the LF_ALERT_SMTP relay, with a spool.
+
+Every alert is written to the spool (one file per message, atomically) before the first attempt
+and removed only once delivered, so a relay that is down, a missing sendmail binary or a crash in
+between loses nothing: the next pass retries whatever is still there, oldest first.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.utils
+import itertools
+import os
+import smtplib
+import subprocess
+import time
+
+from .escape import escape_text
+from .state import write_atomically
+from .alerts import envelope_sender
+
+SPOOL_SUBDIR = "spool"
+SENDMAIL_TIMEOUT = 60
+SMTP_TIMEOUT = 30
+
+
+class DeliveryError(Exception):
+    """The message was not accepted; the text says why, ready for a log line."""
+
+
+def envelope(message: bytes) -> tuple[str, list[str]]:
+    """(sender, recipients) from the message's own From:, To:, Cc: and Bcc: headers."""
+    headers = email.parser.BytesHeaderParser().parsebytes(message)
+    sender = envelope_sender(headers.get("From", ""))
+    fields = [value for name in ("To", "Cc", "Bcc") for value in headers.get_all(name, [])]
+    recipients = [address for _name, address in email.utils.getaddresses(fields) if address]
+    return sender, recipients or ["root"]
+
+
+def split_relay(relay: str) -> tuple[str, int]:
+    """LF_ALERT_SMTP: ``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address."""
+    relay = relay.strip()
+    if relay.startswith("["):
+        host, _, rest = relay[1:].partition("]")
+        port = rest.lstrip(":")
+    elif relay.count(":") == 1:
+        host, port = relay.split(":")
+    else:
+        host, port = relay, ""
+    if port and not port.isdigit():
+        raise DeliveryError(f"LF_ALERT_SMTP {escape_text(relay)}: port is not a number")
+    return host, int(port or 25)
+
+
+def send_with_sendmail(binary: str, message: bytes, timeout: float = SENDMAIL_TIMEOUT) -> None:
+    sender, _recipients = envelope(message)
+    # -t: recipients from the headers, as lfd; -oi: a line holding only "." does not end the
+    # message early. argv only, never a shell.
+    command = [binary, "-oi", "-f", sender, "-t"]
+    try:
+        result = subprocess.run(command, input=message, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, timeout=timeout, close_fds=True)
+    except FileNotFoundError:
+        raise DeliveryError(f"SENDMAIL {escape_text(binary)} does not exist") from None
+    except PermissionError:
+        raise DeliveryError(f"SENDMAIL {escape_text(binary)} is not executable") from None
+    except subprocess.TimeoutExpired:
+        raise DeliveryError(f"SENDMAIL {escape_text(binary)} did not finish within "
+                            f"{timeout:g} s") from None
+    except OSError as exc:
+        raise DeliveryError(f"SENDMAIL {escape_text(binary)}: {exc.strerror}") from None
+    if result.returncode != 0:
+        said = escape_text(result.stderr.decode("utf-8", "replace").strip()[-300:])
+        raise DeliveryError(f"SENDMAIL {escape_text(binary)} exited with status "
+                            f"{result.returncode}" + (f": {said}" if said else ""))
+
+
+def send_with_smtp(relay: str, message: bytes, timeout: float = SMTP_TIMEOUT) -> None:
+    host, port = split_relay(relay)
+    sender, recipients = envelope(message)
+    wire = message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    try:
+        with smtplib.SMTP(host, port, timeout=timeout) as smtp:
+            refused = smtp.sendmail(sender, recipients, wire)
+    except smtplib.SMTPRecipientsRefused as exc:
+        raise DeliveryError(f"relay {escape_text(relay)} refused every recipient: "
+                            f"{escape_text(str(list(exc.recipients)))}") from None
+    except (OSError, smtplib.SMTPException) as exc:
+        raise DeliveryError(f"relay {escape_text(relay)}: "
+                            f"{escape_text(str(exc) or type(exc).__name__)}") from None
+    if refused:   # accepted for some: retrying would duplicate it for the others
+        raise DeliveryError(f"relay {escape_text(relay)} refused "
+                            f"{escape_text(', '.join(refused))}; delivered to the rest")
+
+
+class Mailer:
+    """Delivers one message by the configured route; raises DeliveryError."""
+
+    def __init__(self, config) -> None:
+        self.relay = config["LF_ALERT_SMTP"].strip()
+        self.sendmail = config["SENDMAIL"].strip()
+
+    @property
+    def route(self) -> str:
+        return f"relay {self.relay}" if self.relay else f"{self.sendmail}"
+
+    def deliver(self, message: bytes) -> None:
+        if self.relay:
+            send_with_smtp(self.relay, message)
+        else:
+            send_with_sendmail(self.sendmail, message)
+
+
+class Spool:
+    """Messages not yet delivered: ``STATE_DIR/spool/*.eml``, oldest first by name."""
+
+    _sequence = itertools.count()
+
+    def __init__(self, state_dir: str) -> None:
+        self.directory = os.path.join(state_dir, SPOOL_SUBDIR)
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+
+    def add(self, message: bytes) -> str:
+        name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._sequence):06d}.eml"
+        path = os.path.join(self.directory, name)
+        write_atomically(path, message)
+        return path
+
+    def pending(self) -> list[str]:
+        names = sorted(name for name in os.listdir(self.directory) if name.endswith(".eml"))
+        return [os.path.join(self.directory, name) for name in names]
+
+    def flush(self, mailer: Mailer, log) -> tuple[int, int]:
+        """Try every spooled message, oldest first; stop at the first failure, since the
+        route is then most likely down for the rest too. Returns (delivered, still waiting)."""
+        pending = self.pending()
+        delivered = 0
+        for path in pending:
+            try:
+                with open(path, "rb") as handle:
+                    message = handle.read()
+                mailer.deliver(message)
+            except DeliveryError as exc:
+                waiting = len(pending) - delivered
+                log(f"*Alert delivery failed* via {mailer.route}: {exc}; {waiting} alert(s) kept "
+                    f"in {self.directory} for the next pass")
+                return delivered, waiting
+            except OSError as exc:
+                log(f"cannot read spooled alert {path}: {exc.strerror}; left in place")
+                continue
+            os.unlink(path)
+            delivered += 1
+        return delivered, 0

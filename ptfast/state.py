@@ -1,0 +1,102 @@
+"""What ptfast remembers between passes and restarts: the processes already reported.
+
+A process is reported once, keyed by (pid, start time): a PID that the kernel hands to a new
+process is a new process (lfd keyed on the PID alone and so never reported the newcomer). The
+memory is one orjson file in the state directory, replaced atomically (write a temporary file,
+fsync, rename), so a crash leaves the old file or the new one, never half of one. A file that
+cannot be parsed is reported, kept aside for inspection and replaced; it never stops ptfast.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import orjson
+
+REPORTED_FILE = "reported.json"
+FORMAT_VERSION = 1
+
+
+def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data``: readers see the old content or the new, never a mix."""
+    directory = os.path.dirname(path) or "."
+    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)   # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+class ReportedState:
+    """(pid, start_time) -> when it was reported, persisted in ``DIR/reported.json``.
+
+    ``keys`` is a live dict that the policy consults (``key in state.keys``).
+    """
+
+    def __init__(self, state_dir: str) -> None:
+        self.path = os.path.join(state_dir, REPORTED_FILE)
+        self.keys: dict[tuple, float] = {}
+        self._dirty = False
+
+    def load(self) -> str | None:
+        """Read the file; returns a problem message (the file was corrupt) or None."""
+        try:
+            with open(self.path, "rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:
+            return None
+        try:
+            document = orjson.loads(data)
+            if not isinstance(document, dict) or document.get("version") != FORMAT_VERSION:
+                raise ValueError("not a ptfast state file of version 1")
+            keys = {}
+            for pid, start_time, reported_at in document["reported"]:
+                keys[(int(pid), int(start_time))] = float(reported_at)
+        except (ValueError, TypeError, KeyError) as exc:
+            kept = f"{self.path}.corrupt-{int(time.time())}"
+            os.replace(self.path, kept)
+            self.keys = {}
+            self._dirty = True
+            return (f"{self.path}: corrupt state file ({exc}); moved to {kept} and started "
+                    "afresh, so processes reported before may be reported once more")
+        self.keys = keys
+        return None
+
+    def add(self, key: tuple) -> None:
+        self.keys[key] = time.time()
+        self._dirty = True
+
+    def __contains__(self, key: tuple) -> bool:
+        return key in self.keys
+
+    def forget_gone(self, live_keys) -> int:
+        """Drop processes that no longer exist; returns how many were dropped."""
+        gone = [key for key in self.keys if key not in live_keys]
+        for key in gone:
+            del self.keys[key]
+        if gone:
+            self._dirty = True
+        return len(gone)
+
+    def save(self) -> None:
+        if not self._dirty:
+            return
+        document = {"version": FORMAT_VERSION,
+                    "reported": [[pid, start, at] for (pid, start), at in self.keys.items()]}
+        write_atomically(self.path, orjson.dumps(document))
+        self._dirty = False
