@@ -10,6 +10,8 @@ import os
 import sys
 
 from . import __version__, config as config_mod, pignore, procfs
+from .paths import (DEFAULT_EVENTS_FILE, DEFAULT_LOG_FILE, DEFAULT_STATE_DIR,
+                    DEFAULT_TEMPLATE_DIR)
 from .escape import escape_text
 from .policy import Policy
 from .report import finding_record, json_line, table
@@ -43,6 +45,21 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
                         help="override one setting for this run (repeatable)")
     parser.add_argument("--proc-root", default="/proc", metavar="DIR",
                         help="procfs to read (default /proc; for prepared trees)")
+
+
+def add_service_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR",
+                        help="reported processes, the mail spool and the lock (default "
+                             f"{DEFAULT_STATE_DIR})")
+    parser.add_argument("--templates", default=DEFAULT_TEMPLATE_DIR, metavar="DIR",
+                        help="alert templates to use when present (default "
+                             f"{DEFAULT_TEMPLATE_DIR}, lfd's); else ptfast's built-in ones")
+    parser.add_argument("--log-file", default=DEFAULT_LOG_FILE, metavar="FILE",
+                        help=f"lfd-format log lines (default {DEFAULT_LOG_FILE})")
+    parser.add_argument("--events-file", default=DEFAULT_EVENTS_FILE, metavar="FILE",
+                        help=f"one JSON line per alert (default {DEFAULT_EVENTS_FILE})")
+    parser.add_argument("--quiet", action="store_true",
+                        help="do not echo log messages to stderr")
 
 
 def load_inputs(args):
@@ -120,6 +137,11 @@ def cmd_check(args) -> int:
     return EXIT_CLEAN
 
 
+def cmd_run(args) -> int:
+    from . import daemon
+    return daemon.run(args)
+
+
 def cmd_not_yet(args) -> int:
     warn(f"'{args.command}' is not yet implemented")
     return EXIT_ERROR
@@ -140,9 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_input_options(check)
     check.set_defaults(handler=cmd_check)
 
-    for name, text in (("run", "the tracking service"), ("tune", "measure PT_LIMIT choices")):
-        command = sub.add_parser(name, help=text)
-        command.set_defaults(handler=cmd_not_yet)
+    run = sub.add_parser("run", help="the tracking service: scan every PT_INTERVAL seconds, "
+                                     "alert by mail, log, run actions")
+    add_input_options(run)
+    add_service_options(run)
+    run.add_argument("--once", action="store_true",
+                     help="one full pass (alerts, actions, state, spool), then exit")
+    run.set_defaults(handler=cmd_run)
+
+    tune = sub.add_parser("tune", help="measure PT_LIMIT choices")
+    tune.set_defaults(handler=cmd_not_yet)
     return parser
 
 

@@ -1,0 +1,303 @@
+"""``ptfast run``: the tracking service that replaces lfd's process tracking.
+
+One pass: scan, decide, then for each finding log it, remember it as reported, spool its alert
+mail, append it to the events file and start its action; then save the reported memory and
+deliver the spool. The order is what makes alerts survive anything: the mail is on disk before
+the process is marked as reported, and leaves the disk only once delivered.
+
+Signals are noted by their handlers and acted on between passes (a wakeup fd ends the wait
+early): SIGHUP reloads settings, SIGTERM and SIGINT stop after the current pass. Passes never
+overlap: the next one is due PT_INTERVAL after the previous one started, or after it ended when
+it overran.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import select
+import signal
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import orjson
+
+from . import __version__, config as config_mod, pignore, procfs
+from .actions import Actions
+from .alerts import Templates, render
+from .escape import escape_text
+from .logfile import LogFile
+from .mail import Mailer, Spool
+from .policy import Policy, process_key
+from .report import finding_record, socket_text
+from .state import ReportedState
+from .users import UserNames, panel_accounts
+
+LOCK_FILE = "ptfast.lock"
+MIN_INTERVAL = 10           # lfd: PT_INTERVAL under 10 is raised to 60
+RAISED_INTERVAL = 60
+
+
+@dataclass
+class Settings:
+    """Everything read from files, replaced as a whole on SIGHUP."""
+
+    config: config_mod.Config
+    rules: pignore.IgnoreRules
+    templates: Templates
+    problems: list = field(default_factory=list)
+
+
+def load_settings(args) -> Settings:
+    config = config_mod.load(args.config, args.set, override_path=args.override)
+    rules = pignore.load(args.pignore)
+    templates = Templates(args.templates)
+    return Settings(config, rules, templates,
+                    config.problems + rules.problems + templates.problems)
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+def take_lock(state_dir: str) -> int:
+    """An exclusive lock on STATE_DIR/ptfast.lock, held for the life of the process."""
+    path = os.path.join(state_dir, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
+            raise AlreadyRunning(f"another ptfast holds {path} (pid {holder})") from None
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def suspicious_log_message(finding) -> str:
+    """lfd's line, word for word in shape, so admins' greps keep matching."""
+    proc = finding.process
+    exe = escape_text(proc.exe) + (" (deleted)" if proc.exe_deleted else "")
+    return (f"*Suspicious Process* PID:{proc.pid} PPID:{proc.ppid} User:{escape_text(finding.user)}"
+            f" Uptime:{int(proc.age)} secs EXE:{exe} CMD:{escape_text(proc.cmdline)}")
+
+
+def suspicious_values(finding, hostname: str, maps: list | None) -> dict:
+    """The placeholders of processtracking.txt, every attacker-chosen string escaped."""
+    proc = finding.process
+    exe = escape_text(proc.exe) + (" (deleted)" if proc.exe_deleted else "")
+    return {
+        "hostname": hostname,
+        "pid": f"{proc.pid} (Parent PID:{proc.ppid})",
+        "user": escape_text(finding.user),
+        "uptime": str(int(proc.age)),
+        "exe": exe,
+        "cmdline": escape_text(proc.cmdline),
+        "sockets": "\n".join(socket_text(sock) for sock in finding.sockets),
+        "files": "\n".join(escape_text(path) for path in finding.open_files),
+        "maps": "\n".join(escape_text(line) for line in maps or ()),
+    }
+
+
+class Service:
+    def __init__(self, args) -> None:
+        self.args = args
+        self.state_dir = args.state_dir
+        self.log = LogFile(args.log_file, echo=not args.quiet)
+        self.events_file = args.events_file
+        self.hostname = socket.gethostname()
+        self.user_names = UserNames()
+        self.settings: Settings | None = None
+        self.state = ReportedState(self.state_dir)
+        self.spool: Spool | None = None
+        self.actions = Actions(self.log)
+        self._signals: list[int] = []
+        self._lock_fd: int | None = None
+
+    # -- settings -------------------------------------------------------------------------
+    @property
+    def config(self):
+        return self.settings.config
+
+    def interval(self) -> int:
+        value = self.config["PT_INTERVAL"]
+        return RAISED_INTERVAL if value < MIN_INTERVAL else value
+
+    def _log_problems(self, settings: Settings) -> None:
+        for problem in settings.problems:
+            self.log(escape_text(str(problem)))
+
+    def _describe(self) -> str:
+        config, rules = self.config, self.settings.rules
+        interval = config["PT_INTERVAL"]
+        if interval < MIN_INTERVAL:
+            self.log(f"PT_INTERVAL is {interval}, less than {MIN_INTERVAL}: using "
+                     f"{RAISED_INTERVAL} seconds")
+        tracking = (f"PT_LIMIT={config['PT_LIMIT']}" if config["PT_LIMIT"] > 0
+                    else "process tracking disabled (PT_LIMIT=0)")
+        return (f"{tracking} PT_INTERVAL={self.interval()}, config "
+                f"{config.path or 'built-in defaults'}, {rules.rule_count()} ignore rules, "
+                f"alerts via {Mailer(config).route}")
+
+    def reload(self) -> None:
+        """SIGHUP: read everything again; with any problem, keep what runs now."""
+        settings = load_settings(self.args)
+        if settings.problems:
+            self._log_problems(settings)
+            self.log(f"reload refused: {len(settings.problems)} problem(s) in the new settings; "
+                     "keeping the previous ones")
+            return
+        self.settings = settings
+        self.user_names = UserNames()
+        self.log(f"settings reloaded: {self._describe()}")
+
+    # -- start and stop -------------------------------------------------------------------
+    def start(self) -> None:
+        """Lock, read settings and memory. Raises AlreadyRunning or OSError."""
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        self._lock_fd = take_lock(self.state_dir)
+        self.spool = Spool(self.state_dir)
+        self.settings = load_settings(self.args)
+        self._log_problems(self.settings)
+        problem = self.state.load()
+        if problem:
+            self.log(escape_text(problem))
+        self.log(f"ptfast {__version__} ({procfs.CORE_NAME} core) started: {self._describe()}")
+
+    def stop(self) -> None:
+        self.actions.wait()
+        self._save_state()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- one pass -------------------------------------------------------------------------
+    def _save_state(self) -> None:
+        try:
+            self.state.save()
+        except OSError as exc:
+            self.log(f"cannot save {self.state.path}: {exc.strerror}; reported processes are "
+                     "remembered in memory until it can")
+
+    def _append_event(self, record: dict) -> None:
+        if not self.events_file:
+            return
+        try:
+            fd = os.open(self.events_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                         0o600)
+            try:
+                os.write(fd, orjson.dumps(record) + b"\n")
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self.log(f"cannot append to {self.events_file}: {exc.strerror}")
+
+    def _raise_alert(self, check: str, values: dict, record: dict) -> None:
+        """Spool the mail (before anything can lose it) and write the event line."""
+        config = self.config
+        template = self.settings.templates[check]
+        message = render(template, values, config["LF_ALERT_TO"], config["LF_ALERT_FROM"])
+        spooled = self.spool.add(message)
+        self._append_event({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                            "host": self.hostname, **record,
+                            "template": template.source, "spooled": os.path.basename(spooled)})
+
+    def _policy(self) -> Policy:
+        config = self.config
+        panel = frozenset() if config["GENERIC"] else panel_accounts()
+        return Policy(config, self.settings.rules, self.user_names, panel, self.state.keys)
+
+    def run_pass(self) -> None:
+        policy = self._policy()
+        if policy.enabled:
+            proc_root = self.args.proc_root
+            snapshot = procfs.scan(proc_root, policy.want_fds)
+            for finding in policy.evaluate(snapshot):
+                proc = finding.process
+                self.log(suspicious_log_message(finding))
+                self.state.add(process_key(proc))
+                maps = procfs.read_maps(proc.pid, proc.start_time, proc_root)
+                self._raise_alert("suspicious", suspicious_values(finding, self.hostname, maps),
+                                  finding_record(finding))
+                if proc.exe_deleted:
+                    self.actions.run("PT_DELETED_ACTION", self.config["PT_DELETED_ACTION"],
+                                     [proc.exe, proc.pid, finding.user, proc.ppid])
+            self.state.forget_gone({process_key(proc) for proc in snapshot.processes})
+        self._save_state()
+        mailer = Mailer(self.config)
+        delivered, _waiting = self.spool.flush(mailer, self.log)
+        if delivered:
+            self.log(f"{delivered} alert(s) delivered via {mailer.route}")
+
+    # -- the loop -------------------------------------------------------------------------
+    def _on_signal(self, signum, _frame) -> None:
+        self._signals.append(signum)
+
+    def serve(self) -> None:
+        wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        next_due = time.monotonic()
+        while True:
+            while self._signals:
+                signum = self._signals.pop(0)
+                if signum == signal.SIGHUP:
+                    self.reload()
+                else:
+                    self.log(f"ptfast stopping on {signal.Signals(signum).name}")
+                    return
+            now = time.monotonic()
+            if now >= next_due:
+                self.guarded_pass()
+                ended = time.monotonic()
+                next_due = now + self.interval()
+                if ended > next_due:
+                    self.log(f"a pass took {ended - now:.1f} s, longer than PT_INTERVAL "
+                             f"({self.interval()} s); the next starts {self.interval()} s "
+                             "after it ended")
+                    next_due = ended + self.interval()
+                continue
+            select.select([wake_read], [], [], next_due - now)
+            try:
+                os.read(wake_read, 512)
+            except BlockingIOError:
+                pass
+
+    def guarded_pass(self) -> bool:
+        """One pass; an unexpected error is logged with its traceback, and the service goes on."""
+        try:
+            self.run_pass()
+            return True
+        except Exception as exc:    # a bug must not end tracking on a production server
+            self.log(f"pass failed: {escape_text(repr(exc))}")
+            for line in traceback.format_exc().splitlines():
+                self.log(escape_text(line))
+            return False
+
+
+def run(args) -> int:
+    service = Service(args)
+    try:
+        service.start()
+    except AlreadyRunning as exc:
+        service.log(f"not started: {escape_text(str(exc))}")
+        return 2
+    except OSError as exc:
+        service.log(f"not started: {escape_text(exc.filename or args.state_dir)}: {exc.strerror}")
+        return 2
+    try:
+        if args.once:
+            return 0 if service.guarded_pass() else 2
+        service.serve()
+        return 0
+    finally:
+        service.stop()
+        if not args.once:
+            service.log("ptfast stopped")

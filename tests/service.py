@@ -1,0 +1,149 @@
+"""Helpers for the service tests: a real SMTP server, a sendmail recorder, ``ptfast run``."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+from aiosmtpd.controller import Controller
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Inbox:
+    """aiosmtpd handler: keeps every envelope it is given."""
+
+    def __init__(self) -> None:
+        self.envelopes = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.envelopes.append(envelope)
+        return "250 OK"
+
+    def messages(self) -> list:
+        return [email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+                for envelope in self.envelopes]
+
+
+class SmtpServer:
+    """A real SMTP server on loopback, started and stopped by the test."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.inbox = Inbox()
+        self._controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
+
+    @property
+    def relay(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "SmtpServer":
+        self._controller.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._controller.stop()
+
+
+RECORDER = textwrap.dedent("""\
+    #!{python}
+    # sendmail-compatible: records its arguments and the message it is given
+    import json, os, sys, time
+    message = sys.stdin.buffer.read()
+    name = os.path.join({directory!r}, f"{{time.time_ns()}}-{{os.getpid()}}.json")
+    with open(name, "w") as handle:
+        json.dump({{"argv": sys.argv[1:], "message": message.decode("utf-8", "replace")}}, handle)
+""")
+
+
+class SendmailRecorder:
+    def __init__(self, directory: str) -> None:
+        self.directory = os.path.join(directory, "sent")
+        os.makedirs(self.directory)
+        self.path = os.path.join(directory, "sendmail")
+        with open(self.path, "w") as handle:
+            handle.write(RECORDER.format(python=sys.executable, directory=self.directory))
+        os.chmod(self.path, 0o755)
+
+    def calls(self) -> list:
+        result = []
+        for name in sorted(os.listdir(self.directory)):
+            with open(os.path.join(self.directory, name)) as handle:
+                call = json.load(handle)
+            call["parsed"] = email.message_from_string(call["message"], policy=email.policy.default)
+            result.append(call)
+        return result
+
+
+def only_users_rule(*uids: int) -> str:
+    """A pignore line that ignores every user but these (the test's own processes)."""
+    names = "|".join(str(uid) for uid in uids)
+    return f"puser:(?!(?:{names})$).*\n"
+
+
+class ServiceDir:
+    """A private state dir, log, events file and pignore for one test's ``ptfast run``."""
+
+    def __init__(self, root, *uids: int) -> None:
+        self.root = str(root)
+        self.state_dir = os.path.join(self.root, "state")
+        self.log_file = os.path.join(self.root, "ptfast.log")
+        self.events_file = os.path.join(self.root, "events.jsonl")
+        self.templates = os.path.join(self.root, "templates")   # absent: built-in templates
+        self.pignore = os.path.join(self.root, "pignore")
+        self.override = os.path.join(self.root, "ptfast.conf")
+        with open(self.pignore, "w") as handle:
+            handle.write(only_users_rule(*uids))
+        with open(self.override, "w") as handle:
+            handle.write('PT_LIMIT = "1"\n')
+
+    def command(self, *settings: str, once: bool = True) -> list:
+        command = [sys.executable, "-m", "ptfast", "run", "--config", os.devnull,
+                   "--override", self.override, "--pignore", self.pignore,
+                   "--state-dir", self.state_dir, "--log-file", self.log_file,
+                   "--events-file", self.events_file, "--templates", self.templates]
+        for setting in settings:
+            command += ["--set", setting]
+        if once:
+            command.append("--once")
+        return command
+
+    def run_once(self, *settings: str) -> subprocess.CompletedProcess:
+        return subprocess.run(self.command(*settings), capture_output=True, timeout=120)
+
+    def log(self) -> str:
+        try:
+            with open(self.log_file, encoding="utf-8") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return ""
+
+    def events(self) -> list:
+        try:
+            with open(self.events_file, encoding="utf-8") as handle:
+                return [json.loads(line) for line in handle]
+        except FileNotFoundError:
+            return []
+
+    def spooled(self) -> list:
+        spool = os.path.join(self.state_dir, "spool")
+        return sorted(os.listdir(spool)) if os.path.isdir(spool) else []
+
+    def reported_file(self) -> str:
+        return os.path.join(self.state_dir, "reported.json")
+
+
+def start_time_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        raw = handle.read()
+    return int(raw[raw.rfind(b")") + 1:].split()[19])
