@@ -78,6 +78,43 @@ def build_policy(config, rules) -> Policy:
     return Policy(config, rules, UserNames(), panel)
 
 
+def cmd_tune(args) -> int:
+    from . import tune
+    config, rules = load_inputs(args)
+    for problem in config.problems + rules.problems:
+        warn(escape_text(str(problem)))
+    if unreadable_inputs(config, rules):
+        return EXIT_ERROR
+    try:
+        limits = sorted({int(text) for text in args.limits.split(",") if text.strip()})
+    except ValueError:
+        warn(f"--limits must be whole numbers separated by commas, not {args.limits!r}")
+        return EXIT_ERROR
+    if args.duration <= 0 or args.sample <= 0:
+        warn("--duration and --sample must be positive")
+        return EXIT_ERROR
+    panel = frozenset() if config["GENERIC"] else panel_accounts()
+    user_names = UserNames()
+
+    def make_policy(limit):      # the run's settings and rules, with PT_LIMIT replaced
+        return Policy(config, rules, user_names, panel, limit=limit)
+
+    pt_interval = config["PT_INTERVAL"] if config["PT_INTERVAL"] >= 10 else 60
+    try:
+        result = tune.watch(make_policy, args.proc_root, pt_interval, limits, args.duration,
+                            args.sample, tune.terminal_progress(args.duration))
+    except OSError as exc:
+        warn(f"cannot read {escape_text(args.proc_root)}: {exc.strerror}")
+        return EXIT_ERROR
+    out = sys.stdout.buffer
+    if args.json:
+        out.write(json_line(result.as_dict()))
+    else:
+        out.write(tune.table(result).encode())
+    out.flush()
+    return EXIT_CLEAN
+
+
 def cmd_scan(args) -> int:
     config, rules = load_inputs(args)
     for problem in config.problems + rules.problems:
@@ -142,11 +179,6 @@ def cmd_run(args) -> int:
     return daemon.run(args)
 
 
-def cmd_not_yet(args) -> int:
-    warn(f"'{args.command}' is not yet implemented")
-    return EXIT_ERROR
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ptfast", description="Fast, lfd-compatible process "
                                      "tracking for Linux servers.")
@@ -170,8 +202,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="one full pass (alerts, actions, state, spool), then exit")
     run.set_defaults(handler=cmd_run)
 
-    tune = sub.add_parser("tune", help="measure PT_LIMIT choices")
-    tune.set_defaults(handler=cmd_not_yet)
+    tune = sub.add_parser("tune", help="watch this host and measure what each PT_LIMIT would "
+                                       "cost and report")
+    add_input_options(tune)
+    tune.add_argument("--duration", type=float, default=180.0, metavar="SECONDS",
+                      help="how long to watch (default 180)")
+    tune.add_argument("--sample", type=float, default=2.0, metavar="SECONDS",
+                      help="seconds between samples (default 2; spaced further on a big host so "
+                           "tune itself stays under a quarter of a core)")
+    tune.add_argument("--limits", default="0,5,10,30,60,120,300,600,1800", metavar="LIST",
+                      help="candidate PT_LIMIT values, comma separated")
+    tune.add_argument("--json", action="store_true", help="the table as one JSON object")
+    tune.set_defaults(handler=cmd_tune)
     return parser
 
 

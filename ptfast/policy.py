@@ -61,8 +61,10 @@ class Policy:
     """lfd's suspicious-process decision, configured once and applied to each snapshot."""
 
     def __init__(self, config, rules: IgnoreRules, user_name: Callable[[int], str],
-                 panel_users: frozenset = frozenset(), reported=frozenset()) -> None:
-        self.limit = config["PT_LIMIT"]
+                 panel_users: frozenset = frozenset(), reported=frozenset(),
+                 limit: float | None = None) -> None:
+        # ``limit`` replaces PT_LIMIT: `ptfast tune` tries other values under the same rules
+        self.limit = config["PT_LIMIT"] if limit is None else limit
         self.generic = bool(config["GENERIC"])
         self.all_users = bool(config["PT_ALL_USERS"])
         self.report_deleted = bool(config["PT_DELETED"])

@@ -1,0 +1,72 @@
+"""`ptfast tune` against a controlled population whose counts per PT_LIMIT are known."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from procs import start_python
+from service import only_users_rule
+
+pytestmark = pytest.mark.needs_root
+
+UID = 40301
+LISTEN = 'listen(socket.AF_INET, "127.0.0.1")'
+SHORT_LIFE = 2.4        # seconds a short-lived socket holder lives: past 1, never past 5
+
+
+def run_tune(tmp_path, *args):
+    pignore = tmp_path / "pignore"
+    pignore.write_text(only_users_rule(UID))
+    command = [sys.executable, "-m", "ptfast", "tune", "--config", "/dev/null",
+               "--override", "/dev/null", "--pignore", str(pignore), *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_counts_per_limit_match_a_known_population(tmp_path, children):
+    # long-lived: two socket holders and one process without sockets, all older than 5 s by
+    # the end of the watch, none older than 30 s
+    children.append(start_python(LISTEN, uid=UID))
+    children.append(start_python(LISTEN, uid=UID))
+    children.append(start_python("", uid=UID))
+    tune = run_tune(tmp_path, "--duration", "7", "--sample", "0.2", "--limits", "0,1,5,30",
+                    "--set", "PT_INTERVAL=30", "--json")
+    # short-lived: three socket holders that live SHORT_LIFE seconds, during the watch
+    time.sleep(0.5)
+    short = [start_python(LISTEN, uid=UID) for _ in range(3)]
+    children.extend(short)
+    time.sleep(SHORT_LIFE)
+    for child in short:
+        child.stop()
+    out, err = tune.communicate(timeout=120)
+    assert tune.returncode == 0, err.decode()
+    result = json.loads(out)
+    rows = {row["pt_limit"]: row for row in result["rows"]}
+    assert result["suspicious_processes_seen"] == 5
+    assert result["tracked_processes_seen"] == 6
+    assert {limit: row["reported"] for limit, row in rows.items()} == {0: 0, 1: 5, 5: 2, 30: 0}
+    # nobody is older than 30 s; at 5 s, only the three long-lived ones are inspected
+    assert rows[30]["inspected_per_scan"] == 0
+    assert 0 < rows[5]["inspected_per_scan"] <= 3
+    assert rows[1]["inspected_per_scan"] > rows[5]["inspected_per_scan"]
+    assert rows[5]["longest_unreported_s"] == 35
+    assert rows[0]["longest_unreported_s"] is None           # 0 = tracking off
+    for limit in (1, 5, 30):
+        assert rows[limit]["scan_ms"] > 0 and rows[limit]["core_share"] >= 0
+    # the short-lived ones finished within 5 s: 5 is the lowest limit above them
+    assert result["recommended_pt_limit"] == 5
+    assert "add 3 short-lived" in result["why"] and "the 2 it reports" in result["why"]
+
+
+def test_table_and_bad_limits(tmp_path):
+    tune = run_tune(tmp_path, "--duration", "0.5", "--sample", "0.2", "--limits", "0,5,60")
+    out, err = tune.communicate(timeout=60)
+    assert tune.returncode == 0, err.decode()
+    text = out.decode()
+    assert "PT_LIMIT  inspected/scan  reported" in text
+    assert "tracking off" in text and "recommended: PT_LIMIT = " in text
+    bad = run_tune(tmp_path, "--limits", "5,soon")
+    _out, err = bad.communicate(timeout=60)
+    assert bad.returncode == 2 and b"--limits must be whole numbers" in err
