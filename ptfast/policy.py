@@ -18,9 +18,31 @@ from typing import Callable
 
 from .pignore import IgnoreRules
 
+#: The checks, as named in findings, JSON and events.
+CHECK_SUSPICIOUS = "suspicious"
+CHECK_USER_PROCESSES = "user_processes"     # PT_USERPROC
+CHECK_RESOURCE = "resource"                 # PT_USERMEM, PT_USERRSS, PT_USERTIME
+CHECK_FORKBOMB = "forkbomb"                 # PT_FORKBOMB
+CHECK_SSHD_HUNG = "sshd_hung"               # PT_SSHDHUNG
+CHECK_LOAD = "load"                         # PT_LOAD
+
 REASON_LISTENING = "listening socket"
 REASON_SOCKET = "socket"
 REASON_DELETED = "deleted executable"
+
+#: resource name -> (setting, Process attribute, unit divisor, unit, lfd log field)
+RESOURCES = {
+    "virtual memory": ("PT_USERMEM", "vm_size_bytes", 1 << 20, "MB", "VM"),
+    "resident memory": ("PT_USERRSS", "vm_rss_bytes", 1 << 20, "MB", "RSS"),
+    "run time": ("PT_USERTIME", "age", 1, "secs", "Time"),
+}
+
+#: The two command lines of an sshd child that has not authenticated anyone, exactly. lfd's
+#: pattern lacked a group around its alternation and also matched any line ending in "[priv]",
+#: killing logged-in sessions ("sshd: alice [priv]").
+SSHD_UNAUTHENTICATED = frozenset({"sshd: unknown [net]", "sshd: unknown [priv]"})
+SSHD_HUNG_AFTER = 60
+NO_SESSIONS = frozenset({0, 1})     # the kernel's and init's: never a fork bomb
 
 #: Executable names of web servers, for PT_SKIP_HTTP.
 WEB_SERVER_NAMES = frozenset({"httpd", "apache", "apache2", "nginx", "litespeed", "lshttpd",
@@ -43,18 +65,20 @@ def is_listening(sock) -> bool:
 class Finding:
     """Something to report, with what an alert needs."""
 
-    check: str          # "suspicious"
-    reasons: tuple      # REASON_* values
-    process: object     # the scanner's Process record
+    check: str               # CHECK_*
+    reasons: tuple           # REASON_* values, or the resource name
+    process: object          # the scanner's Process record (None for per-user/session/host)
     user: str
+    processes: tuple = ()    # user_processes and forkbomb: every process concerned
+    level: str = ""          # resource, forkbomb and load: the limit crossed, in words
 
     @property
     def sockets(self) -> tuple:
-        return self.process.sockets or ()
+        return (self.process.sockets or ()) if self.process is not None else ()
 
     @property
     def open_files(self) -> tuple:
-        return self.process.open_files or ()
+        return (self.process.open_files or ()) if self.process is not None else ()
 
 
 class Policy:
@@ -62,7 +86,8 @@ class Policy:
 
     def __init__(self, config, rules: IgnoreRules, user_name: Callable[[int], str],
                  panel_users: frozenset = frozenset(), reported=frozenset(),
-                 limit: float | None = None) -> None:
+                 limit: float | None = None, reported_resources=frozenset(),
+                 quiet_users=None) -> None:
         # ``limit`` replaces PT_LIMIT: `ptfast tune` tries other values under the same rules
         self.limit = config["PT_LIMIT"] if limit is None else limit
         self.generic = bool(config["GENERIC"])
@@ -73,6 +98,9 @@ class Policy:
         self.user_name = user_name
         self.panel_users = panel_users
         self.reported = reported
+        self.reported_resources = reported_resources     # {(pid, start_time, resource)}
+        self.quiet_users = quiet_users or {}             # user -> quiet until (epoch seconds)
+        self.config = config
         # key -> _candidate()'s verdict (None for rejected), filled while the scanner walks so
         # that evaluate() does not judge the same process twice
         self._candidates: dict = {}
@@ -152,7 +180,7 @@ class Policy:
                 if any(not is_listening(sock) for sock in counted):
                     reasons.append(REASON_SOCKET)
             if reasons:
-                findings.append(Finding("suspicious", tuple(reasons), proc, user))
+                findings.append(Finding(CHECK_SUSPICIOUS, tuple(reasons), proc, user))
         self._candidates.clear()
         return self._one_per_deleted_family(findings, by_pid)
 
@@ -168,3 +196,116 @@ class Policy:
                 continue
             kept.append(finding)
         return kept
+
+    # -- the other checks of lfd's process tracking (spec sections 2 and 5) -----------------
+    def _counted_user(self, proc, by_pid: dict) -> str | None:
+        """The user whose PT_USERPROC count and resource limits apply to ``proc``, or None:
+        tracked users but root and nobody, no deleted executables, after every ignore rule and
+        PT_SKIP_HTTP's web-server children (lfd's steps 2-4)."""
+        if proc.uid == 0 or proc.exe_deleted:
+            return None
+        user = self.user_name(proc.uid)
+        if user == NOBODY or not self.tracks(user):
+            return None
+        rules = self.rules
+        if (rules.ignores("user", user) or rules.ignores("exe", proc.exe)
+                or rules.ignores("cmd", proc.cmdline)):
+            return None
+        if self.skip_http and self.is_web_server_child(proc, by_pid):
+            return None
+        return user
+
+    def user_findings(self, snapshot) -> list:
+        """PT_USERPROC per user (then quiet until its quiet period ends), then PT_USERMEM,
+        PT_USERRSS and PT_USERTIME per process (each once per process and resource)."""
+        if not self.enabled:
+            return []
+        config = self.config
+        by_pid = snapshot.by_pid()
+        per_user: dict[str, list] = {}
+        for proc in snapshot.processes:
+            user = self._counted_user(proc, by_pid)
+            if user is not None:
+                per_user.setdefault(user, []).append(proc)
+        findings = []
+        max_processes = config["PT_USERPROC"]
+        if max_processes > 0:
+            for user, procs in per_user.items():
+                if len(procs) > max_processes and self.quiet_users.get(user, 0) <= \
+                        snapshot.taken_at:
+                    findings.append(Finding(CHECK_USER_PROCESSES, ("too many processes",), None,
+                                            user, tuple(procs),
+                                            f"{len(procs)} > PT_USERPROC {max_processes}"))
+        for resource, (setting, attribute, divisor, unit, _field) in RESOURCES.items():
+            limit = config[setting]
+            if limit <= 0:
+                continue
+            for user, procs in per_user.items():
+                for proc in procs:
+                    amount = int(getattr(proc, attribute) / divisor)
+                    if amount <= limit or (proc.pid, proc.start_time, resource) in \
+                            self.reported_resources:
+                        continue
+                    findings.append(Finding(CHECK_RESOURCE, (resource,), proc, user,
+                                            level=f"{amount} {unit} > {setting} {limit} {unit}"))
+        return findings
+
+    def forkbomb_findings(self, snapshot) -> list:
+        """PT_FORKBOMB: sessions holding at least that many processes. Root's processes count
+        here (a fork bomb run as root is still one); sessions 0 and 1 never do."""
+        threshold = self.config["PT_FORKBOMB"]
+        if not self.enabled or threshold <= 0:
+            return []
+        sessions: dict[int, list] = {}
+        rules = self.rules
+        for proc in snapshot.processes:
+            if proc.session in NO_SESSIONS:
+                continue
+            user = self.user_name(proc.uid)
+            if proc.uid != 0 and not self.tracks(user):
+                continue
+            if (rules.ignores("user", user) or rules.ignores("exe", proc.exe)
+                    or rules.ignores("cmd", proc.cmdline)):
+                continue
+            sessions.setdefault(proc.session, []).append(proc)
+        findings = []
+        for session, procs in sessions.items():
+            if len(procs) >= threshold:
+                leader = next((p for p in procs if p.pid == session), procs[0])
+                findings.append(Finding(CHECK_FORKBOMB, ("fork bomb",), leader,
+                                        self.user_name(leader.uid), tuple(procs),
+                                        f"session {session} holds {len(procs)} processes >= "
+                                        f"PT_FORKBOMB {threshold}"))
+        return findings
+
+    def hung_sshd_findings(self, snapshot) -> list:
+        """PT_SSHDHUNG: sshd children still unauthenticated after 60 seconds."""
+        if not self.enabled or not self.config["PT_SSHDHUNG"]:
+            return []
+        findings = []
+        for proc in snapshot.processes:
+            if proc.cmdline in SSHD_UNAUTHENTICATED and proc.age > SSHD_HUNG_AFTER:
+                user = self.user_name(proc.uid)
+                if not self.rules.ignores("user", user):
+                    findings.append(Finding(CHECK_SSHD_HUNG, ("unauthenticated sshd",), proc,
+                                            user, level=f"{int(proc.age)} secs > "
+                                                        f"{SSHD_HUNG_AFTER} secs"))
+        return findings
+
+    def evaluate_all(self, snapshot) -> list:
+        """Every per-snapshot check, in lfd's order."""
+        return (self.hung_sshd_findings(snapshot) + self.forkbomb_findings(snapshot)
+                + self.evaluate(snapshot) + self.user_findings(snapshot))
+
+
+def load_finding(config, loadavg: tuple, now: float, quiet_until: float = 0.0):
+    """PT_LOAD: a finding when the chosen load average (PT_LOAD_AVG 1, 5 or 15; anything else
+    means 5) is at least PT_LOAD_LEVEL, outside the quiet period; else None."""
+    if config["PT_LOAD"] <= 0 or now < quiet_until:
+        return None
+    minutes = config["PT_LOAD_AVG"] if config["PT_LOAD_AVG"] in (1, 5, 15) else 5
+    value = loadavg[(1, 5, 15).index(minutes)]
+    if value < config["PT_LOAD_LEVEL"]:
+        return None
+    return Finding(CHECK_LOAD, (f"{minutes} minute load average",), None, "",
+                   level=f"{value:.2f} >= PT_LOAD_LEVEL {config['PT_LOAD_LEVEL']:g}")
