@@ -23,13 +23,16 @@ from importlib import resources
 
 from .config import Problem
 from .paths import DEFAULT_TEMPLATE_DIR
+from .policy import (CHECK_FORKBOMB, CHECK_LOAD, CHECK_RESOURCE, CHECK_SUSPICIOUS,
+                     CHECK_USER_PROCESSES)
 
 #: check -> template file name (lfd's names).
 TEMPLATE_FILES = {
-    "suspicious": "processtracking.txt",
-    "user_processes": "usertracking.txt",
-    "resource": "resalert.txt",
-    "forkbomb": "forkbombalert.txt",
+    CHECK_SUSPICIOUS: "processtracking.txt",
+    CHECK_USER_PROCESSES: "usertracking.txt",
+    CHECK_RESOURCE: "resalert.txt",
+    CHECK_FORKBOMB: "forkbombalert.txt",
+    CHECK_LOAD: "loadalert.txt",
 }
 
 MAX_LINE = 990          # SMTP allows 998 octets a line; lfd wraps long lines too
@@ -76,7 +79,7 @@ def builtin_template_text(filename: str) -> str:
 
 
 class Templates:
-    """The four alert templates: the admin's from ``directory`` when present, else ptfast's."""
+    """The alert templates: the admin's from ``directory`` when present, else ptfast's."""
 
     def __init__(self, directory: str | None = DEFAULT_TEMPLATE_DIR) -> None:
         self.problems: list = []

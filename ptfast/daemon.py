@@ -26,13 +26,16 @@ from dataclasses import dataclass, field
 import orjson
 
 from . import __version__, config as config_mod, pignore, procfs
-from .actions import Actions
+from .actions import Actions, kill_session, signal_process
 from .alerts import Templates, render
 from .escape import escape_text
 from .logfile import LogFile
 from .mail import Mailer, Spool
-from .policy import Policy, process_key
-from .report import finding_record, socket_text
+from .hostload import load_alert_values
+from .messages import alert_values, log_messages
+from .policy import (CHECK_FORKBOMB, CHECK_RESOURCE, CHECK_SSHD_HUNG, CHECK_SUSPICIOUS,
+                     CHECK_USER_PROCESSES, Policy, load_finding, process_key)
+from .report import finding_record
 from .state import ReportedState
 from .users import UserNames, panel_accounts
 
@@ -78,31 +81,6 @@ def take_lock(state_dir: str) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
-
-
-def suspicious_log_message(finding) -> str:
-    """lfd's line, word for word in shape, so admins' greps keep matching."""
-    proc = finding.process
-    exe = escape_text(proc.exe) + (" (deleted)" if proc.exe_deleted else "")
-    return (f"*Suspicious Process* PID:{proc.pid} PPID:{proc.ppid} User:{escape_text(finding.user)}"
-            f" Uptime:{int(proc.age)} secs EXE:{exe} CMD:{escape_text(proc.cmdline)}")
-
-
-def suspicious_values(finding, hostname: str, maps: list | None) -> dict:
-    """The placeholders of processtracking.txt, every attacker-chosen string escaped."""
-    proc = finding.process
-    exe = escape_text(proc.exe) + (" (deleted)" if proc.exe_deleted else "")
-    return {
-        "hostname": hostname,
-        "pid": f"{proc.pid} (Parent PID:{proc.ppid})",
-        "user": escape_text(finding.user),
-        "uptime": str(int(proc.age)),
-        "exe": exe,
-        "cmdline": escape_text(proc.cmdline),
-        "sockets": "\n".join(socket_text(sock) for sock in finding.sockets),
-        "files": "\n".join(escape_text(path) for path in finding.open_files),
-        "maps": "\n".join(escape_text(line) for line in maps or ()),
-    }
 
 
 class Service:
@@ -198,37 +176,90 @@ class Service:
         except OSError as exc:
             self.log(f"cannot append to {self.events_file}: {exc.strerror}")
 
-    def _raise_alert(self, check: str, values: dict, record: dict) -> None:
+    def _raise_alert(self, finding, values: dict) -> None:
         """Spool the mail (before anything can lose it) and write the event line."""
         config = self.config
-        template = self.settings.templates[check]
+        template = self.settings.templates[finding.check]
         message = render(template, values, config["LF_ALERT_TO"], config["LF_ALERT_FROM"])
         spooled = self.spool.add(message)
         self._append_event({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                            "host": self.hostname, **record,
+                            "host": self.hostname, **finding_record(finding),
                             "template": template.source, "spooled": os.path.basename(spooled)})
 
     def _policy(self) -> Policy:
         config = self.config
         panel = frozenset() if config["GENERIC"] else panel_accounts()
-        return Policy(config, self.settings.rules, self.user_names, panel, self.state.keys)
+        return Policy(config, self.settings.rules, self.user_names, panel, self.state.keys,
+                      reported_resources=self.state.resources,
+                      quiet_users=self.state.quiet_users)
+
+    def _kill(self, procs) -> bool:
+        """SIGKILL each of ``procs`` (exactly those processes); True when all are gone."""
+        all_gone = True
+        for proc in procs:
+            why_not = signal_process(proc.pid, proc.start_time, proc_root=self.args.proc_root)
+            if why_not is not None and not why_not.startswith("already gone"):
+                self.log(f"could not kill PID {proc.pid}: {why_not}")
+                all_gone = False
+        return all_gone
+
+    def _respond(self, finding) -> None:
+        """Log, remember, kill, alert and run the action of one finding, as lfd does."""
+        config, check, proc = self.config, finding.check, finding.process
+        killed, alert = False, True
+        if check == CHECK_SUSPICIOUS:
+            self.state.add(process_key(proc))
+        elif check == CHECK_USER_PROCESSES:
+            self.state.quiet_user(finding.user, time.time() + config["LF_FLUSH"])
+        elif check == CHECK_RESOURCE:
+            self.state.add_resource(process_key(proc), finding.reasons[0])
+        if check in (CHECK_USER_PROCESSES, CHECK_RESOURCE) and config["PT_USERKILL"]:
+            killed = self._kill(finding.processes or (proc,))
+            alert = bool(config["PT_USERKILL_ALERT"])
+        elif check == CHECK_FORKBOMB:
+            killed = kill_session(proc.session, self.args.proc_root) > 0
+        elif check == CHECK_SSHD_HUNG:
+            killed, alert = self._kill((proc,)), False      # lfd logs these, sends no mail
+        for message in log_messages(finding, killed, self.user_names):
+            self.log(message)
+        if alert:
+            maps = (procfs.read_maps(proc.pid, proc.start_time, self.args.proc_root)
+                    if check == CHECK_SUSPICIOUS else None)
+            self._raise_alert(finding, alert_values(finding, self.hostname, killed, maps,
+                                                    self.user_names))
+        if check == CHECK_SUSPICIOUS and proc.exe_deleted:
+            self.actions.run("PT_DELETED_ACTION", config["PT_DELETED_ACTION"],
+                             [proc.exe, proc.pid, finding.user, proc.ppid])
+        elif check in (CHECK_USER_PROCESSES, CHECK_RESOURCE):
+            pids = ",".join(str(p.pid) for p in finding.processes or (proc,))
+            self.actions.run("PT_USER_ACTION", config["PT_USER_ACTION"], [pids])
 
     def run_pass(self) -> None:
         policy = self._policy()
         if policy.enabled:
-            proc_root = self.args.proc_root
-            snapshot = procfs.scan(proc_root, policy.want_fds)
-            for finding in policy.evaluate(snapshot):
-                proc = finding.process
-                self.log(suspicious_log_message(finding))
-                self.state.add(process_key(proc))
-                maps = procfs.read_maps(proc.pid, proc.start_time, proc_root)
-                self._raise_alert("suspicious", suspicious_values(finding, self.hostname, maps),
-                                  finding_record(finding))
-                if proc.exe_deleted:
-                    self.actions.run("PT_DELETED_ACTION", self.config["PT_DELETED_ACTION"],
-                                     [proc.exe, proc.pid, finding.user, proc.ppid])
+            snapshot = procfs.scan(self.args.proc_root, policy.want_fds)
+            for finding in policy.evaluate_all(snapshot):
+                self._respond(finding)
             self.state.forget_gone({process_key(proc) for proc in snapshot.processes})
+        self._deliver()
+
+    def check_load(self) -> None:
+        """PT_LOAD: alert (with the host's state attached) when the load average is high."""
+        config = self.config
+        loadavg, totprocs = procfs.read_loadavg(self.args.proc_root)
+        finding = load_finding(config, loadavg, time.time(), self.state.load_quiet_until)
+        if finding is None:
+            return
+        self.state.quiet_load(time.time() + config["PT_LOAD_SKIP"])
+        for message in log_messages(finding):
+            self.log(message)
+        minutes = int(finding.reasons[0].split()[0])
+        self._raise_alert(finding, load_alert_values(config, self.hostname, loadavg, totprocs,
+                                                     minutes))
+        self.actions.run("PT_LOAD_ACTION", config["PT_LOAD_ACTION"], [])
+        self._deliver()
+
+    def _deliver(self) -> None:
         self._save_state()
         mailer = Mailer(self.config)
         delivered, _waiting = self.spool.flush(mailer, self.log)
@@ -244,7 +275,7 @@ class Service:
         signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
         for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
-        next_due = time.monotonic()
+        next_pass = next_load = time.monotonic()
         while True:
             while self._signals:
                 signum = self._signals.pop(0)
@@ -254,29 +285,43 @@ class Service:
                     self.log(f"ptfast stopping on {signal.Signals(signum).name}")
                     return
             now = time.monotonic()
-            if now >= next_due:
-                self.guarded_pass()
+            if now >= next_pass:
+                self.guarded(self.run_pass)
                 ended = time.monotonic()
-                next_due = now + self.interval()
-                if ended > next_due:
+                next_pass = now + self.interval()
+                if ended > next_pass:
                     self.log(f"a pass took {ended - now:.1f} s, longer than PT_INTERVAL "
                              f"({self.interval()} s); the next starts {self.interval()} s "
                              "after it ended")
-                    next_due = ended + self.interval()
+                    next_pass = ended + self.interval()
                 continue
-            select.select([wake_read], [], [], next_due - now)
+            load_every = self.config["PT_LOAD"]
+            if load_every > 0 and now >= next_load:
+                self.guarded(self.check_load)
+                next_load = now + load_every
+                continue
+            wake_at = min(next_pass, next_load) if load_every > 0 else next_pass
+            select.select([wake_read], [], [], max(0.0, wake_at - now))
             try:
                 os.read(wake_read, 512)
             except BlockingIOError:
                 pass
 
-    def guarded_pass(self) -> bool:
-        """One pass; an unexpected error is logged with its traceback, and the service goes on."""
+    def once(self) -> bool:
+        """``--once``: one pass and one load check."""
+        passed = self.guarded(self.run_pass)
+        if self.config["PT_LOAD"] > 0:
+            passed = self.guarded(self.check_load) and passed
+        return passed
+
+    def guarded(self, work) -> bool:
+        """Run ``work``; an unexpected error is logged with its traceback, and the service
+        goes on."""
         try:
-            self.run_pass()
+            work()
             return True
         except Exception as exc:    # a bug must not end tracking on a production server
-            self.log(f"pass failed: {escape_text(repr(exc))}")
+            self.log(f"{work.__name__} failed: {escape_text(repr(exc))}")
             for line in traceback.format_exc().splitlines():
                 self.log(escape_text(line))
             return False
@@ -294,7 +339,7 @@ def run(args) -> int:
         return 2
     try:
         if args.once:
-            return 0 if service.guarded_pass() else 2
+            return 0 if service.once() else 2
         service.serve()
         return 0
     finally:

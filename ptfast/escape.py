@@ -22,3 +22,22 @@ def escape_text(text: str) -> str:
         return text
     raw = text.encode("utf-8", "surrogateescape")
     return "".join([_BYTE_TEXT[byte] for byte in raw])
+
+
+_BLOCK_BYTE_TEXT = tuple(
+    chr(byte) if 0x20 <= byte < 0x7F or byte == 0x09 else f"\\x{byte:02x}" for byte in range(256)
+)
+
+
+def escape_block(text: str) -> str:
+    """Multi-line text for a mail attachment (a process list, a status page): every line kept,
+    quotes kept, but any other control character and every byte >= 0x7F escaped, so nothing in
+    it can act on a terminal or break the message's structure."""
+    lines = []
+    for line in text.splitlines():
+        if line.isascii() and line.isprintable():
+            lines.append(line)
+        else:
+            raw = line.encode("utf-8", "surrogateescape")
+            lines.append("".join([_BLOCK_BYTE_TEXT[byte] for byte in raw]))
+    return "\n".join(lines)

@@ -90,7 +90,41 @@ def process_as_dict(proc) -> dict:
 
 
 
+def read_loadavg(proc_root: str = "/proc") -> tuple[tuple, str]:
+    """((1, 5, 15 minute averages), "running/total") from /proc/loadavg."""
+    with open(os.path.join(proc_root, "loadavg"), "rb") as handle:
+        fields = handle.read().split()
+    return (float(fields[0]), float(fields[1]), float(fields[2])), fields[3].decode()
+
+
 MAX_MAPS_LINES = 2000
+
+
+def _stat_fields(path: str) -> list | None:
+    try:
+        with open(path, "rb") as handle:
+            return _procscan_py._parse_stat(handle.read())
+    except OSError:
+        return None
+
+
+def start_time_of(pid: int, proc_root: str = "/proc") -> int | None:
+    """Field 22 of /proc/PID/stat (clock ticks after boot), or None when the PID is gone."""
+    fields = _stat_fields(f"{proc_root}/{pid}/stat")
+    return int(fields[19]) if fields and len(fields) >= 20 else None
+
+
+def session_members(session: int, proc_root: str = "/proc") -> list[tuple[int, int]]:
+    """(pid, start_time) of every process in ``session``, read now (for a fork-bomb kill,
+    which must see the children born since the scan)."""
+    members = []
+    for name in os.listdir(proc_root):
+        if not name.isdigit():
+            continue
+        fields = _stat_fields(f"{proc_root}/{name}/stat")
+        if fields and len(fields) >= 20 and int(fields[3]) == session:
+            members.append((int(name), int(fields[19])))
+    return members
 
 
 def read_maps(pid: int, start_time: int, proc_root: str = "/proc") -> list[str] | None:

@@ -20,23 +20,29 @@ def socket_record(sock) -> dict:
             "inode": sock.inode, "netns": sock.netns}
 
 
+def process_record(proc) -> dict:
+    return {"pid": proc.pid, "ppid": proc.ppid, "uid": proc.uid, "exe": escape_text(proc.exe),
+            "exe_deleted": proc.exe_deleted, "cmdline": escape_text(proc.cmdline),
+            "uptime": int(proc.age), "start_time": proc.start_time, "session": proc.session,
+            "vm_size_mb": proc.vm_size_bytes >> 20, "vm_rss_mb": proc.vm_rss_bytes >> 20}
+
+
 def finding_record(finding) -> dict:
+    """One finding of any check; process fields at the top level when it concerns one
+    process, the list under "processes" when it concerns a user's or a session's."""
+    record = {"check": finding.check, "reasons": list(finding.reasons),
+              "user": escape_text(finding.user)}
+    if finding.level:
+        record["level"] = finding.level
     proc = finding.process
-    return {
-        "check": finding.check,
-        "reasons": list(finding.reasons),
-        "pid": proc.pid,
-        "ppid": proc.ppid,
-        "user": escape_text(finding.user),
-        "uid": proc.uid,
-        "exe": escape_text(proc.exe),
-        "exe_deleted": proc.exe_deleted,
-        "cmdline": escape_text(proc.cmdline),
-        "uptime": int(proc.age),
-        "start_time": proc.start_time,
-        "sockets": [socket_record(sock) for sock in finding.sockets],
-        "open_files": [escape_text(path) for path in finding.open_files],
-    }
+    if proc is not None and not finding.processes:
+        record.update(process_record(proc))
+        record["sockets"] = [socket_record(sock) for sock in finding.sockets]
+        record["open_files"] = [escape_text(path) for path in finding.open_files]
+    if finding.processes:
+        record["count"] = len(finding.processes)
+        record["processes"] = [process_record(p) for p in finding.processes]
+    return record
 
 
 def json_line(record: dict) -> bytes:
@@ -50,15 +56,26 @@ def socket_text(sock) -> str:
 
 
 def table(findings: list) -> str:
-    """A readable table: one header row per finding, then its command line and sockets."""
+    """A readable table: one header row per finding, then its details."""
     if not findings:
         return ""
     rows = [f"{'PID':>7}  {'USER':<12} {'UPTIME':>8}  {'WHY':<34} EXE"]
     for finding in findings:
         proc = finding.process
+        why = ", ".join(finding.reasons)
+        if finding.level:
+            why += f" ({finding.level})"
+        if proc is None or finding.processes:
+            count = f"{len(finding.processes)} processes" if finding.processes else ""
+            rows.append(f"{'-':>7}  {escape_text(finding.user) or '-':<12} {'':>8}  "
+                        f"{finding.check}: {why}  {count}")
+            for member in finding.processes:
+                rows.append(f"{'':>9}PID {member.pid} {escape_text(member.exe)} "
+                            f"cmd: {escape_text(member.cmdline)}")
+            continue
         exe = escape_text(proc.exe) + (" (deleted)" if proc.exe_deleted else "")
         rows.append(f"{proc.pid:>7}  {escape_text(finding.user):<12} {int(proc.age):>7}s  "
-                    f"{', '.join(finding.reasons):<34} {exe}")
+                    f"{why:<34} {exe}")
         rows.append(f"{'':>9}cmd: {escape_text(proc.cmdline)}")
         for sock in finding.sockets:
             rows.append(f"{'':>9}{socket_text(sock)}")

@@ -43,14 +43,22 @@ def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
 
 
 class ReportedState:
-    """(pid, start_time) -> when it was reported, persisted in ``DIR/reported.json``.
+    """What was reported, persisted in ``DIR/reported.json``:
 
-    ``keys`` is a live dict that the policy consults (``key in state.keys``).
+    * ``keys``: (pid, start_time) -> when, for suspicious processes;
+    * ``resources``: (pid, start_time, resource) -> when, for resource alerts;
+    * ``quiet_users``: user -> until when PT_USERPROC stays quiet about them (LF_FLUSH);
+    * ``load_quiet_until``: until when the load check stays quiet (PT_LOAD_SKIP).
+
+    The policy consults these live dicts.
     """
 
     def __init__(self, state_dir: str) -> None:
         self.path = os.path.join(state_dir, REPORTED_FILE)
         self.keys: dict[tuple, float] = {}
+        self.resources: dict[tuple, float] = {}
+        self.quiet_users: dict[str, float] = {}
+        self.load_quiet_until = 0.0
         self._dirty = False
 
     def load(self) -> str | None:
@@ -67,6 +75,12 @@ class ReportedState:
             keys = {}
             for pid, start_time, reported_at in document["reported"]:
                 keys[(int(pid), int(start_time))] = float(reported_at)
+            resources = {}
+            for pid, start_time, resource, reported_at in document.get("resources", ()):
+                resources[(int(pid), int(start_time), str(resource))] = float(reported_at)
+            quiet_users = {str(user): float(until)
+                           for user, until in dict(document.get("quiet_users", {})).items()}
+            load_quiet_until = float(document.get("load_quiet_until", 0.0))
         except (ValueError, TypeError, KeyError) as exc:
             kept = f"{self.path}.corrupt-{int(time.time())}"
             os.replace(self.path, kept)
@@ -74,22 +88,43 @@ class ReportedState:
             self._dirty = True
             return (f"{self.path}: corrupt state file ({exc}); moved to {kept} and started "
                     "afresh, so processes reported before may be reported once more")
-        self.keys = keys
+        self.keys, self.resources, self.quiet_users = keys, resources, quiet_users
+        self.load_quiet_until = load_quiet_until
         return None
 
     def add(self, key: tuple) -> None:
         self.keys[key] = time.time()
         self._dirty = True
 
+    def add_resource(self, key: tuple, resource: str) -> None:
+        self.resources[(*key, resource)] = time.time()
+        self._dirty = True
+
+    def quiet_user(self, user: str, until: float) -> None:
+        self.quiet_users[user] = until
+        self._dirty = True
+
+    def quiet_load(self, until: float) -> None:
+        self.load_quiet_until = until
+        self._dirty = True
+
     def __contains__(self, key: tuple) -> bool:
         return key in self.keys
 
-    def forget_gone(self, live_keys) -> int:
-        """Drop processes that no longer exist; returns how many were dropped."""
+    def forget_gone(self, live_keys, now: float | None = None) -> int:
+        """Drop processes that no longer exist and quiet periods that are over; returns how
+        many processes were dropped."""
         gone = [key for key in self.keys if key not in live_keys]
         for key in gone:
             del self.keys[key]
-        if gone:
+        gone_resources = [key for key in self.resources if key[:2] not in live_keys]
+        for key in gone_resources:
+            del self.resources[key]
+        now = time.time() if now is None else now
+        over = [user for user, until in self.quiet_users.items() if until <= now]
+        for user in over:
+            del self.quiet_users[user]
+        if gone or gone_resources or over:
             self._dirty = True
         return len(gone)
 
@@ -97,6 +132,10 @@ class ReportedState:
         if not self._dirty:
             return
         document = {"version": FORMAT_VERSION,
-                    "reported": [[pid, start, at] for (pid, start), at in self.keys.items()]}
+                    "reported": [[pid, start, at] for (pid, start), at in self.keys.items()],
+                    "resources": [[pid, start, resource, at]
+                                  for (pid, start, resource), at in self.resources.items()],
+                    "quiet_users": self.quiet_users,
+                    "load_quiet_until": self.load_quiet_until}
         write_atomically(self.path, orjson.dumps(document))
         self._dirty = False
