@@ -13,7 +13,7 @@ from . import __version__, config as config_mod, pignore, procfs
 from .paths import (DEFAULT_EVENTS_FILE, DEFAULT_LOG_FILE, DEFAULT_STATE_DIR,
                     DEFAULT_TEMPLATE_DIR)
 from .escape import escape_text
-from .policy import Policy
+from .policy import CHECK_SUSPICIOUS, Policy, load_finding
 from .report import finding_record, json_line, table
 from .users import UserNames, panel_accounts
 
@@ -128,7 +128,13 @@ def cmd_scan(args) -> int:
     except OSError as exc:
         warn(f"cannot read {escape_text(args.proc_root)}: {exc.strerror}")
         return EXIT_ERROR
-    findings = policy.evaluate(snapshot)
+    findings = policy.evaluate_all(snapshot)
+    try:
+        load = load_finding(config, procfs.read_loadavg(args.proc_root)[0], snapshot.taken_at)
+    except (OSError, ValueError, IndexError):       # a prepared tree without loadavg
+        load = None
+    if load is not None:
+        findings.append(load)
     for problem in rules.problems[problems_before:]:
         warn(escape_text(str(problem)))
     out = sys.stdout.buffer
@@ -138,7 +144,9 @@ def cmd_scan(args) -> int:
     else:
         out.write(table(findings).encode())
         stats = snapshot.stats
-        summary = (f"{len(findings)} suspicious of {stats['processes']} processes "
+        suspicious = sum(1 for finding in findings if finding.check == CHECK_SUSPICIOUS)
+        summary = (f"{suspicious} suspicious of {stats['processes']} processes, "
+                   f"{len(findings) - suspicious} other findings "
                    f"({snapshot.core} core, {snapshot.duration * 1000:.0f} ms)")
         if not policy.enabled:
             summary += "; process tracking is disabled (PT_LIMIT = 0)"

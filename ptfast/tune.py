@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 
 from . import procfs
-from .policy import Policy, process_key
+from .policy import process_key
 
 DEFAULT_LIMITS = (0, 5, 10, 30, 60, 120, 300, 600, 1800)
 DEFAULT_DURATION = 180.0

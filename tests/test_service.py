@@ -262,13 +262,13 @@ def test_daemon_sighup_lock_and_sigterm(service, bindshell, tmp_path):
 
         # a broken config: reported with file and line, the running settings kept
         with open(service.override, "w") as handle:
-            handle.write('PT_LIMIT = "1"\nPT_INTERVAL = 3600\n')
+            handle.write('PT_LIMIT = "1"\nPT_LOAD = "0"\nPT_INTERVAL = 3600\n')
         daemon.send_signal(signal.SIGHUP)
         messages = wait_for_log(service, "reload refused")
-        assert any(f"{service.override}:2:" in message for message in messages)
+        assert any(f"{service.override}:3:" in message for message in messages)
 
         with open(service.override, "w") as handle:
-            handle.write('PT_LIMIT = "1"\nPT_INTERVAL = "3600"\n')
+            handle.write('PT_LIMIT = "1"\nPT_LOAD = "0"\nPT_INTERVAL = "3600"\n')
         daemon.send_signal(signal.SIGHUP)
         wait_for_log(service, "settings reloaded: PT_LIMIT=1 PT_INTERVAL=3600")
 
