@@ -73,6 +73,17 @@ def unreadable_inputs(config, rules) -> list:
     return [p for p in config.problems + rules.problems if p.line == 0 and p.path != "--set"]
 
 
+def load_checked_inputs(args):
+    """(config, rules) with every problem said on stderr; None when a named file is
+    unreadable."""
+    config, rules = load_inputs(args)
+    for problem in config.problems + rules.problems:
+        warn(escape_text(str(problem)))
+    if unreadable_inputs(config, rules):
+        return None
+    return config, rules
+
+
 def build_policy(config, rules) -> Policy:
     panel = frozenset() if config["GENERIC"] else panel_accounts()
     return Policy(config, rules, UserNames(), panel)
@@ -80,11 +91,10 @@ def build_policy(config, rules) -> Policy:
 
 def cmd_tune(args) -> int:
     from . import tune
-    config, rules = load_inputs(args)
-    for problem in config.problems + rules.problems:
-        warn(escape_text(str(problem)))
-    if unreadable_inputs(config, rules):
+    inputs = load_checked_inputs(args)
+    if inputs is None:
         return EXIT_ERROR
+    config, rules = inputs
     try:
         limits = sorted({int(text) for text in args.limits.split(",") if text.strip()})
     except ValueError:
@@ -99,7 +109,7 @@ def cmd_tune(args) -> int:
     def make_policy(limit):      # the run's settings and rules, with PT_LIMIT replaced
         return Policy(config, rules, user_names, panel, limit=limit)
 
-    pt_interval = config["PT_INTERVAL"] if config["PT_INTERVAL"] >= 10 else 60
+    pt_interval = config_mod.effective_interval(config)
     try:
         result = tune.watch(make_policy, args.proc_root, pt_interval, limits, args.duration,
                             args.sample, tune.terminal_progress(args.duration))
@@ -116,11 +126,10 @@ def cmd_tune(args) -> int:
 
 
 def cmd_scan(args) -> int:
-    config, rules = load_inputs(args)
-    for problem in config.problems + rules.problems:
-        warn(escape_text(str(problem)))
-    if unreadable_inputs(config, rules):
+    inputs = load_checked_inputs(args)
+    if inputs is None:
         return EXIT_ERROR
+    config, rules = inputs
     policy = build_policy(config, rules)
     problems_before = len(rules.problems)
     try:

@@ -89,6 +89,15 @@ class Config:
         return self.values[name]
 
 
+MIN_INTERVAL = 10           # lfd: PT_INTERVAL under 10 is raised to 60
+RAISED_INTERVAL = 60
+
+
+def effective_interval(config: "Config") -> int:
+    value = config["PT_INTERVAL"]
+    return RAISED_INTERVAL if value < MIN_INTERVAL else value
+
+
 def host_is_panel(markers=PANEL_MARKERS) -> bool:
     return any(os.path.exists(path) for path in markers)
 

@@ -40,8 +40,6 @@ from .state import ReportedState
 from .users import UserNames, panel_accounts
 
 LOCK_FILE = "ptfast.lock"
-MIN_INTERVAL = 10           # lfd: PT_INTERVAL under 10 is raised to 60
-RAISED_INTERVAL = 60
 
 
 @dataclass
@@ -104,8 +102,7 @@ class Service:
         return self.settings.config
 
     def interval(self) -> int:
-        value = self.config["PT_INTERVAL"]
-        return RAISED_INTERVAL if value < MIN_INTERVAL else value
+        return config_mod.effective_interval(self.config)
 
     def _log_problems(self, settings: Settings) -> None:
         for problem in settings.problems:
@@ -114,9 +111,9 @@ class Service:
     def _describe(self) -> str:
         config, rules = self.config, self.settings.rules
         interval = config["PT_INTERVAL"]
-        if interval < MIN_INTERVAL:
-            self.log(f"PT_INTERVAL is {interval}, less than {MIN_INTERVAL}: using "
-                     f"{RAISED_INTERVAL} seconds")
+        if interval < config_mod.MIN_INTERVAL:
+            self.log(f"PT_INTERVAL is {interval}, less than {config_mod.MIN_INTERVAL}: "
+                     f"using {config_mod.RAISED_INTERVAL} seconds")
         tracking = (f"PT_LIMIT={config['PT_LIMIT']}" if config["PT_LIMIT"] > 0
                     else "process tracking disabled (PT_LIMIT=0)")
         return (f"{tracking} PT_INTERVAL={self.interval()}, config "

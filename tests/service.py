@@ -102,11 +102,14 @@ class ServiceDir:
         self.templates = os.path.join(self.root, "templates")   # absent: built-in templates
         self.pignore = os.path.join(self.root, "pignore")
         self.override = os.path.join(self.root, "ptfast.conf")
-        with open(self.pignore, "w") as handle:
-            handle.write(only_users_rule(*uids))
+        self.track_only(*uids)
         with open(self.override, "w") as handle:
             # no load alerts unless a test asks: a busy CI machine must not add mail
             handle.write('PT_LIMIT = "1"\nPT_LOAD = "0"\n')
+
+    def track_only(self, *uids: int) -> None:
+        with open(self.pignore, "w") as handle:
+            handle.write(only_users_rule(*uids))
 
     def command(self, *settings: str, once: bool = True) -> list:
         command = [sys.executable, "-m", "ptfast", "run", "--config", os.devnull,
@@ -148,3 +151,13 @@ def start_time_of(pid: int) -> int:
     with open(f"/proc/{pid}/stat", "rb") as handle:
         raw = handle.read()
     return int(raw[raw.rfind(b")") + 1:].split()[19])
+
+
+def record_action(directory, name: str = "action"):
+    """An action script that records its arguments as JSON: (script path, record path)."""
+    record = directory / f"{name}.json"
+    action = directory / name
+    action.write_text(f"#!{sys.executable}\nimport json, sys\n"
+                      f"json.dump(sys.argv[1:], open({str(record)!r}, 'w'))\n")
+    action.chmod(0o755)
+    return action, record

@@ -9,8 +9,7 @@ import pytest
 
 from ptfast import alerts, mail
 from ptfast.state import ReportedState
-
-REALWORLD = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "realworld")
+from realworld import REALWORLD, needs_realworld
 
 
 def parsed(message: bytes):
@@ -36,7 +35,7 @@ def test_builtin_templates_have_lfds_placeholders():
         assert {name.lower() for name, _ in template.headers} >= {"from", "to", "subject"}
 
 
-@pytest.mark.skipif(not os.path.isdir(REALWORLD), reason="shared/realworld not beside checkout")
+@needs_realworld
 def test_admins_lfd_templates_are_used_and_filled(tmp_path):
     templates = alerts.Templates(REALWORLD)
     assert templates.problems == []

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from procs import start_python
-from service import SendmailRecorder, ServiceDir, SmtpServer
+from service import SendmailRecorder, ServiceDir, SmtpServer, record_action
 
 pytestmark = pytest.mark.needs_root
 
@@ -52,21 +52,16 @@ def wait_until(condition, timeout=10.0) -> bool:
     return condition()
 
 
-def record_action(tmp_path, name="action"):
-    record = tmp_path / f"{name}.json"
-    action = tmp_path / name
-    action.write_text(f"#!{sys.executable}\nimport json, sys\n"
-                      f"json.dump(sys.argv[1:], open({str(record)!r}, 'w'))\n")
-    action.chmod(0o755)
-    return action, record
+def user_with_processes(tmp_path, children, uid: int, count: int = 4):
+    """``count`` idle processes of ``uid``, and a service dir and sendmail recorder for it."""
+    for _ in range(count):
+        children.append(start_python("", uid=uid))
+    return ServiceDir(tmp_path, uid), SendmailRecorder(str(tmp_path))
 
 
 def test_user_over_pt_userproc_is_reported_once_then_quiet(tmp_path, children):
     uid = 40401
-    for _ in range(4):
-        children.append(start_python("", uid=uid))
-    service = ServiceDir(tmp_path, uid)
-    recorder = SendmailRecorder(str(tmp_path))
+    service, recorder = user_with_processes(tmp_path, children, uid)
     action, record = record_action(tmp_path)
     settings = ("PT_USERPROC=3", f"SENDMAIL={recorder.path}", f"PT_USER_ACTION={action}")
     for _ in range(2):
@@ -86,10 +81,7 @@ def test_user_over_pt_userproc_is_reported_once_then_quiet(tmp_path, children):
 
 def test_pt_userkill_kills_the_flagged_user_processes_without_mail(tmp_path, children):
     uid = 40402
-    for _ in range(4):
-        children.append(start_python("", uid=uid))
-    service = ServiceDir(tmp_path, uid)
-    recorder = SendmailRecorder(str(tmp_path))
+    service, recorder = user_with_processes(tmp_path, children, uid)
     result = service.run_once("PT_USERPROC=3", "PT_USERKILL=1", "PT_USERKILL_ALERT=0",
                               f"SENDMAIL={recorder.path}")
     assert result.returncode == 0, result.stderr.decode()

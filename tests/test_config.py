@@ -7,10 +7,7 @@ import sys
 import pytest
 
 from ptfast import config
-
-REALWORLD = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "realworld")
-needs_realworld = pytest.mark.skipif(not os.path.isdir(REALWORLD),
-                                     reason="shared/realworld not beside the checkout")
+from realworld import REALWORLD, needs_realworld
 
 
 def write(tmp_path, text, name="csf.conf"):

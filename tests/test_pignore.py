@@ -6,8 +6,7 @@ import time
 import pytest
 
 from ptfast import pignore
-
-REALWORLD = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "realworld")
+from realworld import REALWORLD, needs_realworld
 
 
 def rules_from(tmp_path, text, name="csf.pignore"):
@@ -84,7 +83,7 @@ def test_catastrophic_regex_is_cut_off_reported_and_switched_off(tmp_path):
     assert "catastrophic" in problem.message and "switched off" in problem.message
 
 
-@pytest.mark.skipif(not os.path.isdir(REALWORLD), reason="shared/realworld not present")
+@needs_realworld
 @pytest.mark.parametrize("name", ["csf.pignore", "csf.generic.pignore", "csf.cwp.pignore",
                                   "csf.directadmin.pignore", "csf.interworx.pignore"])
 def test_real_world_pignore_files_load(name):

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from procs import start_copied_python, start_python
-from service import SendmailRecorder, ServiceDir, SmtpServer, free_port, start_time_of
+from service import (SendmailRecorder, ServiceDir, SmtpServer, free_port, record_action,
+                     start_time_of)
 
 pytestmark = pytest.mark.needs_root
 
@@ -165,8 +166,7 @@ def test_hostile_process_name_cannot_inject_headers(service):
     with open(os.path.join(service.templates, "processtracking.txt"), "w") as handle:
         handle.write(HOSTILE_TEMPLATE)
     uid = BINDSHELL_UID + 1
-    with open(service.pignore, "w") as handle:
-        handle.write(f"puser:(?!{uid}$).*\n")
+    service.track_only(uid)
     # the executable's file name, and so its command line, carries the injection
     child = start_copied_python(INJECTION, LISTEN_ANY, uid=uid)
     try:
@@ -189,15 +189,10 @@ def test_hostile_process_name_cannot_inject_headers(service):
     assert len(suspicious) == 1 and INJECTION_ESCAPED in suspicious[0]
 
 
-def test_deleted_executable_action_receives_its_arguments(service, tmp_path):
-    uid = BINDSHELL_UID + 2
-    with open(service.pignore, "w") as handle:
-        handle.write(f"puser:(?!{uid}$).*\n")
-    record = tmp_path / "action.json"
-    action = tmp_path / "action"
-    action.write_text(f"#!{__import__('sys').executable}\nimport json, sys\n"
-                      f"json.dump(sys.argv[1:], open({str(record)!r}, 'w'))\n")
-    action.chmod(0o755)
+def run_with_deleted_executable(service, tmp_path, uid: int, action):
+    """One pass over a process of ``uid`` whose executable was deleted, with PT_DELETED=1 and
+    ``action`` as PT_DELETED_ACTION; returns (child, sendmail calls)."""
+    service.track_only(uid)
     recorder = SendmailRecorder(str(tmp_path))
     child = start_copied_python("miner", uid=uid, delete=True)
     try:
@@ -207,30 +202,25 @@ def test_deleted_executable_action_receives_its_arguments(service, tmp_path):
         assert result.returncode == 0, result.stderr.decode()
     finally:
         child.stop()
+    return child, recorder.calls()
+
+
+def test_deleted_executable_action_receives_its_arguments(service, tmp_path):
+    uid = BINDSHELL_UID + 2
+    action, record = record_action(tmp_path)
+    child, calls = run_with_deleted_executable(service, tmp_path, uid, action)
     assert json.loads(record.read_text()) == [child.info["exe"], str(child.pid), str(uid),
                                               str(os.getpid())]
-    calls = recorder.calls()
     assert len(calls) == 1 and f"{child.info['exe']} (deleted)" in calls[0]["message"]
 
 
 def test_action_that_is_not_executable_is_logged_not_fatal(service, tmp_path):
-    uid = BINDSHELL_UID + 3
-    with open(service.pignore, "w") as handle:
-        handle.write(f"puser:(?!{uid}$).*\n")
     plain = tmp_path / "not-executable"
     plain.write_text("#!/bin/sh\ntouch /tmp/should-not-run\n")
-    recorder = SendmailRecorder(str(tmp_path))
-    child = start_copied_python("miner", uid=uid, delete=True)
-    try:
-        time.sleep(1.2)
-        result = service.run_once("PT_DELETED=1", f"PT_DELETED_ACTION={plain}",
-                                  f"SENDMAIL={recorder.path}")
-    finally:
-        child.stop()
-    assert result.returncode == 0
+    _child, calls = run_with_deleted_executable(service, tmp_path, BINDSHELL_UID + 3, plain)
     assert any(m == f"PT_DELETED_ACTION {plain} not run: not an executable file"
                for m in log_messages(service))
-    assert len(recorder.calls()) == 1
+    assert len(calls) == 1
 
 
 def test_short_interval_is_raised_and_logged(service, tmp_path):
