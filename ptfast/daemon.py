@@ -29,9 +29,9 @@ from . import __version__, config as config_mod, pignore, procfs
 from .actions import Actions, kill_session, signal_process
 from .alerts import Templates, render
 from .escape import escape_text
+from .hostload import load_alert_values
 from .logfile import LogFile
 from .mail import Mailer, Spool
-from .hostload import load_alert_values
 from .messages import alert_values, log_messages
 from .policy import (CHECK_FORKBOMB, CHECK_RESOURCE, CHECK_SSHD_HUNG, CHECK_SUSPICIOUS,
                      CHECK_USER_PROCESSES, Policy, load_finding, process_key)
@@ -108,7 +108,7 @@ class Service:
         for problem in settings.problems:
             self.log(escape_text(str(problem)))
 
-    def _describe(self) -> str:
+    def _settings_summary(self) -> str:
         config, rules = self.config, self.settings.rules
         interval = config["PT_INTERVAL"]
         if interval < config_mod.MIN_INTERVAL:
@@ -130,7 +130,7 @@ class Service:
             return
         self.settings = settings
         self.user_names = UserNames()
-        self.log(f"settings reloaded: {self._describe()}")
+        self.log(f"settings reloaded: {self._settings_summary()}")
 
     # -- start and stop -------------------------------------------------------------------
     def start(self) -> None:
@@ -143,7 +143,8 @@ class Service:
         problem = self.state.load()
         if problem:
             self.log(escape_text(problem))
-        self.log(f"ptfast {__version__} ({procfs.CORE_NAME} core) started: {self._describe()}")
+        self.log(f"ptfast {__version__} ({procfs.CORE_NAME} core) started: "
+                 f"{self._settings_summary()}")
 
     def stop(self) -> None:
         self.actions.wait()
@@ -268,10 +269,21 @@ class Service:
         self._signals.append(signum)
 
     def serve(self) -> None:
+        """Passes and load checks until SIGTERM or SIGINT; SIGHUP reloads."""
         wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
-        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._on_signal)
+        previous_wakeup = signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+        handled = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+        previous = {signum: signal.signal(signum, self._on_signal) for signum in handled}
+        try:
+            self._loop(wake_read)
+        finally:
+            signal.set_wakeup_fd(previous_wakeup)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            os.close(wake_read)
+            os.close(wake_write)
+
+    def _loop(self, wake_read: int) -> None:
         next_pass = next_load = time.monotonic()
         while True:
             while self._signals:

@@ -1,0 +1,71 @@
+"""The service loop's timing, in process: passes never overlap and an overrun does not pile up
+passes; SIGTERM mid-pass lets the pass finish."""
+
+import os
+import signal
+import threading
+import time
+
+from ptfast import daemon
+from ptfast.cli import build_parser
+
+INTERVAL = 0.3
+
+
+def make_service(tmp_path):
+    args = build_parser().parse_args([
+        "run", "--config", os.devnull, "--override", os.devnull, "--set", "PT_LOAD=0",
+        "--state-dir", str(tmp_path / "state"), "--log-file", str(tmp_path / "log"),
+        "--events-file", str(tmp_path / "events"), "--templates", str(tmp_path), "--quiet"])
+    service = daemon.Service(args)
+    service.start()
+    service.interval = lambda: INTERVAL
+    return service
+
+
+def test_overrunning_passes_do_not_pile_up(tmp_path):
+    service = make_service(tmp_path)
+    passes = []
+
+    def slow_then_quick_pass():
+        started = time.monotonic()
+        time.sleep(0.5 if len(passes) < 2 else 0.05)    # the first two overrun the interval
+        passes.append((started, time.monotonic()))
+
+    service.run_pass = slow_then_quick_pass
+    previous = signal.getsignal(signal.SIGTERM)
+    timer = threading.Timer(2.4, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        service.serve()
+    finally:
+        timer.cancel()
+        service.stop()
+    assert signal.getsignal(signal.SIGTERM) is previous         # handlers put back
+    assert len(passes) >= 4
+    for (start, end), (next_start, _next_end) in zip(passes, passes[1:]):
+        assert next_start >= end                                 # never overlapping
+        if end - start > INTERVAL:                               # overran: a full pause after
+            assert next_start - end >= INTERVAL * 0.95
+        else:                                                    # on time: one per interval
+            assert next_start - start >= INTERVAL * 0.95
+    log = (tmp_path / "log").read_text()
+    assert log.count("longer than PT_INTERVAL") == 2
+    assert log.rstrip().endswith("ptfast stopping on SIGTERM")
+
+
+def test_sigterm_during_a_pass_lets_it_finish(tmp_path):
+    service = make_service(tmp_path)
+    finished = []
+
+    def pass_that_gets_a_sigterm():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)                     # the handler has run by now; the pass goes on
+        finished.append(True)
+
+    service.run_pass = pass_that_gets_a_sigterm
+    try:
+        service.serve()
+    finally:
+        service.stop()
+    assert finished == [True]
