@@ -104,10 +104,24 @@ class Policy:
         # key -> _candidate()'s verdict (None for rejected), filled while the scanner walks so
         # that evaluate() does not judge the same process twice
         self._candidates: dict = {}
+        self._tracked_users: dict[int, str | None] = {}
 
     @property
     def enabled(self) -> bool:
         return self.limit > 0
+
+    def tracked_user(self, uid: int) -> str | None:
+        """The name of a non-root, tracked, not ignored user; None for anyone else. Decided
+        once per uid: the same few hundred users own the thousands of processes."""
+        try:
+            return self._tracked_users[uid]
+        except KeyError:
+            pass
+        user = self.user_name(uid) if uid != 0 else None
+        if user is not None and (not self.tracks(user) or self.rules.ignores("user", user)):
+            user = None
+        self._tracked_users[uid] = user
+        return user
 
     def tracks(self, user: str) -> bool:
         if self.generic or self.all_users:
@@ -120,14 +134,10 @@ class Policy:
         Steps 2-3 of lfd's scan: tracked user, not yet reported, user not ignored, root never,
         deleted executables only with PT_DELETED (and then even when exe/cmd are ignored).
         """
-        if proc.uid == 0:
-            return None
-        user = self.user_name(proc.uid)
-        if not self.tracks(user) or process_key(proc) in self.reported:
+        user = self.tracked_user(proc.uid)
+        if user is None or process_key(proc) in self.reported:
             return None
         rules = self.rules
-        if rules.ignores("user", user):
-            return None
         ignored = rules.ignores("exe", proc.exe) or rules.ignores("cmd", proc.cmdline)
         if proc.exe_deleted:
             return (user, ignored) if self.report_deleted else None
@@ -198,48 +208,39 @@ class Policy:
         return kept
 
     # -- the other checks of lfd's process tracking (spec sections 2 and 5) -----------------
-    def _counted_user(self, proc, by_pid: dict) -> str | None:
-        """The user whose PT_USERPROC count and resource limits apply to ``proc``, or None:
-        tracked users but root and nobody, no deleted executables, after every ignore rule and
-        PT_SKIP_HTTP's web-server children (lfd's steps 2-4)."""
-        if proc.uid == 0 or proc.exe_deleted:
-            return None
-        user = self.user_name(proc.uid)
-        if user == NOBODY or not self.tracks(user):
-            return None
-        rules = self.rules
-        if (rules.ignores("user", user) or rules.ignores("exe", proc.exe)
-                or rules.ignores("cmd", proc.cmdline)):
-            return None
-        if self.skip_http and self.is_web_server_child(proc, by_pid):
-            return None
-        return user
 
     def user_findings(self, snapshot) -> list:
         """PT_USERPROC per user (then quiet until its quiet period ends), then PT_USERMEM,
         PT_USERRSS and PT_USERTIME per process (each once per process and resource)."""
-        if not self.enabled:
-            return []
         config = self.config
-        by_pid = snapshot.by_pid()
+        max_processes = config["PT_USERPROC"]
+        limits = [(resource, setting, attribute, divisor, unit, config[setting])
+                  for resource, (setting, attribute, divisor, unit, _field) in RESOURCES.items()
+                  if config[setting] > 0]
+        if not self.enabled or (max_processes <= 0 and not limits):
+            return []
+        by_pid = snapshot.by_pid() if self.skip_http else {}
+        rules = self.rules
         per_user: dict[str, list] = {}
         for proc in snapshot.processes:
-            user = self._counted_user(proc, by_pid)
-            if user is not None:
-                per_user.setdefault(user, []).append(proc)
+            if proc.exe_deleted:
+                continue
+            user = self.tracked_user(proc.uid)
+            if (user is None or user == NOBODY or rules.ignores("exe", proc.exe)
+                    or rules.ignores("cmd", proc.cmdline)):
+                continue
+            if self.skip_http and self.is_web_server_child(proc, by_pid):
+                continue
+            per_user.setdefault(user, []).append(proc)
         findings = []
-        max_processes = config["PT_USERPROC"]
         if max_processes > 0:
             for user, procs in per_user.items():
-                if len(procs) > max_processes and self.quiet_users.get(user, 0) <= \
-                        snapshot.taken_at:
+                if (len(procs) > max_processes
+                        and self.quiet_users.get(user, 0) <= snapshot.taken_at):
                     findings.append(Finding(CHECK_USER_PROCESSES, ("too many processes",), None,
                                             user, tuple(procs),
                                             f"{len(procs)} > PT_USERPROC {max_processes}"))
-        for resource, (setting, attribute, divisor, unit, _field) in RESOURCES.items():
-            limit = config[setting]
-            if limit <= 0:
-                continue
+        for resource, setting, attribute, divisor, unit, limit in limits:
             for user, procs in per_user.items():
                 for proc in procs:
                     amount = int(getattr(proc, attribute) / divisor)

@@ -29,7 +29,7 @@ def process_record(proc) -> dict:
 
 def finding_record(finding) -> dict:
     """One finding of any check; process fields at the top level when it concerns one
-    process, the list under "processes" when it concerns a user's or a session's."""
+    process, "count" and "pids" when it concerns a user's or a session's processes."""
     record = {"check": finding.check, "reasons": list(finding.reasons),
               "user": escape_text(finding.user)}
     if finding.level:
@@ -39,9 +39,9 @@ def finding_record(finding) -> dict:
         record.update(process_record(proc))
         record["sockets"] = [socket_record(sock) for sock in finding.sockets]
         record["open_files"] = [escape_text(path) for path in finding.open_files]
-    if finding.processes:
-        record["count"] = len(finding.processes)
-        record["processes"] = [process_record(p) for p in finding.processes]
+    if finding.processes:       # a user's or a session's: the PIDs (each has its own record
+        record["count"] = len(finding.processes)     # in `scan` when it is suspicious itself)
+        record["pids"] = [p.pid for p in finding.processes]
     return record
 
 
