@@ -47,13 +47,17 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
                         help="procfs to read (default /proc; for prepared trees)")
 
 
-def add_service_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR",
-                        help="reported processes, the mail spool and the lock (default "
-                             f"{DEFAULT_STATE_DIR})")
+def add_templates_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--templates", default=DEFAULT_TEMPLATE_DIR, metavar="DIR",
                         help="alert templates to use when present (default "
                              f"{DEFAULT_TEMPLATE_DIR}, lfd's); else ptfast's built-in ones")
+
+
+def add_service_options(parser: argparse.ArgumentParser) -> None:
+    add_templates_option(parser)
+    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR",
+                        help="reported processes, the mail spool and the lock (default "
+                             f"{DEFAULT_STATE_DIR})")
     parser.add_argument("--log-file", default=DEFAULT_LOG_FILE, metavar="FILE",
                         help=f"lfd-format log lines (default {DEFAULT_LOG_FILE})")
     parser.add_argument("--events-file", default=DEFAULT_EVENTS_FILE, metavar="FILE",
@@ -170,18 +174,22 @@ def cmd_scan(args) -> int:
 
 
 def cmd_check(args) -> int:
+    from .alerts import Templates
     config, rules = load_inputs(args)
+    templates = Templates(args.templates)
     print(f"config:       {config.path or 'none found, built-in defaults'}")
     if config.override_path:
         print(f"override:     {config.override_path}")
     print(f"ignore rules: {', '.join(rules.sources) or 'none'} ({rules.rule_count()} rules)")
+    sources = sorted({template.source for template in templates.by_check.values()})
+    print(f"templates:    {', '.join(escape_text(source) for source in sources)}")
     print(f"core:         {version_text()}")
     print()
     width = max(len(name) for name in config_mod.SETTINGS)
     for name in config_mod.SETTINGS:
         value = escape_text(str(config[name]))
         print(f"{name:<{width}} = {value:<32} {config.sources[name]}")
-    problems = config.problems + rules.problems
+    problems = config.problems + rules.problems + templates.problems
     if problems:
         print(f"\n{len(problems)} problem(s):")
         for problem in problems:
@@ -207,8 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--json", action="store_true", help="one JSON object per finding")
     scan.set_defaults(handler=cmd_scan)
 
-    check = sub.add_parser("check", help="validate the config and ignore rules")
+    check = sub.add_parser("check", help="validate the config, ignore rules and alert templates")
     add_input_options(check)
+    add_templates_option(check)
     check.set_defaults(handler=cmd_check)
 
     run = sub.add_parser("run", help="the tracking service: scan every PT_INTERVAL seconds, "
@@ -239,6 +248,9 @@ def main(argv=None) -> int:
     try:
         return args.handler(args)
     except KeyboardInterrupt:
+        return EXIT_ERROR
+    except BrokenPipeError:       # `ptfast scan | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
 
 

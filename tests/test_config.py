@@ -117,3 +117,14 @@ def test_check_reports_problems_with_file_and_line(tmp_path):
     assert result.returncode == 2
     assert f"{path}:2: PT_LIMIT is repeated" in result.stdout
     assert f"{rules}:2: invalid pexe regex" in result.stdout
+
+
+def test_check_reports_template_problems_and_sources(tmp_path):
+    templates = tmp_path / "tpl"
+    templates.mkdir()
+    (templates / "resalert.txt").write_text("Subject: [user]\nnot a header\n\nbody\n")
+    result = run_check("--config", os.devnull, "--templates", str(templates))
+    assert result.returncode == 2
+    assert f"{templates}/resalert.txt:2: not a header line" in result.stdout
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("templates:")]
+    assert line.split(":", 1)[1].strip().split(", ") == [f"{templates}/resalert.txt", "built-in"]
