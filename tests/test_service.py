@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from ptfast import daemon
+from ptfast.cli import build_parser
 from procs import start_copied_python, start_python
 from service import (SendmailRecorder, ServiceDir, SmtpServer, free_port, record_action,
                      start_time_of)
@@ -87,6 +89,20 @@ def test_sendmail_once_per_process_across_passes_and_restarts(service, bindshell
     with open(service.reported_file(), "rb") as handle:
         reported = json.load(handle)["reported"]
     assert [entry[:2] for entry in reported] == [[bindshell.pid, start_time_of(bindshell.pid)]]
+
+
+def test_two_passes_of_one_service_alert_once(service, bindshell, tmp_path):
+    recorder = SendmailRecorder(str(tmp_path))
+    args = build_parser().parse_args(service.command(f"SENDMAIL={recorder.path}",
+                                                     once=False)[3:] + ["--quiet"])
+    running = daemon.Service(args)
+    running.start()
+    try:
+        running.run_pass()
+        running.run_pass()
+    finally:
+        running.stop()
+    assert len(recorder.calls()) == 1
 
 
 def write_reported(service, entries) -> None:
