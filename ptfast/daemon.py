@@ -232,14 +232,20 @@ class Service:
             pids = ",".join(str(p.pid) for p in finding.processes or (proc,))
             self.actions.run("PT_USER_ACTION", config["PT_USER_ACTION"], [pids])
 
-    def run_pass(self) -> None:
+    def run_pass(self) -> str:
+        """One pass; returns a one-line summary of it."""
         policy = self._policy()
+        summary = "process tracking is disabled (PT_LIMIT=0)"
         if policy.enabled:
             snapshot = procfs.scan(self.args.proc_root, policy.want_fds)
-            for finding in policy.evaluate_all(snapshot):
+            findings = policy.evaluate_all(snapshot)
+            for finding in findings:
                 self._respond(finding)
             self.state.forget_gone({process_key(proc) for proc in snapshot.processes})
+            summary = (f"{snapshot.stats['processes']} processes scanned in "
+                       f"{snapshot.duration * 1000:.0f} ms, {len(findings)} finding(s)")
         self._deliver()
+        return summary
 
     def check_load(self) -> None:
         """PT_LOAD: alert (with the host's state attached) when the load average is high."""
@@ -318,22 +324,24 @@ class Service:
 
     def once(self) -> bool:
         """``--once``: one pass and one load check."""
-        passed = self.guarded(self.run_pass)
+        passed, summary = self.guarded(self.run_pass)
+        if passed:
+            self.log(f"pass done: {summary}")
         if self.config["PT_LOAD"] > 0:
-            passed = self.guarded(self.check_load) and passed
+            passed = self.guarded(self.check_load)[0] and passed
         return passed
 
-    def guarded(self, work) -> bool:
-        """Run ``work``; an unexpected error is logged with its traceback, and the service
-        goes on."""
+    def guarded(self, work) -> tuple[bool, object]:
+        """(True, what ``work`` returned), or (False, None) after an unexpected error, which is
+        logged with its traceback: the service goes on."""
         try:
-            work()
-            return True
+            return True, work()
         except Exception as exc:    # a bug must not end tracking on a production server
             self.log(f"{work.__name__} failed: {escape_text(repr(exc))}")
-            for line in traceback.format_exc().splitlines():
-                self.log(escape_text(line))
-            return False
+            # one log line per traceback entry; a message's own line breaks stay escaped
+            for entry in traceback.format_exception(exc):
+                self.log(escape_text(entry.rstrip("\n")))
+            return False, None
 
 
 def run(args) -> int:

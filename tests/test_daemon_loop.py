@@ -69,3 +69,26 @@ def test_sigterm_during_a_pass_lets_it_finish(tmp_path):
     finally:
         service.stop()
     assert finished == [True]
+
+
+def test_a_failing_pass_is_logged_and_the_service_goes_on(tmp_path):
+    service = make_service(tmp_path)
+    calls = []
+
+    def run_pass():
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise RuntimeError("a bug\nwith a forged line")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    service.run_pass = run_pass
+    try:
+        service.serve()
+    finally:
+        service.stop()
+    assert len(calls) == 2
+    log = (tmp_path / "log").read_text()
+    assert "run_pass failed: RuntimeError(\\'a bug\\\\nwith a forged line\\')" in log
+    assert "Traceback (most recent call last):" in log
+    assert "RuntimeError: a bug\\nwith a forged line" in log      # escaped, on one line
+    assert not any(": with a forged line" in line for line in log.splitlines())
