@@ -12,6 +12,9 @@ listening), waits until every process is older than PT_LIMIT=1, then runs in tur
   twin       the same with PTFAST_NO_EXTENSIONS=1 (the pure-Python core)
   psutil     benchmarks/psutil_scan.py, the job written straightforwardly with psutil
   ss         `ss -tanp`
+  warm       the floor's job inside `ptfast run` (warm caches, no interpreter start, nothing
+             remembered as reported), timed in the process (benchmarks/warm_pass.py)
+  pass       a steady pass of `ptfast run` (every finding already reported), timed likewise
 
 and prints median wall times, ratios (these machines are shared and noisy: compare ratios taken
 in one run, not absolute times) and ptfast's peak resident memory. Not part of the test suite.
@@ -71,6 +74,11 @@ def contenders() -> dict:
         "twin": (scan, dict(plain, PTFAST_NO_EXTENSIONS="1")),
         "psutil": ([sys.executable, os.path.join(HERE, "psutil_scan.py"), str(PT_LIMIT)], plain),
         "ss": (["ss", "-tanp"], plain),
+        # timed inside the process (they print their seconds): the daemon's cost per pass
+        "warm": ([sys.executable, os.path.join(HERE, "warm_pass.py"), "warm", str(PT_LIMIT)],
+                 plain),
+        "pass": ([sys.executable, os.path.join(HERE, "warm_pass.py"), "pass", str(PT_LIMIT)],
+                 plain),
     }
 
 
@@ -97,6 +105,8 @@ def run_size(size: int, rounds: int, uids: int) -> dict:
         for _ in range(rounds):
             for name, (command, env) in commands.items():
                 elapsed, peak, output = measure(command, env)
+                if name in ("warm", "pass"):
+                    elapsed = float(output)
                 times[name].append(elapsed)
                 peaks[name].append(peak)
                 outputs[name] = output
@@ -124,12 +134,17 @@ def report(results: list) -> str:
         lines.append(f"   psutil / ptfast    {t['psutil'] / t['ptfast']:6.2f}x   (goal >= 4)")
         lines.append(f"   twin / psutil      {t['twin'] / t['psutil']:6.2f}x   (goal <= 1)")
         lines.append(f"   ss -tanp / ptfast  {t['ss'] / t['ptfast']:6.2f}x")
+        lines.append(f"   warm / floor       {t['warm'] / t['floor']:6.2f}x   (the floor's job "
+                     f"inside `ptfast run`, no interpreter start: {t['warm'] * 1000:.1f} ms)")
+        lines.append(f"   pass / floor       {t['pass'] / t['floor']:6.2f}x   (a steady pass of "
+                     f"`ptfast run`, findings already reported: {t['pass'] * 1000:.1f} ms; "
+                     f"daemon RSS {result['peak']['pass']:.1f} MB)")
         lines.append(f"   ptfast peak RSS    {result['peak']['ptfast']:6.1f} MB (goal <= 40); "
                      f"twin {result['peak']['twin']:.1f} MB, psutil "
                      f"{result['peak']['psutil']:.1f} MB")
     if len(results) > 1:
         lines.append("== scaling, ms per 1,000 processes")
-        for name in ("floor", "ptfast", "twin", "psutil"):
+        for name in ("floor", "ptfast", "warm", "pass", "twin", "psutil"):
             per = [r["time"][name] * 1e6 / r["size"] for r in results]
             lines.append(f"   {name:<7}" + "".join(f"{r['size']:>7}: {p:6.2f}"
                                                    for r, p in zip(results, per)))

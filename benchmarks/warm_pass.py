@@ -1,0 +1,51 @@
+"""`ptfast run` timed inside the process, with no interpreter start and warm caches (what the
+daemon pays every PT_INTERVAL). Run by benchmarks/run.py, as root; prints seconds.
+
+    python3 benchmarks/warm_pass.py warm PT_LIMIT   # the floor's job: scan and decide on
+                                                    # everything, nothing remembered as reported
+    python3 benchmarks/warm_pass.py pass PT_LIMIT   # a steady pass: everything found is
+                                                    # already reported (no fd walk for it)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+
+from ptfast import daemon, procfs
+from ptfast.cli import build_parser
+
+
+def main() -> int:
+    mode, limit = sys.argv[1], sys.argv[2]
+    with tempfile.TemporaryDirectory() as scratch:
+        args = build_parser().parse_args([
+            "run", "--quiet", "--config", os.devnull, "--override", os.devnull,
+            "--set", f"PT_LIMIT={limit}", "--set", "PT_LOAD=0", "--set", "SENDMAIL=/bin/true",
+            "--state-dir", os.path.join(scratch, "state"),
+            "--log-file", os.path.join(scratch, "log"),
+            "--events-file", os.path.join(scratch, "events"),
+            "--templates", os.path.join(scratch, "no-templates")])
+        service = daemon.Service(args)
+        service.start()
+        try:
+            service.run_pass()          # the first pass alerts on everything and warms caches
+            started = time.perf_counter()
+            if mode == "warm":
+                service.state.keys.clear()
+                service.state.resources.clear()
+                policy = service._policy()
+                policy.evaluate_all(procfs.scan(args.proc_root, policy.want_fds))
+            else:
+                service.run_pass()
+            elapsed = time.perf_counter() - started
+        finally:
+            service.stop()
+    print(f"{elapsed:.6f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
