@@ -25,7 +25,16 @@ SMTP_TIMEOUT = 30
 
 
 class DeliveryError(Exception):
-    """The message was not accepted; the text says why, ready for a log line."""
+    """The message was not accepted; the text says why, ready for a log line.
+
+    ``route_down``: the route itself failed (no binary, relay unreachable, timeout), so the
+    other spooled messages would fail too. Otherwise only this message was refused, and the
+    rest are still tried: one undeliverable alert must not hold up every later one.
+    """
+
+    def __init__(self, text: str, route_down: bool = True) -> None:
+        super().__init__(text)
+        self.route_down = route_down
 
 
 def envelope(message: bytes) -> tuple[str, list[str]]:
@@ -52,7 +61,7 @@ def split_relay(relay: str) -> tuple[str, int]:
     return host, int(port or 25)
 
 
-def send_with_sendmail(binary: str, message: bytes, timeout: float = SENDMAIL_TIMEOUT) -> None:
+def send_with_sendmail(binary: str, message: bytes, timeout: float = SENDMAIL_TIMEOUT) -> str:
     sender, _recipients = envelope(message)
     # -t: recipients from the headers, as lfd; -oi: a line holding only "." does not end the
     # message early. argv only, never a shell.
@@ -72,10 +81,14 @@ def send_with_sendmail(binary: str, message: bytes, timeout: float = SENDMAIL_TI
     if result.returncode != 0:
         said = escape_text(result.stderr.decode("utf-8", "replace").strip()[-300:])
         raise DeliveryError(f"SENDMAIL {escape_text(binary)} exited with status "
-                            f"{result.returncode}" + (f": {said}" if said else ""))
+                            f"{result.returncode}" + (f": {said}" if said else ""),
+                            route_down=False)
+    return ""
 
 
-def send_with_smtp(relay: str, message: bytes, timeout: float = SMTP_TIMEOUT) -> None:
+def send_with_smtp(relay: str, message: bytes, timeout: float = SMTP_TIMEOUT) -> str:
+    """Send through the relay; returns a note when some recipients were refused (the message
+    counts as delivered then: sending it again would duplicate it for the others)."""
     host, port = split_relay(relay)
     sender, recipients = envelope(message)
     wire = message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
@@ -84,13 +97,18 @@ def send_with_smtp(relay: str, message: bytes, timeout: float = SMTP_TIMEOUT) ->
             refused = smtp.sendmail(sender, recipients, wire)
     except smtplib.SMTPRecipientsRefused as exc:
         raise DeliveryError(f"relay {escape_text(relay)} refused every recipient: "
-                            f"{escape_text(str(list(exc.recipients)))}") from None
+                            f"{escape_text(str(list(exc.recipients)))}",
+                            route_down=False) from None
+    except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:   # this message only
+        raise DeliveryError(f"relay {escape_text(relay)} refused the message: "
+                            f"{escape_text(str(exc))}", route_down=False) from None
     except (OSError, smtplib.SMTPException) as exc:
         raise DeliveryError(f"relay {escape_text(relay)}: "
                             f"{escape_text(str(exc) or type(exc).__name__)}") from None
-    if refused:   # accepted for some: retrying would duplicate it for the others
-        raise DeliveryError(f"relay {escape_text(relay)} refused "
-                            f"{escape_text(', '.join(refused))}; delivered to the rest")
+    if refused:
+        return (f"relay {escape_text(relay)} refused {escape_text(', '.join(refused))}; "
+                "delivered to the other recipients")
+    return ""
 
 
 class Mailer:
@@ -104,11 +122,11 @@ class Mailer:
     def route(self) -> str:
         return f"relay {self.relay}" if self.relay else f"{self.sendmail}"
 
-    def deliver(self, message: bytes) -> None:
+    def deliver(self, message: bytes) -> str:
+        """Send ``message``; returns a note for the log ("" when there is nothing to say)."""
         if self.relay:
-            send_with_smtp(self.relay, message)
-        else:
-            send_with_sendmail(self.sendmail, message)
+            return send_with_smtp(self.relay, message)
+        return send_with_sendmail(self.sendmail, message)
 
 
 class Spool:
@@ -131,23 +149,30 @@ class Spool:
         return [os.path.join(self.directory, name) for name in names]
 
     def flush(self, mailer: Mailer, log) -> tuple[int, int]:
-        """Try every spooled message, oldest first; stop at the first failure, since the
-        route is then most likely down for the rest too. Returns (delivered, still waiting)."""
+        """Try the spooled messages, oldest first. When the route is down, stop (the rest
+        would fail too); when only one message is refused, keep it and go on with the next.
+        Returns (delivered, still waiting)."""
         pending = self.pending()
         delivered = 0
         for path in pending:
             try:
                 with open(path, "rb") as handle:
                     message = handle.read()
-                mailer.deliver(message)
+                note = mailer.deliver(message)
             except DeliveryError as exc:
-                waiting = len(pending) - delivered
-                log(f"*Alert delivery failed* via {mailer.route}: {exc}; {waiting} alert(s) kept "
-                    f"in {self.directory} for the next pass")
-                return delivered, waiting
+                if exc.route_down:
+                    waiting = len(pending) - delivered
+                    log(f"*Alert delivery failed* via {mailer.route}: {exc}; {waiting} alert(s) "
+                        f"kept in {self.directory} for the next pass")
+                    return delivered, waiting
+                log(f"*Alert delivery failed* via {mailer.route}: {exc}; "
+                    f"{os.path.basename(path)} kept in {self.directory} for the next pass")
+                continue
             except OSError as exc:
                 log(f"cannot read spooled alert {path}: {exc.strerror}; left in place")
                 continue
+            if note:
+                log(note)
             os.unlink(path)
             delivered += 1
-        return delivered, 0
+        return delivered, len(pending) - delivered

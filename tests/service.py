@@ -21,12 +21,23 @@ def free_port() -> int:
 
 
 class Inbox:
-    """aiosmtpd handler: keeps every envelope it is given."""
+    """aiosmtpd handler: keeps every envelope it is given, but refuses recipients in
+    ``refuse_recipients`` and messages containing ``refuse_marker``, as a real relay may."""
 
     def __init__(self) -> None:
         self.envelopes = []
+        self.refuse_recipients: set = set()
+        self.refuse_marker: bytes | None = None
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse_recipients:
+            return "550 5.1.1 no such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.refuse_marker and self.refuse_marker in envelope.original_content:
+            return "554 5.7.1 message refused"
         self.envelopes.append(envelope)
         return "250 OK"
 

@@ -166,6 +166,36 @@ def test_spool_keeps_alerts_through_a_relay_outage(service, bindshell):
     assert len(service.events()) == 1
 
 
+def test_a_refused_message_does_not_hold_up_the_others(service, bindshell):
+    # an older alert in the spool that the relay will always refuse
+    spool = os.path.join(service.state_dir, "spool")
+    os.makedirs(spool)
+    with open(os.path.join(spool, "00000000000000000001-1-000000.eml"), "wb") as handle:
+        handle.write(b"From: root\nTo: admin@example.com\nSubject: old\n\nREFUSE-ME\n")
+    with SmtpServer() as smtp:
+        smtp.inbox.refuse_marker = b"REFUSE-ME"
+        result = service.run_once(f"LF_ALERT_SMTP={smtp.relay}", "LF_ALERT_TO=admin@example.com")
+        assert result.returncode == 0, result.stderr.decode()
+        delivered = smtp.inbox.messages()
+    assert len(delivered) == 1 and f"{bindshell.pid} (Parent PID:" in delivered[0].get_content()
+    assert service.spooled() == ["00000000000000000001-1-000000.eml"]    # kept, not lost
+    assert any("refused the message" in m and "00000000000000000001-1-000000.eml kept" in m
+               for m in log_messages(service))
+
+
+def test_partly_refused_recipients_are_not_sent_twice(service, bindshell):
+    with SmtpServer() as smtp:
+        smtp.inbox.refuse_recipients = {"gone@example.com"}
+        for _ in range(2):
+            service.run_once(f"LF_ALERT_SMTP={smtp.relay}",
+                             "LF_ALERT_TO=admin@example.com, gone@example.com")
+        envelopes = smtp.inbox.envelopes
+    assert [envelope.rcpt_tos for envelope in envelopes] == [["admin@example.com"]]
+    assert service.spooled() == []
+    assert any("refused gone@example.com; delivered to the other recipients" in m
+               for m in log_messages(service))
+
+
 HOSTILE_TEMPLATE = """\
 From: root
 To: admin@example.com
