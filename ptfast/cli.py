@@ -15,6 +15,7 @@ from .paths import (DEFAULT_EVENTS_FILE, DEFAULT_LOG_FILE, DEFAULT_STATE_DIR,
 from .escape import escape_text
 from .policy import CHECK_SUSPICIOUS, Policy, load_finding
 from .report import finding_record, json_line, table
+from .tune import DEFAULT_DURATION, DEFAULT_LIMITS, DEFAULT_SAMPLE
 from .users import UserNames, panel_accounts
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -231,12 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     tune = sub.add_parser("tune", help="watch this host and measure what each PT_LIMIT would "
                                        "cost and report")
     add_input_options(tune)
-    tune.add_argument("--duration", type=float, default=180.0, metavar="SECONDS",
-                      help="how long to watch (default 180)")
-    tune.add_argument("--sample", type=float, default=2.0, metavar="SECONDS",
-                      help="seconds between samples (default 2; spaced further on a big host so "
-                           "tune itself stays under a quarter of a core)")
-    tune.add_argument("--limits", default="0,5,10,30,60,120,300,600,1800", metavar="LIST",
+    tune.add_argument("--duration", type=float, default=DEFAULT_DURATION, metavar="SECONDS",
+                      help=f"how long to watch (default {DEFAULT_DURATION:g})")
+    tune.add_argument("--sample", type=float, default=DEFAULT_SAMPLE, metavar="SECONDS",
+                      help=f"seconds between samples (default {DEFAULT_SAMPLE:g}; spaced further "
+                           "on a big host so tune itself stays under a quarter of a core)")
+    tune.add_argument("--limits", default=",".join(map(str, DEFAULT_LIMITS)), metavar="LIST",
                       help="candidate PT_LIMIT values, comma separated")
     tune.add_argument("--json", action="store_true", help="the table as one JSON object")
     tune.set_defaults(handler=cmd_tune)

@@ -18,7 +18,6 @@ deleted executable). From that, per candidate PT_LIMIT:
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -66,12 +65,12 @@ class Result:
     samples: int
     pt_interval: int
     tracked_seen: int
-    socket_holders_seen: int
+    suspicious_seen: int
 
     def as_dict(self) -> dict:
         return {"duration_s": round(self.duration, 1), "samples": self.samples,
                 "pt_interval": self.pt_interval, "tracked_processes_seen": self.tracked_seen,
-                "suspicious_processes_seen": self.socket_holders_seen,
+                "suspicious_processes_seen": self.suspicious_seen,
                 "rows": [row.as_dict() for row in self.rows],
                 "recommended_pt_limit": self.recommended, "why": self.why}
 
@@ -139,6 +138,7 @@ class Watch:
         return max(finished, default=0.0)
 
     def rows(self) -> list:
+        import statistics       # here, not at the top: cli imports this module's defaults
         rows = []
         for limit in self.limits:
             counts = self.inspected_counts[limit]
@@ -215,7 +215,7 @@ def watch(make_policy, proc_root: str, pt_interval: int, limits=DEFAULT_LIMITS,
 def table(result: Result) -> str:
     lines = [f"watched {result.duration:.0f} s, {result.samples} samples, PT_INTERVAL "
              f"{result.pt_interval} s: {result.tracked_seen} tracked processes seen, "
-             f"{result.socket_holders_seen} of them suspicious at some point", "",
+             f"{result.suspicious_seen} of them suspicious at some point", "",
              f"{'PT_LIMIT':>8}  {'inspected/scan':>14}  {'reported':>8}  {'scan ms':>8}  "
              f"{'core share':>10}  {'longest unreported':>18}"]
     for row in result.rows:
