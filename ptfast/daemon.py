@@ -34,7 +34,8 @@ from .logfile import LogFile
 from .mail import Mailer, Spool
 from .messages import alert_values, log_messages
 from .policy import (CHECK_FORKBOMB, CHECK_RESOURCE, CHECK_SSHD_HUNG, CHECK_SUSPICIOUS,
-                     CHECK_USER_PROCESSES, Policy, load_finding, process_key)
+                     CHECK_USER_PROCESSES, Policy, load_finding, load_minutes,
+                     process_key)
 from .report import finding_record
 from .state import ReportedState
 from .users import UserNames, panel_accounts
@@ -257,9 +258,8 @@ class Service:
         self.state.quiet_load(time.time() + config["PT_LOAD_SKIP"])
         for message in log_messages(finding):
             self.log(message)
-        minutes = int(finding.reasons[0].split()[0])
         self._raise_alert(finding, load_alert_values(config, self.hostname, loadavg, totprocs,
-                                                     minutes))
+                                                     load_minutes(config)))
         self.actions.run("PT_LOAD_ACTION", config["PT_LOAD_ACTION"], [])
         self._deliver()
 

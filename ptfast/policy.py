@@ -299,12 +299,17 @@ class Policy:
                 + self.evaluate(snapshot) + self.user_findings(snapshot))
 
 
+def load_minutes(config) -> int:
+    """PT_LOAD_AVG: the 1, 5 or 15 minute average; anything else means 5, as in lfd."""
+    return config["PT_LOAD_AVG"] if config["PT_LOAD_AVG"] in (1, 5, 15) else 5
+
+
 def load_finding(config, loadavg: tuple, now: float, quiet_until: float = 0.0):
     """PT_LOAD: a finding when the chosen load average (PT_LOAD_AVG 1, 5 or 15; anything else
     means 5) is at least PT_LOAD_LEVEL, outside the quiet period; else None."""
     if config["PT_LOAD"] <= 0 or now < quiet_until:
         return None
-    minutes = config["PT_LOAD_AVG"] if config["PT_LOAD_AVG"] in (1, 5, 15) else 5
+    minutes = load_minutes(config)
     value = loadavg[(1, 5, 15).index(minutes)]
     if value < config["PT_LOAD_LEVEL"]:
         return None
