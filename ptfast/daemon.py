@@ -29,7 +29,6 @@ from . import __version__, config as config_mod, pignore, procfs
 from .actions import Actions, kill_session, signal_process
 from .alerts import Templates, render
 from .escape import escape_text
-from .hostload import load_alert_values
 from .logfile import LogFile
 from .mail import Mailer, Spool
 from .messages import alert_values, log_messages
@@ -258,6 +257,7 @@ class Service:
         self.state.quiet_load(time.time() + config["PT_LOAD_SKIP"])
         for message in log_messages(finding):
             self.log(message)
+        from .hostload import load_alert_values  # psutil and urllib: only when an alert fires
         self._raise_alert(finding, load_alert_values(config, self.hostname, loadavg, totprocs,
                                                      load_minutes(config)))
         self.actions.run("PT_LOAD_ACTION", config["PT_LOAD_ACTION"], [])

@@ -11,7 +11,6 @@ import email.parser
 import email.utils
 import itertools
 import os
-import smtplib
 import subprocess
 import time
 
@@ -89,6 +88,7 @@ def send_with_sendmail(binary: str, message: bytes, timeout: float = SENDMAIL_TI
 def send_with_smtp(relay: str, message: bytes, timeout: float = SMTP_TIMEOUT) -> str:
     """Send through the relay; returns a note when some recipients were refused (the message
     counts as delivered then: sending it again would duplicate it for the others)."""
+    import smtplib  # here: it loads ssl, 5 MB a daemon that delivers through sendmail never needs
     host, port = split_relay(relay)
     sender, recipients = envelope(message)
     wire = message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
