@@ -8,13 +8,9 @@ from __future__ import annotations
 from .escape import escape_text
 from .policy import (CHECK_FORKBOMB, CHECK_LOAD, CHECK_RESOURCE, CHECK_SSHD_HUNG,
                      CHECK_SUSPICIOUS, CHECK_USER_PROCESSES, RESOURCES)
-from .report import socket_text
+from .report import shown_exe, socket_text
 
 MAX_LOGGED_FORKBOMB_PROCESSES = 100
-
-
-def shown_exe(proc) -> str:
-    return escape_text(proc.exe) + (" (deleted)" if proc.exe_deleted else "")
 
 
 def process_line(proc, user: str) -> str:

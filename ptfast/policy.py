@@ -259,14 +259,13 @@ class Policy:
             return []
         sessions: dict[int, list] = {}
         rules = self.rules
+        root_counts = not rules.ignores("user", self.user_name(0))
         for proc in snapshot.processes:
             if proc.session in NO_SESSIONS:
                 continue
-            user = self.user_name(proc.uid)
-            if proc.uid != 0 and not self.tracks(user):
+            if not (root_counts if proc.uid == 0 else self.tracked_user(proc.uid) is not None):
                 continue
-            if (rules.ignores("user", user) or rules.ignores("exe", proc.exe)
-                    or rules.ignores("cmd", proc.cmdline)):
+            if rules.ignores("exe", proc.exe) or rules.ignores("cmd", proc.cmdline):
                 continue
             sessions.setdefault(proc.session, []).append(proc)
         findings = []

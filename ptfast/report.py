@@ -14,6 +14,11 @@ def endpoint(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
+def shown_exe(proc) -> str:
+    """The executable as lfd shows it: the path, with " (deleted)" when the file is gone."""
+    return escape_text(proc.exe) + (" (deleted)" if proc.exe_deleted else "")
+
+
 def socket_record(sock) -> dict:
     return {"proto": sock.proto, "local": endpoint(sock.local_ip, sock.local_port),
             "remote": endpoint(sock.remote_ip, sock.remote_port), "state": sock.state,
@@ -73,9 +78,8 @@ def table(findings: list) -> str:
                 rows.append(f"{'':>9}PID {member.pid} {escape_text(member.exe)} "
                             f"cmd: {escape_text(member.cmdline)}")
             continue
-        exe = escape_text(proc.exe) + (" (deleted)" if proc.exe_deleted else "")
         rows.append(f"{proc.pid:>7}  {escape_text(finding.user):<12} {int(proc.age):>7}s  "
-                    f"{why:<34} {exe}")
+                    f"{why:<34} {shown_exe(proc)}")
         rows.append(f"{'':>9}cmd: {escape_text(proc.cmdline)}")
         for sock in finding.sockets:
             rows.append(f"{'':>9}{socket_text(sock)}")
