@@ -10,13 +10,13 @@ import os
 import sys
 
 from . import __version__, config as config_mod, pignore, procfs
+from .escape import escape_text
 from .paths import (DEFAULT_EVENTS_FILE, DEFAULT_LOG_FILE, DEFAULT_STATE_DIR,
                     DEFAULT_TEMPLATE_DIR)
-from .escape import escape_text
 from .policy import CHECK_SUSPICIOUS, Policy, load_finding
 from .report import finding_record, json_line, table
 from .tune import DEFAULT_DURATION, DEFAULT_LIMITS, DEFAULT_SAMPLE
-from .users import UserNames, panel_accounts
+from .users import UserNames, accounts_to_track
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -90,8 +90,7 @@ def load_checked_inputs(args):
 
 
 def build_policy(config, rules) -> Policy:
-    panel = frozenset() if config["GENERIC"] else panel_accounts()
-    return Policy(config, rules, UserNames(), panel)
+    return Policy(config, rules, UserNames(), accounts_to_track(config))
 
 
 def cmd_tune(args) -> int:
@@ -108,7 +107,7 @@ def cmd_tune(args) -> int:
     if args.duration <= 0 or args.sample <= 0:
         warn("--duration and --sample must be positive")
         return EXIT_ERROR
-    panel = frozenset() if config["GENERIC"] else panel_accounts()
+    panel = accounts_to_track(config)
     user_names = UserNames()
 
     def make_policy(limit):      # the run's settings and rules, with PT_LIMIT replaced

@@ -37,7 +37,7 @@ from .policy import (CHECK_FORKBOMB, CHECK_RESOURCE, CHECK_SSHD_HUNG, CHECK_SUSP
                      process_key)
 from .report import finding_record
 from .state import ReportedState
-from .users import UserNames, panel_accounts
+from .users import UserNames, accounts_to_track
 
 LOCK_FILE = "ptfast.lock"
 
@@ -186,8 +186,8 @@ class Service:
 
     def _policy(self) -> Policy:
         config = self.config
-        panel = frozenset() if config["GENERIC"] else panel_accounts()
-        return Policy(config, self.settings.rules, self.user_names, panel, self.state.keys,
+        return Policy(config, self.settings.rules, self.user_names, accounts_to_track(config),
+                      self.state.keys,
                       reported_resources=self.state.resources,
                       quiet_users=self.state.quiet_users)
 

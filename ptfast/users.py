@@ -35,3 +35,8 @@ def panel_accounts(dirs=(CPANEL_USERS_DIR, DIRECTADMIN_USERS_DIR)) -> frozenset:
         except OSError:
             continue
     return frozenset(names)
+
+
+def accounts_to_track(config) -> frozenset:
+    """Panel accounts tracked besides nobody; none to list in generic mode (every user is)."""
+    return frozenset() if config["GENERIC"] else panel_accounts()
