@@ -1,7 +1,7 @@
 """``ptfast run``: the tracking service that replaces lfd's process tracking.
 
-One pass: scan, decide, then for each finding log it, remember it as reported, spool its alert
-mail, append it to the events file and start its action; then save the reported memory and
+One pass: scan, decide, then for each finding log it, spool its alert mail, append it to the
+events file, remember it as reported and start its action; then save the reported memory and
 deliver the spool. The order is what makes alerts survive anything: the mail is on disk before
 the process is marked as reported, and leaves the disk only once delivered.
 
@@ -205,12 +205,6 @@ class Service:
         """Log, remember, kill, alert and run the action of one finding, as lfd does."""
         config, check, proc = self.config, finding.check, finding.process
         killed, alert = False, True
-        if check == CHECK_SUSPICIOUS:
-            self.state.add(process_key(proc))
-        elif check == CHECK_USER_PROCESSES:
-            self.state.quiet_user(finding.user, time.time() + config["LF_FLUSH"])
-        elif check == CHECK_RESOURCE:
-            self.state.add_resource(process_key(proc), finding.reasons[0])
         if check in (CHECK_USER_PROCESSES, CHECK_RESOURCE) and config["PT_USERKILL"]:
             killed = self._kill(finding.processes or (proc,))
             alert = bool(config["PT_USERKILL_ALERT"])
@@ -225,6 +219,14 @@ class Service:
                     if check == CHECK_SUSPICIOUS else None)
             self._raise_alert(finding, alert_values(finding, self.hostname, killed, maps,
                                                     self.user_names))
+        # remembered only once its mail is in the spool: a failure before that leaves the
+        # finding to the next pass instead of losing it
+        if check == CHECK_SUSPICIOUS:
+            self.state.add(process_key(proc))
+        elif check == CHECK_USER_PROCESSES:
+            self.state.quiet_user(finding.user, time.time() + config["LF_FLUSH"])
+        elif check == CHECK_RESOURCE:
+            self.state.add_resource(process_key(proc), finding.reasons[0])
         if check == CHECK_SUSPICIOUS and proc.exe_deleted:
             self.actions.run("PT_DELETED_ACTION", config["PT_DELETED_ACTION"],
                              [proc.exe, proc.pid, finding.user, proc.ppid])

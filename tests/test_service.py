@@ -91,18 +91,41 @@ def test_sendmail_once_per_process_across_passes_and_restarts(service, bindshell
     assert [entry[:2] for entry in reported] == [[bindshell.pid, start_time_of(bindshell.pid)]]
 
 
-def test_two_passes_of_one_service_alert_once(service, bindshell, tmp_path):
-    recorder = SendmailRecorder(str(tmp_path))
-    args = build_parser().parse_args(service.command(f"SENDMAIL={recorder.path}",
-                                                     once=False)[3:] + ["--quiet"])
+def in_process_service(service, *settings):
+    args = build_parser().parse_args(service.command(*settings, once=False)[3:] + ["--quiet"])
     running = daemon.Service(args)
     running.start()
+    return running
+
+
+def test_two_passes_of_one_service_alert_once(service, bindshell, tmp_path):
+    recorder = SendmailRecorder(str(tmp_path))
+    running = in_process_service(service, f"SENDMAIL={recorder.path}")
     try:
         running.run_pass()
         running.run_pass()
     finally:
         running.stop()
     assert len(recorder.calls()) == 1
+
+
+def test_an_alert_that_could_not_be_spooled_is_not_remembered(service, bindshell, tmp_path):
+    recorder = SendmailRecorder(str(tmp_path))
+    running = in_process_service(service, f"SENDMAIL={recorder.path}")
+    spool_add = running.spool.add
+
+    def disk_full(message):
+        raise OSError(28, "No space left on device")
+
+    try:
+        running.spool.add = disk_full
+        assert running.guarded(running.run_pass)[0] is False
+        assert running.state.keys == {}             # not remembered: it was never spooled
+        running.spool.add = spool_add
+        running.run_pass()
+    finally:
+        running.stop()
+    assert len(recorder.calls()) == 1               # the next pass alerted after all
 
 
 def write_reported(service, entries) -> None:
