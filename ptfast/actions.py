@@ -20,8 +20,7 @@ ACTION_TIMEOUT = 60.0
 FORKBOMB_ROUNDS = 50
 
 
-def signal_process(pid: int, start_time: int, signum: int = signal.SIGKILL,
-                   proc_root: str = "/proc") -> str | None:
+def signal_process(pid: int, start_time: int, signum: int = signal.SIGKILL) -> str | None:
     """Send ``signum`` to exactly the process (pid, start_time); None on success, else why not.
 
     A pidfd pins the process while its start time is checked, so a PID the kernel has handed
@@ -34,7 +33,7 @@ def signal_process(pid: int, start_time: int, signum: int = signal.SIGKILL,
     except OSError as exc:
         return exc.strerror
     try:
-        if procfs.start_time_of(pid, proc_root) != start_time:
+        if procfs.start_time_of(pid) != start_time:     # the real /proc: pidfds are real
             return "already gone (its PID now belongs to another process)"
         signal.pidfd_send_signal(pidfd, signum)
     except ProcessLookupError:
@@ -46,20 +45,20 @@ def signal_process(pid: int, start_time: int, signum: int = signal.SIGKILL,
     return None
 
 
-def kill_session(session: int, proc_root: str = "/proc") -> int:
+def kill_session(session: int) -> int:
     """Stop every process of ``session`` until no new one appears (a stopped process cannot
     fork), then kill them all. Returns how many were killed."""
     stopped: set = set()
     for _round in range(FORKBOMB_ROUNDS):
-        fresh = [member for member in procfs.session_members(session, proc_root)
+        fresh = [member for member in procfs.session_members(session)
                  if member not in stopped]
         if not fresh:
             break
         for pid, start_time in fresh:
-            signal_process(pid, start_time, signal.SIGSTOP, proc_root)
+            signal_process(pid, start_time, signal.SIGSTOP)
             stopped.add((pid, start_time))      # stopped, or gone: either way not forking
     return sum(1 for pid, start_time in stopped
-               if signal_process(pid, start_time, signal.SIGKILL, proc_root) is None)
+               if signal_process(pid, start_time, signal.SIGKILL) is None)
 
 
 class Actions:

@@ -191,11 +191,21 @@ class Service:
                       reported_resources=self.state.resources,
                       quiet_users=self.state.quiet_users)
 
+    def _may_kill(self) -> bool:
+        """Only what was read from the live /proc may be killed: PIDs of a prepared tree
+        (--proc-root) name nothing on this host."""
+        if self.args.proc_root == "/proc":
+            return True
+        self.log(f"not killing: --proc-root {escape_text(self.args.proc_root)} is not /proc")
+        return False
+
     def _kill(self, procs) -> bool:
         """SIGKILL each of ``procs`` (exactly those processes); True when all are gone."""
+        if not self._may_kill():
+            return False
         all_gone = True
         for proc in procs:
-            why_not = signal_process(proc.pid, proc.start_time, proc_root=self.args.proc_root)
+            why_not = signal_process(proc.pid, proc.start_time)
             if why_not is not None and not why_not.startswith("already gone"):
                 self.log(f"could not kill PID {proc.pid}: {why_not}")
                 all_gone = False
@@ -209,7 +219,7 @@ class Service:
             killed = self._kill(finding.processes or (proc,))
             alert = bool(config["PT_USERKILL_ALERT"])
         elif check == CHECK_FORKBOMB:
-            killed = kill_session(proc.session, self.args.proc_root) > 0
+            killed = self._may_kill() and kill_session(proc.session) > 0
         elif check == CHECK_SSHD_HUNG:
             killed, alert = self._kill((proc,)), False      # lfd logs these, sends no mail
         for message in log_messages(finding, killed, self.user_names):

@@ -13,6 +13,7 @@ import pytest
 from ptfast import daemon
 from ptfast.cli import build_parser
 from procs import start_copied_python, start_python
+from test_prepared_tree import TCP_HEADER, stat_line, write
 from service import (SendmailRecorder, ServiceDir, SmtpServer, free_port, record_action,
                      start_time_of)
 
@@ -340,3 +341,32 @@ def test_daemon_sighup_lock_and_sigterm(service, bindshell, tmp_path):
     messages = log_messages(service)
     assert messages[-2:] == ["ptfast stopping on SIGTERM", "ptfast stopped"]
     assert len(recorder.calls()) == 1
+
+
+def test_nothing_is_killed_on_the_word_of_a_prepared_tree(service, tmp_path, children):
+    """PIDs read from --proc-root name nothing on this host: even one that matches a live
+    process (same PID, same start time) is not killed."""
+    uid = BINDSHELL_UID + 4
+    child = start_python("", uid=uid)
+    children.append(child)
+    tree = str(tmp_path / "proc")
+    with open("/proc/uptime") as handle:
+        uptime = float(handle.read().split()[0])
+    write(f"{tree}/uptime", f"{uptime + 100:.2f} 0.00\n")
+    for table in ("tcp", "udp", "tcp6", "udp6", "raw", "raw6"):
+        write(f"{tree}/net/{table}", TCP_HEADER)
+    base = f"{tree}/{child.pid}"
+    write(f"{base}/stat", stat_line(child.pid, "python", 1, start_time_of(child.pid)))
+    write(f"{base}/status", f"Name:\tpython\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
+    write(f"{base}/cmdline", "python\0")
+    os.symlink("/usr/bin/python3", f"{base}/exe")
+    os.makedirs(f"{base}/fd")
+    service.track_only(uid)
+    recorder = SendmailRecorder(str(tmp_path))
+    result = subprocess.run(service.command("PT_USERTIME=1", "PT_USERKILL=1",
+                                            f"SENDMAIL={recorder.path}") + ["--proc-root", tree],
+                            capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()
+    assert f"not killing: --proc-root {tree} is not /proc" in service.log()
+    assert f"*User Processing* PID:{child.pid} Kill:0" in service.log()
+    assert child.popen.poll() is None                    # alive
