@@ -11,6 +11,7 @@ import email.parser
 import email.utils
 import itertools
 import os
+import shlex
 import subprocess
 import time
 
@@ -62,9 +63,17 @@ def split_relay(relay: str) -> tuple[str, int]:
 
 def send_with_sendmail(binary: str, message: bytes, timeout: float = SENDMAIL_TIMEOUT) -> str:
     sender, _recipients = envelope(message)
+    # lfd hands SENDMAIL to a shell, so admins may have written options into it
+    # ("/usr/sbin/sendmail -v"): split it as a shell would, but never run one.
+    try:
+        program = shlex.split(binary)
+    except ValueError as exc:
+        raise DeliveryError(f"SENDMAIL {escape_text(binary)}: {exc}") from None
+    if not program:
+        raise DeliveryError("SENDMAIL is empty")
     # -t: recipients from the headers, as lfd; -oi: a line holding only "." does not end the
-    # message early. argv only, never a shell.
-    command = [binary, "-oi", "-f", sender, "-t"]
+    # message early.
+    command = [*program, "-oi", "-f", sender, "-t"]
     try:
         result = subprocess.run(command, input=message, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, timeout=timeout, close_fds=True)

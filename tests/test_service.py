@@ -85,6 +85,7 @@ def test_sendmail_once_per_process_across_passes_and_restarts(service, bindshell
     calls = recorder.calls()
     assert len(calls) == 1
     assert calls[0]["argv"] == ["-oi", "-f", "alerts@example.com", "-t"]
+    assert recorder.calls()[0]["parsed"]["To"] == "root"
     assert calls[0]["parsed"]["From"] == "Alerts <alerts@example.com>"
     assert f"{bindshell.pid} (Parent PID:" in calls[0]["parsed"].get_content()
     with open(service.reported_file(), "rb") as handle:
@@ -127,6 +128,17 @@ def test_an_alert_that_could_not_be_spooled_is_not_remembered(service, bindshell
     finally:
         running.stop()
     assert len(recorder.calls()) == 1               # the next pass alerted after all
+
+
+def test_sendmail_setting_with_options_as_lfd_users_write_it(service, bindshell, tmp_path):
+    """lfd runs SENDMAIL through a shell, so it may carry options; ptfast splits it the same
+    way and runs it without a shell (a ';' is just an argument)."""
+    recorder = SendmailRecorder(str(tmp_path))
+    result = service.run_once(f"SENDMAIL={recorder.path} -v 'x;touch /tmp/ptfast-pwned'")
+    assert result.returncode == 0, result.stderr.decode()
+    [call] = recorder.calls()
+    assert call["argv"] == ["-v", "x;touch /tmp/ptfast-pwned", "-oi", "-f", "root", "-t"]
+    assert not os.path.exists("/tmp/ptfast-pwned")
 
 
 def write_reported(service, entries) -> None:
