@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .escape import escape_text
 from .policy import (CHECK_FORKBOMB, CHECK_LOAD, CHECK_RESOURCE, CHECK_SSHD_HUNG,
-                     CHECK_SUSPICIOUS, CHECK_USER_PROCESSES, RESOURCES)
+                     CHECK_SUSPICIOUS, CHECK_USER_PROCESSES, RESOURCES, resource_amount)
 from .report import shown_exe, socket_text
 
 MAX_LOGGED_FORKBOMB_PROCESSES = 100
@@ -38,10 +38,10 @@ def log_messages(finding, killed: bool = False, user_name=str) -> list[str]:
                 f"Process Count:{len(finding.processes)}"]
     if check == CHECK_RESOURCE:
         resource = finding.reasons[0]
-        _setting, attribute, divisor, unit, field = RESOURCES[resource]
-        amount = int(getattr(proc, attribute) / divisor)
+        _setting, _attribute, _divisor, unit, field = RESOURCES[resource]
         return [f"*User Processing* PID:{proc.pid} Kill:{int(killed)} User:{user} "
-                f"{field}:{amount}({unit}) EXE:{shown_exe(proc)} CMD:{escape_text(proc.cmdline)}"]
+                f"{field}:{resource_amount(proc, resource)}({unit}) EXE:{shown_exe(proc)} "
+                f"CMD:{escape_text(proc.cmdline)}"]
     if check == CHECK_FORKBOMB:
         procs = finding.processes
         lines = [f"*PT_FORKBOMB* PID:{p.pid} SID:{p.session} User:{escape_text(user_name(p.uid))} "

@@ -40,6 +40,12 @@ RESOURCES = {
 #: The two command lines of an sshd child that has not authenticated anyone, exactly. lfd's
 #: pattern lacked a group around its alternation and also matched any line ending in "[priv]",
 #: killing logged-in sessions ("sshd: alice [priv]").
+def resource_amount(proc, resource: str) -> int:
+    """How much of ``resource`` (a RESOURCES name) ``proc`` uses, in that resource's unit."""
+    _setting, attribute, divisor, _unit, _field = RESOURCES[resource]
+    return int(getattr(proc, attribute) / divisor)
+
+
 SSHD_UNAUTHENTICATED = frozenset({"sshd: unknown [net]", "sshd: unknown [priv]"})
 SSHD_HUNG_AFTER = 60
 NO_SESSIONS = frozenset({0, 1})     # the kernel's and init's: never a fork bomb
@@ -214,8 +220,8 @@ class Policy:
         PT_USERRSS and PT_USERTIME per process (each once per process and resource)."""
         config = self.config
         max_processes = config["PT_USERPROC"]
-        limits = [(resource, setting, attribute, divisor, unit, config[setting])
-                  for resource, (setting, attribute, divisor, unit, _field) in RESOURCES.items()
+        limits = [(resource, setting, unit, config[setting])
+                  for resource, (setting, _attribute, _divisor, unit, _field) in RESOURCES.items()
                   if config[setting] > 0]
         if not self.enabled or (max_processes <= 0 and not limits):
             return []
@@ -240,10 +246,10 @@ class Policy:
                     findings.append(Finding(CHECK_USER_PROCESSES, ("too many processes",), None,
                                             user, tuple(procs),
                                             f"{len(procs)} > PT_USERPROC {max_processes}"))
-        for resource, setting, attribute, divisor, unit, limit in limits:
+        for resource, setting, unit, limit in limits:
             for user, procs in per_user.items():
                 for proc in procs:
-                    amount = int(getattr(proc, attribute) / divisor)
+                    amount = resource_amount(proc, resource)
                     if amount <= limit or (proc.pid, proc.start_time, resource) in \
                             self.reported_resources:
                         continue

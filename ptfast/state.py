@@ -84,7 +84,6 @@ class ReportedState:
         except (ValueError, TypeError, KeyError) as exc:
             kept = f"{self.path}.corrupt-{int(time.time())}"
             os.replace(self.path, kept)
-            self.keys = {}
             self._dirty = True
             return (f"{self.path}: corrupt state file ({exc}); moved to {kept} and started "
                     "afresh, so processes reported before may be reported once more")
@@ -107,9 +106,6 @@ class ReportedState:
     def quiet_load(self, until: float) -> None:
         self.load_quiet_until = until
         self._dirty = True
-
-    def __contains__(self, key: tuple) -> bool:
-        return key in self.keys
 
     def forget_gone(self, live_keys, now: float | None = None) -> int:
         """Drop processes that no longer exist and quiet periods that are over; returns how
