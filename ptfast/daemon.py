@@ -29,7 +29,7 @@ from . import __version__, config as config_mod, pignore, procfs
 from .actions import Actions, kill_session, signal_process
 from .alerts import Templates, render
 from .escape import escape_text
-from .logfile import LogFile
+from .logfile import LogFile, append_line
 from .mail import Mailer, Spool
 from .messages import alert_values, log_messages
 from .policy import (CHECK_FORKBOMB, CHECK_RESOURCE, CHECK_SSHD_HUNG, CHECK_SUSPICIOUS,
@@ -165,12 +165,7 @@ class Service:
         if not self.events_file:
             return
         try:
-            fd = os.open(self.events_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                         0o600)
-            try:
-                os.write(fd, orjson.dumps(record) + b"\n")
-            finally:
-                os.close(fd)
+            append_line(self.events_file, orjson.dumps(record) + b"\n")
         except OSError as exc:
             self.log(f"cannot append to {self.events_file}: {exc.strerror}")
 

@@ -32,6 +32,17 @@ def lfd_line(message: str, hostname: str, now: float | None = None) -> str:
     return f"{stamp} {hostname} {LOG_TAG}[{os.getpid()}]: {message}\n"
 
 
+def append_line(path: str, line: bytes) -> None:
+    """One whole line onto ``path``: a single O_APPEND write under an exclusive flock, so lines
+    from several writers never interleave. Raises OSError."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
 class LogFile:
     """Appends lfd-format lines to ``path``; with ``echo``, also writes the message to stderr
     (the journal, under systemd). A log that cannot be written is said once on stderr and the
@@ -50,12 +61,7 @@ class LogFile:
             return
         line = lfd_line(message, self.hostname).encode("utf-8", "surrogateescape")
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                os.write(fd, line)
-            finally:
-                os.close(fd)
+            append_line(self.path, line)
             self._failed = False
         except OSError as exc:
             if not self._failed:
