@@ -42,7 +42,7 @@ _HEADER = re.compile(r"([!-9;-~]+):[ \t]?(.*)")
 _ADDRESS = re.compile(r"[A-Za-z0-9][\w.=+-]*(?:@[\w.-]+)?")
 
 
-@dataclass(slots=True)
+@dataclass
 class Template:
     name: str
     source: str        # file path, or "built-in"

@@ -62,7 +62,7 @@ _INTEGER = re.compile(r"[0-9]+")
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Problem:
     """Something wrong in an input file, said with where it is."""
 
@@ -75,7 +75,7 @@ class Problem:
         return f"{where}: {self.message}"
 
 
-@dataclass(slots=True)
+@dataclass
 class Config:
     """Effective settings; ``config["PT_LIMIT"]`` reads one under its lfd name."""
 

@@ -346,7 +346,7 @@ class Service:
         except Exception as exc:    # a bug must not end tracking on a production server
             self.log(f"{work.__name__} failed: {escape_text(repr(exc))}")
             # one log line per traceback entry; a message's own line breaks stay escaped
-            for entry in traceback.format_exception(exc):
+            for entry in traceback.format_exception(type(exc), exc, exc.__traceback__):
                 self.log(escape_text(entry.rstrip("\n")))
             return False, None
 

@@ -28,7 +28,7 @@ REGEX_TIMEOUT = 0.05      # seconds one regex may spend on one value
 MAX_INCLUDE_DEPTH = 8
 
 
-@dataclass(slots=True)
+@dataclass
 class PatternRule:
     kind: str            # exe, user or cmd
     text: str            # the regex as written
@@ -44,7 +44,7 @@ _NOT_COMBINABLE = regex.compile(r"\(\?[a-zA-Z]+\)|\\[1-9]|\(\?P=|\(\?P<|\(\?<[a-
 MATCH_CACHE_SIZE = 50_000   # values remembered per kind
 
 
-@dataclass(slots=True)
+@dataclass
 class IgnoreRules:
     exact: dict = field(default_factory=lambda: {kind: set() for kind in KINDS})
     patterns: dict = field(default_factory=lambda: {kind: [] for kind in KINDS})

@@ -67,7 +67,7 @@ def is_listening(sock) -> bool:
     return sock.state == "LISTEN" or (sock.state == "UNCONN" and sock.remote_port == 0)
 
 
-@dataclass(slots=True)
+@dataclass
 class Finding:
     """Something to report, with what an alert needs."""
 

@@ -40,7 +40,7 @@ SOCKET_FIELDS = ("inode", "proto", "local_ip", "local_port", "remote_ip", "remot
                  "state", "netns")
 
 
-@dataclass(slots=True)
+@dataclass
 class Snapshot:
     """One walk of the process table."""
 
