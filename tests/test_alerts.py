@@ -9,7 +9,7 @@ import pytest
 
 from ptfast import alerts, mail
 from ptfast.state import ReportedState
-from realworld import REALWORLD, needs_realworld
+from helpers.realworld import REALWORLD, needs_realworld
 
 
 def parsed(message: bytes):

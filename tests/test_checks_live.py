@@ -5,7 +5,6 @@
 import http.server
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -14,42 +13,11 @@ import time
 
 import pytest
 
-from procs import start_python
-from service import SendmailRecorder, ServiceDir, SmtpServer, record_action
+from helpers.uids import uid_for
+from helpers.procs import alive, kill_uid, pids_of_uid, start_python, wait_until
+from helpers.service import SendmailRecorder, ServiceDir, SmtpServer, record_action
 
 pytestmark = pytest.mark.needs_root
-
-
-def pids_of_uid(uid: int) -> list:
-    """Live (not zombie) processes of ``uid``."""
-    pids = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/status") as handle:
-                    fields = dict(line.split(":", 1) for line in handle if ":" in line)
-            except OSError:
-                continue
-            if int(fields["Uid"].split()[0]) == uid and not fields["State"].strip().startswith("Z"):
-                pids.append(int(name))
-    return pids
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def wait_until(condition, timeout=10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def user_with_processes(tmp_path, children, uid: int, count: int = 4):
@@ -60,7 +28,7 @@ def user_with_processes(tmp_path, children, uid: int, count: int = 4):
 
 
 def test_user_over_pt_userproc_is_reported_once_then_quiet(tmp_path, children):
-    uid = 40401
+    uid = uid_for(401)
     service, recorder = user_with_processes(tmp_path, children, uid)
     action, record = record_action(tmp_path)
     settings = ("PT_USERPROC=3", f"SENDMAIL={recorder.path}", f"PT_USER_ACTION={action}")
@@ -80,7 +48,7 @@ def test_user_over_pt_userproc_is_reported_once_then_quiet(tmp_path, children):
 
 
 def test_pt_userkill_kills_the_flagged_user_processes_without_mail(tmp_path, children):
-    uid = 40402
+    uid = uid_for(402)
     service, recorder = user_with_processes(tmp_path, children, uid)
     result = service.run_once("PT_USERPROC=3", "PT_USERKILL=1", "PT_USERKILL_ALERT=0",
                               f"SENDMAIL={recorder.path}")
@@ -99,7 +67,7 @@ KEEP.append(block)
 
 
 def test_resident_memory_past_pt_userrss_is_alerted_and_killed(tmp_path, children):
-    uid = 40403
+    uid = uid_for(403)
     hog = start_python(ALLOCATE, uid=uid)
     children.append(hog)
     service = ServiceDir(tmp_path, uid)
@@ -137,7 +105,7 @@ FORK_BOMB = textwrap.dedent("""
 
 
 def test_fork_bomb_is_contained_and_killed(tmp_path):
-    uid, limit = 40404, 40
+    uid, limit = uid_for(404), 40
     code = f"BOUND, BOMB_UID = {limit}, {uid}\n" + FORK_BOMB
     bomb = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                             stdin=subprocess.DEVNULL)
@@ -155,16 +123,7 @@ def test_fork_bomb_is_contained_and_killed(tmp_path):
         assert f"*PT_FORKBOMB* PID:{bomb.pid} SID:{bomb.pid} User:{uid}" in service.log()
         assert os.getsid(0) != bomb.pid and alive(os.getpid())
     finally:
-        for _ in range(100):        # never leave a bomb behind, whatever failed above
-            pids = pids_of_uid(uid)
-            if not pids:
-                break
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.05)
+        kill_uid(uid)               # never leave a bomb behind, whatever failed above
         bomb.wait(timeout=10)
 
 
@@ -175,7 +134,7 @@ def sshd_look_alike(cmdline: str, uid: int) -> subprocess.Popen:
 
 
 def test_hung_sshd_is_killed_after_60_seconds_but_sessions_never(tmp_path):
-    uid = 40405
+    uid = uid_for(405)
     names = ["sshd: unknown [net]", "sshd: unknown [priv]", "sshd: alice [priv]"]
     started = [sshd_look_alike(name, uid) for name in names]
     try:
@@ -214,7 +173,7 @@ class StatusPage(http.server.BaseHTTPRequestHandler):
 def test_load_alert_with_processes_connections_and_status_page(tmp_path):
     server = http.server.HTTPServer(("127.0.0.1", 0), StatusPage)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    service = ServiceDir(tmp_path, 40406)
+    service = ServiceDir(tmp_path, uid_for(406))
     action, record = record_action(tmp_path, "load-action")
     url = f"http://127.0.0.1:{server.server_address[1]}/server-status"
     settings = ("PT_LOAD=30", "PT_LOAD_LEVEL=0", "PT_LOAD_AVG=1", f"PT_APACHESTATUS={url}",
@@ -239,7 +198,7 @@ def test_load_alert_with_processes_connections_and_status_page(tmp_path):
 
 
 def test_scan_shows_every_check_and_never_kills(tmp_path, children):
-    uid = 40407
+    uid = uid_for(407)
     for _ in range(4):
         children.append(start_python("", uid=uid))
     hog = start_python(ALLOCATE, uid=uid)

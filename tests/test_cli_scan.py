@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from procs import start_copied_python, start_python
+from helpers.uids import uid_for
+from helpers.procs import start_copied_python, start_python
 
 pytestmark = pytest.mark.needs_root
 
@@ -42,17 +43,17 @@ def population():
         """)
         started["root"] = root
         ports = f"ROOT_PORT = {root.info['port']}\nROOT_PORT6 = {root.info['port6']}\n"
-        started["bindshell"] = start_python(LISTEN_ANY, uid=40101)
-        started["connected"] = start_python(ports + CONNECT_V4, uid=40102)
-        started["connected6"] = start_python(ports + CONNECT_V6, uid=40103)
-        started["udp"] = start_python(UDP_BOUND, uid=40104)
-        started["container"] = start_python(LISTEN_ANY, uid=40105, netns=True)
-        started["quiet"] = start_python("", uid=40106)
-        started["deleted"] = start_copied_python("miner", uid=40107, delete=True)
-        started["fake_deleted"] = start_copied_python("bot", LISTEN_ANY, uid=40108,
+        started["bindshell"] = start_python(LISTEN_ANY, uid=uid_for(101))
+        started["connected"] = start_python(ports + CONNECT_V4, uid=uid_for(102))
+        started["connected6"] = start_python(ports + CONNECT_V6, uid=uid_for(103))
+        started["udp"] = start_python(UDP_BOUND, uid=uid_for(104))
+        started["container"] = start_python(LISTEN_ANY, uid=uid_for(105), netns=True)
+        started["quiet"] = start_python("", uid=uid_for(106))
+        started["deleted"] = start_copied_python("miner", uid=uid_for(107), delete=True)
+        started["fake_deleted"] = start_copied_python("bot", LISTEN_ANY, uid=uid_for(108),
                                                       subdir="cache (deleted)")
         started["hostile"] = start_copied_python("x\x1b]0;pwned\x07\n*Suspicious*", LISTEN_ANY,
-                                                 uid=40109)
+                                                 uid=uid_for(109))
         time.sleep(1.3)
         yield started
     finally:
@@ -134,7 +135,7 @@ def test_deleted_executable_with_pt_deleted(population, scan_json):
 
 
 def test_young_processes_are_not_inspected(population, scan_json):
-    young = start_python(LISTEN_ANY, uid=40110)
+    young = start_python(LISTEN_ANY, uid=uid_for(110))
     try:
         findings = scan_json("--set", "PT_LIMIT=30")
         assert young.pid not in findings
@@ -179,11 +180,11 @@ def test_non_root_run_says_what_it_could_not_inspect(population):
         import os, sys
         from ptfast.cli import main            # import everything while still root
         import ptfast.policy, ptfast.report, ptfast.users, ptfast.pignore, orjson, regex
-        os.setgroups([]); os.setresgid(40199, 40199, 40199); os.setresuid(40199, 40199, 40199)
+        os.setgroups([]); os.setresgid({uid}, {uid}, {uid}); os.setresuid({uid}, {uid}, {uid})
         os.chdir("/")
         sys.exit(main(["scan", "--config", os.devnull, "--override", os.devnull,
                        "--pignore", os.devnull, "--set", "PT_LIMIT=1", "--set", "PT_LOAD=0"]))
-    """)
+    """).replace("{uid}", str(uid_for(199)))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
@@ -203,8 +204,8 @@ def test_every_ignore_kind_against_real_processes(population, scan_json, tmp_pat
     fake = population["fake_deleted"].info["exe"]
     rules = tmp_path / "csf.pignore"
     rules.write_text("\n".join([
-        "user:40101",                                        # bindshell
-        "puser:4010[4]",                                     # udp
+        f"user:{uid_for(101)}",                                        # bindshell
+        f"puser:{uid_for(104)}",                                     # udp
         # a newline cannot be written in a one-rule-per-line file: a regex escape matches it
         "pexe:/tmp/ptfast-test-[^/]+/x\\x1b\\]0;pwned\\x07\\n\\*Suspicious\\*",  # hostile
         f"exe:{fake}",                                       # fake_deleted
@@ -230,7 +231,7 @@ def test_ignored_exe_with_deleted_executable_is_still_reported(population, scan_
 
 def test_bad_pignore_is_reported_and_the_scan_goes_on(population, tmp_path):
     rules = tmp_path / "csf.pignore"
-    rules.write_text("pexe:/usr/(bin\nuser:40101\n")
+    rules.write_text(f"pexe:/usr/(bin\nuser:{uid_for(101)}\n")
     result = run_scan("--json", "--pignore", str(rules))
     assert result.returncode == 1
     assert f"{rules}:1: invalid pexe regex".encode() in result.stderr

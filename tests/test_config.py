@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from ptfast import config
-from realworld import REALWORLD, needs_realworld
+from helpers.realworld import REALWORLD, needs_realworld
 
 
 def write(tmp_path, text, name="csf.conf"):

@@ -6,12 +6,13 @@ import time
 
 import pytest
 
-from ptfast import procfs
-from procs import start_copied_python, start_python
+from ptfast import _procscan_py, procfs
+from helpers.uids import uid_for
+from helpers.procs import start_copied_python, start_python
 
 pytestmark = pytest.mark.needs_root
 
-UID = 40001
+UID = uid_for(1)
 
 
 def scan(core, want_fds=True, proc_root="/proc"):
@@ -308,8 +309,8 @@ def test_view_agrees_with_psutil(core, children):
     assert compared >= 3
 
 
-def test_both_cores_return_the_same_records(children):
-    from ptfast import _procscan, _procscan_py
+def test_both_cores_return_the_same_records(children, compiled_core):
+    _procscan = compiled_core
     children.append(start_python(SOCKETS_SETUP, uid=UID))
     children.append(start_copied_python("gone", uid=UID, delete=True))
     before = scan(_procscan)

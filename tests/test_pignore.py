@@ -6,7 +6,7 @@ import time
 import pytest
 
 from ptfast import pignore
-from realworld import REALWORLD, needs_realworld
+from helpers.realworld import REALWORLD, needs_realworld
 
 
 def rules_from(tmp_path, text, name="csf.pignore"):

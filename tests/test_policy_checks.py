@@ -4,7 +4,7 @@ import os
 
 from ptfast import config, pignore, policy
 from ptfast.procfs import Snapshot
-from test_policy import USERS, proc
+from helpers.snapshots import USERS, proc
 
 MB = 1 << 20
 

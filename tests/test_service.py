@@ -12,14 +12,15 @@ import pytest
 
 from ptfast import daemon
 from ptfast.cli import build_parser
-from procs import start_copied_python, start_python
-from test_prepared_tree import TCP_HEADER, stat_line, write
-from service import (SendmailRecorder, ServiceDir, SmtpServer, free_port, record_action,
+from helpers.uids import uid_for
+from helpers.procs import start_copied_python, start_python
+from helpers.proctree import TCP_HEADER, stat_line, write
+from helpers.service import (SendmailRecorder, ServiceDir, SmtpServer, free_port, record_action,
                      start_time_of)
 
 pytestmark = pytest.mark.needs_root
 
-BINDSHELL_UID = 40201
+BINDSHELL_UID = uid_for(201)
 LISTEN_ANY = 'info["port"] = listen(socket.AF_INET, "0.0.0.0").getsockname()[1]'
 LFD_LINE = re.compile(r"[A-Z][a-z]{2} [ 123]\d \d\d:\d\d:\d\d \S+ lfd\[\d+\]: (.*)")
 

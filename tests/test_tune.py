@@ -7,12 +7,13 @@ import time
 
 import pytest
 
-from procs import start_python
-from service import only_users_rule
+from helpers.uids import uid_for
+from helpers.procs import start_python
+from helpers.service import only_users_rule
 
 pytestmark = pytest.mark.needs_root
 
-UID = 40301
+UID = uid_for(301)
 LISTEN = 'listen(socket.AF_INET, "127.0.0.1")'
 SHORT_LIFE = 2.4        # seconds a short-lived socket holder lives: past 1, never past 5
 

@@ -11,10 +11,12 @@ import json
 import os
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 
 CHILD_PRELUDE = textwrap.dedent("""
     import ctypes, json, os, socket, sys
@@ -124,7 +126,9 @@ def start_copied_python(name: str, setup: str = "", uid: int | None = None,
     os.chmod(directory, 0o755)
     path = os.path.join(directory, name)
     shutil.copy2(os.path.realpath(sys.executable), path)
-    env = dict(os.environ, PYTHONHOME=sys.prefix)
+    # a copied interpreter finds its standard library through PYTHONHOME; in a venv that is
+    # the base installation (the venv holds only site-packages)
+    env = dict(os.environ, PYTHONHOME=sys.base_prefix)
     try:
         child = start_python(setup, uid=uid, executable=path, env=env,
                              cleanup=lambda: shutil.rmtree(base, ignore_errors=True))
@@ -135,3 +139,57 @@ def start_copied_python(name: str, setup: str = "", uid: int | None = None,
     if delete:
         os.unlink(path)
     return child
+
+
+def _status_fields(pid: str) -> dict | None:
+    """``/proc/PID/status`` as bytes fields (a process name may be any bytes, not UTF-8)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as handle:
+            return dict(line.split(b":", 1) for line in handle if b":" in line)
+    except OSError:
+        return None
+
+
+def pids_of_uid(uid: int) -> list:
+    """Live (not zombie) processes whose real uid is ``uid``."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        fields = _status_fields(name)
+        if (fields and int(fields[b"Uid"].split()[0]) == uid
+                and not fields[b"State"].strip().startswith(b"Z")):
+            pids.append(int(name))
+    return pids
+
+
+def kill_uid(uid: int, rounds: int = 100) -> None:
+    """SIGKILL every process of ``uid`` (a test's own, never-shared uid) until none is left; never
+    raises, so it is safe in a ``finally``."""
+    for _ in range(rounds):
+        pids = pids_of_uid(uid)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def wait_until(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()

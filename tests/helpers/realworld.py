@@ -5,6 +5,6 @@ import os
 
 import pytest
 
-REALWORLD = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "realworld")
+REALWORLD = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "realworld")
 needs_realworld = pytest.mark.skipif(not os.path.isdir(REALWORLD),
                                      reason="shared/realworld not beside the checkout")
