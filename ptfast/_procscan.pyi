@@ -1,18 +1,16 @@
 """Type stubs of the compiled scanner core (src_pyx/_procscan.pyx).
 
 Same API and results as the pure-Python twin, ptfast._procscan_py, whose docstring states the
-contract.
+contract; constants, tables and the field lists are in ptfast._corespec (tests/test_contract.py
+checks that these stubs, the twin and the compiled classes agree).
 """
 
-from typing import Callable, Union
-
-TABLES: tuple[str, ...]
-TCP_STATES: tuple[str, ...]
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 class Socket:
-    """One inet socket from /proc/net/{tcp,udp,raw}[6] of some network namespace."""
+    """One network socket from /proc/net/{tcp,udp,raw}[6] of some network namespace."""
     inode: int
-    proto: str          # tcp, udp, tcp6, udp6, raw, raw6
+    proto: str          # a name of _corespec.SOCKET_TABLES
     local_ip: str       # IPv4-mapped IPv6 is shown as IPv4
     local_port: int
     remote_ip: str
@@ -34,11 +32,11 @@ class Process:
     exe: str            # " (deleted)" removed when exe_deleted
     exe_deleted: bool   # the file's link count is 0, not merely a name ending in "(deleted)"
     cmdline: str        # NULs as spaces, trailing white space removed; bad UTF-8 as surrogates
-    sockets: tuple[Socket, ...] | None
-    open_files: tuple[str, ...] | None
+    sockets: Optional[Tuple[Socket, ...]]
+    open_files: Optional[Tuple[str, ...]]
 
 def scan(
     proc_root: str = "/proc",
     want_fds: Union[bool, Callable[[Process], bool]] = True,
-) -> tuple[list[Process], dict[int, Socket], dict[str, int]]:
+) -> Tuple[List[Process], Dict[int, Socket], Dict[str, int]]:
     """Walk proc_root once: (processes, socket table by inode, counters)."""

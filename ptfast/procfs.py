@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Union
 
 from . import _procscan_py
+from ._corespec import STAT_SESSION, STAT_STARTTIME, parse_stat, stat_field
 
 CORE_FALLBACK_REASON: str | None = None
 
@@ -32,13 +33,6 @@ Process = Union[_core.Process, _procscan_py.Process]
 Socket = Union[_core.Socket, _procscan_py.Socket]
 WantFds = Union[bool, Callable[[Process], bool]]
 
-#: Attribute names shared by both cores' records, in a stable order.
-PROCESS_FIELDS = ("pid", "ppid", "pgrp", "session", "uid", "start_time", "age",
-                  "vm_size_bytes", "vm_rss_bytes", "exe", "exe_deleted", "cmdline",
-                  "sockets", "open_files")
-SOCKET_FIELDS = ("inode", "proto", "local_ip", "local_port", "remote_ip", "remote_port",
-                 "state", "netns")
-
 
 @dataclass
 class Snapshot:
@@ -46,7 +40,7 @@ class Snapshot:
 
     processes: list
     socket_table: dict          # inode -> Socket, every network namespace read
-    stats: dict                 # processes, kernel_threads, vanished, denied, namespaces
+    stats: dict                 # _corespec.SCAN_COUNTERS
     core: str                   # "compiled" or "pure-python"
     taken_at: float = field(default_factory=time.time)
     duration: float = 0.0       # seconds the walk took
@@ -72,24 +66,6 @@ def scan(proc_root: str = "/proc", want_fds: WantFds = True, core=None) -> Snaps
     )
 
 
-def socket_as_dict(sock) -> dict:
-    return {name: getattr(sock, name) for name in SOCKET_FIELDS}
-
-
-def process_as_dict(proc) -> dict:
-    """Plain dict of a record of either core (sockets as dicts, tuples as lists)."""
-    result = {}
-    for name in PROCESS_FIELDS:
-        value = getattr(proc, name)
-        if name == "sockets" and value is not None:
-            value = [socket_as_dict(sock) for sock in value]
-        elif name == "open_files" and value is not None:
-            value = list(value)
-        result[name] = value
-    return result
-
-
-
 def read_loadavg(proc_root: str = "/proc") -> tuple[tuple, str]:
     """((1, 5, 15 minute averages), "running/total") from /proc/loadavg."""
     with open(os.path.join(proc_root, "loadavg"), "rb") as handle:
@@ -103,15 +79,15 @@ MAX_MAPS_LINES = 2000
 def _stat_fields(path: str) -> list | None:
     try:
         with open(path, "rb") as handle:
-            return _procscan_py._parse_stat(handle.read())
+            return parse_stat(handle.read())
     except OSError:
         return None
 
 
 def start_time_of(pid: int, proc_root: str = "/proc") -> int | None:
-    """Field 22 of /proc/PID/stat (clock ticks after boot), or None when the PID is gone."""
+    """The start time of /proc/PID (clock ticks after boot), or None when the PID is gone."""
     fields = _stat_fields(f"{proc_root}/{pid}/stat")
-    return int(fields[19]) if fields and len(fields) >= 20 else None
+    return int(stat_field(fields, STAT_STARTTIME)) if fields else None
 
 
 def session_members(session: int, proc_root: str = "/proc") -> list[tuple[int, int]]:
@@ -122,8 +98,8 @@ def session_members(session: int, proc_root: str = "/proc") -> list[tuple[int, i
         if not name.isdigit():
             continue
         fields = _stat_fields(f"{proc_root}/{name}/stat")
-        if fields and len(fields) >= 20 and int(fields[3]) == session:
-            members.append((int(name), int(fields[19])))
+        if fields and int(stat_field(fields, STAT_SESSION)) == session:
+            members.append((int(name), int(stat_field(fields, STAT_STARTTIME))))
     return members
 
 
@@ -141,8 +117,8 @@ def read_maps(pid: int, start_time: int, proc_root: str = "/proc") -> list[str] 
     try:
         # the directory fd pins this process: if it exits, reads through it fail
         with open("stat", "rb", opener=opener) as handle:
-            fields = _procscan_py._parse_stat(handle.read())
-        if not fields or len(fields) < 20 or int(fields[19]) != start_time:
+            fields = parse_stat(handle.read())
+        if not fields or int(stat_field(fields, STAT_STARTTIME)) != start_time:
             return None
         with open("maps", "rb", opener=opener) as handle:
             lines = handle.read().decode("utf-8", "surrogateescape").splitlines()

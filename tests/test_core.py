@@ -7,8 +7,10 @@ import time
 import pytest
 
 from ptfast import _procscan_py, procfs
+from ptfast._corespec import PF_KTHREAD, STAT_FLAGS, parse_stat, stat_field
 from helpers.uids import uid_for
 from helpers.procs import start_copied_python, start_python
+from helpers.snapshots import process_as_dict
 
 pytestmark = pytest.mark.needs_root
 
@@ -26,7 +28,7 @@ def find(snapshot, pid):
 
 
 def comparable(proc):
-    record = procfs.process_as_dict(proc)
+    record = process_as_dict(proc)
     record.pop("age")          # grows between two scans by design
     return record
 
@@ -46,11 +48,11 @@ def kernel_thread_pids():
         if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/stat") as handle:
-                flags = int(handle.read().rsplit(")", 1)[1].split()[6])
-        except (OSError, IndexError):    # exited meanwhile
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                fields = parse_stat(handle.read())
+        except OSError:    # exited meanwhile
             continue
-        if flags & 0x00200000:
+        if fields and int(stat_field(fields, STAT_FLAGS)) & PF_KTHREAD:
             pids.add(int(name))
     return pids
 

@@ -13,6 +13,8 @@ import textwrap
 
 from aiosmtpd.controller import Controller
 
+from ptfast._corespec import STAT_STARTTIME, parse_stat, stat_field
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -160,8 +162,7 @@ class ServiceDir:
 
 def start_time_of(pid: int) -> int:
     with open(f"/proc/{pid}/stat", "rb") as handle:
-        raw = handle.read()
-    return int(raw[raw.rfind(b")") + 1:].split()[19])
+        return int(stat_field(parse_stat(handle.read()), STAT_STARTTIME))
 
 
 def record_action(directory, name: str = "action"):

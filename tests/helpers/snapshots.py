@@ -1,5 +1,6 @@
 """Process and socket records built in memory, for the policy (which does no I/O)."""
 
+from ptfast._corespec import PROCESS_FIELDS, SOCKET_FIELDS
 from ptfast._procscan_py import Process, Socket
 
 USERS = {0: "root", 65534: "nobody", 1001: "alice", 1002: "bob", 48: "apache"}
@@ -24,3 +25,20 @@ def proc(pid, uid=1001, exe="/tmp/.x/bot", age=100.0, sockets=(), deleted=False,
     p.cmdline = cmdline if cmdline is not None else exe
     p.sockets, p.open_files = tuple(sockets), ()
     return p
+
+
+def socket_as_dict(sock) -> dict:
+    return {name: getattr(sock, name) for name in SOCKET_FIELDS}
+
+
+def process_as_dict(proc) -> dict:
+    """Plain dict of a record of either core (sockets as dicts, tuples as lists)."""
+    result = {}
+    for name in PROCESS_FIELDS:
+        value = getattr(proc, name)
+        if name == "sockets" and value is not None:
+            value = [socket_as_dict(sock) for sock in value]
+        elif name == "open_files" and value is not None:
+            value = list(value)
+        result[name] = value
+    return result
