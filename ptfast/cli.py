@@ -11,12 +11,14 @@ import sys
 
 from . import __version__, config as config_mod, pignore, procfs
 from .escape import escape_text
+from .findings import CHECK_SUSPICIOUS
 from .paths import (DEFAULT_EVENTS_FILE, DEFAULT_LOG_FILE, DEFAULT_STATE_DIR,
                     DEFAULT_TEMPLATE_DIR)
-from .policy import CHECK_SUSPICIOUS, Policy, load_finding
+from .policy import build_policy
 from .report import finding_record, json_line, table
+from .settings import load_settings
 from .tune import DEFAULT_DURATION, DEFAULT_LIMITS, DEFAULT_SAMPLE
-from .users import UserNames, accounts_to_track
+from .users import UserNames
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -67,38 +69,20 @@ def add_service_options(parser: argparse.ArgumentParser) -> None:
                         help="do not echo log messages to stderr")
 
 
-def load_inputs(args):
-    config = config_mod.load(args.config, args.set, override_path=args.override)
-    rules = pignore.load(args.pignore)
-    return config, rules
-
-
-def unreadable_inputs(config, rules) -> list:
-    """Problems that mean a file the admin named could not be read at all."""
-    return [p for p in config.problems + rules.problems if p.line == 0 and p.path != "--set"]
-
-
-def load_checked_inputs(args):
-    """(config, rules) with every problem said on stderr; None when a named file is
-    unreadable."""
-    config, rules = load_inputs(args)
-    for problem in config.problems + rules.problems:
+def load_checked_settings(args):
+    """Settings with every problem said on stderr; None when a named file is unreadable."""
+    settings = load_settings(args)
+    for problem in settings.problems:
         warn(escape_text(str(problem)))
-    if unreadable_inputs(config, rules):
-        return None
-    return config, rules
-
-
-def build_policy(config, rules) -> Policy:
-    return Policy(config, rules, UserNames(), accounts_to_track(config))
+    return None if settings.unreadable() else settings
 
 
 def cmd_tune(args) -> int:
     from . import tune
-    inputs = load_checked_inputs(args)
-    if inputs is None:
+    settings = load_checked_settings(args)
+    if settings is None:
         return EXIT_ERROR
-    config, rules = inputs
+    config, rules = settings.config, settings.rules
     try:
         limits = sorted({int(text) for text in args.limits.split(",") if text.strip()})
     except ValueError:
@@ -107,11 +91,10 @@ def cmd_tune(args) -> int:
     if args.duration <= 0 or args.sample <= 0:
         warn("--duration and --sample must be positive")
         return EXIT_ERROR
-    panel = accounts_to_track(config)
     user_names = UserNames()
 
     def make_policy(limit):      # the run's settings and rules, with PT_LIMIT replaced
-        return Policy(config, rules, user_names, panel, limit=limit)
+        return build_policy(config, rules, limit=limit, user_names=user_names)
 
     pt_interval = config_mod.effective_interval(config)
     try:
@@ -130,20 +113,21 @@ def cmd_tune(args) -> int:
 
 
 def cmd_scan(args) -> int:
-    inputs = load_checked_inputs(args)
-    if inputs is None:
+    settings = load_checked_settings(args)
+    if settings is None:
         return EXIT_ERROR
-    config, rules = inputs
-    policy = build_policy(config, rules)
+    rules = settings.rules
+    policy = build_policy(settings.config, rules)
     problems_before = len(rules.problems)
     try:
         snapshot = procfs.scan(args.proc_root, policy.want_fds)
     except OSError as exc:
         warn(f"cannot read {escape_text(args.proc_root)}: {exc.strerror}")
         return EXIT_ERROR
-    findings = policy.evaluate_all(snapshot)
+    findings = policy.findings(snapshot)
     try:
-        load = load_finding(config, procfs.read_loadavg(args.proc_root)[0], snapshot.taken_at)
+        loadavg, processes = procfs.read_loadavg(args.proc_root)
+        load = policy.load_finding(loadavg, processes, snapshot.taken_at)
     except (OSError, ValueError, IndexError):       # a prepared tree without loadavg
         load = None
     if load is not None:
@@ -174,14 +158,13 @@ def cmd_scan(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .alerts import Templates
-    config, rules = load_inputs(args)
-    templates = Templates(args.templates)
+    settings = load_settings(args, templates=True)
+    config, rules, templates = settings.config, settings.rules, settings.templates
     print(f"config:       {config.path or 'none found, built-in defaults'}")
     if config.override_path:
         print(f"override:     {config.override_path}")
     print(f"ignore rules: {', '.join(rules.sources) or 'none'} ({rules.rule_count()} rules)")
-    sources = sorted({template.source for template in templates.by_check.values()})
+    sources = sorted({template.source for template in templates.by_file.values()})
     print(f"templates:    {', '.join(escape_text(source) for source in sources)}")
     print(f"core:         {version_text()}")
     print()
@@ -189,7 +172,7 @@ def cmd_check(args) -> int:
     for name in config_mod.SETTINGS:
         value = escape_text(str(config[name]))
         print(f"{name:<{width}} = {value:<32} {config.sources[name]}")
-    problems = config.problems + rules.problems + templates.problems
+    problems = settings.problems
     if problems:
         print(f"\n{len(problems)} problem(s):")
         for problem in problems:

@@ -7,16 +7,8 @@ from __future__ import annotations
 
 import orjson
 
+from .checks import endpoint, shown_exe, socket_text
 from .escape import escape_text
-
-
-def endpoint(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
-def shown_exe(proc) -> str:
-    """The executable as lfd shows it: the path, with " (deleted)" when the file is gone."""
-    return escape_text(proc.exe) + (" (deleted)" if proc.exe_deleted else "")
 
 
 def socket_record(sock) -> dict:
@@ -34,7 +26,8 @@ def process_record(proc) -> dict:
 
 def finding_record(finding) -> dict:
     """One finding of any check; process fields at the top level when it concerns one
-    process, "count" and "pids" when it concerns a user's or a session's processes."""
+    process, "count" and "pids" when it concerns a user's or a session's processes, and under
+    "response" what ``ptfast run`` does about it."""
     record = {"check": finding.check, "reasons": list(finding.reasons),
               "user": escape_text(finding.user)}
     if finding.level:
@@ -47,17 +40,12 @@ def finding_record(finding) -> dict:
     if finding.processes:       # a user's or a session's: the PIDs (each has its own record
         record["count"] = len(finding.processes)     # in `scan` when it is suspicious itself)
         record["pids"] = [p.pid for p in finding.processes]
+    record["response"] = finding.response.as_record()
     return record
 
 
 def json_line(record: dict) -> bytes:
     return orjson.dumps(record) + b"\n"
-
-
-def socket_text(sock) -> str:
-    """lfd's form, ``proto: local-ip:port -> remote-ip:port``, plus the state."""
-    return (f"{sock.proto}: {endpoint(sock.local_ip, sock.local_port)} -> "
-            f"{endpoint(sock.remote_ip, sock.remote_port)} ({sock.state})")
 
 
 def table(findings: list) -> str:

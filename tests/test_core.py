@@ -301,8 +301,10 @@ def test_view_agrees_with_psutil(core, children):
         assert exe == proc.exe or proc.exe_deleted
         assert cmdline == proc.cmdline
         assert abs(create_time - (boot + proc.start_time / ticks)) < 0.05
-        if proc.sockets is not None and all(s.netns == proc.sockets[0].netns
-                                            for s in proc.sockets):
+        # sockets of the test's own processes only: any other process on the host may open
+        # and close connections between psutil's read and ours (psutil also reads only this
+        # network namespace's tables)
+        if proc.pid in {child.pid for child in children}:
             ours = {(s.local_ip, s.local_port,
                      s.remote_ip if s.remote_port or s.state not in ("LISTEN", "UNCONN")
                      else None)

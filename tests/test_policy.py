@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from ptfast import config, pignore, policy
+from ptfast import config, findings, pignore, policy
+from ptfast.checks import SUSPICIOUS
 from ptfast.procfs import Snapshot
 
 from helpers.snapshots import USERS, proc, sock
@@ -14,10 +15,10 @@ def evaluate(processes, settings=(), rules_text="", panel_users=frozenset(), rep
     conf = config.load(os.devnull, list(settings), override_path=os.devnull, panel=panel)
     rules = pignore.IgnoreRules()
     pignore.parse_lines(rules_text.splitlines(), "test.pignore", rules)
-    pol = policy.Policy(conf, rules, lambda uid: USERS.get(uid, str(uid)), panel_users,
-                        set(reported))
+    memory = findings.Remembered(reported=frozenset(reported))
+    pol = policy.Policy(conf, rules, lambda uid: USERS.get(uid, str(uid)), panel_users, memory)
     snapshot = Snapshot(processes=list(processes), socket_table={}, stats={}, core="test")
-    return {f.process.pid: f for f in pol.evaluate(snapshot)}, pol
+    return {f.process.pid: f for f in pol.findings(snapshot, checks=(SUSPICIOUS,))}, pol
 
 
 def test_listening_and_connected_sockets_are_suspicious():

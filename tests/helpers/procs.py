@@ -18,6 +18,8 @@ import tempfile
 import textwrap
 import time
 
+from ptfast._corespec import STAT_STARTTIME, parse_stat, stat_field
+
 CHILD_PRELUDE = textwrap.dedent("""
     import ctypes, json, os, socket, sys
     libc = ctypes.CDLL(None, use_errno=True)
@@ -193,3 +195,15 @@ def wait_until(condition, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return condition()
+
+
+def process_age(pid: int) -> float:
+    """Seconds since ``pid`` started (0.0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = parse_stat(handle.read())
+        with open("/proc/uptime", "rb") as handle:
+            uptime = float(handle.read().split()[0])
+    except OSError:
+        return 0.0
+    return uptime - int(stat_field(fields, STAT_STARTTIME)) / os.sysconf("SC_CLK_TCK")

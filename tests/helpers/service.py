@@ -138,6 +138,16 @@ class ServiceDir:
     def run_once(self, *settings: str) -> subprocess.CompletedProcess:
         return subprocess.run(self.command(*settings), capture_output=True, timeout=120)
 
+    def in_process(self, *settings: str):
+        """The same service, started in this process (for time seams and fault injection);
+        the caller stops it."""
+        from ptfast import daemon
+        from ptfast.cli import build_parser
+        args = build_parser().parse_args(self.command(*settings, once=False)[3:] + ["--quiet"])
+        running = daemon.Service(args)
+        running.start()
+        return running
+
     def log(self) -> str:
         try:
             with open(self.log_file, encoding="utf-8") as handle:
