@@ -37,6 +37,7 @@ from __future__ import annotations
 import errno
 import os
 import socket as _socket
+from typing import TYPE_CHECKING
 
 from ._corespec import (DELETED_SUFFIX, DGRAM_STATE_NAMES, LINK_MAX, PF_KTHREAD,
                         PROCESS_FIELDS, SMALL_FILE_MAX, SOCKET_FIELDS, SOCKET_TABLES, STAT_FLAGS,
@@ -57,23 +58,28 @@ _UINT64_MAX = (1 << 64) - 1
 _RSS_PAGES_MAX = 1 << 48
 
 
-class Socket:
-    """One network socket from /proc/net/{tcp,udp,raw}[6] of some network namespace."""
+if TYPE_CHECKING:
+    # for type checkers the records are the compiled core's (ptfast/_procscan.pyi): one
+    # description of both, whose fields ptfast._corespec lists
+    from ._procscan import Process, Socket
+else:
+    class Socket:
+        """One network socket from /proc/net/{tcp,udp,raw}[6] of some network namespace."""
 
-    __slots__ = SOCKET_FIELDS
+        __slots__ = SOCKET_FIELDS
 
-    def __repr__(self) -> str:
-        return (f"Socket({self.proto} {self.local_ip}:{self.local_port} -> "
-                f"{self.remote_ip}:{self.remote_port} {self.state} inode={self.inode})")
+        def __repr__(self) -> str:
+            return (f"Socket({self.proto} {self.local_ip}:{self.local_port} -> "
+                    f"{self.remote_ip}:{self.remote_port} {self.state} inode={self.inode})")
 
+    class Process:
+        """Facts about one process; ``sockets``/``open_files`` are None unless fds were
+        inspected."""
 
-class Process:
-    """Facts about one process; ``sockets``/``open_files`` are None unless fds were inspected."""
+        __slots__ = PROCESS_FIELDS
 
-    __slots__ = PROCESS_FIELDS
-
-    def __repr__(self) -> str:
-        return f"Process(pid={self.pid} uid={self.uid} exe={self.exe!r})"
+        def __repr__(self) -> str:
+            return f"Process(pid={self.pid} uid={self.uid} exe={self.exe!r})"
 
 
 def _read_small(dir_fd: int, name: str, size: int) -> bytes:

@@ -68,7 +68,7 @@ def parse_template(text: str, name: str, source: str, problems: list) -> Templat
 
 
 def builtin_template_text(filename: str) -> str:
-    return resources.files("ptfast").joinpath("templates", filename).read_text("utf-8")
+    return (resources.files("ptfast") / "templates" / filename).read_text("utf-8")
 
 
 class Templates:

@@ -21,6 +21,7 @@ from .findings import (CHECK_FORKBOMB, CHECK_LOAD, CHECK_RESOURCE, CHECK_SSHD_HU
 
 if TYPE_CHECKING:
     from .policy import Policy
+    from .procfs import Process
 
 #: Executable names of web servers, for PT_SKIP_HTTP.
 WEB_SERVER_NAMES = frozenset({"httpd", "apache", "apache2", "nginx", "litespeed", "lshttpd",
@@ -77,6 +78,13 @@ def process_line(proc, user: str) -> str:
 
 def yes_no(flag: bool) -> str:
     return "Yes" if flag else "No"
+
+
+def process_of(finding: Finding) -> Process:
+    """The process of a finding whose check always names one."""
+    if finding.process is None:
+        raise ValueError(f"a {finding.check} finding without its process")
+    return finding.process
 
 
 def action_for(config, setting: str, args) -> Optional[Action]:
@@ -168,7 +176,7 @@ class Suspicious(Check):
         reported_deleted = {f.process.pid for f in findings if f.process.exe_deleted}
         kept = []
         for finding in findings:
-            proc = finding.process
+            proc = process_of(finding)
             parent = by_pid.get(proc.ppid)
             if (proc.exe_deleted and parent is not None and parent.exe_deleted
                     and (parent.pid in reported_deleted
@@ -178,7 +186,7 @@ class Suspicious(Check):
         return kept
 
     def respond(self, finding: Finding, config) -> Response:
-        proc = finding.process
+        proc = process_of(finding)
         action = (action_for(config, "PT_DELETED_ACTION",
                              (proc.exe, proc.pid, finding.user, proc.ppid))
                   if proc.exe_deleted else None)
@@ -187,14 +195,14 @@ class Suspicious(Check):
                         action=action)
 
     def log_lines(self, finding: Finding, killed: bool, user_name) -> list:
-        proc = finding.process
+        proc = process_of(finding)
         return [f"*Suspicious Process* PID:{proc.pid} PPID:{proc.ppid} "
                 f"User:{escape_text(finding.user)} Uptime:{int(proc.age)} secs "
                 f"EXE:{shown_exe(proc)} CMD:{escape_text(proc.cmdline)}"]
 
     def alert_values(self, finding: Finding, hostname: str, killed: bool, attached,
                      user_name) -> dict:
-        proc = finding.process
+        proc = process_of(finding)
         return {
             "hostname": hostname,
             "pid": f"{proc.pid} (Parent PID:{proc.ppid})",
@@ -316,7 +324,7 @@ class Resource(Check):
         return findings
 
     def respond(self, finding: Finding, config) -> Response:
-        proc = finding.process
+        proc = process_of(finding)
         kill, uid = _user_kill(config, (proc,))
         return Response(
             alert=self.template if not kill or config["PT_USERKILL_ALERT"] else None,
@@ -325,7 +333,7 @@ class Resource(Check):
             action=action_for(config, "PT_USER_ACTION", (str(proc.pid),)))
 
     def log_lines(self, finding: Finding, killed: bool, user_name) -> list:
-        proc, resource = finding.process, finding.reasons[0]
+        proc, resource = process_of(finding), finding.reasons[0]
         _setting, _attribute, _divisor, unit, field = RESOURCES[resource]
         return [f"*User Processing* PID:{proc.pid} Kill:{int(killed)} "
                 f"User:{escape_text(finding.user)} "
@@ -334,7 +342,7 @@ class Resource(Check):
 
     def alert_values(self, finding: Finding, hostname: str, killed: bool, attached,
                      user_name) -> dict:
-        proc = finding.process
+        proc = process_of(finding)
         return {"hostname": hostname, "user": escape_text(finding.user), "pid": str(proc.pid),
                 "exe": shown_exe(proc), "cmd": escape_text(proc.cmdline),
                 "resource": finding.reasons[0], "level": finding.level, "kill": yes_no(killed)}
@@ -423,13 +431,13 @@ class SshdHung(Check):
         return findings
 
     def respond(self, finding: Finding, config) -> Response:
-        proc = finding.process
+        proc = process_of(finding)
         if proc.uid == 0:
             return Response()
         return Response(kill=(process_key(proc),), kill_uid=proc.uid)
 
     def log_lines(self, finding: Finding, killed: bool, user_name) -> list:
-        proc = finding.process
+        proc = process_of(finding)
         return [f"*PT_SSHDHUNG* PID:{proc.pid} PPID:{proc.ppid} User:{escape_text(finding.user)} "
                 f"Uptime:{int(proc.age)} secs CMD:{escape_text(proc.cmdline)} "
                 f"Killed:{yes_no(killed)}"]

@@ -160,6 +160,7 @@ def cmd_scan(args) -> int:
 def cmd_check(args) -> int:
     settings = load_settings(args, templates=True)
     config, rules, templates = settings.config, settings.rules, settings.templates
+    assert templates is not None            # asked for above
     print(f"config:       {config.path or 'none found, built-in defaults'}")
     if config.override_path:
         print(f"override:     {config.override_path}")

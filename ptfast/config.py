@@ -178,20 +178,18 @@ def load(path: str | None = None, overrides=(), panel: bool | None = None,
     or ``--set`` gives PT_LIMIT (where 0 does disable it).
     """
     config = defaults(panel)
-    explicit = path is not None
-    path = path if explicit else DEFAULT_CONFIG_PATH
-    if explicit or os.path.exists(path):
-        config.path = path
-        _read_file(path, config)
+    csf_conf = path if path is not None else DEFAULT_CONFIG_PATH
+    if path is not None or os.path.exists(csf_conf):
+        config.path = csf_conf
+        _read_file(csf_conf, config)
         if config.values["PT_LIMIT"] == 0 and config.sources["PT_LIMIT"] != "default":
             config.sources["PT_LIMIT"] = (f"default ({config.sources['PT_LIMIT']} sets 0: "
                                           "lfd's tracking is off, ptfast's is on)")
             config.values["PT_LIMIT"] = SETTINGS["PT_LIMIT"][0]
-    explicit = override_path is not None
-    override_path = override_path if explicit else DEFAULT_OVERRIDE_PATH
-    if explicit or os.path.exists(override_path):
-        config.override_path = override_path
-        _read_file(override_path, config)
+    ptfast_conf = override_path if override_path is not None else DEFAULT_OVERRIDE_PATH
+    if override_path is not None or os.path.exists(ptfast_conf):
+        config.override_path = ptfast_conf
+        _read_file(ptfast_conf, config)
     for override in overrides:
         name, sep, value = override.partition("=")
         name = name.strip()

@@ -121,15 +121,14 @@ def kill_planned(response, log) -> bool:
     uid = response.kill_uid
     targets = [(key.pid, key.start_time) for key in response.kill]
     if response.stop_first:
-        stopped = [target for target in targets
-                   if signal_process(*target, uid, signal.SIGSTOP) is None]
+        stopped = [(pid, start) for pid, start in targets
+                   if signal_process(pid, start, uid, signal.SIGSTOP) is None]
         if response.follow_forks:
             for _round in range(FORKBOMB_ROUNDS):
                 known = set(stopped)
-                fresh = [child for child in children_of({pid for pid, _start in stopped})
-                         if child not in known]
-                fresh = [child for child in fresh
-                         if signal_process(*child, uid, signal.SIGSTOP) is None]
+                fresh = [(pid, start) for pid, start in children_of({pid for pid, _ in stopped})
+                         if (pid, start) not in known
+                         and signal_process(pid, start, uid, signal.SIGSTOP) is None]
                 if not fresh:
                     break
                 stopped.extend(fresh)

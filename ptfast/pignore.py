@@ -34,7 +34,7 @@ class PatternRule:
     text: str            # the regex as written
     path: str
     line: int
-    pattern: object      # compiled regex
+    pattern: regex.Pattern   # compiled
     enabled: bool = True
 
 

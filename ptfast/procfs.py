@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Union
+from typing import TYPE_CHECKING, Callable, Union
 
 from . import _procscan_py
 from ._corespec import STAT_SESSION, STAT_STARTTIME, parse_stat, stat_field
@@ -29,9 +29,10 @@ else:
         CORE_NAME = "pure-python"
         CORE_FALLBACK_REASON = f"compiled core not importable: {exc}"
 
-Process = Union[_core.Process, _procscan_py.Process]
-Socket = Union[_core.Socket, _procscan_py.Socket]
-WantFds = Union[bool, Callable[[Process], bool]]
+if TYPE_CHECKING:
+    # both cores' records, as the compiled core's stubs describe them
+    from ._procscan import Process, Socket  # noqa: F401  (re-exported for annotations)
+    WantFds = Union[bool, Callable[[Process], bool]]
 
 
 @dataclass

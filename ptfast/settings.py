@@ -4,9 +4,12 @@ ignore rules and the alert templates, loaded in one place for every command."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from . import config as config_mod, pignore
+
+if TYPE_CHECKING:
+    from .alerts import Templates
 
 
 @dataclass
@@ -15,7 +18,7 @@ class Settings:
 
     config: config_mod.Config
     rules: pignore.IgnoreRules
-    templates: Optional[object] = None
+    templates: Optional[Templates] = None
     problems: list = field(default_factory=list)
 
     def unreadable(self) -> list:
@@ -29,7 +32,7 @@ def load_settings(args, templates: bool = False) -> Settings:
     config = config_mod.load(args.config, args.set, override_path=args.override)
     rules = pignore.load(args.pignore)
     problems = config.problems + rules.problems
-    loaded = None
+    loaded: Optional[Templates] = None
     if templates:
         from .alerts import Templates
         loaded = Templates(args.templates)
