@@ -173,6 +173,8 @@ def cmd_check(args) -> int:
     for name in config_mod.SETTINGS:
         value = escape_text(str(config[name]))
         print(f"{name:<{width}} = {value:<32} {config.sources[name]}")
+    for name, source in config.left_to_lfd:
+        print(f"\n{name} ({source}) is lfd's: it {config_mod.LEFT_TO_LFD[name]}")
     problems = settings.problems
     if problems:
         print(f"\n{len(problems)} problem(s):")

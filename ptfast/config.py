@@ -48,12 +48,18 @@ SETTINGS: dict[str, tuple[object, str]] = {
     "PT_APACHESTATUS": ("http://127.0.0.1/server-status", TEXT),
     "PT_FORKBOMB": (0, INT),
     "PT_SSHDHUNG": (0, INT),
-    "PT_SSHDKILL": (0, INT),
     "LF_ALERT_TO": ("", TEXT),
     "LF_ALERT_FROM": ("", TEXT),
     "LF_ALERT_SMTP": ("", TEXT),
     "SENDMAIL": ("/usr/sbin/sendmail", TEXT),
     "LF_FLUSH": (3600, INT),
+}
+
+#: Settings of csf.conf that belong to lfd's other work, which ptfast leaves to lfd; ``check``
+#: says so when one is switched on.
+LEFT_TO_LFD = {
+    "PT_SSHDKILL": "kills the sshd processes of IP addresses that lfd blocks; ptfast blocks no "
+                   "addresses, so lfd keeps doing this (PT_SSHDHUNG is ptfast's)",
 }
 
 _LINE = re.compile(r"([^=]*)=(.*)", re.DOTALL)
@@ -82,6 +88,8 @@ class Config:
     values: dict = field(default_factory=dict)
     sources: dict = field(default_factory=dict)   # name -> "default" | "FILE:LINE" | "--set"
     problems: list = field(default_factory=list)
+    #: LEFT_TO_LFD settings switched on, as (name, "FILE:LINE")
+    left_to_lfd: list = field(default_factory=list)
     path: str | None = None
     override_path: str | None = None
 
@@ -148,6 +156,8 @@ def parse_lines(lines, path: str, config: Config) -> None:
                                                          f"(first set on line {seen[name]})"))
             continue
         seen[name] = number
+        if name in LEFT_TO_LFD and quoted.group(1).strip() not in ("", "0"):
+            config.left_to_lfd.append((name, f"{path}:{number}"))
         if name not in SETTINGS:
             continue
         try:
