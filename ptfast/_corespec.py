@@ -55,6 +55,8 @@ def stat_field(fields: list, number: int) -> bytes:
 DELETED_SUFFIX = " (deleted)"
 
 # -- socket tables ----------------------------------------------------------------------
+#: Column of a /proc/net table line (split on spaces) holding the uid that created the socket.
+TABLE_UID_COLUMN = 7
 #: ``/proc/net/NAME`` tables read for every network namespace, in this order.
 SOCKET_TABLES = ("tcp", "udp", "tcp6", "udp6", "raw", "raw6")
 
@@ -79,11 +81,13 @@ def is_ipv6_table(table: str) -> bool:
 # -- records -----------------------------------------------------------------------------
 #: Attributes of a Process record, in a stable order (both cores, the .pyi, JSON dumps).
 PROCESS_FIELDS = ("pid", "ppid", "pgrp", "session", "uid", "start_time", "age",
-                  "vm_size_bytes", "vm_rss_bytes", "exe", "exe_deleted", "cmdline",
-                  "sockets", "open_files")
+                  "vm_size_bytes", "vm_rss_bytes", "exe", "exe_deleted", "exe_dev", "exe_ino",
+                  "exe_uid", "exe_mode", "cmdline", "sockets", "open_files")
 #: Attributes of a Socket record.
 SOCKET_FIELDS = ("inode", "proto", "local_ip", "local_port", "remote_ip", "remote_port",
-                 "state", "netns")
+                 "state", "uid", "netns")
+#: exe_uid when the executable could not be stat()ed (0 would claim root owns it).
+UNKNOWN_UID = -1
 
 #: Counters of one scan: processes returned, kernel threads skipped, processes that vanished
 #: mid-read, processes whose exe or fds were not readable (permission), network namespaces read.

@@ -16,6 +16,7 @@ class Socket:
     remote_ip: str
     remote_port: int
     state: str          # LISTEN, ESTABLISHED, ... ; UNCONN for unconnected udp/raw
+    uid: int            # the uid that created the socket (only root can make one of uid 0)
     netns: int          # inode of the network namespace the table came from
 
 class Process:
@@ -31,6 +32,10 @@ class Process:
     vm_rss_bytes: int
     exe: str            # " (deleted)" removed when exe_deleted
     exe_deleted: bool   # the file's link count is 0, not merely a name ending in "(deleted)"
+    exe_dev: int        # the file the process runs: device and inode (0 when not readable),
+    exe_ino: int        #   its identity whatever its path says
+    exe_uid: int        # its owner (_corespec.UNKNOWN_UID when not readable)
+    exe_mode: int       # its st_mode
     cmdline: str        # NULs as spaces, trailing white space removed; bad UTF-8 as surrogates
     sockets: Optional[Tuple[Socket, ...]]
     open_files: Optional[Tuple[str, ...]]

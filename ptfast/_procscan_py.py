@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING
 from ._corespec import (DELETED_SUFFIX, DGRAM_STATE_NAMES, LINK_MAX, PF_KTHREAD,
                         PROCESS_FIELDS, SMALL_FILE_MAX, SOCKET_FIELDS, SOCKET_TABLES, STAT_FLAGS,
                         STAT_PGRP, STAT_PPID, STAT_RSS, STAT_SESSION, STAT_STARTTIME, STAT_VSIZE,
-                        STREAM_STATE_NAMES, UNKNOWN_STATE, UPTIME_MAX, is_ipv6_table,
+                        STREAM_STATE_NAMES, TABLE_UID_COLUMN, UNKNOWN_STATE, UNKNOWN_UID,
+                        UPTIME_MAX, is_ipv6_table,
                         is_stream_table, new_counters, parse_stat, stat_field)
 
 PID_MAX_LIMIT = 1 << 22       # include/linux/threads.h: no PID is larger
@@ -169,6 +170,7 @@ def _parse_table(data: bytes, proto: str, netns: int, table: dict) -> None:
         try:
             local_ip, local_port = _parse_endpoint(fields[1], v6)
             remote_ip, remote_port = _parse_endpoint(fields[2], v6)
+            uid = _number(fields[TABLE_UID_COLUMN], _UINT32_MAX)
         except ValueError:
             continue
         sock = Socket()
@@ -179,6 +181,7 @@ def _parse_table(data: bytes, proto: str, netns: int, table: dict) -> None:
         sock.remote_ip = remote_ip
         sock.remote_port = remote_port
         sock.state = _state(fields[3], names)
+        sock.uid = uid
         sock.netns = netns
         table[inode] = sock
 
@@ -362,16 +365,16 @@ class _Scanner:
                 else:
                     stats["vanished"] += 1
                 return None
-            deleted = False
-            if exe.endswith(DELETED_SUFFIX):
-                # The suffix is only a hint: a file may be NAMED "x (deleted)". The file is
-                # gone when the inode the link opens has no links left.
-                try:
-                    deleted = os.stat("exe", dir_fd=pid_fd).st_nlink == 0
-                except OSError:
-                    deleted = False
-                if deleted:
-                    exe = exe[:-len(DELETED_SUFFIX)]
+            try:
+                exe_stat = os.stat("exe", dir_fd=pid_fd)     # the file the process runs
+            except OSError:
+                exe_stat = None
+            # The suffix is only a hint: a file may be NAMED "x (deleted)". The file is gone
+            # when the inode the link opens has no links left.
+            deleted = (exe.endswith(DELETED_SUFFIX) and exe_stat is not None
+                       and exe_stat.st_nlink == 0)
+            if deleted:
+                exe = exe[:-len(DELETED_SUFFIX)]
             try:
                 cmdline = _normalise_cmdline(_read(pid_fd, "cmdline"))
             except OSError:
@@ -388,6 +391,12 @@ class _Scanner:
             proc.vm_rss_bytes = stat.rss_pages * self.page_size
             proc.exe = self.intern(exe)
             proc.exe_deleted = deleted
+            if exe_stat is not None:
+                proc.exe_dev, proc.exe_ino = exe_stat.st_dev, exe_stat.st_ino
+                proc.exe_uid, proc.exe_mode = exe_stat.st_uid, exe_stat.st_mode
+            else:
+                proc.exe_dev = proc.exe_ino = proc.exe_mode = 0
+                proc.exe_uid = UNKNOWN_UID
             proc.cmdline = cmdline
             proc.sockets = None
             proc.open_files = None

@@ -41,6 +41,8 @@ cdef tuple SOCKET_TABLES = _corespec.SOCKET_TABLES
 cdef tuple STREAM_STATE_NAMES = _corespec.STREAM_STATE_NAMES
 cdef tuple DGRAM_STATE_NAMES = _corespec.DGRAM_STATE_NAMES
 cdef str UNKNOWN_STATE = _corespec.UNKNOWN_STATE
+cdef int TABLE_UID_COLUMN = _corespec.TABLE_UID_COLUMN
+cdef long long UNKNOWN_UID = _corespec.UNKNOWN_UID
 
 cdef enum:
     # Buffers: per-process small files and link targets never reach these sizes on a real
@@ -76,6 +78,7 @@ cdef class Socket:
     cdef readonly str remote_ip
     cdef readonly int remote_port
     cdef readonly str state
+    cdef readonly unsigned int uid
     cdef readonly unsigned long long netns
 
     def __repr__(self):
@@ -96,6 +99,10 @@ cdef class Process:
     cdef readonly unsigned long long vm_rss_bytes
     cdef readonly str exe
     cdef readonly bint exe_deleted
+    cdef readonly unsigned long long exe_dev
+    cdef readonly unsigned long long exe_ino
+    cdef readonly long long exe_uid
+    cdef readonly unsigned int exe_mode
     cdef readonly str cmdline
     cdef readonly object sockets
     cdef readonly object open_files
@@ -415,7 +422,7 @@ cdef int parse_table(const char* data, Py_ssize_t n, str proto, unsigned long lo
     cdef char local_ip[64]
     cdef char remote_ip[64]
     cdef int local_port, remote_port
-    cdef unsigned long long inode
+    cdef unsigned long long inode, uid
     cdef bint v6 = _corespec.is_ipv6_table(proto)
     cdef tuple names = (STREAM_STATE_NAMES if _corespec.is_stream_table(proto)
                         else DGRAM_STATE_NAMES)
@@ -443,7 +450,9 @@ cdef int parse_table(const char* data, Py_ssize_t n, str proto, unsigned long lo
                 or inode == 0 or inode in table):
             continue
         if (parse_endpoint(starts[1], ends[1], v6, local_ip, &local_port) < 0
-                or parse_endpoint(starts[2], ends[2], v6, remote_ip, &remote_port) < 0):
+                or parse_endpoint(starts[2], ends[2], v6, remote_ip, &remote_port) < 0
+                or parse_unsigned(starts[TABLE_UID_COLUMN], ends[TABLE_UID_COLUMN], UINT32_MAX,
+                                  &uid) < 0):
             continue
         sock = Socket.__new__(Socket)
         sock.inode = inode
@@ -453,6 +462,7 @@ cdef int parse_table(const char* data, Py_ssize_t n, str proto, unsigned long lo
         sock.remote_ip = remote_ip.decode("ascii")
         sock.remote_port = remote_port
         sock.state = state_name(starts[3], ends[3], names)
+        sock.uid = <unsigned int>uid
         sock.netns = netns
         table[inode] = sock
     return 0
@@ -646,7 +656,7 @@ cdef class _Scanner:
         cdef Py_ssize_t suffix_len = len(DELETED_SUFFIX)
         cdef const char* suffix = DELETED_SUFFIX
         cdef long long uid = -1
-        cdef int deleted = 0
+        cdef int deleted = 0, have_exe_stat = 0
         cdef Outcome outcome = READ_OK
         cdef Process proc
         self.big.len = 0
@@ -669,11 +679,14 @@ cdef class _Scanner:
                     exe_n = read_link(pid_fd, b"exe", exe_buf)
                     if exe_n < 0:
                         outcome = NO_EXE
-                    elif exe_n >= suffix_len and memcmp(exe_buf + exe_n - suffix_len, suffix,
-                                                        suffix_len) == 0:
+                    else:
+                        # the file the process runs
+                        have_exe_stat = fstatat(pid_fd, b"exe", &exe_stat, 0) == 0
                         # The suffix is only a hint: a file may be NAMED "x (deleted)".
                         # The file is gone when the inode the link opens has no links left.
-                        if fstatat(pid_fd, b"exe", &exe_stat, 0) == 0 and exe_stat.st_nlink == 0:
+                        if (have_exe_stat and exe_stat.st_nlink == 0 and exe_n >= suffix_len
+                                and memcmp(exe_buf + exe_n - suffix_len, suffix,
+                                           suffix_len) == 0):
                             deleted = 1
                             exe_n -= suffix_len
                 if outcome == READ_OK:
@@ -703,6 +716,13 @@ cdef class _Scanner:
         proc.vm_rss_bytes = st.rss_pages * self.page_size
         proc.exe = self.intern(exe_buf, exe_n)
         proc.exe_deleted = deleted
+        if have_exe_stat:
+            proc.exe_dev = exe_stat.st_dev
+            proc.exe_ino = exe_stat.st_ino
+            proc.exe_uid = exe_stat.st_uid
+            proc.exe_mode = exe_stat.st_mode
+        else:
+            proc.exe_uid = UNKNOWN_UID
         proc.cmdline = decode(self.big.data, cmd_n)
         proc.sockets = None
         proc.open_files = None
