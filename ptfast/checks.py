@@ -131,19 +131,21 @@ class Suspicious(Check):
     def candidate(self, policy: Policy, proc):
         """(user, exe_or_cmd_ignored) when the process is worth a look, else None.
 
-        Steps 2-3 of lfd's scan: tracked user, not yet reported, user not ignored, root never,
-        deleted executables only with PT_DELETED (and then even when exe/cmd are ignored).
+        Steps 2-3 of lfd's scan: tracked user, not yet reported, user not ignored, root never.
+        An ignored exe or cmd takes a process out, except that with PT_DELETED its deleted
+        executable is still reported. PT_DELETED=0 only removes that reason: a deleted
+        executable's sockets count like any other's (lfd skipped the process: an evasion).
         """
         user = policy.tracked_user(proc.uid)
         if user is None or policy.memory.was_reported(process_key(proc)):
             return None
         ignored = policy.ignores_process(proc)
-        if proc.exe_deleted:
-            return (user, ignored) if policy.config["PT_DELETED"] else None
+        if proc.exe_deleted and policy.config["PT_DELETED"]:
+            return (user, ignored)
         return None if ignored else (user, False)
 
     def evaluate(self, policy: Policy, snapshot) -> list:
-        """Suspicious processes of one snapshot, one report per deleted-executable family."""
+        """Suspicious processes of one snapshot, one deleted-executable report per family."""
         if not policy.enabled:
             return []
         skip_http = bool(policy.config["PT_SKIP_HTTP"])
@@ -156,32 +158,39 @@ class Suspicious(Check):
             if verdict is None:
                 continue
             user, ignored = verdict
-            if skip_http and is_web_server_child(proc, by_pid):
+            if skip_http and is_web_server_child(policy, proc, by_pid):
                 continue
             reasons = []
-            if proc.exe_deleted:
+            if proc.exe_deleted and policy.config["PT_DELETED"]:
                 reasons.append(REASON_DELETED)
+            judged: tuple = ()
             if not ignored:
-                counted = counted_sockets(proc, skip_http)
+                judged = judge_sockets(policy, proc, by_pid, skip_http)
+                counted = [sock for sock, counts, _why in judged if counts]
                 if any(is_listening(sock) for sock in counted):
                     reasons.append(REASON_LISTENING)
                 if any(not is_listening(sock) for sock in counted):
                     reasons.append(REASON_SOCKET)
             if reasons:
-                findings.append(Finding(self.name, tuple(reasons), proc, user))
-        return self._one_per_deleted_family(policy, findings, by_pid)
+                findings.append(Finding(self.name, tuple(reasons), proc, user,
+                                        judged_sockets=judged))
+        return self._one_deleted_report_per_family(policy, findings, by_pid)
 
     @staticmethod
-    def _one_per_deleted_family(policy: Policy, findings: list, by_pid: dict) -> list:
-        reported_deleted = {f.process.pid for f in findings if f.process.exe_deleted}
+    def _one_deleted_report_per_family(policy: Policy, findings: list, by_pid: dict) -> list:
+        """A child of a deleted executable whose deleted executable is reported gets no second
+        report of it; its own sockets still count."""
+        reported_deleted = {process_of(f).pid for f in findings if REASON_DELETED in f.reasons}
         kept = []
         for finding in findings:
             proc = process_of(finding)
             parent = by_pid.get(proc.ppid)
-            if (proc.exe_deleted and parent is not None and parent.exe_deleted
+            if (REASON_DELETED in finding.reasons and parent is not None and parent.exe_deleted
                     and (parent.pid in reported_deleted
                          or policy.memory.was_reported(process_key(parent)))):
-                continue
+                finding.reasons = tuple(r for r in finding.reasons if r != REASON_DELETED)
+                if not finding.reasons:
+                    continue
             kept.append(finding)
         return kept
 
@@ -189,7 +198,7 @@ class Suspicious(Check):
         proc = process_of(finding)
         action = (action_for(config, "PT_DELETED_ACTION",
                              (proc.exe, proc.pid, finding.user, proc.ppid))
-                  if proc.exe_deleted else None)
+                  if REASON_DELETED in finding.reasons else None)
         return Response(alert=self.template,
                         remember=Remember(REMEMBER_PROCESS, tuple(process_key(proc))),
                         action=action)
@@ -210,25 +219,79 @@ class Suspicious(Check):
             "uptime": str(int(proc.age)),
             "exe": shown_exe(proc),
             "cmdline": escape_text(proc.cmdline),
-            "sockets": "\n".join(socket_text(sock) for sock in finding.sockets),
+            "sockets": "\n".join(judged_socket_text(sock, counts, why)
+                                 for sock, counts, why in finding.judged_sockets),
             "files": "\n".join(escape_text(path) for path in finding.open_files),
             "maps": "\n".join(escape_text(line) for line in attached or ()),
         }
 
 
-def is_web_server_child(proc, by_pid: dict) -> bool:
+def is_web_server_child(policy: Policy, proc, by_pid: dict) -> bool:
     """PT_SKIP_HTTP: the process's group leader or parent is the web server."""
     for related in (by_pid.get(proc.pgrp), by_pid.get(proc.ppid)):
-        if related is not None and os.path.basename(related.exe) in WEB_SERVER_NAMES:
+        if related is not None and policy.is_web_server(related):
             return True
     return False
 
 
-def counted_sockets(proc, skip_http: bool) -> list:
+def judge_sockets(policy: Policy, proc, by_pid: dict, skip_http: bool) -> tuple:
+    """Every socket of ``proc`` as (socket, counted, why).
+
+    Not counted: sockets on local port 80/443 under PT_SKIP_HTTP, as lfd; and with
+    PT_SERVICE_SOCKETS (ptfast's, default on) the sockets a root service handed to its own
+    worker: one it did not create (root or a system account did, which no customer can) while
+    it is a worker of its nearest root ancestor (policy.service_master), and the connections
+    it accepted on such a listener. A process that holds an inherited listener but runs some
+    other program (a backdoor started from a php-fpm worker) is no worker: all of its sockets
+    count.
+    """
     sockets = proc.sockets or ()
-    if skip_http:
-        return [sock for sock in sockets if sock.local_port not in HTTP_PORTS]
-    return list(sockets)
+    master = None
+    if policy.config["PT_SERVICE_SOCKETS"] and any(policy.handed_over(sock, proc)
+                                                   for sock in sockets):
+        master = policy.service_master(proc, by_pid)
+    judged = []
+    service_listeners = []
+    for sock in sockets:
+        if skip_http and sock.local_port in HTTP_PORTS:
+            judged.append((sock, False, "local port 80/443 under PT_SKIP_HTTP"))
+        elif master is not None and policy.handed_over(sock, proc):
+            kind = "listener" if is_listening(sock) else "socket"
+            judged.append((sock, False, f"service socket: {kind} of root pid {master.pid} "
+                                        f"({escape_text(os.path.basename(master.exe))})"))
+            if sock.state == "LISTEN":
+                service_listeners.append(sock)
+        elif policy.handed_over(sock, proc):
+            judged.append((sock, True, f"handed over by uid {sock.uid} to a process that is "
+                                       "no worker of its root service"))
+        else:
+            judged.append((sock, True, "created by the process's own user"))
+    if master is not None:
+        for number, (sock, counts, _why) in enumerate(judged):
+            listener = accepted_on(sock, service_listeners) if counts else None
+            if listener is not None:
+                judged[number] = (sock, False, "service socket: accepted on the listener "
+                                               f"{endpoint(listener.local_ip, listener.local_port)}"
+                                               f" of root pid {master.pid}")
+    return tuple(judged)
+
+
+def accepted_on(sock, listeners):
+    """The listener among ``listeners`` that ``sock`` is a connection accepted on (same
+    network namespace, protocol and local port, the listener's address or its wildcard), or
+    None. An outgoing connection cannot borrow the port: bind() refuses a port another uid's
+    listener holds."""
+    if sock.state in ("LISTEN", "UNCONN") or not sock.proto.startswith("tcp"):
+        return None
+    for listener in listeners:
+        if (listener.netns == sock.netns and listener.local_port == sock.local_port
+                and listener.local_ip in (sock.local_ip, "0.0.0.0", "::")):
+            return listener
+    return None
+
+
+def judged_socket_text(sock, counts: bool, why: str) -> str:
+    return socket_text(sock) + ("" if counts else f" [not counted: {why}]")
 
 
 def _user_processes(policy: Policy, snapshot) -> dict:
@@ -244,7 +307,7 @@ def _user_processes(policy: Policy, snapshot) -> dict:
         user = policy.tracked_user(proc.uid)
         if user is None or user == NOBODY or policy.ignores_process(proc):
             continue
-        if skip_http and is_web_server_child(proc, by_pid):
+        if skip_http and is_web_server_child(policy, proc, by_pid):
             continue
         per_user.setdefault(user, []).append(proc)
     return per_user

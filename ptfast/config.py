@@ -48,6 +48,9 @@ SETTINGS: dict[str, tuple[object, str]] = {
     "PT_APACHESTATUS": ("http://127.0.0.1/server-status", TEXT),
     "PT_FORKBOMB": (0, INT),
     "PT_SSHDHUNG": (0, INT),
+    # ptfast's own (ptfast.conf): lfd has no such settings
+    "PT_SERVICE_SOCKETS": (1, INT),
+    "PT_DIGEST_AFTER": (10, INT),
     "LF_ALERT_TO": ("", TEXT),
     "LF_ALERT_FROM": ("", TEXT),
     "LF_ALERT_SMTP": ("", TEXT),

@@ -27,6 +27,19 @@ REASON_DELETED = "deleted executable"
 NOBODY = "nobody"
 
 
+class FileIdentity(NamedTuple):
+    """What stat() says of a file: which file it is (device, inode), who owns it, its mode."""
+
+    dev: int
+    ino: int
+    uid: int
+    mode: int
+
+    def is_system_file(self) -> bool:
+        """Owned by root and not writable by group or others: no customer can change it."""
+        return self.uid == 0 and not self.mode & 0o022
+
+
 class ProcessKey(NamedTuple):
     """Identity of a process across scans: a PID alone is reused, (pid, start time) is not."""
 
@@ -115,6 +128,8 @@ class Finding:
     level: str = ""                   # resource, forkbomb and load: the limit crossed, in words
     response: Response = NO_RESPONSE
     details: dict = field(default_factory=dict)   # load: "loadavg" and "processes" read
+    #: suspicious: every socket of the process as (socket, counted, why)
+    judged_sockets: tuple = ()
 
     @property
     def sockets(self) -> tuple:

@@ -20,15 +20,28 @@ lfd's order is kept (spec section 5); its defects (spec section 9) are not copie
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Callable, Optional
 
-from .checks import LOAD, SNAPSHOT_CHECKS, SUSPICIOUS
-from .findings import NOBODY, NOTHING_REMEMBERED, Finding, process_key
+from .checks import LOAD, SNAPSHOT_CHECKS, SUSPICIOUS, WEB_SERVER_NAMES
+from .findings import NOBODY, NOTHING_REMEMBERED, FileIdentity, Finding, process_key
 from .pignore import IgnoreRules
+from .users import DEFAULT_UID_MIN
 
 if TYPE_CHECKING:
     from .config import Config
     from .procfs import Snapshot
+
+
+#: How far up the parent chain a worker's root master is looked for.
+MAX_ANCESTRY = 64
+#: Directories shared by many packages: an executable beside the master's in one of these is
+#: not thereby part of its service.
+SHARED_BIN_DIRS = frozenset({"/bin", "/sbin", "/usr/bin", "/usr/sbin", "/usr/local/bin",
+                             "/usr/local/sbin"})
+#: NAME's private executables live in PREFIX/NAME (dovecot: /usr/lib/dovecot/imap-login).
+PACKAGE_DIR_PREFIXES = ("/usr/lib", "/usr/lib64", "/usr/libexec", "/usr/local/lib",
+                        "/usr/local/libexec")
 
 
 class Policy:
@@ -40,7 +53,9 @@ class Policy:
 
     def __init__(self, config: Config, rules: IgnoreRules, user_name: Callable[[int], str],
                  panel_users: frozenset = frozenset(), memory=NOTHING_REMEMBERED,
-                 limit: Optional[float] = None) -> None:
+                 limit: Optional[float] = None,
+                 file_identity: Callable[[str], Optional[FileIdentity]] = lambda path: None,
+                 uid_min: int = DEFAULT_UID_MIN) -> None:
         # ``limit`` replaces PT_LIMIT: `ptfast tune` tries other values under the same rules
         self.limit = config["PT_LIMIT"] if limit is None else limit
         self.config = config
@@ -48,6 +63,9 @@ class Policy:
         self.user_name = user_name
         self.panel_users = panel_users
         self.memory = memory
+        # stat() of a path in ptfast's own mount namespace (injected: the policy does no I/O)
+        self.file_identity = file_identity
+        self.uid_min = uid_min
         self.generic = bool(config["GENERIC"])
         self.all_users = bool(config["PT_ALL_USERS"])
         # process key -> the suspicious check's verdict from want_fds (None: not a candidate)
@@ -77,8 +95,60 @@ class Policy:
         return user == NOBODY or user in self.panel_users
 
     def ignores_process(self, proc) -> bool:
-        """An exe or cmd rule matches the process."""
-        return self.rules.ignores("exe", proc.exe) or self.rules.ignores("cmd", proc.cmdline)
+        """An exe rule matches the process and it runs that very host file, or a cmd rule
+        matches its command line."""
+        return ((self.rules.ignores("exe", proc.exe) and self.runs_host_file(proc))
+                or self.rules.ignores("cmd", proc.cmdline))
+
+    def runs_host_file(self, proc) -> bool:
+        """The process runs the file its exe path names in ptfast's mount namespace (same
+        device and inode): not a customer's binary mounted over that path in a namespace of its
+        own, not a deleted or replaced file."""
+        identity = self.file_identity(proc.exe)
+        return (identity is not None and proc.exe_ino != 0
+                and (identity.dev, identity.ino) == (proc.exe_dev, proc.exe_ino))
+
+    def is_web_server(self, proc) -> bool:
+        """PT_SKIP_HTTP's web server: a root process whose executable, named as a web server,
+        is a system file (root-owned, not group/other writable). A customer's own binary
+        named "nginx" or "httpd" is none."""
+        return (proc.uid == 0 and os.path.basename(proc.exe) in WEB_SERVER_NAMES
+                and proc.exe_uid == 0 and not proc.exe_mode & 0o022)
+
+    def handed_over(self, sock, proc) -> bool:
+        """The socket was created by root or a system account, not by the process's user: it
+        was handed to the process (inherited, or passed over a unix socket). No customer can
+        create one."""
+        return sock.uid != proc.uid and (sock.uid == 0 or sock.uid < self.uid_min)
+
+    def service_master(self, proc, by_pid: dict):
+        """The root process whose worker ``proc`` is, or None: its nearest root ancestor,
+        provided that ``proc`` runs the same executable file (a pre-fork worker, an sshd
+        session) or a system file in that executable's own package directory (dovecot's
+        imap-login under /usr/lib/dovecot, postfix's smtpd beside its master)."""
+        ancestor = by_pid.get(proc.ppid)
+        for _step in range(MAX_ANCESTRY):
+            if ancestor is None or ancestor.pid == proc.pid:
+                return None
+            if ancestor.uid == 0:
+                return ancestor if self._is_worker_of(proc, ancestor) else None
+            ancestor = by_pid.get(ancestor.ppid)
+        return None
+
+    def _is_worker_of(self, proc, master) -> bool:
+        if proc.exe_ino != 0 and (proc.exe_dev, proc.exe_ino) == (master.exe_dev,
+                                                                   master.exe_ino):
+            return True
+        name = os.path.basename(master.exe)
+        master_dir, worker_dir = os.path.dirname(master.exe), os.path.dirname(proc.exe)
+        package_dirs = {f"{prefix}/{name}" for prefix in PACKAGE_DIR_PREFIXES}
+        if master_dir not in SHARED_BIN_DIRS:
+            package_dirs.add(master_dir)
+        if worker_dir not in package_dirs or not self.runs_host_file(proc):
+            return False
+        worker_file, directory = self.file_identity(proc.exe), self.file_identity(worker_dir)
+        return (worker_file is not None and worker_file.is_system_file()
+                and directory is not None and directory.is_system_file())
 
     def want_fds(self, proc) -> bool:
         """Predicate for the scanner: inspect fds only of candidates older than PT_LIMIT, so
@@ -118,7 +188,9 @@ class Policy:
 
 def build_policy(config: Config, rules: IgnoreRules, memory=NOTHING_REMEMBERED,
                  limit: Optional[float] = None, user_names=None) -> Policy:
-    """The one place a Policy is made from settings (scan, tune and run)."""
-    from .users import UserNames, accounts_to_track
+    """The one place a Policy is made from settings (scan, tune and run), with this host's
+    accounts and files."""
+    from .procfs import FileIdentities
+    from .users import UserNames, accounts_to_track, uid_min
     return Policy(config, rules, user_names or UserNames(), accounts_to_track(config), memory,
-                  limit)
+                  limit, FileIdentities(), uid_min())

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Callable, Union
 
 from . import _procscan_py
 from ._corespec import STAT_SESSION, STAT_STARTTIME, parse_stat, stat_field
+from .findings import FileIdentity
 
 CORE_FALLBACK_REASON: str | None = None
 
@@ -65,6 +66,27 @@ def scan(proc_root: str = "/proc", want_fds: WantFds = True, core=None) -> Snaps
         core="compiled" if module is not _procscan_py else "pure-python",
         duration=time.perf_counter() - started,
     )
+
+
+class FileIdentities:
+    """stat() of host paths, each asked once (paths repeat: thousands of processes run a few
+    hundred executables). A scan makes a new one: packages get upgraded between passes."""
+
+    def __init__(self) -> None:
+        self._known: dict = {}
+
+    def __call__(self, path: str):
+        try:
+            return self._known[path]
+        except KeyError:
+            pass
+        try:
+            info = os.stat(path)
+            identity = FileIdentity(info.st_dev, info.st_ino, info.st_uid, info.st_mode)
+        except (OSError, ValueError):       # gone, or a NUL in a hostile name
+            identity = None
+        self._known[path] = identity
+        return identity
 
 
 def read_loadavg(proc_root: str = "/proc") -> tuple[tuple, str]:

@@ -7,14 +7,23 @@ from __future__ import annotations
 
 import orjson
 
-from .checks import endpoint, shown_exe, socket_text
+from .checks import endpoint, judged_socket_text, shown_exe
 from .escape import escape_text
+
+
+def judged_socket_records(finding) -> list:
+    """Each socket of the finding's process, and whether it counted toward the finding and
+    why (checks.judge_sockets); sockets no check judged are listed as they are."""
+    if finding.judged_sockets:
+        return [{**socket_record(sock), "counted": counts, "why": why}
+                for sock, counts, why in finding.judged_sockets]
+    return [socket_record(sock) for sock in finding.sockets]
 
 
 def socket_record(sock) -> dict:
     return {"proto": sock.proto, "local": endpoint(sock.local_ip, sock.local_port),
             "remote": endpoint(sock.remote_ip, sock.remote_port), "state": sock.state,
-            "inode": sock.inode, "netns": sock.netns}
+            "inode": sock.inode, "uid": sock.uid, "netns": sock.netns}
 
 
 def process_record(proc) -> dict:
@@ -35,7 +44,7 @@ def finding_record(finding) -> dict:
     proc = finding.process
     if proc is not None and not finding.processes:
         record.update(process_record(proc))
-        record["sockets"] = [socket_record(sock) for sock in finding.sockets]
+        record["sockets"] = judged_socket_records(finding)
         record["open_files"] = [escape_text(path) for path in finding.open_files]
     if finding.processes:       # a user's or a session's: the PIDs (each has its own record
         record["count"] = len(finding.processes)     # in `scan` when it is suspicious itself)
@@ -69,6 +78,7 @@ def table(findings: list) -> str:
         rows.append(f"{proc.pid:>7}  {escape_text(finding.user):<12} {int(proc.age):>7}s  "
                     f"{why:<34} {shown_exe(proc)}")
         rows.append(f"{'':>9}cmd: {escape_text(proc.cmdline)}")
-        for sock in finding.sockets:
-            rows.append(f"{'':>9}{socket_text(sock)}")
+        for sock, counts, why in finding.judged_sockets or ((s, True, "") for s in
+                                                            finding.sockets):
+            rows.append(f"{'':>9}{judged_socket_text(sock, counts, why)}")
     return "\n".join(rows) + "\n"

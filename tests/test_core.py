@@ -1,6 +1,7 @@
 """The scanner core against real processes; every test runs on both cores (fixture ``core``)."""
 
 import os
+import time
 
 import pytest
 
@@ -243,6 +244,9 @@ def test_a_reused_pid_is_never_mixed_with_its_predecessor(core, tmp_path):
     with PidNamespace() as namespace:
         old = namespace.spawn()
         old_start = namespace.start_time(old)
+        # start times count clock ticks: the newcomer must start in a later tick to be told
+        # apart at all (as any PID reuse on a real host does: it takes a wrap of the PID space)
+        time.sleep(3 / os.sysconf("SC_CLK_TCK"))
         replaced = []
 
         def want_fds(proc):

@@ -4,7 +4,7 @@ import os
 
 from ptfast import checks, config, findings, pignore, policy
 from ptfast.procfs import Snapshot
-from helpers.snapshots import USERS, proc
+from helpers.snapshots import HOST_FILES, USERS, proc
 
 MB = 1 << 20
 
@@ -16,7 +16,8 @@ def make_policy(settings=(), rules_text="", reported_resources=(), quiet_users=N
     pignore.parse_lines(rules_text.splitlines(), "test.pignore", rules)
     memory = findings.Remembered(resources=frozenset(reported_resources),
                                  quiet_users=quiet_users or {})
-    return policy.Policy(conf, rules, lambda uid: USERS.get(uid, str(uid)), panel_users, memory)
+    return policy.Policy(conf, rules, lambda uid: USERS.get(uid, str(uid)), panel_users, memory,
+                         file_identity=HOST_FILES.get)
 
 
 def snapshot(processes, taken_at=1000.0):

@@ -21,7 +21,9 @@ import time
 from ptfast._corespec import STAT_STARTTIME, parse_stat, stat_field
 
 CHILD_PRELUDE = textwrap.dedent("""
-    import ctypes, json, os, socket, sys
+    # modules setups use, imported while still root (the interpreter lives under /root)
+    import ctypes, encodings.idna, json, os, resource, select, signal, socket, struct, sys
+    import threading, time
     libc = ctypes.CDLL(None, use_errno=True)
     PR_SET_DUMPABLE = 4
     CLONE_NEWNET = 0x40000000
@@ -44,8 +46,18 @@ CHILD_PRELUDE = textwrap.dedent("""
     KEEP = []
 """)
 
+# The setup runs with the test uid as effective uid, so that what it creates (sockets above
+# all: /proc/net/* shows their creator) is that user's, as it would be for a real customer.
+# Only ``root_setup`` runs as root.
+CHILD_BECOME = textwrap.dedent("""
+    if UID is not None:
+        os.setegid(UID)
+        os.seteuid(UID)
+""")
+
 CHILD_DROP = textwrap.dedent("""
     if UID is not None:
+        os.seteuid(0)
         os.setgroups([])
         os.setresgid(UID, UID, UID)
         os.setresuid(UID, UID, UID)
@@ -92,13 +104,14 @@ def _wait_ready(popen: subprocess.Popen, timeout: float = 20.0) -> dict:
 
 def start_python(setup: str = "", uid: int | None = None, non_dumpable: bool = False,
                  netns: bool = False, argv=(), executable: str | None = None,
-                 env: dict | None = None, cleanup=None) -> Child:
-    """A Python child running ``setup`` (which may fill ``info``), as ``uid`` once set up."""
-    code = CHILD_PRELUDE
+                 env: dict | None = None, cleanup=None, root_setup: str = "") -> Child:
+    """A Python child running ``root_setup`` as root, then ``setup`` (which may fill ``info``)
+    as ``uid`` (its effective uid), then dropping to ``uid`` for good."""
+    code = CHILD_PRELUDE + f"UID = {uid!r}\nNON_DUMPABLE = {non_dumpable!r}\n"
     if netns:
         code += "assert libc.unshare(CLONE_NEWNET) == 0, ctypes.get_errno()\n"
-    code += textwrap.dedent(setup) + "\n"
-    code += f"UID = {uid!r}\nNON_DUMPABLE = {non_dumpable!r}\n" + CHILD_DROP
+    code += textwrap.dedent(root_setup) + "\n" + CHILD_BECOME
+    code += textwrap.dedent(setup) + "\n" + CHILD_DROP
     popen = subprocess.Popen([executable or sys.executable, "-c", code, *argv],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, env=env)
