@@ -24,9 +24,11 @@ from importlib import resources
 from .config import Problem
 from .paths import DEFAULT_TEMPLATE_DIR
 from .checks import BY_NAME
+from .findings import DIGEST_TEMPLATE
 
-#: check -> template file name (lfd's names), for the checks that mail.
-TEMPLATE_FILES = {name: check.template for name, check in BY_NAME.items() if check.template}
+#: check -> template file name (lfd's names), for the checks that mail; and ptfast's digest.
+TEMPLATE_FILES = {**{name: check.template for name, check in BY_NAME.items() if check.template},
+                  "digest": DIGEST_TEMPLATE}
 
 MAX_LINE = 990          # SMTP allows 998 octets a line; lfd wraps long lines too
 MAX_HEADER_VALUE = 900

@@ -52,6 +52,10 @@ def process_key(proc) -> ProcessKey:
 
 
 # -- plans ------------------------------------------------------------------------------
+#: The template of the one mail that lists a pass's findings beyond PT_DIGEST_AFTER (ptfast's
+#: own: lfd mails every finding on its own).
+DIGEST_TEMPLATE = "digest.txt"
+
 REMEMBER_PROCESS = "process"           # key (pid, start_time): reported for its whole life
 REMEMBER_RESOURCE = "resource"         # key (pid, start_time, resource)
 REMEMBER_USER_QUIET = "user_quiet"     # key (user,): quiet for ``seconds``

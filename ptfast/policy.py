@@ -20,11 +20,13 @@ lfd's order is kept (spec section 5); its defects (spec section 9) are not copie
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import TYPE_CHECKING, Callable, Optional
 
 from .checks import LOAD, SNAPSHOT_CHECKS, SUSPICIOUS, WEB_SERVER_NAMES
-from .findings import NOBODY, NOTHING_REMEMBERED, FileIdentity, Finding, process_key
+from .findings import (DIGEST_TEMPLATE, NOBODY, NOTHING_REMEMBERED, FileIdentity, Finding,
+                       process_key)
 from .pignore import IgnoreRules
 from .users import DEFAULT_UID_MIN
 
@@ -174,7 +176,7 @@ class Policy:
                 finding.response = check.respond(finding, self.config)
                 found.append(finding)
         self._verdicts.clear()
-        return found
+        return digest_beyond(found, self.config["PT_DIGEST_AFTER"])
 
     def load_finding(self, loadavg: tuple, processes: str, now: float) -> Optional[Finding]:
         """PT_LOAD: a finding (with its response) when the load average is high, outside the
@@ -184,6 +186,22 @@ class Policy:
         if finding is not None:
             finding.response = LOAD.respond(finding, self.config)
         return finding
+
+
+def digest_beyond(found: list, mails: int) -> list:
+    """One pass is not a mail flood: the first ``mails`` findings that mail (PT_DIGEST_AFTER)
+    are mailed one by one, as lfd does, the rest in one digest mail listing them all (0: every
+    one on its own). Each is still logged, written to the events file and remembered."""
+    if mails <= 0:
+        return found
+    mailing = 0
+    for finding in found:
+        if finding.response.alert is None:
+            continue
+        mailing += 1
+        if mailing > mails:
+            finding.response = dataclasses.replace(finding.response, alert=DIGEST_TEMPLATE)
+    return found
 
 
 def build_policy(config: Config, rules: IgnoreRules, memory=NOTHING_REMEMBERED,

@@ -18,6 +18,7 @@ from . import kills, procfs
 from .alerts import render
 from .checks import BY_NAME
 from .escape import escape_text
+from .findings import DIGEST_TEMPLATE
 from .logfile import append_line
 from .report import finding_record
 
@@ -37,16 +38,45 @@ class Responder:
         self.proc_root = proc_root
         self.events_file = events_file
 
+    def carry_out_all(self, findings: list) -> None:
+        """Every finding of a pass; those planned into the digest get one mail together,
+        spooled before any of them is remembered."""
+        digest = []
+        for finding in findings:
+            if finding.response.alert == DIGEST_TEMPLATE:
+                digest.append((finding, self._kill_and_log(finding)))
+            else:
+                self.carry_out(finding)
+        if digest:
+            lines = [line for finding, killed in digest
+                     for line in BY_NAME[finding.check].log_lines(finding, killed,
+                                                                  self.user_names)]
+            spooled = self._spool(DIGEST_TEMPLATE, {"hostname": self.hostname,
+                                                    "count": str(len(digest)),
+                                                    "text": "\n".join(lines)})
+            for finding, _killed in digest:
+                self._append_event(finding, spooled)
+                self._remember_and_act(finding)
+
     def carry_out(self, finding) -> None:
-        response = finding.response
-        check = BY_NAME[finding.check]
-        killed = self._kill(response) if response.kill else False
-        for line in check.log_lines(finding, killed, self.user_names):
-            self.log(line)
-        if response.alert:
+        killed = self._kill_and_log(finding)
+        alert = finding.response.alert
+        if alert:
+            check = BY_NAME[finding.check]
             values = check.alert_values(finding, self.hostname, killed,
                                         self._attachment(check, finding), self.user_names)
-            self._alert(finding, response.alert, values)
+            self._append_event(finding, self._spool(alert, values))
+        self._remember_and_act(finding)
+
+    def _kill_and_log(self, finding) -> bool:
+        response = finding.response
+        killed = self._kill(response) if response.kill else False
+        for line in BY_NAME[finding.check].log_lines(finding, killed, self.user_names):
+            self.log(line)
+        return killed
+
+    def _remember_and_act(self, finding) -> None:
+        response = finding.response
         if response.remember is not None:
             self.state.remember(response.remember)
         if response.action is not None:
@@ -74,19 +104,20 @@ class Responder:
                                      details["processes"], load_minutes(self.settings.config))
         return None
 
-    def _alert(self, finding, template_file: str, values: dict) -> None:
-        """Spool the mail (before anything can lose it), then write the event line."""
+    def _spool(self, template_file: str, values: dict) -> tuple:
+        """Render and spool a mail (before anything can lose it); (template source, spool
+        file name)."""
         config = self.settings.config
         template = self.settings.templates[template_file]
         message = render(template, values, config["LF_ALERT_TO"], config["LF_ALERT_FROM"])
-        spooled = self.spool.add(message)
-        self._append_event({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                            "host": self.hostname, **finding_record(finding),
-                            "template": template.source, "spooled": os.path.basename(spooled)})
+        return template.source, os.path.basename(self.spool.add(message))
 
-    def _append_event(self, record: dict) -> None:
+    def _append_event(self, finding, spooled: tuple) -> None:
         if not self.events_file:
             return
+        source, name = spooled
+        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": self.hostname,
+                  **finding_record(finding), "template": source, "spooled": name}
         try:
             append_line(self.events_file, orjson.dumps(record) + b"\n")
         except OSError as exc:

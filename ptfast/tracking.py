@@ -51,9 +51,7 @@ class Tracker:
         if policy.enabled:
             snapshot = procfs.scan(self.proc_root, policy.want_fds)
             findings = policy.findings(snapshot)
-            responder = self._responder(settings)
-            for finding in findings:
-                responder.carry_out(finding)
+            self._responder(settings).carry_out_all(findings)
             self.state.forget_gone({process_key(proc) for proc in snapshot.processes})
             summary = (f"{snapshot.stats['processes']} processes scanned in "
                        f"{snapshot.duration * 1000:.0f} ms, {len(findings)} finding(s)")
