@@ -157,6 +157,27 @@ def cmd_scan(args) -> int:
     return EXIT_FINDINGS if findings else EXIT_CLEAN
 
 
+def cmd_baseline(args) -> int:
+    import socket
+
+    from .baseline import draft
+    from .checks import SUSPICIOUS
+    from .users import uid_min
+    settings = load_checked_settings(args)
+    if settings is None:
+        return EXIT_ERROR
+    policy = build_policy(settings.config, settings.rules)
+    try:
+        snapshot = procfs.scan(args.proc_root, policy.want_fds)
+    except OSError as exc:
+        warn(f"cannot read {escape_text(args.proc_root)}: {exc.strerror}")
+        return EXIT_ERROR
+    findings = policy.findings(snapshot, checks=(SUSPICIOUS,))
+    sys.stdout.buffer.write(draft(findings, socket.gethostname(), uid_min(),
+                                  policy.file_identity).encode())
+    return EXIT_CLEAN
+
+
 def cmd_check(args) -> int:
     settings = load_settings(args, templates=True)
     config, rules, templates = settings.config, settings.rules, settings.templates
@@ -200,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_input_options(scan)
     scan.add_argument("--json", action="store_true", help="one JSON object per finding")
     scan.set_defaults(handler=cmd_scan)
+
+    baseline = sub.add_parser("baseline", help="print a draft of csf.pignore lines for what a "
+                                               "scan finds now (to review, never applied)")
+    add_input_options(baseline)
+    baseline.set_defaults(handler=cmd_baseline)
 
     check = sub.add_parser("check", help="validate the config, ignore rules and alert templates")
     add_input_options(check)
