@@ -49,16 +49,31 @@ def stat_field(fields: list, number: int) -> bytes:
     return fields[number - FIRST_AFTER_COMM]
 
 
+# -- /proc/PID/status ----------------------------------------------------------------------
+#: Lines of status the scan reads.
+STATUS_UID = b"Uid:"          # the last field: the filesystem uid, as lfd reads it
+STATUS_THREADS = b"Threads:"
+
 # -- /proc/PID/exe -----------------------------------------------------------------------
 #: The kernel appends this to the target of an exe link whose file was unlinked; a file may also
 #: be NAMED so, so it is only a hint.
 DELETED_SUFFIX = " (deleted)"
+#: The fd link target of an io_uring instance, whose registered files its fdinfo lists.
+IO_URING_LINK = "anon_inode:[io_uring]"
 
 # -- socket tables ----------------------------------------------------------------------
 #: Column of a /proc/net table line (split on spaces) holding the uid that created the socket.
 TABLE_UID_COLUMN = 7
-#: ``/proc/net/NAME`` tables read for every network namespace, in this order.
-SOCKET_TABLES = ("tcp", "udp", "tcp6", "udp6", "raw", "raw6")
+#: ``/proc/net/NAME`` tables of network sockets read for every network namespace, in this
+#: order, all in the tcp/udp format.
+SOCKET_TABLES = ("tcp", "udp", "tcp6", "udp6", "raw", "raw6", "udplite", "udplite6", "icmp",
+                 "icmp6")
+#: The packet sockets' table (its own format: sk RefCnt Type Proto Iface R Rmem User Inode).
+PACKET_TABLE = "packet"
+PACKET_PROTO_COLUMN, PACKET_IFACE_COLUMN, PACKET_UID_COLUMN, PACKET_INODE_COLUMN = 3, 4, 7, 8
+#: Tables of sockets that reach no network (name, column of the inode), read only when an
+#: inspected process holds a socket found in no network table.
+LOCAL_TABLES = (("unix", 6), ("netlink", 9))
 
 #: State codes of include/net/tcp_states.h, by number. Datagram sockets (udp, raw) use the same
 #: codes; for them 7 (CLOSE) means an unconnected socket, which ``ss`` calls UNCONN.
@@ -82,7 +97,8 @@ def is_ipv6_table(table: str) -> bool:
 #: Attributes of a Process record, in a stable order (both cores, the .pyi, JSON dumps).
 PROCESS_FIELDS = ("pid", "ppid", "pgrp", "session", "uid", "start_time", "age",
                   "vm_size_bytes", "vm_rss_bytes", "exe", "exe_deleted", "exe_dev", "exe_ino",
-                  "exe_uid", "exe_mode", "cmdline", "sockets", "open_files")
+                  "exe_uid", "exe_mode", "cmdline", "threads", "sockets", "open_files",
+                  "incomplete")
 #: Attributes of a Socket record.
 SOCKET_FIELDS = ("inode", "proto", "local_ip", "local_port", "remote_ip", "remote_port",
                  "state", "uid", "netns")
@@ -90,8 +106,17 @@ SOCKET_FIELDS = ("inode", "proto", "local_ip", "local_port", "remote_ip", "remot
 UNKNOWN_UID = -1
 
 #: Counters of one scan: processes returned, kernel threads skipped, processes that vanished
-#: mid-read, processes whose exe or fds were not readable (permission), network namespaces read.
-SCAN_COUNTERS = ("processes", "kernel_threads", "vanished", "denied", "namespaces")
+#: mid-read, zombies (no thread left to read), processes whose exe or fds were not readable
+#: (permission), processes returned only partly inspected (``incomplete`` says why), network
+#: namespaces read, sockets found in no table and identified from their fd.
+SCAN_COUNTERS = ("processes", "kernel_threads", "vanished", "zombies", "denied", "incomplete",
+                 "namespaces", "probed")
+
+#: Why a process returned was not fully inspected (its ``incomplete``; "" when it was).
+EXE_PATH_TOO_LONG = "its executable's path is longer than PATH_MAX: exe not readable"
+FDS_DENIED = "its open files are not readable (permission denied)"
+FDS_GONE = "it exited before its open files were read"
+
 
 
 def new_counters() -> dict:

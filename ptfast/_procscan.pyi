@@ -10,7 +10,8 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 class Socket:
     """One network socket from /proc/net/{tcp,udp,raw}[6] of some network namespace."""
     inode: int
-    proto: str          # a name of _corespec.SOCKET_TABLES
+    proto: str          # a name of _corespec.SOCKET_TABLES, or "packet" (another kind seen
+                        # only from its fd: its protocol's name)
     local_ip: str       # IPv4-mapped IPv6 is shown as IPv4
     local_port: int
     remote_ip: str
@@ -37,8 +38,10 @@ class Process:
     exe_uid: int        # its owner (_corespec.UNKNOWN_UID when not readable)
     exe_mode: int       # its st_mode
     cmdline: str        # NULs as spaces, trailing white space removed; bad UTF-8 as surrogates
+    threads: int        # the Threads: line of status
     sockets: Optional[Tuple[Socket, ...]]
     open_files: Optional[Tuple[str, ...]]
+    incomplete: str     # why it was not fully inspected (_corespec's reasons); "" when it was
 
 def scan(
     proc_root: str = "/proc",

@@ -39,14 +39,22 @@ import os
 import socket as _socket
 from typing import TYPE_CHECKING
 
-from ._corespec import (DELETED_SUFFIX, DGRAM_STATE_NAMES, LINK_MAX, PF_KTHREAD,
-                        PROCESS_FIELDS, SMALL_FILE_MAX, SOCKET_FIELDS, SOCKET_TABLES, STAT_FLAGS,
-                        STAT_PGRP, STAT_PPID, STAT_RSS, STAT_SESSION, STAT_STARTTIME, STAT_VSIZE,
+from . import _sockprobe
+from ._corespec import (DELETED_SUFFIX, DGRAM_STATE_NAMES, EXE_PATH_TOO_LONG, FDS_DENIED,
+                        FDS_GONE, IO_URING_LINK, LINK_MAX, LOCAL_TABLES, PACKET_IFACE_COLUMN,
+                        PACKET_INODE_COLUMN, PACKET_PROTO_COLUMN, PACKET_TABLE,
+                        PACKET_UID_COLUMN, PF_KTHREAD, PROCESS_FIELDS, SMALL_FILE_MAX,
+                        SOCKET_FIELDS, SOCKET_TABLES, STAT_FLAGS, STAT_PGRP, STAT_PPID, STAT_RSS,
+                        STAT_SESSION, STAT_STARTTIME, STAT_VSIZE, STATUS_THREADS, STATUS_UID,
                         STREAM_STATE_NAMES, TABLE_UID_COLUMN, UNKNOWN_STATE, UNKNOWN_UID,
-                        UPTIME_MAX, is_ipv6_table,
-                        is_stream_table, new_counters, parse_stat, stat_field)
+                        UPTIME_MAX, is_ipv6_table, is_stream_table, new_counters, parse_stat,
+                        stat_field)
 
 PID_MAX_LIMIT = 1 << 22       # include/linux/threads.h: no PID is larger
+KCMP_FILES = 2                # include/uapi/linux/kcmp.h
+#: kcmp's system call number by machine (it has no libc wrapper)
+KCMP_SYSCALLS = {"x86_64": 312, "aarch64": 272, "i686": 349, "i386": 349, "armv7l": 378,
+                 "ppc64le": 354, "ppc64": 354, "s390x": 343, "riscv64": 272}
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _DENIED = (errno.EACCES, errno.EPERM)
@@ -186,6 +194,36 @@ def _parse_table(data: bytes, proto: str, netns: int, table: dict) -> None:
         table[inode] = sock
 
 
+def _parse_packet_table(data: bytes, netns: int, table: dict) -> None:
+    """/proc/net/packet: sk RefCnt Type Proto Iface R Rmem User Inode (hex protocol)."""
+    for line in data.split(b"\n")[1:]:
+        fields = [field for field in line.split(b" ") if field]
+        if len(fields) <= PACKET_INODE_COLUMN:
+            continue
+        try:
+            inode = _number(fields[PACKET_INODE_COLUMN], _UINT64_MAX)
+            uid = _number(fields[PACKET_UID_COLUMN], _UINT32_MAX)
+            interface = _number(fields[PACKET_IFACE_COLUMN], _INT32_MAX)
+            protocol = fields[PACKET_PROTO_COLUMN]
+            if not 1 <= len(protocol) <= 4 or not _HEX_DIGITS.issuperset(protocol):
+                raise ValueError(protocol)
+        except ValueError:
+            continue
+        if inode == 0 or inode in table:
+            continue
+        sock = Socket()
+        sock.inode = inode
+        sock.proto = PACKET_TABLE
+        sock.local_ip = f"if:{interface}" if interface else "*"
+        sock.local_port = int(protocol, 16)
+        sock.remote_ip = "*"
+        sock.remote_port = 0
+        sock.state = "UNCONN"
+        sock.uid = uid
+        sock.netns = netns
+        table[inode] = sock
+
+
 def _load_tables(dir_fd: int, netns: int, table: dict) -> None:
     for proto in SOCKET_TABLES:
         try:
@@ -193,6 +231,26 @@ def _load_tables(dir_fd: int, netns: int, table: dict) -> None:
         except OSError:
             continue
         _parse_table(data, proto, netns, table)
+    try:
+        _parse_packet_table(_read(dir_fd, "net/" + PACKET_TABLE, until_eof=True), netns, table)
+    except OSError:
+        pass
+
+
+def _load_local_inodes(dir_fd: int, inodes: set) -> None:
+    """Inodes of the sockets that reach no network (unix, netlink) of one namespace."""
+    for name, column in LOCAL_TABLES:
+        try:
+            data = _read(dir_fd, "net/" + name, until_eof=True)
+        except OSError:
+            continue
+        for line in data.split(b"\n")[1:]:
+            fields = [field for field in line.split(b" ") if field]
+            if len(fields) > column:
+                try:
+                    inodes.add(_number(fields[column], _UINT64_MAX))
+                except ValueError:
+                    continue
 
 
 def _ns_inode(link: str) -> int:
@@ -207,13 +265,13 @@ def _ns_inode(link: str) -> int:
     return value if value <= _UINT64_MAX else 0
 
 
-def _parse_status_uid(raw: bytes) -> int:
-    """The last field of the ``Uid:`` line; -1 when there is none or it is not a uid."""
+def _status_number(raw: bytes, key: bytes, maximum: int) -> int:
+    """The last field of the status line ``key``; -1 when there is none or it is no number."""
     for line in raw.split(b"\n"):
-        if line.startswith(b"Uid:"):
-            fields = line[4:].split()
+        if line.startswith(key):
+            fields = line[len(key):].split()
             try:
-                return _number(fields[-1], _UINT32_MAX) if fields else -1
+                return _number(fields[-1], maximum) if fields else -1
             except ValueError:
                 return -1
     return -1
@@ -247,8 +305,45 @@ class _Stat:
         self.rss_pages = _number(stat_field(fields, STAT_RSS), _RSS_PAGES_MAX)
 
 
+def _thread_ids(pid_fd: int) -> list:
+    """The thread ids under /proc/PID/task, read through the process's directory fd."""
+    try:
+        task_fd = os.open("task", _DIR_FLAGS, dir_fd=pid_fd)
+    except OSError:
+        return []
+    try:
+        return [int(name) for name in os.listdir(task_fd) if _is_pid_name(name)]
+    except OSError:
+        return []
+    finally:
+        os.close(task_fd)
+
+
+class _Task:
+    """Where a process is read from: its /proc/PID directory, or, when its leader exited while
+    other threads live on (a zombie leader), the directory of one live thread."""
+
+    __slots__ = ("dir_fd", "tid")
+
+    def __init__(self, dir_fd: int, tid: int) -> None:
+        self.dir_fd = dir_fd
+        self.tid = tid
+
+
+def _kcmp_files(pid: int, tid: int) -> int:
+    """0 when the two tasks share one fd table, 1 or 2 when not, -1 when kcmp is unavailable."""
+    number = KCMP_SYSCALLS.get(os.uname().machine)
+    if number is None:
+        return -1
+    try:
+        return _sockprobe._syscall(number, pid, tid, KCMP_FILES, 0, 0)
+    except OSError:
+        return -1
+
+
 class _Scanner:
     def __init__(self, proc_root: str) -> None:
+        self.proc_root = proc_root
         self.root_fd = os.open(proc_root, _DIR_FLAGS)
         try:
             self.uptime = float(_read_small(self.root_fd, "uptime", UPTIME_MAX).split()[0])
@@ -259,6 +354,7 @@ class _Scanner:
         self.clock_ticks = os.sysconf("SC_CLK_TCK")
         self.page_size = os.sysconf("SC_PAGESIZE")
         self.socket_table: dict = {}
+        self.local_inodes: set = set()          # unix and netlink sockets: no network
         self.interned: dict = {}
         self.stats = new_counters()
         try:
@@ -267,6 +363,7 @@ class _Scanner:
             host_ns = 0
         _load_tables(self.root_fd, host_ns, self.socket_table)
         self.namespaces_read = {host_ns}
+        self.local_read: set = set()
         self.stats["namespaces"] = 1
 
     def close(self) -> None:
@@ -275,43 +372,102 @@ class _Scanner:
     def intern(self, text: str) -> str:
         return self.interned.setdefault(text, text)
 
+    def _namespace(self, pid_fd: int) -> int:
+        try:
+            return _ns_inode(_readlink("ns/net", pid_fd))
+        except OSError:
+            return -1
+
     def ensure_namespace(self, pid_fd: int) -> None:
         """Read the socket tables of the process's network namespace if not yet read."""
-        try:
-            ns = _ns_inode(_readlink("ns/net", pid_fd))
-        except OSError:
-            return
-        if ns in self.namespaces_read:
+        ns = self._namespace(pid_fd)
+        if ns < 0 or ns in self.namespaces_read:
             return
         self.namespaces_read.add(ns)
         self.stats["namespaces"] += 1
         _load_tables(pid_fd, ns, self.socket_table)
 
-    def inspect_fds(self, pid_fd: int, proc: Process) -> None:
+    def ensure_local_inodes(self, pid_fd: int) -> None:
+        """Read the unix and netlink tables of the process's network namespace, once."""
+        ns = self._namespace(pid_fd)
+        if ns < 0 or ns in self.local_read:
+            return
+        self.local_read.add(ns)
+        _load_local_inodes(pid_fd, self.local_inodes)
+
+    def _fd_tables(self, pid_fd: int, task: _Task, threads: int) -> list:
+        """The tasks whose fd tables hold the process's files: the task read, and every other
+        thread whose table is its own (unshare(CLONE_FILES)): kcmp tells, else every thread."""
+        tables = [task]
+        if threads <= 1:
+            return tables
+        for tid in _thread_ids(pid_fd):
+            if tid == task.tid or (self.proc_root == "/proc"
+                                   and _kcmp_files(task.tid, tid) == 0):
+                continue                        # the same table: read already
+            try:
+                dir_fd = os.open(f"task/{tid}", _DIR_FLAGS, dir_fd=pid_fd)
+            except OSError:
+                continue
+            tables.append(_Task(dir_fd, tid))
+        return tables
+
+    def _links(self, task: _Task, proc: Process, links: list) -> bool:
+        """Add (target, fd name, task) of every fd of ``task``; False when its table could not
+        be read at all."""
         try:
-            fd_dir = os.open("fd", _DIR_FLAGS, dir_fd=pid_fd)
+            fd_dir = os.open("fd", _DIR_FLAGS, dir_fd=task.dir_fd)
         except OSError as exc:
             if exc.errno in _DENIED:
                 self.stats["denied"] += 1
-            return
+                proc.incomplete = proc.incomplete or FDS_DENIED
+            else:
+                proc.incomplete = proc.incomplete or FDS_GONE
+            return False
         try:
-            links = []
             for name in os.listdir(fd_dir):
                 try:
-                    links.append(_readlink(name, fd_dir))
+                    links.append((_readlink(name, fd_dir), name, task))
                 except OSError:
                     continue   # fd closed meanwhile
         except OSError as exc:
-            if exc.errno in _DENIED:
-                self.stats["denied"] += 1
-            return
+            proc.incomplete = proc.incomplete or (FDS_DENIED if exc.errno in _DENIED
+                                                  else FDS_GONE)
+            return False
         finally:
             os.close(fd_dir)
+        return True
+
+    def _io_uring_links(self, fd: str, task: _Task) -> list:
+        try:
+            fdinfo = _read(task.dir_fd, f"fdinfo/{fd}", until_eof=True)
+        except OSError:
+            return []
+        return [(target, None, task) for target in _sockprobe.io_uring_files(fdinfo)]
+
+    def inspect_fds(self, pid_fd: int, proc: Process, task: _Task) -> None:
+        tables = self._fd_tables(pid_fd, task, proc.threads)
+        links: list = []
+        try:
+            read_any = False
+            for table_task in tables:
+                read_any = self._links(table_task, proc, links) or read_any
+            for target, fd, table_task in list(links):
+                if target == IO_URING_LINK and fd is not None:
+                    links.extend(self._io_uring_links(fd, table_task))
+            if not read_any:
+                return
+            self._sort_links(pid_fd, proc, links)
+        finally:
+            for table_task in tables[1:]:
+                os.close(table_task.dir_fd)
+
+    def _sort_links(self, pid_fd: int, proc: Process, links: list) -> None:
         table = self.socket_table
-        sockets = []
-        open_files = []
+        sockets: dict = {}
+        open_files: dict = {}
         unmatched = []
-        for link in links:
+        for link, fd, task in links:
             if link.startswith("socket:["):
                 digits = link[8:-1]
                 if not (link.endswith("]") and digits.isascii() and digits.isdigit()
@@ -320,20 +476,70 @@ class _Scanner:
                 inode = int(digits)
                 sock = table.get(inode)
                 if sock is not None:
-                    sockets.append(sock)
-                else:
-                    unmatched.append(inode)
-            elif link.startswith("pipe:["):
+                    sockets.setdefault(inode, sock)
+                elif inode not in sockets:
+                    unmatched.append((inode, fd, task))
+            elif link.startswith("pipe:[") or link == IO_URING_LINK:
                 continue
             else:
-                open_files.append(self.intern(link))
+                open_files.setdefault(self.intern(link), None)
         if unmatched:
             # Not in any table read so far: maybe the process lives in another network
-            # namespace (a container). Unix sockets stay unmatched, which is right.
+            # namespace (a container); else a unix or netlink socket; else a network socket
+            # the tables do not show, which its fd tells about (ptfast._sockprobe).
             self.ensure_namespace(pid_fd)
-            sockets.extend(table[inode] for inode in unmatched if inode in table)
-        proc.sockets = tuple(sockets)
+            self.ensure_local_inodes(pid_fd)
+            for inode, fd, task in unmatched:
+                sock = table.get(inode)
+                if sock is None and inode not in self.local_inodes and fd is not None:
+                    sock = self._probe(proc.pid, task.tid, fd, inode)
+                if sock is not None:
+                    sockets.setdefault(inode, sock)
+        proc.sockets = tuple(sockets.values())
         proc.open_files = tuple(open_files)
+
+    def _probe(self, pid: int, tid: int, fd: str, inode: int):
+        record = _sockprobe.identify(self.proc_root, pid, tid, fd, inode)
+        if record is None:
+            return None
+        sock = Socket()
+        for name, value in zip(SOCKET_FIELDS, record):
+            setattr(sock, name, value)
+        self.socket_table[inode] = sock
+        self.stats["probed"] += 1
+        return sock
+
+    def _live_task(self, pid_fd: int, pid: int):
+        """A zombie leader's live thread: (task, exe target), or None."""
+        for tid in _thread_ids(pid_fd):
+            if tid == pid:
+                continue
+            try:
+                dir_fd = os.open(f"task/{tid}", _DIR_FLAGS, dir_fd=pid_fd)
+            except OSError:
+                continue
+            try:
+                return _Task(dir_fd, tid), _readlink("exe", dir_fd)
+            except OSError:
+                os.close(dir_fd)
+        return None
+
+    def _deleted(self, exe: str, exe_stat, pid_fd: int) -> bool:
+        """The executable's file was unlinked. The kernel's suffix is only a hint (a file may be
+        NAMED "x (deleted)"); and a file kept alive by another hard link has links left. It is
+        deleted when nothing is left of it, or when the path shown (suffix included) does not
+        name that very file in the process's own root."""
+        if exe_stat is None:
+            return False
+        if exe_stat.st_nlink == 0:
+            return True
+        if not exe.endswith(DELETED_SUFFIX) or not exe.startswith("/"):
+            return False
+        try:
+            named = os.stat("root" + exe, dir_fd=pid_fd)
+        except (OSError, ValueError):
+            return True
+        return (named.st_dev, named.st_ino) != (exe_stat.st_dev, exe_stat.st_ino)
 
     def read_process(self, name: str, want_fds) -> Process | None:
         stats = self.stats
@@ -342,13 +548,18 @@ class _Scanner:
         except OSError:
             stats["vanished"] += 1
             return None
+        pid = int(name)
+        task = _Task(pid_fd, pid)
+        incomplete = ""
         try:
             try:
                 stat = _Stat(_read_small(pid_fd, "stat", SMALL_FILE_MAX))
                 if stat.flags & PF_KTHREAD:
                     stats["kernel_threads"] += 1
                     return None
-                uid = _parse_status_uid(_read_small(pid_fd, "status", SMALL_FILE_MAX))
+                status = _read_small(pid_fd, "status", SMALL_FILE_MAX)
+                uid = _status_number(status, STATUS_UID, _UINT32_MAX)
+                threads = max(_status_number(status, STATUS_THREADS, _INT32_MAX), 1)
                 if uid < 0:
                     stats["vanished"] += 1
                     return None
@@ -360,27 +571,32 @@ class _Scanner:
             except OSError as exc:
                 if exc.errno in _DENIED:
                     stats["denied"] += 1
-                elif exc.errno == errno.ENOENT:   # a kernel thread or a zombie
-                    stats["kernel_threads"] += 1
+                    return None
+                if exc.errno == errno.ENAMETOOLONG:
+                    exe, incomplete = "", EXE_PATH_TOO_LONG
+                elif exc.errno == errno.ENOENT:
+                    # no exe: a zombie, or a leader that exited while other threads live on
+                    live = self._live_task(pid_fd, pid) if threads > 1 else None
+                    if live is None:
+                        stats["zombies"] += 1
+                        return None
+                    task, exe = live
                 else:
                     stats["vanished"] += 1
-                return None
+                    return None
             try:
-                exe_stat = os.stat("exe", dir_fd=pid_fd)     # the file the process runs
+                exe_stat = os.stat("exe", dir_fd=task.dir_fd)   # the file the process runs
             except OSError:
                 exe_stat = None
-            # The suffix is only a hint: a file may be NAMED "x (deleted)". The file is gone
-            # when the inode the link opens has no links left.
-            deleted = (exe.endswith(DELETED_SUFFIX) and exe_stat is not None
-                       and exe_stat.st_nlink == 0)
-            if deleted:
+            deleted = self._deleted(exe, exe_stat, pid_fd)
+            if deleted and exe.endswith(DELETED_SUFFIX):
                 exe = exe[:-len(DELETED_SUFFIX)]
             try:
-                cmdline = _normalise_cmdline(_read(pid_fd, "cmdline"))
+                cmdline = _normalise_cmdline(_read(task.dir_fd, "cmdline"))
             except OSError:
                 cmdline = ""
             proc = Process()
-            proc.pid = int(name)
+            proc.pid = pid
             proc.ppid = stat.ppid
             proc.pgrp = stat.pgrp
             proc.session = stat.session
@@ -398,13 +614,19 @@ class _Scanner:
                 proc.exe_dev = proc.exe_ino = proc.exe_mode = 0
                 proc.exe_uid = UNKNOWN_UID
             proc.cmdline = cmdline
+            proc.threads = threads
             proc.sockets = None
             proc.open_files = None
+            proc.incomplete = incomplete
             if want_fds is True or (want_fds is not False and want_fds(proc)):
-                self.inspect_fds(pid_fd, proc)
+                self.inspect_fds(pid_fd, proc, task)
             stats["processes"] += 1
+            if proc.incomplete:
+                stats["incomplete"] += 1
             return proc
         finally:
+            if task.dir_fd != pid_fd:
+                os.close(task.dir_fd)
             os.close(pid_fd)
 
 

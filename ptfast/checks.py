@@ -55,6 +55,9 @@ def is_listening(sock) -> bool:
 
 
 def endpoint(ip: str, port: int) -> str:
+    """``ip:port``, ``[ip6]:port``; escaped, as a packet socket's interface name is anyone's
+    choice in a network namespace of their own."""
+    ip = escape_text(ip)
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
