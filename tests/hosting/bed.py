@@ -36,7 +36,7 @@ import time
 import urllib.request
 
 from . import packages
-from .packages import Unavailable
+from .packages import BedError, Unavailable
 from .procfacts import read_processes
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -88,7 +88,8 @@ def cgroup2_root() -> str | None:
 
 
 def port_free(port: int, host: str = LOCALHOST, kind=socket.SOCK_STREAM) -> bool:
-    with socket.socket(socket.AF_INET, kind) as probe:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, kind) as probe:
         # as the daemons do: a connection of an earlier run in TIME_WAIT does not count
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -99,18 +100,18 @@ def port_free(port: int, host: str = LOCALHOST, kind=socket.SOCK_STREAM) -> bool
 
 
 def wait_for(condition, timeout: float, what: str, process=None) -> None:
-    """Until ``condition()`` is true; Unavailable naming ``what`` (and the log of ``process``
+    """Until ``condition()`` is true; BedError naming ``what`` (and the log of ``process``
     when it died) after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
         if process is not None and process.popen.poll() is not None:
-            raise Unavailable(f"{what}: exited with {process.popen.returncode}: "
+            raise BedError(f"{what}: exited with {process.popen.returncode}: "
                               f"{process.log_tail()}")
         time.sleep(0.1)
     tail = f": {process.log_tail()}" if process is not None else ""
-    raise Unavailable(f"{what}: not ready after {timeout:.0f} s{tail}")
+    raise BedError(f"{what}: not ready after {timeout:.0f} s{tail}")
 
 
 def tcp_accepts(port: int, host: str = LOCALHOST) -> bool:
@@ -125,7 +126,7 @@ def run(argv, **kwargs) -> subprocess.CompletedProcess:
     result = subprocess.run(argv, capture_output=True, text=True, timeout=kwargs.pop("timeout", 120),
                             **kwargs)
     if result.returncode != 0:
-        raise Unavailable(f"{' '.join(argv[:3])}... failed: {(result.stderr or result.stdout)[-400:]}")
+        raise BedError(f"{' '.join(argv[:3])}... failed: {(result.stderr or result.stdout)[-400:]}")
     return result
 
 
@@ -412,7 +413,7 @@ class Bed:
         wait_for(lambda: tcp_accepts(self.http_port), 30, "nginx", server)
         body = self.get(self.accounts[0], "/index.php")
         if f"Site of {self.accounts[0].name}" not in body:
-            raise Unavailable(f"nginx -> php-fpm -> mariadb does not answer: {body[:300]!r}")
+            raise BedError(f"nginx -> php-fpm -> mariadb does not answer: {body[:300]!r}")
 
     def get(self, account: Account, path: str, port: int | None = None, timeout: float = 10
             ) -> str:
@@ -452,7 +453,7 @@ class Bed:
         wait_for(lambda: tcp_accepts(PORTS["apache"]), 30, "apache2", server)
         body = self.get(account, "/index.php", port=PORTS["apache"])
         if f"Site of {account.name}" not in body:
-            raise Unavailable(f"apache2 -> php-fpm does not answer: {body[:300]!r}")
+            raise BedError(f"apache2 -> php-fpm does not answer: {body[:300]!r}")
 
     # ---------------------------------------------------------------- Exim
 
@@ -716,7 +717,7 @@ class Bed:
         idle.sendall(f"GET /index.php HTTP/1.1\r\nHost: {self.accounts[0].host}\r\n"
                      "Connection: keep-alive\r\n\r\n".encode())
         if b"200 OK" not in idle.recv(65536):
-            raise Unavailable("nginx did not answer the keep-alive client")
+            raise BedError("nginx did not answer the keep-alive client")
 
     # ---------------------------------------------------------------- web load
 
@@ -764,7 +765,7 @@ class Bed:
             except OSError:
                 pass
         problems = remove_bed(self.dir, self.cgroup, [a.name for a in self.accounts],
-                              self.created_paths)
+                              self.created_paths, self.timings)
         if self._lock is not None:
             self._lock.close()
             self._lock = None
@@ -832,8 +833,19 @@ def kill_cgroup(cgroup: str, timeout: float = 20) -> list:
     return [f"cgroup {cgroup} still holds processes"]
 
 
-def remove_bed(directory: str, cgroup: str, account_names: list, created_paths: list) -> list:
+def remove_bed(directory: str, cgroup: str, account_names: list, created_paths: list,
+               timings: dict | None = None) -> list:
+    """Kill the bed's processes, delete its accounts and files; what could not be removed.
+    ``timings`` gets the seconds each phase took."""
+    timings = {} if timings is None else timings
+    began = time.monotonic()
+
+    def phase(name: str) -> None:
+        nonlocal began
+        timings[f"teardown {name}"] = time.monotonic() - began
+        began = time.monotonic()
     problems = kill_cgroup(cgroup)
+    phase("kill")
     uids = {}
     for name in account_names:
         try:
@@ -849,6 +861,7 @@ def remove_bed(directory: str, cgroup: str, account_names: list, created_paths: 
     wait_until(none_left, 10)
     for uid, pids in leftover.items():
         problems.append(f"processes of {uids[uid]} outside the bed's cgroup: {pids}")
+    phase("exits")
     for name in account_names:
         if name in uids.values():
             # -f: no look for the account's processes (done above), which walks /proc once
@@ -861,12 +874,14 @@ def remove_bed(directory: str, cgroup: str, account_names: list, created_paths: 
         except KeyError:
             continue
         subprocess.run(["groupdel", name], capture_output=True, text=True)
+    phase("accounts")
     for path in created_paths:
         shutil.rmtree(path, ignore_errors=True)
     if directory:
         shutil.rmtree(directory, ignore_errors=True)
         if os.path.exists(directory):
             problems.append(f"{directory} could not be removed")
+    phase("files")
     if os.path.exists(STATE_FILE) and not problems:
         os.unlink(STATE_FILE)
     return problems

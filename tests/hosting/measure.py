@@ -214,31 +214,42 @@ def details(outcomes: list) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _port_text(port: int) -> str:
-    return "ephemeral" if port >= 32768 else str(port)
-
-
 def socket_ownership(bed: Bed, planter: Planter, samples: list) -> str:
     """Who holds which socket, and who created it (the uid column of /proc/net), per role,
-    over ``samples`` (facts read while the bed served requests)."""
-    users = _user_names()
-    seen = defaultdict(set)
+    over ``samples`` (facts read while the bed served requests). Accounts are shown as
+    "account", pool ports as 90NN, ports from 32768 as "ephemeral", so the 20 pools read as one."""
+    names = _user_names()
+    account_uids = {account.uid for account in bed.accounts}
+    pool_ports = {account.pool_port for account in bed.accounts}
+
+    def user(uid: int) -> str:
+        return "account" if uid in account_uids else names(uid)
+
+    def port(number: int) -> str:
+        if number in pool_ports:
+            return "90NN"
+        return "ephemeral" if number >= 32768 else str(number)
+
+    holders = defaultdict(set)                       # (role, user) -> pids
+    sockets = defaultdict(set)                       # (role, user) -> {(socket text, pid)}
     for fact in (fact for facts in samples for fact in facts.values()):
-        role = role_of(fact, bed, planter)
+        key = (role_of(fact, bed, planter), user(fact.uid))
+        if fact.sockets:
+            holders[key].add(fact.pid)
         for sock in fact.sockets:
             remote = ("" if sock.state in ("LISTEN", "UNCONN") else
-                      f" -> {sock.remote_ip}:{_port_text(sock.remote_port)}")
-            line = (f"{sock.proto} {sock.local_ip}:{_port_text(sock.local_port)}{remote} "
-                    f"{sock.state}, created by {users(sock.uid)}")
-            seen[(role, users(fact.uid))].add((line, fact.pid))
+                      f" -> {sock.remote_ip}:{port(sock.remote_port)}")
+            creator = "its own uid" if sock.uid == fact.uid else user(sock.uid)
+            sockets[key].add((f"{sock.proto} {sock.local_ip}:{port(sock.local_port)}{remote} "
+                              f"{sock.state}, created by {creator}", fact.pid))
     lines = []
-    for (role, user), entries in sorted(seen.items()):
-        lines.append(f"{role} (runs as {user}):")
-        by_line = defaultdict(set)
-        for line, pid in entries:
-            by_line[line].add(pid)
-        for line, pids in sorted(by_line.items()):
-            lines.append(f"    {line}  [{len(pids)} process{'es' if len(pids) > 1 else ''}]")
+    for (role, runs_as), pids in sorted(holders.items()):
+        lines.append(f"{role} (runs as {runs_as}, {len(pids)} process{'es' * (len(pids) > 1)}):")
+        by_text = defaultdict(set)
+        for text, pid in sockets[(role, runs_as)]:
+            by_text[text].add(pid)
+        for text, holding in sorted(by_text.items()):
+            lines.append(f"    {text}  [held by {len(holding)}]")
     return "\n".join(lines) + "\n"
 
 

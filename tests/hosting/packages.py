@@ -16,7 +16,12 @@ import time
 
 
 class Unavailable(Exception):
-    """The bed cannot be built here; the message says why (tests skip with it)."""
+    """This host cannot hold the bed (not root, no apt, a package that will not install, busy
+    ports...); the message says why, and the tests skip with it."""
+
+
+class BedError(Exception):
+    """The bed was built wrong or a daemon of it does not work: a failure, not a skip."""
 
 
 #: daemon -> (apt packages, the program that shows it is installed)
