@@ -12,7 +12,7 @@ import sys
 import time
 
 from .attacks import Planter, settle
-from .bed import Bed
+from .bed import Bed, remove_stale_bed
 from .measure import details, measure, socket_ownership, table
 from .packages import BedError, Unavailable
 
@@ -26,7 +26,13 @@ def main(argv=None) -> int:
     parser.add_argument("--no-install", action="store_true",
                         help="do not apt-get install missing daemons: fail instead")
     parser.add_argument("--json", metavar="FILE", help="also write the outcomes as JSON")
+    parser.add_argument("--cleanup", action="store_true",
+                        help="only remove what a bed killed outright left behind (every run "
+                             "does this first)")
     args = parser.parse_args(argv)
+    if args.cleanup:
+        remove_stale_bed()
+        return 0
     signal.signal(signal.SIGTERM, _terminate)
     bed = Bed(progress=lambda text: print(text, file=sys.stderr, flush=True))
     began = time.monotonic()

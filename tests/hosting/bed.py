@@ -180,8 +180,7 @@ class Bed:
             raise Unavailable("not root: the bed creates accounts and starts daemons")
         self._take_lock()
         try:
-            teardown_stale()
-            remove_stale_accounts()
+            remove_stale_bed(locked=True)
             if install:
                 self.install_timings = packages.install(packages.DAEMONS)
             elif packages.missing(packages.DAEMONS):
@@ -864,9 +863,10 @@ def remove_bed(directory: str, cgroup: str, account_names: list, created_paths: 
     phase("exits")
     for name in account_names:
         if name in uids.values():
-            # -f: no look for the account's processes (done above), which walks /proc once
-            # per account, a second each on a machine running thousands of processes
-            result = subprocess.run(["userdel", "-f", name], capture_output=True, text=True)
+            # "-R /" (chroot to /, a no-op) skips userdel's look for the account's processes
+            # (done above, once for all): it walks /proc, seconds per account on a machine
+            # running thousands of processes
+            result = subprocess.run(["userdel", "-R", "/", name], capture_output=True, text=True)
             if result.returncode != 0:
                 problems.append(f"userdel {name}: {result.stderr.strip()}")
         try:        # userdel removes the account's group too, unless it was made alone
@@ -905,8 +905,26 @@ def live_processes_of(uids) -> dict:
     return found
 
 
-def teardown_stale() -> None:
-    """Remove what a bed killed outright (SIGKILL, a crash) left behind."""
+def remove_stale_bed(locked: bool = False) -> None:
+    """Remove what a bed killed outright (SIGKILL, a crash) left behind; ``locked``: the
+    caller holds the bed's lock (no bed is running)."""
+    lock = None
+    if not locked:
+        lock = open(LOCK_FILE, "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            raise Unavailable("a hosting bed is running: it is not stale") from None
+    try:
+        _remove_recorded_bed()
+        _remove_stale_accounts()
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _remove_recorded_bed() -> None:
     try:
         with open(STATE_FILE) as handle:
             state = json.load(handle)
@@ -918,7 +936,7 @@ def teardown_stale() -> None:
         os.unlink(STATE_FILE)
 
 
-def remove_stale_accounts() -> None:
+def _remove_stale_accounts() -> None:
     """Accounts of a bed that left no state file: named as the bed names them, with a uid from
     the tests' blocks (helpers.uids: 1,000,000 and up), which no real account has."""
     names = [entry.pw_name for entry in pwd.getpwall()
