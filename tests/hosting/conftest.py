@@ -23,12 +23,15 @@ from .packages import Unavailable
 REPORTS: list = []         # what the terminal summary prints
 
 
-@dataclass
+@dataclass(repr=False)       # pytest shows a failing test's arguments: keep it to one line
 class Measured:
     bed: Bed
     planter: Planter
     outcomes: dict          # ignore file -> Outcome
     samples: list           # the facts of the bed's processes read during the scans
+
+    def __repr__(self) -> str:
+        return f"<hosting bed {self.bed.dir}: {len(self.samples[-1])} processes>"
 
 
 def opted_in(config) -> bool:

@@ -208,9 +208,11 @@ def details(outcomes: list) -> str:
             example = fps[0]
             lines.append(f"  false positive x{len(fps)}: {role}: user {example.user}, "
                          f"exe {example.exe}, cmd {example.cmdline[:70]}")
-        for record in outcome.outside_bed:
-            lines.append(f"  (not the bed's, ignored: pid {record['pid']} user {record['user']} "
-                         f"exe {record['exe']})")
+        if outcome.outside_bed:
+            examples = ", ".join(f"pid {record['pid']} user {record['user']} exe {record['exe']}"
+                                 for record in outcome.outside_bed[:3])
+            lines.append(f"  ignored: {len(outcome.outside_bed)} finding(s) of processes outside "
+                         f"the bed (other jobs on this machine), e.g. {examples}")
     return "\n".join(lines) + "\n"
 
 
