@@ -514,28 +514,21 @@ class Bed:
               driver = passwd-file
               args = username_format=%u {self.path('dovecot', 'users')}
             }}
-            # login processes waiting for clients, as busy hosts configure them
-            service imap-login {{
-              process_min_avail = 2
-              inet_listener imap {{
-                address = {LOCALHOST}
-                port = {PORTS['imap']}
-              }}
-              inet_listener imaps {{
-                port = 0
-              }}
-            }}
-            service pop3-login {{
-              process_min_avail = 2
-              inet_listener pop3 {{
-                address = {LOCALHOST}
-                port = {PORTS['pop3']}
-              }}
-              inet_listener pop3s {{
-                port = 0
-              }}
-            }}
             """)
+        for protocol in ("imap", "pop3"):
+            # login processes waiting for clients, as busy hosts configure them
+            config += textwrap.dedent(f"""\
+                service {protocol}-login {{
+                  process_min_avail = 2
+                  inet_listener {protocol} {{
+                    address = {LOCALHOST}
+                    port = {PORTS[protocol]}
+                  }}
+                  inet_listener {protocol}s {{
+                    port = 0
+                  }}
+                }}
+                """)
         self.write("dovecot/dovecot.conf", config)
         server = self.spawn("dovecot", ["/usr/sbin/dovecot", "-F", "-c",
                                         self.path("dovecot", "dovecot.conf")])
