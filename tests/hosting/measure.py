@@ -116,6 +116,7 @@ class Outcome:
     apps_missed: list = field(default_factory=list)
     false_positives: list = field(default_factory=list)
     outside_bed: list = field(default_factory=list)          # other jobs on this machine
+    bed_records: list = field(default_factory=list)          # the scan's records of the bed
 
     def attack_count(self) -> int:
         return len(self.attacks_reported) + len(self.attacks_missed)
@@ -145,9 +146,11 @@ def classify(ignore_file: str, records: list, seconds: float, bed: Bed, planter:
     planted_pids = {pid for planted in planter.attacks + planter.customer_apps
                     for pid in planted.pids}
     for pid, record in reported.items():
+        fact = facts.get(pid)
+        if fact is not None:
+            outcome.bed_records.append(record)
         if pid in planted_pids:
             continue
-        fact = facts.get(pid)
         if fact is None:
             outcome.outside_bed.append({key: record.get(key) for key in
                                         ("pid", "user", "exe", "cmdline")})

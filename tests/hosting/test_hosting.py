@@ -88,6 +88,27 @@ def test_the_webshell_backdoor_is_a_php_fpm_workers_child_holding_the_pool_liste
                for sock in fact.sockets)
 
 
+# ---------------------------------------------------------------- ptfast sees what /proc says
+
+def test_every_listener_ptfast_reports_is_held_by_that_process(hosting):
+    """/proc read independently is the oracle: a listener in a finding is one its process holds
+    (same inode and port) and, where the record says who created it, the same uid."""
+    compared = 0
+    # the facts read right after each scan, in the scans' order
+    for outcome, facts in zip(hosting.outcomes.values(), hosting.samples):
+        for record in outcome.bed_records:
+            held = {sock.inode: sock for sock in facts[record["pid"]].sockets}
+            for sock in record.get("sockets", ()):
+                if sock["state"] != "LISTEN":
+                    continue        # a connection of the web load may be gone by now
+                assert sock["inode"] in held, (record["pid"], sock)
+                assert sock["local"].endswith(f":{held[sock['inode']].local_port}")
+                if "uid" in sock:
+                    assert sock["uid"] == held[sock["inode"]].uid, (record["pid"], sock)
+                compared += 1
+    assert compared > 0
+
+
 # ---------------------------------------------------------------- ptfast meets the issue
 
 @pytest.mark.parametrize("ignore_file", IGNORE_FILES)
