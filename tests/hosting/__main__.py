@@ -51,8 +51,10 @@ def main(argv=None) -> int:
               f"{json.dumps({k: round(v, 1) for k, v in bed.install_timings.items()})}")
         print(f"build: {built - began - sum(bed.install_timings.values()):.1f} s "
               f"{json.dumps({k: round(v, 1) for k, v in bed.timings.items()})}")
+        print("planted:")
         for planted in planter.attacks + planter.customer_apps:
-            print(f"  {planted.name}: {planted.account} pids {planted.pids}")
+            print(f"  {planted.name}: {planted.title} ({planted.account}, pid "
+                  f"{', '.join(map(str, planted.pids))})")
         print(f"web load: {bed.load_requests} requests during the scans, "
               f"{len(bed.load_errors)} errors {bed.load_errors[:3]}")
         if args.json:

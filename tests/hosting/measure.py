@@ -187,14 +187,16 @@ def false_positive_summary(false_positives: list) -> str:
 
 
 def table(outcomes: list) -> str:
-    rows = ["| scanner, ignore file | attacks reported | customer apps reported | false positives |",
-            "|---|---|---|---|"]
+    rows = ["| scanner, ignore file | attacks reported | customer apps reported "
+            "| false positives |", "|---|---|---|---|"]
     for outcome in outcomes:
         attacks = f"{len(outcome.attacks_reported)}/{outcome.attack_count()}"
         if outcome.attacks_missed:
             attacks += f" (misses {', '.join(outcome.attacks_missed)})"
-        apps = f"{len(outcome.apps_reported)}/{len(outcome.apps_reported) + len(outcome.apps_missed)}"
-        label = outcome.ignore_file if outcome.ignore_file == BUILTIN else f"csf's `{outcome.ignore_file}`"
+        apps_planted = len(outcome.apps_reported) + len(outcome.apps_missed)
+        apps = f"{len(outcome.apps_reported)}/{apps_planted}"
+        label = (outcome.ignore_file if outcome.ignore_file == BUILTIN
+                 else f"csf's `{outcome.ignore_file}`")
         rows.append(f"| ptfast, {label} | {attacks} | {apps} | "
                     f"{false_positive_summary(outcome.false_positives)} |")
     return "\n".join(rows) + "\n"

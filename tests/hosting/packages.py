@@ -42,7 +42,8 @@ DAEMONS = {
 }
 
 POLICY_RC_D = "/usr/sbin/policy-rc.d"
-DENY_ALL_STARTS = "#!/bin/sh\n# ptfast hosting test bed: no daemon starts while it installs\nexit 101\n"
+DENY_ALL_STARTS = ("#!/bin/sh\n# ptfast hosting test bed: no daemon starts while it installs\n"
+                   "exit 101\n")
 APT_LOCK_WAIT = ("-o", "DPkg::Lock::Timeout=600")     # other jobs on the machine may hold it
 
 
