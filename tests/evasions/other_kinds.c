@@ -1,0 +1,88 @@
+/* Evasion 8: sockets of kinds that are in no table ptfast reads.
+ *
+ *   other_kinds UID udplite     UDP-Lite bound on 127.0.0.1 (/proc/net/udplite)
+ *   other_kinds UID ping        ICMP ping socket bound on 127.0.0.1 (/proc/net/icmp); needs
+ *                               net.ipv4.ping_group_range to hold the uid's group
+ *   other_kinds UID ping6       the same over IPv6 on ::1 (/proc/net/icmp6)
+ *   other_kinds UID packet      a packet socket (/proc/net/packet), made as root (it needs
+ *                               CAP_NET_RAW) and kept after dropping to the uid
+ *   other_kinds UID netns-tcp   a TCP listener made in a throwaway network namespace, then
+ *                               held back in the host's (made as root: unshare and setns) */
+#include "evasion.h"
+#include <fcntl.h>
+#include <linux/if_ether.h>
+#include <netinet/ip_icmp.h>
+#include <netpacket/packet.h>
+#include <sched.h>
+
+#ifndef IPPROTO_UDPLITE
+#define IPPROTO_UDPLITE 136
+#endif
+
+static int bound_v4(int type, int protocol)
+{
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fd = socket(AF_INET, type, protocol);
+    if (fd < 0)
+        die("socket");
+    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0)
+        die("bind");
+    return fd;
+}
+
+static int bound_v6(int type, int protocol)
+{
+    struct sockaddr_in6 addr = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    int fd = socket(AF_INET6, type, protocol);
+    if (fd < 0)
+        die("socket");
+    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0)
+        die("bind");
+    return fd;
+}
+
+static int listener_in_throwaway_netns(void)
+{
+    int host = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (host < 0)
+        die("open /proc/self/ns/net");
+    if (unshare(CLONE_NEWNET) < 0)
+        die("unshare(CLONE_NEWNET)");
+    int listener = tcp_listener(0, 0);   /* loopback is down there, but listen() works */
+    if (setns(host, CLONE_NEWNET) < 0)
+        die("setns");
+    close(host);
+    return listener;
+}
+
+int main(int argc, char **argv)
+{
+    uid_t uid = uid_argument(argc, argv);
+    const char *kind = argc > 2 ? argv[2] : "";
+    int fd;
+    if (strcmp(kind, "packet") == 0) {
+        fd = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
+        if (fd < 0)
+            die("socket(AF_PACKET)");
+        drop_to(uid);
+    } else if (strcmp(kind, "netns-tcp") == 0) {
+        fd = listener_in_throwaway_netns();
+        drop_to(uid);
+    } else {
+        drop_to(uid);
+        if (strcmp(kind, "udplite") == 0)
+            fd = bound_v4(SOCK_DGRAM, IPPROTO_UDPLITE);
+        else if (strcmp(kind, "ping") == 0)
+            fd = bound_v4(SOCK_DGRAM, IPPROTO_ICMP);
+        else if (strcmp(kind, "ping6") == 0)
+            fd = bound_v6(SOCK_DGRAM, IPPROTO_ICMPV6);
+        else {
+            fprintf(stderr, "unknown kind %s\n", kind);
+            return 111;
+        }
+    }
+    int port = strcmp(kind, "packet") == 0 ? 0 : local_port(fd);
+    ready("{\"pid\": %d, \"fd\": %d, \"port\": %d}", getpid(), fd, port);
+    stdin_closed(-1);
+    return 0;
+}
