@@ -18,7 +18,9 @@ import time
 
 import pytest
 
-from helpers.native import build, needs_gcc, start
+from helpers.native import (build, needs_gcc, ping_group_range_allowing, start,
+                            start_deleted, start_from_deep_path,
+                            start_with_hidden_link)
 from helpers.procs import _wait_ready, kill_uid, public_tempdir
 from helpers.scan import CORES, core_env, run_scan, suspicious_by_pid
 from helpers.service import SendmailRecorder, ServiceDir, only_users_rule
@@ -56,8 +58,6 @@ SOCKET_EVASIONS = ("zombie_leader", "private_fd_table", "long_exe_path", "churn"
                    "ping6", "packet", "netns_tcp")
 PROGRAMS = ("zombie_leader", "private_fd_table", "listener", "churn", "io_uring_fixed",
             "family", "other_kinds", "hop")
-DEEP_DIRECTORY = "d" * 200
-DEEP_LEVELS = 25          # 25 * 201 bytes: the path is longer than PATH_MAX (4096)
 
 
 class Unavailable:
@@ -83,78 +83,12 @@ def programs(workdir):
     return {name: build(name, directory) for name in PROGRAMS}
 
 
-def copy_program(source: str, directory: str, name: str) -> str:
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, name)
-    shutil.copy2(source, path)
-    return path
-
-
-def start_from_deep_path(program: str, workdir: str, uid: int):
-    """Run a copy of ``program`` from a path longer than PATH_MAX: the directories are made one
-    fd at a time and the program is started relative to the deepest one."""
-    dir_fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for _ in range(DEEP_LEVELS):
-            os.mkdir(DEEP_DIRECTORY, 0o755, dir_fd=dir_fd)
-            deeper = os.open(DEEP_DIRECTORY, os.O_RDONLY | os.O_DIRECTORY, dir_fd=dir_fd)
-            os.close(dir_fd)
-            dir_fd = deeper
-        with open(program, "rb") as source:
-            image = source.read()
-        target = os.open("listener", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o755, dir_fd=dir_fd)
-        try:
-            os.write(target, image)
-        finally:
-            os.close(target)
-        deepest = dir_fd
-        return start(["./listener", uid], preexec_fn=lambda: os.fchdir(deepest))
-    finally:
-        os.close(dir_fd)
-
-
-def start_deleted(program: str, directory: str, name: str, *args):
-    """Run a copy of ``program`` and delete the copy once it runs."""
-    path = copy_program(program, directory, name)
-    child = start([path, *args])
-    os.unlink(path)
-    child.info["exe"] = path
-    return child
-
-
-def start_with_hidden_link(program: str, directory: str, uid: int):
-    """Run ``directory/run-me`` and unlink it, while a second link elsewhere keeps the file: the
-    path it ran from is gone, the file's link count is 1."""
-    path = copy_program(program, directory, "run-me")
-    os.makedirs(os.path.join(directory, ".cache"))
-    os.link(path, os.path.join(directory, ".cache", "kept"))
-    child = start([path, uid, "--quiet"])
-    os.unlink(path)
-    child.info["exe"] = path
-    return child
-
-
 def start_deleted_family(program: str, directory: str, uid: int):
     """A parent run from a deleted executable and its child, which opens a listener now."""
     family = start_deleted(program, directory, "family", uid)
     os.kill(family.info["child"], signal.SIGUSR1)
     family.info.update(_wait_ready(family.popen))
     return family
-
-
-def ping_group_range_allowing(*gids: int):
-    """Set net.ipv4.ping_group_range to cover ``gids``; returns the text to restore."""
-    path = "/proc/sys/net/ipv4/ping_group_range"
-    with open(path) as handle:
-        previous = handle.read()
-    with open(path, "w") as handle:
-        handle.write(f"{min(gids)} {max(gids)}\n")
-    return previous
-
-
-def restore_ping_group_range(previous: str) -> None:
-    with open("/proc/sys/net/ipv4/ping_group_range", "w") as handle:
-        handle.write(previous)
 
 
 def udplite_missing():
@@ -208,13 +142,10 @@ def attacks(programs, workdir):
         missing = udplite_missing()
         started["udplite"] = (Unavailable(missing) if missing
                               else start([programs["other_kinds"], UIDS["udplite"], "udplite"]))
-        previous = ping_group_range_allowing(UIDS["ping"], UIDS["ping6"])
-        try:
+        with ping_group_range_allowing(UIDS["ping"], UIDS["ping6"]):
             # the range is checked when the socket is made; the socket outlives the setting
             for name in ("ping", "ping6"):
                 started[name] = start([programs["other_kinds"], UIDS[name], name])
-        finally:
-            restore_ping_group_range(previous)
         started["packet"] = start([programs["other_kinds"], UIDS["packet"], "packet"])
         started["netns_tcp"] = start([programs["other_kinds"], UIDS["netns_tcp"], "netns-tcp"])
         started["hidden_hard_link"] = start_with_hidden_link(
