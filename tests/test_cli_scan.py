@@ -1,7 +1,6 @@
 """`ptfast scan` end to end against a population of real processes, on both cores."""
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
