@@ -2,8 +2,10 @@
 
 These test the kernel, not ptfast: they pass today, and a kernel (or a sysctl) that changes a
 fact makes them fail or skip here, with the reason, rather than make a fix silently blind.
-Versions: pidfd_open 5.3, pidfd_getfd 5.6, PIDFD_THREAD 6.9, SIOCGSKNS 4.9, kcmp 3.5 (needs
-CONFIG_KCMP), io_uring 5.1, ICMP ping sockets 3.0 (IPv6 3.11), system.sockprotoname 3.6.
+Versions: pidfd_open 5.3, pidfd_getfd 5.6, PIDFD_THREAD 6.9, SIOCGSKNS 4.10 (needs
+CAP_NET_ADMIN over the socket's namespace), kcmp 3.5 (CONFIG_CHECKPOINT_RESTORE before 5.12,
+CONFIG_KCMP since), io_uring 5.1 and its fdinfo listing 5.6, system.sockprotoname 2012 (3.x;
+"UNIX-STREAM" apart from "UNIX" only since about 5.15).
 """
 
 import contextlib
