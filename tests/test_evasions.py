@@ -48,6 +48,7 @@ UIDS = {
     "netns_tcp": uid_for(512),
     "hidden_hard_link": uid_for(513),
     "control": uid_for(516),
+    "userns_tcp": uid_for(517),
 }
 HOPPING_UID = uid_for(514)
 FAMILY_SERVICE_UID = uid_for(515)
@@ -55,7 +56,7 @@ FAMILY_SERVICE_UID = uid_for(515)
 #: Evasions whose process must be reported with a socket reason under the default PT_DELETED=0.
 SOCKET_EVASIONS = ("zombie_leader", "private_fd_table", "long_exe_path", "churn",
                    "io_uring_fixed_file", "deleted_exe", "memfd_exe", "udplite", "ping",
-                   "ping6", "packet", "netns_tcp")
+                   "ping6", "packet", "netns_tcp", "userns_tcp")
 PROGRAMS = ("zombie_leader", "private_fd_table", "listener", "churn", "io_uring_fixed",
             "family", "other_kinds", "hop")
 
@@ -109,6 +110,15 @@ def io_uring_missing():
     return None
 
 
+def start_userns_listener(program: str, uid: int):
+    try:
+        return start([program, uid, "userns-tcp"])
+    except RuntimeError as exc:
+        if "unshare(CLONE_NEWUSER|CLONE_NEWNET)" in str(exc):
+            return Unavailable(f"unprivileged user namespaces are not allowed here: {exc}")
+        raise
+
+
 def start_io_uring(program: str, uid: int):
     try:
         return start([program, uid])
@@ -148,6 +158,7 @@ def attacks(programs, workdir):
                 started[name] = start([programs["other_kinds"], UIDS[name], name])
         started["packet"] = start([programs["other_kinds"], UIDS["packet"], "packet"])
         started["netns_tcp"] = start([programs["other_kinds"], UIDS["netns_tcp"], "netns-tcp"])
+        started["userns_tcp"] = start_userns_listener(programs["other_kinds"], UIDS["userns_tcp"])
         started["hidden_hard_link"] = start_with_hidden_link(
             programs["listener"], os.path.join(workdir, "hidden"), UIDS["hidden_hard_link"])
         started["control"] = start([programs["listener"], UIDS["control"]])

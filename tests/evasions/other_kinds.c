@@ -7,13 +7,18 @@
  *   other_kinds UID packet      a packet socket (/proc/net/packet), made as root (it needs
  *                               CAP_NET_RAW) and kept after dropping to the uid
  *   other_kinds UID netns-tcp   a TCP listener made in a throwaway network namespace, then
- *                               held back in the host's (made as root: unshare and setns) */
+ *                               held back in the host's (made as root: unshare and setns)
+ *   other_kinds UID userns-tcp  the same without root: a child unshares a user and a network
+ *                               namespace, makes the listener and passes it to its parent
+ *                               over a unix socket (SCM_RIGHTS); exits 112 when unprivileged
+ *                               user namespaces are not allowed */
 #include "evasion.h"
 #include <fcntl.h>
 #include <linux/if_ether.h>
 #include <netinet/ip_icmp.h>
 #include <netpacket/packet.h>
 #include <sched.h>
+#include <sys/wait.h>
 
 #ifndef IPPROTO_UDPLITE
 #define IPPROTO_UDPLITE 136
@@ -55,6 +60,72 @@ static int listener_in_throwaway_netns(void)
     return listener;
 }
 
+static void send_fd(int channel, int fd)
+{
+    char byte = 0;
+    struct iovec data = {.iov_base = &byte, .iov_len = 1};
+    union {
+        struct cmsghdr header;
+        char space[CMSG_SPACE(sizeof(int))];
+    } control;
+    struct msghdr message = {.msg_iov = &data, .msg_iovlen = 1,
+                             .msg_control = control.space, .msg_controllen = sizeof control};
+    struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+    header->cmsg_level = SOL_SOCKET;
+    header->cmsg_type = SCM_RIGHTS;
+    header->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(header), &fd, sizeof(int));
+    if (sendmsg(channel, &message, 0) < 0)
+        die("sendmsg");
+}
+
+static int receive_fd(int channel)
+{
+    char byte;
+    struct iovec data = {.iov_base = &byte, .iov_len = 1};
+    union {
+        struct cmsghdr header;
+        char space[CMSG_SPACE(sizeof(int))];
+    } control;
+    struct msghdr message = {.msg_iov = &data, .msg_iovlen = 1,
+                             .msg_control = control.space, .msg_controllen = sizeof control};
+    int fd;
+    if (recvmsg(channel, &message, 0) <= 0)
+        return -1;
+    struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+    if (!header || header->cmsg_type != SCM_RIGHTS)
+        return -1;
+    memcpy(&fd, CMSG_DATA(header), sizeof(int));
+    return fd;
+}
+
+/* What any user may do where unprivileged user namespaces are allowed. */
+static int listener_from_unprivileged_netns(void)
+{
+    int channel[2];
+    if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, channel) < 0)
+        die("socketpair");
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork");
+    if (pid == 0) {
+        if (unshare(CLONE_NEWUSER | CLONE_NEWNET) < 0) {
+            fprintf(stderr, "unshare(CLONE_NEWUSER|CLONE_NEWNET): %s\n", strerror(errno));
+            _exit(112);
+        }
+        send_fd(channel[1], tcp_listener(0, 0));
+        _exit(0);
+    }
+    close(channel[1]);
+    int listener = receive_fd(channel[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    if (listener < 0)
+        exit(WIFEXITED(status) ? WEXITSTATUS(status) : 111);
+    close(channel[0]);
+    return listener;
+}
+
 int main(int argc, char **argv)
 {
     uid_t uid = uid_argument(argc, argv);
@@ -68,6 +139,9 @@ int main(int argc, char **argv)
     } else if (strcmp(kind, "netns-tcp") == 0) {
         fd = listener_in_throwaway_netns();
         drop_to(uid);
+    } else if (strcmp(kind, "userns-tcp") == 0) {
+        drop_to(uid);
+        fd = listener_from_unprivileged_netns();
     } else {
         drop_to(uid);
         if (strcmp(kind, "udplite") == 0)
