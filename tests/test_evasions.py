@@ -10,7 +10,6 @@ not what it sees today: until issue 12 is fixed they fail.
 import errno
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,10 +17,9 @@ import time
 
 import pytest
 
-from helpers.native import (build, needs_gcc, ping_group_range_allowing, start,
-                            start_deleted, start_from_deep_path,
-                            start_with_hidden_link)
-from helpers.procs import _wait_ready, kill_uid, public_tempdir
+from helpers.native import (needs_gcc, ping_group_range_allowing, program_fixtures, start,
+                            start_deleted, start_from_deep_path, start_with_hidden_link)
+from helpers.procs import _wait_ready, kill_uid
 from helpers.scan import CORES, core_env, run_scan, suspicious_by_pid
 from helpers.service import SendmailRecorder, ServiceDir, only_users_rule
 from helpers.uids import uid_for
@@ -68,20 +66,7 @@ class Unavailable:
         self.reason = reason
 
 
-@pytest.fixture(scope="module")
-def workdir():
-    """Programs and executables live here: a directory other uids can traverse."""
-    path = public_tempdir()
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def programs(workdir):
-    directory = os.path.join(workdir, "bin")
-    os.mkdir(directory)
-    os.chmod(directory, 0o755)
-    return {name: build(name, directory) for name in PROGRAMS}
+workdir, programs = program_fixtures(PROGRAMS)
 
 
 def start_deleted_family(program: str, directory: str, uid: int):

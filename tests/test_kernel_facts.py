@@ -13,15 +13,14 @@ import ctypes
 import errno
 import json
 import os
-import shutil
 import socket
 import subprocess
 
 import pytest
 
-from helpers.native import (build, needs_gcc, ping_group_range_allowing, start,
+from helpers.native import (needs_gcc, ping_group_range_allowing, program_fixtures, start,
                             start_from_deep_path, start_with_hidden_link)
-from helpers.procs import kill_uid, public_tempdir
+from helpers.procs import kill_uid
 from helpers.uids import uid_for
 
 pytestmark = [pytest.mark.needs_root, needs_gcc]
@@ -34,18 +33,7 @@ KCMP_FILES = 2
 LISTEN = "0A"
 
 
-@pytest.fixture(scope="module")
-def workdir():
-    path = public_tempdir()
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def programs(workdir):
-    directory = os.path.join(workdir, "bin")
-    os.mkdir(directory)
-    return {name: build(name, directory) for name in PROGRAMS}
+workdir, programs = program_fixtures(PROGRAMS)
 
 
 @pytest.fixture

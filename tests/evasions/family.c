@@ -14,8 +14,6 @@ static void on_usr1(int signo)
 
 static void child(void)
 {
-    struct sigaction action = {.sa_handler = on_usr1};   /* no SA_RESTART: poll returns */
-    sigaction(SIGUSR1, &action, NULL);
     int listener = -1;
     for (;;) {
         if (stdin_closed(50))
@@ -30,6 +28,10 @@ static void child(void)
 int main(int argc, char **argv)
 {
     drop_to(uid_argument(argc, argv));
+    /* before the fork, so that the child has it when the test can first signal it; no
+     * SA_RESTART: the child's poll returns */
+    struct sigaction action = {.sa_handler = on_usr1};
+    sigaction(SIGUSR1, &action, NULL);
     pid_t pid = fork();
     if (pid < 0)
         die("fork");

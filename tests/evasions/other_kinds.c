@@ -24,24 +24,16 @@
 #define IPPROTO_UDPLITE 136
 #endif
 
-static int bound_v4(int type, int protocol)
+/* A datagram socket of ``protocol`` bound on the loopback address of ``family``. */
+static int bound(int family, int protocol)
 {
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    int fd = socket(AF_INET, type, protocol);
+    struct sockaddr_in v4 = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in6 v6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    int fd = socket(family, SOCK_DGRAM, protocol);
     if (fd < 0)
         die("socket");
-    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0)
-        die("bind");
-    return fd;
-}
-
-static int bound_v6(int type, int protocol)
-{
-    struct sockaddr_in6 addr = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
-    int fd = socket(AF_INET6, type, protocol);
-    if (fd < 0)
-        die("socket");
-    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0)
+    if (family == AF_INET ? bind(fd, (struct sockaddr *)&v4, sizeof v4)
+                          : bind(fd, (struct sockaddr *)&v6, sizeof v6))
         die("bind");
     return fd;
 }
@@ -60,39 +52,50 @@ static int listener_in_throwaway_netns(void)
     return listener;
 }
 
-static void send_fd(int channel, int fd)
-{
-    char byte = 0;
-    struct iovec data = {.iov_base = &byte, .iov_len = 1};
+/* One byte that carries one fd (SCM_RIGHTS): what both ends of the hand-over use. */
+struct fd_message {
+    char byte;
+    struct iovec data;
     union {
         struct cmsghdr header;
         char space[CMSG_SPACE(sizeof(int))];
     } control;
-    struct msghdr message = {.msg_iov = &data, .msg_iovlen = 1,
-                             .msg_control = control.space, .msg_controllen = sizeof control};
-    struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+    struct msghdr message;
+};
+
+static struct msghdr *fd_message(struct fd_message *m)
+{
+    memset(m, 0, sizeof *m);
+    m->data.iov_base = &m->byte;
+    m->data.iov_len = 1;
+    m->message.msg_iov = &m->data;
+    m->message.msg_iovlen = 1;
+    m->message.msg_control = m->control.space;
+    m->message.msg_controllen = sizeof m->control.space;
+    return &m->message;
+}
+
+static void send_fd(int channel, int fd)
+{
+    struct fd_message m;
+    struct msghdr *message = fd_message(&m);
+    struct cmsghdr *header = CMSG_FIRSTHDR(message);
     header->cmsg_level = SOL_SOCKET;
     header->cmsg_type = SCM_RIGHTS;
     header->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(header), &fd, sizeof(int));
-    if (sendmsg(channel, &message, 0) < 0)
+    if (sendmsg(channel, message, 0) < 0)
         die("sendmsg");
 }
 
 static int receive_fd(int channel)
 {
-    char byte;
-    struct iovec data = {.iov_base = &byte, .iov_len = 1};
-    union {
-        struct cmsghdr header;
-        char space[CMSG_SPACE(sizeof(int))];
-    } control;
-    struct msghdr message = {.msg_iov = &data, .msg_iovlen = 1,
-                             .msg_control = control.space, .msg_controllen = sizeof control};
+    struct fd_message m;
+    struct msghdr *message = fd_message(&m);
     int fd;
-    if (recvmsg(channel, &message, 0) <= 0)
+    if (recvmsg(channel, message, 0) <= 0)
         return -1;
-    struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+    struct cmsghdr *header = CMSG_FIRSTHDR(message);
     if (!header || header->cmsg_type != SCM_RIGHTS)
         return -1;
     memcpy(&fd, CMSG_DATA(header), sizeof(int));
@@ -145,11 +148,11 @@ int main(int argc, char **argv)
     } else {
         drop_to(uid);
         if (strcmp(kind, "udplite") == 0)
-            fd = bound_v4(SOCK_DGRAM, IPPROTO_UDPLITE);
+            fd = bound(AF_INET, IPPROTO_UDPLITE);
         else if (strcmp(kind, "ping") == 0)
-            fd = bound_v4(SOCK_DGRAM, IPPROTO_ICMP);
+            fd = bound(AF_INET, IPPROTO_ICMP);
         else if (strcmp(kind, "ping6") == 0)
-            fd = bound_v6(SOCK_DGRAM, IPPROTO_ICMPV6);
+            fd = bound(AF_INET6, IPPROTO_ICMPV6);
         else {
             fprintf(stderr, "unknown kind %s\n", kind);
             return 111;

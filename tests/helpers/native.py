@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from .procs import Child, _wait_ready
+from .procs import Child, _wait_ready, public_tempdir
 
 DEEP_DIRECTORY = "d" * 200
 DEEP_LEVELS = 25          # 25 * 201 bytes: the path is longer than PATH_MAX (4096)
@@ -23,6 +23,29 @@ SOURCES = os.path.join(os.path.dirname(__file__), "..", "evasions")
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None,
                                reason="gcc is missing: the evasion programs are C, compiled by "
                                       "the tests")
+
+
+def program_fixtures(names):
+    """Module-scoped ``workdir`` (a directory other uids can traverse, removed afterwards, deep
+    trees included) and ``programs`` (name -> path of each program, compiled into
+    WORKDIR/bin), for a test module to bind: ``workdir, programs = program_fixtures(...)``."""
+
+    @pytest.fixture(scope="module")
+    def workdir():
+        path = public_tempdir()
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    @pytest.fixture(scope="module")
+    def programs(workdir):
+        directory = os.path.join(workdir, "bin")
+        os.mkdir(directory)
+        os.chmod(directory, 0o755)
+        return {name: build(name, directory) for name in names}
+
+    return workdir, programs
 
 
 def build(name: str, directory: str) -> str:
