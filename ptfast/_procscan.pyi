@@ -46,5 +46,7 @@ class Process:
 def scan(
     proc_root: str = "/proc",
     want_fds: Union[bool, Callable[[Process], bool]] = True,
+    pids: Optional[List[int]] = None,
 ) -> Tuple[List[Process], Dict[int, Socket], Dict[str, int]]:
-    """Walk proc_root once: (processes, socket table by inode, counters)."""
+    """Walk proc_root once (or only pids, in that order): (processes, socket table by inode,
+    counters)."""

@@ -606,14 +606,16 @@ class _Scanner:
             os.close(pid_fd)
 
 
-def scan(proc_root: str = "/proc", want_fds=True):
-    """Walk ``proc_root`` once; see the module docstring for the contract.
+def scan(proc_root: str = "/proc", want_fds=True, pids=None):
+    """Walk ``proc_root`` once (or only ``pids``, in that order); see the module docstring
+    for the contract.
 
     Returns ``(processes, socket_table, stats)``.
     """
     scanner = _Scanner(proc_root)
     try:
-        names = [name for name in os.listdir(scanner.root_fd) if _is_pid_name(name)]
+        names = ([str(pid) for pid in pids if _is_pid_name(str(pid))] if pids is not None
+                 else [name for name in os.listdir(scanner.root_fd) if _is_pid_name(name)])
         processes = []
         for name in names:
             proc = scanner.read_process(name, want_fds)

@@ -12,13 +12,13 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Optional
 
+from ._corespec import FDS_GONE
 from .escape import escape_text
 from .findings import (CHECK_FORKBOMB, CHECK_LOAD, CHECK_RESOURCE, CHECK_SSHD_HUNG,
                        CHECK_SUSPICIOUS, CHECK_USER_PROCESSES, NOBODY, REASON_DELETED,
-                       REASON_LISTENING, REASON_SOCKET, REMEMBER_LISTENER, REMEMBER_LOAD_QUIET,
-                       REMEMBER_PROCESS,
-                       REMEMBER_RESOURCE, REMEMBER_USER_QUIET, Action, Finding, Remember,
-                       Response, process_key)
+                       REASON_INCOMPLETE, REASON_LISTENING, REASON_SOCKET, REMEMBER_LISTENER,
+                       REMEMBER_LOAD_QUIET, REMEMBER_PROCESS, REMEMBER_RESOURCE,
+                       REMEMBER_USER_QUIET, Action, Finding, Remember, Response, process_key)
 
 if TYPE_CHECKING:
     from .policy import Policy
@@ -170,6 +170,8 @@ class Suspicious(Check):
             reasons = []
             if proc.exe_deleted and policy.config["PT_DELETED"]:
                 reasons.append(REASON_DELETED)
+            if proc.incomplete and proc.incomplete != FDS_GONE and not ignored:
+                reasons.append(REASON_INCOMPLETE)
             judged: tuple = ()
             if not ignored:
                 judged = judge_sockets(policy, proc, by_pid, skip_http)

@@ -145,6 +145,9 @@ def cmd_scan(args) -> int:
         summary = (f"{suspicious} suspicious of {stats['processes']} processes, "
                    f"{len(findings) - suspicious} other findings "
                    f"({snapshot.core} core, {snapshot.duration * 1000:.0f} ms)")
+        if stats["incomplete"] or stats["zombies"]:
+            summary += (f"; {stats['incomplete']} not fully inspected (each says why), "
+                        f"{stats['zombies']} zombies")
         if not policy.enabled:
             summary += "; process tracking is disabled (PT_LIMIT = 0)"
         out.write((summary + "\n").encode())

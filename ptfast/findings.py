@@ -23,6 +23,7 @@ CHECK_LOAD = "load"                         # PT_LOAD
 REASON_LISTENING = "listening socket"
 REASON_SOCKET = "socket"
 REASON_DELETED = "deleted executable"
+REASON_INCOMPLETE = "not fully inspected"     # what could not be read may be what hides
 
 NOBODY = "nobody"
 

@@ -51,14 +51,16 @@ class Snapshot:
         return {proc.pid: proc for proc in self.processes}
 
 
-def scan(proc_root: str = "/proc", want_fds: WantFds = True, core=None) -> Snapshot:
-    """Walk ``proc_root``; see ``ptfast._procscan_py`` for the contract of the cores.
+def scan(proc_root: str = "/proc", want_fds: WantFds = True, core=None,
+         pids=None) -> Snapshot:
+    """Walk ``proc_root`` (only ``pids``, in that order, when given); see
+    ``ptfast._procscan_py`` for the contract of the cores.
 
     ``core`` selects a module explicitly (tests run both); by default the active one.
     """
     module = core or _core
     started = time.perf_counter()
-    processes, socket_table, stats = module.scan(proc_root, want_fds)
+    processes, socket_table, stats = module.scan(proc_root, want_fds, pids)
     return Snapshot(
         processes=processes,
         socket_table=socket_table,
@@ -66,6 +68,22 @@ def scan(proc_root: str = "/proc", want_fds: WantFds = True, core=None) -> Snaps
         core="compiled" if module is not _procscan_py else "pure-python",
         duration=time.perf_counter() - started,
     )
+
+
+def newest_pids_of(uids: set, proc_root: str = "/proc") -> list:
+    """PIDs that may belong to ``uids``, newest first: a cheap pre-selection by the owner of
+    /proc/PID (root's too, as a non-dumpable process's directory is root's); the scan then
+    reads each one's real uid."""
+    owners = set(uids) | {0}
+    found = []
+    for name in os.listdir(proc_root):
+        if name.isdigit():
+            try:
+                if os.stat(f"{proc_root}/{name}").st_uid in owners:
+                    found.append(int(name))
+            except OSError:
+                continue
+    return sorted(found, reverse=True)
 
 
 class FileIdentities:

@@ -30,7 +30,8 @@ def process_record(proc) -> dict:
     return {"pid": proc.pid, "ppid": proc.ppid, "uid": proc.uid, "exe": escape_text(proc.exe),
             "exe_deleted": proc.exe_deleted, "cmdline": escape_text(proc.cmdline),
             "uptime": int(proc.age), "start_time": proc.start_time, "session": proc.session,
-            "vm_size_mb": proc.vm_size_bytes >> 20, "vm_rss_mb": proc.vm_rss_bytes >> 20}
+            "vm_size_mb": proc.vm_size_bytes >> 20, "vm_rss_mb": proc.vm_rss_bytes >> 20,
+            "threads": proc.threads, "incomplete": proc.incomplete}
 
 
 def finding_record(finding) -> dict:
@@ -78,6 +79,8 @@ def table(findings: list) -> str:
         rows.append(f"{proc.pid:>7}  {escape_text(finding.user):<12} {int(proc.age):>7}s  "
                     f"{why:<34} {shown_exe(proc)}")
         rows.append(f"{'':>9}cmd: {escape_text(proc.cmdline)}")
+        if proc.incomplete:
+            rows.append(f"{'':>9}not fully inspected: {proc.incomplete}")
         for sock, counts, why in finding.judged_sockets or ((s, True, "") for s in
                                                             finding.sockets):
             rows.append(f"{'':>9}{judged_socket_text(sock, counts, why)}")

@@ -9,8 +9,8 @@ import socket
 import time
 
 from . import procfs
-from .checks import is_listening
-from .findings import process_key
+from .checks import SUSPICIOUS, is_listening
+from .findings import REMEMBER_LISTENER, Remember, process_key
 from .mail import Mailer
 from .policy import build_policy
 from .respond import Responder
@@ -53,6 +53,7 @@ class Tracker:
             snapshot = procfs.scan(self.proc_root, policy.want_fds)
             findings = policy.findings(snapshot)
             self._responder(settings).carry_out_all(findings)
+            findings += self._hopping_listeners(settings, policy, snapshot)
             self.state.forget_gone({process_key(proc) for proc in snapshot.processes})
             self.state.observe_listeners(
                 sock for sock in snapshot.socket_table.values()
@@ -62,6 +63,31 @@ class Tracker:
                        f"{snapshot.duration * 1000:.0f} ms, {len(findings)} finding(s)")
         self.deliver(settings)
         return summary
+
+    def _hopping_listeners(self, settings, policy, snapshot) -> list:
+        """Listeners that outlived PT_LIMIT whose holder this pass did not walk (it exited and
+        handed them to a newer process meanwhile): a second walk of their users' processes,
+        all of them, right away. A listener held only by processes the rules ignore is then
+        remembered as reported, so that it costs no second walk again."""
+        held = {(sock.netns, sock.inode) for proc in snapshot.processes
+                for sock in proc.sockets or ()}
+        pending = {key: seen[0] for key, seen in self.state.listeners.items()
+                   if not seen[2] and policy.now - seen[1] > policy.limit and key not in held}
+        if not pending:
+            return []
+        uids = set(pending.values())
+        second = self._policy(settings)
+        # newest first: a holder handed the listener by a process that just exited is new
+        rewalk = procfs.scan(self.proc_root, lambda proc: proc.uid in uids,
+                             pids=procfs.newest_pids_of(uids, self.proc_root))
+        findings = second.findings(rewalk, checks=(SUSPICIOUS,))
+        self._responder(settings).carry_out_all(findings)
+        for proc in rewalk.processes:
+            for sock in proc.sockets or ():
+                key = (sock.netns, sock.inode)
+                if key in pending and SUSPICIOUS.candidate(second, proc) is None:
+                    self.state.remember(Remember(REMEMBER_LISTENER, key))
+        return findings
 
     def check_load(self, settings) -> None:
         """PT_LOAD: alert (with the host's state attached) when the load average is high."""

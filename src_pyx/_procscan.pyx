@@ -1059,8 +1059,9 @@ cdef class _Scanner:
         return proc
 
 
-def scan(str proc_root="/proc", want_fds=True):
-    """Walk ``proc_root`` once. See ``ptfast._procscan_py.scan`` for the contract.
+def scan(str proc_root="/proc", want_fds=True, pids=None):
+    """Walk ``proc_root`` once (or only ``pids``, in that order). See
+    ``ptfast._procscan_py.scan`` for the contract.
 
     Returns ``(processes, socket_table, stats)``.
     """
@@ -1073,6 +1074,14 @@ def scan(str proc_root="/proc", want_fds=True):
     cdef bytes name
     cdef Process proc
     scanner.open_root(proc_root)
+    if pids is not None:
+        names = [str(pid).encode() for pid in pids]
+        for name in names:
+            if is_pid_name(name):
+                proc = scanner.read_process(name, want_fds)
+                if proc is not None:
+                    processes.append(proc)
+        return processes, scanner.socket_table, scanner.stats
     list_fd = openat(scanner.root_fd, b".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     if list_fd < 0:
         raise OSError(errno, "cannot list procfs root", proc_root)
