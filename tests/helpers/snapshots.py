@@ -53,6 +53,7 @@ def proc(pid, uid=1001, exe="/tmp/.x/bot", age=100.0, sockets=(), deleted=False,
                     else FileIdentity(1, next(_inodes), uid, 0o100755))
     p.exe_dev, p.exe_ino, p.exe_uid, p.exe_mode = exe_file
     p.cmdline = cmdline if cmdline is not None else exe
+    p.threads, p.incomplete = 1, ""
     for s in sockets:
         if s.uid is None:
             s.uid = uid
