@@ -20,7 +20,6 @@ import errno
 import fcntl
 import os
 import re
-import socket
 import stat
 
 from ._corespec import (PACKET_IFACE_COLUMN, PACKET_INODE_COLUMN, PACKET_PROTO_COLUMN,
@@ -70,7 +69,8 @@ def is_network(path: str):
     return not name.startswith(_LOCAL_PROTOCOLS), name, info
 
 
-def _table_name(sock: socket.socket) -> str:
+def _table_name(sock) -> str:
+    import socket
     v6 = "6" if sock.family == socket.AF_INET6 else ""
     if sock.family == _ETH_PACKET:
         return "packet"
@@ -97,6 +97,7 @@ def _endpoint(address) -> tuple:
 
 def _examine(fd: int, inode: int, uid: int) -> tuple:
     """A record of the socket ptfast now holds a duplicate of."""
+    import socket        # here: most scans never examine a socket this way
     sock = socket.socket(fileno=fd)
     try:
         proto = _table_name(sock)

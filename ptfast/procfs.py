@@ -11,14 +11,14 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Union
 
-from . import _procscan_py
 from ._corespec import STAT_SESSION, STAT_STARTTIME, parse_stat, stat_field
 from .findings import FileIdentity
 
 CORE_FALLBACK_REASON: str | None = None
 
+# the twin is imported only when it is the core (it is the slower import)
 if os.environ.get("PTFAST_NO_EXTENSIONS"):
-    _core = _procscan_py
+    from . import _procscan_py as _core
     CORE_NAME = "pure-python"
     CORE_FALLBACK_REASON = "PTFAST_NO_EXTENSIONS is set"
 else:
@@ -26,7 +26,7 @@ else:
         from . import _procscan as _core  # type: ignore[no-redef]
         CORE_NAME = "compiled"
     except ImportError as exc:  # not built on this machine: run on the twin, and say so
-        _core = _procscan_py
+        from . import _procscan_py as _core  # type: ignore[no-redef]
         CORE_NAME = "pure-python"
         CORE_FALLBACK_REASON = f"compiled core not importable: {exc}"
 
@@ -65,7 +65,7 @@ def scan(proc_root: str = "/proc", want_fds: WantFds = True, core=None,
         processes=processes,
         socket_table=socket_table,
         stats=stats,
-        core="compiled" if module is not _procscan_py else "pure-python",
+        core="pure-python" if module.__name__.endswith("_py") else "compiled",
         duration=time.perf_counter() - started,
     )
 

@@ -5,8 +5,6 @@ Every attacker-chosen string passes through ``escape_text`` first, in both forms
 
 from __future__ import annotations
 
-import orjson
-
 from .checks import endpoint, judged_socket_text, shown_exe
 from .escape import escape_text
 
@@ -55,6 +53,7 @@ def finding_record(finding) -> dict:
 
 
 def json_line(record: dict) -> bytes:
+    import orjson      # here: a table needs none of it (and orjson loads uuid)
     return orjson.dumps(record) + b"\n"
 
 
