@@ -56,6 +56,13 @@ def add_templates_option(parser: argparse.ArgumentParser) -> None:
 
 def add_service_options(parser: argparse.ArgumentParser) -> None:
     add_templates_option(parser)
+    add_path_options(parser)
+    parser.add_argument("--quiet", action="store_true",
+                        help="do not echo log messages to stderr")
+
+
+def add_path_options(parser: argparse.ArgumentParser) -> None:
+    """Where `run` writes; `check` takes them too, to say whether they are safe."""
     parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR",
                         help="reported processes, the mail spool and the lock (default "
                              f"{DEFAULT_STATE_DIR})")
@@ -63,8 +70,6 @@ def add_service_options(parser: argparse.ArgumentParser) -> None:
                         help=f"lfd-format log lines (default {DEFAULT_LOG_FILE})")
     parser.add_argument("--events-file", default=DEFAULT_EVENTS_FILE, metavar="FILE",
                         help=f"one JSON line per alert (default {DEFAULT_EVENTS_FILE})")
-    parser.add_argument("--quiet", action="store_true",
-                        help="do not echo log messages to stderr")
 
 
 def load_inputs(args):
@@ -173,6 +178,13 @@ def cmd_scan(args) -> int:
     return EXIT_FINDINGS if findings else EXIT_CLEAN
 
 
+def safety_problems(args) -> list:
+    """What `run` would refuse: paths it writes that a customer could reach."""
+    from . import safepaths
+    return [config_mod.Problem(path, 0, why) for path, why in
+            safepaths.service_path_problems(args.state_dir, (args.log_file, args.events_file))]
+
+
 def cmd_check(args) -> int:
     from .alerts import Templates
     config, rules = load_inputs(args)
@@ -189,7 +201,7 @@ def cmd_check(args) -> int:
     for name in config_mod.SETTINGS:
         value = escape_text(str(config[name]))
         print(f"{name:<{width}} = {value:<32} {config.sources[name]}")
-    problems = config.problems + rules.problems + templates.problems
+    problems = config.problems + rules.problems + templates.problems + safety_problems(args)
     if problems:
         print(f"\n{len(problems)} problem(s):")
         for problem in problems:
@@ -218,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate the config, ignore rules and alert templates")
     add_input_options(check)
     add_templates_option(check)
+    add_path_options(check)
     check.set_defaults(handler=cmd_check)
 
     run = sub.add_parser("run", help="the tracking service: scan every PT_INTERVAL seconds, "

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from . import __version__, config as config_mod, pignore, procfs
+from . import __version__, config as config_mod, pignore, procfs, safepaths
 from .actions import Actions, kill_session, signal_process
 from .alerts import Templates, render
 from .escape import escape_text
@@ -67,7 +67,7 @@ class AlreadyRunning(Exception):
 def take_lock(state_dir: str) -> int:
     """An exclusive lock on STATE_DIR/ptfast.lock, held for the life of the process."""
     path = os.path.join(state_dir, LOCK_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = safepaths.open_private(path, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -135,7 +135,7 @@ class Service:
     # -- start and stop -------------------------------------------------------------------
     def start(self) -> None:
         """Lock, read settings and memory. Raises AlreadyRunning or OSError."""
-        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        safepaths.prepare_service_paths(self.state_dir, (self.log.path, self.events_file))
         self._lock_fd = take_lock(self.state_dir)
         self.spool = Spool(self.state_dir)
         self.settings = load_settings(self.args)
