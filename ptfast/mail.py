@@ -13,10 +13,12 @@ import itertools
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import time
 
 from . import safepaths
+from .config import Problem
 from .escape import escape_text
 from .state import write_atomically
 from .alerts import envelope_sender
@@ -67,6 +69,19 @@ def split_relay(relay: str) -> tuple[str, int]:
     return host, int(port or 25)
 
 
+def sendmail_problem(binary: str) -> str | None:
+    """Why the SENDMAIL program must not run as root (a customer could change it); None when
+    it may, or when it does not exist (delivery says so)."""
+    try:
+        program = shlex.split(binary)
+    except ValueError:
+        return None
+    found = shutil.which(program[0]) if program else None
+    if found is None:
+        return None
+    return safepaths.path_problem(found, safepaths.PROGRAM)
+
+
 def send_with_sendmail(binary: str, message: bytes, timeout: float = SENDMAIL_TIMEOUT) -> str:
     sender, _recipients = envelope(message)
     # lfd hands SENDMAIL to a shell, so admins may have written options into it
@@ -77,6 +92,9 @@ def send_with_sendmail(binary: str, message: bytes, timeout: float = SENDMAIL_TI
         raise DeliveryError(f"SENDMAIL {escape_text(binary)}: {exc}") from None
     if not program:
         raise DeliveryError("SENDMAIL is empty")
+    problem = sendmail_problem(binary)
+    if problem:
+        raise DeliveryError(f"SENDMAIL {escape_text(binary)} not run: {escape_text(problem)}")
     # -t: recipients from the headers, as lfd; -oi: a line holding only "." does not end the
     # message early.
     command = [*program, "-oi", "-f", sender, "-t"]
@@ -142,6 +160,16 @@ class Mailer:
         if self.relay:
             return send_with_smtp(self.relay, message)
         return send_with_sendmail(self.sendmail, message)
+
+
+def mail_problems(config) -> list:
+    """Problems of the delivery route (for ``ptfast check``)."""
+    binary = config["SENDMAIL"].strip()
+    problem = None if config["LF_ALERT_SMTP"].strip() else sendmail_problem(binary)
+    if problem:
+        return [Problem(config.sources["SENDMAIL"], 0, f"SENDMAIL {binary} will not be run: "
+                                                      f"{problem}")]
+    return []
 
 
 class Spool:
