@@ -178,11 +178,15 @@ def cmd_scan(args) -> int:
     return EXIT_FINDINGS if findings else EXIT_CLEAN
 
 
-def safety_problems(args) -> list:
-    """What `run` would refuse: paths it writes that a customer could reach."""
+def safety_problems(args, config) -> list:
+    """What `run` would refuse: paths it writes, and programs it runs as root, that a customer
+    could change."""
     from . import safepaths
-    return [config_mod.Problem(path, 0, why) for path, why in
-            safepaths.service_path_problems(args.state_dir, (args.log_file, args.events_file))]
+    from .actions import action_problems
+    from .mail import mail_problems
+    paths = [config_mod.Problem(path, 0, why) for path, why in
+             safepaths.service_path_problems(args.state_dir, (args.log_file, args.events_file))]
+    return paths + action_problems(config) + mail_problems(config)
 
 
 def cmd_check(args) -> int:
@@ -201,7 +205,7 @@ def cmd_check(args) -> int:
     for name in config_mod.SETTINGS:
         value = escape_text(str(config[name]))
         print(f"{name:<{width}} = {value:<32} {config.sources[name]}")
-    problems = config.problems + rules.problems + templates.problems + safety_problems(args)
+    problems = config.problems + rules.problems + templates.problems + safety_problems(args, config)
     if problems:
         print(f"\n{len(problems)} problem(s):")
         for problem in problems:
