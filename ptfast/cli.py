@@ -140,7 +140,6 @@ def cmd_scan(args) -> int:
         return EXIT_ERROR
     config, rules = inputs
     policy = build_policy(config, rules)
-    problems_before = len(rules.problems)
     try:
         snapshot = procfs.scan(args.proc_root, policy.want_fds)
     except OSError as exc:
@@ -153,7 +152,7 @@ def cmd_scan(args) -> int:
         load = None
     if load is not None:
         findings.append(load)
-    for problem in rules.problems[problems_before:]:
+    for problem in rules.take_match_problems():
         warn(escape_text(str(problem)))
     out = sys.stdout.buffer
     if args.json:
@@ -196,7 +195,8 @@ def cmd_check(args) -> int:
     print(f"config:       {config.path or 'none found, built-in defaults'}")
     if config.override_path:
         print(f"override:     {config.override_path}")
-    print(f"ignore rules: {', '.join(rules.sources) or 'none'} ({rules.rule_count()} rules)")
+    print(f"ignore rules: {', '.join(rules.sources) or 'none'} ({rules.rule_count()} rules, "
+          f"regexes compiled in {rules.compile_seconds:.1f} s)")
     sources = sorted({template.source for template in templates.by_check.values()})
     print(f"templates:    {', '.join(escape_text(source) for source in sources)}")
     print(f"core:         {version_text()}")

@@ -246,6 +246,8 @@ class Service:
         if policy.enabled:
             snapshot = procfs.scan(self.args.proc_root, policy.want_fds)
             findings = policy.evaluate_all(snapshot)
+            for problem in self.settings.rules.take_match_problems():   # rules switched off
+                self.log(escape_text(str(problem)))
             for finding in findings:
                 self._respond(finding)
             self.state.forget_gone({process_key(proc) for proc in snapshot.processes})
