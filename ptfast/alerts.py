@@ -121,12 +121,13 @@ def fill(text: str, values: dict, one_line: bool = False) -> str:
 
 
 def wrap(body: str, width: int = MAX_LINE) -> str:
+    """Lines longer than ``width`` cut into pieces of ``width``: linear in the body's length
+    (slicing off the head of a long line over and over was quadratic)."""
     lines = []
     for line in body.split("\n"):
-        while len(line) > width:
-            lines.append(line[:width])
-            line = line[width:]
-        lines.append(line)
+        lines.extend(line[start:start + width] for start in range(0, len(line), width))
+        if not line:
+            lines.append(line)
     return "\n".join(lines)
 
 
