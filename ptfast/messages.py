@@ -5,6 +5,7 @@ Formatting only (no I/O). Every attacker-chosen string is escaped here, once.
 
 from __future__ import annotations
 
+from .bounds import bounded_lines, bounded_text
 from .escape import escape_text
 from .policy import (CHECK_FORKBOMB, CHECK_LOAD, CHECK_RESOURCE, CHECK_SSHD_HUNG,
                      CHECK_SUSPICIOUS, CHECK_USER_PROCESSES, RESOURCES, resource_amount)
@@ -17,7 +18,7 @@ def process_line(proc, user: str) -> str:
     """One process in an alert's list."""
     return (f"PID {proc.pid} (parent {proc.ppid}) user {escape_text(user)} up {int(proc.age)} s "
             f"VM {proc.vm_size_bytes >> 20} MB RSS {proc.vm_rss_bytes >> 20} MB "
-            f"exe {shown_exe(proc)} cmd {escape_text(proc.cmdline)}")
+            f"exe {shown_exe(proc)} cmd {bounded_text(proc.cmdline)}")
 
 
 def yes_no(flag: bool) -> str:
@@ -32,7 +33,7 @@ def log_messages(finding, killed: bool = False, user_name=str) -> list[str]:
     if check == CHECK_SUSPICIOUS:
         return [f"*Suspicious Process* PID:{proc.pid} PPID:{proc.ppid} User:{user} "
                 f"Uptime:{int(proc.age)} secs EXE:{shown_exe(proc)} "
-                f"CMD:{escape_text(proc.cmdline)}"]
+                f"CMD:{bounded_text(proc.cmdline)}"]
     if check == CHECK_USER_PROCESSES:
         return [f"*Excessive Processes* User:{user} Kill:{int(killed)} "
                 f"Process Count:{len(finding.processes)}"]
@@ -41,11 +42,11 @@ def log_messages(finding, killed: bool = False, user_name=str) -> list[str]:
         _setting, _attribute, _divisor, unit, field = RESOURCES[resource]
         return [f"*User Processing* PID:{proc.pid} Kill:{int(killed)} User:{user} "
                 f"{field}:{resource_amount(proc, resource)}({unit}) EXE:{shown_exe(proc)} "
-                f"CMD:{escape_text(proc.cmdline)}"]
+                f"CMD:{bounded_text(proc.cmdline)}"]
     if check == CHECK_FORKBOMB:
         procs = finding.processes
         lines = [f"*PT_FORKBOMB* PID:{p.pid} SID:{p.session} User:{escape_text(user_name(p.uid))} "
-                 f"EXE:{shown_exe(p)} CMD:{escape_text(p.cmdline)}"
+                 f"EXE:{shown_exe(p)} CMD:{bounded_text(p.cmdline)}"
                  for p in procs[:MAX_LOGGED_FORKBOMB_PROCESSES]]
         if len(procs) > MAX_LOGGED_FORKBOMB_PROCESSES:
             lines.append(f"*PT_FORKBOMB* ... and {len(procs) - MAX_LOGGED_FORKBOMB_PROCESSES} "
@@ -54,7 +55,7 @@ def log_messages(finding, killed: bool = False, user_name=str) -> list[str]:
         return lines
     if check == CHECK_SSHD_HUNG:
         return [f"*PT_SSHDHUNG* PID:{proc.pid} PPID:{proc.ppid} User:{user} "
-                f"Uptime:{int(proc.age)} secs CMD:{escape_text(proc.cmdline)} "
+                f"Uptime:{int(proc.age)} secs CMD:{bounded_text(proc.cmdline)} "
                 f"Killed:{yes_no(killed)}"]
     if check == CHECK_LOAD:
         return [f"*LOAD* {finding.reasons[0]}: {finding.level}"]
@@ -73,20 +74,22 @@ def alert_values(finding, hostname: str, killed: bool = False, maps=None,
             "user": user,
             "uptime": str(int(proc.age)),
             "exe": shown_exe(proc),
-            "cmdline": escape_text(proc.cmdline),
-            "sockets": "\n".join(socket_text(sock) for sock in finding.sockets),
-            "files": "\n".join(escape_text(path) for path in finding.open_files),
-            "maps": "\n".join(escape_text(line) for line in maps or ()),
+            "cmdline": bounded_text(proc.cmdline),
+            "sockets": "\n".join(bounded_lines(finding.sockets, socket_text)),
+            "files": "\n".join(bounded_lines(finding.open_files, bounded_text)),
+            "maps": "\n".join(bounded_lines(maps or (), bounded_text)),
         }
     if check == CHECK_USER_PROCESSES:
         return {"hostname": hostname, "user": user, "count": str(len(finding.processes)),
-                "text": "\n".join(process_line(p, finding.user) for p in finding.processes),
+                "text": "\n".join(bounded_lines(finding.processes,
+                                                 lambda p: process_line(p, finding.user))),
                 "kill": yes_no(killed)}
     if check == CHECK_RESOURCE:
         return {"hostname": hostname, "user": user, "pid": str(proc.pid), "exe": shown_exe(proc),
-                "cmd": escape_text(proc.cmdline), "resource": finding.reasons[0],
+                "cmd": bounded_text(proc.cmdline), "resource": finding.reasons[0],
                 "level": finding.level, "kill": yes_no(killed)}
     if check == CHECK_FORKBOMB:
         return {"hostname": hostname, "level": finding.level,
-                "text": "\n".join(process_line(p, user_name(p.uid)) for p in finding.processes)}
+                "text": "\n".join(bounded_lines(finding.processes,
+                                                 lambda p: process_line(p, user_name(p.uid))))}
     raise ValueError(f"no alert template for check {check!r}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import orjson
 
+from .bounds import MAX_LIST_ITEMS, bounded_lines, bounded_text
 from .escape import escape_text
 
 
@@ -27,7 +28,7 @@ def socket_record(sock) -> dict:
 
 def process_record(proc) -> dict:
     return {"pid": proc.pid, "ppid": proc.ppid, "uid": proc.uid, "exe": escape_text(proc.exe),
-            "exe_deleted": proc.exe_deleted, "cmdline": escape_text(proc.cmdline),
+            "exe_deleted": proc.exe_deleted, "cmdline": bounded_text(proc.cmdline),
             "uptime": int(proc.age), "start_time": proc.start_time, "session": proc.session,
             "vm_size_mb": proc.vm_size_bytes >> 20, "vm_rss_mb": proc.vm_rss_bytes >> 20}
 
@@ -42,11 +43,13 @@ def finding_record(finding) -> dict:
     proc = finding.process
     if proc is not None and not finding.processes:
         record.update(process_record(proc))
-        record["sockets"] = [socket_record(sock) for sock in finding.sockets]
-        record["open_files"] = [escape_text(path) for path in finding.open_files]
+        record["sockets"] = [socket_record(sock) for sock in finding.sockets[:MAX_LIST_ITEMS]]
+        if len(finding.sockets) > MAX_LIST_ITEMS:
+            record["sockets_left_out"] = len(finding.sockets) - MAX_LIST_ITEMS
+        record["open_files"] = bounded_lines(finding.open_files, bounded_text)
     if finding.processes:       # a user's or a session's: the PIDs (each has its own record
         record["count"] = len(finding.processes)     # in `scan` when it is suspicious itself)
-        record["pids"] = [p.pid for p in finding.processes]
+        record["pids"] = [p.pid for p in finding.processes[:MAX_LIST_ITEMS]]
     return record
 
 
@@ -76,11 +79,11 @@ def table(findings: list) -> str:
                         f"{finding.check}: {why}  {count}")
             for member in finding.processes:
                 rows.append(f"{'':>9}PID {member.pid} {escape_text(member.exe)} "
-                            f"cmd: {escape_text(member.cmdline)}")
+                            f"cmd: {bounded_text(member.cmdline)}")
             continue
         rows.append(f"{proc.pid:>7}  {escape_text(finding.user):<12} {int(proc.age):>7}s  "
                     f"{why:<34} {shown_exe(proc)}")
-        rows.append(f"{'':>9}cmd: {escape_text(proc.cmdline)}")
+        rows.append(f"{'':>9}cmd: {bounded_text(proc.cmdline)}")
         for sock in finding.sockets:
             rows.append(f"{'':>9}{socket_text(sock)}")
     return "\n".join(rows) + "\n"
