@@ -22,6 +22,7 @@ from email.header import Header
 from importlib import resources
 
 from .config import Problem
+from .safepaths import read_regular_file
 from .paths import DEFAULT_TEMPLATE_DIR
 from .policy import (CHECK_FORKBOMB, CHECK_LOAD, CHECK_RESOURCE, CHECK_SUSPICIOUS,
                      CHECK_USER_PROCESSES)
@@ -37,6 +38,7 @@ TEMPLATE_FILES = {
 
 MAX_LINE = 990          # SMTP allows 998 octets a line; lfd wraps long lines too
 MAX_HEADER_VALUE = 900
+MAX_TEMPLATE_BYTES = 1 << 20
 _PLACEHOLDER = re.compile(r"\[([A-Za-z0-9_]+)\]")
 _HEADER = re.compile(r"([!-9;-~]+):[ \t]?(.*)")
 _ADDRESS = re.compile(r"[A-Za-z0-9][\w.=+-]*(?:@[\w.-]+)?")
@@ -91,8 +93,9 @@ class Templates:
         if directory:
             path = os.path.join(directory, filename)
             try:
-                with open(path, encoding="utf-8", errors="replace") as handle:
-                    return parse_template(handle.read(), check, path, self.problems)
+                # a regular file of a sane size: a FIFO or a device here must not hang a pass
+                text = read_regular_file(path, MAX_TEMPLATE_BYTES).decode("utf-8", "replace")
+                return parse_template(text, check, path, self.problems)
             except FileNotFoundError:
                 pass
             except OSError as exc:

@@ -315,3 +315,13 @@ def test_the_match_cache_is_bounded_by_bytes_not_entries():
     for value in small:
         rules.ignores("cmd", value)
     assert rules._cached_chars <= pignore.MATCH_CACHE_CHARS
+
+
+def test_a_fifo_as_a_template_does_not_hang_check(tmp_path, check):
+    templates = tmp_path / "tpl"
+    templates.mkdir()
+    os.mkfifo(templates / "processtracking.txt")
+    result = check("--config", os.devnull, "--pignore", os.devnull, "--templates", str(templates))
+    assert result.returncode == 2
+    assert (f"{templates}/processtracking.txt: cannot read (not a regular file (a FIFO)); "
+            "using ptfast") in result.stdout
