@@ -1,6 +1,9 @@
 """``ptfast scan | check | run | tune``.
 
-Exit status: 0 nothing found / all clean, 1 findings, 2 error.
+Exit status: 0 nothing found / all clean, 1 findings, 2 error. A ``scan`` or ``tune`` that could
+not see every process (not run as root, or processes it was denied) is incomplete: it says so on
+stderr, and exits 2 rather than 0 (a scan with findings still exits 1), so a cron job never takes
+a partial view for a clean host.
 """
 
 from __future__ import annotations
@@ -98,6 +101,21 @@ def build_policy(config, rules) -> Policy:
     return Policy(config, rules, UserNames(), accounts_to_track(config))
 
 
+def incomplete_view(denied: int | None) -> str | None:
+    """Why what this run saw is not the whole host (None when it is): not root, other users'
+    exe links and fds are closed to it (and with hidepid, their processes are not even listed);
+    as root, processes it was denied all the same. ``denied``: how many, when known."""
+    if os.geteuid() != 0:
+        counted = f"{denied} denied; " if denied is not None else ""
+        return (f"not running as root: other users' processes could not be inspected ({counted}"
+                "with hidepid they are not even listed), so the result is incomplete; run as root")
+    if denied:
+        return (f"could not inspect {denied} processes (permission denied) even as root: they "
+                "belong to another user namespace or a security module forbids it; the result "
+                "is incomplete")
+    return None
+
+
 def cmd_tune(args) -> int:
     from . import tune
     inputs = load_checked_inputs(args)
@@ -125,12 +143,21 @@ def cmd_tune(args) -> int:
     except OSError as exc:
         warn(f"cannot read {escape_text(args.proc_root)}: {exc.strerror}")
         return EXIT_ERROR
+    incomplete = incomplete_view(None) if os.geteuid() != 0 else None
     out = sys.stdout.buffer
     if args.json:
-        out.write(json_line(result.as_dict()))
+        document = result.as_dict()
+        if incomplete:
+            document["incomplete"] = incomplete
+        out.write(json_line(document))
     else:
         out.write(tune.table(result).encode())
+        if incomplete:
+            out.write(f"INCOMPLETE: {incomplete}\n".encode())
     out.flush()
+    if incomplete:
+        warn(incomplete)
+        return EXIT_ERROR
     return EXIT_CLEAN
 
 
@@ -169,12 +196,12 @@ def cmd_scan(args) -> int:
             summary += "; process tracking is disabled (PT_LIMIT = 0)"
         out.write((summary + "\n").encode())
     out.flush()
-    if snapshot.stats["denied"]:
-        advice = ("even as root: they belong to another user namespace or a security module "
-                  "forbids it") if os.geteuid() == 0 else "run as root to see every process"
-        warn(f"could not inspect {snapshot.stats['denied']} processes (permission denied): "
-             f"{advice}")
-    return EXIT_FINDINGS if findings else EXIT_CLEAN
+    incomplete = incomplete_view(snapshot.stats["denied"])
+    if incomplete:
+        warn(incomplete)
+    if findings:
+        return EXIT_FINDINGS
+    return EXIT_ERROR if incomplete else EXIT_CLEAN
 
 
 def safety_problems(args, config) -> list:
