@@ -6,7 +6,6 @@ import os
 import resource
 import subprocess
 import sys
-import textwrap
 import time
 import tracemalloc
 
@@ -15,7 +14,7 @@ import regex
 
 from ptfast import config, pignore
 from helpers.procs import start_python
-from helpers.service import ServiceDir
+from helpers.service import ServiceDir, recorded_command
 from helpers.uids import uid_for
 
 BOM = "\ufeff"
@@ -92,7 +91,7 @@ def test_a_fifo_as_config_does_not_hang_the_daemon(tmp_path):
     service = ServiceDir(root, uid_for(620))
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    command = service.command()
+    command = recorded_command(service)
     command[command.index("--config") + 1] = str(fifo)
     result = subprocess.run(command, capture_output=True, text=True, timeout=HANG_GUARD)
     assert result.returncode == 0, result.stderr
@@ -207,7 +206,7 @@ def test_the_daemon_runs_on_the_default_interval_and_logs_the_problem(tmp_path):
     service = ServiceDir(root, uid_for(621))
     with open(service.override, "a") as handle:
         handle.write('PT_INTERVAL = "99999999999"\n')
-    result = subprocess.run(service.command(), capture_output=True, text=True,
+    result = subprocess.run(recorded_command(service), capture_output=True, text=True,
                             timeout=HANG_GUARD)
     assert result.returncode == 0, result.stderr
     log = service.log()
@@ -274,8 +273,8 @@ def test_a_rule_switched_off_in_run_is_logged(tmp_path):
     child = start_python("", uid=uid, argv=("a" * 5000 + "!",))
     try:
         time.sleep(1.2)
-        result = subprocess.run(service.command("PT_USERPROC=0"), capture_output=True,
-                                text=True, timeout=120)
+        result = subprocess.run(recorded_command(service, "PT_USERPROC=0"),
+                                capture_output=True, text=True, timeout=120)
     finally:
         child.stop()
     assert result.returncode == 0, result.stderr

@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from ptfast import state
-from helpers.service import ServiceDir, SmtpServer, free_port
+from helpers.service import ServiceDir, SmtpServer, free_port, recorded_command
 from helpers.uids import uid_for
 
 pytestmark = pytest.mark.needs_root
@@ -56,7 +56,7 @@ def plant_symlink(target, link) -> None:
 
 
 def run_once(service, *settings, extra=()):
-    return subprocess.run(service.command(*settings) + list(extra), capture_output=True,
+    return subprocess.run(recorded_command(service, *settings) + list(extra), capture_output=True,
                           text=True, timeout=120)
 
 
@@ -157,7 +157,7 @@ def test_a_spool_file_name_cannot_forge_a_log_line(service):
     spool = spool_of(service)
     # a name that fails to be read (a directory) is logged: its line break must stay escaped
     os.mkdir(os.path.join(spool, f"x\n{FORGED}.eml"))
-    os.mkdir(os.path.join(spool, f"00000000000000000003-1-000000.eml"))
+    os.mkdir(os.path.join(spool, "00000000000000000003-1-000000.eml"))
     with SmtpServer() as smtp:
         result = run_once(service, f"LF_ALERT_SMTP={smtp.relay}")
     assert result.returncode == 0, result.stderr
