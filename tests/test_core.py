@@ -8,7 +8,7 @@ import pytest
 
 from ptfast import _procscan_py, procfs
 from helpers.uids import uid_for
-from helpers.procs import start_copied_python, start_python
+from helpers.procs import kernel_thread_pids, start_copied_python, start_python
 
 pytestmark = pytest.mark.needs_root
 
@@ -38,21 +38,6 @@ def stable_records(before, after):
     later = {proc.pid: comparable(proc) for proc in after.processes}
     return {proc.pid: record for proc in before.processes
             if (record := comparable(proc)) == later.get(proc.pid)}
-
-
-def kernel_thread_pids():
-    pids = set()
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as handle:
-                flags = int(handle.read().rsplit(")", 1)[1].split()[6])
-        except (OSError, IndexError):    # exited meanwhile
-            continue
-        if flags & 0x00200000:
-            pids.add(int(name))
-    return pids
 
 
 def endpoints(proc):
