@@ -1,4 +1,5 @@
 """Action scripts (PT_DELETED_ACTION and the other *_ACTION settings): run in the background.
+(Kills are in ptfast.kills.)
 
 Arguments go to the script as an argument list, never through a shell, so a process name cannot
 become a command. A script runs only when it is an executable regular file that no customer can
@@ -15,54 +16,12 @@ import stat
 import subprocess
 import threading
 
-from . import procfs, safepaths
+from . import safepaths
 from .config import Problem
 from .escape import escape_text
 
 ACTION_TIMEOUT = 60.0
 ACTION_SETTINGS = ("PT_DELETED_ACTION", "PT_USER_ACTION", "PT_LOAD_ACTION")
-FORKBOMB_ROUNDS = 50
-
-
-def signal_process(pid: int, start_time: int, signum: int = signal.SIGKILL) -> str | None:
-    """Send ``signum`` to exactly the process (pid, start_time); None on success, else why not.
-
-    A pidfd pins the process while its start time is checked, so a PID the kernel has handed
-    to a newcomer since the scan is never signalled.
-    """
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return "already gone"
-    except OSError as exc:
-        return exc.strerror
-    try:
-        if procfs.start_time_of(pid) != start_time:     # the real /proc: pidfds are real
-            return "already gone (its PID now belongs to another process)"
-        signal.pidfd_send_signal(pidfd, signum)
-    except ProcessLookupError:
-        return "already gone"
-    except OSError as exc:
-        return exc.strerror
-    finally:
-        os.close(pidfd)
-    return None
-
-
-def kill_session(session: int) -> int:
-    """Stop every process of ``session`` until no new one appears (a stopped process cannot
-    fork), then kill them all. Returns how many were killed."""
-    stopped: set = set()
-    for _round in range(FORKBOMB_ROUNDS):
-        fresh = [member for member in procfs.session_members(session)
-                 if member not in stopped]
-        if not fresh:
-            break
-        for pid, start_time in fresh:
-            signal_process(pid, start_time, signal.SIGSTOP)
-            stopped.add((pid, start_time))      # stopped, or gone: either way not forking
-    return sum(1 for pid, start_time in stopped
-               if signal_process(pid, start_time, signal.SIGKILL) is None)
 
 
 def script_problem(path: str) -> str | None:

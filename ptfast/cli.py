@@ -14,12 +14,14 @@ import sys
 
 from . import __version__, config as config_mod, pignore, procfs
 from .escape import escape_text
+from .findings import CHECK_SUSPICIOUS
 from .paths import (DEFAULT_EVENTS_FILE, DEFAULT_LOG_FILE, DEFAULT_STATE_DIR,
                     DEFAULT_TEMPLATE_DIR)
-from .policy import CHECK_SUSPICIOUS, Policy, load_finding
+from .policy import build_policy
 from .report import finding_record, json_line, table
+from .settings import load_settings
 from .tune import DEFAULT_DURATION, DEFAULT_LIMITS, DEFAULT_SAMPLE
-from .users import UserNames, accounts_to_track
+from .users import UserNames
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -75,30 +77,12 @@ def add_path_options(parser: argparse.ArgumentParser) -> None:
                         help=f"one JSON line per alert (default {DEFAULT_EVENTS_FILE})")
 
 
-def load_inputs(args):
-    config = config_mod.load(args.config, args.set, override_path=args.override)
-    rules = pignore.load(args.pignore)
-    return config, rules
-
-
-def unreadable_inputs(config, rules) -> list:
-    """Problems that mean a file the admin named could not be read at all."""
-    return [p for p in config.problems + rules.problems if p.line == 0 and p.path != "--set"]
-
-
-def load_checked_inputs(args):
-    """(config, rules) with every problem said on stderr; None when a named file is
-    unreadable."""
-    config, rules = load_inputs(args)
-    for problem in config.problems + rules.problems:
+def load_checked_settings(args):
+    """Settings with every problem said on stderr; None when a named file is unreadable."""
+    settings = load_settings(args)
+    for problem in settings.problems:
         warn(escape_text(str(problem)))
-    if unreadable_inputs(config, rules):
-        return None
-    return config, rules
-
-
-def build_policy(config, rules) -> Policy:
-    return Policy(config, rules, UserNames(), accounts_to_track(config))
+    return None if settings.unreadable() else settings
 
 
 def incomplete_view(denied: int | None) -> str | None:
@@ -118,10 +102,10 @@ def incomplete_view(denied: int | None) -> str | None:
 
 def cmd_tune(args) -> int:
     from . import tune
-    inputs = load_checked_inputs(args)
-    if inputs is None:
+    settings = load_checked_settings(args)
+    if settings is None:
         return EXIT_ERROR
-    config, rules = inputs
+    config, rules = settings.config, settings.rules
     try:
         limits = sorted({int(text) for text in args.limits.split(",") if text.strip()})
     except ValueError:
@@ -130,11 +114,10 @@ def cmd_tune(args) -> int:
     if args.duration <= 0 or args.sample <= 0:
         warn("--duration and --sample must be positive")
         return EXIT_ERROR
-    panel = accounts_to_track(config)
     user_names = UserNames()
 
     def make_policy(limit):      # the run's settings and rules, with PT_LIMIT replaced
-        return Policy(config, rules, user_names, panel, limit=limit)
+        return build_policy(config, rules, limit=limit, user_names=user_names)
 
     pt_interval = config_mod.effective_interval(config)
     try:
@@ -162,19 +145,20 @@ def cmd_tune(args) -> int:
 
 
 def cmd_scan(args) -> int:
-    inputs = load_checked_inputs(args)
-    if inputs is None:
+    settings = load_checked_settings(args)
+    if settings is None:
         return EXIT_ERROR
-    config, rules = inputs
-    policy = build_policy(config, rules)
+    rules = settings.rules
+    policy = build_policy(settings.config, rules)
     try:
         snapshot = procfs.scan(args.proc_root, policy.want_fds)
     except OSError as exc:
         warn(f"cannot read {escape_text(args.proc_root)}: {exc.strerror}")
         return EXIT_ERROR
-    findings = policy.evaluate_all(snapshot)
+    findings = policy.findings(snapshot)
     try:
-        load = load_finding(config, procfs.read_loadavg(args.proc_root)[0], snapshot.taken_at)
+        loadavg, processes = procfs.read_loadavg(args.proc_root)
+        load = policy.load_finding(loadavg, processes, snapshot.taken_at)
     except (OSError, ValueError, IndexError):       # a prepared tree without loadavg
         load = None
     if load is not None:
@@ -215,16 +199,37 @@ def safety_problems(args, config) -> list:
     return paths + action_problems(config) + mail_problems(config)
 
 
+def cmd_baseline(args) -> int:
+    import socket
+
+    from .baseline import draft
+    from .checks import SUSPICIOUS
+    from .users import uid_min
+    settings = load_checked_settings(args)
+    if settings is None:
+        return EXIT_ERROR
+    policy = build_policy(settings.config, settings.rules)
+    try:
+        snapshot = procfs.scan(args.proc_root, policy.want_fds)
+    except OSError as exc:
+        warn(f"cannot read {escape_text(args.proc_root)}: {exc.strerror}")
+        return EXIT_ERROR
+    findings = policy.findings(snapshot, checks=(SUSPICIOUS,))
+    sys.stdout.buffer.write(draft(findings, socket.gethostname(), uid_min(),
+                                  policy.file_identity).encode())
+    return EXIT_CLEAN
+
+
 def cmd_check(args) -> int:
-    from .alerts import Templates
-    config, rules = load_inputs(args)
-    templates = Templates(args.templates)
+    settings = load_settings(args, templates=True)
+    config, rules, templates = settings.config, settings.rules, settings.templates
+    assert templates is not None            # asked for above
     print(f"config:       {config.path or 'none found, built-in defaults'}")
     if config.override_path:
         print(f"override:     {config.override_path}")
     print(f"ignore rules: {', '.join(rules.sources) or 'none'} ({rules.rule_count()} rules, "
           f"regexes compiled in {rules.compile_seconds:.1f} s)")
-    sources = sorted({template.source for template in templates.by_check.values()})
+    sources = sorted({template.source for template in templates.by_file.values()})
     print(f"templates:    {', '.join(escape_text(source) for source in sources)}")
     print(f"core:         {version_text()}")
     print()
@@ -232,7 +237,9 @@ def cmd_check(args) -> int:
     for name in config_mod.SETTINGS:
         value = escape_text(str(config[name]))
         print(f"{name:<{width}} = {value:<32} {config.sources[name]}")
-    problems = config.problems + rules.problems + templates.problems + safety_problems(args, config)
+    for name, source in config.left_to_lfd:
+        print(f"\n{name} ({source}) is lfd's: it {config_mod.LEFT_TO_LFD[name]}")
+    problems = settings.problems + safety_problems(args, config)
     if problems:
         print(f"\n{len(problems)} problem(s):")
         for problem in problems:
@@ -257,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_input_options(scan)
     scan.add_argument("--json", action="store_true", help="one JSON object per finding")
     scan.set_defaults(handler=cmd_scan)
+
+    baseline = sub.add_parser("baseline", help="print a draft of csf.pignore lines for what a "
+                                               "scan finds now (to review, never applied)")
+    add_input_options(baseline)
+    baseline.set_defaults(handler=cmd_baseline)
 
     check = sub.add_parser("check", help="validate the config, ignore rules and alert templates")
     add_input_options(check)

@@ -51,12 +51,21 @@ SETTINGS: dict[str, tuple[object, str]] = {
     "PT_APACHESTATUS": ("http://127.0.0.1/server-status", TEXT),
     "PT_FORKBOMB": (0, INT),
     "PT_SSHDHUNG": (0, INT),
-    "PT_SSHDKILL": (0, INT),
+    # ptfast's own (ptfast.conf): lfd has no such settings
+    "PT_SERVICE_SOCKETS": (1, INT),
+    "PT_DIGEST_AFTER": (10, INT),
     "LF_ALERT_TO": ("", TEXT),
     "LF_ALERT_FROM": ("", TEXT),
     "LF_ALERT_SMTP": ("", TEXT),
     "SENDMAIL": ("/usr/sbin/sendmail", TEXT),
     "LF_FLUSH": (3600, INT),
+}
+
+#: Settings of csf.conf that belong to lfd's other work, which ptfast leaves to lfd; ``check``
+#: says so when one is switched on.
+LEFT_TO_LFD = {
+    "PT_SSHDKILL": "kills the sshd processes of IP addresses that lfd blocks; ptfast blocks no "
+                   "addresses, so lfd keeps doing this (PT_SSHDHUNG is ptfast's)",
 }
 
 YEAR = 365 * 86400
@@ -83,7 +92,8 @@ LIMITS: dict[str, tuple] = {
     "PT_LOAD_SKIP": (0, YEAR),
     "PT_FORKBOMB": (0, PID_MAX_LIMIT),
     "PT_SSHDHUNG": FLAG,
-    "PT_SSHDKILL": FLAG,
+    "PT_SERVICE_SOCKETS": FLAG,
+    "PT_DIGEST_AFTER": (0, PID_MAX_LIMIT),
     "LF_FLUSH": (0, YEAR),
 }
 MAX_NUMBER_CHARS = 20           # more digits than any range needs: never parsed (int() of a
@@ -118,6 +128,8 @@ class Config:
     values: dict = field(default_factory=dict)
     sources: dict = field(default_factory=dict)   # name -> "default" | "FILE:LINE" | "--set"
     problems: list = field(default_factory=list)
+    #: LEFT_TO_LFD settings switched on, as (name, "FILE:LINE")
+    left_to_lfd: list = field(default_factory=list)
     path: str | None = None
     override_path: str | None = None
 
@@ -188,6 +200,8 @@ def parse_lines(lines, path: str, config: Config) -> None:
                                                          f"(first set on line {seen[name]})"))
             continue
         seen[name] = number
+        if name in LEFT_TO_LFD and quoted.group(1).strip() not in ("", "0"):
+            config.left_to_lfd.append((name, f"{path}:{number}"))
         if name not in SETTINGS:
             continue
         try:
@@ -229,20 +243,18 @@ def load(path: str | None = None, overrides=(), panel: bool | None = None,
     or ``--set`` gives PT_LIMIT (where 0 does disable it).
     """
     config = defaults(panel)
-    explicit = path is not None
-    path = path if explicit else DEFAULT_CONFIG_PATH
-    if explicit or os.path.exists(path):
-        config.path = path
-        _read_file(path, config)
+    csf_conf = path if path is not None else DEFAULT_CONFIG_PATH
+    if path is not None or os.path.exists(csf_conf):
+        config.path = csf_conf
+        _read_file(csf_conf, config)
         if config.values["PT_LIMIT"] == 0 and config.sources["PT_LIMIT"] != "default":
             config.sources["PT_LIMIT"] = (f"default ({config.sources['PT_LIMIT']} sets 0: "
                                           "lfd's tracking is off, ptfast's is on)")
             config.values["PT_LIMIT"] = SETTINGS["PT_LIMIT"][0]
-    explicit = override_path is not None
-    override_path = override_path if explicit else DEFAULT_OVERRIDE_PATH
-    if explicit or os.path.exists(override_path):
-        config.override_path = override_path
-        _read_file(override_path, config)
+    ptfast_conf = override_path if override_path is not None else DEFAULT_OVERRIDE_PATH
+    if override_path is not None or os.path.exists(ptfast_conf):
+        config.override_path = ptfast_conf
+        _read_file(ptfast_conf, config)
     for override in overrides:
         name, sep, value = override.partition("=")
         name = name.strip()

@@ -16,6 +16,8 @@ import time
 import orjson
 
 from . import safepaths
+from .findings import (REMEMBER_LOAD_QUIET, REMEMBER_PROCESS, REMEMBER_RESOURCE,
+                       REMEMBER_USER_QUIET, Remember)
 
 REPORTED_FILE = "reported.json"
 FORMAT_VERSION = 1
@@ -61,7 +63,8 @@ class ReportedState:
     * ``quiet_users``: user -> until when PT_USERPROC stays quiet about them (LF_FLUSH);
     * ``load_quiet_until``: until when the load check stays quiet (PT_LOAD_SKIP).
 
-    The policy consults these live dicts.
+    The policy asks the four questions of ``findings.Remembered`` (``was_reported``...); only
+    ptfast.respond changes the state, through ``remember``.
     """
 
     def __init__(self, state_dir: str) -> None:
@@ -106,20 +109,30 @@ class ReportedState:
         return (f"{self.path}: corrupt state file ({why}); moved to {kept} and started "
                 "afresh, so processes reported before may be reported once more")
 
-    def add(self, key: tuple) -> None:
-        self.keys[key] = time.time()
-        self._dirty = True
+    # -- what the policy asks ----------------------------------------------------------
+    def was_reported(self, key: tuple) -> bool:
+        return key in self.keys
 
-    def add_resource(self, key: tuple, resource: str) -> None:
-        self.resources[(*key, resource)] = time.time()
-        self._dirty = True
+    def resource_reported(self, key: tuple, resource: str) -> bool:
+        return (*key, resource) in self.resources
 
-    def quiet_user(self, user: str, until: float) -> None:
-        self.quiet_users[user] = until
-        self._dirty = True
+    def user_quiet_until(self, user: str) -> float:
+        return self.quiet_users.get(user, 0.0)
 
-    def quiet_load(self, until: float) -> None:
-        self.load_quiet_until = until
+    # -- what ptfast.respond records ----------------------------------------------------
+    def remember(self, memo: Remember, now: float | None = None) -> None:
+        """Record ``memo`` (a finding's ``response.remember``)."""
+        now = time.time() if now is None else now
+        if memo.kind == REMEMBER_PROCESS:
+            self.keys[tuple(memo.key)] = now
+        elif memo.kind == REMEMBER_RESOURCE:
+            self.resources[tuple(memo.key)] = now
+        elif memo.kind == REMEMBER_USER_QUIET:
+            self.quiet_users[memo.key[0]] = now + memo.seconds
+        elif memo.kind == REMEMBER_LOAD_QUIET:
+            self.load_quiet_until = now + memo.seconds
+        else:
+            raise ValueError(f"unknown kind of memory {memo.kind!r}")
         self._dirty = True
 
     def forget_gone(self, live_keys, now: float | None = None) -> int:

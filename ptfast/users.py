@@ -40,3 +40,21 @@ def panel_accounts(dirs=(CPANEL_USERS_DIR, DIRECTADMIN_USERS_DIR)) -> frozenset:
 def accounts_to_track(config) -> frozenset:
     """Panel accounts tracked besides nobody; none to list in generic mode (every user is)."""
     return frozenset() if config["GENERIC"] else panel_accounts()
+
+
+LOGIN_DEFS = "/etc/login.defs"
+DEFAULT_UID_MIN = 1000
+
+
+def uid_min(path: str = LOGIN_DEFS) -> int:
+    """UID_MIN of login.defs: accounts made by useradd start there; uids below it (and root)
+    are the system's, which no customer ever is."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                fields = line.split()
+                if len(fields) >= 2 and fields[0] == "UID_MIN" and fields[1].isdigit():
+                    return int(fields[1])
+    except OSError:
+        pass
+    return DEFAULT_UID_MIN

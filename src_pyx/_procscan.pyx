@@ -2,43 +2,75 @@
 """Compiled scanner core: walk /proc and return plain facts about every process.
 
 Same API and same results as the pure-Python twin ``ptfast/_procscan_py.py``, which is the
-reference; read that file first. This one does the same work with raw system calls:
+reference (read its docstring for the contract); constants, tables and record fields come from
+``ptfast._corespec``. This one does the same work with raw system calls:
 
 * every per-process file is opened relative to a directory fd of ``/proc/PID``, so all reads of
   one process refer to the same task: if the PID dies and is reused mid-scan, reads fail instead
   of mixing two processes up;
-* files are read with one ``read()`` into a stack buffer (procfs returns the whole file at once);
+* stat and status are read with one ``read()`` into a stack buffer (the kernel writes them whole);
 * the GIL is released around each process's system calls.
 """
 
-from libc.stdlib cimport malloc, realloc, free, strtoull, strtod
+from libc.errno cimport EACCES, EINTR, ENAMETOOLONG, ENOENT, ENOMEM, EPERM, errno
+from libc.stdlib cimport free, realloc
 from libc.string cimport memchr, memcmp, memcpy, strlen
+from posix.fcntl cimport AT_FDCWD, O_CLOEXEC, O_DIRECTORY, O_RDONLY, openat
+from posix.stat cimport fstatat, struct_stat
+from posix.unistd cimport _SC_CLK_TCK, _SC_PAGESIZE, close, read, sysconf
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 
-from _libc cimport (
-    O_RDONLY, O_DIRECTORY, O_CLOEXEC, openat, read, readlinkat, close,
-    sysconf, _SC_CLK_TCK, _SC_PAGESIZE, DIR, dirent, fdopendir, readdir, closedir, stat, fstatat,
-    AF_INET, AF_INET6, inet_ntop, errno, EINTR, EACCES, EPERM,
-)
+from _libc cimport (AF_INET, AF_INET6, DIR, INET6_ADDRSTRLEN, closedir, dirent, fdopendir,
+                    inet_ntop, readdir, readlinkat)
+
+from ptfast import _corespec
+
+# -- the contract, as C values (ptfast/_corespec.py defines them once) ----------------------
+cdef int STAT_PPID = _corespec.STAT_PPID
+cdef int STAT_PGRP = _corespec.STAT_PGRP
+cdef int STAT_SESSION = _corespec.STAT_SESSION
+cdef int STAT_FLAGS = _corespec.STAT_FLAGS
+cdef int STAT_STARTTIME = _corespec.STAT_STARTTIME
+cdef int STAT_VSIZE = _corespec.STAT_VSIZE
+cdef int STAT_RSS = _corespec.STAT_RSS
+cdef int FIRST_AFTER_COMM = _corespec.FIRST_AFTER_COMM
+cdef int STAT_FIELDS_NEEDED = _corespec.STAT_FIELDS_NEEDED
+cdef unsigned long long PF_KTHREAD = _corespec.PF_KTHREAD
+cdef bytes DELETED_SUFFIX = _corespec.DELETED_SUFFIX.encode()
+cdef tuple SOCKET_TABLES = _corespec.SOCKET_TABLES
+cdef tuple STREAM_STATE_NAMES = _corespec.STREAM_STATE_NAMES
+cdef tuple DGRAM_STATE_NAMES = _corespec.DGRAM_STATE_NAMES
+cdef str UNKNOWN_STATE = _corespec.UNKNOWN_STATE
+cdef int TABLE_UID_COLUMN = _corespec.TABLE_UID_COLUMN
+cdef long long UNKNOWN_UID = _corespec.UNKNOWN_UID
 
 cdef enum:
-    SMALL_BUF = 4096
-    PATH_BUF = 4096
-    # PF_KTHREAD from include/linux/sched.h: flags field 9 of /proc/PID/stat.
-    PF_KTHREAD = 0x00200000
+    # Buffers: per-process small files and link targets never reach these sizes on a real
+    # kernel (the twin applies the same limits from ptfast._corespec).
+    SMALL_FILE_MAX = 4096
+    LINK_MAX = 4096
+    UPTIME_MAX = 128
+    MAX_STAT_FIELDS = 32
+    PID_MAX_LIMIT = 1 << 22         # include/linux/threads.h
 
-cdef const char* DELETED_SUFFIX = b" (deleted)"
-cdef Py_ssize_t DELETED_SUFFIX_LEN = 10
+assert SMALL_FILE_MAX == _corespec.SMALL_FILE_MAX and LINK_MAX == _corespec.LINK_MAX
+assert UPTIME_MAX == _corespec.UPTIME_MAX and STAT_FIELDS_NEEDED <= MAX_STAT_FIELDS
 
-TABLES = ("tcp", "udp", "tcp6", "udp6", "raw", "raw6")
-TCP_STATES = (
-    "UNKNOWN", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
-    "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV",
-)
+cdef enum Outcome:
+    # Why read_process returned no record.
+    READ_OK = 0
+    VANISHED = 1          # gone mid-read, or a file that does not parse (a prepared tree)
+    KERNEL_THREAD = 2
+    NO_EXE = 3            # readlink(exe) failed: errno says why
+
+cdef unsigned long long INT32_MAX = 2147483647
+cdef unsigned long long UINT32_MAX = 4294967295
+cdef unsigned long long UINT64_MAX = 18446744073709551615ULL
+cdef unsigned long long RSS_PAGES_MAX = 1ULL << 48
 
 
 cdef class Socket:
-    """One inet socket from /proc/net/{tcp,udp,raw}[6] of some network namespace."""
+    """One network socket from /proc/net/{tcp,udp,raw}[6] of some network namespace."""
     cdef readonly unsigned long long inode
     cdef readonly str proto
     cdef readonly str local_ip
@@ -46,6 +78,7 @@ cdef class Socket:
     cdef readonly str remote_ip
     cdef readonly int remote_port
     cdef readonly str state
+    cdef readonly unsigned int uid
     cdef readonly unsigned long long netns
 
     def __repr__(self):
@@ -66,6 +99,10 @@ cdef class Process:
     cdef readonly unsigned long long vm_rss_bytes
     cdef readonly str exe
     cdef readonly bint exe_deleted
+    cdef readonly unsigned long long exe_dev
+    cdef readonly unsigned long long exe_ino
+    cdef readonly long long exe_uid
+    cdef readonly unsigned int exe_mode
     cdef readonly str cmdline
     cdef readonly object sockets
     cdef readonly object open_files
@@ -74,6 +111,7 @@ cdef class Process:
         return f"Process(pid={self.pid} uid={self.uid} exe={self.exe!r})"
 
 
+# -- buffers and reads ---------------------------------------------------------------------
 cdef struct Buf:
     char* data
     Py_ssize_t len
@@ -98,7 +136,7 @@ cdef int buf_reserve(Buf* b, Py_ssize_t extra) noexcept nogil:
 
 
 cdef Py_ssize_t read_small(int dirfd, const char* name, char* out, Py_ssize_t size) noexcept nogil:
-    """Read a procfs file that fits in ``size`` bytes with one read(). Returns -errno on error."""
+    """One read() of at most ``size`` bytes. Returns the length, or -errno."""
     cdef int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC)
     cdef Py_ssize_t n
     cdef int err
@@ -126,9 +164,9 @@ cdef Py_ssize_t read_all(int dirfd, const char* name, Buf* b, bint until_eof) no
     if fd < 0:
         return -errno
     while True:
-        if buf_reserve(b, SMALL_BUF) < 0:
+        if buf_reserve(b, SMALL_FILE_MAX) < 0:
             close(fd)
-            return -12  # ENOMEM
+            return -ENOMEM
         want = b.cap - b.len
         n = read(fd, b.data + b.len, want)
         if n < 0:
@@ -144,96 +182,134 @@ cdef Py_ssize_t read_all(int dirfd, const char* name, Buf* b, bint until_eof) no
     return b.len - start
 
 
-cdef unsigned long long parse_ull(const char** p, const char* end) noexcept nogil:
-    cdef unsigned long long v = 0
-    cdef const char* s = p[0]
-    while s < end and s[0] == b' ':
-        s += 1
-    while s < end and s[0] >= b'0' and s[0] <= b'9':
-        v = v * 10 + <unsigned long long>(s[0] - 48)
-        s += 1
-    p[0] = s
-    return v
+cdef Py_ssize_t read_link(int dirfd, const char* name, char* out) noexcept nogil:
+    """readlinkat into ``out`` (LINK_MAX bytes); -errno on failure, and -ENAMETOOLONG for a
+    target that fills the buffer (the kernel never writes one)."""
+    cdef Py_ssize_t n = readlinkat(dirfd, name, out, LINK_MAX)
+    if n < 0:
+        return -errno
+    if n >= LINK_MAX:
+        return -ENAMETOOLONG
+    return n
 
 
-cdef long long parse_ll(const char** p, const char* end) noexcept nogil:
-    cdef const char* s = p[0]
-    cdef int neg = 0
-    cdef long long v
-    while s < end and s[0] == b' ':
-        s += 1
-    if s < end and s[0] == b'-':
-        neg = 1
-        s += 1
-    p[0] = s
-    v = <long long>parse_ull(p, end)
-    return -v if neg else v
+# -- strict parsing: exactly what the twin accepts -----------------------------------------
+cdef inline bint is_space(char c) noexcept nogil:
+    # bytes.split()'s white space
+    return c == b' ' or c == b'\t' or c == b'\n' or c == b'\r' or c == b'\v' or c == b'\f'
 
 
-cdef const char* skip_fields(const char* s, const char* end, int count) noexcept nogil:
-    """Skip ``count`` space-separated fields starting at ``s``."""
-    while count > 0 and s < end:
-        while s < end and s[0] == b' ':
-            s += 1
-        while s < end and s[0] != b' ':
-            s += 1
-        count -= 1
-    return s
+cdef int parse_unsigned(const char* s, const char* end, unsigned long long maximum,
+                        unsigned long long* out) noexcept nogil:
+    """The token [s, end) as a decimal number: 1 to 20 digits, at most ``maximum``. 0 on
+    success, -1 when it is not one (the twin's _number)."""
+    cdef unsigned long long value = 0, digit
+    if s >= end or end - s > 20:
+        return -1
+    while s < end:
+        if s[0] < b'0' or s[0] > b'9':
+            return -1
+        digit = <unsigned long long>(s[0] - 48)
+        if value > (UINT64_MAX - digit) // 10:
+            return -1
+        value = value * 10 + digit
+        s += 1
+    if value > maximum:
+        return -1
+    out[0] = value
+    return 0
+
+
+cdef int parse_signed(const char* s, const char* end, unsigned long long maximum,
+                      long long* out) noexcept nogil:
+    """Like parse_unsigned, with one optional leading '-' (down to -maximum - 1)."""
+    cdef unsigned long long value
+    cdef bint negative = s < end and s[0] == b'-'
+    if parse_unsigned(s + 1 if negative else s, end, maximum + 1 if negative else maximum,
+                      &value) < 0:
+        return -1
+    out[0] = -<long long>value if negative else <long long>value
+    return 0
 
 
 cdef struct ProcStat:
-    int ppid
-    int pgrp
-    int session
-    unsigned long flags
+    long long ppid
+    long long pgrp
+    long long session
+    unsigned long long flags
     unsigned long long start_time
     unsigned long long vsize
     unsigned long long rss_pages
 
 
 cdef int parse_stat(const char* buf, Py_ssize_t n, ProcStat* st) noexcept nogil:
-    """Parse /proc/PID/stat. The comm field may hold spaces and ')', so fields are counted
-    from the LAST ')'."""
+    """The fields of a /proc/PID/stat line, counted after the LAST ')' (the comm may hold spaces
+    and ')'). -1 when it is not a stat line."""
     cdef const char* end = buf + n
     cdef const char* p = end
-    while p > buf and p[-1] != b')':
+    cdef const char* starts[MAX_STAT_FIELDS]
+    cdef const char* ends[MAX_STAT_FIELDS]
+    cdef int count = 0
+    while p > buf and (p - 1)[0] != b')':
         p -= 1
     if p == buf:
         return -1
-    # p is just after ')': fields 3.. follow. Field 3 is the one-letter state.
-    p = skip_fields(p, end, 1)
-    st.ppid = <int>parse_ll(&p, end)           # 4
-    st.pgrp = <int>parse_ll(&p, end)           # 5
-    st.session = <int>parse_ll(&p, end)        # 6
-    p = skip_fields(p, end, 2)                 # 7 tty_nr, 8 tpgid
-    st.flags = <unsigned long>parse_ull(&p, end)  # 9
-    p = skip_fields(p, end, 12)                # 10..21
-    st.start_time = parse_ull(&p, end)         # 22
-    st.vsize = parse_ull(&p, end)              # 23 (bytes)
-    st.rss_pages = <unsigned long long>parse_ll(&p, end)  # 24 (pages)
+    while count < STAT_FIELDS_NEEDED:
+        while p < end and is_space(p[0]):
+            p += 1
+        if p >= end:
+            return -1
+        starts[count] = p
+        while p < end and not is_space(p[0]):
+            p += 1
+        ends[count] = p
+        count += 1
+    if (parse_signed(starts[STAT_PPID - FIRST_AFTER_COMM], ends[STAT_PPID - FIRST_AFTER_COMM],
+                    INT32_MAX, &st.ppid) < 0
+            or parse_signed(starts[STAT_PGRP - FIRST_AFTER_COMM],
+                            ends[STAT_PGRP - FIRST_AFTER_COMM], INT32_MAX, &st.pgrp) < 0
+            or parse_signed(starts[STAT_SESSION - FIRST_AFTER_COMM],
+                            ends[STAT_SESSION - FIRST_AFTER_COMM], INT32_MAX, &st.session) < 0
+            or parse_unsigned(starts[STAT_FLAGS - FIRST_AFTER_COMM],
+                              ends[STAT_FLAGS - FIRST_AFTER_COMM], UINT64_MAX, &st.flags) < 0
+            or parse_unsigned(starts[STAT_STARTTIME - FIRST_AFTER_COMM],
+                              ends[STAT_STARTTIME - FIRST_AFTER_COMM], UINT64_MAX,
+                              &st.start_time) < 0
+            or parse_unsigned(starts[STAT_VSIZE - FIRST_AFTER_COMM],
+                              ends[STAT_VSIZE - FIRST_AFTER_COMM], UINT64_MAX, &st.vsize) < 0
+            or parse_unsigned(starts[STAT_RSS - FIRST_AFTER_COMM],
+                              ends[STAT_RSS - FIRST_AFTER_COMM], RSS_PAGES_MAX,
+                              &st.rss_pages) < 0):
+        return -1
     return 0
 
 
 cdef long long parse_status_uid(const char* buf, Py_ssize_t n) noexcept nogil:
-    """The LAST field of the ``Uid:`` line of /proc/PID/status (the filesystem uid, as lfd)."""
+    """The LAST field of the ``Uid:`` line of /proc/PID/status (the filesystem uid, as lfd);
+    -1 when there is no such line or its last field is not a uid."""
     cdef const char* end = buf + n
     cdef const char* p = buf
     cdef const char* line_end
-    cdef unsigned long long v = 0
-    cdef int found = 0
+    cdef const char* last_start = NULL
+    cdef const char* last_end = NULL
+    cdef unsigned long long uid
     while p < end:
         line_end = <const char*>memchr(p, b'\n', end - p)
         if line_end == NULL:
             line_end = end
-        if line_end - p > 4 and memcmp(p, b"Uid:", 4) == 0:
+        if line_end - p >= 4 and memcmp(p, b"Uid:", 4) == 0:
             p += 4
             while p < line_end:
-                while p < line_end and (p[0] == b'\t' or p[0] == b' '):
+                while p < line_end and is_space(p[0]):
                     p += 1
                 if p < line_end:
-                    v = parse_ull(&p, line_end)
-                    found = 1
-            return <long long>v if found else -1
+                    last_start = p
+                    while p < line_end and not is_space(p[0]):
+                        p += 1
+                    last_end = p
+            if last_start == NULL or parse_unsigned(last_start, last_end, UINT32_MAX, &uid) < 0:
+                return -1
+            return <long long>uid
         p = line_end + 1
     return -1
 
@@ -241,10 +317,16 @@ cdef long long parse_status_uid(const char* buf, Py_ssize_t n) noexcept nogil:
 cdef unsigned long long parse_ns_inode(const char* link, Py_ssize_t n) noexcept nogil:
     """``net:[4026531840]`` -> 4026531840; 0 when the text is not of that form."""
     cdef const char* p = <const char*>memchr(link, b'[', n)
+    cdef const char* end = link + n
+    cdef unsigned long long value
     if p == NULL:
         return 0
     p += 1
-    return parse_ull(&p, link + n)
+    while end > p and (end - 1)[0] == b']':
+        end -= 1
+    if parse_unsigned(p, end, UINT64_MAX, &value) < 0:
+        return 0
+    return value
 
 
 cdef Py_ssize_t normalise_cmdline(char* s, Py_ssize_t n) noexcept nogil:
@@ -256,8 +338,7 @@ cdef Py_ssize_t normalise_cmdline(char* s, Py_ssize_t n) noexcept nogil:
     for i in range(n):
         if s[i] == 0:
             s[i] = b' '
-    while n > 0 and (s[n - 1] == b' ' or s[n - 1] == b'\t' or s[n - 1] == b'\n'
-                     or s[n - 1] == b'\r' or s[n - 1] == b'\f' or s[n - 1] == b'\v'):
+    while n > 0 and is_space(s[n - 1]):
         n -= 1
     return n
 
@@ -276,67 +357,75 @@ cdef inline int hexval(char c) noexcept nogil:
     return -1
 
 
-cdef const char* parse_hex_u32(const char* p, const char* end, unsigned int* out) noexcept nogil:
-    cdef unsigned int v = 0
-    cdef int d, i
-    for i in range(8):
-        if p >= end:
-            return NULL
-        d = hexval(p[0])
-        if d < 0:
-            return NULL
-        v = (v << 4) | <unsigned int>d
-        p += 1
-    out[0] = v
-    return p
-
-
-cdef const char* parse_endpoint(const char* p, const char* end, bint v6, char* ip_out,
-                                int* port_out) noexcept nogil:
-    """Parse ``HEX:PORT`` as printed by the kernel (each 32-bit word in host byte order) into
-    printable text; IPv4-mapped IPv6 is printed as IPv4."""
+cdef int parse_endpoint(const char* p, const char* end, bint v6, char* ip_out,
+                        int* port_out) noexcept nogil:
+    """The token [p, end), ``HEX:PORT`` as the kernel prints it (each 32-bit word in host byte
+    order), as printable text; IPv4-mapped IPv6 is printed as IPv4. -1 when malformed."""
     cdef unsigned int words[4]
     cdef unsigned char* raw = <unsigned char*>words
-    cdef int i, nwords = 4 if v6 else 1
-    cdef unsigned int port = 0
-    cdef int d
-    while p < end and p[0] == b' ':
-        p += 1
+    cdef int i, j, d, nwords = 4 if v6 else 1
+    cdef unsigned int word, port = 0
+    if end - p < nwords * 8 + 2 or end - p > nwords * 8 + 5 or p[nwords * 8] != b':':
+        return -1
     for i in range(nwords):
-        p = parse_hex_u32(p, end, &words[i])
-        if p == NULL:
-            return NULL
-    if p >= end or p[0] != b':':
-        return NULL
+        word = 0
+        for j in range(8):
+            d = hexval(p[0])
+            if d < 0:
+                return -1
+            word = (word << 4) | <unsigned int>d
+            p += 1
+        words[i] = word
     p += 1
     while p < end:
         d = hexval(p[0])
         if d < 0:
-            break
+            return -1
         port = (port << 4) | <unsigned int>d
         p += 1
     port_out[0] = <int>port
     if not v6:
-        inet_ntop(AF_INET, raw, ip_out, 64)
+        inet_ntop(AF_INET, raw, ip_out, INET6_ADDRSTRLEN)
     elif (words[0] == 0 and words[1] == 0 and raw[8] == 0 and raw[9] == 0
           and raw[10] == 0xff and raw[11] == 0xff):
-        inet_ntop(AF_INET, raw + 12, ip_out, 64)
+        inet_ntop(AF_INET, raw + 12, ip_out, INET6_ADDRSTRLEN)
     else:
-        inet_ntop(AF_INET6, raw, ip_out, 64)
-    return p
+        inet_ntop(AF_INET6, raw, ip_out, INET6_ADDRSTRLEN)
+    return 0
 
 
-cdef int parse_table(const char* data, Py_ssize_t n, str proto, bint v6, bint is_tcp,
-                     unsigned long long netns, dict table) except -1:
-    """Add every socket of one /proc/net table with a non-zero inode to ``table``."""
+cdef str state_name(const char* s, const char* end, tuple names):
+    cdef int high, low, code
+    if end - s != 2:
+        return UNKNOWN_STATE
+    high = hexval(s[0])
+    low = hexval(s[1])
+    if high < 0 or low < 0:
+        return UNKNOWN_STATE
+    code = high * 16 + low
+    return <str>names[code] if code < len(names) else UNKNOWN_STATE
+
+
+cdef enum:
+    TABLE_FIELDS = 10       # sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+
+
+cdef int parse_table(const char* data, Py_ssize_t n, str proto, unsigned long long netns,
+                     dict table) except -1:
+    """Add every well-formed socket of one /proc/net table with a non-zero inode to ``table``."""
     cdef const char* end = data + n
     cdef const char* p = <const char*>memchr(data, b'\n', n)   # skip the header line
     cdef const char* line_end
-    cdef const char* q
+    cdef const char* starts[TABLE_FIELDS]
+    cdef const char* ends[TABLE_FIELDS]
+    cdef int count
     cdef char local_ip[64]
     cdef char remote_ip[64]
-    cdef int local_port, remote_port, st
-    cdef unsigned long long inode
+    cdef int local_port, remote_port
+    cdef unsigned long long inode, uid
+    cdef bint v6 = _corespec.is_ipv6_table(proto)
+    cdef tuple names = (STREAM_STATE_NAMES if _corespec.is_stream_table(proto)
+                        else DGRAM_STATE_NAMES)
     cdef Socket sock
     if p == NULL:
         return 0
@@ -345,55 +434,54 @@ cdef int parse_table(const char* data, Py_ssize_t n, str proto, bint v6, bint is
         line_end = <const char*>memchr(p, b'\n', end - p)
         if line_end == NULL:
             line_end = end
-        q = <const char*>memchr(p, b':', line_end - p)          # after "sl:"
-        if q != NULL:
-            q = parse_endpoint(q + 1, line_end, v6, local_ip, &local_port)
-        if q != NULL:
-            q = parse_endpoint(q, line_end, v6, remote_ip, &remote_port)
-        if q != NULL:
-            while q < line_end and q[0] == b' ':
-                q += 1
-            st = 0
-            if q + 1 < line_end:
-                st = hexval(q[0]) * 16 + hexval(q[1])
-            # fields after st: tx:rx, tr:when, retrnsmt, uid, timeout, inode
-            q = skip_fields(q, line_end, 6)
-            inode = parse_ull(&q, line_end)
-            if inode != 0 and inode not in table:
-                sock = Socket.__new__(Socket)
-                sock.inode = inode
-                sock.proto = proto
-                sock.local_ip = local_ip.decode("ascii")
-                sock.local_port = local_port
-                sock.remote_ip = remote_ip.decode("ascii")
-                sock.remote_port = remote_port
-                if not is_tcp and st == 7:
-                    sock.state = "UNCONN"
-                elif 0 < st < len(TCP_STATES):
-                    sock.state = TCP_STATES[st]
-                else:
-                    sock.state = "UNKNOWN"
-                sock.netns = netns
-                table[inode] = sock
+        count = 0
+        while count < TABLE_FIELDS:
+            while p < line_end and p[0] == b' ':
+                p += 1
+            if p >= line_end:
+                break
+            starts[count] = p
+            while p < line_end and p[0] != b' ':
+                p += 1
+            ends[count] = p
+            count += 1
         p = line_end + 1
+        if (count < TABLE_FIELDS or parse_unsigned(starts[9], ends[9], UINT64_MAX, &inode) < 0
+                or inode == 0 or inode in table):
+            continue
+        if (parse_endpoint(starts[1], ends[1], v6, local_ip, &local_port) < 0
+                or parse_endpoint(starts[2], ends[2], v6, remote_ip, &remote_port) < 0
+                or parse_unsigned(starts[TABLE_UID_COLUMN], ends[TABLE_UID_COLUMN], UINT32_MAX,
+                                  &uid) < 0):
+            continue
+        sock = Socket.__new__(Socket)
+        sock.inode = inode
+        sock.proto = proto
+        sock.local_ip = local_ip.decode("ascii")
+        sock.local_port = local_port
+        sock.remote_ip = remote_ip.decode("ascii")
+        sock.remote_port = remote_port
+        sock.state = state_name(starts[3], ends[3], names)
+        sock.uid = <unsigned int>uid
+        sock.netns = netns
+        table[inode] = sock
     return 0
 
 
 cdef int load_tables(int dirfd, unsigned long long netns, dict table, Buf* b) except -1:
-    """Read every inet table of one network namespace (``dirfd`` is /proc or /proc/PID)."""
+    """Read every socket table of one network namespace (``dirfd`` is /proc or /proc/PID)."""
     cdef Py_ssize_t n
     cdef str proto
     cdef bytes path
     cdef const char* c_path
-    for proto in TABLES:
+    for proto in SOCKET_TABLES:
         path = ("net/" + proto).encode()
         c_path = path
         b.len = 0
         with nogil:
             n = read_all(dirfd, c_path, b, True)
         if n > 0:
-            parse_table(b.data, b.len, proto, proto.endswith("6"), proto.startswith("tcp"),
-                        netns, table)
+            parse_table(b.data, b.len, proto, netns, table)
     return 0
 
 
@@ -434,25 +522,26 @@ cdef class _Scanner:
 
     cdef int open_root(self, str proc_root) except -1:
         cdef bytes root = proc_root.encode()
-        cdef char uptime_buf[128]
-        cdef char link[256]
+        cdef char uptime_buf[UPTIME_MAX]
+        cdef char link[LINK_MAX]
         cdef Py_ssize_t n
-        self.root_fd = openat(-100, root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)  # AT_FDCWD
+        self.root_fd = openat(AT_FDCWD, root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if self.root_fd < 0:
             raise OSError(errno, "cannot open procfs root", proc_root)
-        n = read_small(self.root_fd, b"uptime", uptime_buf, sizeof(uptime_buf) - 1)
-        if n <= 0:
-            raise OSError(-n if n < 0 else 0, "cannot read uptime under procfs root", proc_root)
-        uptime_buf[n] = 0
-        self.uptime = strtod(uptime_buf, NULL)
+        n = read_small(self.root_fd, b"uptime", uptime_buf, UPTIME_MAX)
+        try:
+            # Python's float() on the first token, exactly as the twin reads it
+            self.uptime = float(uptime_buf[:n].split()[0]) if n > 0 else float("")
+        except (ValueError, IndexError):
+            raise OSError(-n if n < 0 else 22, "cannot read uptime under procfs root",  # EINVAL
+                          proc_root) from None
         self.clock_ticks = sysconf(_SC_CLK_TCK)
         self.page_size = sysconf(_SC_PAGESIZE)
         self.socket_table = {}
         self.namespaces_read = set()
         self.interned = {}
-        self.stats = {"processes": 0, "kernel_threads": 0, "vanished": 0, "denied": 0,
-                      "namespaces": 0}
-        n = readlinkat(self.root_fd, b"self/ns/net", link, sizeof(link))
+        self.stats = _corespec.new_counters()
+        n = read_link(self.root_fd, b"self/ns/net", link)
         host_ns = parse_ns_inode(link, n) if n > 0 else 0
         load_tables(self.root_fd, host_ns, self.socket_table, &self.big)
         self.namespaces_read.add(host_ns)
@@ -461,10 +550,10 @@ cdef class _Scanner:
 
     cdef int ensure_namespace(self, int pid_fd) except -1:
         """Read the socket tables of the process's network namespace if not yet read."""
-        cdef char link[256]
+        cdef char link[LINK_MAX]
         cdef Py_ssize_t n
         with nogil:
-            n = readlinkat(pid_fd, b"ns/net", link, sizeof(link))
+            n = read_link(pid_fd, b"ns/net", link)
         if n <= 0:
             return 0
         ns = parse_ns_inode(link, n)
@@ -482,7 +571,7 @@ cdef class _Scanner:
         cdef dirent* ent
         cdef Py_ssize_t n, pos
         cdef const char* link
-        cdef const char* p
+        cdef const char* name
         cdef unsigned long long inode
         cdef int link_len
         cdef list sockets = []
@@ -503,14 +592,15 @@ cdef class _Scanner:
                         ent = readdir(d)
                         if ent == NULL:
                             break
-                        if ent.d_name[0] == b'.':
+                        name = ent.d_name
+                        if name[0] == b'.' and (name[1] == 0 or (name[1] == b'.'
+                                                                 and name[2] == 0)):
                             continue
                         # record layout in self.links: int length, then the bytes
-                        if buf_reserve(&self.links, PATH_BUF + sizeof(int)) < 0:
+                        if buf_reserve(&self.links, LINK_MAX + sizeof(int)) < 0:
                             break
-                        n = readlinkat(fd_dir, ent.d_name,
-                                       self.links.data + self.links.len + sizeof(int),
-                                       PATH_BUF)
+                        n = read_link(fd_dir, name, self.links.data + self.links.len
+                                      + sizeof(int))
                         if n <= 0:
                             continue   # fd closed meanwhile
                         link_len = <int>n
@@ -526,9 +616,11 @@ cdef class _Scanner:
             memcpy(&link_len, self.links.data + pos, sizeof(int))
             link = self.links.data + pos + sizeof(int)
             pos += sizeof(int) + link_len
-            if link_len > 8 and memcmp(link, b"socket:[", 8) == 0:
-                p = link + 8
-                inode = parse_ull(&p, link + link_len)
+            if link_len >= 8 and memcmp(link, b"socket:[", 8) == 0:
+                if (link[link_len - 1] != b']'
+                        or parse_unsigned(link + 8, link + link_len - 1, UINT64_MAX,
+                                          &inode) < 0):
+                    continue
                 sock = self.socket_table.get(inode)
                 if sock is not None:
                     sockets.append(sock)
@@ -536,7 +628,7 @@ cdef class _Scanner:
                     if unmatched is None:
                         unmatched = []
                     unmatched.append(inode)
-            elif link_len > 6 and memcmp(link, b"pipe:[", 6) == 0:
+            elif link_len >= 6 and memcmp(link, b"pipe:[", 6) == 0:
                 continue
             else:
                 open_files.append(self.intern(link, link_len))
@@ -555,67 +647,68 @@ cdef class _Scanner:
     cdef Process read_process(self, const char* name, object want_fds):
         """Read one /proc/PID; None when it is a kernel thread, vanished or not readable."""
         cdef int pid_fd
-        cdef char stat_buf[SMALL_BUF]
-        cdef char status_buf[SMALL_BUF]
-        cdef char exe_buf[PATH_BUF]
-        cdef stat exe_stat
+        cdef char stat_buf[SMALL_FILE_MAX]
+        cdef char status_buf[SMALL_FILE_MAX]
+        cdef char exe_buf[LINK_MAX]
+        cdef struct_stat exe_stat
         cdef ProcStat st
         cdef Py_ssize_t stat_n = 0, status_n = 0, exe_n = 0, cmd_n = 0
+        cdef Py_ssize_t suffix_len = len(DELETED_SUFFIX)
+        cdef const char* suffix = DELETED_SUFFIX
         cdef long long uid = -1
-        cdef int exe_errno = 0, deleted = 0, fail = 0
+        cdef int deleted = 0, have_exe_stat = 0
+        cdef Outcome outcome = READ_OK
         cdef Process proc
         self.big.len = 0
         with nogil:
             pid_fd = openat(self.root_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
             if pid_fd < 0:
-                fail = 1
+                outcome = VANISHED
             else:
-                stat_n = read_small(pid_fd, b"stat", stat_buf, SMALL_BUF)
+                stat_n = read_small(pid_fd, b"stat", stat_buf, SMALL_FILE_MAX)
                 if stat_n <= 0 or parse_stat(stat_buf, stat_n, &st) < 0:
-                    fail = 1
+                    outcome = VANISHED
                 elif st.flags & PF_KTHREAD:
-                    fail = 2
+                    outcome = KERNEL_THREAD
                 else:
-                    status_n = read_small(pid_fd, b"status", status_buf, SMALL_BUF)
+                    status_n = read_small(pid_fd, b"status", status_buf, SMALL_FILE_MAX)
                     uid = parse_status_uid(status_buf, status_n) if status_n > 0 else -1
                     if uid < 0:
-                        fail = 1
-                if fail == 0:
-                    exe_n = readlinkat(pid_fd, b"exe", exe_buf, PATH_BUF)
+                        outcome = VANISHED
+                if outcome == READ_OK:
+                    exe_n = read_link(pid_fd, b"exe", exe_buf)
                     if exe_n < 0:
-                        exe_errno = errno
-                        fail = 3
-                    elif exe_n >= DELETED_SUFFIX_LEN and memcmp(
-                            exe_buf + exe_n - DELETED_SUFFIX_LEN, DELETED_SUFFIX,
-                            DELETED_SUFFIX_LEN) == 0:
+                        outcome = NO_EXE
+                    else:
+                        # the file the process runs
+                        have_exe_stat = fstatat(pid_fd, b"exe", &exe_stat, 0) == 0
                         # The suffix is only a hint: a file may be NAMED "x (deleted)".
                         # The file is gone when the inode the link opens has no links left.
-                        if fstatat(pid_fd, b"exe", &exe_stat, 0) == 0 and exe_stat.st_nlink == 0:
+                        if (have_exe_stat and exe_stat.st_nlink == 0 and exe_n >= suffix_len
+                                and memcmp(exe_buf + exe_n - suffix_len, suffix,
+                                           suffix_len) == 0):
                             deleted = 1
-                            exe_n -= DELETED_SUFFIX_LEN
-                if fail == 0:
+                            exe_n -= suffix_len
+                if outcome == READ_OK:
                     cmd_n = read_all(pid_fd, b"cmdline", &self.big, False)
                     cmd_n = normalise_cmdline(self.big.data, cmd_n) if cmd_n > 0 else 0
-        if fail:
+        if outcome != READ_OK:
             if pid_fd >= 0:
                 close(pid_fd)
-            if fail == 2:
+            if outcome == KERNEL_THREAD:
                 self.stats["kernel_threads"] += 1
-            elif fail == 3:
-                if exe_errno == EACCES or exe_errno == EPERM:
-                    self.stats["denied"] += 1
-                elif exe_errno == 2:   # ENOENT: no exe link, a kernel thread or a zombie
-                    self.stats["kernel_threads"] += 1
-                else:
-                    self.stats["vanished"] += 1
+            elif outcome == NO_EXE and (exe_n == -EACCES or exe_n == -EPERM):
+                self.stats["denied"] += 1
+            elif outcome == NO_EXE and exe_n == -ENOENT:   # no exe: a kernel thread or zombie
+                self.stats["kernel_threads"] += 1
             else:
                 self.stats["vanished"] += 1
             return None
         proc = Process.__new__(Process)
-        proc.pid = <int>strtoull(name, NULL, 10)
-        proc.ppid = st.ppid
-        proc.pgrp = st.pgrp
-        proc.session = st.session
+        proc.pid = pid_value(name)
+        proc.ppid = <int>st.ppid
+        proc.pgrp = <int>st.pgrp
+        proc.session = <int>st.session
         proc.uid = <unsigned int>uid
         proc.start_time = st.start_time
         proc.age = self.uptime - (<double>st.start_time) / self.clock_ticks
@@ -623,6 +716,13 @@ cdef class _Scanner:
         proc.vm_rss_bytes = st.rss_pages * self.page_size
         proc.exe = self.intern(exe_buf, exe_n)
         proc.exe_deleted = deleted
+        if have_exe_stat:
+            proc.exe_dev = exe_stat.st_dev
+            proc.exe_ino = exe_stat.st_ino
+            proc.exe_uid = exe_stat.st_uid
+            proc.exe_mode = exe_stat.st_mode
+        else:
+            proc.exe_uid = UNKNOWN_UID
         proc.cmdline = decode(self.big.data, cmd_n)
         proc.sockets = None
         proc.open_files = None
@@ -636,13 +736,27 @@ cdef class _Scanner:
 
 
 cdef bint is_pid_name(const char* s) noexcept nogil:
+    """Digits without a leading zero, at most PID_MAX_LIMIT (as the twin's _is_pid_name)."""
+    cdef unsigned long value = 0
+    cdef int count = 0
     if s[0] < b'1' or s[0] > b'9':
         return False
     while s[0] != 0:
-        if s[0] < b'0' or s[0] > b'9':
+        if s[0] < b'0' or s[0] > b'9' or count >= 7:
             return False
+        value = value * 10 + <unsigned long>(s[0] - 48)
+        count += 1
         s += 1
-    return True
+    return value <= PID_MAX_LIMIT
+
+
+cdef inline int pid_value(const char* s) noexcept nogil:
+    """The number of a name is_pid_name accepted."""
+    cdef int value = 0
+    while s[0] != 0:
+        value = value * 10 + (s[0] - 48)
+        s += 1
+    return value
 
 
 def scan(str proc_root="/proc", want_fds=True):

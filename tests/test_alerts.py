@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from ptfast import alerts, mail
+from ptfast.findings import REMEMBER_PROCESS, Remember
 from ptfast.state import ReportedState
 from helpers.realworld import REALWORLD, needs_realworld
 
@@ -18,20 +19,20 @@ def parsed(message: bytes):
 
 def test_builtin_templates_have_lfds_placeholders():
     expected = {
-        "suspicious": {"time", "hostname", "pid", "user", "uptime", "exe", "cmdline", "sockets",
-                       "files", "maps"},
-        "user_processes": {"time", "hostname", "user", "count", "text", "kill"},
-        "resource": {"time", "hostname", "user", "pid", "exe", "cmd", "resource", "level",
-                     "kill"},
-        "forkbomb": {"time", "hostname", "level", "text"},
+        "processtracking.txt": {"time", "hostname", "pid", "user", "uptime", "exe", "cmdline",
+                                "sockets", "files", "maps"},
+        "usertracking.txt": {"time", "hostname", "user", "count", "text", "kill"},
+        "resalert.txt": {"time", "hostname", "user", "pid", "exe", "cmd", "resource", "level",
+                         "kill"},
+        "forkbombalert.txt": {"time", "hostname", "level", "text"},
     }
     templates = alerts.Templates(directory=None)
-    for check, names in expected.items():
-        template = templates[check]
+    for filename, names in expected.items():
+        template = templates[filename]
         assert template.source == "built-in"
         text = " ".join(value for _name, value in template.headers) + template.body
         found = {match.lower() for match in alerts._PLACEHOLDER.findall(text)}
-        assert found == names, check
+        assert found == names, filename
         assert {name.lower() for name, _ in template.headers} >= {"from", "to", "subject"}
 
 
@@ -39,11 +40,11 @@ def test_builtin_templates_have_lfds_placeholders():
 def test_admins_lfd_templates_are_used_and_filled(tmp_path):
     templates = alerts.Templates(REALWORLD)
     assert templates.problems == []
-    assert templates["suspicious"].source == os.path.join(REALWORLD, "processtracking.txt")
+    assert templates["processtracking.txt"].source == os.path.join(REALWORLD, "processtracking.txt")
     values = {"hostname": "web1.example.com", "pid": "123 (Parent PID:1)", "user": "bob",
               "uptime": "75", "exe": "/tmp/x", "cmdline": "x", "sockets": "tcp: a -> b",
               "files": "", "maps": ""}
-    message = parsed(alerts.render(templates["suspicious"], values,
+    message = parsed(alerts.render(templates["processtracking.txt"], values,
                                    alert_to="admin@example.com"))
     assert message["To"] == "admin@example.com"            # LF_ALERT_TO wins
     assert message["From"] == "root"                       # the template's own
@@ -95,8 +96,8 @@ def test_malformed_template_header_is_reported_with_line(tmp_path):
     assert [str(problem) for problem in templates.problems] == [
         f"{path}:2: not a header line (Name: value) before the blank line that starts the "
         "body; line skipped"]
-    assert [name for name, _ in templates["suspicious"].headers] == ["From", "Subject"]
-    assert templates["resource"].source == "built-in"      # absent files: ptfast's own
+    assert [name for name, _ in templates["processtracking.txt"].headers] == ["From", "Subject"]
+    assert templates["resalert.txt"].source == "built-in"      # absent files: ptfast's own
 
 
 def test_envelope_comes_from_headers():
@@ -121,8 +122,8 @@ def test_relay_with_bad_port_is_a_delivery_error():
 def test_state_round_trip_and_forgetting(tmp_path):
     state = ReportedState(str(tmp_path))
     assert state.load() is None
-    state.add((10, 1000))
-    state.add((11, 2000))
+    state.remember(Remember(REMEMBER_PROCESS, (10, 1000)))
+    state.remember(Remember(REMEMBER_PROCESS, (11, 2000)))
     state.save()
     again = ReportedState(str(tmp_path))
     assert again.load() is None

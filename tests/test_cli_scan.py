@@ -26,6 +26,11 @@ info["port"] = s.getsockname()[1]
 UDP_BOUND = 'info["port"] = listen(socket.AF_INET6, "::", socket.SOCK_DGRAM).getsockname()[1]'
 
 
+POPULATION_UIDS = {name: uid_for(101 + number) for number, name in enumerate(
+    ["bindshell", "connected", "connected6", "udp", "container", "quiet", "deleted",
+     "fake_deleted", "hostile"])}
+
+
 @pytest.fixture(scope="module")
 def population():
     """Old enough for PT_LIMIT=1: every child is started, then we wait past the limit once."""
@@ -43,17 +48,21 @@ def population():
         """)
         started["root"] = root
         ports = f"ROOT_PORT = {root.info['port']}\nROOT_PORT6 = {root.info['port6']}\n"
-        started["bindshell"] = start_python(LISTEN_ANY, uid=uid_for(101))
-        started["connected"] = start_python(ports + CONNECT_V4, uid=uid_for(102))
-        started["connected6"] = start_python(ports + CONNECT_V6, uid=uid_for(103))
-        started["udp"] = start_python(UDP_BOUND, uid=uid_for(104))
-        started["container"] = start_python(LISTEN_ANY, uid=uid_for(105), netns=True)
-        started["quiet"] = start_python("", uid=uid_for(106))
-        started["deleted"] = start_copied_python("miner", uid=uid_for(107), delete=True)
-        started["fake_deleted"] = start_copied_python("bot", LISTEN_ANY, uid=uid_for(108),
+        started["bindshell"] = start_python(LISTEN_ANY, uid=POPULATION_UIDS["bindshell"])
+        started["connected"] = start_python(ports + CONNECT_V4, uid=POPULATION_UIDS["connected"])
+        started["connected6"] = start_python(ports + CONNECT_V6,
+                                             uid=POPULATION_UIDS["connected6"])
+        started["udp"] = start_python(UDP_BOUND, uid=POPULATION_UIDS["udp"])
+        started["container"] = start_python(LISTEN_ANY, uid=POPULATION_UIDS["container"],
+                                            netns=True)
+        started["quiet"] = start_python("", uid=POPULATION_UIDS["quiet"])
+        started["deleted"] = start_copied_python("miner", uid=POPULATION_UIDS["deleted"],
+                                                 delete=True)
+        started["fake_deleted"] = start_copied_python("bot", LISTEN_ANY,
+                                                      uid=POPULATION_UIDS["fake_deleted"],
                                                       subdir="cache (deleted)")
         started["hostile"] = start_copied_python("x\x1b]0;pwned\x07\n*Suspicious*", LISTEN_ANY,
-                                                 uid=uid_for(109))
+                                                 uid=POPULATION_UIDS["hostile"])
         time.sleep(1.3)
         yield started
     finally:
@@ -110,7 +119,9 @@ def test_reports_every_kind_of_network_socket(population, scan_json):
         finding = findings[child.pid]
         assert finding["reasons"] == reasons, name
         assert finding["check"] == "suspicious"
-        assert finding["uid"] == finding["user"] == str(finding["uid"]) or finding["user"]
+        # the test uids have no account: the user is shown as the number, as ls does
+        assert finding["uid"] == POPULATION_UIDS[name], name
+        assert finding["user"] == str(POPULATION_UIDS[name]), name
         assert finding["uptime"] >= 1
         assert any(sock["local"].endswith(f":{child.info['port']}")
                    for sock in finding["sockets"]), name

@@ -10,8 +10,6 @@ import time
 
 import pytest
 
-from ptfast import daemon
-from ptfast.cli import build_parser
 from helpers.uids import uid_for
 from helpers.procs import start_copied_python, start_python
 from helpers.proctree import TCP_HEADER, stat_line, write
@@ -94,16 +92,9 @@ def test_sendmail_once_per_process_across_passes_and_restarts(service, bindshell
     assert [entry[:2] for entry in reported] == [[bindshell.pid, start_time_of(bindshell.pid)]]
 
 
-def in_process_service(service, *settings):
-    args = build_parser().parse_args(service.command(*settings, once=False)[3:] + ["--quiet"])
-    running = daemon.Service(args)
-    running.start()
-    return running
-
-
 def test_two_passes_of_one_service_alert_once(service, bindshell, tmp_path):
     recorder = SendmailRecorder(str(tmp_path))
-    running = in_process_service(service, f"SENDMAIL={recorder.path}")
+    running = service.in_process(f"SENDMAIL={recorder.path}")
     try:
         running.run_pass()
         running.run_pass()
@@ -114,17 +105,17 @@ def test_two_passes_of_one_service_alert_once(service, bindshell, tmp_path):
 
 def test_an_alert_that_could_not_be_spooled_is_not_remembered(service, bindshell, tmp_path):
     recorder = SendmailRecorder(str(tmp_path))
-    running = in_process_service(service, f"SENDMAIL={recorder.path}")
-    spool_add = running.spool.add
+    running = service.in_process(f"SENDMAIL={recorder.path}")
+    spool_add = running.tracker.spool.add
 
     def disk_full(message):
         raise OSError(28, "No space left on device")
 
     try:
-        running.spool.add = disk_full
+        running.tracker.spool.add = disk_full
         assert running.guarded(running.run_pass)[0] is False
         assert running.state.keys == {}             # not remembered: it was never spooled
-        running.spool.add = spool_add
+        running.tracker.spool.add = spool_add
         running.run_pass()
     finally:
         running.stop()

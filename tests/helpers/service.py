@@ -14,6 +14,8 @@ import textwrap
 
 from aiosmtpd.controller import Controller
 
+from ptfast._corespec import STAT_STARTTIME, parse_stat, stat_field
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -137,6 +139,16 @@ class ServiceDir:
     def run_once(self, *settings: str) -> subprocess.CompletedProcess:
         return subprocess.run(self.command(*settings), capture_output=True, timeout=120)
 
+    def in_process(self, *settings: str):
+        """The same service, started in this process (for time seams and fault injection);
+        the caller stops it."""
+        from ptfast import daemon
+        from ptfast.cli import build_parser
+        args = build_parser().parse_args(self.command(*settings, once=False)[3:] + ["--quiet"])
+        running = daemon.Service(args)
+        running.start()
+        return running
+
     def log(self) -> str:
         try:
             with open(self.log_file, encoding="utf-8") as handle:
@@ -161,8 +173,7 @@ class ServiceDir:
 
 def start_time_of(pid: int) -> int:
     with open(f"/proc/{pid}/stat", "rb") as handle:
-        raw = handle.read()
-    return int(raw[raw.rfind(b")") + 1:].split()[19])
+        return int(stat_field(parse_stat(handle.read()), STAT_STARTTIME))
 
 
 def record_action(directory, name: str = "action"):
