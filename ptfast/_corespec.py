@@ -58,6 +58,9 @@ STATUS_THREADS = b"Threads:"
 #: The kernel appends this to the target of an exe link whose file was unlinked; a file may also
 #: be NAMED so, so it is only a hint.
 DELETED_SUFFIX = " (deleted)"
+#: kcmp(2)'s "do these two tasks share one fd table?" (include/uapi/linux/kcmp.h)
+KCMP_FILES = 2
+
 #: The fd link target of an io_uring instance, whose registered files its fdinfo lists.
 IO_URING_LINK = "anon_inode:[io_uring]"
 

@@ -41,9 +41,8 @@ from typing import TYPE_CHECKING
 
 from . import _sockprobe
 from ._corespec import (DELETED_SUFFIX, DGRAM_STATE_NAMES, EXE_PATH_TOO_LONG, FDS_DENIED,
-                        FDS_GONE, IO_URING_LINK, LINK_MAX, LOCAL_TABLES, PACKET_IFACE_COLUMN,
-                        PACKET_INODE_COLUMN, PACKET_PROTO_COLUMN, PACKET_TABLE,
-                        PACKET_UID_COLUMN, PF_KTHREAD, PROCESS_FIELDS, SMALL_FILE_MAX,
+                        FDS_GONE, IO_URING_LINK, KCMP_FILES, LINK_MAX, LOCAL_TABLES, PACKET_TABLE,
+                        PF_KTHREAD, PROCESS_FIELDS, SMALL_FILE_MAX,
                         SOCKET_FIELDS, SOCKET_TABLES, STAT_FLAGS, STAT_PGRP, STAT_PPID, STAT_RSS,
                         STAT_SESSION, STAT_STARTTIME, STAT_VSIZE, STATUS_THREADS, STATUS_UID,
                         STREAM_STATE_NAMES, TABLE_UID_COLUMN, UNKNOWN_STATE, UNKNOWN_UID,
@@ -51,7 +50,6 @@ from ._corespec import (DELETED_SUFFIX, DGRAM_STATE_NAMES, EXE_PATH_TOO_LONG, FD
                         stat_field)
 
 PID_MAX_LIMIT = 1 << 22       # include/linux/threads.h: no PID is larger
-KCMP_FILES = 2                # include/uapi/linux/kcmp.h
 #: kcmp's system call number by machine (it has no libc wrapper)
 KCMP_SYSCALLS = {"x86_64": 312, "aarch64": 272, "i686": 349, "i386": 349, "armv7l": 378,
                  "ppc64le": 354, "ppc64": 354, "s390x": 343, "riscv64": 272}
@@ -194,34 +192,11 @@ def _parse_table(data: bytes, proto: str, netns: int, table: dict) -> None:
         table[inode] = sock
 
 
-def _parse_packet_table(data: bytes, netns: int, table: dict) -> None:
-    """/proc/net/packet: sk RefCnt Type Proto Iface R Rmem User Inode (hex protocol)."""
-    for line in data.split(b"\n")[1:]:
-        fields = [field for field in line.split(b" ") if field]
-        if len(fields) <= PACKET_INODE_COLUMN:
-            continue
-        try:
-            inode = _number(fields[PACKET_INODE_COLUMN], _UINT64_MAX)
-            uid = _number(fields[PACKET_UID_COLUMN], _UINT32_MAX)
-            interface = _number(fields[PACKET_IFACE_COLUMN], _INT32_MAX)
-            protocol = fields[PACKET_PROTO_COLUMN]
-            if not 1 <= len(protocol) <= 4 or not _HEX_DIGITS.issuperset(protocol):
-                raise ValueError(protocol)
-        except ValueError:
-            continue
-        if inode == 0 or inode in table:
-            continue
-        sock = Socket()
-        sock.inode = inode
-        sock.proto = PACKET_TABLE
-        sock.local_ip = f"if:{interface}" if interface else "*"
-        sock.local_port = int(protocol, 16)
-        sock.remote_ip = "*"
-        sock.remote_port = 0
-        sock.state = "UNCONN"
-        sock.uid = uid
-        sock.netns = netns
-        table[inode] = sock
+def _socket_of(record: tuple) -> Socket:
+    sock = Socket()
+    for name, value in zip(SOCKET_FIELDS, record):
+        setattr(sock, name, value)
+    return sock
 
 
 def _load_tables(dir_fd: int, netns: int, table: dict) -> None:
@@ -232,9 +207,11 @@ def _load_tables(dir_fd: int, netns: int, table: dict) -> None:
             continue
         _parse_table(data, proto, netns, table)
     try:
-        _parse_packet_table(_read(dir_fd, "net/" + PACKET_TABLE, until_eof=True), netns, table)
+        packets = _read(dir_fd, "net/" + PACKET_TABLE, until_eof=True)
     except OSError:
-        pass
+        return
+    for record in _sockprobe.packet_records(packets, netns):
+        table.setdefault(record[0], _socket_of(record))
 
 
 def _load_local_inodes(dir_fd: int, inodes: set) -> None:
@@ -502,10 +479,7 @@ class _Scanner:
         record = _sockprobe.identify(self.proc_root, pid, tid, fd, inode)
         if record is None:
             return None
-        sock = Socket()
-        for name, value in zip(SOCKET_FIELDS, record):
-            setattr(sock, name, value)
-        self.socket_table[inode] = sock
+        sock = self.socket_table[inode] = _socket_of(record)
         self.stats["probed"] += 1
         return sock
 

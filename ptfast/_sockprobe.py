@@ -16,12 +16,14 @@ Records go back to the core as plain tuples in ``_corespec.SOCKET_FIELDS`` order
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import re
 import socket
 
-from ._corespec import STREAM_STATE_NAMES, UNKNOWN_STATE
+from ._corespec import (PACKET_IFACE_COLUMN, PACKET_INODE_COLUMN, PACKET_PROTO_COLUMN,
+                        PACKET_TABLE, PACKET_UID_COLUMN, STREAM_STATE_NAMES, UNKNOWN_STATE)
 
 UNKNOWN_ADDRESS = "?"
 #: Protocol names (sockprotoname) of sockets that reach no network.
@@ -150,18 +152,24 @@ def identify(proc_root: str, pid: int, tid: int, fd: str, inode: int):
         if pidfd >= 0:
             try:
                 duplicate = _syscall(_SYS_PIDFD_GETFD, pidfd, int(fd), 0)
-            except OSError:
+            except OSError as exc:
+                if exc.errno == errno.EBADF:        # closed meanwhile: it is gone
+                    return None
                 duplicate = -1
             finally:
                 os.close(pidfd)
             if duplicate >= 0:
                 try:
-                    if os.fstat(duplicate).st_ino == inode:
-                        return _examine(duplicate, inode, uid)
+                    if os.fstat(duplicate).st_ino != inode:
+                        return None                 # the fd now holds another file
+                    return _examine(duplicate, inode, uid)
                 except OSError:
-                    pass
+                    return None
                 finally:
                     os.close(duplicate)
+    # no way to open it here (a kernel before 5.6, a prepared tree): its protocol is known
+    if is_network(path, inode)[0] is None:
+        return None
     return (inode, _TABLE_NAMES.get(name, name.lower()), UNKNOWN_ADDRESS, 0, UNKNOWN_ADDRESS,
             0, UNKNOWN_STATE, uid, 0)
 
@@ -185,3 +193,29 @@ def io_uring_files(fdinfo: bytes) -> list:
             files.append(os.fsdecode(match.group(1)))
     return files
 
+
+
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def packet_records(data: bytes, netns: int) -> list:
+    """Record tuples of /proc/net/packet (sk RefCnt Type Proto Iface R Rmem User Inode; the
+    protocol in hex, in host order). A line that does not parse is skipped."""
+    records = []
+    for line in data.split(b"\n")[1:]:
+        fields = [field for field in line.split(b" ") if field]
+        if len(fields) <= PACKET_INODE_COLUMN:
+            continue
+        inode, uid, interface = (fields[PACKET_INODE_COLUMN], fields[PACKET_UID_COLUMN],
+                                 fields[PACKET_IFACE_COLUMN])
+        protocol = fields[PACKET_PROTO_COLUMN]
+        if not (inode.isdigit() and len(inode) <= 20 and uid.isdigit() and len(uid) <= 10
+                and interface.isdigit() and len(interface) <= 10
+                and 1 <= len(protocol) <= 4 and _HEX.issuperset(protocol)):
+            continue
+        if int(inode) == 0 or int(inode) >= 1 << 64 or int(uid) >= 1 << 32:
+            continue
+        records.append((int(inode), PACKET_TABLE,
+                        f"if:{int(interface)}" if int(interface) else "*", int(protocol, 16),
+                        "*", 0, "UNCONN", int(uid), netns))
+    return records

@@ -3,6 +3,10 @@
 
 cdef extern from "<unistd.h>" nogil:
     ssize_t readlinkat(int dirfd, const char *pathname, char *buf, size_t bufsiz)
+    long syscall(long number, ...)
+
+cdef extern from "<sys/syscall.h>" nogil:
+    long SYS_kcmp            # kcmp(2) has no libc wrapper
 
 cdef extern from "<dirent.h>" nogil:
     ctypedef struct DIR:

@@ -14,16 +14,17 @@ reference (read its docstring for the contract); constants, tables and record fi
 
 from libc.errno cimport EACCES, EINTR, ENAMETOOLONG, ENOENT, ENOMEM, EPERM, errno
 from libc.stdlib cimport free, realloc
+from libc.stdio cimport snprintf
 from libc.string cimport memchr, memcmp, memcpy, strlen
 from posix.fcntl cimport AT_FDCWD, O_CLOEXEC, O_DIRECTORY, O_RDONLY, openat
 from posix.stat cimport fstatat, struct_stat
 from posix.unistd cimport _SC_CLK_TCK, _SC_PAGESIZE, close, read, sysconf
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 
-from _libc cimport (AF_INET, AF_INET6, DIR, INET6_ADDRSTRLEN, closedir, dirent, fdopendir,
-                    inet_ntop, readdir, readlinkat)
+from _libc cimport (AF_INET, AF_INET6, DIR, INET6_ADDRSTRLEN, SYS_kcmp, closedir, dirent,
+                    fdopendir, inet_ntop, readdir, readlinkat, syscall)
 
-from ptfast import _corespec
+from ptfast import _corespec, _sockprobe
 
 # -- the contract, as C values (ptfast/_corespec.py defines them once) ----------------------
 cdef int STAT_PPID = _corespec.STAT_PPID
@@ -42,6 +43,13 @@ cdef tuple STREAM_STATE_NAMES = _corespec.STREAM_STATE_NAMES
 cdef tuple DGRAM_STATE_NAMES = _corespec.DGRAM_STATE_NAMES
 cdef str UNKNOWN_STATE = _corespec.UNKNOWN_STATE
 cdef int TABLE_UID_COLUMN = _corespec.TABLE_UID_COLUMN
+cdef tuple LOCAL_TABLES = _corespec.LOCAL_TABLES
+cdef bytes IO_URING_LINK = _corespec.IO_URING_LINK.encode()
+cdef const char* IO_URING_LINK_C = IO_URING_LINK
+cdef Py_ssize_t IO_URING_LINK_LEN = len(IO_URING_LINK)
+cdef str EXE_PATH_TOO_LONG = _corespec.EXE_PATH_TOO_LONG
+cdef str FDS_DENIED = _corespec.FDS_DENIED
+cdef str FDS_GONE = _corespec.FDS_GONE
 cdef long long UNKNOWN_UID = _corespec.UNKNOWN_UID
 
 cdef enum:
@@ -52,8 +60,10 @@ cdef enum:
     UPTIME_MAX = 128
     MAX_STAT_FIELDS = 32
     PID_MAX_LIMIT = 1 << 22         # include/linux/threads.h
+    KCMP_FILES = 2                  # include/uapi/linux/kcmp.h
 
 assert SMALL_FILE_MAX == _corespec.SMALL_FILE_MAX and LINK_MAX == _corespec.LINK_MAX
+assert KCMP_FILES == _corespec.KCMP_FILES
 assert UPTIME_MAX == _corespec.UPTIME_MAX and STAT_FIELDS_NEEDED <= MAX_STAT_FIELDS
 
 cdef enum Outcome:
@@ -62,6 +72,7 @@ cdef enum Outcome:
     VANISHED = 1          # gone mid-read, or a file that does not parse (a prepared tree)
     KERNEL_THREAD = 2
     NO_EXE = 3            # readlink(exe) failed: errno says why
+    ZOMBIE = 4            # no exe and no live thread
 
 cdef unsigned long long INT32_MAX = 2147483647
 cdef unsigned long long UINT32_MAX = 4294967295
@@ -104,8 +115,10 @@ cdef class Process:
     cdef readonly long long exe_uid
     cdef readonly unsigned int exe_mode
     cdef readonly str cmdline
+    cdef readonly int threads
     cdef readonly object sockets
     cdef readonly object open_files
+    cdef readonly str incomplete
 
     def __repr__(self):
         return f"Process(pid={self.pid} uid={self.uid} exe={self.exe!r})"
@@ -284,21 +297,23 @@ cdef int parse_stat(const char* buf, Py_ssize_t n, ProcStat* st) noexcept nogil:
     return 0
 
 
-cdef long long parse_status_uid(const char* buf, Py_ssize_t n) noexcept nogil:
-    """The LAST field of the ``Uid:`` line of /proc/PID/status (the filesystem uid, as lfd);
-    -1 when there is no such line or its last field is not a uid."""
+cdef long long status_number(const char* buf, Py_ssize_t n, const char* key,
+                             unsigned long long maximum) noexcept nogil:
+    """The LAST field of the status line starting with ``key`` (``Uid:``: the filesystem uid,
+    as lfd reads it); -1 when there is no such line or its last field is no number."""
     cdef const char* end = buf + n
     cdef const char* p = buf
     cdef const char* line_end
     cdef const char* last_start = NULL
     cdef const char* last_end = NULL
-    cdef unsigned long long uid
+    cdef Py_ssize_t key_len = strlen(key)
+    cdef unsigned long long value
     while p < end:
         line_end = <const char*>memchr(p, b'\n', end - p)
         if line_end == NULL:
             line_end = end
-        if line_end - p >= 4 and memcmp(p, b"Uid:", 4) == 0:
-            p += 4
+        if line_end - p >= key_len and memcmp(p, key, key_len) == 0:
+            p += key_len
             while p < line_end:
                 while p < line_end and is_space(p[0]):
                     p += 1
@@ -307,9 +322,9 @@ cdef long long parse_status_uid(const char* buf, Py_ssize_t n) noexcept nogil:
                     while p < line_end and not is_space(p[0]):
                         p += 1
                     last_end = p
-            if last_start == NULL or parse_unsigned(last_start, last_end, UINT32_MAX, &uid) < 0:
+            if last_start == NULL or parse_unsigned(last_start, last_end, maximum, &value) < 0:
                 return -1
-            return <long long>uid
+            return <long long>value
         p = line_end + 1
     return -1
 
@@ -468,34 +483,98 @@ cdef int parse_table(const char* data, Py_ssize_t n, str proto, unsigned long lo
     return 0
 
 
-cdef int load_tables(int dirfd, unsigned long long netns, dict table, Buf* b) except -1:
-    """Read every socket table of one network namespace (``dirfd`` is /proc or /proc/PID)."""
-    cdef Py_ssize_t n
-    cdef str proto
-    cdef bytes path
-    cdef const char* c_path
-    for proto in SOCKET_TABLES:
-        path = ("net/" + proto).encode()
-        c_path = path
-        b.len = 0
-        with nogil:
-            n = read_all(dirfd, c_path, b, True)
-        if n > 0:
-            parse_table(b.data, b.len, proto, netns, table)
+cdef bint is_pid_name(const char* s) noexcept nogil:
+    """Digits without a leading zero, at most PID_MAX_LIMIT (as the twin's _is_pid_name)."""
+    cdef unsigned long value = 0
+    cdef int count = 0
+    if s[0] < b'1' or s[0] > b'9':
+        return False
+    while s[0] != 0:
+        if s[0] < b'0' or s[0] > b'9' or count >= 7:
+            return False
+        value = value * 10 + <unsigned long>(s[0] - 48)
+        count += 1
+        s += 1
+    return value <= PID_MAX_LIMIT
+
+
+cdef inline int pid_value(const char* s) noexcept nogil:
+    """The number of a name is_pid_name accepted."""
+    cdef int value = 0
+    while s[0] != 0:
+        value = value * 10 + (s[0] - 48)
+        s += 1
+    return value
+
+
+cdef int parse_inode_column(const char* data, Py_ssize_t n, int column, set inodes) except -1:
+    """Add the inode of every line (after the header) of a unix/netlink table to ``inodes``
+    (columns split on spaces; a value that is no number is skipped, as the twin does)."""
+    cdef const char* end = data + n
+    cdef const char* p = <const char*>memchr(data, b'\n', n)
+    cdef const char* line_end
+    cdef const char* start
+    cdef int count
+    cdef unsigned long long inode
+    if p == NULL:
+        return 0
+    p += 1
+    while p < end:
+        line_end = <const char*>memchr(p, b'\n', end - p)
+        if line_end == NULL:
+            line_end = end
+        count = 0
+        while p < line_end:
+            while p < line_end and p[0] == b' ':
+                p += 1
+            if p >= line_end:
+                break
+            start = p
+            while p < line_end and p[0] != b' ':
+                p += 1
+            if count == column:
+                if parse_unsigned(start, p, UINT64_MAX, &inode) == 0:
+                    inodes.add(inode)
+                break
+            count += 1
+        p = line_end + 1
     return 0
 
 
+cdef Socket socket_of(tuple record):
+    """A Socket from a record tuple in SOCKET_FIELDS order (ptfast._sockprobe's)."""
+    cdef Socket sock = Socket.__new__(Socket)
+    (sock.inode, sock.proto, sock.local_ip, sock.local_port, sock.remote_ip, sock.remote_port,
+     sock.state, sock.uid, sock.netns) = record
+    return sock
+
+
+cdef enum:
+    MAX_FD_TABLES = 64          # thread fd tables walked per process, beyond its own
+
+
+cdef struct LinkHead:
+    # a record of _Scanner.links: this head, then ``length`` bytes of the link target
+    int length
+    int fd                  # the fd number; -1 for an io_uring registered file
+    int table               # index into the walked tables (the task holding the fd)
+
+
 cdef class _Scanner:
-    """State of one scan: procfs root fd, socket table, namespaces read, counters."""
+    """State of one scan: procfs root fd, socket tables, namespaces read, counters."""
     cdef int root_fd
+    cdef bint live_proc     # proc_root is the live /proc (kcmp and pidfds mean something)
+    cdef str proc_root
     cdef double uptime
     cdef long clock_ticks
     cdef long page_size
     cdef dict socket_table
+    cdef set local_inodes   # unix and netlink sockets: no network
     cdef set namespaces_read
+    cdef set local_read
     cdef dict interned
     cdef Buf big          # cmdline and net tables
-    cdef Buf links        # fd link targets of one process
+    cdef Buf links        # fd link targets of one process (LinkHead records)
     cdef public dict stats
 
     def __cinit__(self):
@@ -525,6 +604,8 @@ cdef class _Scanner:
         cdef char uptime_buf[UPTIME_MAX]
         cdef char link[LINK_MAX]
         cdef Py_ssize_t n
+        self.proc_root = proc_root
+        self.live_proc = proc_root == "/proc"
         self.root_fd = openat(AT_FDCWD, root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if self.root_fd < 0:
             raise OSError(errno, "cannot open procfs root", proc_root)
@@ -538,48 +619,95 @@ cdef class _Scanner:
         self.clock_ticks = sysconf(_SC_CLK_TCK)
         self.page_size = sysconf(_SC_PAGESIZE)
         self.socket_table = {}
+        self.local_inodes = set()
         self.namespaces_read = set()
+        self.local_read = set()
         self.interned = {}
         self.stats = _corespec.new_counters()
         n = read_link(self.root_fd, b"self/ns/net", link)
         host_ns = parse_ns_inode(link, n) if n > 0 else 0
-        load_tables(self.root_fd, host_ns, self.socket_table, &self.big)
+        self.load_tables(self.root_fd, host_ns)
         self.namespaces_read.add(host_ns)
         self.stats["namespaces"] = 1
         return 0
 
-    cdef int ensure_namespace(self, int pid_fd) except -1:
-        """Read the socket tables of the process's network namespace if not yet read."""
+    cdef int load_tables(self, int dirfd, unsigned long long netns) except -1:
+        """Read every network socket table of one network namespace (``dirfd`` is /proc or
+        /proc/PID)."""
+        cdef Py_ssize_t n
+        cdef str proto
+        cdef bytes path
+        cdef const char* c_path
+        cdef Buf* b = &self.big
+        cdef tuple record
+        for proto in SOCKET_TABLES:
+            path = ("net/" + proto).encode()
+            c_path = path
+            b.len = 0
+            with nogil:
+                n = read_all(dirfd, c_path, b, True)
+            if n > 0:
+                parse_table(b.data, b.len, proto, netns, self.socket_table)
+        b.len = 0
+        with nogil:
+            n = read_all(dirfd, b"net/packet", b, True)
+        if n > 0:
+            for record in _sockprobe.packet_records(b.data[:b.len], netns):
+                if record[0] not in self.socket_table:
+                    self.socket_table[record[0]] = socket_of(record)
+        return 0
+
+    cdef unsigned long long namespace_of(self, int pid_fd):
+        """The inode of the process's network namespace; 0 when it cannot be read."""
         cdef char link[LINK_MAX]
         cdef Py_ssize_t n
         with nogil:
             n = read_link(pid_fd, b"ns/net", link)
-        if n <= 0:
-            return 0
-        ns = parse_ns_inode(link, n)
-        if ns in self.namespaces_read:
+        return parse_ns_inode(link, n) if n > 0 else 0
+
+    cdef int ensure_namespace(self, int pid_fd) except -1:
+        """Read the socket tables of the process's network namespace if not yet read."""
+        cdef unsigned long long ns = self.namespace_of(pid_fd)
+        if ns == 0 or ns in self.namespaces_read:
             return 0
         self.namespaces_read.add(ns)
         self.stats["namespaces"] += 1
-        load_tables(pid_fd, ns, self.socket_table, &self.big)
+        self.load_tables(pid_fd, ns)
         return 0
 
-    cdef int inspect_fds(self, int pid_fd, Process proc) except -1:
-        """List fd/, match socket:[INODE] against the socket table, collect open files."""
+    cdef int ensure_local_inodes(self, int pid_fd) except -1:
+        """Read the unix and netlink tables of the process's network namespace, once."""
+        cdef unsigned long long ns = self.namespace_of(pid_fd)
+        cdef Py_ssize_t n
+        cdef str name
+        cdef int column
+        cdef bytes path
+        cdef const char* c_path
+        if ns == 0 or ns in self.local_read:
+            return 0
+        self.local_read.add(ns)
+        for name, column in LOCAL_TABLES:
+            path = ("net/" + name).encode()
+            c_path = path
+            self.big.len = 0
+            with nogil:
+                n = read_all(pid_fd, c_path, &self.big, True)
+            if n > 0:
+                parse_inode_column(self.big.data, self.big.len, column, self.local_inodes)
+        return 0
+
+    cdef int walk_fd_table(self, int task_fd, int table, Process proc) except -1:
+        """Append a LinkHead record for every fd of one task's fd table: 0 when read, 1 (and
+        ``proc.incomplete`` set) when it cannot be."""
         cdef int fd_dir, rc = 0
         cdef DIR* d
         cdef dirent* ent
-        cdef Py_ssize_t n, pos
-        cdef const char* link
         cdef const char* name
-        cdef unsigned long long inode
-        cdef int link_len
-        cdef list sockets = []
-        cdef list open_files = []
-        cdef list unmatched = None
-        self.links.len = 0
+        cdef Py_ssize_t n
+        cdef LinkHead head
+        cdef unsigned long long number
         with nogil:
-            fd_dir = openat(pid_fd, b"fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            fd_dir = openat(task_fd, b"fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
             if fd_dir < 0:
                 rc = -errno
             else:
@@ -593,75 +721,241 @@ cdef class _Scanner:
                         if ent == NULL:
                             break
                         name = ent.d_name
-                        if name[0] == b'.' and (name[1] == 0 or (name[1] == b'.'
-                                                                 and name[2] == 0)):
-                            continue
-                        # record layout in self.links: int length, then the bytes
-                        if buf_reserve(&self.links, LINK_MAX + sizeof(int)) < 0:
+                        if parse_unsigned(name, name + strlen(name), INT32_MAX, &number) < 0:
+                            continue        # "." and ".."
+                        if buf_reserve(&self.links, LINK_MAX + sizeof(LinkHead)) < 0:
                             break
                         n = read_link(fd_dir, name, self.links.data + self.links.len
-                                      + sizeof(int))
+                                      + sizeof(LinkHead))
                         if n <= 0:
                             continue   # fd closed meanwhile
-                        link_len = <int>n
-                        memcpy(self.links.data + self.links.len, &link_len, sizeof(int))
-                        self.links.len += sizeof(int) + n
+                        head.length = <int>n
+                        head.fd = <int>number
+                        head.table = table
+                        memcpy(self.links.data + self.links.len, &head, sizeof(LinkHead))
+                        self.links.len += sizeof(LinkHead) + n
                     closedir(d)
         if rc < 0:
             if rc == -EACCES or rc == -EPERM:
                 self.stats["denied"] += 1
-            return 0
-        pos = 0
-        while pos < self.links.len:
-            memcpy(&link_len, self.links.data + pos, sizeof(int))
-            link = self.links.data + pos + sizeof(int)
-            pos += sizeof(int) + link_len
-            if link_len >= 8 and memcmp(link, b"socket:[", 8) == 0:
-                if (link[link_len - 1] != b']'
-                        or parse_unsigned(link + 8, link + link_len - 1, UINT64_MAX,
-                                          &inode) < 0):
-                    continue
-                sock = self.socket_table.get(inode)
-                if sock is not None:
-                    sockets.append(sock)
-                else:
-                    if unmatched is None:
-                        unmatched = []
-                    unmatched.append(inode)
-            elif link_len >= 6 and memcmp(link, b"pipe:[", 6) == 0:
-                continue
-            else:
-                open_files.append(self.intern(link, link_len))
-        if unmatched is not None:
-            # Not in any table read so far: maybe the process lives in another network
-            # namespace (a container). Unix sockets stay unmatched, which is right.
-            self.ensure_namespace(pid_fd)
-            for inode in unmatched:
-                sock = self.socket_table.get(inode)
-                if sock is not None:
-                    sockets.append(sock)
-        proc.sockets = tuple(sockets)
-        proc.open_files = tuple(open_files)
+                if not proc.incomplete:
+                    proc.incomplete = FDS_DENIED
+            elif not proc.incomplete:
+                proc.incomplete = FDS_GONE
+            return 1
         return 0
+
+    cdef int add_link(self, str target, int table) except -1:
+        """Append a LinkHead record for an io_uring registered file (no fd of its own)."""
+        cdef bytes raw = target.encode("utf-8", "surrogateescape")
+        cdef LinkHead head
+        if len(raw) >= LINK_MAX or buf_reserve(&self.links, len(raw) + sizeof(LinkHead)) < 0:
+            return 0
+        head.length = <int>len(raw)
+        head.fd = -1
+        head.table = table
+        memcpy(self.links.data + self.links.len, &head, sizeof(LinkHead))
+        memcpy(self.links.data + self.links.len + sizeof(LinkHead), <const char*>raw,
+               len(raw))
+        self.links.len += sizeof(LinkHead) + len(raw)
+        return 0
+
+    cdef int private_tables(self, int pid_fd, int task_tid, int* fds, int* tids,
+                            int* count) noexcept nogil:
+        """Open the task dirs of the threads whose fd table is their own (unshare(CLONE_FILES))
+        into ``fds``/``tids`` from ``count`` on: kcmp(KCMP_FILES) tells, and where it cannot
+        (not the live /proc, no kcmp) every other thread is taken."""
+        cdef int task_dir = openat(pid_fd, b"task", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        cdef DIR* d
+        cdef dirent* ent
+        cdef unsigned long long tid
+        cdef char path[32]
+        cdef int fd
+        if task_dir < 0:
+            return 0
+        d = fdopendir(task_dir)
+        if d == NULL:
+            close(task_dir)
+            return 0
+        while count[0] < MAX_FD_TABLES:
+            ent = readdir(d)
+            if ent == NULL:
+                break
+            if (not is_pid_name(ent.d_name)
+                    or parse_unsigned(ent.d_name, ent.d_name + strlen(ent.d_name), INT32_MAX,
+                                      &tid) < 0 or <int>tid == task_tid):
+                continue
+            if self.live_proc and syscall(SYS_kcmp, task_tid, <int>tid, KCMP_FILES, 0, 0) == 0:
+                continue                    # the same table: read already
+            snprintf(path, sizeof(path), b"task/%d", <int>tid)
+            fd = openat(pid_fd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if fd >= 0:
+                fds[count[0]] = fd
+                tids[count[0]] = <int>tid
+                count[0] += 1
+        closedir(d)
+        return 0
+
+    cdef int inspect_fds(self, int pid_fd, Process proc, int task_fd, int task_tid) except -1:
+        """List the fd tables (the task's, and threads' own), match socket:[INODE] against the
+        socket tables, read io_uring registered files, examine sockets in no table; collect
+        open files."""
+        cdef int fds[MAX_FD_TABLES + 1]
+        cdef int tids[MAX_FD_TABLES + 1]
+        cdef int count = 1, i, read_any = 0
+        cdef Py_ssize_t pos, n
+        cdef LinkHead head
+        cdef const char* link
+        cdef unsigned long long inode
+        cdef dict sockets = {}
+        cdef dict open_files = {}
+        cdef list unmatched = None
+        cdef list uring = None
+        cdef bytes fdinfo_path
+        cdef str target
+        fds[0] = task_fd
+        tids[0] = task_tid
+        self.links.len = 0
+        try:
+            if proc.threads > 1:
+                with nogil:
+                    self.private_tables(pid_fd, task_tid, fds, tids, &count)
+            for i in range(count):
+                if self.walk_fd_table(fds[i], i, proc) == 0:
+                    read_any = 1
+            if not read_any:
+                return 0
+            pos = 0
+            while pos < self.links.len:
+                memcpy(&head, self.links.data + pos, sizeof(LinkHead))
+                link = self.links.data + pos + sizeof(LinkHead)
+                pos += sizeof(LinkHead) + head.length
+                if head.fd >= 0 and head.length == IO_URING_LINK_LEN and memcmp(
+                        link, IO_URING_LINK_C, IO_URING_LINK_LEN) == 0:
+                    if uring is None:
+                        uring = []
+                    uring.append((head.fd, head.table))
+            if uring is not None:
+                for fd, table in uring:
+                    fdinfo_path = f"fdinfo/{fd}".encode()
+                    self.big.len = 0
+                    n = read_all(fds[table], fdinfo_path, &self.big, True)
+                    if n > 0:
+                        for target in _sockprobe.io_uring_files(self.big.data[:self.big.len]):
+                            self.add_link(target, table)
+            pos = 0
+            while pos < self.links.len:
+                memcpy(&head, self.links.data + pos, sizeof(LinkHead))
+                link = self.links.data + pos + sizeof(LinkHead)
+                pos += sizeof(LinkHead) + head.length
+                if head.length >= 8 and memcmp(link, b"socket:[", 8) == 0:
+                    if (link[head.length - 1] != b']'
+                            or parse_unsigned(link + 8, link + head.length - 1, UINT64_MAX,
+                                              &inode) < 0):
+                        continue
+                    sock = self.socket_table.get(inode)
+                    if sock is not None:
+                        if inode not in sockets:
+                            sockets[inode] = sock
+                    elif inode not in sockets:
+                        if unmatched is None:
+                            unmatched = []
+                        unmatched.append((inode, head.fd, tids[head.table]))
+                elif head.length >= 6 and memcmp(link, b"pipe:[", 6) == 0:
+                    continue
+                elif head.length == IO_URING_LINK_LEN and memcmp(
+                        link, IO_URING_LINK_C, IO_URING_LINK_LEN) == 0:
+                    continue
+                else:
+                    target = self.intern(link, head.length)
+                    if target not in open_files:
+                        open_files[target] = None
+            if unmatched is not None:
+                # Not in any table read so far: maybe the process lives in another network
+                # namespace (a container); else a unix or netlink socket; else a network
+                # socket the tables do not show, which its fd tells about (_sockprobe).
+                self.ensure_namespace(pid_fd)
+                self.ensure_local_inodes(pid_fd)
+                for inode, fd, tid in unmatched:
+                    sock = self.socket_table.get(inode)
+                    if sock is None and inode not in self.local_inodes and fd >= 0:
+                        sock = self.probe(proc.pid, tid, fd, inode)
+                    if sock is not None and inode not in sockets:
+                        sockets[inode] = sock
+            proc.sockets = tuple(sockets.values())
+            proc.open_files = tuple(open_files)
+        finally:
+            for i in range(1, count):
+                close(fds[i])
+        return 0
+
+    cdef object probe(self, int pid, int tid, int fd, unsigned long long inode):
+        record = _sockprobe.identify(self.proc_root, pid, tid, str(fd), inode)
+        if record is None:
+            return None
+        sock = self.socket_table[inode] = socket_of(record)
+        self.stats["probed"] += 1
+        return sock
+
+    cdef int live_task(self, int pid_fd, int pid, int* task_fd, int* task_tid, char* exe_buf,
+                       Py_ssize_t* exe_n) noexcept nogil:
+        """A zombie leader's live thread: its dir fd, tid and exe target; -1 when none."""
+        cdef int task_dir = openat(pid_fd, b"task", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        cdef DIR* d
+        cdef dirent* ent
+        cdef unsigned long long tid
+        cdef char path[32]
+        cdef int fd, found = -1
+        if task_dir < 0:
+            return -1
+        d = fdopendir(task_dir)
+        if d == NULL:
+            close(task_dir)
+            return -1
+        while found < 0:
+            ent = readdir(d)
+            if ent == NULL:
+                break
+            if (not is_pid_name(ent.d_name)
+                    or parse_unsigned(ent.d_name, ent.d_name + strlen(ent.d_name), INT32_MAX,
+                                      &tid) < 0 or <int>tid == pid):
+                continue
+            snprintf(path, sizeof(path), b"task/%d", <int>tid)
+            fd = openat(pid_fd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if fd < 0:
+                continue
+            exe_n[0] = read_link(fd, b"exe", exe_buf)
+            if exe_n[0] >= 0:
+                task_fd[0] = fd
+                task_tid[0] = <int>tid
+                found = 0
+            else:
+                close(fd)
+        closedir(d)
+        return found
 
     cdef Process read_process(self, const char* name, object want_fds):
         """Read one /proc/PID; None when it is a kernel thread, vanished or not readable."""
-        cdef int pid_fd
+        cdef int pid_fd, task_fd = -1, task_tid
         cdef char stat_buf[SMALL_FILE_MAX]
         cdef char status_buf[SMALL_FILE_MAX]
         cdef char exe_buf[LINK_MAX]
-        cdef struct_stat exe_stat
+        cdef char named_path[LINK_MAX + 8]
+        cdef struct_stat exe_stat, named_stat
         cdef ProcStat st
         cdef Py_ssize_t stat_n = 0, status_n = 0, exe_n = 0, cmd_n = 0
         cdef Py_ssize_t suffix_len = len(DELETED_SUFFIX)
         cdef const char* suffix = DELETED_SUFFIX
-        cdef long long uid = -1
-        cdef int deleted = 0, have_exe_stat = 0
+        cdef long long uid = -1, threads = 1
+        cdef int deleted = 0, have_exe_stat = 0, path_too_long = 0
+        cdef int pid = pid_value(name)
         cdef Outcome outcome = READ_OK
         cdef Process proc
         self.big.len = 0
         with nogil:
             pid_fd = openat(self.root_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            task_fd = pid_fd
+            task_tid = pid
             if pid_fd < 0:
                 outcome = VANISHED
             else:
@@ -672,91 +966,95 @@ cdef class _Scanner:
                     outcome = KERNEL_THREAD
                 else:
                     status_n = read_small(pid_fd, b"status", status_buf, SMALL_FILE_MAX)
-                    uid = parse_status_uid(status_buf, status_n) if status_n > 0 else -1
+                    if status_n > 0:
+                        uid = status_number(status_buf, status_n, b"Uid:", UINT32_MAX)
+                        threads = status_number(status_buf, status_n, b"Threads:", INT32_MAX)
+                    if threads < 1:
+                        threads = 1
                     if uid < 0:
                         outcome = VANISHED
                 if outcome == READ_OK:
                     exe_n = read_link(pid_fd, b"exe", exe_buf)
-                    if exe_n < 0:
+                    if exe_n == -ENAMETOOLONG:
+                        exe_n = 0
+                        path_too_long = 1
+                    elif exe_n == -ENOENT and threads > 1:
+                        # a leader that exited while other threads live on
+                        if self.live_task(pid_fd, pid, &task_fd, &task_tid, exe_buf,
+                                          &exe_n) < 0:
+                            outcome = ZOMBIE
+                    elif exe_n == -ENOENT:
+                        outcome = ZOMBIE
+                    elif exe_n < 0:
                         outcome = NO_EXE
-                    else:
-                        # the file the process runs
-                        have_exe_stat = fstatat(pid_fd, b"exe", &exe_stat, 0) == 0
-                        # The suffix is only a hint: a file may be NAMED "x (deleted)".
-                        # The file is gone when the inode the link opens has no links left.
-                        if (have_exe_stat and exe_stat.st_nlink == 0 and exe_n >= suffix_len
-                                and memcmp(exe_buf + exe_n - suffix_len, suffix,
-                                           suffix_len) == 0):
-                            deleted = 1
-                            exe_n -= suffix_len
                 if outcome == READ_OK:
-                    cmd_n = read_all(pid_fd, b"cmdline", &self.big, False)
+                    # the file the process runs
+                    have_exe_stat = fstatat(task_fd, b"exe", &exe_stat, 0) == 0
+                    if have_exe_stat and exe_stat.st_nlink == 0:
+                        deleted = 1
+                    elif (have_exe_stat and exe_n >= suffix_len and exe_buf[0] == b'/'
+                          and memcmp(exe_buf + exe_n - suffix_len, suffix, suffix_len) == 0):
+                        # The suffix is only a hint: a file may be NAMED "x (deleted)", and a
+                        # file kept by another hard link has links left. Deleted unless the
+                        # path shown, suffix and all, names that very file in its root.
+                        memcpy(named_path, b"root", 4)
+                        memcpy(named_path + 4, exe_buf, exe_n)
+                        named_path[exe_n + 4] = 0
+                        deleted = (fstatat(pid_fd, named_path, &named_stat, 0) != 0
+                                   or named_stat.st_dev != exe_stat.st_dev
+                                   or named_stat.st_ino != exe_stat.st_ino)
+                    if (deleted and exe_n >= suffix_len
+                            and memcmp(exe_buf + exe_n - suffix_len, suffix, suffix_len) == 0):
+                        exe_n -= suffix_len
+                    cmd_n = read_all(task_fd, b"cmdline", &self.big, False)
                     cmd_n = normalise_cmdline(self.big.data, cmd_n) if cmd_n > 0 else 0
         if outcome != READ_OK:
             if pid_fd >= 0:
                 close(pid_fd)
             if outcome == KERNEL_THREAD:
                 self.stats["kernel_threads"] += 1
+            elif outcome == ZOMBIE:
+                self.stats["zombies"] += 1
             elif outcome == NO_EXE and (exe_n == -EACCES or exe_n == -EPERM):
                 self.stats["denied"] += 1
-            elif outcome == NO_EXE and exe_n == -ENOENT:   # no exe: a kernel thread or zombie
-                self.stats["kernel_threads"] += 1
             else:
                 self.stats["vanished"] += 1
             return None
-        proc = Process.__new__(Process)
-        proc.pid = pid_value(name)
-        proc.ppid = <int>st.ppid
-        proc.pgrp = <int>st.pgrp
-        proc.session = <int>st.session
-        proc.uid = <unsigned int>uid
-        proc.start_time = st.start_time
-        proc.age = self.uptime - (<double>st.start_time) / self.clock_ticks
-        proc.vm_size_bytes = st.vsize
-        proc.vm_rss_bytes = st.rss_pages * self.page_size
-        proc.exe = self.intern(exe_buf, exe_n)
-        proc.exe_deleted = deleted
-        if have_exe_stat:
-            proc.exe_dev = exe_stat.st_dev
-            proc.exe_ino = exe_stat.st_ino
-            proc.exe_uid = exe_stat.st_uid
-            proc.exe_mode = exe_stat.st_mode
-        else:
-            proc.exe_uid = UNKNOWN_UID
-        proc.cmdline = decode(self.big.data, cmd_n)
-        proc.sockets = None
-        proc.open_files = None
         try:
+            proc = Process.__new__(Process)
+            proc.pid = pid
+            proc.ppid = <int>st.ppid
+            proc.pgrp = <int>st.pgrp
+            proc.session = <int>st.session
+            proc.uid = <unsigned int>uid
+            proc.start_time = st.start_time
+            proc.age = self.uptime - (<double>st.start_time) / self.clock_ticks
+            proc.vm_size_bytes = st.vsize
+            proc.vm_rss_bytes = st.rss_pages * self.page_size
+            proc.exe = self.intern(exe_buf, exe_n)
+            proc.exe_deleted = deleted
+            if have_exe_stat:
+                proc.exe_dev = exe_stat.st_dev
+                proc.exe_ino = exe_stat.st_ino
+                proc.exe_uid = exe_stat.st_uid
+                proc.exe_mode = exe_stat.st_mode
+            else:
+                proc.exe_uid = UNKNOWN_UID
+            proc.cmdline = decode(self.big.data, cmd_n)
+            proc.threads = <int>threads
+            proc.sockets = None
+            proc.open_files = None
+            proc.incomplete = EXE_PATH_TOO_LONG if path_too_long else ""
             if want_fds is True or (want_fds is not False and want_fds(proc)):
-                self.inspect_fds(pid_fd, proc)
+                self.inspect_fds(pid_fd, proc, task_fd, task_tid)
         finally:
+            if task_fd != pid_fd:
+                close(task_fd)
             close(pid_fd)
         self.stats["processes"] += 1
+        if proc.incomplete:
+            self.stats["incomplete"] += 1
         return proc
-
-
-cdef bint is_pid_name(const char* s) noexcept nogil:
-    """Digits without a leading zero, at most PID_MAX_LIMIT (as the twin's _is_pid_name)."""
-    cdef unsigned long value = 0
-    cdef int count = 0
-    if s[0] < b'1' or s[0] > b'9':
-        return False
-    while s[0] != 0:
-        if s[0] < b'0' or s[0] > b'9' or count >= 7:
-            return False
-        value = value * 10 + <unsigned long>(s[0] - 48)
-        count += 1
-        s += 1
-    return value <= PID_MAX_LIMIT
-
-
-cdef inline int pid_value(const char* s) noexcept nogil:
-    """The number of a name is_pid_name accepted."""
-    cdef int value = 0
-    while s[0] != 0:
-        value = value * 10 + (s[0] - 48)
-        s += 1
-    return value
 
 
 def scan(str proc_root="/proc", want_fds=True):

@@ -1,7 +1,6 @@
 """`ptfast scan` end to end against a population of real processes, on both cores."""
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -11,6 +10,7 @@ import pytest
 
 from helpers.uids import uid_for
 from helpers.procs import start_copied_python, start_python
+from helpers.scan import core_env, run_scan
 
 pytestmark = pytest.mark.needs_root
 
@@ -68,27 +68,6 @@ def population():
     finally:
         for child in started.values():
             child.stop()
-
-
-def core_env(core):
-    """The environment that makes ptfast pick ``core`` ("compiled" or "pure-python")."""
-    env = dict(os.environ)
-    env.pop("PTFAST_NO_EXTENSIONS", None)
-    if core == "pure-python":
-        env["PTFAST_NO_EXTENSIONS"] = "1"
-    return env
-
-
-def run_scan(*args, core="compiled"):
-    env = core_env(core)
-    # no csf.conf on the test machine, but never let a real one change the test's meaning.
-    # Only the suspicious-process check: the machine's own load, users and old processes must
-    # not add findings (test_checks_live covers the other checks).
-    others_off = [f"--set={name}=0" for name in ("PT_LOAD", "PT_USERPROC", "PT_USERMEM",
-                                                 "PT_USERRSS", "PT_USERTIME")]
-    command = [sys.executable, "-m", "ptfast", "scan", "--config", os.devnull,
-               "--override", os.devnull, "--set", "PT_LIMIT=1", *others_off, *args]
-    return subprocess.run(command, capture_output=True, env=env, timeout=120)
 
 
 @pytest.fixture(params=["compiled", "pure-python"])
