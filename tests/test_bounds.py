@@ -101,12 +101,15 @@ def test_a_huge_command_line_and_a_flood_of_fds_make_a_bounded_alert(tmp_path,
     try:
         long_args = tuple(chr(ord("a") + n % 26) * ARG_CHARS for n in range(LONG_ARGS))
         children.append(start_python(LISTEN, uid=cmdline_uid, argv=long_args))
+        with open(held, "w"):
+            pass
+        os.chown(held, fds_uid, fds_uid)            # the customer's own file
         children.append(start_python(f"""
-import resource
-resource.setrlimit(resource.RLIMIT_NOFILE, ({FDS + 100}, {FDS + 100}))
 HELD = [open({held!r}, "a") for _ in range({FDS})]
 {LISTEN}
-""", uid=fds_uid))
+""", uid=fds_uid, root_setup=f"""
+resource.setrlimit(resource.RLIMIT_NOFILE, ({FDS + 100}, {FDS + 100}))
+"""))
         with open(f"/proc/{children[0].pid}/cmdline", "rb") as handle:
             cmdline_chars = len(handle.read().rstrip(b"\0"))
         time.sleep(1.2)

@@ -1,6 +1,6 @@
 """Kills that never hit root or an ignored process, with and without pidfds (issue 13, items 1
-and 2): reproducers with real processes. They fail on the code of today (marked xfail, strict:
-the fix turns them into passes and the marker must go).
+and 2): reproducers with real processes. They failed on the code before ptfast.kills (the root
+master was killed; without pidfds nothing was).
 
 A kernel without pidfds (before 5.3: AlmaLinux/CloudLinux 8 run 4.18) is simulated for the whole
 `ptfast run --once` process by a seccomp filter that makes pidfd_open and pidfd_send_signal fail
@@ -44,7 +44,6 @@ if worker == 0:
 info["worker"] = worker
 """
 PIDFDS = [pytest.param(True, id="pidfd"), pytest.param(False, id="no-pidfd")]
-NOT_YET = "issue 13: the lead's kill rewrite makes this pass; then remove this marker"
 
 
 def comm(pid: int) -> bytes:
@@ -77,7 +76,6 @@ def test_the_simulated_kernel_has_no_pidfds():
                           ).returncode == 0
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_YET)
 @pytest.mark.parametrize("pidfds", PIDFDS)
 def test_a_fork_bomb_through_a_root_prefork_worker_kills_the_cgi_not_the_master(tmp_path,
                                                                                 pidfds):
@@ -105,8 +103,7 @@ def test_a_fork_bomb_through_a_root_prefork_worker_kills_the_cgi_not_the_master(
         kill_uid(CUSTOMER_CGI)
 
 
-@pytest.mark.parametrize("pidfds", [PIDFDS[0], pytest.param(
-    False, id="no-pidfd", marks=pytest.mark.xfail(strict=True, reason=NOT_YET))])
+@pytest.mark.parametrize("pidfds", PIDFDS)
 def test_pt_userkill_kills_without_pidfds_too(tmp_path, pidfds):
     root = tmp_path / "service"
     root.mkdir(mode=0o700)
