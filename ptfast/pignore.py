@@ -39,9 +39,10 @@ MAX_INCLUDE_DEPTH = 8
 # about 40 us per chunk of 500.
 CHUNK_SIZE = 500
 # The match cache: values already judged, bounded by their total size, not their number
-# (distinct 2 MB command lines once grew it by megabytes a pass). Longer values are not cached.
+# (distinct 2 MB command lines once grew it by megabytes a pass). Longer values than
+# MAX_CACHED_VALUE are judged again each time rather than crowd out every other entry.
 MATCH_CACHE_CHARS = 16 << 20
-MAX_CACHED_VALUE = 64 << 10
+MAX_CACHED_VALUE = 1 << 20
 CACHE_ENTRY_OVERHEAD = 100          # bytes a cached entry costs beyond its characters
 
 
