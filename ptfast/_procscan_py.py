@@ -469,17 +469,19 @@ class _Scanner:
             for inode, fd, task in unmatched:
                 sock = table.get(inode)
                 if sock is None and inode not in self.local_inodes and fd is not None:
-                    sock = self._probe(proc.pid, task.tid, fd, inode)
+                    sock = self._probe(proc.pid, task.tid, fd)
                 if sock is not None:
-                    sockets.setdefault(inode, sock)
+                    sockets.setdefault(sock.inode, sock)
         proc.sockets = tuple(sockets.values())
         proc.open_files = tuple(open_files)
 
-    def _probe(self, pid: int, tid: int, fd: str, inode: int):
-        record = _sockprobe.identify(self.proc_root, pid, tid, fd, inode)
+    def _probe(self, pid: int, tid: int, fd: str):
+        record = _sockprobe.identify(self.proc_root, pid, tid, fd)
         if record is None:
             return None
-        sock = self.socket_table[inode] = _socket_of(record)
+        sock = self.socket_table.get(record[0])        # it may be in a table after all
+        if sock is None:
+            sock = self.socket_table[record[0]] = _socket_of(record)
         self.stats["probed"] += 1
         return sock
 

@@ -21,6 +21,7 @@ import fcntl
 import os
 import re
 import socket
+import stat
 
 from ._corespec import (PACKET_IFACE_COLUMN, PACKET_INODE_COLUMN, PACKET_PROTO_COLUMN,
                         PACKET_TABLE, PACKET_UID_COLUMN, STREAM_STATE_NAMES, UNKNOWN_STATE)
@@ -56,16 +57,17 @@ def _syscall(*args) -> int:
     return result
 
 
-def is_network(path: str, inode: int):
-    """(network?, protocol name) of the socket at ``path`` (an fd link); (None, "") when the fd
-    no longer holds that socket."""
+def is_network(path: str):
+    """(network?, protocol name, stat) of the socket the fd link ``path`` holds now; (None, "",
+    None) when it holds none."""
     try:
-        if os.stat(path).st_ino != inode:
-            return None, ""
+        info = os.stat(path)
+        if not stat.S_ISSOCK(info.st_mode):
+            return None, "", None
         name = os.getxattr(path, "system.sockprotoname").rstrip(b"\0").decode("ascii", "replace")
     except OSError:
-        return None, ""
-    return not name.startswith(_LOCAL_PROTOCOLS), name
+        return None, "", None
+    return not name.startswith(_LOCAL_PROTOCOLS), name, info
 
 
 def _table_name(sock: socket.socket) -> str:
@@ -130,19 +132,17 @@ def _examine(fd: int, inode: int, uid: int) -> tuple:
     return (inode, proto, local[0], local[1], remote[0], remote[1], state, uid, netns)
 
 
-def identify(proc_root: str, pid: int, tid: int, fd: str, inode: int):
-    """The socket ``inode`` at fd ``fd`` of task ``tid`` of process ``pid`` (tid == pid for the
-    process's own fd table): a record tuple, or None when it is no network socket or the fd
-    no longer holds it."""
+def identify(proc_root: str, pid: int, tid: int, fd: str):
+    """The network socket fd ``fd`` of task ``tid`` of process ``pid`` holds now (tid == pid
+    for the process's own fd table): a record tuple, or None when it holds none. A socket
+    re-created on the same fd since it was listed (churn) is the one examined: the process
+    holds it now."""
     task = f"{proc_root}/{pid}" if tid == pid else f"{proc_root}/{pid}/task/{tid}"
     path = f"{task}/fd/{fd}"
-    network, name = is_network(path, inode)
+    network, name, info = is_network(path)
     if not network:
         return None
-    try:
-        uid = os.stat(path).st_uid
-    except OSError:
-        return None
+    inode, uid = info.st_ino, info.st_uid
     if proc_root == "/proc":
         try:
             pidfd = (os.pidfd_open(pid) if tid == pid
@@ -160,16 +160,15 @@ def identify(proc_root: str, pid: int, tid: int, fd: str, inode: int):
                 os.close(pidfd)
             if duplicate >= 0:
                 try:
-                    if os.fstat(duplicate).st_ino != inode:
-                        return None                 # the fd now holds another file
-                    return _examine(duplicate, inode, uid)
+                    held = os.fstat(duplicate)
+                    if not stat.S_ISSOCK(held.st_mode):
+                        return None                 # the fd now holds something else
+                    return _examine(duplicate, held.st_ino, held.st_uid)
                 except OSError:
                     return None
                 finally:
                     os.close(duplicate)
     # no way to open it here (a kernel before 5.6, a prepared tree): its protocol is known
-    if is_network(path, inode)[0] is None:
-        return None
     return (inode, _TABLE_NAMES.get(name, name.lower()), UNKNOWN_ADDRESS, 0, UNKNOWN_ADDRESS,
             0, UNKNOWN_STATE, uid, 0)
 

@@ -16,7 +16,8 @@ from .bounds import bounded_lines, bounded_text
 from .escape import escape_text
 from .findings import (CHECK_FORKBOMB, CHECK_LOAD, CHECK_RESOURCE, CHECK_SSHD_HUNG,
                        CHECK_SUSPICIOUS, CHECK_USER_PROCESSES, NOBODY, REASON_DELETED,
-                       REASON_LISTENING, REASON_SOCKET, REMEMBER_LOAD_QUIET, REMEMBER_PROCESS,
+                       REASON_LISTENING, REASON_SOCKET, REMEMBER_LISTENER, REMEMBER_LOAD_QUIET,
+                       REMEMBER_PROCESS,
                        REMEMBER_RESOURCE, REMEMBER_USER_QUIET, Action, Finding, Remember,
                        Response, process_key)
 
@@ -157,6 +158,9 @@ class Suspicious(Check):
         findings = []
         for proc in snapshot.processes:
             if proc.age <= policy.limit:
+                hopping = self._hopping(policy, proc)
+                if hopping is not None:
+                    findings.append(hopping)
                 continue
             verdict = policy.take_verdict(proc)
             if verdict is None:
@@ -179,6 +183,26 @@ class Suspicious(Check):
                 findings.append(Finding(self.name, tuple(reasons), proc, user,
                                         judged_sockets=judged))
         return self._one_deleted_report_per_family(policy, findings, by_pid)
+
+    def _hopping(self, policy: Policy, proc) -> Optional[Finding]:
+        """A young process holding a listener that outlived PT_LIMIT (handed from one short
+        -lived holder to the next): reported for that listener alone."""
+        if proc.uid not in policy.hopping_uids or proc.sockets is None:
+            return None
+        verdict = policy.take_verdict(proc)
+        if verdict is None or verdict[1]:
+            return None
+        outlived = [sock for sock in proc.sockets
+                    if is_listening(sock) and policy.outlived_holders(sock)]
+        if not outlived:
+            return None
+        judged = tuple((sock, sock in outlived,
+                        f"a listener open for more than PT_LIMIT ({policy.limit:g} s), handed "
+                        "between processes younger than that" if sock in outlived
+                        else "the process is younger than PT_LIMIT")
+                       for sock in proc.sockets)
+        return Finding(self.name, (REASON_LISTENING,), proc, verdict[0], judged_sockets=judged,
+                       details={"outlived": [(sock.netns, sock.inode) for sock in outlived]})
 
     @staticmethod
     def _one_deleted_report_per_family(policy: Policy, findings: list, by_pid: dict) -> list:
@@ -203,8 +227,12 @@ class Suspicious(Check):
         action = (action_for(config, "PT_DELETED_ACTION",
                              (proc.exe, proc.pid, finding.user, proc.ppid))
                   if REASON_DELETED in finding.reasons else None)
+        # a listener that outlived its holders is reported once, not again with each holder
+        listeners = tuple(Remember(REMEMBER_LISTENER, key)
+                          for key in finding.details.get("outlived", ()))
         return Response(alert=self.template,
-                        remember=Remember(REMEMBER_PROCESS, tuple(process_key(proc))),
+                        remember=(Remember(REMEMBER_PROCESS, tuple(process_key(proc))),
+                                  *listeners),
                         action=action)
 
     def log_lines(self, finding: Finding, killed: bool, user_name) -> list:
@@ -347,7 +375,8 @@ class UserProcesses(Check):
         return Response(
             alert=self.template if not kill or config["PT_USERKILL_ALERT"] else None,
             kill=kill, kill_uid=uid,
-            remember=Remember(REMEMBER_USER_QUIET, (finding.user,), float(config["LF_FLUSH"])),
+            remember=(Remember(REMEMBER_USER_QUIET, (finding.user,),
+                               float(config["LF_FLUSH"])),),
             action=action_for(config, "PT_USER_ACTION",
                               (",".join(str(p.pid) for p in finding.processes),)))
 
@@ -397,7 +426,7 @@ class Resource(Check):
         return Response(
             alert=self.template if not kill or config["PT_USERKILL_ALERT"] else None,
             kill=kill, kill_uid=uid,
-            remember=Remember(REMEMBER_RESOURCE, (*process_key(proc), finding.reasons[0])),
+            remember=(Remember(REMEMBER_RESOURCE, (*process_key(proc), finding.reasons[0])),),
             action=action_for(config, "PT_USER_ACTION", (str(proc.pid),)))
 
     def log_lines(self, finding: Finding, killed: bool, user_name) -> list:
@@ -548,8 +577,8 @@ class Load(Check):
 
     def respond(self, finding: Finding, config) -> Response:
         return Response(alert=self.template,
-                        remember=Remember(REMEMBER_LOAD_QUIET, (),
-                                          float(config["PT_LOAD_SKIP"])),
+                        remember=(Remember(REMEMBER_LOAD_QUIET, (),
+                                           float(config["PT_LOAD_SKIP"])),),
                         action=action_for(config, "PT_LOAD_ACTION", ()))
 
     def log_lines(self, finding: Finding, killed: bool, user_name) -> list:

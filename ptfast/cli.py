@@ -308,6 +308,13 @@ def main(argv=None) -> int:
     except BrokenPipeError:       # `ptfast scan | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
+    except Exception as exc:      # a bug is an error (2), never "findings" (1) to a cron job
+        import traceback
+        warn(f"internal error: {escape_text(repr(exc))}")
+        for entry in traceback.format_exception(type(exc), exc, exc.__traceback__):
+            for line in entry.rstrip("\n").split("\n"):
+                print(escape_text(line), file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

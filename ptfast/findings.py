@@ -60,6 +60,7 @@ REMEMBER_PROCESS = "process"           # key (pid, start_time): reported for its
 REMEMBER_RESOURCE = "resource"         # key (pid, start_time, resource)
 REMEMBER_USER_QUIET = "user_quiet"     # key (user,): quiet for ``seconds``
 REMEMBER_LOAD_QUIET = "load_quiet"     # key (): quiet for ``seconds``
+REMEMBER_LISTENER = "listener"         # key (netns, inode): a hopping listener, reported
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class Response:
     kill_uid: Optional[int] = None     # the uid every one of them must still have
     stop_first: bool = False           # SIGSTOP them all before any SIGKILL (a fork bomb) ...
     follow_forks: bool = False         # ... and the children they fork meanwhile (same uid, exe)
-    remember: Optional[Remember] = None
+    remember: tuple = ()               # Remember: what the state records
     action: Optional[Action] = None
 
     def as_record(self) -> dict:
@@ -110,8 +111,8 @@ class Response:
             record["stop_first"] = True
         if self.follow_forks:
             record["follow_forks"] = True
-        if self.remember is not None:
-            record["remember"] = self.remember.as_record()
+        if self.remember:
+            record["remember"] = [memo.as_record() for memo in self.remember]
         if self.action is not None:
             record["action"] = self.action.as_record()
         return record
@@ -155,6 +156,9 @@ class Remembered:
     resources: frozenset = frozenset()             # (pid, start_time, resource)
     quiet_users: dict = field(default_factory=dict)   # user -> quiet until (epoch seconds)
     load_quiet_until: float = 0.0
+    #: (netns, inode) -> (uid, first seen, reported) of tracked users' listeners: the daemon
+    #: sees sockets across passes (a scan alone has no past)
+    listeners: dict = field(default_factory=dict)
 
     def was_reported(self, key: tuple) -> bool:
         return key in self.reported
@@ -164,6 +168,16 @@ class Remembered:
 
     def user_quiet_until(self, user: str) -> float:
         return self.quiet_users.get(user, 0.0)
+
+    def listener_seen(self, netns: int, inode: int):
+        """(uid, first seen, reported) of a tracked user's listener, or None."""
+        seen = self.listeners.get((netns, inode))
+        return None if seen is None else tuple(seen)
+
+    def listener_uids(self, older_than: float, now: float) -> set:
+        """uids of listeners first seen more than ``older_than`` seconds ago, not reported."""
+        return {uid for uid, seen, reported in self.listeners.values()
+                if not reported and now - seen > older_than}
 
 
 NOTHING_REMEMBERED = Remembered()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from typing import TYPE_CHECKING, Callable, Optional
 
 from .checks import LOAD, SNAPSHOT_CHECKS, SUSPICIOUS, WEB_SERVER_NAMES
@@ -57,7 +58,7 @@ class Policy:
                  panel_users: frozenset = frozenset(), memory=NOTHING_REMEMBERED,
                  limit: Optional[float] = None,
                  file_identity: Callable[[str], Optional[FileIdentity]] = lambda path: None,
-                 uid_min: int = DEFAULT_UID_MIN) -> None:
+                 uid_min: int = DEFAULT_UID_MIN, now: Optional[float] = None) -> None:
         # ``limit`` replaces PT_LIMIT: `ptfast tune` tries other values under the same rules
         self.limit = config["PT_LIMIT"] if limit is None else limit
         self.config = config
@@ -72,6 +73,12 @@ class Policy:
         self.all_users = bool(config["PT_ALL_USERS"])
         # process key -> the suspicious check's verdict from want_fds (None: not a candidate)
         self._verdicts: dict = {}
+        # when this judgment is made (the memory's listener ages are measured to it)
+        self.now = time.time() if now is None else now
+        # users whose listener has outlived PT_LIMIT: their young processes get an fd walk too,
+        # as a listener handed from one young process to the next must not hide
+        self.hopping_uids = (memory.listener_uids(self.limit, self.now) if self.limit > 0
+                             else set())
         self._tracked_users: dict[int, Optional[str]] = {}
 
     @property
@@ -117,6 +124,12 @@ class Policy:
         return (proc.uid == 0 and os.path.basename(proc.exe) in WEB_SERVER_NAMES
                 and proc.exe_uid == 0 and not proc.exe_mode & 0o022)
 
+    def outlived_holders(self, sock) -> bool:
+        """A tracked user's listener first seen more than PT_LIMIT ago and not yet reported,
+        whatever the age of the process holding it now."""
+        seen = self.memory.listener_seen(sock.netns, sock.inode)
+        return seen is not None and not seen[2] and self.now - seen[1] > self.limit
+
     def handed_over(self, sock, proc) -> bool:
         """The socket was created by root or a system account, not by the process's user: it
         was handed to the process (inherited, or passed over a unix socket). No customer can
@@ -155,7 +168,7 @@ class Policy:
     def want_fds(self, proc) -> bool:
         """Predicate for the scanner: inspect fds only of candidates older than PT_LIMIT, so
         ignored and young processes cost no fd walk."""
-        if not self.enabled or proc.age <= self.limit:
+        if not self.enabled or (proc.age <= self.limit and proc.uid not in self.hopping_uids):
             return False
         verdict = self._verdicts[process_key(proc)] = SUSPICIOUS.candidate(self, proc)
         return verdict is not None

@@ -77,8 +77,8 @@ class Responder:
 
     def _remember_and_act(self, finding) -> None:
         response = finding.response
-        if response.remember is not None:
-            self.state.remember(response.remember)
+        for memo in response.remember:
+            self.state.remember(memo)
         if response.action is not None:
             action = response.action
             self.actions.run(action.setting, action.path, list(action.args))

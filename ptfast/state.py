@@ -16,8 +16,8 @@ import time
 import orjson
 
 from . import safepaths
-from .findings import (REMEMBER_LOAD_QUIET, REMEMBER_PROCESS, REMEMBER_RESOURCE,
-                       REMEMBER_USER_QUIET, Remember)
+from .findings import (REMEMBER_LISTENER, REMEMBER_LOAD_QUIET, REMEMBER_PROCESS,
+                       REMEMBER_RESOURCE, REMEMBER_USER_QUIET, Remember)
 
 REPORTED_FILE = "reported.json"
 FORMAT_VERSION = 1
@@ -61,7 +61,9 @@ class ReportedState:
     * ``keys``: (pid, start_time) -> when, for suspicious processes;
     * ``resources``: (pid, start_time, resource) -> when, for resource alerts;
     * ``quiet_users``: user -> until when PT_USERPROC stays quiet about them (LF_FLUSH);
-    * ``load_quiet_until``: until when the load check stays quiet (PT_LOAD_SKIP).
+    * ``load_quiet_until``: until when the load check stays quiet (PT_LOAD_SKIP);
+    * ``listeners``: tracked users' listening sockets, when each was first seen and whether it
+      was reported (a listener handed from one young process to the next outlives them all).
 
     The policy asks the four questions of ``findings.Remembered`` (``was_reported``...); only
     ptfast.respond changes the state, through ``remember``.
@@ -73,6 +75,8 @@ class ReportedState:
         self.resources: dict[tuple, float] = {}
         self.quiet_users: dict[str, float] = {}
         self.load_quiet_until = 0.0
+        #: (netns, inode) -> [uid, first seen, reported] of tracked users' listeners
+        self.listeners: dict[tuple, list] = {}
         self._dirty = False
 
     def load(self) -> str | None:
@@ -96,10 +100,13 @@ class ReportedState:
             quiet_users = {str(user): float(until)
                            for user, until in dict(document.get("quiet_users", {})).items()}
             load_quiet_until = float(document.get("load_quiet_until", 0.0))
+            listeners = {(int(netns), int(inode)): [int(uid), float(seen), bool(reported)]
+                         for netns, inode, uid, seen, reported in document.get("listeners", ())}
         except (ValueError, TypeError, KeyError) as exc:
             return self._set_aside(str(exc))
         self.keys, self.resources, self.quiet_users = keys, resources, quiet_users
         self.load_quiet_until = load_quiet_until
+        self.listeners = listeners
         return None
 
     def _set_aside(self, why: str) -> str:
@@ -119,6 +126,28 @@ class ReportedState:
     def user_quiet_until(self, user: str) -> float:
         return self.quiet_users.get(user, 0.0)
 
+    def listener_seen(self, netns: int, inode: int):
+        seen = self.listeners.get((netns, inode))
+        return None if seen is None else tuple(seen)
+
+    def listener_uids(self, older_than: float, now: float) -> set:
+        return {uid for uid, seen, reported in self.listeners.values()
+                if not reported and now - seen > older_than}
+
+    # -- what a pass observes ---------------------------------------------------------
+    def observe_listeners(self, sockets, now: float | None = None) -> None:
+        """Remember when each of ``sockets`` (tracked users' listeners of this scan) was first
+        seen; forget the ones no longer there."""
+        now = time.time() if now is None else now
+        current = {(sock.netns, sock.inode): sock.uid for sock in sockets}
+        for key in [key for key in self.listeners if key not in current]:
+            del self.listeners[key]
+            self._dirty = True
+        for key, uid in current.items():
+            if key not in self.listeners:
+                self.listeners[key] = [uid, now, False]
+                self._dirty = True
+
     # -- what ptfast.respond records ----------------------------------------------------
     def remember(self, memo: Remember, now: float | None = None) -> None:
         """Record ``memo`` (a finding's ``response.remember``)."""
@@ -131,6 +160,10 @@ class ReportedState:
             self.quiet_users[memo.key[0]] = now + memo.seconds
         elif memo.kind == REMEMBER_LOAD_QUIET:
             self.load_quiet_until = now + memo.seconds
+        elif memo.kind == REMEMBER_LISTENER:
+            seen = self.listeners.get(tuple(memo.key))
+            if seen is not None:
+                seen[2] = True
         else:
             raise ValueError(f"unknown kind of memory {memo.kind!r}")
         self._dirty = True
@@ -160,6 +193,8 @@ class ReportedState:
                     "resources": [[pid, start, resource, at]
                                   for (pid, start, resource), at in self.resources.items()],
                     "quiet_users": self.quiet_users,
-                    "load_quiet_until": self.load_quiet_until}
+                    "load_quiet_until": self.load_quiet_until,
+                    "listeners": [[netns, inode, *seen]
+                                  for (netns, inode), seen in self.listeners.items()]}
         write_atomically(self.path, orjson.dumps(document))
         self._dirty = False

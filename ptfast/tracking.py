@@ -9,6 +9,7 @@ import socket
 import time
 
 from . import procfs
+from .checks import is_listening
 from .escape import escape_text
 from .findings import process_key
 from .mail import Mailer
@@ -56,6 +57,10 @@ class Tracker:
                 self.log(escape_text(str(problem)))
             self._responder(settings).carry_out_all(findings)
             self.state.forget_gone({process_key(proc) for proc in snapshot.processes})
+            self.state.observe_listeners(
+                sock for sock in snapshot.socket_table.values()
+                if is_listening(sock) and sock.uid != 0
+                and policy.tracked_user(sock.uid) is not None)
             summary = (f"{snapshot.stats['processes']} processes scanned in "
                        f"{snapshot.duration * 1000:.0f} ms, {len(findings)} finding(s)")
         self.deliver(settings)

@@ -879,9 +879,9 @@ cdef class _Scanner:
                 for inode, fd, tid in unmatched:
                     sock = self.socket_table.get(inode)
                     if sock is None and inode not in self.local_inodes and fd >= 0:
-                        sock = self.probe(proc.pid, tid, fd, inode)
-                    if sock is not None and inode not in sockets:
-                        sockets[inode] = sock
+                        sock = self.probe(proc.pid, tid, fd)
+                    if sock is not None and (<Socket>sock).inode not in sockets:
+                        sockets[(<Socket>sock).inode] = sock
             proc.sockets = tuple(sockets.values())
             proc.open_files = tuple(open_files)
         finally:
@@ -889,11 +889,13 @@ cdef class _Scanner:
                 close(fds[i])
         return 0
 
-    cdef object probe(self, int pid, int tid, int fd, unsigned long long inode):
-        record = _sockprobe.identify(self.proc_root, pid, tid, str(fd), inode)
+    cdef object probe(self, int pid, int tid, int fd):
+        record = _sockprobe.identify(self.proc_root, pid, tid, str(fd))
         if record is None:
             return None
-        sock = self.socket_table[inode] = socket_of(record)
+        sock = self.socket_table.get(record[0])        # it may be in a table after all
+        if sock is None:
+            sock = self.socket_table[record[0]] = socket_of(record)
         self.stats["probed"] += 1
         return sock
 

@@ -230,7 +230,7 @@ def test_scan_shows_every_check_and_never_kills(tmp_path, children):
     plan = found["user_processes"]["response"]
     assert sorted(plan["kill"]) == sorted(child.pid for child in children)
     assert plan["kill_uid"] == uid and plan["alert"] == "usertracking.txt"
-    assert plan["remember"] == {"kind": "user_quiet", "key": [str(uid)], "seconds": 3600.0}
+    assert plan["remember"] == [{"kind": "user_quiet", "key": [str(uid)], "seconds": 3600.0}]
     assert found["resource"]["response"]["kill"] == [hog.pid]
     assert found["load"]["response"]["kill"] == [] and found["load"]["response"]["alert"] == \
         "loadalert.txt"

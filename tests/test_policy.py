@@ -183,3 +183,27 @@ def test_every_address_counts(ip):
     found, _ = evaluate([proc(10, sockets=[sock(local_ip=ip, state="ESTABLISHED",
                                                 remote_port=443)])])
     assert 10 in found
+
+
+def test_a_listener_that_outlives_its_young_holders_is_reported():
+    """Handed from one process younger than PT_LIMIT to the next, a listener the daemon has
+    seen for longer than PT_LIMIT is reported with its holder of the moment, once."""
+    listener = sock(4444)
+    holder = proc(70, age=0.5, sockets=[listener])
+    conf = config.load(os.devnull, [], override_path=os.devnull)
+    rules = pignore.IgnoreRules()
+
+    def judge(seen):
+        memory = findings.Remembered(listeners={(1, listener.inode): seen})
+        pol = policy.Policy(conf, rules, lambda uid: USERS.get(uid, str(uid)), frozenset(),
+                            memory, file_identity=HOST_FILES.get, now=1000.0)
+        assert pol.want_fds(holder) == (holder.uid in pol.hopping_uids)
+        snapshot = Snapshot(processes=[holder], socket_table={}, stats={}, core="test")
+        return {f.process.pid: f for f in pol.findings(snapshot, checks=(SUSPICIOUS,))}
+
+    found = judge((1001, 1000.0 - 61, False))           # seen 61 s ago, PT_LIMIT 60
+    assert found[70].reasons == ("listening socket",)
+    plan = found[70].response.as_record()
+    assert {"kind": "listener", "key": [1, listener.inode]} in plan["remember"]
+    assert judge((1001, 1000.0 - 59, False)) == {}      # not yet older than PT_LIMIT
+    assert judge((1001, 1000.0 - 61, True)) == {}       # reported already
