@@ -1,9 +1,11 @@
 """``ptfast scan | check | run | tune``.
 
-Exit status: 0 nothing found / all clean, 1 findings, 2 error. A ``scan`` or ``tune`` that could
-not see every process (not run as root, or processes it was denied) is incomplete: it says so on
-stderr, and exits 2 rather than 0 (a scan with findings still exits 1), so a cron job never takes
-a partial view for a clean host.
+Exit status: 0 nothing found / all clean, 1 findings, 2 error. A ``scan`` or ``tune`` not run as
+root cannot see other users' processes: it says so on stderr and exits 2 rather than 0 (a scan
+with findings still exits 1), so a cron job never takes a partial view for a clean host. Root
+denied a few processes (another user namespace, a security module, a process caught mid-exec)
+gets the warning only: that happens on healthy hosts, and an error every few runs would teach
+admins to ignore the exit status.
 """
 
 from __future__ import annotations
@@ -85,19 +87,15 @@ def load_checked_settings(args):
     return None if settings.unreadable() else settings
 
 
-def incomplete_view(denied: int | None) -> str | None:
-    """Why what this run saw is not the whole host (None when it is): not root, other users'
-    exe links and fds are closed to it (and with hidepid, their processes are not even listed);
-    as root, processes it was denied all the same. ``denied``: how many, when known."""
-    if os.geteuid() != 0:
-        counted = f"{denied} denied; " if denied is not None else ""
-        return (f"not running as root: other users' processes could not be inspected ({counted}"
-                "with hidepid they are not even listed), so the result is incomplete; run as root")
-    if denied:
-        return (f"could not inspect {denied} processes (permission denied) even as root: they "
-                "belong to another user namespace or a security module forbids it; the result "
-                "is incomplete")
-    return None
+def not_root_warning(denied: int | None) -> str | None:
+    """Why a run not as root saw only part of the host (None as root): other users' exe links
+    and fds are closed to it, and with hidepid their processes are not even listed.
+    ``denied``: how many it was refused, when known."""
+    if os.geteuid() == 0:
+        return None
+    counted = f"{denied} denied; " if denied is not None else ""
+    return (f"not running as root: other users' processes could not be inspected ({counted}"
+            "with hidepid they are not even listed), so the result is incomplete; run as root")
 
 
 def cmd_tune(args) -> int:
@@ -126,7 +124,7 @@ def cmd_tune(args) -> int:
     except OSError as exc:
         warn(f"cannot read {escape_text(args.proc_root)}: {exc.strerror}")
         return EXIT_ERROR
-    incomplete = incomplete_view(None) if os.geteuid() != 0 else None
+    incomplete = not_root_warning(None)
     out = sys.stdout.buffer
     if args.json:
         document = result.as_dict()
@@ -180,9 +178,13 @@ def cmd_scan(args) -> int:
             summary += "; process tracking is disabled (PT_LIMIT = 0)"
         out.write((summary + "\n").encode())
     out.flush()
-    incomplete = incomplete_view(snapshot.stats["denied"])
+    denied = snapshot.stats["denied"]
+    incomplete = not_root_warning(denied)
     if incomplete:
         warn(incomplete)
+    elif denied:
+        warn(f"could not inspect {denied} processes (permission denied) even as root: they "
+             "belong to another user namespace or a security module forbids it")
     if findings:
         return EXIT_FINDINGS
     return EXIT_ERROR if incomplete else EXIT_CLEAN

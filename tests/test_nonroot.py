@@ -1,7 +1,9 @@
 """`ptfast scan` and `ptfast tune` run as an ordinary user (issue 13, item 9): they cannot see
 other users' processes, so they must never report a clean host. Decided: a warning on stderr that
 says the result is incomplete, and exit 2 instead of 0 (a scan that found something still exits
-1); `tune --json` carries the reason as "incomplete"."""
+1); `tune --json` carries the reason as "incomplete". As root, the odd denied process (another
+user namespace, a process mid-exec) is only warned about: it happens on healthy hosts, this one
+included."""
 
 import json
 import os
