@@ -3,9 +3,9 @@
 Exit status: 0 nothing found / all clean, 1 findings, 2 error. A ``scan`` or ``tune`` not run as
 root cannot see other users' processes: it says so on stderr and exits 2 rather than 0 (a scan
 with findings still exits 1), so a cron job never takes a partial view for a clean host. Root
-denied a few processes (another user namespace, a security module, a process caught mid-exec)
-gets the warning only: that happens on healthy hosts, and an error every few runs would teach
-admins to ignore the exit status.
+denied a few processes (another user namespace, a security module; the test host shows one now
+and then) gets the warning only: an error every few runs would teach admins to ignore the exit
+status.
 """
 
 from __future__ import annotations

@@ -2,8 +2,7 @@
 other users' processes, so they must never report a clean host. Decided: a warning on stderr that
 says the result is incomplete, and exit 2 instead of 0 (a scan that found something still exits
 1); `tune --json` carries the reason as "incomplete". As root, the odd denied process (another
-user namespace, a process mid-exec) is only warned about: it happens on healthy hosts, this one
-included."""
+user namespace, a security module) is only warned about: this test host shows one now and then."""
 
 import json
 import os
