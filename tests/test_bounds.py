@@ -96,9 +96,9 @@ def test_a_huge_command_line_and_a_flood_of_fds_make_a_bounded_alert(tmp_path,
     service = ServiceDir(root, cmdline_uid, fds_uid)
     recorder = SendmailRecorder(str(tmp_path))
     base = public_tempdir()
-    held = long_path(base)
     children = []
     try:
+        held = long_path(base)
         long_args = tuple(chr(ord("a") + n % 26) * ARG_CHARS for n in range(LONG_ARGS))
         children.append(start_python(LISTEN, uid=cmdline_uid, argv=long_args))
         with open(held, "w"):
