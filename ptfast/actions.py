@@ -2,8 +2,10 @@
 (Kills are in ptfast.kills.)
 
 Arguments go to the script as an argument list, never through a shell, so a process name cannot
-become a command. A script runs only when it is an executable regular file, in its own session
-(its children die with it on timeout), with a time limit; failure is logged, never fatal.
+become a command. A script runs only when it is an executable regular file that no customer can
+change (owned by root, not group/other-writable, in directories that are the same all the way
+up to /: ``safepaths``), in its own session (its children die with it on timeout), with a time
+limit; failure is logged, never fatal. ``ptfast check`` reports the scripts that would be refused.
 """
 
 from __future__ import annotations
@@ -14,9 +16,35 @@ import stat
 import subprocess
 import threading
 
+from . import safepaths
+from .config import Problem
 from .escape import escape_text
 
 ACTION_TIMEOUT = 60.0
+ACTION_SETTINGS = ("PT_DELETED_ACTION", "PT_USER_ACTION", "PT_LOAD_ACTION")
+
+
+def script_problem(path: str) -> str | None:
+    """Why the action script ``path`` must not run as root; None when it may."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        return exc.strerror
+    if not stat.S_ISREG(info.st_mode) or not os.access(path, os.X_OK):
+        return "not an executable file"
+    return safepaths.path_problem(path, safepaths.PROGRAM)
+
+
+def action_problems(config) -> list:
+    """Problems of every *_ACTION setting that names a script (for ``ptfast check``)."""
+    problems = []
+    for setting in ACTION_SETTINGS:
+        path = config[setting].strip()
+        problem = script_problem(path) if path else None
+        if problem:
+            problems.append(Problem(config.sources[setting], 0,
+                                    f"{setting} {path} will not be run: {problem}"))
+    return problems
 
 
 class Actions:
@@ -33,13 +61,9 @@ class Actions:
         if not path:
             return False
         shown = f"{setting} {escape_text(path)}"
-        try:
-            info = os.stat(path)
-        except OSError as exc:
-            self.log(f"{shown} not run: {exc.strerror}")
-            return False
-        if not stat.S_ISREG(info.st_mode) or not os.access(path, os.X_OK):
-            self.log(f"{shown} not run: not an executable file")
+        problem = script_problem(path)
+        if problem:
+            self.log(f"{shown} not run: {escape_text(problem)}")
             return False
         try:
             child = subprocess.Popen([path, *map(str, args)], stdin=subprocess.DEVNULL,

@@ -22,6 +22,7 @@ from email.header import Header
 from importlib import resources
 
 from .config import Problem
+from .safepaths import read_regular_file
 from .paths import DEFAULT_TEMPLATE_DIR
 from .checks import BY_NAME
 from .findings import DIGEST_TEMPLATE
@@ -32,6 +33,7 @@ TEMPLATE_FILES = {**{name: check.template for name, check in BY_NAME.items() if 
 
 MAX_LINE = 990          # SMTP allows 998 octets a line; lfd wraps long lines too
 MAX_HEADER_VALUE = 900
+MAX_TEMPLATE_BYTES = 1 << 20
 _PLACEHOLDER = re.compile(r"\[([A-Za-z0-9_]+)\]")
 _HEADER = re.compile(r"([!-9;-~]+):[ \t]?(.*)")
 _ADDRESS = re.compile(r"[A-Za-z0-9][\w.=+-]*(?:@[\w.-]+)?")
@@ -87,8 +89,9 @@ class Templates:
         if directory:
             path = os.path.join(directory, filename)
             try:
-                with open(path, encoding="utf-8", errors="replace") as handle:
-                    return parse_template(handle.read(), filename, path, self.problems)
+                # a regular file of a sane size: a FIFO or a device here must not hang a pass
+                text = read_regular_file(path, MAX_TEMPLATE_BYTES).decode("utf-8", "replace")
+                return parse_template(text, filename, path, self.problems)
             except FileNotFoundError:
                 pass
             except OSError as exc:
@@ -117,12 +120,13 @@ def fill(text: str, values: dict, one_line: bool = False) -> str:
 
 
 def wrap(body: str, width: int = MAX_LINE) -> str:
-    lines = []
+    """Lines longer than ``width`` cut into pieces of ``width``: linear in the body's length
+    (slicing off the head of a long line over and over was quadratic)."""
+    lines: list = []
     for line in body.split("\n"):
-        while len(line) > width:
-            lines.append(line[:width])
-            line = line[width:]
-        lines.append(line)
+        lines.extend(line[start:start + width] for start in range(0, len(line), width))
+        if not line:
+            lines.append(line)
     return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ import os
 from typing import TYPE_CHECKING, Optional
 
 from ._corespec import FDS_GONE
+from .bounds import bounded_lines, bounded_text
 from .escape import escape_text
 from .findings import (CHECK_FORKBOMB, CHECK_LOAD, CHECK_RESOURCE, CHECK_SSHD_HUNG,
                        CHECK_SUSPICIOUS, CHECK_USER_PROCESSES, NOBODY, REASON_DELETED,
@@ -77,7 +78,7 @@ def process_line(proc, user: str) -> str:
     """One process in an alert's list."""
     return (f"PID {proc.pid} (parent {proc.ppid}) user {escape_text(user)} up {int(proc.age)} s "
             f"VM {proc.vm_size_bytes >> 20} MB RSS {proc.vm_rss_bytes >> 20} MB "
-            f"exe {shown_exe(proc)} cmd {escape_text(proc.cmdline)}")
+            f"exe {shown_exe(proc)} cmd {bounded_text(proc.cmdline)}")
 
 
 def yes_no(flag: bool) -> str:
@@ -240,7 +241,7 @@ class Suspicious(Check):
         proc = process_of(finding)
         return [f"*Suspicious Process* PID:{proc.pid} PPID:{proc.ppid} "
                 f"User:{escape_text(finding.user)} Uptime:{int(proc.age)} secs "
-                f"EXE:{shown_exe(proc)} CMD:{escape_text(proc.cmdline)}"]
+                f"EXE:{shown_exe(proc)} CMD:{bounded_text(proc.cmdline)}"]
 
     def alert_values(self, finding: Finding, hostname: str, killed: bool, attached,
                      user_name) -> dict:
@@ -251,11 +252,11 @@ class Suspicious(Check):
             "user": escape_text(finding.user),
             "uptime": str(int(proc.age)),
             "exe": shown_exe(proc),
-            "cmdline": escape_text(proc.cmdline),
-            "sockets": "\n".join(judged_socket_text(sock, counts, why)
-                                 for sock, counts, why in finding.judged_sockets),
-            "files": "\n".join(escape_text(path) for path in finding.open_files),
-            "maps": "\n".join(escape_text(line) for line in attached or ()),
+            "cmdline": bounded_text(proc.cmdline),
+            "sockets": "\n".join(bounded_lines(finding.judged_sockets,
+                                               lambda judged: judged_socket_text(*judged))),
+            "files": "\n".join(bounded_lines(finding.open_files, bounded_text)),
+            "maps": "\n".join(bounded_lines(attached or (), bounded_text)),
         }
 
 
@@ -389,7 +390,8 @@ class UserProcesses(Check):
                      user_name) -> dict:
         return {"hostname": hostname, "user": escape_text(finding.user),
                 "count": str(len(finding.processes)),
-                "text": "\n".join(process_line(p, finding.user) for p in finding.processes),
+                "text": "\n".join(bounded_lines(finding.processes,
+                                                 lambda p: process_line(p, finding.user))),
                 "kill": yes_no(killed)}
 
 
@@ -435,13 +437,13 @@ class Resource(Check):
         return [f"*User Processing* PID:{proc.pid} Kill:{int(killed)} "
                 f"User:{escape_text(finding.user)} "
                 f"{field}:{resource_amount(proc, resource)}({unit}) EXE:{shown_exe(proc)} "
-                f"CMD:{escape_text(proc.cmdline)}"]
+                f"CMD:{bounded_text(proc.cmdline)}"]
 
     def alert_values(self, finding: Finding, hostname: str, killed: bool, attached,
                      user_name) -> dict:
         proc = process_of(finding)
         return {"hostname": hostname, "user": escape_text(finding.user), "pid": str(proc.pid),
-                "exe": shown_exe(proc), "cmd": escape_text(proc.cmdline),
+                "exe": shown_exe(proc), "cmd": bounded_text(proc.cmdline),
                 "resource": finding.reasons[0], "level": finding.level, "kill": yes_no(killed)}
 
 
@@ -494,7 +496,7 @@ class ForkBomb(Check):
     def log_lines(self, finding: Finding, killed: bool, user_name) -> list:
         procs = finding.processes
         lines = [f"*PT_FORKBOMB* PID:{p.pid} SID:{p.session} User:{escape_text(user_name(p.uid))} "
-                 f"EXE:{shown_exe(p)} CMD:{escape_text(p.cmdline)}"
+                 f"EXE:{shown_exe(p)} CMD:{bounded_text(p.cmdline)}"
                  for p in procs[:MAX_LOGGED_FORKBOMB_PROCESSES]]
         if len(procs) > MAX_LOGGED_FORKBOMB_PROCESSES:
             lines.append(f"*PT_FORKBOMB* ... and {len(procs) - MAX_LOGGED_FORKBOMB_PROCESSES} "
@@ -505,7 +507,8 @@ class ForkBomb(Check):
     def alert_values(self, finding: Finding, hostname: str, killed: bool, attached,
                      user_name) -> dict:
         return {"hostname": hostname, "level": finding.level,
-                "text": "\n".join(process_line(p, user_name(p.uid)) for p in finding.processes)}
+                "text": "\n".join(bounded_lines(finding.processes,
+                                                 lambda p: process_line(p, user_name(p.uid))))}
 
 
 class SshdHung(Check):
@@ -536,7 +539,7 @@ class SshdHung(Check):
     def log_lines(self, finding: Finding, killed: bool, user_name) -> list:
         proc = process_of(finding)
         return [f"*PT_SSHDHUNG* PID:{proc.pid} PPID:{proc.ppid} User:{escape_text(finding.user)} "
-                f"Uptime:{int(proc.age)} secs CMD:{escape_text(proc.cmdline)} "
+                f"Uptime:{int(proc.age)} secs CMD:{bounded_text(proc.cmdline)} "
                 f"Killed:{yes_no(killed)}"]
 
     def alert_values(self, finding: Finding, hostname: str, killed: bool, attached,

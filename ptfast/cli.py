@@ -1,6 +1,11 @@
 """``ptfast scan | check | run | tune``.
 
-Exit status: 0 nothing found / all clean, 1 findings, 2 error.
+Exit status: 0 nothing found / all clean, 1 findings, 2 error. A ``scan`` or ``tune`` not run as
+root cannot see other users' processes: it says so on stderr and exits 2 rather than 0 (a scan
+with findings still exits 1), so a cron job never takes a partial view for a clean host. Root
+denied a few processes (another user namespace, a security module; the test host shows one now
+and then) gets the warning only: an error every few runs would teach admins to ignore the exit
+status.
 """
 
 from __future__ import annotations
@@ -58,6 +63,13 @@ def add_templates_option(parser: argparse.ArgumentParser) -> None:
 
 def add_service_options(parser: argparse.ArgumentParser) -> None:
     add_templates_option(parser)
+    add_path_options(parser)
+    parser.add_argument("--quiet", action="store_true",
+                        help="do not echo log messages to stderr")
+
+
+def add_path_options(parser: argparse.ArgumentParser) -> None:
+    """Where `run` writes; `check` takes them too, to say whether they are safe."""
     parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR",
                         help="reported processes, the mail spool and the lock (default "
                              f"{DEFAULT_STATE_DIR})")
@@ -65,8 +77,6 @@ def add_service_options(parser: argparse.ArgumentParser) -> None:
                         help=f"lfd-format log lines (default {DEFAULT_LOG_FILE})")
     parser.add_argument("--events-file", default=DEFAULT_EVENTS_FILE, metavar="FILE",
                         help=f"one JSON line per alert (default {DEFAULT_EVENTS_FILE})")
-    parser.add_argument("--quiet", action="store_true",
-                        help="do not echo log messages to stderr")
 
 
 def load_checked_settings(args):
@@ -75,6 +85,17 @@ def load_checked_settings(args):
     for problem in settings.problems:
         warn(escape_text(str(problem)))
     return None if settings.unreadable() else settings
+
+
+def not_root_warning(denied: int | None) -> str | None:
+    """Why a run not as root saw only part of the host (None as root): other users' exe links
+    and fds are closed to it, and with hidepid their processes are not even listed.
+    ``denied``: how many it was refused, when known."""
+    if os.geteuid() == 0:
+        return None
+    counted = f"{denied} denied; " if denied is not None else ""
+    return (f"not running as root: other users' processes could not be inspected ({counted}"
+            "with hidepid they are not even listed), so the result is incomplete; run as root")
 
 
 def cmd_tune(args) -> int:
@@ -103,12 +124,21 @@ def cmd_tune(args) -> int:
     except OSError as exc:
         warn(f"cannot read {escape_text(args.proc_root)}: {exc.strerror}")
         return EXIT_ERROR
+    incomplete = not_root_warning(None)
     out = sys.stdout.buffer
     if args.json:
-        out.write(json_line(result.as_dict()))
+        document = result.as_dict()
+        if incomplete:
+            document["incomplete"] = incomplete
+        out.write(json_line(document))
     else:
         out.write(tune.table(result).encode())
+        if incomplete:
+            out.write(f"INCOMPLETE: {incomplete}\n".encode())
     out.flush()
+    if incomplete:
+        warn(incomplete)
+        return EXIT_ERROR
     return EXIT_CLEAN
 
 
@@ -118,7 +148,6 @@ def cmd_scan(args) -> int:
         return EXIT_ERROR
     rules = settings.rules
     policy = build_policy(settings.config, rules)
-    problems_before = len(rules.problems)
     try:
         snapshot = procfs.scan(args.proc_root, policy.want_fds)
     except OSError as exc:
@@ -132,7 +161,7 @@ def cmd_scan(args) -> int:
         load = None
     if load is not None:
         findings.append(load)
-    for problem in rules.problems[problems_before:]:
+    for problem in rules.take_match_problems():
         warn(escape_text(str(problem)))
     out = sys.stdout.buffer
     if args.json:
@@ -152,12 +181,27 @@ def cmd_scan(args) -> int:
             summary += "; process tracking is disabled (PT_LIMIT = 0)"
         out.write((summary + "\n").encode())
     out.flush()
-    if snapshot.stats["denied"]:
-        advice = ("even as root: they belong to another user namespace or a security module "
-                  "forbids it") if os.geteuid() == 0 else "run as root to see every process"
-        warn(f"could not inspect {snapshot.stats['denied']} processes (permission denied): "
-             f"{advice}")
-    return EXIT_FINDINGS if findings else EXIT_CLEAN
+    denied = snapshot.stats["denied"]
+    incomplete = not_root_warning(denied)
+    if incomplete:
+        warn(incomplete)
+    elif denied:
+        warn(f"could not inspect {denied} processes (permission denied) even as root: they "
+             "belong to another user namespace or a security module forbids it")
+    if findings:
+        return EXIT_FINDINGS
+    return EXIT_ERROR if incomplete else EXIT_CLEAN
+
+
+def safety_problems(args, config) -> list:
+    """What `run` would refuse: paths it writes, and programs it runs as root, that a customer
+    could change."""
+    from . import safepaths
+    from .actions import action_problems
+    from .mail import mail_problems
+    paths = [config_mod.Problem(path, 0, why) for path, why in
+             safepaths.service_path_problems(args.state_dir, (args.log_file, args.events_file))]
+    return paths + action_problems(config) + mail_problems(config)
 
 
 def cmd_baseline(args) -> int:
@@ -188,7 +232,8 @@ def cmd_check(args) -> int:
     print(f"config:       {config.path or 'none found, built-in defaults'}")
     if config.override_path:
         print(f"override:     {config.override_path}")
-    print(f"ignore rules: {', '.join(rules.sources) or 'none'} ({rules.rule_count()} rules)")
+    print(f"ignore rules: {', '.join(rules.sources) or 'none'} ({rules.rule_count()} rules, "
+          f"regexes compiled in {rules.compile_seconds:.1f} s)")
     sources = sorted({template.source for template in templates.by_file.values()})
     print(f"templates:    {', '.join(escape_text(source) for source in sources)}")
     print(f"core:         {version_text()}")
@@ -199,7 +244,7 @@ def cmd_check(args) -> int:
         print(f"{name:<{width}} = {value:<32} {config.sources[name]}")
     for name, source in config.left_to_lfd:
         print(f"\n{name} ({source}) is lfd's: it {config_mod.LEFT_TO_LFD[name]}")
-    problems = settings.problems
+    problems = settings.problems + safety_problems(args, config)
     if problems:
         print(f"\n{len(problems)} problem(s):")
         for problem in problems:
@@ -233,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate the config, ignore rules and alert templates")
     add_input_options(check)
     add_templates_option(check)
+    add_path_options(check)
     check.set_defaults(handler=cmd_check)
 
     run = sub.add_parser("run", help="the tracking service: scan every PT_INTERVAL seconds, "

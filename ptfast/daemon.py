@@ -19,7 +19,7 @@ import signal
 import time
 import traceback
 
-from . import __version__, config as config_mod, procfs
+from . import __version__, config as config_mod, procfs, safepaths
 from .actions import Actions
 from .escape import escape_text
 from .logfile import LogFile
@@ -38,7 +38,7 @@ class AlreadyRunning(Exception):
 def take_lock(state_dir: str) -> int:
     """An exclusive lock on STATE_DIR/ptfast.lock, held for the life of the process."""
     path = os.path.join(state_dir, LOCK_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = safepaths.open_private(path, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -105,7 +105,7 @@ class Service:
     # -- start and stop -------------------------------------------------------------------
     def start(self) -> None:
         """Lock, read settings and memory. Raises AlreadyRunning or OSError."""
-        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        safepaths.prepare_service_paths(self.state_dir, (self.log.path, self.args.events_file))
         self._lock_fd = take_lock(self.state_dir)
         self.tracker = Tracker(self.log, self.state, Spool(self.state_dir), self.actions,
                                proc_root=self.args.proc_root, events_file=self.args.events_file)

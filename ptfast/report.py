@@ -5,6 +5,7 @@ Every attacker-chosen string passes through ``escape_text`` first, in both forms
 
 from __future__ import annotations
 
+from .bounds import MAX_LIST_ITEMS, bounded_lines, bounded_text
 from .checks import endpoint, judged_socket_text, shown_exe
 from .escape import escape_text
 
@@ -26,7 +27,7 @@ def socket_record(sock) -> dict:
 
 def process_record(proc) -> dict:
     return {"pid": proc.pid, "ppid": proc.ppid, "uid": proc.uid, "exe": escape_text(proc.exe),
-            "exe_deleted": proc.exe_deleted, "cmdline": escape_text(proc.cmdline),
+            "exe_deleted": proc.exe_deleted, "cmdline": bounded_text(proc.cmdline),
             "uptime": int(proc.age), "start_time": proc.start_time, "session": proc.session,
             "vm_size_mb": proc.vm_size_bytes >> 20, "vm_rss_mb": proc.vm_rss_bytes >> 20,
             "threads": proc.threads, "incomplete": proc.incomplete}
@@ -43,11 +44,14 @@ def finding_record(finding) -> dict:
     proc = finding.process
     if proc is not None and not finding.processes:
         record.update(process_record(proc))
-        record["sockets"] = judged_socket_records(finding)
-        record["open_files"] = [escape_text(path) for path in finding.open_files]
+        sockets = judged_socket_records(finding)
+        record["sockets"] = sockets[:MAX_LIST_ITEMS]
+        if len(sockets) > MAX_LIST_ITEMS:
+            record["sockets_left_out"] = len(sockets) - MAX_LIST_ITEMS
+        record["open_files"] = bounded_lines(finding.open_files, bounded_text)
     if finding.processes:       # a user's or a session's: the PIDs (each has its own record
         record["count"] = len(finding.processes)     # in `scan` when it is suspicious itself)
-        record["pids"] = [p.pid for p in finding.processes]
+        record["pids"] = [p.pid for p in finding.processes[:MAX_LIST_ITEMS]]
     record["response"] = finding.response.as_record()
     return record
 
@@ -73,11 +77,11 @@ def table(findings: list) -> str:
                         f"{finding.check}: {why}  {count}")
             for member in finding.processes:
                 rows.append(f"{'':>9}PID {member.pid} {escape_text(member.exe)} "
-                            f"cmd: {escape_text(member.cmdline)}")
+                            f"cmd: {bounded_text(member.cmdline)}")
             continue
         rows.append(f"{proc.pid:>7}  {escape_text(finding.user):<12} {int(proc.age):>7}s  "
                     f"{why:<34} {shown_exe(proc)}")
-        rows.append(f"{'':>9}cmd: {escape_text(proc.cmdline)}")
+        rows.append(f"{'':>9}cmd: {bounded_text(proc.cmdline)}")
         if proc.incomplete:
             rows.append(f"{'':>9}not fully inspected: {proc.incomplete}")
         for sock, counts, why in finding.judged_sockets or ((s, True, "") for s in

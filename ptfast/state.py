@@ -10,24 +10,34 @@ cannot be parsed is reported, kept aside for inspection and replaced; it never s
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 
 import orjson
 
+from . import safepaths
 from .findings import (REMEMBER_LISTENER, REMEMBER_LOAD_QUIET, REMEMBER_PROCESS,
                        REMEMBER_RESOURCE, REMEMBER_USER_QUIET, Remember)
 
 REPORTED_FILE = "reported.json"
 FORMAT_VERSION = 1
+# far above what tracking ever remembers (a few hundred bytes a process), and a bound on what
+# a planted file can make ptfast read
+MAX_STATE_BYTES = 64 << 20
 
 
 def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data``: readers see the old content or the new, never a mix."""
+    """Replace ``path`` with ``data``: readers see the old content or the new, never a mix.
+
+    The temporary file has a random name and is created with O_EXCL (``mkstemp``): nothing
+    planted in the directory (a symlink, a FIFO) is ever opened or truncated.
+    """
     directory = os.path.dirname(path) or "."
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                                     dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(fd, mode)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -72,10 +82,11 @@ class ReportedState:
     def load(self) -> str | None:
         """Read the file; returns a problem message (the file was corrupt) or None."""
         try:
-            with open(self.path, "rb") as handle:
-                data = handle.read()
+            data = safepaths.read_regular_file(self.path, MAX_STATE_BYTES, follow_symlinks=False)
         except FileNotFoundError:
             return None
+        except OSError as exc:      # a FIFO, a symlink, a huge file: set aside like a corrupt one
+            return self._set_aside(exc.strerror or str(exc))
         try:
             document = orjson.loads(data)
             if not isinstance(document, dict) or document.get("version") != FORMAT_VERSION:
@@ -92,15 +103,18 @@ class ReportedState:
             listeners = {(int(netns), int(inode)): [int(uid), float(seen), bool(reported)]
                          for netns, inode, uid, seen, reported in document.get("listeners", ())}
         except (ValueError, TypeError, KeyError) as exc:
-            kept = f"{self.path}.corrupt-{int(time.time())}"
-            os.replace(self.path, kept)
-            self._dirty = True
-            return (f"{self.path}: corrupt state file ({exc}); moved to {kept} and started "
-                    "afresh, so processes reported before may be reported once more")
+            return self._set_aside(str(exc))
         self.keys, self.resources, self.quiet_users = keys, resources, quiet_users
         self.load_quiet_until = load_quiet_until
         self.listeners = listeners
         return None
+
+    def _set_aside(self, why: str) -> str:
+        kept = f"{self.path}.corrupt-{int(time.time())}"
+        os.replace(self.path, kept)
+        self._dirty = True
+        return (f"{self.path}: corrupt state file ({why}); moved to {kept} and started "
+                "afresh, so processes reported before may be reported once more")
 
     # -- what the policy asks ----------------------------------------------------------
     def was_reported(self, key: tuple) -> bool:

@@ -10,6 +10,7 @@ import time
 
 from . import procfs
 from .checks import SUSPICIOUS, is_listening
+from .escape import escape_text
 from .findings import REMEMBER_LISTENER, Remember, process_key
 from .mail import Mailer
 from .policy import build_policy
@@ -52,6 +53,8 @@ class Tracker:
         if policy.enabled:
             snapshot = procfs.scan(self.proc_root, policy.want_fds)
             findings = policy.findings(snapshot)
+            for problem in settings.rules.take_match_problems():    # rules switched off
+                self.log(escape_text(str(problem)))
             self._responder(settings).carry_out_all(findings)
             findings += self._hopping_listeners(settings, policy, snapshot)
             self.state.forget_gone({process_key(proc) for proc in snapshot.processes})

@@ -167,12 +167,17 @@ def _status_fields(pid: str) -> dict | None:
 
 def pids_of_uid(uid: int) -> list:
     """Live (not zombie) processes whose real uid is ``uid``."""
+    return pids_of_uids(uid, uid + 1)
+
+
+def pids_of_uids(low: int, high: int) -> list:
+    """Live (not zombie) processes whose real uid is in ``[low, high)``."""
     pids = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         fields = _status_fields(name)
-        if (fields and int(fields[b"Uid"].split()[0]) == uid
+        if (fields and low <= int(fields[b"Uid"].split()[0]) < high
                 and not fields[b"State"].strip().startswith(b"Z")):
             pids.append(int(name))
     return pids
@@ -181,16 +186,28 @@ def pids_of_uid(uid: int) -> list:
 def kill_uid(uid: int, rounds: int = 100) -> None:
     """SIGKILL every process of ``uid`` (a test's own, never-shared uid) until none is left; never
     raises, so it is safe in a ``finally``."""
+    kill_uids(uid, uid + 1, rounds)
+
+
+def kill_uids(low: int, high: int, rounds: int = 100) -> list:
+    """SIGKILL every process whose real uid is in ``[low, high)`` until none is left (a fork
+    bomb refills); returns the PIDs found at first. Never raises."""
+    found = []
     for _ in range(rounds):
-        pids = pids_of_uid(uid)
+        try:
+            pids = pids_of_uids(low, high)
+        except Exception:       # never raise from a cleanup, whatever /proc holds
+            pids = []
         if not pids:
-            return
+            break
+        found = found or pids
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
         time.sleep(0.05)
+    return found
 
 
 def alive(pid: int) -> bool:

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 from aiosmtpd.controller import Controller
@@ -183,3 +184,10 @@ def record_action(directory, name: str = "action"):
                       f"json.dump(sys.argv[1:], open({str(record)!r}, 'w'))\n")
     action.chmod(0o755)
     return action, record
+
+
+def recorded_command(service: ServiceDir, *settings: str) -> list:
+    """``service.command(*settings)`` with alerts going to a fresh SendmailRecorder: a test
+    must never hand mail to the real sendmail of the host it runs on."""
+    recorder = SendmailRecorder(tempfile.mkdtemp(dir=service.root))
+    return service.command(f"SENDMAIL={recorder.path}", *settings)
