@@ -185,12 +185,17 @@ class Service:
                 pass
 
     def once(self) -> bool:
-        """``--once``: one pass and one load check."""
+        """``--once``: one pass and one load check; False when either failed or alerts could
+        not be delivered (they stay in the spool for the next run), so that cron says so."""
         passed, summary = self.guarded(self.run_pass)
         if passed:
             self.log(f"pass done: {summary}")
         if self.config["PT_LOAD"] > 0:
             passed = self.guarded(self.check_load)[0] and passed
+        if self.tracker.waiting:
+            self.log(f"{self.tracker.waiting} alert(s) not delivered: kept in the spool for the "
+                     "next run")
+            passed = False
         return passed
 
     def guarded(self, work) -> tuple[bool, object]:

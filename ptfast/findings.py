@@ -105,7 +105,11 @@ class Response:
 
     def as_record(self) -> dict:
         """The plan as ``ptfast scan --json`` shows it."""
-        record: dict = {"alert": self.alert, "kill": [key.pid for key in self.kill]}
+        from .bounds import MAX_LIST_ITEMS     # a fork bomb's list is the bomb's to choose
+        record: dict = {"alert": self.alert,
+                        "kill": [key.pid for key in self.kill[:MAX_LIST_ITEMS]]}
+        if len(self.kill) > MAX_LIST_ITEMS:
+            record["kill_left_out"] = len(self.kill) - MAX_LIST_ITEMS
         if self.kill:
             record["kill_uid"] = self.kill_uid
         if self.stop_first:

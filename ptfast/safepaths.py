@@ -3,10 +3,10 @@
 A path is *safe* when no one but root (or, when ptfast runs as another user, that user) can
 change what it names: every directory from ``/`` down to it is owned by root and not writable by
 group or other, and the file itself is owned by root and not group/other-writable. Two
-exceptions, the same as the kernel's own rules for such directories: a directory writable by its
-group is fine when that group is root's (gid 0), and a world-writable directory with the sticky
-bit (``/tmp``) is fine when the entry inside it is owned by root (nobody else may then rename or
-remove that entry). Symbolic links on the way are followed only when they sit in a safe
+exceptions: a directory writable by its group is fine when that group is root's or the
+system's (below GID_MIN of login.defs: Ubuntu's /var/log is root:syslog 0775, and no customer is
+in syslog), and a world-writable directory with the sticky bit (``/tmp``) is fine when the entry
+inside it is owned by root (the kernel then lets nobody else rename or remove that entry). Symbolic links on the way are followed only when they sit in a safe
 directory (so no one else can swap them); the file itself must not be a symbolic link, because
 ptfast opens it with ``O_NOFOLLOW`` (a program or a directory may be a link).
 
@@ -37,6 +37,11 @@ class UnsafePath(OSError):
         return f"{self.filename}: {self.strerror}"
 
 
+def _system_gids_below() -> int:
+    from .users import gid_min
+    return gid_min()
+
+
 def trusted_owners() -> frozenset:
     """Who may own what ptfast trusts: root, and the user ptfast runs as."""
     return frozenset({0, os.geteuid()})
@@ -52,7 +57,7 @@ def _writable_problem(info: os.stat_result, what: str) -> str | None:
     mode = info.st_mode
     if mode & stat.S_IWOTH:
         return f"{what} is writable by every user (mode {stat.S_IMODE(mode):04o})"
-    if mode & stat.S_IWGRP and info.st_gid != 0:
+    if mode & stat.S_IWGRP and info.st_gid != 0 and info.st_gid >= _system_gids_below():
         return (f"{what} is writable by group {info.st_gid} "
                 f"(mode {stat.S_IMODE(mode):04o})")
     return None

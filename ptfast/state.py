@@ -20,6 +20,9 @@ from .findings import (REMEMBER_LISTENER, REMEMBER_LOAD_QUIET, REMEMBER_PROCESS,
                        REMEMBER_RESOURCE, REMEMBER_USER_QUIET, Remember)
 
 REPORTED_FILE = "reported.json"
+#: Listeners remembered for the hopping check: a customer can open many more; the state file
+#: (written each pass) stays small.
+MAX_LISTENERS = 20_000
 FORMAT_VERSION = 1
 # far above what tracking ever remembers (a few hundred bytes a process), and a bound on what
 # a planted file can make ptfast read
@@ -135,18 +138,24 @@ class ReportedState:
                 if not reported and now - seen > older_than}
 
     # -- what a pass observes ---------------------------------------------------------
-    def observe_listeners(self, sockets, now: float | None = None) -> None:
+    def observe_listeners(self, sockets, now: float | None = None) -> int:
         """Remember when each of ``sockets`` (tracked users' listeners of this scan) was first
-        seen; forget the ones no longer there."""
+        seen; forget the ones no longer there. At most MAX_LISTENERS are remembered (the ones
+        known longest first): returns how many were left out."""
         now = time.time() if now is None else now
         current = {(sock.netns, sock.inode): sock.uid for sock in sockets}
         for key in [key for key in self.listeners if key not in current]:
             del self.listeners[key]
             self._dirty = True
+        left_out = 0
         for key, uid in current.items():
             if key not in self.listeners:
+                if len(self.listeners) >= MAX_LISTENERS:
+                    left_out += 1
+                    continue
                 self.listeners[key] = [uid, now, False]
                 self._dirty = True
+        return left_out
 
     # -- what ptfast.respond records ----------------------------------------------------
     def remember(self, memo: Remember, now: float | None = None) -> None:

@@ -32,6 +32,7 @@ class Tracker:
         self.events_file = events_file
         self.hostname = socket.gethostname()
         self.user_names = UserNames()
+        self.waiting = 0            # alerts left in the spool after the last delivery
 
     def settings_changed(self) -> None:
         """After a reload: accounts may have been renamed or added."""
@@ -58,10 +59,13 @@ class Tracker:
             self._responder(settings).carry_out_all(findings)
             findings += self._hopping_listeners(settings, policy, snapshot)
             self.state.forget_gone({process_key(proc) for proc in snapshot.processes})
-            self.state.observe_listeners(
+            left_out = self.state.observe_listeners(
                 sock for sock in snapshot.socket_table.values()
                 if is_listening(sock) and sock.uid != 0
                 and policy.tracked_user(sock.uid) is not None)
+            if left_out:
+                self.log(f"{left_out} listener(s) not remembered for the hopping check: more "
+                         "than MAX_LISTENERS are open")
             summary = (f"{snapshot.stats['processes']} processes scanned in "
                        f"{snapshot.duration * 1000:.0f} ms, {len(findings)} finding(s)")
         self.deliver(settings)
@@ -109,9 +113,10 @@ class Tracker:
                      "remembered in memory until it can")
 
     def deliver(self, settings) -> None:
-        """Save what was reported, then send what is in the spool."""
+        """Save what was reported, then send what is in the spool; ``waiting`` says how many
+        alerts are left in it."""
         self.save_state()
         mailer = Mailer(settings.config)
-        delivered, _waiting = self.spool.flush(mailer, self.log)
+        delivered, self.waiting = self.spool.flush(mailer, self.log)
         if delivered:
             self.log(f"{delivered} alert(s) delivered via {mailer.route}")

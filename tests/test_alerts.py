@@ -133,3 +133,23 @@ def test_state_round_trip_and_forgetting(tmp_path):
     document = orjson.loads((tmp_path / "reported.json").read_bytes())
     assert [entry[:2] for entry in document["reported"]] == [[10, 1000]]
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
+
+
+def test_listener_memory_is_bounded_and_forgets_what_closed(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+    from ptfast import state as state_mod
+    monkeypatch.setattr(state_mod, "MAX_LISTENERS", 3)
+    state = ReportedState(str(tmp_path))
+    sockets = [SimpleNamespace(netns=1, inode=inode, uid=1000) for inode in range(5)]
+    assert state.observe_listeners(sockets, now=10.0) == 2
+    assert len(state.listeners) == 3
+    assert state.observe_listeners(sockets[3:], now=20.0) == 0      # the first three closed
+    assert set(state.listeners) == {(1, 3), (1, 4)}
+    assert state.listener_seen(1, 3) == (1000, 20.0, False)
+
+
+def test_a_planned_kill_list_is_bounded_in_json():
+    from ptfast.findings import ProcessKey, Response
+    record = Response(kill=tuple(ProcessKey(pid, 1) for pid in range(1, 1201)),
+                      kill_uid=1000).as_record()
+    assert len(record["kill"]) == 500 and record["kill_left_out"] == 700

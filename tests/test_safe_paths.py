@@ -262,6 +262,8 @@ def test_path_rules_sticky_links_and_groups(tmp_path, customer_dir):
     group.mkdir(mode=0o770)
     group.chmod(0o770)
     assert path_problem(str(group / "x"), FILE) is None          # group root: fine
+    os.chown(group, 0, 4)             # a system group ("adm"), as Ubuntu's /var/log is syslog's
+    assert path_problem(str(group / "x"), FILE) is None
     os.chown(group, 0, CUSTOMER)
     assert f"writable by group {CUSTOMER}" in path_problem(str(group / "x"), FILE)
 

@@ -177,15 +177,17 @@ def test_spool_keeps_alerts_through_a_relay_outage(service, bindshell):
     port = free_port()                   # nothing listens here yet: the relay is down
     relay = f"LF_ALERT_SMTP=127.0.0.1:{port}"
     result = service.run_once(relay)
-    assert result.returncode == 0, result.stderr.decode()
+    # a one-shot run (cron) that could not deliver is an error: exit 2, and the log says so
+    assert result.returncode == 2, result.stderr.decode()
     assert len(service.spooled()) == 1
     assert any(m.startswith("*Alert delivery failed*") for m in log_messages(service))
+    assert "1 alert(s) not delivered: kept in the spool for the next run" in service.log()
     assert len(service.events()) == 1    # the event is written whether or not mail works
 
     result = service.run_once(relay)     # still down: nothing new, nothing lost
     assert len(service.spooled()) == 1
     with SmtpServer(port) as smtp:
-        service.run_once(relay)
+        assert service.run_once(relay).returncode == 0      # delivered: a clean run again
         service.run_once(relay)
         delivered = smtp.inbox.messages()
     assert len(delivered) == 1           # delivered once, not duplicated
