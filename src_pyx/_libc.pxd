@@ -28,10 +28,13 @@ cdef extern from "<dirent.h>" nogil:
     int dirfd(DIR *dirp)
 
 cdef extern from "<sys/stat.h>" nogil:
-    ctypedef unsigned long nlink_t
-    cdef struct stat:
-        nlink_t st_nlink
-    int fstatat(int dirfd, const char *pathname, stat *statbuf, int flags)
+    # statx (glibc 2.28), not fstatat: since glibc 2.33 fstatat links to fstatat64@GLIBC_2.33,
+    # so a core built on a newer system would not load on EL8 (glibc 2.28, manylinux_2_28).
+    # glibc falls back to fstatat itself on a kernel without the statx system call.
+    cdef struct statx_buf "statx":
+        unsigned int stx_nlink
+    unsigned int STATX_NLINK
+    int statx(int dirfd, const char *pathname, int flags, unsigned int mask, statx_buf *buf)
 
 cdef extern from "<arpa/inet.h>" nogil:
     int AF_INET

@@ -17,7 +17,8 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 
 from _libc cimport (
     O_RDONLY, O_DIRECTORY, O_CLOEXEC, openat, read, readlinkat, close,
-    sysconf, _SC_CLK_TCK, _SC_PAGESIZE, DIR, dirent, fdopendir, readdir, closedir, stat, fstatat,
+    sysconf, _SC_CLK_TCK, _SC_PAGESIZE, DIR, dirent, fdopendir, readdir, closedir,
+    statx_buf, statx, STATX_NLINK,
     AF_INET, AF_INET6, inet_ntop, errno, EINTR, EACCES, EPERM,
 )
 
@@ -558,7 +559,7 @@ cdef class _Scanner:
         cdef char stat_buf[SMALL_BUF]
         cdef char status_buf[SMALL_BUF]
         cdef char exe_buf[PATH_BUF]
-        cdef stat exe_stat
+        cdef statx_buf exe_stat
         cdef ProcStat st
         cdef Py_ssize_t stat_n = 0, status_n = 0, exe_n = 0, cmd_n = 0
         cdef long long uid = -1
@@ -590,7 +591,8 @@ cdef class _Scanner:
                             DELETED_SUFFIX_LEN) == 0:
                         # The suffix is only a hint: a file may be NAMED "x (deleted)".
                         # The file is gone when the inode the link opens has no links left.
-                        if fstatat(pid_fd, b"exe", &exe_stat, 0) == 0 and exe_stat.st_nlink == 0:
+                        if (statx(pid_fd, b"exe", 0, STATX_NLINK, &exe_stat) == 0
+                                and exe_stat.stx_nlink == 0):
                             deleted = 1
                             exe_n -= DELETED_SUFFIX_LEN
                 if fail == 0:
