@@ -108,6 +108,7 @@ def manual_page() -> str:
     page.section = 8
     page.manual = "System Administration"
     page.source = f"ptfast {__version__}"
+    page.description = "fast, lfd-compatible process tracking for Linux servers"
     files = [
         ("/etc/csf/csf.conf", "lfd's settings (PT_* and the alert settings), read when present"),
         (DEFAULT_OVERRIDE_PATH, "ptfast's own settings, read after csf.conf and winning over it"),
