@@ -15,13 +15,13 @@ import re
 import subprocess
 import sys
 import sysconfig
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
 
 from . import __version__
 from .paths import (DEFAULT_EVENTS_FILE, DEFAULT_LOG_FILE, DEFAULT_OVERRIDE_PATH,
                     DEFAULT_STATE_DIR)
+from .state import write_atomically
 
 UNIT_PATH = "/etc/systemd/system/ptfast.service"
 LOGROTATE_PATH = "/etc/logrotate.d/ptfast"
@@ -155,18 +155,16 @@ def read_text(path: str):
         return ""
 
 
-def write_atomically(path: str, text: str, mode: int) -> None:
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".ptfast-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+def make_directories(directory: str) -> None:
+    """Create ``directory`` and its missing parents world-readable, whatever the umask (the
+    man page and completion are read by every user)."""
+    missing = []
+    while not os.path.isdir(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    for created in reversed(missing):
+        os.mkdir(created)
+        os.chmod(created, 0o755)
 
 
 class Installer:
@@ -206,7 +204,9 @@ class Installer:
             if self.dry_run:
                 self.show(target, item)
             else:
-                write_atomically(target, item.text, item.mode)
+                make_directories(os.path.dirname(target))
+                write_atomically(target, item.text.encode(), item.mode)
+                os.chmod(target, item.mode)      # whatever the admin's umask
                 self.say(f"wrote: {target}")
             unit_changed |= item.path == UNIT_PATH
         if unit_changed:
