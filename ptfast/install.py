@@ -44,16 +44,18 @@ def ptfast_command() -> list:
     """The command that starts this installation of ptfast, as absolute paths.
 
     The script the admin ran, else the one installed beside this interpreter, else the
-    interpreter itself with ``-m ptfast``. A script reached through a symlink (pipx's
-    ~/.local/bin) is named by its real path, inside its own environment. The interpreter
-    path is kept as it is: a venv's python is a symlink that must not be resolved.
+    interpreter itself with ``-m ptfast``. A script that is a symlink (pipx's ~/.local/bin)
+    is named by its target, inside its own environment; links above it (/opt/ptfast pointing
+    at a versioned directory) are kept, and so is a venv's python, a symlink that must not be
+    resolved.
     """
     ran = sys.argv[0] if sys.argv else ""
     candidates = [ran] if os.path.basename(ran) == "ptfast" else []
     candidates.append(os.path.join(sysconfig.get_path("scripts"), "ptfast"))
     for script in candidates:
         if os.path.isfile(script) and os.access(script, os.X_OK):
-            return [os.path.realpath(script)]
+            return [os.path.realpath(script) if os.path.islink(script)
+                    else os.path.abspath(script)]
     return [os.path.abspath(sys.executable), "-m", "ptfast"]
 
 

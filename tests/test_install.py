@@ -69,7 +69,20 @@ def test_verify_refuses_a_unit_whose_ptfast_is_not_there(tmp_path):
 def test_run_as_the_installed_script(tmp_path):
     script = os.path.join(sysconfig.get_path("scripts"), "ptfast")
     install_service(tmp_path, program=[script])
-    assert exec_start((tmp_path / UNIT).read_text()) == f"{os.path.realpath(script)} run"
+    assert exec_start((tmp_path / UNIT).read_text()) == f"{script} run"
+
+
+def test_a_symlinked_script_is_named_by_its_target_a_symlinked_directory_is_kept(tmp_path):
+    script = os.path.join(sysconfig.get_path("scripts"), "ptfast")
+    on_path = tmp_path / "local-bin"            # as pipx links ~/.local/bin/ptfast
+    on_path.mkdir()
+    (on_path / "ptfast").symlink_to(script)
+    install_service(tmp_path / "root1", program=[str(on_path / "ptfast")])
+    assert exec_start((tmp_path / "root1" / UNIT).read_text()) == f"{script} run"
+    current = tmp_path / "current"              # /opt/ptfast -> /opt/ptfast-0.2
+    current.symlink_to(os.path.dirname(script))
+    install_service(tmp_path / "root2", program=[str(current / "ptfast")])
+    assert exec_start((tmp_path / "root2" / UNIT).read_text()) == f"{current}/ptfast run"
 
 
 def test_a_path_with_spaces_and_percent_is_quoted_for_systemd(tmp_path):
