@@ -29,6 +29,10 @@ MAN_PAGE_PATH = "/usr/local/share/man/man8/ptfast.8"
 # bash-completion 2 looks here ($XDG_DATA_DIRS) for a command's completion on first use
 COMPLETION_PATH = "/usr/local/share/bash-completion/completions/ptfast"
 SYSTEMD_RUNNING = "/run/systemd/system"       # sd_booted(): present only under systemd
+# directories install-service may have created; --uninstall removes them once empty, deepest first
+OWN_DIRECTORIES = ("/etc/ptfast", "/usr/local/share/man/man8",
+                   "/usr/local/share/bash-completion/completions",
+                   "/usr/local/share/bash-completion")
 
 
 @dataclass(frozen=True)
@@ -241,6 +245,12 @@ class Installer:
             else:
                 os.unlink(target)
                 self.say(f"removed: {target}")
+        if not self.dry_run:
+            for directory in OWN_DIRECTORIES:
+                try:
+                    os.rmdir(self.on_disk(directory))
+                except OSError:          # not empty, or not there
+                    pass
         self.systemctl("daemon-reload")
         self.say(f"left in place: {DEFAULT_STATE_DIR} (reported processes, unsent mail), "
                  f"{DEFAULT_LOG_FILE}, {DEFAULT_EVENTS_FILE}")

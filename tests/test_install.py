@@ -134,6 +134,9 @@ def test_uninstall_removes_what_it_wrote(tmp_path):
     assert len(tree(tmp_path)) == 5 and output.count("would remove: ") == 5
     install_service(tmp_path, "--uninstall")
     assert tree(tmp_path) == {}
+    for created in ("etc/ptfast", "usr/local/share/man/man8", "usr/local/share/bash-completion"):
+        assert not (tmp_path / created).exists()
+    assert (tmp_path / "etc/systemd/system").is_dir()      # never a system directory
 
 
 def test_the_sample_config_lists_every_setting_with_its_default(tmp_path):
