@@ -16,6 +16,7 @@ import time
 
 from ptfast import daemon, procfs
 from ptfast.cli import build_parser
+from ptfast.policy import build_policy
 
 
 def main() -> int:
@@ -34,10 +35,10 @@ def main() -> int:
             service.run_pass()          # the first pass alerts on everything and warms caches
             started = time.perf_counter()
             if mode == "warm":
-                service.state.keys.clear()
-                service.state.resources.clear()
-                policy = service._policy()
-                policy.evaluate_all(procfs.scan(args.proc_root, policy.want_fds))
+                # nothing remembered as reported, the service's warm caches
+                policy = build_policy(service.config, service.settings.rules,
+                                      user_names=service.tracker.user_names)
+                policy.findings(procfs.scan(args.proc_root, policy.want_fds))
             else:
                 service.run_pass()
             elapsed = time.perf_counter() - started

@@ -1,23 +1,23 @@
 """Type stubs of the compiled scanner core (src_pyx/_procscan.pyx).
 
 Same API and results as the pure-Python twin, ptfast._procscan_py, whose docstring states the
-contract.
+contract; constants, tables and the field lists are in ptfast._corespec (tests/test_contract.py
+checks that these stubs, the twin and the compiled classes agree).
 """
 
-from typing import Callable, Union
-
-TABLES: tuple[str, ...]
-TCP_STATES: tuple[str, ...]
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 class Socket:
-    """One inet socket from /proc/net/{tcp,udp,raw}[6] of some network namespace."""
+    """One network socket from /proc/net/{tcp,udp,raw}[6] of some network namespace."""
     inode: int
-    proto: str          # tcp, udp, tcp6, udp6, raw, raw6
+    proto: str          # a name of _corespec.SOCKET_TABLES, or "packet" (another kind seen
+                        # only from its fd: its protocol's name)
     local_ip: str       # IPv4-mapped IPv6 is shown as IPv4
     local_port: int
     remote_ip: str
     remote_port: int
     state: str          # LISTEN, ESTABLISHED, ... ; UNCONN for unconnected udp/raw
+    uid: int            # the uid that created the socket (only root can make one of uid 0)
     netns: int          # inode of the network namespace the table came from
 
 class Process:
@@ -33,12 +33,20 @@ class Process:
     vm_rss_bytes: int
     exe: str            # " (deleted)" removed when exe_deleted
     exe_deleted: bool   # the file's link count is 0, not merely a name ending in "(deleted)"
+    exe_dev: int        # the file the process runs: device and inode (0 when not readable),
+    exe_ino: int        #   its identity whatever its path says
+    exe_uid: int        # its owner (_corespec.UNKNOWN_UID when not readable)
+    exe_mode: int       # its st_mode
     cmdline: str        # NULs as spaces, trailing white space removed; bad UTF-8 as surrogates
-    sockets: tuple[Socket, ...] | None
-    open_files: tuple[str, ...] | None
+    threads: int        # the Threads: line of status
+    sockets: Optional[Tuple[Socket, ...]]
+    open_files: Optional[Tuple[str, ...]]
+    incomplete: str     # why it was not fully inspected (_corespec's reasons); "" when it was
 
 def scan(
     proc_root: str = "/proc",
     want_fds: Union[bool, Callable[[Process], bool]] = True,
-) -> tuple[list[Process], dict[int, Socket], dict[str, int]]:
-    """Walk proc_root once: (processes, socket table by inode, counters)."""
+    pids: Optional[List[int]] = None,
+) -> Tuple[List[Process], Dict[int, Socket], Dict[str, int]]:
+    """Walk proc_root once (or only pids, in that order): (processes, socket table by inode,
+    counters)."""

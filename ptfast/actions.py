@@ -1,8 +1,11 @@
 """Action scripts (PT_DELETED_ACTION and the other *_ACTION settings): run in the background.
+(Kills are in ptfast.kills.)
 
 Arguments go to the script as an argument list, never through a shell, so a process name cannot
-become a command. A script runs only when it is an executable regular file, in its own session
-(its children die with it on timeout), with a time limit; failure is logged, never fatal.
+become a command. A script runs only when it is an executable regular file that no customer can
+change (owned by root, not group/other-writable, in directories that are the same all the way
+up to /: ``safepaths``), in its own session (its children die with it on timeout), with a time
+limit; failure is logged, never fatal. ``ptfast check`` reports the scripts that would be refused.
 """
 
 from __future__ import annotations
@@ -13,52 +16,35 @@ import stat
 import subprocess
 import threading
 
-from . import procfs
+from . import safepaths
+from .config import Problem
 from .escape import escape_text
 
 ACTION_TIMEOUT = 60.0
-FORKBOMB_ROUNDS = 50
+ACTION_SETTINGS = ("PT_DELETED_ACTION", "PT_USER_ACTION", "PT_LOAD_ACTION")
 
 
-def signal_process(pid: int, start_time: int, signum: int = signal.SIGKILL) -> str | None:
-    """Send ``signum`` to exactly the process (pid, start_time); None on success, else why not.
-
-    A pidfd pins the process while its start time is checked, so a PID the kernel has handed
-    to a newcomer since the scan is never signalled.
-    """
+def script_problem(path: str) -> str | None:
+    """Why the action script ``path`` must not run as root; None when it may."""
     try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return "already gone"
+        info = os.stat(path)
     except OSError as exc:
         return exc.strerror
-    try:
-        if procfs.start_time_of(pid) != start_time:     # the real /proc: pidfds are real
-            return "already gone (its PID now belongs to another process)"
-        signal.pidfd_send_signal(pidfd, signum)
-    except ProcessLookupError:
-        return "already gone"
-    except OSError as exc:
-        return exc.strerror
-    finally:
-        os.close(pidfd)
-    return None
+    if not stat.S_ISREG(info.st_mode) or not os.access(path, os.X_OK):
+        return "not an executable file"
+    return safepaths.path_problem(path, safepaths.PROGRAM)
 
 
-def kill_session(session: int) -> int:
-    """Stop every process of ``session`` until no new one appears (a stopped process cannot
-    fork), then kill them all. Returns how many were killed."""
-    stopped: set = set()
-    for _round in range(FORKBOMB_ROUNDS):
-        fresh = [member for member in procfs.session_members(session)
-                 if member not in stopped]
-        if not fresh:
-            break
-        for pid, start_time in fresh:
-            signal_process(pid, start_time, signal.SIGSTOP)
-            stopped.add((pid, start_time))      # stopped, or gone: either way not forking
-    return sum(1 for pid, start_time in stopped
-               if signal_process(pid, start_time, signal.SIGKILL) is None)
+def action_problems(config) -> list:
+    """Problems of every *_ACTION setting that names a script (for ``ptfast check``)."""
+    problems = []
+    for setting in ACTION_SETTINGS:
+        path = config[setting].strip()
+        problem = script_problem(path) if path else None
+        if problem:
+            problems.append(Problem(config.sources[setting], 0,
+                                    f"{setting} {path} will not be run: {problem}"))
+    return problems
 
 
 class Actions:
@@ -75,13 +61,9 @@ class Actions:
         if not path:
             return False
         shown = f"{setting} {escape_text(path)}"
-        try:
-            info = os.stat(path)
-        except OSError as exc:
-            self.log(f"{shown} not run: {exc.strerror}")
-            return False
-        if not stat.S_ISREG(info.st_mode) or not os.access(path, os.X_OK):
-            self.log(f"{shown} not run: not an executable file")
+        problem = script_problem(path)
+        if problem:
+            self.log(f"{shown} not run: {escape_text(problem)}")
             return False
         try:
             child = subprocess.Popen([path, *map(str, args)], stdin=subprocess.DEVNULL,

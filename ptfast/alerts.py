@@ -22,21 +22,18 @@ from email.header import Header
 from importlib import resources
 
 from .config import Problem
+from .safepaths import read_regular_file
 from .paths import DEFAULT_TEMPLATE_DIR
-from .policy import (CHECK_FORKBOMB, CHECK_LOAD, CHECK_RESOURCE, CHECK_SUSPICIOUS,
-                     CHECK_USER_PROCESSES)
+from .checks import BY_NAME
+from .findings import DIGEST_TEMPLATE
 
-#: check -> template file name (lfd's names).
-TEMPLATE_FILES = {
-    CHECK_SUSPICIOUS: "processtracking.txt",
-    CHECK_USER_PROCESSES: "usertracking.txt",
-    CHECK_RESOURCE: "resalert.txt",
-    CHECK_FORKBOMB: "forkbombalert.txt",
-    CHECK_LOAD: "loadalert.txt",
-}
+#: check -> template file name (lfd's names), for the checks that mail; and ptfast's digest.
+TEMPLATE_FILES = {**{name: check.template for name, check in BY_NAME.items() if check.template},
+                  "digest": DIGEST_TEMPLATE}
 
 MAX_LINE = 990          # SMTP allows 998 octets a line; lfd wraps long lines too
 MAX_HEADER_VALUE = 900
+MAX_TEMPLATE_BYTES = 1 << 20
 _PLACEHOLDER = re.compile(r"\[([A-Za-z0-9_]+)\]")
 _HEADER = re.compile(r"([!-9;-~]+):[ \t]?(.*)")
 _ADDRESS = re.compile(r"[A-Za-z0-9][\w.=+-]*(?:@[\w.-]+)?")
@@ -75,33 +72,35 @@ def parse_template(text: str, name: str, source: str, problems: list) -> Templat
 
 
 def builtin_template_text(filename: str) -> str:
-    return resources.files("ptfast").joinpath("templates", filename).read_text("utf-8")
+    return (resources.files("ptfast") / "templates" / filename).read_text("utf-8")
 
 
 class Templates:
-    """The alert templates: the admin's from ``directory`` when present, else ptfast's."""
+    """The alert templates by file name (lfd's: ``templates["processtracking.txt"]``): the
+    admin's from ``directory`` when present, else ptfast's."""
 
     def __init__(self, directory: str | None = DEFAULT_TEMPLATE_DIR) -> None:
         self.problems: list = []
-        self.by_check: dict[str, Template] = {}
-        for check, filename in TEMPLATE_FILES.items():
-            self.by_check[check] = self._load(check, directory, filename)
+        self.by_file: dict[str, Template] = {}
+        for filename in TEMPLATE_FILES.values():
+            self.by_file[filename] = self._load(directory, filename)
 
-    def _load(self, check: str, directory: str | None, filename: str) -> Template:
+    def _load(self, directory: str | None, filename: str) -> Template:
         if directory:
             path = os.path.join(directory, filename)
             try:
-                with open(path, encoding="utf-8", errors="replace") as handle:
-                    return parse_template(handle.read(), check, path, self.problems)
+                # a regular file of a sane size: a FIFO or a device here must not hang a pass
+                text = read_regular_file(path, MAX_TEMPLATE_BYTES).decode("utf-8", "replace")
+                return parse_template(text, filename, path, self.problems)
             except FileNotFoundError:
                 pass
             except OSError as exc:
                 self.problems.append(Problem(path, 0, f"cannot read ({exc.strerror}); using "
                                                       "ptfast's built-in template"))
-        return parse_template(builtin_template_text(filename), check, "built-in", [])
+        return parse_template(builtin_template_text(filename), filename, "built-in", [])
 
-    def __getitem__(self, check: str) -> Template:
-        return self.by_check[check]
+    def __getitem__(self, filename: str) -> Template:
+        return self.by_file[filename]
 
 
 def lfd_time(now: float | None = None) -> str:
@@ -121,12 +120,13 @@ def fill(text: str, values: dict, one_line: bool = False) -> str:
 
 
 def wrap(body: str, width: int = MAX_LINE) -> str:
-    lines = []
+    """Lines longer than ``width`` cut into pieces of ``width``: linear in the body's length
+    (slicing off the head of a long line over and over was quadratic)."""
+    lines: list = []
     for line in body.split("\n"):
-        while len(line) > width:
-            lines.append(line[:width])
-            line = line[width:]
-        lines.append(line)
+        lines.extend(line[start:start + width] for start in range(0, len(line), width))
+        if not line:
+            lines.append(line)
     return "\n".join(lines)
 
 

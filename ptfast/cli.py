@@ -1,6 +1,11 @@
 """``ptfast scan | check | run | tune``.
 
-Exit status: 0 nothing found / all clean, 1 findings, 2 error.
+Exit status: 0 nothing found / all clean, 1 findings, 2 error. A ``scan`` or ``tune`` not run as
+root cannot see other users' processes: it says so on stderr and exits 2 rather than 0 (a scan
+with findings still exits 1), so a cron job never takes a partial view for a clean host. Root
+denied a few processes (another user namespace, a security module; the test host shows one now
+and then) gets the warning only: an error every few runs would teach admins to ignore the exit
+status.
 """
 
 from __future__ import annotations
@@ -11,12 +16,14 @@ import sys
 
 from . import __version__, config as config_mod, pignore, procfs
 from .escape import escape_text
+from .findings import CHECK_SUSPICIOUS
 from .paths import (DEFAULT_EVENTS_FILE, DEFAULT_LOG_FILE, DEFAULT_STATE_DIR,
                     DEFAULT_TEMPLATE_DIR)
-from .policy import CHECK_SUSPICIOUS, Policy, load_finding
+from .policy import build_policy
 from .report import finding_record, json_line, table
+from .settings import load_settings
 from .tune import DEFAULT_DURATION, DEFAULT_LIMITS, DEFAULT_SAMPLE
-from .users import UserNames, accounts_to_track
+from .users import UserNames
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -56,6 +63,13 @@ def add_templates_option(parser: argparse.ArgumentParser) -> None:
 
 def add_service_options(parser: argparse.ArgumentParser) -> None:
     add_templates_option(parser)
+    add_path_options(parser)
+    parser.add_argument("--quiet", action="store_true",
+                        help="do not echo log messages to stderr")
+
+
+def add_path_options(parser: argparse.ArgumentParser) -> None:
+    """Where `run` writes; `check` takes them too, to say whether they are safe."""
     parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR",
                         help="reported processes, the mail spool and the lock (default "
                              f"{DEFAULT_STATE_DIR})")
@@ -63,42 +77,33 @@ def add_service_options(parser: argparse.ArgumentParser) -> None:
                         help=f"lfd-format log lines (default {DEFAULT_LOG_FILE})")
     parser.add_argument("--events-file", default=DEFAULT_EVENTS_FILE, metavar="FILE",
                         help=f"one JSON line per alert (default {DEFAULT_EVENTS_FILE})")
-    parser.add_argument("--quiet", action="store_true",
-                        help="do not echo log messages to stderr")
 
 
-def load_inputs(args):
-    config = config_mod.load(args.config, args.set, override_path=args.override)
-    rules = pignore.load(args.pignore)
-    return config, rules
-
-
-def unreadable_inputs(config, rules) -> list:
-    """Problems that mean a file the admin named could not be read at all."""
-    return [p for p in config.problems + rules.problems if p.line == 0 and p.path != "--set"]
-
-
-def load_checked_inputs(args):
-    """(config, rules) with every problem said on stderr; None when a named file is
-    unreadable."""
-    config, rules = load_inputs(args)
-    for problem in config.problems + rules.problems:
+def load_checked_settings(args):
+    """Settings with every problem said on stderr; None when a named file is unreadable."""
+    settings = load_settings(args)
+    for problem in settings.problems:
         warn(escape_text(str(problem)))
-    if unreadable_inputs(config, rules):
+    return None if settings.unreadable() else settings
+
+
+def not_root_warning(denied: int | None) -> str | None:
+    """Why a run not as root saw only part of the host (None as root): other users' exe links
+    and fds are closed to it, and with hidepid their processes are not even listed.
+    ``denied``: how many it was refused, when known."""
+    if os.geteuid() == 0:
         return None
-    return config, rules
-
-
-def build_policy(config, rules) -> Policy:
-    return Policy(config, rules, UserNames(), accounts_to_track(config))
+    counted = f"{denied} denied; " if denied is not None else ""
+    return (f"not running as root: other users' processes could not be inspected ({counted}"
+            "with hidepid they are not even listed), so the result is incomplete; run as root")
 
 
 def cmd_tune(args) -> int:
     from . import tune
-    inputs = load_checked_inputs(args)
-    if inputs is None:
+    settings = load_checked_settings(args)
+    if settings is None:
         return EXIT_ERROR
-    config, rules = inputs
+    config, rules = settings.config, settings.rules
     try:
         limits = sorted({int(text) for text in args.limits.split(",") if text.strip()})
     except ValueError:
@@ -107,11 +112,10 @@ def cmd_tune(args) -> int:
     if args.duration <= 0 or args.sample <= 0:
         warn("--duration and --sample must be positive")
         return EXIT_ERROR
-    panel = accounts_to_track(config)
     user_names = UserNames()
 
     def make_policy(limit):      # the run's settings and rules, with PT_LIMIT replaced
-        return Policy(config, rules, user_names, panel, limit=limit)
+        return build_policy(config, rules, limit=limit, user_names=user_names)
 
     pt_interval = config_mod.effective_interval(config)
     try:
@@ -120,35 +124,44 @@ def cmd_tune(args) -> int:
     except OSError as exc:
         warn(f"cannot read {escape_text(args.proc_root)}: {exc.strerror}")
         return EXIT_ERROR
+    incomplete = not_root_warning(None)
     out = sys.stdout.buffer
     if args.json:
-        out.write(json_line(result.as_dict()))
+        document = result.as_dict()
+        if incomplete:
+            document["incomplete"] = incomplete
+        out.write(json_line(document))
     else:
         out.write(tune.table(result).encode())
+        if incomplete:
+            out.write(f"INCOMPLETE: {incomplete}\n".encode())
     out.flush()
+    if incomplete:
+        warn(incomplete)
+        return EXIT_ERROR
     return EXIT_CLEAN
 
 
 def cmd_scan(args) -> int:
-    inputs = load_checked_inputs(args)
-    if inputs is None:
+    settings = load_checked_settings(args)
+    if settings is None:
         return EXIT_ERROR
-    config, rules = inputs
-    policy = build_policy(config, rules)
-    problems_before = len(rules.problems)
+    rules = settings.rules
+    policy = build_policy(settings.config, rules)
     try:
         snapshot = procfs.scan(args.proc_root, policy.want_fds)
     except OSError as exc:
         warn(f"cannot read {escape_text(args.proc_root)}: {exc.strerror}")
         return EXIT_ERROR
-    findings = policy.evaluate_all(snapshot)
+    findings = policy.findings(snapshot)
     try:
-        load = load_finding(config, procfs.read_loadavg(args.proc_root)[0], snapshot.taken_at)
+        loadavg, processes = procfs.read_loadavg(args.proc_root)
+        load = policy.load_finding(loadavg, processes, snapshot.taken_at)
     except (OSError, ValueError, IndexError):       # a prepared tree without loadavg
         load = None
     if load is not None:
         findings.append(load)
-    for problem in rules.problems[problems_before:]:
+    for problem in rules.take_match_problems():
         warn(escape_text(str(problem)))
     out = sys.stdout.buffer
     if args.json:
@@ -161,27 +174,67 @@ def cmd_scan(args) -> int:
         summary = (f"{suspicious} suspicious of {stats['processes']} processes, "
                    f"{len(findings) - suspicious} other findings "
                    f"({snapshot.core} core, {snapshot.duration * 1000:.0f} ms)")
+        if stats["incomplete"] or stats["zombies"]:
+            summary += (f"; {stats['incomplete']} not fully inspected (each says why), "
+                        f"{stats['zombies']} zombies")
         if not policy.enabled:
             summary += "; process tracking is disabled (PT_LIMIT = 0)"
         out.write((summary + "\n").encode())
     out.flush()
-    if snapshot.stats["denied"]:
-        advice = ("even as root: they belong to another user namespace or a security module "
-                  "forbids it") if os.geteuid() == 0 else "run as root to see every process"
-        warn(f"could not inspect {snapshot.stats['denied']} processes (permission denied): "
-             f"{advice}")
-    return EXIT_FINDINGS if findings else EXIT_CLEAN
+    denied = snapshot.stats["denied"]
+    incomplete = not_root_warning(denied)
+    if incomplete:
+        warn(incomplete)
+    elif denied:
+        warn(f"could not inspect {denied} processes (permission denied) even as root: they "
+             "belong to another user namespace or a security module forbids it")
+    if findings:
+        return EXIT_FINDINGS
+    return EXIT_ERROR if incomplete else EXIT_CLEAN
+
+
+def safety_problems(args, config) -> list:
+    """What `run` would refuse: paths it writes, and programs it runs as root, that a customer
+    could change."""
+    from . import safepaths
+    from .actions import action_problems
+    from .mail import mail_problems
+    paths = [config_mod.Problem(path, 0, why) for path, why in
+             safepaths.service_path_problems(args.state_dir, (args.log_file, args.events_file))]
+    return paths + action_problems(config) + mail_problems(config)
+
+
+def cmd_baseline(args) -> int:
+    import socket
+
+    from .baseline import draft
+    from .checks import SUSPICIOUS
+    from .users import uid_min
+    settings = load_checked_settings(args)
+    if settings is None:
+        return EXIT_ERROR
+    policy = build_policy(settings.config, settings.rules)
+    try:
+        snapshot = procfs.scan(args.proc_root, policy.want_fds)
+    except OSError as exc:
+        warn(f"cannot read {escape_text(args.proc_root)}: {exc.strerror}")
+        return EXIT_ERROR
+    findings = policy.findings(snapshot, checks=(SUSPICIOUS,))
+    sys.stdout.buffer.write(draft(findings, socket.gethostname(), uid_min(),
+                                  policy.file_identity).encode())
+    return EXIT_CLEAN
 
 
 def cmd_check(args) -> int:
-    from .alerts import Templates
-    config, rules = load_inputs(args)
-    templates = Templates(args.templates)
+    settings = load_settings(args, templates=True)
+    config, rules, templates = settings.config, settings.rules, settings.templates
+    assert templates is not None            # asked for above
     print(f"config:       {config.path or 'none found, built-in defaults'}")
     if config.override_path:
         print(f"override:     {config.override_path}")
-    print(f"ignore rules: {', '.join(rules.sources) or 'none'} ({rules.rule_count()} rules)")
-    sources = sorted({template.source for template in templates.by_check.values()})
+    print(f"ignore rules: {', '.join(rules.sources) or 'none'} ({rules.rule_count()} rules, "
+          f"regexes compiled in {rules.compile_seconds:.1f} s)")
+    sources = sorted({template.source for template in templates.by_file.values()})
     print(f"templates:    {', '.join(escape_text(source) for source in sources)}")
     print(f"core:         {version_text()}")
     print()
@@ -189,7 +242,9 @@ def cmd_check(args) -> int:
     for name in config_mod.SETTINGS:
         value = escape_text(str(config[name]))
         print(f"{name:<{width}} = {value:<32} {config.sources[name]}")
-    problems = config.problems + rules.problems + templates.problems
+    for name, source in config.left_to_lfd:
+        print(f"\n{name} ({source}) is lfd's: it {config_mod.LEFT_TO_LFD[name]}")
+    problems = settings.problems + safety_problems(args, config)
     if problems:
         print(f"\n{len(problems)} problem(s):")
         for problem in problems:
@@ -220,9 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--json", action="store_true", help="one JSON object per finding")
     scan.set_defaults(handler=cmd_scan)
 
+    baseline = sub.add_parser("baseline", help="print a draft of csf.pignore lines for what a "
+                                               "scan finds now (to review, never applied)")
+    add_input_options(baseline)
+    baseline.set_defaults(handler=cmd_baseline)
+
     check = sub.add_parser("check", help="validate the config, ignore rules and alert templates")
     add_input_options(check)
     add_templates_option(check)
+    add_path_options(check)
     check.set_defaults(handler=cmd_check)
 
     run = sub.add_parser("run", help="the tracking service: scan every PT_INTERVAL seconds, "
@@ -269,6 +330,13 @@ def main(argv=None) -> int:
         return EXIT_ERROR
     except BrokenPipeError:       # `ptfast scan | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+    except Exception as exc:      # a bug is an error (2), never "findings" (1) to a cron job
+        import traceback
+        warn(f"internal error: {escape_text(repr(exc))}")
+        for entry in traceback.format_exception(type(exc), exc, exc.__traceback__):
+            for line in entry.rstrip("\n").split("\n"):
+                print(escape_text(line), file=sys.stderr)
         return EXIT_ERROR
 
 

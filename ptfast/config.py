@@ -6,7 +6,9 @@ double quotes, or a name given twice, is an error. Names ptfast does not use (th
 csf.conf) are ignored.
 
 Unlike lfd, a broken line does not stop ptfast: it is reported with file and line, and the
-setting keeps its default.
+setting keeps its default. So is a number outside its setting's range (``LIMITS``). A UTF-8
+byte order mark before the first line is dropped. A config file must be a regular file of at most
+MAX_INPUT_BYTES (a FIFO or a device would hang or flood the reader).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from . import safepaths
 from .paths import DEFAULT_CONFIG_PATH, DEFAULT_OVERRIDE_PATH
 
 # Directories whose presence marks a control-panel host (GENERIC then defaults to 0, as the
@@ -48,13 +51,56 @@ SETTINGS: dict[str, tuple[object, str]] = {
     "PT_APACHESTATUS": ("http://127.0.0.1/server-status", TEXT),
     "PT_FORKBOMB": (0, INT),
     "PT_SSHDHUNG": (0, INT),
-    "PT_SSHDKILL": (0, INT),
+    # ptfast's own (ptfast.conf): lfd has no such settings
+    "PT_SERVICE_SOCKETS": (1, INT),
+    "PT_DIGEST_AFTER": (10, INT),
     "LF_ALERT_TO": ("", TEXT),
     "LF_ALERT_FROM": ("", TEXT),
     "LF_ALERT_SMTP": ("", TEXT),
     "SENDMAIL": ("/usr/sbin/sendmail", TEXT),
     "LF_FLUSH": (3600, INT),
 }
+
+#: Settings of csf.conf that belong to lfd's other work, which ptfast leaves to lfd; ``check``
+#: says so when one is switched on.
+LEFT_TO_LFD = {
+    "PT_SSHDKILL": "kills the sshd processes of IP addresses that lfd blocks; ptfast blocks no "
+                   "addresses, so lfd keeps doing this (PT_SSHDHUNG is ptfast's)",
+}
+
+YEAR = 365 * 86400
+PID_MAX_LIMIT = 4_194_304       # the kernel's ceiling for pid_max: no count can exceed it
+FLAG = (0, 1)
+#: name -> (lowest, highest) for every numeric setting; outside it, the default is kept and the
+#: value is reported (PT_INTERVAL="99999999999" once crashed the daemon after its first pass)
+LIMITS: dict[str, tuple] = {
+    "PT_LIMIT": (0, YEAR),
+    "PT_INTERVAL": (0, 86400),
+    "PT_SKIP_HTTP": FLAG,
+    "PT_ALL_USERS": FLAG,
+    "GENERIC": FLAG,
+    "PT_DELETED": FLAG,
+    "PT_USERPROC": (0, PID_MAX_LIMIT),
+    "PT_USERMEM": (0, 1 << 24),           # MB: 16 TiB
+    "PT_USERRSS": (0, 1 << 24),
+    "PT_USERTIME": (0, 10 * YEAR),
+    "PT_USERKILL": FLAG,
+    "PT_USERKILL_ALERT": FLAG,
+    "PT_LOAD": (0, 86400),
+    "PT_LOAD_AVG": (1, 15),               # 1, 5 or 15; anything else in range means 5
+    "PT_LOAD_LEVEL": (0, 1_000_000),
+    "PT_LOAD_SKIP": (0, YEAR),
+    "PT_FORKBOMB": (0, PID_MAX_LIMIT),
+    "PT_SSHDHUNG": FLAG,
+    "PT_SERVICE_SOCKETS": FLAG,
+    "PT_DIGEST_AFTER": (0, PID_MAX_LIMIT),
+    "LF_FLUSH": (0, YEAR),
+}
+MAX_NUMBER_CHARS = 20           # more digits than any range needs: never parsed (int() of a
+                                # million digits is slow)
+#: csf.conf is about 100 KB; csf.pignore with its Includes may be larger
+MAX_INPUT_BYTES = 16 << 20
+BOM = "\ufeff"
 
 _LINE = re.compile(r"([^=]*)=(.*)", re.DOTALL)
 _QUOTED = re.compile(r'"(.*)"', re.DOTALL)
@@ -82,6 +128,8 @@ class Config:
     values: dict = field(default_factory=dict)
     sources: dict = field(default_factory=dict)   # name -> "default" | "FILE:LINE" | "--set"
     problems: list = field(default_factory=list)
+    #: LEFT_TO_LFD settings switched on, as (name, "FILE:LINE")
+    left_to_lfd: list = field(default_factory=list)
     path: str | None = None
     override_path: str | None = None
 
@@ -116,15 +164,19 @@ def convert(name: str, text: str) -> object:
     """Turn a raw value into the setting's type; ValueError says why not."""
     _default, kind = SETTINGS[name]
     value = text.strip()
+    if kind == TEXT:
+        return text
+    shown = value if len(value) <= 40 else value[:40] + "..."
     if kind == INT:
         if not _INTEGER.fullmatch(value):
-            raise ValueError(f"{name} must be a whole number, not {value!r}")
-        return int(value)
-    if kind == FLOAT:
-        if not _NUMBER.fullmatch(value):
-            raise ValueError(f"{name} must be a number, not {value!r}")
-        return float(value)
-    return text
+            raise ValueError(f"{name} must be a whole number, not {shown!r}")
+    elif not _NUMBER.fullmatch(value):
+        raise ValueError(f"{name} must be a number, not {shown!r}")
+    lowest, highest = LIMITS[name]
+    number = (int if kind == INT else float)(value) if len(value) <= MAX_NUMBER_CHARS else None
+    if number is None or not lowest <= number <= highest:
+        raise ValueError(f"{name} must be between {lowest} and {highest}, not {shown}")
+    return number
 
 
 def parse_lines(lines, path: str, config: Config) -> None:
@@ -148,6 +200,8 @@ def parse_lines(lines, path: str, config: Config) -> None:
                                                          f"(first set on line {seen[name]})"))
             continue
         seen[name] = number
+        if name in LEFT_TO_LFD and quoted.group(1).strip() not in ("", "0"):
+            config.left_to_lfd.append((name, f"{path}:{number}"))
         if name not in SETTINGS:
             continue
         try:
@@ -159,12 +213,23 @@ def parse_lines(lines, path: str, config: Config) -> None:
         config.sources[name] = f"{path}:{number}"
 
 
+def read_lines(path: str) -> list:
+    """The lines of a config or ignore file (a regular file of at most MAX_INPUT_BYTES), without
+    a leading byte order mark. Raises OSError with a reason in ``strerror``."""
+    data = safepaths.read_regular_file(path, MAX_INPUT_BYTES)
+    text = data.decode("utf-8", "surrogateescape")
+    if text.startswith(BOM):
+        text = text[len(BOM):]
+    return text.split("\n")
+
+
 def _read_file(path: str, config: Config) -> None:
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
-            parse_lines(handle, path, config)
+        lines = read_lines(path)
     except OSError as exc:
         config.problems.append(Problem(path, 0, f"cannot read: {exc.strerror}"))
+        return
+    parse_lines(lines, path, config)
 
 
 def load(path: str | None = None, overrides=(), panel: bool | None = None,
@@ -178,20 +243,18 @@ def load(path: str | None = None, overrides=(), panel: bool | None = None,
     or ``--set`` gives PT_LIMIT (where 0 does disable it).
     """
     config = defaults(panel)
-    explicit = path is not None
-    path = path if explicit else DEFAULT_CONFIG_PATH
-    if explicit or os.path.exists(path):
-        config.path = path
-        _read_file(path, config)
+    csf_conf = path if path is not None else DEFAULT_CONFIG_PATH
+    if path is not None or os.path.exists(csf_conf):
+        config.path = csf_conf
+        _read_file(csf_conf, config)
         if config.values["PT_LIMIT"] == 0 and config.sources["PT_LIMIT"] != "default":
             config.sources["PT_LIMIT"] = (f"default ({config.sources['PT_LIMIT']} sets 0: "
                                           "lfd's tracking is off, ptfast's is on)")
             config.values["PT_LIMIT"] = SETTINGS["PT_LIMIT"][0]
-    explicit = override_path is not None
-    override_path = override_path if explicit else DEFAULT_OVERRIDE_PATH
-    if explicit or os.path.exists(override_path):
-        config.override_path = override_path
-        _read_file(override_path, config)
+    ptfast_conf = override_path if override_path is not None else DEFAULT_OVERRIDE_PATH
+    if override_path is not None or os.path.exists(ptfast_conf):
+        config.override_path = ptfast_conf
+        _read_file(ptfast_conf, config)
     for override in overrides:
         name, sep, value = override.partition("=")
         name = name.strip()

@@ -4,6 +4,10 @@ Admins grep lfd.log for ``*Suspicious Process*`` and the like, and tools parse t
 tag, so ptfast writes the same shape (to its own file by default; pointing ``--log-file`` at
 /var/log/lfd.log is safe, since every line is one O_APPEND write under an exclusive flock, as lfd
 does). Messages must already be escaped: a process name must not be able to start a new line.
+
+Lines go only where no customer can reach (``safepaths``): a log path whose directories another
+user could write, or that is a symbolic link, is refused, and every append opens the file with
+``O_NOFOLLOW`` and checks it is a regular root-owned file.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import sys
 import time
 
+from . import safepaths
 from .paths import DEFAULT_LOG_FILE
 LOG_TAG = "lfd"
 
@@ -35,7 +40,7 @@ def lfd_line(message: str, hostname: str, now: float | None = None) -> str:
 def append_line(path: str, line: bytes) -> None:
     """One whole line onto ``path``: a single O_APPEND write under an exclusive flock, so lines
     from several writers never interleave. Raises OSError."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = safepaths.open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, line)
@@ -46,18 +51,20 @@ def append_line(path: str, line: bytes) -> None:
 class LogFile:
     """Appends lfd-format lines to ``path``; with ``echo``, also writes the message to stderr
     (the journal, under systemd). A log that cannot be written is said once on stderr and the
-    service goes on."""
+    service goes on. A log path a customer could reach is never written (``refused`` says why,
+    on stderr even without ``echo``); the service refuses to start over it."""
 
     def __init__(self, path: str | None = DEFAULT_LOG_FILE, echo: bool = True) -> None:
         self.path = path
         self.echo = echo
         self.hostname = short_hostname()
         self._failed = False
+        self.refused = safepaths.path_problem(path, safepaths.FILE) if path else None
 
     def __call__(self, message: str) -> None:
-        if self.echo:
+        if self.echo or self.refused:
             print(message, file=sys.stderr, flush=True)
-        if not self.path:
+        if not self.path or self.refused:
             return
         line = lfd_line(message, self.hostname).encode("utf-8", "surrogateescape")
         try:

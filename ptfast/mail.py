@@ -11,15 +11,23 @@ import email.parser
 import email.utils
 import itertools
 import os
+import re
 import shlex
+import shutil
 import subprocess
 import time
 
+from . import safepaths
+from .config import Problem
 from .escape import escape_text
 from .state import write_atomically
 from .alerts import envelope_sender
 
 SPOOL_SUBDIR = "spool"
+# the names Spool.add gives: only these are ever read and sent
+SPOOL_NAME = re.compile(r"[0-9]{20}-[0-9]+-[0-9]{6}\.eml")
+# far above any alert ptfast renders (its lists are capped); a bound on what a planted file costs
+MAX_MESSAGE_BYTES = 16 << 20
 SENDMAIL_TIMEOUT = 60
 SMTP_TIMEOUT = 30
 
@@ -61,6 +69,19 @@ def split_relay(relay: str) -> tuple[str, int]:
     return host, int(port or 25)
 
 
+def sendmail_problem(binary: str) -> str | None:
+    """Why the SENDMAIL program must not run as root (a customer could change it); None when
+    it may, or when it does not exist (delivery says so)."""
+    try:
+        program = shlex.split(binary)
+    except ValueError:
+        return None
+    found = shutil.which(program[0]) if program else None
+    if found is None:
+        return None
+    return safepaths.path_problem(found, safepaths.PROGRAM)
+
+
 def send_with_sendmail(binary: str, message: bytes, timeout: float = SENDMAIL_TIMEOUT) -> str:
     sender, _recipients = envelope(message)
     # lfd hands SENDMAIL to a shell, so admins may have written options into it
@@ -71,6 +92,9 @@ def send_with_sendmail(binary: str, message: bytes, timeout: float = SENDMAIL_TI
         raise DeliveryError(f"SENDMAIL {escape_text(binary)}: {exc}") from None
     if not program:
         raise DeliveryError("SENDMAIL is empty")
+    problem = sendmail_problem(binary)
+    if problem:
+        raise DeliveryError(f"SENDMAIL {escape_text(binary)} not run: {escape_text(problem)}")
     # -t: recipients from the headers, as lfd; -oi: a line holding only "." does not end the
     # message early.
     command = [*program, "-oi", "-f", sender, "-t"]
@@ -138,14 +162,29 @@ class Mailer:
         return send_with_sendmail(self.sendmail, message)
 
 
+def mail_problems(config) -> list:
+    """Problems of the delivery route (for ``ptfast check``)."""
+    binary = config["SENDMAIL"].strip()
+    problem = None if config["LF_ALERT_SMTP"].strip() else sendmail_problem(binary)
+    if problem:
+        return [Problem(config.sources["SENDMAIL"], 0, f"SENDMAIL {binary} will not be run: "
+                                                      f"{problem}")]
+    return []
+
+
 class Spool:
-    """Messages not yet delivered: ``STATE_DIR/spool/*.eml``, oldest first by name."""
+    """Messages not yet delivered: ``STATE_DIR/spool/*.eml``, oldest first by name.
+
+    Only ptfast's own files are messages: a name of SPOOL_NAME's pattern, a regular file (not a
+    symlink), owned by root, in a directory no one else can write (else UnsafePath at start).
+    Anything else found there is left alone, never sent.
+    """
 
     _sequence = itertools.count()
 
     def __init__(self, state_dir: str) -> None:
         self.directory = os.path.join(state_dir, SPOOL_SUBDIR)
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        safepaths.make_private_directory(self.directory)
 
     def add(self, message: bytes) -> str:
         name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._sequence):06d}.eml"
@@ -154,7 +193,7 @@ class Spool:
         return path
 
     def pending(self) -> list[str]:
-        names = sorted(name for name in os.listdir(self.directory) if name.endswith(".eml"))
+        names = sorted(name for name in os.listdir(self.directory) if SPOOL_NAME.fullmatch(name))
         return [os.path.join(self.directory, name) for name in names]
 
     def flush(self, mailer: Mailer, log) -> tuple[int, int]:
@@ -163,22 +202,25 @@ class Spool:
         Returns (delivered, still waiting)."""
         pending = self.pending()
         delivered = 0
+        route, directory = escape_text(mailer.route), escape_text(self.directory)
         for path in pending:
+            name = escape_text(os.path.basename(path))
             try:
-                with open(path, "rb") as handle:
-                    message = handle.read()
+                message = safepaths.read_private_file(path, MAX_MESSAGE_BYTES)
+            except OSError as exc:
+                log(f"spooled alert {name} not sent: {escape_text(exc.strerror or str(exc))}; "
+                    "left in place")
+                continue
+            try:
                 note = mailer.deliver(message)
             except DeliveryError as exc:
                 if exc.route_down:
                     waiting = len(pending) - delivered
-                    log(f"*Alert delivery failed* via {mailer.route}: {exc}; {waiting} alert(s) "
-                        f"kept in {self.directory} for the next pass")
+                    log(f"*Alert delivery failed* via {route}: {exc}; {waiting} alert(s) "
+                        f"kept in {directory} for the next pass")
                     return delivered, waiting
-                log(f"*Alert delivery failed* via {mailer.route}: {exc}; "
-                    f"{os.path.basename(path)} kept in {self.directory} for the next pass")
-                continue
-            except OSError as exc:
-                log(f"cannot read spooled alert {path}: {exc.strerror}; left in place")
+                log(f"*Alert delivery failed* via {route}: {exc}; "
+                    f"{name} kept in {directory} for the next pass")
                 continue
             if note:
                 log(note)

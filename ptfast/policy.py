@@ -1,122 +1,91 @@
-"""Decisions of process tracking: which processes are suspicious.
+"""Decisions of process tracking: which processes to report, and what ``ptfast run`` does about
+each finding.
 
-Pure functions of (snapshot, config, ignore rules, user names, reported memory): no I/O here.
-The order is lfd's (spec section 5); its defects (spec section 9) are not copied:
+Pure: no I/O. A ``Policy`` is the judgment of one scan: the settings, the ignore rules, the
+user names and what was reported before (read-only: ``findings.Remembered`` or
+``state.ReportedState``). Each check of lfd's process
+tracking (``ptfast.checks``) finds what it finds in a snapshot and plans the response to each
+finding: what to kill (exact processes), which alert to mail, what to remember for how long,
+which action script to run. ``ptfast run`` only carries these plans out (``ptfast.respond``);
+``ptfast scan --json`` shows them, so an admin sees what ``run`` would do.
+
+lfd's order is kept (spec section 5); its defects (spec section 9) are not copied:
 
 * listening sockets and sockets of every address family count (lfd dropped all-zero and many
   hex-looking addresses);
 * deletion comes from the scanner's link-count test, not from "(deleted)" in the path text;
-* the reported memory is keyed by (pid, start time), so a reused PID is a new process;
+* what was reported is keyed by (pid, start time), so a reused PID is a new process;
 * user names and regexes are resolved once and cached, not per process.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import dataclass
-from typing import Callable
+import time
+from typing import TYPE_CHECKING, Callable, Optional
 
+from .checks import LOAD, SNAPSHOT_CHECKS, SUSPICIOUS, WEB_SERVER_NAMES
+from .findings import (DIGEST_TEMPLATE, NOBODY, NOTHING_REMEMBERED, FileIdentity, Finding,
+                       process_key)
 from .pignore import IgnoreRules
+from .users import DEFAULT_UID_MIN
 
-#: The checks, as named in findings, JSON and events.
-CHECK_SUSPICIOUS = "suspicious"
-CHECK_USER_PROCESSES = "user_processes"     # PT_USERPROC
-CHECK_RESOURCE = "resource"                 # PT_USERMEM, PT_USERRSS, PT_USERTIME
-CHECK_FORKBOMB = "forkbomb"                 # PT_FORKBOMB
-CHECK_SSHD_HUNG = "sshd_hung"               # PT_SSHDHUNG
-CHECK_LOAD = "load"                         # PT_LOAD
-
-REASON_LISTENING = "listening socket"
-REASON_SOCKET = "socket"
-REASON_DELETED = "deleted executable"
-
-#: resource name -> (setting, Process attribute, unit divisor, unit, lfd log field)
-RESOURCES = {
-    "virtual memory": ("PT_USERMEM", "vm_size_bytes", 1 << 20, "MB", "VM"),
-    "resident memory": ("PT_USERRSS", "vm_rss_bytes", 1 << 20, "MB", "RSS"),
-    "run time": ("PT_USERTIME", "age", 1, "secs", "Time"),
-}
-
-#: The two command lines of an sshd child that has not authenticated anyone, exactly. lfd's
-#: pattern lacked a group around its alternation and also matched any line ending in "[priv]",
-#: killing logged-in sessions ("sshd: alice [priv]").
-def resource_amount(proc, resource: str) -> int:
-    """How much of ``resource`` (a RESOURCES name) ``proc`` uses, in that resource's unit."""
-    _setting, attribute, divisor, _unit, _field = RESOURCES[resource]
-    return int(getattr(proc, attribute) / divisor)
+if TYPE_CHECKING:
+    from .config import Config
+    from .procfs import Snapshot
 
 
-SSHD_UNAUTHENTICATED = frozenset({"sshd: unknown [net]", "sshd: unknown [priv]"})
-SSHD_HUNG_AFTER = 60
-NO_SESSIONS = frozenset({0, 1})     # the kernel's and init's: never a fork bomb
-
-#: Executable names of web servers, for PT_SKIP_HTTP.
-WEB_SERVER_NAMES = frozenset({"httpd", "apache", "apache2", "nginx", "litespeed", "lshttpd",
-                              "openlitespeed"})
-HTTP_PORTS = frozenset({80, 443})
-NOBODY = "nobody"
-
-
-def process_key(proc) -> tuple:
-    """Identity of a process across scans: a PID alone is reused, (pid, start time) is not."""
-    return (proc.pid, proc.start_time)
-
-
-def is_listening(sock) -> bool:
-    """An open port waiting for peers: a TCP listener, or a UDP/raw socket not connected."""
-    return sock.state == "LISTEN" or (sock.state == "UNCONN" and sock.remote_port == 0)
-
-
-@dataclass
-class Finding:
-    """Something to report, with what an alert needs."""
-
-    check: str               # CHECK_*
-    reasons: tuple           # REASON_* values, or the resource name
-    process: object          # the scanner's Process record (None for per-user/session/host)
-    user: str
-    processes: tuple = ()    # user_processes and forkbomb: every process concerned
-    level: str = ""          # resource, forkbomb and load: the limit crossed, in words
-
-    @property
-    def sockets(self) -> tuple:
-        return (self.process.sockets or ()) if self.process is not None else ()
-
-    @property
-    def open_files(self) -> tuple:
-        return (self.process.open_files or ()) if self.process is not None else ()
+#: How far up the parent chain a worker's root master is looked for.
+MAX_ANCESTRY = 64
+#: Directories shared by many packages: an executable beside the master's in one of these is
+#: not thereby part of its service.
+SHARED_BIN_DIRS = frozenset({"/bin", "/sbin", "/usr/bin", "/usr/sbin", "/usr/local/bin",
+                             "/usr/local/sbin"})
+#: NAME's private executables live in PREFIX/NAME (dovecot: /usr/lib/dovecot/imap-login).
+PACKAGE_DIR_PREFIXES = ("/usr/lib", "/usr/lib64", "/usr/libexec", "/usr/local/lib",
+                        "/usr/local/libexec")
 
 
 class Policy:
-    """lfd's suspicious-process decision, configured once and applied to each snapshot."""
+    """Settings, ignore rules, user names and memory, applied to one scan at a time.
 
-    def __init__(self, config, rules: IgnoreRules, user_name: Callable[[int], str],
-                 panel_users: frozenset = frozenset(), reported=frozenset(),
-                 limit: float | None = None, reported_resources=frozenset(),
-                 quiet_users=None) -> None:
+    During the walk the scanner asks ``want_fds(proc)`` (only candidates older than PT_LIMIT
+    get an fd walk); ``findings(snapshot)`` then reuses those verdicts and forgets them.
+    """
+
+    def __init__(self, config: Config, rules: IgnoreRules, user_name: Callable[[int], str],
+                 panel_users: frozenset = frozenset(), memory=NOTHING_REMEMBERED,
+                 limit: Optional[float] = None,
+                 file_identity: Callable[[str], Optional[FileIdentity]] = lambda path: None,
+                 uid_min: int = DEFAULT_UID_MIN, now: Optional[float] = None) -> None:
         # ``limit`` replaces PT_LIMIT: `ptfast tune` tries other values under the same rules
         self.limit = config["PT_LIMIT"] if limit is None else limit
-        self.generic = bool(config["GENERIC"])
-        self.all_users = bool(config["PT_ALL_USERS"])
-        self.report_deleted = bool(config["PT_DELETED"])
-        self.skip_http = bool(config["PT_SKIP_HTTP"])
+        self.config = config
         self.rules = rules
         self.user_name = user_name
         self.panel_users = panel_users
-        self.reported = reported
-        self.reported_resources = reported_resources     # {(pid, start_time, resource)}
-        self.quiet_users = quiet_users or {}             # user -> quiet until (epoch seconds)
-        self.config = config
-        # key -> _candidate()'s verdict (None for rejected), filled while the scanner walks so
-        # that evaluate() does not judge the same process twice
-        self._candidates: dict = {}
-        self._tracked_users: dict[int, str | None] = {}
+        self.memory = memory
+        # stat() of a path in ptfast's own mount namespace (injected: the policy does no I/O)
+        self.file_identity = file_identity
+        self.uid_min = uid_min
+        self.generic = bool(config["GENERIC"])
+        self.all_users = bool(config["PT_ALL_USERS"])
+        # process key -> the suspicious check's verdict from want_fds (None: not a candidate)
+        self._verdicts: dict = {}
+        # when this judgment is made (the memory's listener ages are measured to it)
+        self.now = time.time() if now is None else now
+        # users whose listener has outlived PT_LIMIT: their young processes get an fd walk too,
+        # as a listener handed from one young process to the next must not hide
+        self.hopping_uids = (memory.listener_uids(self.limit, self.now) if self.limit > 0
+                             else set())
+        self._tracked_users: dict[int, Optional[str]] = {}
 
     @property
     def enabled(self) -> bool:
         return self.limit > 0
 
-    def tracked_user(self, uid: int) -> str | None:
+    def tracked_user(self, uid: int) -> Optional[str]:
         """The name of a non-root, tracked, not ignored user; None for anyone else. Decided
         once per uid: the same few hundred users own the thousands of processes."""
         try:
@@ -134,189 +103,125 @@ class Policy:
             return True
         return user == NOBODY or user in self.panel_users
 
-    def _candidate(self, proc):
-        """(user, exe_or_cmd_ignored) when the process is worth a look, else None.
+    def ignores_process(self, proc) -> bool:
+        """An exe rule matches the process and it runs that very host file, or a cmd rule
+        matches its command line."""
+        return ((self.rules.ignores("exe", proc.exe) and self.runs_host_file(proc))
+                or self.rules.ignores("cmd", proc.cmdline))
 
-        Steps 2-3 of lfd's scan: tracked user, not yet reported, user not ignored, root never,
-        deleted executables only with PT_DELETED (and then even when exe/cmd are ignored).
-        """
-        user = self.tracked_user(proc.uid)
-        if user is None or process_key(proc) in self.reported:
-            return None
-        rules = self.rules
-        ignored = rules.ignores("exe", proc.exe) or rules.ignores("cmd", proc.cmdline)
-        if proc.exe_deleted:
-            return (user, ignored) if self.report_deleted else None
-        return None if ignored else (user, False)
+    def runs_host_file(self, proc) -> bool:
+        """The process runs the file its exe path names in ptfast's mount namespace (same
+        device and inode): not a customer's binary mounted over that path in a namespace of its
+        own, not a deleted or replaced file."""
+        identity = self.file_identity(proc.exe)
+        return (identity is not None and proc.exe_ino != 0
+                and (identity.dev, identity.ino) == (proc.exe_dev, proc.exe_ino))
+
+    def is_web_server(self, proc) -> bool:
+        """PT_SKIP_HTTP's web server: a root process whose executable, named as a web server,
+        is a system file (root-owned, not group/other writable). A customer's own binary
+        named "nginx" or "httpd" is none."""
+        return (proc.uid == 0 and os.path.basename(proc.exe) in WEB_SERVER_NAMES
+                and proc.exe_uid == 0 and not proc.exe_mode & 0o022)
+
+    def outlived_holders(self, sock) -> bool:
+        """A tracked user's listener first seen more than PT_LIMIT ago and not yet reported,
+        whatever the age of the process holding it now."""
+        seen = self.memory.listener_seen(sock.netns, sock.inode)
+        return seen is not None and not seen[2] and self.now - seen[1] > self.limit
+
+    def handed_over(self, sock, proc) -> bool:
+        """The socket was created by root or a system account, not by the process's user: it
+        was handed to the process (inherited, or passed over a unix socket). No customer can
+        create one."""
+        return sock.uid != proc.uid and (sock.uid == 0 or sock.uid < self.uid_min)
+
+    def service_master(self, proc, by_pid: dict):
+        """The root process whose worker ``proc`` is, or None: its nearest root ancestor,
+        provided that ``proc`` runs the same executable file (a pre-fork worker, an sshd
+        session) or a system file in that executable's own package directory (dovecot's
+        imap-login under /usr/lib/dovecot, postfix's smtpd beside its master)."""
+        ancestor = by_pid.get(proc.ppid)
+        for _step in range(MAX_ANCESTRY):
+            if ancestor is None or ancestor.pid == proc.pid:
+                return None
+            if ancestor.uid == 0:
+                return ancestor if self._is_worker_of(proc, ancestor) else None
+            ancestor = by_pid.get(ancestor.ppid)
+        return None
+
+    def _is_worker_of(self, proc, master) -> bool:
+        if proc.exe_ino != 0 and (proc.exe_dev, proc.exe_ino) == (master.exe_dev,
+                                                                   master.exe_ino):
+            return True
+        name = os.path.basename(master.exe)
+        master_dir, worker_dir = os.path.dirname(master.exe), os.path.dirname(proc.exe)
+        package_dirs = {f"{prefix}/{name}" for prefix in PACKAGE_DIR_PREFIXES}
+        if master_dir not in SHARED_BIN_DIRS:
+            package_dirs.add(master_dir)
+        if worker_dir not in package_dirs or not self.runs_host_file(proc):
+            return False
+        worker_file, directory = self.file_identity(proc.exe), self.file_identity(worker_dir)
+        return (worker_file is not None and worker_file.is_system_file()
+                and directory is not None and directory.is_system_file())
 
     def want_fds(self, proc) -> bool:
         """Predicate for the scanner: inspect fds only of candidates older than PT_LIMIT, so
         ignored and young processes cost no fd walk."""
-        if not self.enabled or proc.age <= self.limit:
+        if not self.enabled or (proc.age <= self.limit and proc.uid not in self.hopping_uids):
             return False
-        candidate = self._candidates[process_key(proc)] = self._candidate(proc)
-        return candidate is not None
+        verdict = self._verdicts[process_key(proc)] = SUSPICIOUS.candidate(self, proc)
+        return verdict is not None
 
-    def is_web_server_child(self, proc, by_pid: dict) -> bool:
-        for related in (by_pid.get(proc.pgrp), by_pid.get(proc.ppid)):
-            if related is not None and os.path.basename(related.exe) in WEB_SERVER_NAMES:
-                return True
-        return False
+    def take_verdict(self, proc):
+        """The verdict want_fds gave ``proc`` in this scan, or a fresh one."""
+        key = process_key(proc)
+        if key in self._verdicts:
+            return self._verdicts.pop(key)
+        return SUSPICIOUS.candidate(self, proc)
 
-    def counted_sockets(self, proc) -> list:
-        sockets = proc.sockets or ()
-        if self.skip_http:
-            return [sock for sock in sockets if sock.local_port not in HTTP_PORTS]
-        return list(sockets)
+    def findings(self, snapshot: Snapshot, checks=None) -> list:
+        """Every per-snapshot check (or those of ``checks``), in lfd's order, each finding with
+        its planned response."""
+        found = []
+        for check in checks or SNAPSHOT_CHECKS:
+            for finding in check.evaluate(self, snapshot):
+                finding.response = check.respond(finding, self.config)
+                found.append(finding)
+        self._verdicts.clear()
+        return digest_beyond(found, self.config["PT_DIGEST_AFTER"])
 
-    def evaluate(self, snapshot) -> list:
-        """Suspicious processes of one snapshot, one report per deleted-executable family."""
-        if not self.enabled:
-            return []
-        by_pid = snapshot.by_pid()
-        findings = []
-        for proc in snapshot.processes:
-            if proc.age <= self.limit:
-                continue
-            key = process_key(proc)
-            candidate = (self._candidates.pop(key) if key in self._candidates
-                         else self._candidate(proc))
-            if candidate is None:
-                continue
-            user, ignored = candidate
-            if self.skip_http and self.is_web_server_child(proc, by_pid):
-                continue
-            reasons = []
-            if proc.exe_deleted:
-                reasons.append(REASON_DELETED)
-            if not ignored:
-                counted = self.counted_sockets(proc)
-                if any(is_listening(sock) for sock in counted):
-                    reasons.append(REASON_LISTENING)
-                if any(not is_listening(sock) for sock in counted):
-                    reasons.append(REASON_SOCKET)
-            if reasons:
-                findings.append(Finding(CHECK_SUSPICIOUS, tuple(reasons), proc, user))
-        self._candidates.clear()
-        return self._one_per_deleted_family(findings, by_pid)
-
-    def _one_per_deleted_family(self, findings: list, by_pid: dict) -> list:
-        reported_deleted = {f.process.pid for f in findings if f.process.exe_deleted}
-        kept = []
-        for finding in findings:
-            proc = finding.process
-            parent = by_pid.get(proc.ppid)
-            if (proc.exe_deleted and parent is not None and parent.exe_deleted
-                    and (parent.pid in reported_deleted
-                         or process_key(parent) in self.reported)):
-                continue
-            kept.append(finding)
-        return kept
-
-    # -- the other checks of lfd's process tracking (spec sections 2 and 5) -----------------
-
-    def user_findings(self, snapshot) -> list:
-        """PT_USERPROC per user (then quiet until its quiet period ends), then PT_USERMEM,
-        PT_USERRSS and PT_USERTIME per process (each once per process and resource)."""
-        config = self.config
-        max_processes = config["PT_USERPROC"]
-        limits = [(resource, setting, unit, config[setting])
-                  for resource, (setting, _attribute, _divisor, unit, _field) in RESOURCES.items()
-                  if config[setting] > 0]
-        if not self.enabled or (max_processes <= 0 and not limits):
-            return []
-        by_pid = snapshot.by_pid() if self.skip_http else {}
-        rules = self.rules
-        per_user: dict[str, list] = {}
-        for proc in snapshot.processes:
-            if proc.exe_deleted:
-                continue
-            user = self.tracked_user(proc.uid)
-            if (user is None or user == NOBODY or rules.ignores("exe", proc.exe)
-                    or rules.ignores("cmd", proc.cmdline)):
-                continue
-            if self.skip_http and self.is_web_server_child(proc, by_pid):
-                continue
-            per_user.setdefault(user, []).append(proc)
-        findings = []
-        if max_processes > 0:
-            for user, procs in per_user.items():
-                if (len(procs) > max_processes
-                        and self.quiet_users.get(user, 0) <= snapshot.taken_at):
-                    findings.append(Finding(CHECK_USER_PROCESSES, ("too many processes",), None,
-                                            user, tuple(procs),
-                                            f"{len(procs)} > PT_USERPROC {max_processes}"))
-        for resource, setting, unit, limit in limits:
-            for user, procs in per_user.items():
-                for proc in procs:
-                    amount = resource_amount(proc, resource)
-                    if amount <= limit or (proc.pid, proc.start_time, resource) in \
-                            self.reported_resources:
-                        continue
-                    findings.append(Finding(CHECK_RESOURCE, (resource,), proc, user,
-                                            level=f"{amount} {unit} > {setting} {limit} {unit}"))
-        return findings
-
-    def forkbomb_findings(self, snapshot) -> list:
-        """PT_FORKBOMB: sessions holding at least that many processes. Root's processes count
-        here (a fork bomb run as root is still one); sessions 0 and 1 never do."""
-        threshold = self.config["PT_FORKBOMB"]
-        if not self.enabled or threshold <= 0:
-            return []
-        sessions: dict[int, list] = {}
-        rules = self.rules
-        root_counts = not rules.ignores("user", self.user_name(0))
-        for proc in snapshot.processes:
-            if proc.session in NO_SESSIONS:
-                continue
-            if not (root_counts if proc.uid == 0 else self.tracked_user(proc.uid) is not None):
-                continue
-            if rules.ignores("exe", proc.exe) or rules.ignores("cmd", proc.cmdline):
-                continue
-            sessions.setdefault(proc.session, []).append(proc)
-        findings = []
-        for session, procs in sessions.items():
-            if len(procs) >= threshold:
-                leader = next((p for p in procs if p.pid == session), procs[0])
-                findings.append(Finding(CHECK_FORKBOMB, ("fork bomb",), leader,
-                                        self.user_name(leader.uid), tuple(procs),
-                                        f"session {session} holds {len(procs)} processes >= "
-                                        f"PT_FORKBOMB {threshold}"))
-        return findings
-
-    def hung_sshd_findings(self, snapshot) -> list:
-        """PT_SSHDHUNG: sshd children still unauthenticated after 60 seconds."""
-        if not self.enabled or not self.config["PT_SSHDHUNG"]:
-            return []
-        findings = []
-        for proc in snapshot.processes:
-            if proc.cmdline in SSHD_UNAUTHENTICATED and proc.age > SSHD_HUNG_AFTER:
-                user = self.user_name(proc.uid)
-                if not self.rules.ignores("user", user):
-                    findings.append(Finding(CHECK_SSHD_HUNG, ("unauthenticated sshd",), proc,
-                                            user, level=f"{int(proc.age)} secs > "
-                                                        f"{SSHD_HUNG_AFTER} secs"))
-        return findings
-
-    def evaluate_all(self, snapshot) -> list:
-        """Every per-snapshot check, in lfd's order."""
-        return (self.hung_sshd_findings(snapshot) + self.forkbomb_findings(snapshot)
-                + self.evaluate(snapshot) + self.user_findings(snapshot))
+    def load_finding(self, loadavg: tuple, processes: str, now: float) -> Optional[Finding]:
+        """PT_LOAD: a finding (with its response) when the load average is high, outside the
+        quiet period; else None."""
+        finding = LOAD.evaluate_load(self.config, loadavg, processes, now,
+                                     self.memory.load_quiet_until)
+        if finding is not None:
+            finding.response = LOAD.respond(finding, self.config)
+        return finding
 
 
-def load_minutes(config) -> int:
-    """PT_LOAD_AVG: the 1, 5 or 15 minute average; anything else means 5, as in lfd."""
-    return config["PT_LOAD_AVG"] if config["PT_LOAD_AVG"] in (1, 5, 15) else 5
+def digest_beyond(found: list, mails: int) -> list:
+    """One pass is not a mail flood: the first ``mails`` findings that mail (PT_DIGEST_AFTER)
+    are mailed one by one, as lfd does, the rest in one digest mail listing them all (0: every
+    one on its own). Each is still logged, written to the events file and remembered."""
+    if mails <= 0:
+        return found
+    mailing = 0
+    for finding in found:
+        if finding.response.alert is None:
+            continue
+        mailing += 1
+        if mailing > mails:
+            finding.response = dataclasses.replace(finding.response, alert=DIGEST_TEMPLATE)
+    return found
 
 
-def load_finding(config, loadavg: tuple, now: float, quiet_until: float = 0.0):
-    """PT_LOAD: a finding when the chosen load average (PT_LOAD_AVG 1, 5 or 15; anything else
-    means 5) is at least PT_LOAD_LEVEL, outside the quiet period; else None."""
-    if config["PT_LOAD"] <= 0 or now < quiet_until:
-        return None
-    minutes = load_minutes(config)
-    value = loadavg[(1, 5, 15).index(minutes)]
-    if value < config["PT_LOAD_LEVEL"]:
-        return None
-    return Finding(CHECK_LOAD, (f"{minutes} minute load average",), None, "",
-                   level=f"{value:.2f} >= PT_LOAD_LEVEL {config['PT_LOAD_LEVEL']:g}")
+def build_policy(config: Config, rules: IgnoreRules, memory=NOTHING_REMEMBERED,
+                 limit: Optional[float] = None, user_names=None) -> Policy:
+    """The one place a Policy is made from settings (scan, tune and run), with this host's
+    accounts and files."""
+    from .procfs import FileIdentities
+    from .users import UserNames, accounts_to_track, uid_min
+    return Policy(config, rules, user_names or UserNames(), accounts_to_track(config), memory,
+                  limit, FileIdentities(), uid_min())

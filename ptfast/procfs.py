@@ -9,14 +9,16 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Union
+from typing import TYPE_CHECKING, Callable, Union
 
-from . import _procscan_py
+from ._corespec import STAT_SESSION, STAT_STARTTIME, parse_stat, stat_field
+from .findings import FileIdentity
 
 CORE_FALLBACK_REASON: str | None = None
 
+# the twin is imported only when it is the core (it is the slower import)
 if os.environ.get("PTFAST_NO_EXTENSIONS"):
-    _core = _procscan_py
+    from . import _procscan_py as _core
     CORE_NAME = "pure-python"
     CORE_FALLBACK_REASON = "PTFAST_NO_EXTENSIONS is set"
 else:
@@ -24,20 +26,14 @@ else:
         from . import _procscan as _core  # type: ignore[no-redef]
         CORE_NAME = "compiled"
     except ImportError as exc:  # not built on this machine: run on the twin, and say so
-        _core = _procscan_py
+        from . import _procscan_py as _core  # type: ignore[no-redef]
         CORE_NAME = "pure-python"
         CORE_FALLBACK_REASON = f"compiled core not importable: {exc}"
 
-Process = Union[_core.Process, _procscan_py.Process]
-Socket = Union[_core.Socket, _procscan_py.Socket]
-WantFds = Union[bool, Callable[[Process], bool]]
-
-#: Attribute names shared by both cores' records, in a stable order.
-PROCESS_FIELDS = ("pid", "ppid", "pgrp", "session", "uid", "start_time", "age",
-                  "vm_size_bytes", "vm_rss_bytes", "exe", "exe_deleted", "cmdline",
-                  "sockets", "open_files")
-SOCKET_FIELDS = ("inode", "proto", "local_ip", "local_port", "remote_ip", "remote_port",
-                 "state", "netns")
+if TYPE_CHECKING:
+    # both cores' records, as the compiled core's stubs describe them
+    from ._procscan import Process, Socket  # noqa: F401  (re-exported for annotations)
+    WantFds = Union[bool, Callable[[Process], bool]]
 
 
 @dataclass
@@ -46,7 +42,7 @@ class Snapshot:
 
     processes: list
     socket_table: dict          # inode -> Socket, every network namespace read
-    stats: dict                 # processes, kernel_threads, vanished, denied, namespaces
+    stats: dict                 # _corespec.SCAN_COUNTERS
     core: str                   # "compiled" or "pure-python"
     taken_at: float = field(default_factory=time.time)
     duration: float = 0.0       # seconds the walk took
@@ -55,39 +51,60 @@ class Snapshot:
         return {proc.pid: proc for proc in self.processes}
 
 
-def scan(proc_root: str = "/proc", want_fds: WantFds = True, core=None) -> Snapshot:
-    """Walk ``proc_root``; see ``ptfast._procscan_py`` for the contract of the cores.
+def scan(proc_root: str = "/proc", want_fds: WantFds = True, core=None,
+         pids=None) -> Snapshot:
+    """Walk ``proc_root`` (only ``pids``, in that order, when given); see
+    ``ptfast._procscan_py`` for the contract of the cores.
 
     ``core`` selects a module explicitly (tests run both); by default the active one.
     """
     module = core or _core
     started = time.perf_counter()
-    processes, socket_table, stats = module.scan(proc_root, want_fds)
+    processes, socket_table, stats = module.scan(proc_root, want_fds, pids)
     return Snapshot(
         processes=processes,
         socket_table=socket_table,
         stats=stats,
-        core="compiled" if module is not _procscan_py else "pure-python",
+        core="pure-python" if module.__name__.endswith("_py") else "compiled",
         duration=time.perf_counter() - started,
     )
 
 
-def socket_as_dict(sock) -> dict:
-    return {name: getattr(sock, name) for name in SOCKET_FIELDS}
+def newest_pids_of(uids: set, proc_root: str = "/proc") -> list:
+    """PIDs that may belong to ``uids``, newest first: a cheap pre-selection by the owner of
+    /proc/PID (root's too, as a non-dumpable process's directory is root's); the scan then
+    reads each one's real uid."""
+    owners = set(uids) | {0}
+    found = []
+    for name in os.listdir(proc_root):
+        if name.isdigit():
+            try:
+                if os.stat(f"{proc_root}/{name}").st_uid in owners:
+                    found.append(int(name))
+            except OSError:
+                continue
+    return sorted(found, reverse=True)
 
 
-def process_as_dict(proc) -> dict:
-    """Plain dict of a record of either core (sockets as dicts, tuples as lists)."""
-    result = {}
-    for name in PROCESS_FIELDS:
-        value = getattr(proc, name)
-        if name == "sockets" and value is not None:
-            value = [socket_as_dict(sock) for sock in value]
-        elif name == "open_files" and value is not None:
-            value = list(value)
-        result[name] = value
-    return result
+class FileIdentities:
+    """stat() of host paths, each asked once (paths repeat: thousands of processes run a few
+    hundred executables). A scan makes a new one: packages get upgraded between passes."""
 
+    def __init__(self) -> None:
+        self._known: dict = {}
+
+    def __call__(self, path: str):
+        try:
+            return self._known[path]
+        except KeyError:
+            pass
+        try:
+            info = os.stat(path)
+            identity = FileIdentity(info.st_dev, info.st_ino, info.st_uid, info.st_mode)
+        except (OSError, ValueError):       # gone, or a NUL in a hostile name
+            identity = None
+        self._known[path] = identity
+        return identity
 
 
 def read_loadavg(proc_root: str = "/proc") -> tuple[tuple, str]:
@@ -103,15 +120,15 @@ MAX_MAPS_LINES = 2000
 def _stat_fields(path: str) -> list | None:
     try:
         with open(path, "rb") as handle:
-            return _procscan_py._parse_stat(handle.read())
+            return parse_stat(handle.read())
     except OSError:
         return None
 
 
 def start_time_of(pid: int, proc_root: str = "/proc") -> int | None:
-    """Field 22 of /proc/PID/stat (clock ticks after boot), or None when the PID is gone."""
+    """The start time of /proc/PID (clock ticks after boot), or None when the PID is gone."""
     fields = _stat_fields(f"{proc_root}/{pid}/stat")
-    return int(fields[19]) if fields and len(fields) >= 20 else None
+    return int(stat_field(fields, STAT_STARTTIME)) if fields else None
 
 
 def session_members(session: int, proc_root: str = "/proc") -> list[tuple[int, int]]:
@@ -122,8 +139,8 @@ def session_members(session: int, proc_root: str = "/proc") -> list[tuple[int, i
         if not name.isdigit():
             continue
         fields = _stat_fields(f"{proc_root}/{name}/stat")
-        if fields and len(fields) >= 20 and int(fields[3]) == session:
-            members.append((int(name), int(fields[19])))
+        if fields and int(stat_field(fields, STAT_SESSION)) == session:
+            members.append((int(name), int(stat_field(fields, STAT_STARTTIME))))
     return members
 
 
@@ -141,8 +158,8 @@ def read_maps(pid: int, start_time: int, proc_root: str = "/proc") -> list[str] 
     try:
         # the directory fd pins this process: if it exits, reads through it fail
         with open("stat", "rb", opener=opener) as handle:
-            fields = _procscan_py._parse_stat(handle.read())
-        if not fields or len(fields) < 20 or int(fields[19]) != start_time:
+            fields = parse_stat(handle.read())
+        if not fields or int(stat_field(fields, STAT_STARTTIME)) != start_time:
             return None
         with open("maps", "rb", opener=opener) as handle:
             lines = handle.read().decode("utf-8", "surrogateescape").splitlines()

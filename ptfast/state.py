@@ -10,21 +10,37 @@ cannot be parsed is reported, kept aside for inspection and replaced; it never s
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 
 import orjson
 
+from . import safepaths
+from .findings import (REMEMBER_LISTENER, REMEMBER_LOAD_QUIET, REMEMBER_PROCESS,
+                       REMEMBER_RESOURCE, REMEMBER_USER_QUIET, Remember)
+
 REPORTED_FILE = "reported.json"
+#: Listeners remembered for the hopping check: a customer can open many more; the state file
+#: (written each pass) stays small.
+MAX_LISTENERS = 20_000
 FORMAT_VERSION = 1
+# far above what tracking ever remembers (a few hundred bytes a process), and a bound on what
+# a planted file can make ptfast read
+MAX_STATE_BYTES = 64 << 20
 
 
 def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data``: readers see the old content or the new, never a mix."""
+    """Replace ``path`` with ``data``: readers see the old content or the new, never a mix.
+
+    The temporary file has a random name and is created with O_EXCL (``mkstemp``): nothing
+    planted in the directory (a symlink, a FIFO) is ever opened or truncated.
+    """
     directory = os.path.dirname(path) or "."
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                                     dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(fd, mode)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -48,9 +64,12 @@ class ReportedState:
     * ``keys``: (pid, start_time) -> when, for suspicious processes;
     * ``resources``: (pid, start_time, resource) -> when, for resource alerts;
     * ``quiet_users``: user -> until when PT_USERPROC stays quiet about them (LF_FLUSH);
-    * ``load_quiet_until``: until when the load check stays quiet (PT_LOAD_SKIP).
+    * ``load_quiet_until``: until when the load check stays quiet (PT_LOAD_SKIP);
+    * ``listeners``: tracked users' listening sockets, when each was first seen and whether it
+      was reported (a listener handed from one young process to the next outlives them all).
 
-    The policy consults these live dicts.
+    The policy asks the four questions of ``findings.Remembered`` (``was_reported``...); only
+    ptfast.respond changes the state, through ``remember``.
     """
 
     def __init__(self, state_dir: str) -> None:
@@ -59,15 +78,18 @@ class ReportedState:
         self.resources: dict[tuple, float] = {}
         self.quiet_users: dict[str, float] = {}
         self.load_quiet_until = 0.0
+        #: (netns, inode) -> [uid, first seen, reported] of tracked users' listeners
+        self.listeners: dict[tuple, list] = {}
         self._dirty = False
 
     def load(self) -> str | None:
         """Read the file; returns a problem message (the file was corrupt) or None."""
         try:
-            with open(self.path, "rb") as handle:
-                data = handle.read()
+            data = safepaths.read_regular_file(self.path, MAX_STATE_BYTES, follow_symlinks=False)
         except FileNotFoundError:
             return None
+        except OSError as exc:      # a FIFO, a symlink, a huge file: set aside like a corrupt one
+            return self._set_aside(exc.strerror or str(exc))
         try:
             document = orjson.loads(data)
             if not isinstance(document, dict) or document.get("version") != FORMAT_VERSION:
@@ -81,30 +103,78 @@ class ReportedState:
             quiet_users = {str(user): float(until)
                            for user, until in dict(document.get("quiet_users", {})).items()}
             load_quiet_until = float(document.get("load_quiet_until", 0.0))
+            listeners = {(int(netns), int(inode)): [int(uid), float(seen), bool(reported)]
+                         for netns, inode, uid, seen, reported in document.get("listeners", ())}
         except (ValueError, TypeError, KeyError) as exc:
-            kept = f"{self.path}.corrupt-{int(time.time())}"
-            os.replace(self.path, kept)
-            self._dirty = True
-            return (f"{self.path}: corrupt state file ({exc}); moved to {kept} and started "
-                    "afresh, so processes reported before may be reported once more")
+            return self._set_aside(str(exc))
         self.keys, self.resources, self.quiet_users = keys, resources, quiet_users
         self.load_quiet_until = load_quiet_until
+        self.listeners = listeners
         return None
 
-    def add(self, key: tuple) -> None:
-        self.keys[key] = time.time()
+    def _set_aside(self, why: str) -> str:
+        kept = f"{self.path}.corrupt-{int(time.time())}"
+        os.replace(self.path, kept)
         self._dirty = True
+        return (f"{self.path}: corrupt state file ({why}); moved to {kept} and started "
+                "afresh, so processes reported before may be reported once more")
 
-    def add_resource(self, key: tuple, resource: str) -> None:
-        self.resources[(*key, resource)] = time.time()
-        self._dirty = True
+    # -- what the policy asks ----------------------------------------------------------
+    def was_reported(self, key: tuple) -> bool:
+        return key in self.keys
 
-    def quiet_user(self, user: str, until: float) -> None:
-        self.quiet_users[user] = until
-        self._dirty = True
+    def resource_reported(self, key: tuple, resource: str) -> bool:
+        return (*key, resource) in self.resources
 
-    def quiet_load(self, until: float) -> None:
-        self.load_quiet_until = until
+    def user_quiet_until(self, user: str) -> float:
+        return self.quiet_users.get(user, 0.0)
+
+    def listener_seen(self, netns: int, inode: int):
+        seen = self.listeners.get((netns, inode))
+        return None if seen is None else tuple(seen)
+
+    def listener_uids(self, older_than: float, now: float) -> set:
+        return {uid for uid, seen, reported in self.listeners.values()
+                if not reported and now - seen > older_than}
+
+    # -- what a pass observes ---------------------------------------------------------
+    def observe_listeners(self, sockets, now: float | None = None) -> int:
+        """Remember when each of ``sockets`` (tracked users' listeners of this scan) was first
+        seen; forget the ones no longer there. At most MAX_LISTENERS are remembered (the ones
+        known longest first): returns how many were left out."""
+        now = time.time() if now is None else now
+        current = {(sock.netns, sock.inode): sock.uid for sock in sockets}
+        for key in [key for key in self.listeners if key not in current]:
+            del self.listeners[key]
+            self._dirty = True
+        left_out = 0
+        for key, uid in current.items():
+            if key not in self.listeners:
+                if len(self.listeners) >= MAX_LISTENERS:
+                    left_out += 1
+                    continue
+                self.listeners[key] = [uid, now, False]
+                self._dirty = True
+        return left_out
+
+    # -- what ptfast.respond records ----------------------------------------------------
+    def remember(self, memo: Remember, now: float | None = None) -> None:
+        """Record ``memo`` (a finding's ``response.remember``)."""
+        now = time.time() if now is None else now
+        if memo.kind == REMEMBER_PROCESS:
+            self.keys[tuple(memo.key)] = now
+        elif memo.kind == REMEMBER_RESOURCE:
+            self.resources[tuple(memo.key)] = now
+        elif memo.kind == REMEMBER_USER_QUIET:
+            self.quiet_users[memo.key[0]] = now + memo.seconds
+        elif memo.kind == REMEMBER_LOAD_QUIET:
+            self.load_quiet_until = now + memo.seconds
+        elif memo.kind == REMEMBER_LISTENER:
+            seen = self.listeners.get(tuple(memo.key))
+            if seen is not None:
+                seen[2] = True
+        else:
+            raise ValueError(f"unknown kind of memory {memo.kind!r}")
         self._dirty = True
 
     def forget_gone(self, live_keys, now: float | None = None) -> int:
@@ -132,6 +202,8 @@ class ReportedState:
                     "resources": [[pid, start, resource, at]
                                   for (pid, start, resource), at in self.resources.items()],
                     "quiet_users": self.quiet_users,
-                    "load_quiet_until": self.load_quiet_until}
+                    "load_quiet_until": self.load_quiet_until,
+                    "listeners": [[netns, inode, *seen]
+                                  for (netns, inode), seen in self.listeners.items()]}
         write_atomically(self.path, orjson.dumps(document))
         self._dirty = False

@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass
 
 from . import procfs
-from .policy import process_key
+from .checks import SUSPICIOUS
+from .findings import process_key
 
 DEFAULT_LIMITS = (0, 5, 10, 30, 60, 120, 300, 600, 1800)
 DEFAULT_DURATION = 180.0
@@ -107,7 +108,7 @@ class Watch:
 
         snapshot = procfs.scan(self.proc_root, want_fds)
         self.suspicious_now = set()
-        for finding in policy.evaluate(snapshot):
+        for finding in policy.findings(snapshot, checks=(SUSPICIOUS,)):
             key = process_key(finding.process)
             self.suspicious.setdefault(key, []).append(finding.process.age)
             self.suspicious_now.add(key)
@@ -126,7 +127,7 @@ class Watch:
         self._next_costed += 1
         policy = self.make_policy(limit)
         wall, cpu = time.perf_counter(), time.process_time()
-        policy.evaluate(procfs.scan(self.proc_root, policy.want_fds))
+        policy.findings(procfs.scan(self.proc_root, policy.want_fds), checks=(SUSPICIOUS,))
         self.scan_costs[limit].append((time.perf_counter() - wall, time.process_time() - cpu))
 
     def longest_finished(self) -> float:

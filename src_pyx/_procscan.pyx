@@ -2,44 +2,86 @@
 """Compiled scanner core: walk /proc and return plain facts about every process.
 
 Same API and same results as the pure-Python twin ``ptfast/_procscan_py.py``, which is the
-reference; read that file first. This one does the same work with raw system calls:
+reference (read its docstring for the contract); constants, tables and record fields come from
+``ptfast._corespec``. This one does the same work with raw system calls:
 
 * every per-process file is opened relative to a directory fd of ``/proc/PID``, so all reads of
   one process refer to the same task: if the PID dies and is reused mid-scan, reads fail instead
   of mixing two processes up;
-* files are read with one ``read()`` into a stack buffer (procfs returns the whole file at once);
+* stat and status are read with one ``read()`` into a stack buffer (the kernel writes them whole);
 * the GIL is released around each process's system calls.
 """
 
-from libc.stdlib cimport malloc, realloc, free, strtoull, strtod
+from libc.errno cimport EACCES, EINTR, ENAMETOOLONG, ENOENT, ENOMEM, EPERM, errno
+from libc.stdlib cimport free, realloc
+from libc.stdio cimport snprintf
 from libc.string cimport memchr, memcmp, memcpy, strlen
+from posix.fcntl cimport AT_FDCWD, O_CLOEXEC, O_DIRECTORY, O_RDONLY, openat
+from posix.stat cimport struct_stat
+from posix.unistd cimport _SC_CLK_TCK, _SC_PAGESIZE, close, read, sysconf
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 
-from _libc cimport (
-    O_RDONLY, O_DIRECTORY, O_CLOEXEC, openat, read, readlinkat, close,
-    sysconf, _SC_CLK_TCK, _SC_PAGESIZE, DIR, dirent, fdopendir, readdir, closedir,
-    statx_buf, statx, STATX_NLINK,
-    AF_INET, AF_INET6, inet_ntop, errno, EINTR, EACCES, EPERM,
-)
+from _libc cimport (AF_INET, AF_INET6, DIR, INET6_ADDRSTRLEN, SYS_kcmp, closedir, dirent,
+                    fdopendir, fstatat, inet_ntop, readdir, readlinkat, syscall)
+
+from ptfast import _corespec, _sockprobe
+
+# -- the contract, as C values (ptfast/_corespec.py defines them once) ----------------------
+cdef int STAT_PPID = _corespec.STAT_PPID
+cdef int STAT_PGRP = _corespec.STAT_PGRP
+cdef int STAT_SESSION = _corespec.STAT_SESSION
+cdef int STAT_FLAGS = _corespec.STAT_FLAGS
+cdef int STAT_STARTTIME = _corespec.STAT_STARTTIME
+cdef int STAT_VSIZE = _corespec.STAT_VSIZE
+cdef int STAT_RSS = _corespec.STAT_RSS
+cdef int FIRST_AFTER_COMM = _corespec.FIRST_AFTER_COMM
+cdef int STAT_FIELDS_NEEDED = _corespec.STAT_FIELDS_NEEDED
+cdef unsigned long long PF_KTHREAD = _corespec.PF_KTHREAD
+cdef bytes DELETED_SUFFIX = _corespec.DELETED_SUFFIX.encode()
+cdef tuple SOCKET_TABLES = _corespec.SOCKET_TABLES
+cdef tuple STREAM_STATE_NAMES = _corespec.STREAM_STATE_NAMES
+cdef tuple DGRAM_STATE_NAMES = _corespec.DGRAM_STATE_NAMES
+cdef str UNKNOWN_STATE = _corespec.UNKNOWN_STATE
+cdef int TABLE_UID_COLUMN = _corespec.TABLE_UID_COLUMN
+cdef tuple LOCAL_TABLES = _corespec.LOCAL_TABLES
+cdef bytes IO_URING_LINK = _corespec.IO_URING_LINK.encode()
+cdef const char* IO_URING_LINK_C = IO_URING_LINK
+cdef Py_ssize_t IO_URING_LINK_LEN = len(IO_URING_LINK)
+cdef str EXE_PATH_TOO_LONG = _corespec.EXE_PATH_TOO_LONG
+cdef str FDS_DENIED = _corespec.FDS_DENIED
+cdef str FDS_GONE = _corespec.FDS_GONE
+cdef long long UNKNOWN_UID = _corespec.UNKNOWN_UID
 
 cdef enum:
-    SMALL_BUF = 4096
-    PATH_BUF = 4096
-    # PF_KTHREAD from include/linux/sched.h: flags field 9 of /proc/PID/stat.
-    PF_KTHREAD = 0x00200000
+    # Buffers: per-process small files and link targets never reach these sizes on a real
+    # kernel (the twin applies the same limits from ptfast._corespec).
+    SMALL_FILE_MAX = 4096
+    LINK_MAX = 4096
+    UPTIME_MAX = 128
+    MAX_STAT_FIELDS = 32
+    PID_MAX_LIMIT = 1 << 22         # include/linux/threads.h
+    KCMP_FILES = 2                  # include/uapi/linux/kcmp.h
 
-cdef const char* DELETED_SUFFIX = b" (deleted)"
-cdef Py_ssize_t DELETED_SUFFIX_LEN = 10
+assert SMALL_FILE_MAX == _corespec.SMALL_FILE_MAX and LINK_MAX == _corespec.LINK_MAX
+assert KCMP_FILES == _corespec.KCMP_FILES
+assert UPTIME_MAX == _corespec.UPTIME_MAX and STAT_FIELDS_NEEDED <= MAX_STAT_FIELDS
 
-TABLES = ("tcp", "udp", "tcp6", "udp6", "raw", "raw6")
-TCP_STATES = (
-    "UNKNOWN", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
-    "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV",
-)
+cdef enum Outcome:
+    # Why read_process returned no record.
+    READ_OK = 0
+    VANISHED = 1          # gone mid-read, or a file that does not parse (a prepared tree)
+    KERNEL_THREAD = 2
+    NO_EXE = 3            # readlink(exe) failed: errno says why
+    ZOMBIE = 4            # no exe and no live thread
+
+cdef unsigned long long INT32_MAX = 2147483647
+cdef unsigned long long UINT32_MAX = 4294967295
+cdef unsigned long long UINT64_MAX = 18446744073709551615ULL
+cdef unsigned long long RSS_PAGES_MAX = 1ULL << 48
 
 
 cdef class Socket:
-    """One inet socket from /proc/net/{tcp,udp,raw}[6] of some network namespace."""
+    """One network socket from /proc/net/{tcp,udp,raw}[6] of some network namespace."""
     cdef readonly unsigned long long inode
     cdef readonly str proto
     cdef readonly str local_ip
@@ -47,6 +89,7 @@ cdef class Socket:
     cdef readonly str remote_ip
     cdef readonly int remote_port
     cdef readonly str state
+    cdef readonly unsigned int uid
     cdef readonly unsigned long long netns
 
     def __repr__(self):
@@ -67,14 +110,21 @@ cdef class Process:
     cdef readonly unsigned long long vm_rss_bytes
     cdef readonly str exe
     cdef readonly bint exe_deleted
+    cdef readonly unsigned long long exe_dev
+    cdef readonly unsigned long long exe_ino
+    cdef readonly long long exe_uid
+    cdef readonly unsigned int exe_mode
     cdef readonly str cmdline
+    cdef readonly int threads
     cdef readonly object sockets
     cdef readonly object open_files
+    cdef readonly str incomplete
 
     def __repr__(self):
         return f"Process(pid={self.pid} uid={self.uid} exe={self.exe!r})"
 
 
+# -- buffers and reads ---------------------------------------------------------------------
 cdef struct Buf:
     char* data
     Py_ssize_t len
@@ -99,7 +149,7 @@ cdef int buf_reserve(Buf* b, Py_ssize_t extra) noexcept nogil:
 
 
 cdef Py_ssize_t read_small(int dirfd, const char* name, char* out, Py_ssize_t size) noexcept nogil:
-    """Read a procfs file that fits in ``size`` bytes with one read(). Returns -errno on error."""
+    """One read() of at most ``size`` bytes. Returns the length, or -errno."""
     cdef int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC)
     cdef Py_ssize_t n
     cdef int err
@@ -127,9 +177,9 @@ cdef Py_ssize_t read_all(int dirfd, const char* name, Buf* b, bint until_eof) no
     if fd < 0:
         return -errno
     while True:
-        if buf_reserve(b, SMALL_BUF) < 0:
+        if buf_reserve(b, SMALL_FILE_MAX) < 0:
             close(fd)
-            return -12  # ENOMEM
+            return -ENOMEM
         want = b.cap - b.len
         n = read(fd, b.data + b.len, want)
         if n < 0:
@@ -145,96 +195,136 @@ cdef Py_ssize_t read_all(int dirfd, const char* name, Buf* b, bint until_eof) no
     return b.len - start
 
 
-cdef unsigned long long parse_ull(const char** p, const char* end) noexcept nogil:
-    cdef unsigned long long v = 0
-    cdef const char* s = p[0]
-    while s < end and s[0] == b' ':
-        s += 1
-    while s < end and s[0] >= b'0' and s[0] <= b'9':
-        v = v * 10 + <unsigned long long>(s[0] - 48)
-        s += 1
-    p[0] = s
-    return v
+cdef Py_ssize_t read_link(int dirfd, const char* name, char* out) noexcept nogil:
+    """readlinkat into ``out`` (LINK_MAX bytes); -errno on failure, and -ENAMETOOLONG for a
+    target that fills the buffer (the kernel never writes one)."""
+    cdef Py_ssize_t n = readlinkat(dirfd, name, out, LINK_MAX)
+    if n < 0:
+        return -errno
+    if n >= LINK_MAX:
+        return -ENAMETOOLONG
+    return n
 
 
-cdef long long parse_ll(const char** p, const char* end) noexcept nogil:
-    cdef const char* s = p[0]
-    cdef int neg = 0
-    cdef long long v
-    while s < end and s[0] == b' ':
-        s += 1
-    if s < end and s[0] == b'-':
-        neg = 1
-        s += 1
-    p[0] = s
-    v = <long long>parse_ull(p, end)
-    return -v if neg else v
+# -- strict parsing: exactly what the twin accepts -----------------------------------------
+cdef inline bint is_space(char c) noexcept nogil:
+    # bytes.split()'s white space
+    return c == b' ' or c == b'\t' or c == b'\n' or c == b'\r' or c == b'\v' or c == b'\f'
 
 
-cdef const char* skip_fields(const char* s, const char* end, int count) noexcept nogil:
-    """Skip ``count`` space-separated fields starting at ``s``."""
-    while count > 0 and s < end:
-        while s < end and s[0] == b' ':
-            s += 1
-        while s < end and s[0] != b' ':
-            s += 1
-        count -= 1
-    return s
+cdef int parse_unsigned(const char* s, const char* end, unsigned long long maximum,
+                        unsigned long long* out) noexcept nogil:
+    """The token [s, end) as a decimal number: 1 to 20 digits, at most ``maximum``. 0 on
+    success, -1 when it is not one (the twin's _number)."""
+    cdef unsigned long long value = 0, digit
+    if s >= end or end - s > 20:
+        return -1
+    while s < end:
+        if s[0] < b'0' or s[0] > b'9':
+            return -1
+        digit = <unsigned long long>(s[0] - 48)
+        if value > (UINT64_MAX - digit) // 10:
+            return -1
+        value = value * 10 + digit
+        s += 1
+    if value > maximum:
+        return -1
+    out[0] = value
+    return 0
+
+
+cdef int parse_signed(const char* s, const char* end, unsigned long long maximum,
+                      long long* out) noexcept nogil:
+    """Like parse_unsigned, with one optional leading '-' (down to -maximum - 1)."""
+    cdef unsigned long long value
+    cdef bint negative = s < end and s[0] == b'-'
+    if parse_unsigned(s + 1 if negative else s, end, maximum + 1 if negative else maximum,
+                      &value) < 0:
+        return -1
+    out[0] = -<long long>value if negative else <long long>value
+    return 0
 
 
 cdef struct ProcStat:
-    int ppid
-    int pgrp
-    int session
-    unsigned long flags
+    long long ppid
+    long long pgrp
+    long long session
+    unsigned long long flags
     unsigned long long start_time
     unsigned long long vsize
     unsigned long long rss_pages
 
 
 cdef int parse_stat(const char* buf, Py_ssize_t n, ProcStat* st) noexcept nogil:
-    """Parse /proc/PID/stat. The comm field may hold spaces and ')', so fields are counted
-    from the LAST ')'."""
+    """The fields of a /proc/PID/stat line, counted after the LAST ')' (the comm may hold spaces
+    and ')'). -1 when it is not a stat line."""
     cdef const char* end = buf + n
     cdef const char* p = end
-    while p > buf and p[-1] != b')':
+    cdef const char* starts[MAX_STAT_FIELDS]
+    cdef const char* ends[MAX_STAT_FIELDS]
+    cdef int count = 0
+    while p > buf and (p - 1)[0] != b')':
         p -= 1
     if p == buf:
         return -1
-    # p is just after ')': fields 3.. follow. Field 3 is the one-letter state.
-    p = skip_fields(p, end, 1)
-    st.ppid = <int>parse_ll(&p, end)           # 4
-    st.pgrp = <int>parse_ll(&p, end)           # 5
-    st.session = <int>parse_ll(&p, end)        # 6
-    p = skip_fields(p, end, 2)                 # 7 tty_nr, 8 tpgid
-    st.flags = <unsigned long>parse_ull(&p, end)  # 9
-    p = skip_fields(p, end, 12)                # 10..21
-    st.start_time = parse_ull(&p, end)         # 22
-    st.vsize = parse_ull(&p, end)              # 23 (bytes)
-    st.rss_pages = <unsigned long long>parse_ll(&p, end)  # 24 (pages)
+    while count < STAT_FIELDS_NEEDED:
+        while p < end and is_space(p[0]):
+            p += 1
+        if p >= end:
+            return -1
+        starts[count] = p
+        while p < end and not is_space(p[0]):
+            p += 1
+        ends[count] = p
+        count += 1
+    if (parse_signed(starts[STAT_PPID - FIRST_AFTER_COMM], ends[STAT_PPID - FIRST_AFTER_COMM],
+                    INT32_MAX, &st.ppid) < 0
+            or parse_signed(starts[STAT_PGRP - FIRST_AFTER_COMM],
+                            ends[STAT_PGRP - FIRST_AFTER_COMM], INT32_MAX, &st.pgrp) < 0
+            or parse_signed(starts[STAT_SESSION - FIRST_AFTER_COMM],
+                            ends[STAT_SESSION - FIRST_AFTER_COMM], INT32_MAX, &st.session) < 0
+            or parse_unsigned(starts[STAT_FLAGS - FIRST_AFTER_COMM],
+                              ends[STAT_FLAGS - FIRST_AFTER_COMM], UINT64_MAX, &st.flags) < 0
+            or parse_unsigned(starts[STAT_STARTTIME - FIRST_AFTER_COMM],
+                              ends[STAT_STARTTIME - FIRST_AFTER_COMM], UINT64_MAX,
+                              &st.start_time) < 0
+            or parse_unsigned(starts[STAT_VSIZE - FIRST_AFTER_COMM],
+                              ends[STAT_VSIZE - FIRST_AFTER_COMM], UINT64_MAX, &st.vsize) < 0
+            or parse_unsigned(starts[STAT_RSS - FIRST_AFTER_COMM],
+                              ends[STAT_RSS - FIRST_AFTER_COMM], RSS_PAGES_MAX,
+                              &st.rss_pages) < 0):
+        return -1
     return 0
 
 
-cdef long long parse_status_uid(const char* buf, Py_ssize_t n) noexcept nogil:
-    """The LAST field of the ``Uid:`` line of /proc/PID/status (the filesystem uid, as lfd)."""
+cdef long long status_number(const char* buf, Py_ssize_t n, const char* key,
+                             unsigned long long maximum) noexcept nogil:
+    """The LAST field of the status line starting with ``key`` (``Uid:``: the filesystem uid,
+    as lfd reads it); -1 when there is no such line or its last field is no number."""
     cdef const char* end = buf + n
     cdef const char* p = buf
     cdef const char* line_end
-    cdef unsigned long long v = 0
-    cdef int found = 0
+    cdef const char* last_start = NULL
+    cdef const char* last_end = NULL
+    cdef Py_ssize_t key_len = strlen(key)
+    cdef unsigned long long value
     while p < end:
         line_end = <const char*>memchr(p, b'\n', end - p)
         if line_end == NULL:
             line_end = end
-        if line_end - p > 4 and memcmp(p, b"Uid:", 4) == 0:
-            p += 4
+        if line_end - p >= key_len and memcmp(p, key, key_len) == 0:
+            p += key_len
             while p < line_end:
-                while p < line_end and (p[0] == b'\t' or p[0] == b' '):
+                while p < line_end and is_space(p[0]):
                     p += 1
                 if p < line_end:
-                    v = parse_ull(&p, line_end)
-                    found = 1
-            return <long long>v if found else -1
+                    last_start = p
+                    while p < line_end and not is_space(p[0]):
+                        p += 1
+                    last_end = p
+            if last_start == NULL or parse_unsigned(last_start, last_end, maximum, &value) < 0:
+                return -1
+            return <long long>value
         p = line_end + 1
     return -1
 
@@ -242,10 +332,16 @@ cdef long long parse_status_uid(const char* buf, Py_ssize_t n) noexcept nogil:
 cdef unsigned long long parse_ns_inode(const char* link, Py_ssize_t n) noexcept nogil:
     """``net:[4026531840]`` -> 4026531840; 0 when the text is not of that form."""
     cdef const char* p = <const char*>memchr(link, b'[', n)
+    cdef const char* end = link + n
+    cdef unsigned long long value
     if p == NULL:
         return 0
     p += 1
-    return parse_ull(&p, link + n)
+    while end > p and (end - 1)[0] == b']':
+        end -= 1
+    if parse_unsigned(p, end, UINT64_MAX, &value) < 0:
+        return 0
+    return value
 
 
 cdef Py_ssize_t normalise_cmdline(char* s, Py_ssize_t n) noexcept nogil:
@@ -257,8 +353,7 @@ cdef Py_ssize_t normalise_cmdline(char* s, Py_ssize_t n) noexcept nogil:
     for i in range(n):
         if s[i] == 0:
             s[i] = b' '
-    while n > 0 and (s[n - 1] == b' ' or s[n - 1] == b'\t' or s[n - 1] == b'\n'
-                     or s[n - 1] == b'\r' or s[n - 1] == b'\f' or s[n - 1] == b'\v'):
+    while n > 0 and is_space(s[n - 1]):
         n -= 1
     return n
 
@@ -277,67 +372,75 @@ cdef inline int hexval(char c) noexcept nogil:
     return -1
 
 
-cdef const char* parse_hex_u32(const char* p, const char* end, unsigned int* out) noexcept nogil:
-    cdef unsigned int v = 0
-    cdef int d, i
-    for i in range(8):
-        if p >= end:
-            return NULL
-        d = hexval(p[0])
-        if d < 0:
-            return NULL
-        v = (v << 4) | <unsigned int>d
-        p += 1
-    out[0] = v
-    return p
-
-
-cdef const char* parse_endpoint(const char* p, const char* end, bint v6, char* ip_out,
-                                int* port_out) noexcept nogil:
-    """Parse ``HEX:PORT`` as printed by the kernel (each 32-bit word in host byte order) into
-    printable text; IPv4-mapped IPv6 is printed as IPv4."""
+cdef int parse_endpoint(const char* p, const char* end, bint v6, char* ip_out,
+                        int* port_out) noexcept nogil:
+    """The token [p, end), ``HEX:PORT`` as the kernel prints it (each 32-bit word in host byte
+    order), as printable text; IPv4-mapped IPv6 is printed as IPv4. -1 when malformed."""
     cdef unsigned int words[4]
     cdef unsigned char* raw = <unsigned char*>words
-    cdef int i, nwords = 4 if v6 else 1
-    cdef unsigned int port = 0
-    cdef int d
-    while p < end and p[0] == b' ':
-        p += 1
+    cdef int i, j, d, nwords = 4 if v6 else 1
+    cdef unsigned int word, port = 0
+    if end - p < nwords * 8 + 2 or end - p > nwords * 8 + 5 or p[nwords * 8] != b':':
+        return -1
     for i in range(nwords):
-        p = parse_hex_u32(p, end, &words[i])
-        if p == NULL:
-            return NULL
-    if p >= end or p[0] != b':':
-        return NULL
+        word = 0
+        for j in range(8):
+            d = hexval(p[0])
+            if d < 0:
+                return -1
+            word = (word << 4) | <unsigned int>d
+            p += 1
+        words[i] = word
     p += 1
     while p < end:
         d = hexval(p[0])
         if d < 0:
-            break
+            return -1
         port = (port << 4) | <unsigned int>d
         p += 1
     port_out[0] = <int>port
     if not v6:
-        inet_ntop(AF_INET, raw, ip_out, 64)
+        inet_ntop(AF_INET, raw, ip_out, INET6_ADDRSTRLEN)
     elif (words[0] == 0 and words[1] == 0 and raw[8] == 0 and raw[9] == 0
           and raw[10] == 0xff and raw[11] == 0xff):
-        inet_ntop(AF_INET, raw + 12, ip_out, 64)
+        inet_ntop(AF_INET, raw + 12, ip_out, INET6_ADDRSTRLEN)
     else:
-        inet_ntop(AF_INET6, raw, ip_out, 64)
-    return p
+        inet_ntop(AF_INET6, raw, ip_out, INET6_ADDRSTRLEN)
+    return 0
 
 
-cdef int parse_table(const char* data, Py_ssize_t n, str proto, bint v6, bint is_tcp,
-                     unsigned long long netns, dict table) except -1:
-    """Add every socket of one /proc/net table with a non-zero inode to ``table``."""
+cdef str state_name(const char* s, const char* end, tuple names):
+    cdef int high, low, code
+    if end - s != 2:
+        return UNKNOWN_STATE
+    high = hexval(s[0])
+    low = hexval(s[1])
+    if high < 0 or low < 0:
+        return UNKNOWN_STATE
+    code = high * 16 + low
+    return <str>names[code] if code < len(names) else UNKNOWN_STATE
+
+
+cdef enum:
+    TABLE_FIELDS = 10       # sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+
+
+cdef int parse_table(const char* data, Py_ssize_t n, str proto, unsigned long long netns,
+                     dict table) except -1:
+    """Add every well-formed socket of one /proc/net table with a non-zero inode to ``table``."""
     cdef const char* end = data + n
     cdef const char* p = <const char*>memchr(data, b'\n', n)   # skip the header line
     cdef const char* line_end
-    cdef const char* q
+    cdef const char* starts[TABLE_FIELDS]
+    cdef const char* ends[TABLE_FIELDS]
+    cdef int count
     cdef char local_ip[64]
     cdef char remote_ip[64]
-    cdef int local_port, remote_port, st
-    cdef unsigned long long inode
+    cdef int local_port, remote_port
+    cdef unsigned long long inode, uid
+    cdef bint v6 = _corespec.is_ipv6_table(proto)
+    cdef tuple names = (STREAM_STATE_NAMES if _corespec.is_stream_table(proto)
+                        else DGRAM_STATE_NAMES)
     cdef Socket sock
     if p == NULL:
         return 0
@@ -346,69 +449,132 @@ cdef int parse_table(const char* data, Py_ssize_t n, str proto, bint v6, bint is
         line_end = <const char*>memchr(p, b'\n', end - p)
         if line_end == NULL:
             line_end = end
-        q = <const char*>memchr(p, b':', line_end - p)          # after "sl:"
-        if q != NULL:
-            q = parse_endpoint(q + 1, line_end, v6, local_ip, &local_port)
-        if q != NULL:
-            q = parse_endpoint(q, line_end, v6, remote_ip, &remote_port)
-        if q != NULL:
-            while q < line_end and q[0] == b' ':
-                q += 1
-            st = 0
-            if q + 1 < line_end:
-                st = hexval(q[0]) * 16 + hexval(q[1])
-            # fields after st: tx:rx, tr:when, retrnsmt, uid, timeout, inode
-            q = skip_fields(q, line_end, 6)
-            inode = parse_ull(&q, line_end)
-            if inode != 0 and inode not in table:
-                sock = Socket.__new__(Socket)
-                sock.inode = inode
-                sock.proto = proto
-                sock.local_ip = local_ip.decode("ascii")
-                sock.local_port = local_port
-                sock.remote_ip = remote_ip.decode("ascii")
-                sock.remote_port = remote_port
-                if not is_tcp and st == 7:
-                    sock.state = "UNCONN"
-                elif 0 < st < len(TCP_STATES):
-                    sock.state = TCP_STATES[st]
-                else:
-                    sock.state = "UNKNOWN"
-                sock.netns = netns
-                table[inode] = sock
+        count = 0
+        while count < TABLE_FIELDS:
+            while p < line_end and p[0] == b' ':
+                p += 1
+            if p >= line_end:
+                break
+            starts[count] = p
+            while p < line_end and p[0] != b' ':
+                p += 1
+            ends[count] = p
+            count += 1
+        p = line_end + 1
+        if (count < TABLE_FIELDS or parse_unsigned(starts[9], ends[9], UINT64_MAX, &inode) < 0
+                or inode == 0 or inode in table):
+            continue
+        if (parse_endpoint(starts[1], ends[1], v6, local_ip, &local_port) < 0
+                or parse_endpoint(starts[2], ends[2], v6, remote_ip, &remote_port) < 0
+                or parse_unsigned(starts[TABLE_UID_COLUMN], ends[TABLE_UID_COLUMN], UINT32_MAX,
+                                  &uid) < 0):
+            continue
+        sock = Socket.__new__(Socket)
+        sock.inode = inode
+        sock.proto = proto
+        sock.local_ip = local_ip.decode("ascii")
+        sock.local_port = local_port
+        sock.remote_ip = remote_ip.decode("ascii")
+        sock.remote_port = remote_port
+        sock.state = state_name(starts[3], ends[3], names)
+        sock.uid = <unsigned int>uid
+        sock.netns = netns
+        table[inode] = sock
+    return 0
+
+
+cdef bint is_pid_name(const char* s) noexcept nogil:
+    """Digits without a leading zero, at most PID_MAX_LIMIT (as the twin's _is_pid_name)."""
+    cdef unsigned long value = 0
+    cdef int count = 0
+    if s[0] < b'1' or s[0] > b'9':
+        return False
+    while s[0] != 0:
+        if s[0] < b'0' or s[0] > b'9' or count >= 7:
+            return False
+        value = value * 10 + <unsigned long>(s[0] - 48)
+        count += 1
+        s += 1
+    return value <= PID_MAX_LIMIT
+
+
+cdef inline int pid_value(const char* s) noexcept nogil:
+    """The number of a name is_pid_name accepted."""
+    cdef int value = 0
+    while s[0] != 0:
+        value = value * 10 + (s[0] - 48)
+        s += 1
+    return value
+
+
+cdef int parse_inode_column(const char* data, Py_ssize_t n, int column, set inodes) except -1:
+    """Add the inode of every line (after the header) of a unix/netlink table to ``inodes``
+    (columns split on spaces; a value that is no number is skipped, as the twin does)."""
+    cdef const char* end = data + n
+    cdef const char* p = <const char*>memchr(data, b'\n', n)
+    cdef const char* line_end
+    cdef const char* start
+    cdef int count
+    cdef unsigned long long inode
+    if p == NULL:
+        return 0
+    p += 1
+    while p < end:
+        line_end = <const char*>memchr(p, b'\n', end - p)
+        if line_end == NULL:
+            line_end = end
+        count = 0
+        while p < line_end:
+            while p < line_end and p[0] == b' ':
+                p += 1
+            if p >= line_end:
+                break
+            start = p
+            while p < line_end and p[0] != b' ':
+                p += 1
+            if count == column:
+                if parse_unsigned(start, p, UINT64_MAX, &inode) == 0:
+                    inodes.add(inode)
+                break
+            count += 1
         p = line_end + 1
     return 0
 
 
-cdef int load_tables(int dirfd, unsigned long long netns, dict table, Buf* b) except -1:
-    """Read every inet table of one network namespace (``dirfd`` is /proc or /proc/PID)."""
-    cdef Py_ssize_t n
-    cdef str proto
-    cdef bytes path
-    cdef const char* c_path
-    for proto in TABLES:
-        path = ("net/" + proto).encode()
-        c_path = path
-        b.len = 0
-        with nogil:
-            n = read_all(dirfd, c_path, b, True)
-        if n > 0:
-            parse_table(b.data, b.len, proto, proto.endswith("6"), proto.startswith("tcp"),
-                        netns, table)
-    return 0
+cdef Socket socket_of(tuple record):
+    """A Socket from a record tuple in SOCKET_FIELDS order (ptfast._sockprobe's)."""
+    cdef Socket sock = Socket.__new__(Socket)
+    (sock.inode, sock.proto, sock.local_ip, sock.local_port, sock.remote_ip, sock.remote_port,
+     sock.state, sock.uid, sock.netns) = record
+    return sock
+
+
+cdef enum:
+    MAX_FD_TABLES = 64          # thread fd tables walked per process, beyond its own
+
+
+cdef struct LinkHead:
+    # a record of _Scanner.links: this head, then ``length`` bytes of the link target
+    int length
+    int fd                  # the fd number; -1 for an io_uring registered file
+    int table               # index into the walked tables (the task holding the fd)
 
 
 cdef class _Scanner:
-    """State of one scan: procfs root fd, socket table, namespaces read, counters."""
+    """State of one scan: procfs root fd, socket tables, namespaces read, counters."""
     cdef int root_fd
+    cdef bint live_proc     # proc_root is the live /proc (kcmp and pidfds mean something)
+    cdef str proc_root
     cdef double uptime
     cdef long clock_ticks
     cdef long page_size
     cdef dict socket_table
+    cdef set local_inodes   # unix and netlink sockets: no network
     cdef set namespaces_read
+    cdef set local_read
     cdef dict interned
     cdef Buf big          # cmdline and net tables
-    cdef Buf links        # fd link targets of one process
+    cdef Buf links        # fd link targets of one process (LinkHead records)
     cdef public dict stats
 
     def __cinit__(self):
@@ -435,63 +601,113 @@ cdef class _Scanner:
 
     cdef int open_root(self, str proc_root) except -1:
         cdef bytes root = proc_root.encode()
-        cdef char uptime_buf[128]
-        cdef char link[256]
+        cdef char uptime_buf[UPTIME_MAX]
+        cdef char link[LINK_MAX]
         cdef Py_ssize_t n
-        self.root_fd = openat(-100, root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)  # AT_FDCWD
+        self.proc_root = proc_root
+        self.live_proc = proc_root == "/proc"
+        self.root_fd = openat(AT_FDCWD, root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if self.root_fd < 0:
             raise OSError(errno, "cannot open procfs root", proc_root)
-        n = read_small(self.root_fd, b"uptime", uptime_buf, sizeof(uptime_buf) - 1)
-        if n <= 0:
-            raise OSError(-n if n < 0 else 0, "cannot read uptime under procfs root", proc_root)
-        uptime_buf[n] = 0
-        self.uptime = strtod(uptime_buf, NULL)
+        n = read_small(self.root_fd, b"uptime", uptime_buf, UPTIME_MAX)
+        try:
+            # Python's float() on the first token, exactly as the twin reads it
+            self.uptime = float(uptime_buf[:n].split()[0]) if n > 0 else float("")
+        except (ValueError, IndexError):
+            raise OSError(-n if n < 0 else 22, "cannot read uptime under procfs root",  # EINVAL
+                          proc_root) from None
         self.clock_ticks = sysconf(_SC_CLK_TCK)
         self.page_size = sysconf(_SC_PAGESIZE)
         self.socket_table = {}
+        self.local_inodes = set()
         self.namespaces_read = set()
+        self.local_read = set()
         self.interned = {}
-        self.stats = {"processes": 0, "kernel_threads": 0, "vanished": 0, "denied": 0,
-                      "namespaces": 0}
-        n = readlinkat(self.root_fd, b"self/ns/net", link, sizeof(link))
+        self.stats = _corespec.new_counters()
+        n = read_link(self.root_fd, b"self/ns/net", link)
         host_ns = parse_ns_inode(link, n) if n > 0 else 0
-        load_tables(self.root_fd, host_ns, self.socket_table, &self.big)
+        self.load_tables(self.root_fd, host_ns)
         self.namespaces_read.add(host_ns)
         self.stats["namespaces"] = 1
         return 0
 
-    cdef int ensure_namespace(self, int pid_fd) except -1:
-        """Read the socket tables of the process's network namespace if not yet read."""
-        cdef char link[256]
+    cdef int load_tables(self, int dirfd, unsigned long long netns) except -1:
+        """Read every network socket table of one network namespace (``dirfd`` is /proc or
+        /proc/PID)."""
+        cdef Py_ssize_t n
+        cdef str proto
+        cdef bytes path
+        cdef const char* c_path
+        cdef Buf* b = &self.big
+        cdef tuple record
+        for proto in SOCKET_TABLES:
+            path = ("net/" + proto).encode()
+            c_path = path
+            b.len = 0
+            with nogil:
+                n = read_all(dirfd, c_path, b, True)
+            if n > 0:
+                parse_table(b.data, b.len, proto, netns, self.socket_table)
+        b.len = 0
+        with nogil:
+            n = read_all(dirfd, b"net/packet", b, True)
+        if n > 0:
+            for record in _sockprobe.packet_records(b.data[:b.len], netns):
+                if record[0] not in self.socket_table:
+                    self.socket_table[record[0]] = socket_of(record)
+        return 0
+
+    cdef unsigned long long namespace_of(self, int pid_fd):
+        """The inode of the process's network namespace; 0 when it cannot be read."""
+        cdef char link[LINK_MAX]
         cdef Py_ssize_t n
         with nogil:
-            n = readlinkat(pid_fd, b"ns/net", link, sizeof(link))
-        if n <= 0:
-            return 0
-        ns = parse_ns_inode(link, n)
-        if ns in self.namespaces_read:
+            n = read_link(pid_fd, b"ns/net", link)
+        return parse_ns_inode(link, n) if n > 0 else 0
+
+    cdef int ensure_namespace(self, int pid_fd) except -1:
+        """Read the socket tables of the process's network namespace if not yet read."""
+        cdef unsigned long long ns = self.namespace_of(pid_fd)
+        if ns == 0 or ns in self.namespaces_read:
             return 0
         self.namespaces_read.add(ns)
         self.stats["namespaces"] += 1
-        load_tables(pid_fd, ns, self.socket_table, &self.big)
+        self.load_tables(pid_fd, ns)
         return 0
 
-    cdef int inspect_fds(self, int pid_fd, Process proc) except -1:
-        """List fd/, match socket:[INODE] against the socket table, collect open files."""
+    cdef int ensure_local_inodes(self, int pid_fd) except -1:
+        """Read the unix and netlink tables of the process's network namespace, once."""
+        cdef unsigned long long ns = self.namespace_of(pid_fd)
+        cdef Py_ssize_t n
+        cdef str name
+        cdef int column
+        cdef bytes path
+        cdef const char* c_path
+        if ns == 0 or ns in self.local_read:
+            return 0
+        self.local_read.add(ns)
+        for name, column in LOCAL_TABLES:
+            path = ("net/" + name).encode()
+            c_path = path
+            self.big.len = 0
+            with nogil:
+                n = read_all(pid_fd, c_path, &self.big, True)
+            if n > 0:
+                parse_inode_column(self.big.data, self.big.len, column, self.local_inodes)
+        return 0
+
+    cdef int walk_fd_table(self, int task_fd, int table, Process proc) except -1:
+        """Append a LinkHead record for every fd of one task's fd table: 0 when read, 1 (and
+        ``proc.incomplete`` set) when it cannot be."""
         cdef int fd_dir, rc = 0
         cdef DIR* d
         cdef dirent* ent
-        cdef Py_ssize_t n, pos
-        cdef const char* link
-        cdef const char* p
-        cdef unsigned long long inode
-        cdef int link_len
-        cdef list sockets = []
-        cdef list open_files = []
-        cdef list unmatched = None
-        self.links.len = 0
+        cdef const char* name
+        cdef Py_ssize_t n
+        cdef LinkHead head
+        cdef unsigned long long number
         with nogil:
-            fd_dir = openat(pid_fd, b"fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            fd_dir = openat(task_fd, b"fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
             if fd_dir < 0:
                 rc = -errno
             else:
@@ -504,151 +720,348 @@ cdef class _Scanner:
                         ent = readdir(d)
                         if ent == NULL:
                             break
-                        if ent.d_name[0] == b'.':
-                            continue
-                        # record layout in self.links: int length, then the bytes
-                        if buf_reserve(&self.links, PATH_BUF + sizeof(int)) < 0:
+                        name = ent.d_name
+                        if parse_unsigned(name, name + strlen(name), INT32_MAX, &number) < 0:
+                            continue        # "." and ".."
+                        if buf_reserve(&self.links, LINK_MAX + sizeof(LinkHead)) < 0:
                             break
-                        n = readlinkat(fd_dir, ent.d_name,
-                                       self.links.data + self.links.len + sizeof(int),
-                                       PATH_BUF)
+                        n = read_link(fd_dir, name, self.links.data + self.links.len
+                                      + sizeof(LinkHead))
                         if n <= 0:
                             continue   # fd closed meanwhile
-                        link_len = <int>n
-                        memcpy(self.links.data + self.links.len, &link_len, sizeof(int))
-                        self.links.len += sizeof(int) + n
+                        head.length = <int>n
+                        head.fd = <int>number
+                        head.table = table
+                        memcpy(self.links.data + self.links.len, &head, sizeof(LinkHead))
+                        self.links.len += sizeof(LinkHead) + n
                     closedir(d)
         if rc < 0:
             if rc == -EACCES or rc == -EPERM:
                 self.stats["denied"] += 1
-            return 0
-        pos = 0
-        while pos < self.links.len:
-            memcpy(&link_len, self.links.data + pos, sizeof(int))
-            link = self.links.data + pos + sizeof(int)
-            pos += sizeof(int) + link_len
-            if link_len > 8 and memcmp(link, b"socket:[", 8) == 0:
-                p = link + 8
-                inode = parse_ull(&p, link + link_len)
-                sock = self.socket_table.get(inode)
-                if sock is not None:
-                    sockets.append(sock)
-                else:
-                    if unmatched is None:
-                        unmatched = []
-                    unmatched.append(inode)
-            elif link_len > 6 and memcmp(link, b"pipe:[", 6) == 0:
-                continue
-            else:
-                open_files.append(self.intern(link, link_len))
-        if unmatched is not None:
-            # Not in any table read so far: maybe the process lives in another network
-            # namespace (a container). Unix sockets stay unmatched, which is right.
-            self.ensure_namespace(pid_fd)
-            for inode in unmatched:
-                sock = self.socket_table.get(inode)
-                if sock is not None:
-                    sockets.append(sock)
-        proc.sockets = tuple(sockets)
-        proc.open_files = tuple(open_files)
+                if not proc.incomplete:
+                    proc.incomplete = FDS_DENIED
+            elif not proc.incomplete:
+                proc.incomplete = FDS_GONE
+            return 1
         return 0
+
+    cdef int add_link(self, str target, int table) except -1:
+        """Append a LinkHead record for an io_uring registered file (no fd of its own)."""
+        cdef bytes raw = target.encode("utf-8", "surrogateescape")
+        cdef LinkHead head
+        if len(raw) >= LINK_MAX or buf_reserve(&self.links, len(raw) + sizeof(LinkHead)) < 0:
+            return 0
+        head.length = <int>len(raw)
+        head.fd = -1
+        head.table = table
+        memcpy(self.links.data + self.links.len, &head, sizeof(LinkHead))
+        memcpy(self.links.data + self.links.len + sizeof(LinkHead), <const char*>raw,
+               len(raw))
+        self.links.len += sizeof(LinkHead) + len(raw)
+        return 0
+
+    cdef int private_tables(self, int pid_fd, int task_tid, int* fds, int* tids,
+                            int* count) noexcept nogil:
+        """Open the task dirs of the threads whose fd table is their own (unshare(CLONE_FILES))
+        into ``fds``/``tids`` from ``count`` on: kcmp(KCMP_FILES) tells, and where it cannot
+        (not the live /proc, no kcmp) every other thread is taken."""
+        cdef int task_dir = openat(pid_fd, b"task", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        cdef DIR* d
+        cdef dirent* ent
+        cdef unsigned long long tid
+        cdef char path[32]
+        cdef int fd
+        if task_dir < 0:
+            return 0
+        d = fdopendir(task_dir)
+        if d == NULL:
+            close(task_dir)
+            return 0
+        while count[0] < MAX_FD_TABLES:
+            ent = readdir(d)
+            if ent == NULL:
+                break
+            if (not is_pid_name(ent.d_name)
+                    or parse_unsigned(ent.d_name, ent.d_name + strlen(ent.d_name), INT32_MAX,
+                                      &tid) < 0 or <int>tid == task_tid):
+                continue
+            if self.live_proc and syscall(SYS_kcmp, task_tid, <int>tid, KCMP_FILES, 0, 0) == 0:
+                continue                    # the same table: read already
+            snprintf(path, sizeof(path), b"task/%d", <int>tid)
+            fd = openat(pid_fd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if fd >= 0:
+                fds[count[0]] = fd
+                tids[count[0]] = <int>tid
+                count[0] += 1
+        closedir(d)
+        return 0
+
+    cdef int inspect_fds(self, int pid_fd, Process proc, int task_fd, int task_tid) except -1:
+        """List the fd tables (the task's, and threads' own), match socket:[INODE] against the
+        socket tables, read io_uring registered files, examine sockets in no table; collect
+        open files."""
+        cdef int fds[MAX_FD_TABLES + 1]
+        cdef int tids[MAX_FD_TABLES + 1]
+        cdef int count = 1, i, read_any = 0
+        cdef Py_ssize_t pos, n
+        cdef LinkHead head
+        cdef const char* link
+        cdef unsigned long long inode
+        cdef dict sockets = {}
+        cdef dict open_files = {}
+        cdef list unmatched = None
+        cdef list uring = None
+        cdef bytes fdinfo_path
+        cdef str target
+        fds[0] = task_fd
+        tids[0] = task_tid
+        self.links.len = 0
+        try:
+            if proc.threads > 1:
+                with nogil:
+                    self.private_tables(pid_fd, task_tid, fds, tids, &count)
+            for i in range(count):
+                if self.walk_fd_table(fds[i], i, proc) == 0:
+                    read_any = 1
+            if not read_any:
+                return 0
+            pos = 0
+            while pos < self.links.len:
+                memcpy(&head, self.links.data + pos, sizeof(LinkHead))
+                link = self.links.data + pos + sizeof(LinkHead)
+                pos += sizeof(LinkHead) + head.length
+                if head.fd >= 0 and head.length == IO_URING_LINK_LEN and memcmp(
+                        link, IO_URING_LINK_C, IO_URING_LINK_LEN) == 0:
+                    if uring is None:
+                        uring = []
+                    uring.append((head.fd, head.table))
+            if uring is not None:
+                for fd, table in uring:
+                    fdinfo_path = f"fdinfo/{fd}".encode()
+                    self.big.len = 0
+                    n = read_all(fds[table], fdinfo_path, &self.big, True)
+                    if n > 0:
+                        for target in _sockprobe.io_uring_files(self.big.data[:self.big.len]):
+                            self.add_link(target, table)
+            pos = 0
+            while pos < self.links.len:
+                memcpy(&head, self.links.data + pos, sizeof(LinkHead))
+                link = self.links.data + pos + sizeof(LinkHead)
+                pos += sizeof(LinkHead) + head.length
+                if head.length >= 8 and memcmp(link, b"socket:[", 8) == 0:
+                    if (link[head.length - 1] != b']'
+                            or parse_unsigned(link + 8, link + head.length - 1, UINT64_MAX,
+                                              &inode) < 0):
+                        continue
+                    sock = self.socket_table.get(inode)
+                    if sock is not None:
+                        if inode not in sockets:
+                            sockets[inode] = sock
+                    elif inode not in sockets:
+                        if unmatched is None:
+                            unmatched = []
+                        unmatched.append((inode, head.fd, tids[head.table]))
+                elif head.length >= 6 and memcmp(link, b"pipe:[", 6) == 0:
+                    continue
+                elif head.length == IO_URING_LINK_LEN and memcmp(
+                        link, IO_URING_LINK_C, IO_URING_LINK_LEN) == 0:
+                    continue
+                else:
+                    target = self.intern(link, head.length)
+                    if target not in open_files:
+                        open_files[target] = None
+            if unmatched is not None:
+                # Not in any table read so far: maybe the process lives in another network
+                # namespace (a container); else a unix or netlink socket; else a network
+                # socket the tables do not show, which its fd tells about (_sockprobe).
+                self.ensure_namespace(pid_fd)
+                self.ensure_local_inodes(pid_fd)
+                for inode, fd, tid in unmatched:
+                    sock = self.socket_table.get(inode)
+                    if sock is None and inode not in self.local_inodes and fd >= 0:
+                        sock = self.probe(proc.pid, tid, fd)
+                    if sock is not None and (<Socket>sock).inode not in sockets:
+                        sockets[(<Socket>sock).inode] = sock
+            proc.sockets = tuple(sockets.values())
+            proc.open_files = tuple(open_files)
+        finally:
+            for i in range(1, count):
+                close(fds[i])
+        return 0
+
+    cdef object probe(self, int pid, int tid, int fd):
+        record = _sockprobe.identify(self.proc_root, pid, tid, str(fd))
+        if record is None:
+            return None
+        sock = self.socket_table.get(record[0])        # it may be in a table after all
+        if sock is None:
+            sock = self.socket_table[record[0]] = socket_of(record)
+        self.stats["probed"] += 1
+        return sock
+
+    cdef int live_task(self, int pid_fd, int pid, int* task_fd, int* task_tid, char* exe_buf,
+                       Py_ssize_t* exe_n) noexcept nogil:
+        """A zombie leader's live thread: its dir fd, tid and exe target; -1 when none."""
+        cdef int task_dir = openat(pid_fd, b"task", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        cdef DIR* d
+        cdef dirent* ent
+        cdef unsigned long long tid
+        cdef char path[32]
+        cdef int fd, found = -1
+        if task_dir < 0:
+            return -1
+        d = fdopendir(task_dir)
+        if d == NULL:
+            close(task_dir)
+            return -1
+        while found < 0:
+            ent = readdir(d)
+            if ent == NULL:
+                break
+            if (not is_pid_name(ent.d_name)
+                    or parse_unsigned(ent.d_name, ent.d_name + strlen(ent.d_name), INT32_MAX,
+                                      &tid) < 0 or <int>tid == pid):
+                continue
+            snprintf(path, sizeof(path), b"task/%d", <int>tid)
+            fd = openat(pid_fd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if fd < 0:
+                continue
+            exe_n[0] = read_link(fd, b"exe", exe_buf)
+            if exe_n[0] >= 0:
+                task_fd[0] = fd
+                task_tid[0] = <int>tid
+                found = 0
+            else:
+                close(fd)
+        closedir(d)
+        return found
 
     cdef Process read_process(self, const char* name, object want_fds):
         """Read one /proc/PID; None when it is a kernel thread, vanished or not readable."""
-        cdef int pid_fd
-        cdef char stat_buf[SMALL_BUF]
-        cdef char status_buf[SMALL_BUF]
-        cdef char exe_buf[PATH_BUF]
-        cdef statx_buf exe_stat
+        cdef int pid_fd, task_fd = -1, task_tid
+        cdef char stat_buf[SMALL_FILE_MAX]
+        cdef char status_buf[SMALL_FILE_MAX]
+        cdef char exe_buf[LINK_MAX]
+        cdef char named_path[LINK_MAX + 8]
+        cdef struct_stat exe_stat, named_stat
         cdef ProcStat st
         cdef Py_ssize_t stat_n = 0, status_n = 0, exe_n = 0, cmd_n = 0
-        cdef long long uid = -1
-        cdef int exe_errno = 0, deleted = 0, fail = 0
+        cdef Py_ssize_t suffix_len = len(DELETED_SUFFIX)
+        cdef const char* suffix = DELETED_SUFFIX
+        cdef long long uid = -1, threads = 1
+        cdef int deleted = 0, have_exe_stat = 0, path_too_long = 0
+        cdef int pid = pid_value(name)
+        cdef Outcome outcome = READ_OK
         cdef Process proc
         self.big.len = 0
         with nogil:
             pid_fd = openat(self.root_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            task_fd = pid_fd
+            task_tid = pid
             if pid_fd < 0:
-                fail = 1
+                outcome = VANISHED
             else:
-                stat_n = read_small(pid_fd, b"stat", stat_buf, SMALL_BUF)
+                stat_n = read_small(pid_fd, b"stat", stat_buf, SMALL_FILE_MAX)
                 if stat_n <= 0 or parse_stat(stat_buf, stat_n, &st) < 0:
-                    fail = 1
+                    outcome = VANISHED
                 elif st.flags & PF_KTHREAD:
-                    fail = 2
+                    outcome = KERNEL_THREAD
                 else:
-                    status_n = read_small(pid_fd, b"status", status_buf, SMALL_BUF)
-                    uid = parse_status_uid(status_buf, status_n) if status_n > 0 else -1
+                    status_n = read_small(pid_fd, b"status", status_buf, SMALL_FILE_MAX)
+                    if status_n > 0:
+                        uid = status_number(status_buf, status_n, b"Uid:", UINT32_MAX)
+                        threads = status_number(status_buf, status_n, b"Threads:", INT32_MAX)
+                    if threads < 1:
+                        threads = 1
                     if uid < 0:
-                        fail = 1
-                if fail == 0:
-                    exe_n = readlinkat(pid_fd, b"exe", exe_buf, PATH_BUF)
-                    if exe_n < 0:
-                        exe_errno = errno
-                        fail = 3
-                    elif exe_n >= DELETED_SUFFIX_LEN and memcmp(
-                            exe_buf + exe_n - DELETED_SUFFIX_LEN, DELETED_SUFFIX,
-                            DELETED_SUFFIX_LEN) == 0:
-                        # The suffix is only a hint: a file may be NAMED "x (deleted)".
-                        # The file is gone when the inode the link opens has no links left.
-                        if (statx(pid_fd, b"exe", 0, STATX_NLINK, &exe_stat) == 0
-                                and exe_stat.stx_nlink == 0):
-                            deleted = 1
-                            exe_n -= DELETED_SUFFIX_LEN
-                if fail == 0:
-                    cmd_n = read_all(pid_fd, b"cmdline", &self.big, False)
+                        outcome = VANISHED
+                if outcome == READ_OK:
+                    exe_n = read_link(pid_fd, b"exe", exe_buf)
+                    if exe_n == -ENAMETOOLONG:
+                        exe_n = 0
+                        path_too_long = 1
+                    elif exe_n == -ENOENT and threads > 1:
+                        # a leader that exited while other threads live on
+                        if self.live_task(pid_fd, pid, &task_fd, &task_tid, exe_buf,
+                                          &exe_n) < 0:
+                            outcome = ZOMBIE
+                    elif exe_n == -ENOENT:
+                        outcome = ZOMBIE
+                    elif exe_n < 0:
+                        outcome = NO_EXE
+                if outcome == READ_OK:
+                    # the file the process runs
+                    have_exe_stat = fstatat(task_fd, b"exe", &exe_stat, 0) == 0
+                    if have_exe_stat and exe_stat.st_nlink == 0:
+                        deleted = 1
+                    elif (have_exe_stat and exe_n >= suffix_len and exe_buf[0] == b'/'
+                          and memcmp(exe_buf + exe_n - suffix_len, suffix, suffix_len) == 0):
+                        # The suffix is only a hint: a file may be NAMED "x (deleted)", and a
+                        # file kept by another hard link has links left. Deleted unless the
+                        # path shown, suffix and all, names that very file in its root.
+                        memcpy(named_path, b"root", 4)
+                        memcpy(named_path + 4, exe_buf, exe_n)
+                        named_path[exe_n + 4] = 0
+                        deleted = (fstatat(pid_fd, named_path, &named_stat, 0) != 0
+                                   or named_stat.st_dev != exe_stat.st_dev
+                                   or named_stat.st_ino != exe_stat.st_ino)
+                    if (deleted and exe_n >= suffix_len
+                            and memcmp(exe_buf + exe_n - suffix_len, suffix, suffix_len) == 0):
+                        exe_n -= suffix_len
+                    cmd_n = read_all(task_fd, b"cmdline", &self.big, False)
                     cmd_n = normalise_cmdline(self.big.data, cmd_n) if cmd_n > 0 else 0
-        if fail:
+        if outcome != READ_OK:
             if pid_fd >= 0:
                 close(pid_fd)
-            if fail == 2:
+            if outcome == KERNEL_THREAD:
                 self.stats["kernel_threads"] += 1
-            elif fail == 3:
-                if exe_errno == EACCES or exe_errno == EPERM:
-                    self.stats["denied"] += 1
-                elif exe_errno == 2:   # ENOENT: no exe link, a kernel thread or a zombie
-                    self.stats["kernel_threads"] += 1
-                else:
-                    self.stats["vanished"] += 1
+            elif outcome == ZOMBIE:
+                self.stats["zombies"] += 1
+            elif outcome == NO_EXE and (exe_n == -EACCES or exe_n == -EPERM):
+                self.stats["denied"] += 1
             else:
                 self.stats["vanished"] += 1
             return None
-        proc = Process.__new__(Process)
-        proc.pid = <int>strtoull(name, NULL, 10)
-        proc.ppid = st.ppid
-        proc.pgrp = st.pgrp
-        proc.session = st.session
-        proc.uid = <unsigned int>uid
-        proc.start_time = st.start_time
-        proc.age = self.uptime - (<double>st.start_time) / self.clock_ticks
-        proc.vm_size_bytes = st.vsize
-        proc.vm_rss_bytes = st.rss_pages * self.page_size
-        proc.exe = self.intern(exe_buf, exe_n)
-        proc.exe_deleted = deleted
-        proc.cmdline = decode(self.big.data, cmd_n)
-        proc.sockets = None
-        proc.open_files = None
         try:
+            proc = Process.__new__(Process)
+            proc.pid = pid
+            proc.ppid = <int>st.ppid
+            proc.pgrp = <int>st.pgrp
+            proc.session = <int>st.session
+            proc.uid = <unsigned int>uid
+            proc.start_time = st.start_time
+            proc.age = self.uptime - (<double>st.start_time) / self.clock_ticks
+            proc.vm_size_bytes = st.vsize
+            proc.vm_rss_bytes = st.rss_pages * self.page_size
+            proc.exe = self.intern(exe_buf, exe_n)
+            proc.exe_deleted = deleted
+            if have_exe_stat:
+                proc.exe_dev = exe_stat.st_dev
+                proc.exe_ino = exe_stat.st_ino
+                proc.exe_uid = exe_stat.st_uid
+                proc.exe_mode = exe_stat.st_mode
+            else:
+                proc.exe_uid = UNKNOWN_UID
+            proc.cmdline = decode(self.big.data, cmd_n)
+            proc.threads = <int>threads
+            proc.sockets = None
+            proc.open_files = None
+            proc.incomplete = EXE_PATH_TOO_LONG if path_too_long else ""
             if want_fds is True or (want_fds is not False and want_fds(proc)):
-                self.inspect_fds(pid_fd, proc)
+                self.inspect_fds(pid_fd, proc, task_fd, task_tid)
         finally:
+            if task_fd != pid_fd:
+                close(task_fd)
             close(pid_fd)
         self.stats["processes"] += 1
+        if proc.incomplete:
+            self.stats["incomplete"] += 1
         return proc
 
 
-cdef bint is_pid_name(const char* s) noexcept nogil:
-    if s[0] < b'1' or s[0] > b'9':
-        return False
-    while s[0] != 0:
-        if s[0] < b'0' or s[0] > b'9':
-            return False
-        s += 1
-    return True
-
-
-def scan(str proc_root="/proc", want_fds=True):
-    """Walk ``proc_root`` once. See ``ptfast._procscan_py.scan`` for the contract.
+def scan(str proc_root="/proc", want_fds=True, pids=None):
+    """Walk ``proc_root`` once (or only ``pids``, in that order). See
+    ``ptfast._procscan_py.scan`` for the contract.
 
     Returns ``(processes, socket_table, stats)``.
     """
@@ -661,6 +1074,14 @@ def scan(str proc_root="/proc", want_fds=True):
     cdef bytes name
     cdef Process proc
     scanner.open_root(proc_root)
+    if pids is not None:
+        names = [str(pid).encode() for pid in pids]
+        for name in names:
+            if is_pid_name(name):
+                proc = scanner.read_process(name, want_fds)
+                if proc is not None:
+                    processes.append(proc)
+        return processes, scanner.socket_table, scanner.stats
     list_fd = openat(scanner.root_fd, b".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     if list_fd < 0:
         raise OSError(errno, "cannot list procfs root", proc_root)

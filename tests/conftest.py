@@ -2,6 +2,9 @@ import os
 
 import pytest
 
+from helpers.procs import kill_uids
+from helpers.uids import BASE, BLOCK
+
 from ptfast import _procscan_py
 
 try:
@@ -65,3 +68,15 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "needs_root" in item.keywords:
                 item.add_marker(skip)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Nothing a test started as one of the session's uids may outlive the run, whatever
+    failed: kill what is left, and fail the run so the leaking test gets fixed."""
+    left = kill_uids(BASE, BASE + BLOCK)
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"LEFTOVER processes of test uids killed after the run: "
+                                f"{sorted(left)}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from ptfast import alerts, mail
+from ptfast.findings import REMEMBER_PROCESS, Remember
 from ptfast.state import ReportedState
 from helpers.realworld import REALWORLD, needs_realworld
 
@@ -18,20 +19,20 @@ def parsed(message: bytes):
 
 def test_builtin_templates_have_lfds_placeholders():
     expected = {
-        "suspicious": {"time", "hostname", "pid", "user", "uptime", "exe", "cmdline", "sockets",
-                       "files", "maps"},
-        "user_processes": {"time", "hostname", "user", "count", "text", "kill"},
-        "resource": {"time", "hostname", "user", "pid", "exe", "cmd", "resource", "level",
-                     "kill"},
-        "forkbomb": {"time", "hostname", "level", "text"},
+        "processtracking.txt": {"time", "hostname", "pid", "user", "uptime", "exe", "cmdline",
+                                "sockets", "files", "maps"},
+        "usertracking.txt": {"time", "hostname", "user", "count", "text", "kill"},
+        "resalert.txt": {"time", "hostname", "user", "pid", "exe", "cmd", "resource", "level",
+                         "kill"},
+        "forkbombalert.txt": {"time", "hostname", "level", "text"},
     }
     templates = alerts.Templates(directory=None)
-    for check, names in expected.items():
-        template = templates[check]
+    for filename, names in expected.items():
+        template = templates[filename]
         assert template.source == "built-in"
         text = " ".join(value for _name, value in template.headers) + template.body
         found = {match.lower() for match in alerts._PLACEHOLDER.findall(text)}
-        assert found == names, check
+        assert found == names, filename
         assert {name.lower() for name, _ in template.headers} >= {"from", "to", "subject"}
 
 
@@ -39,11 +40,11 @@ def test_builtin_templates_have_lfds_placeholders():
 def test_admins_lfd_templates_are_used_and_filled(tmp_path):
     templates = alerts.Templates(REALWORLD)
     assert templates.problems == []
-    assert templates["suspicious"].source == os.path.join(REALWORLD, "processtracking.txt")
+    assert templates["processtracking.txt"].source == os.path.join(REALWORLD, "processtracking.txt")
     values = {"hostname": "web1.example.com", "pid": "123 (Parent PID:1)", "user": "bob",
               "uptime": "75", "exe": "/tmp/x", "cmdline": "x", "sockets": "tcp: a -> b",
               "files": "", "maps": ""}
-    message = parsed(alerts.render(templates["suspicious"], values,
+    message = parsed(alerts.render(templates["processtracking.txt"], values,
                                    alert_to="admin@example.com"))
     assert message["To"] == "admin@example.com"            # LF_ALERT_TO wins
     assert message["From"] == "root"                       # the template's own
@@ -95,8 +96,8 @@ def test_malformed_template_header_is_reported_with_line(tmp_path):
     assert [str(problem) for problem in templates.problems] == [
         f"{path}:2: not a header line (Name: value) before the blank line that starts the "
         "body; line skipped"]
-    assert [name for name, _ in templates["suspicious"].headers] == ["From", "Subject"]
-    assert templates["resource"].source == "built-in"      # absent files: ptfast's own
+    assert [name for name, _ in templates["processtracking.txt"].headers] == ["From", "Subject"]
+    assert templates["resalert.txt"].source == "built-in"      # absent files: ptfast's own
 
 
 def test_envelope_comes_from_headers():
@@ -121,8 +122,8 @@ def test_relay_with_bad_port_is_a_delivery_error():
 def test_state_round_trip_and_forgetting(tmp_path):
     state = ReportedState(str(tmp_path))
     assert state.load() is None
-    state.add((10, 1000))
-    state.add((11, 2000))
+    state.remember(Remember(REMEMBER_PROCESS, (10, 1000)))
+    state.remember(Remember(REMEMBER_PROCESS, (11, 2000)))
     state.save()
     again = ReportedState(str(tmp_path))
     assert again.load() is None
@@ -132,3 +133,23 @@ def test_state_round_trip_and_forgetting(tmp_path):
     document = orjson.loads((tmp_path / "reported.json").read_bytes())
     assert [entry[:2] for entry in document["reported"]] == [[10, 1000]]
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
+
+
+def test_listener_memory_is_bounded_and_forgets_what_closed(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+    from ptfast import state as state_mod
+    monkeypatch.setattr(state_mod, "MAX_LISTENERS", 3)
+    state = ReportedState(str(tmp_path))
+    sockets = [SimpleNamespace(netns=1, inode=inode, uid=1000) for inode in range(5)]
+    assert state.observe_listeners(sockets, now=10.0) == 2
+    assert len(state.listeners) == 3
+    assert state.observe_listeners(sockets[3:], now=20.0) == 0      # the first three closed
+    assert set(state.listeners) == {(1, 3), (1, 4)}
+    assert state.listener_seen(1, 3) == (1000, 20.0, False)
+
+
+def test_a_planned_kill_list_is_bounded_in_json():
+    from ptfast.findings import ProcessKey, Response
+    record = Response(kill=tuple(ProcessKey(pid, 1) for pid in range(1, 1201)),
+                      kill_uid=1000).as_record()
+    assert len(record["kill"]) == 500 and record["kill_left_out"] == 700

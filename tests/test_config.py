@@ -128,3 +128,13 @@ def test_check_reports_template_problems_and_sources(tmp_path):
     assert f"{templates}/resalert.txt:2: not a header line" in result.stdout
     [line] = [line for line in result.stdout.splitlines() if line.startswith("templates:")]
     assert line.split(":", 1)[1].strip().split(", ") == [f"{templates}/resalert.txt", "built-in"]
+
+
+def test_check_says_which_settings_it_leaves_to_lfd(tmp_path):
+    path = write(tmp_path, 'PT_LIMIT = "60"\nPT_SSHDKILL = "1"\n')
+    result = run_check("--config", path)
+    assert result.returncode == 0, result.stdout
+    assert f"PT_SSHDKILL ({path}:2) is lfd's" in result.stdout
+    assert "PT_SSHDKILL =" not in result.stdout             # not a setting ptfast uses
+    quiet = run_check("--config", write(tmp_path, 'PT_SSHDKILL = "0"\n', name="off.conf"))
+    assert "is lfd's" not in quiet.stdout

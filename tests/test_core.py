@@ -1,14 +1,16 @@
 """The scanner core against real processes; every test runs on both cores (fixture ``core``)."""
 
 import os
-import threading
 import time
 
 import pytest
 
 from ptfast import _procscan_py, procfs
+from ptfast._corespec import PF_KTHREAD, STAT_FLAGS, parse_stat, stat_field
 from helpers.uids import uid_for
+from helpers.pidns import PidNamespace
 from helpers.procs import start_copied_python, start_python
+from helpers.snapshots import process_as_dict
 
 pytestmark = pytest.mark.needs_root
 
@@ -26,7 +28,7 @@ def find(snapshot, pid):
 
 
 def comparable(proc):
-    record = procfs.process_as_dict(proc)
+    record = process_as_dict(proc)
     record.pop("age")          # grows between two scans by design
     return record
 
@@ -46,11 +48,11 @@ def kernel_thread_pids():
         if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/stat") as handle:
-                flags = int(handle.read().rsplit(")", 1)[1].split()[6])
-        except (OSError, IndexError):    # exited meanwhile
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                fields = parse_stat(handle.read())
+        except OSError:    # exited meanwhile
             continue
-        if flags & 0x00200000:
+        if fields and int(stat_field(fields, STAT_FLAGS)) & PF_KTHREAD:
             pids.add(int(name))
     return pids
 
@@ -215,50 +217,50 @@ def test_kernel_threads_are_skipped(core):
     assert snapshot.stats["kernel_threads"] >= len(kernel_threads)
 
 
-def test_processes_that_vanish_mid_scan_are_never_an_error(core):
-    stop = threading.Event()
+def test_processes_that_vanish_mid_scan_are_counted_not_errors(core, children):
+    trigger = start_python(uid=UID)                 # listed before the victims (lower PIDs)
+    victims = [start_python(uid=UID) for _ in range(3)]
+    children.extend([trigger, *victims])
+    assert all(victim.pid > trigger.pid for victim in victims)
 
-    def churn():
-        while not stop.is_set():
-            procs = [os.spawnv(os.P_NOWAIT, "/bin/true", ["true"]) for _ in range(20)]
-            for pid in procs:
-                os.waitpid(pid, 0)
+    def want_fds(proc):
+        if proc.pid == trigger.pid:                 # mid-scan: the victims exit and are reaped
+            for victim in victims:
+                victim.stop()
+        return False
 
-    threads = [threading.Thread(target=churn) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    try:
-        for _ in range(30):
-            snapshot = scan(core)
-            assert snapshot.processes
-            for proc in snapshot.processes:   # never a half-read record
-                assert proc.exe and proc.start_time > 0
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
+    snapshot = scan(core, want_fds)
+    pids = {proc.pid for proc in snapshot.processes}
+    assert trigger.pid in pids and not pids & {victim.pid for victim in victims}
+    assert snapshot.stats["vanished"] >= len(victims)
+    for proc in snapshot.processes:                 # never a half-read record
+        assert proc.exe and proc.start_time > 0
 
 
-def test_a_reused_pid_is_never_mixed_with_its_predecessor(core):
-    """Every field of a record comes from one process: the start time read with the uid and
-    exe must be the one psutil reports for the process still holding that pid."""
-    import psutil
-    for _ in range(5):
-        snapshot = scan(core)
-        seen = {}
-        for proc in snapshot.processes:
-            try:
-                live = psutil.Process(proc.pid)
-                ticks = live._proc._parse_stat_file()["create_time"]
-                seen[proc.pid] = (float(ticks), live.exe())
-            except (psutil.Error, KeyError):
-                continue
-        stable = stable_records(snapshot, scan(core))   # a process may exec meanwhile
-        for proc in snapshot.processes:
-            if proc.pid in stable and proc.pid in seen and seen[proc.pid][0] == proc.start_time:
-                exe = seen[proc.pid][1]
-                assert exe in (proc.exe, proc.exe + " (deleted)") or not exe
-        time.sleep(0.05)
+def test_a_reused_pid_is_never_mixed_with_its_predecessor(core, tmp_path):
+    """Every read of a process goes through one directory fd of /proc/PID: when the process
+    dies mid-scan and a newcomer gets its PID, the rest of the record is not the newcomer's."""
+    marker = str(tmp_path / "newcomer-marker")
+    with PidNamespace() as namespace:
+        old = namespace.spawn()
+        old_start = namespace.start_time(old)
+        # start times count clock ticks: the newcomer must start in a later tick to be told
+        # apart at all (as any PID reuse on a real host does: it takes a wrap of the PID space)
+        time.sleep(3 / os.sysconf("SC_CLK_TCK"))
+        replaced = []
+
+        def want_fds(proc):
+            if proc.pid == old and not replaced:    # between its exe and its fd walk
+                replaced.append(namespace.reuse(old, marker))
+            return True
+
+        snapshot = scan(core, want_fds, proc_root=namespace.proc_root)
+        assert replaced == [old] and namespace.start_time(old) != old_start   # reused for real
+        record = find(snapshot, old)
+        assert record.start_time == old_start
+        assert not record.open_files or marker not in record.open_files
+        newcomer = find(scan(core, proc_root=namespace.proc_root), old)        # it is there
+        assert marker in newcomer.open_files
 
 
 def unmap(ip):
@@ -299,8 +301,10 @@ def test_view_agrees_with_psutil(core, children):
         assert exe == proc.exe or proc.exe_deleted
         assert cmdline == proc.cmdline
         assert abs(create_time - (boot + proc.start_time / ticks)) < 0.05
-        if proc.sockets is not None and all(s.netns == proc.sockets[0].netns
-                                            for s in proc.sockets):
+        # sockets of the test's own processes only: any other process on the host may open
+        # and close connections between psutil's read and ours (psutil also reads only this
+        # network namespace's tables)
+        if proc.pid in {child.pid for child in children}:
             ours = {(s.local_ip, s.local_port,
                      s.remote_ip if s.remote_port or s.state not in ("LISTEN", "UNCONN")
                      else None)

@@ -2,9 +2,9 @@
 
 import os
 
-from ptfast import config, pignore, policy
+from ptfast import checks, config, findings, pignore, policy
 from ptfast.procfs import Snapshot
-from helpers.snapshots import USERS, proc
+from helpers.snapshots import HOST_FILES, USERS, proc
 
 MB = 1 << 20
 
@@ -14,8 +14,10 @@ def make_policy(settings=(), rules_text="", reported_resources=(), quiet_users=N
     conf = config.load(os.devnull, list(settings), override_path=os.devnull, panel=panel)
     rules = pignore.IgnoreRules()
     pignore.parse_lines(rules_text.splitlines(), "test.pignore", rules)
-    return policy.Policy(conf, rules, lambda uid: USERS.get(uid, str(uid)), panel_users,
-                         reported_resources=set(reported_resources), quiet_users=quiet_users)
+    memory = findings.Remembered(resources=frozenset(reported_resources),
+                                 quiet_users=quiet_users or {})
+    return policy.Policy(conf, rules, lambda uid: USERS.get(uid, str(uid)), panel_users, memory,
+                         file_identity=HOST_FILES.get)
 
 
 def snapshot(processes, taken_at=1000.0):
@@ -23,19 +25,22 @@ def snapshot(processes, taken_at=1000.0):
                     taken_at=taken_at)
 
 
-def by_check(findings, check):
-    return [f for f in findings if f.check == check]
+USER_CHECKS = (checks.USER_PROCESSES, checks.RESOURCE)
+
+
+def by_check(found, check):
+    return [f for f in found if f.check == check]
 
 
 def test_user_process_count():
     alice = [proc(100 + i, uid=1001, age=5) for i in range(11)]
-    found = make_policy().user_findings(snapshot(alice))
-    [finding] = by_check(found, policy.CHECK_USER_PROCESSES)
+    found = make_policy().findings(checks=USER_CHECKS, snapshot=snapshot(alice))
+    [finding] = by_check(found, findings.CHECK_USER_PROCESSES)
     assert finding.user == "alice" and len(finding.processes) == 11
     assert finding.level == "11 > PT_USERPROC 10"
-    assert by_check(make_policy().user_findings(snapshot(alice[:10])),
-                    policy.CHECK_USER_PROCESSES) == []
-    assert make_policy(["PT_USERPROC=0"]).user_findings(snapshot(alice)) == []
+    assert by_check(make_policy().findings(checks=USER_CHECKS, snapshot=snapshot(alice[:10])),
+                    findings.CHECK_USER_PROCESSES) == []
+    assert make_policy(["PT_USERPROC=0"]).findings(checks=USER_CHECKS, snapshot=snapshot(alice)) == []
 
 
 def test_user_process_count_leaves_out_what_lfd_leaves_out():
@@ -43,30 +48,30 @@ def test_user_process_count_leaves_out_what_lfd_leaves_out():
              + [proc(200 + i, uid=0, age=5) for i in range(12)]                # root
              + [proc(300 + i, uid=1002, age=5, deleted=True) for i in range(12)]
              + [proc(400 + i, uid=1001, age=5, exe="/usr/bin/ok") for i in range(12)])
-    found = make_policy(rules_text="exe:/usr/bin/ok").user_findings(snapshot(procs))
+    found = make_policy(rules_text="exe:/usr/bin/ok").findings(checks=USER_CHECKS, snapshot=snapshot(procs))
     assert found == []
 
 
 def test_user_is_quiet_until_its_quiet_period_ends():
     alice = [proc(100 + i, uid=1001, age=5) for i in range(11)]
     quiet = {"alice": 2000.0}
-    assert make_policy(quiet_users=quiet).user_findings(snapshot(alice, taken_at=1999)) == []
-    assert len(make_policy(quiet_users=quiet).user_findings(snapshot(alice, taken_at=2000))) == 1
+    assert make_policy(quiet_users=quiet).findings(checks=USER_CHECKS, snapshot=snapshot(alice, taken_at=1999)) == []
+    assert len(make_policy(quiet_users=quiet).findings(checks=USER_CHECKS, snapshot=snapshot(alice, taken_at=2000))) == 1
 
 
 def test_resource_limits_each_once_per_process():
     big = proc(10, uid=1001, age=5)
     big.vm_size_bytes, big.vm_rss_bytes = 600 * MB, 300 * MB
     old = proc(11, uid=1001, age=1801)
-    found = make_policy().user_findings(snapshot([big, old]))
+    found = make_policy().findings(checks=USER_CHECKS, snapshot=snapshot([big, old]))
     levels = {(f.process.pid, f.reasons[0]): f.level for f in found}
     assert levels == {(10, "virtual memory"): "600 MB > PT_USERMEM 512 MB",
                       (10, "resident memory"): "300 MB > PT_USERRSS 256 MB",
                       (11, "run time"): "1801 secs > PT_USERTIME 1800 secs"}
     reported = {(10, 100, "virtual memory"), (11, 110, "run time")}
-    found = make_policy(reported_resources=reported).user_findings(snapshot([big, old]))
+    found = make_policy(reported_resources=reported).findings(checks=USER_CHECKS, snapshot=snapshot([big, old]))
     assert [(f.process.pid, f.reasons[0]) for f in found] == [(10, "resident memory")]
-    assert make_policy(["PT_USERMEM=0", "PT_USERRSS=0", "PT_USERTIME=0"]).user_findings(
+    assert make_policy(["PT_USERMEM=0", "PT_USERRSS=0", "PT_USERTIME=0"]).findings(checks=USER_CHECKS, snapshot=
         snapshot([big, old])) == []
 
 
@@ -77,12 +82,12 @@ def test_fork_bomb_sessions_count_root_but_never_sessions_0_and_1():
     kernel = [proc(600 + i, uid=0, age=1) for i in range(30)]
     for p in kernel:
         p.session = 1
-    found = make_policy(["PT_FORKBOMB=20"]).forkbomb_findings(snapshot(bomb + kernel))
+    found = make_policy(["PT_FORKBOMB=20"]).findings(checks=(checks.FORKBOMB,), snapshot=snapshot(bomb + kernel))
     [finding] = found
     assert finding.process.pid == 500 and len(finding.processes) == 20
     assert finding.level == "session 500 holds 20 processes >= PT_FORKBOMB 20"
-    assert make_policy(["PT_FORKBOMB=21"]).forkbomb_findings(snapshot(bomb)) == []
-    assert make_policy().forkbomb_findings(snapshot(bomb)) == []          # 0: off
+    assert make_policy(["PT_FORKBOMB=21"]).findings(checks=(checks.FORKBOMB,), snapshot=snapshot(bomb)) == []
+    assert make_policy().findings(checks=(checks.FORKBOMB,), snapshot=snapshot(bomb)) == []          # 0: off
 
 
 def test_only_unauthenticated_sshd_counts_as_hung():
@@ -91,24 +96,28 @@ def test_only_unauthenticated_sshd_counts_as_hung():
              "sshd: unknown [priv] x"]
     procs = [proc(700 + i, uid=0, age=61, cmdline=name) for i, name in enumerate(names)]
     procs.append(proc(799, uid=0, age=59, cmdline="sshd: unknown [net]"))
-    found = make_policy(["PT_SSHDHUNG=1"]).hung_sshd_findings(snapshot(procs))
+    found = make_policy(["PT_SSHDHUNG=1"]).findings(checks=(checks.SSHD_HUNG,), snapshot=snapshot(procs))
     assert sorted(f.process.cmdline for f in found) == ["sshd: unknown [net]",
                                                          "sshd: unknown [priv]"]
-    assert make_policy().hung_sshd_findings(snapshot(procs)) == []
+    assert make_policy().findings(checks=(checks.SSHD_HUNG,), snapshot=snapshot(procs)) == []
 
 
 def test_load_average_check():
     conf = config.load(os.devnull, ["PT_LOAD_LEVEL=2.5"], override_path=os.devnull)
-    assert policy.load_finding(conf, (9.0, 2.0, 1.0), now=10) is None        # 5-minute default
-    finding = policy.load_finding(conf, (1.0, 2.5, 1.0), now=10)
+    assert load_finding(conf, (9.0, 2.0, 1.0), now=10) is None        # 5-minute default
+    finding = load_finding(conf, (1.0, 2.5, 1.0), now=10)
     assert finding.check == "load" and finding.level == "2.50 >= PT_LOAD_LEVEL 2.5"
     assert finding.reasons == ("5 minute load average",)
-    assert policy.load_finding(conf, (1.0, 2.5, 1.0), now=10, quiet_until=11) is None
+    assert load_finding(conf, (1.0, 2.5, 1.0), now=10, quiet_until=11) is None
     one = config.load(os.devnull, ["PT_LOAD_LEVEL=2.5", "PT_LOAD_AVG=1"],
                       override_path=os.devnull)
-    assert policy.load_finding(one, (9.0, 2.0, 1.0), now=10).reasons == ("1 minute load average",)
+    assert load_finding(one, (9.0, 2.0, 1.0), now=10).reasons == ("1 minute load average",)
     odd = config.load(os.devnull, ["PT_LOAD_LEVEL=2.5", "PT_LOAD_AVG=7"],
                       override_path=os.devnull)
-    assert policy.load_finding(odd, (9.0, 2.0, 3.0), now=10) is None        # 7 means 5
+    assert load_finding(odd, (9.0, 2.0, 3.0), now=10) is None        # 7 means 5
     off = config.load(os.devnull, ["PT_LOAD_LEVEL=0", "PT_LOAD=0"], override_path=os.devnull)
-    assert policy.load_finding(off, (9.0, 9.0, 9.0), now=10) is None
+    assert load_finding(off, (9.0, 9.0, 9.0), now=10) is None
+
+
+def load_finding(conf, loadavg, now, quiet_until=0.0):
+    return checks.LOAD.evaluate_load(conf, loadavg, "1/100", now, quiet_until)

@@ -18,8 +18,12 @@ import tempfile
 import textwrap
 import time
 
+from ptfast._corespec import STAT_STARTTIME, parse_stat, stat_field
+
 CHILD_PRELUDE = textwrap.dedent("""
-    import ctypes, json, os, socket, sys
+    # modules setups use, imported while still root (the interpreter lives under /root)
+    import ctypes, encodings.idna, json, os, resource, select, signal, socket, struct, sys
+    import threading, time
     libc = ctypes.CDLL(None, use_errno=True)
     PR_SET_DUMPABLE = 4
     CLONE_NEWNET = 0x40000000
@@ -42,8 +46,18 @@ CHILD_PRELUDE = textwrap.dedent("""
     KEEP = []
 """)
 
+# The setup runs with the test uid as effective uid, so that what it creates (sockets above
+# all: /proc/net/* shows their creator) is that user's, as it would be for a real customer.
+# Only ``root_setup`` runs as root.
+CHILD_BECOME = textwrap.dedent("""
+    if UID is not None:
+        os.setegid(UID)
+        os.seteuid(UID)
+""")
+
 CHILD_DROP = textwrap.dedent("""
     if UID is not None:
+        os.seteuid(0)
         os.setgroups([])
         os.setresgid(UID, UID, UID)
         os.setresuid(UID, UID, UID)
@@ -90,13 +104,14 @@ def _wait_ready(popen: subprocess.Popen, timeout: float = 20.0) -> dict:
 
 def start_python(setup: str = "", uid: int | None = None, non_dumpable: bool = False,
                  netns: bool = False, argv=(), executable: str | None = None,
-                 env: dict | None = None, cleanup=None) -> Child:
-    """A Python child running ``setup`` (which may fill ``info``), as ``uid`` once set up."""
-    code = CHILD_PRELUDE
+                 env: dict | None = None, cleanup=None, root_setup: str = "") -> Child:
+    """A Python child running ``root_setup`` as root, then ``setup`` (which may fill ``info``)
+    as ``uid`` (its effective uid), then dropping to ``uid`` for good."""
+    code = CHILD_PRELUDE + f"UID = {uid!r}\nNON_DUMPABLE = {non_dumpable!r}\n"
     if netns:
         code += "assert libc.unshare(CLONE_NEWNET) == 0, ctypes.get_errno()\n"
-    code += textwrap.dedent(setup) + "\n"
-    code += f"UID = {uid!r}\nNON_DUMPABLE = {non_dumpable!r}\n" + CHILD_DROP
+    code += textwrap.dedent(root_setup) + "\n" + CHILD_BECOME
+    code += textwrap.dedent(setup) + "\n" + CHILD_DROP
     popen = subprocess.Popen([executable or sys.executable, "-c", code, *argv],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, env=env)
@@ -152,12 +167,17 @@ def _status_fields(pid: str) -> dict | None:
 
 def pids_of_uid(uid: int) -> list:
     """Live (not zombie) processes whose real uid is ``uid``."""
+    return pids_of_uids(uid, uid + 1)
+
+
+def pids_of_uids(low: int, high: int) -> list:
+    """Live (not zombie) processes whose real uid is in ``[low, high)``."""
     pids = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         fields = _status_fields(name)
-        if (fields and int(fields[b"Uid"].split()[0]) == uid
+        if (fields and low <= int(fields[b"Uid"].split()[0]) < high
                 and not fields[b"State"].strip().startswith(b"Z")):
             pids.append(int(name))
     return pids
@@ -166,16 +186,28 @@ def pids_of_uid(uid: int) -> list:
 def kill_uid(uid: int, rounds: int = 100) -> None:
     """SIGKILL every process of ``uid`` (a test's own, never-shared uid) until none is left; never
     raises, so it is safe in a ``finally``."""
+    kill_uids(uid, uid + 1, rounds)
+
+
+def kill_uids(low: int, high: int, rounds: int = 100) -> list:
+    """SIGKILL every process whose real uid is in ``[low, high)`` until none is left (a fork
+    bomb refills); returns the PIDs found at first. Never raises."""
+    found = []
     for _ in range(rounds):
-        pids = pids_of_uid(uid)
+        try:
+            pids = pids_of_uids(low, high)
+        except Exception:       # never raise from a cleanup, whatever /proc holds
+            pids = []
         if not pids:
-            return
+            break
+        found = found or pids
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
         time.sleep(0.05)
+    return found
 
 
 def alive(pid: int) -> bool:
@@ -193,3 +225,15 @@ def wait_until(condition, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return condition()
+
+
+def process_age(pid: int) -> float:
+    """Seconds since ``pid`` started (0.0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = parse_stat(handle.read())
+        with open("/proc/uptime", "rb") as handle:
+            uptime = float(handle.read().split()[0])
+    except OSError:
+        return 0.0
+    return uptime - int(stat_field(fields, STAT_STARTTIME)) / os.sysconf("SC_CLK_TCK")

@@ -9,9 +9,12 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 from aiosmtpd.controller import Controller
+
+from ptfast._corespec import STAT_STARTTIME, parse_stat, stat_field
 
 
 def free_port() -> int:
@@ -136,6 +139,16 @@ class ServiceDir:
     def run_once(self, *settings: str) -> subprocess.CompletedProcess:
         return subprocess.run(self.command(*settings), capture_output=True, timeout=120)
 
+    def in_process(self, *settings: str):
+        """The same service, started in this process (for time seams and fault injection);
+        the caller stops it."""
+        from ptfast import daemon
+        from ptfast.cli import build_parser
+        args = build_parser().parse_args(self.command(*settings, once=False)[3:] + ["--quiet"])
+        running = daemon.Service(args)
+        running.start()
+        return running
+
     def log(self) -> str:
         try:
             with open(self.log_file, encoding="utf-8") as handle:
@@ -160,8 +173,7 @@ class ServiceDir:
 
 def start_time_of(pid: int) -> int:
     with open(f"/proc/{pid}/stat", "rb") as handle:
-        raw = handle.read()
-    return int(raw[raw.rfind(b")") + 1:].split()[19])
+        return int(stat_field(parse_stat(handle.read()), STAT_STARTTIME))
 
 
 def record_action(directory, name: str = "action"):
@@ -172,3 +184,10 @@ def record_action(directory, name: str = "action"):
                       f"json.dump(sys.argv[1:], open({str(record)!r}, 'w'))\n")
     action.chmod(0o755)
     return action, record
+
+
+def recorded_command(service: ServiceDir, *settings: str) -> list:
+    """``service.command(*settings)`` with alerts going to a fresh SendmailRecorder: a test
+    must never hand mail to the real sendmail of the host it runs on."""
+    recorder = SendmailRecorder(tempfile.mkdtemp(dir=service.root))
+    return service.command(f"SENDMAIL={recorder.path}", *settings)

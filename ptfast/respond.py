@@ -1,0 +1,124 @@
+"""Carry out the responses the policy planned (ptfast.findings.Response): kill, log, alert,
+remember, run the action. Nothing is decided here.
+
+The order for each finding is what makes alerts survive anything: the log line first, then the
+alert mail into the spool and its line in the events file, and only then the finding is
+remembered as reported. A failure before the spool (a full disk) leaves the finding to the next
+pass instead of losing it; the mail leaves the spool only once delivered.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import orjson
+
+from . import kills, procfs
+from .alerts import render
+from .checks import BY_NAME
+from .escape import escape_text
+from .findings import DIGEST_TEMPLATE
+from .logfile import append_line
+from .report import finding_record
+
+
+class Responder:
+    """Carries out findings' responses for one pass, with the settings of that pass."""
+
+    def __init__(self, settings, log, spool, state, actions, *, hostname: str, user_names,
+                 proc_root: str, events_file: str | None) -> None:
+        self.settings = settings
+        self.log = log
+        self.spool = spool
+        self.state = state
+        self.actions = actions
+        self.hostname = hostname
+        self.user_names = user_names
+        self.proc_root = proc_root
+        self.events_file = events_file
+
+    def carry_out_all(self, findings: list) -> None:
+        """Every finding of a pass; those planned into the digest get one mail together,
+        spooled before any of them is remembered."""
+        digest = []
+        for finding in findings:
+            if finding.response.alert == DIGEST_TEMPLATE:
+                digest.append((finding, self._kill_and_log(finding)))
+            else:
+                self.carry_out(finding)
+        if digest:
+            lines = [line for finding, killed in digest
+                     for line in BY_NAME[finding.check].log_lines(finding, killed,
+                                                                  self.user_names)]
+            spooled = self._spool(DIGEST_TEMPLATE, {"hostname": self.hostname,
+                                                    "count": str(len(digest)),
+                                                    "text": "\n".join(lines)})
+            for finding, _killed in digest:
+                self._append_event(finding, spooled)
+                self._remember_and_act(finding)
+
+    def carry_out(self, finding) -> None:
+        killed = self._kill_and_log(finding)
+        alert = finding.response.alert
+        if alert:
+            check = BY_NAME[finding.check]
+            values = check.alert_values(finding, self.hostname, killed,
+                                        self._attachment(check, finding), self.user_names)
+            self._append_event(finding, self._spool(alert, values))
+        self._remember_and_act(finding)
+
+    def _kill_and_log(self, finding) -> bool:
+        response = finding.response
+        killed = self._kill(response) if response.kill else False
+        for line in BY_NAME[finding.check].log_lines(finding, killed, self.user_names):
+            self.log(line)
+        return killed
+
+    def _remember_and_act(self, finding) -> None:
+        response = finding.response
+        for memo in response.remember:
+            self.state.remember(memo)
+        if response.action is not None:
+            action = response.action
+            self.actions.run(action.setting, action.path, list(action.args))
+
+    def _kill(self, response) -> bool:
+        """Only what was read from the live /proc may be killed: PIDs of a prepared tree
+        (--proc-root) name nothing on this host."""
+        if self.proc_root != "/proc":
+            self.log(f"not killing: --proc-root {escape_text(self.proc_root)} is not /proc")
+            return False
+        return kills.kill_planned(response, self.log)
+
+    def _attachment(self, check, finding):
+        """What the check's alert attaches, read now."""
+        if check.attachment == "maps":
+            proc = finding.process
+            return procfs.read_maps(proc.pid, proc.start_time, self.proc_root)
+        if check.attachment == "host_load":
+            from .checks import load_minutes
+            from .hostload import load_alert_values  # psutil and urllib: only when one fires
+            details = finding.details
+            return load_alert_values(self.settings.config, self.hostname, details["loadavg"],
+                                     details["processes"], load_minutes(self.settings.config))
+        return None
+
+    def _spool(self, template_file: str, values: dict) -> tuple:
+        """Render and spool a mail (before anything can lose it); (template source, spool
+        file name)."""
+        config = self.settings.config
+        template = self.settings.templates[template_file]
+        message = render(template, values, config["LF_ALERT_TO"], config["LF_ALERT_FROM"])
+        return template.source, os.path.basename(self.spool.add(message))
+
+    def _append_event(self, finding, spooled: tuple) -> None:
+        if not self.events_file:
+            return
+        source, name = spooled
+        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": self.hostname,
+                  **finding_record(finding), "template": source, "spooled": name}
+        try:
+            append_line(self.events_file, orjson.dumps(record) + b"\n")
+        except OSError as exc:
+            self.log(f"cannot append to {self.events_file}: {exc.strerror}")

@@ -1,0 +1,40 @@
+"""Everything ptfast reads from files before it scans: csf.conf (and ptfast.conf, --set), the
+ignore rules and the alert templates, loaded in one place for every command."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Optional
+
+from . import config as config_mod, pignore
+
+if TYPE_CHECKING:
+    from .alerts import Templates
+
+
+@dataclass
+class Settings:
+    """Replaced as a whole on SIGHUP. ``templates`` is None for commands that mail nothing."""
+
+    config: config_mod.Config
+    rules: pignore.IgnoreRules
+    templates: Optional[Templates] = None
+    problems: list = field(default_factory=list)
+
+    def unreadable(self) -> list:
+        """Problems that mean a file the admin named could not be read at all."""
+        return [p for p in self.problems if p.line == 0 and p.path != "--set"]
+
+
+def load_settings(args, templates: bool = False) -> Settings:
+    """From the command line's ``--config``, ``--override``, ``--set``, ``--pignore`` (and
+    ``--templates`` when ``templates``)."""
+    config = config_mod.load(args.config, args.set, override_path=args.override)
+    rules = pignore.load(args.pignore)
+    problems = config.problems + rules.problems
+    loaded: Optional[Templates] = None
+    if templates:
+        from .alerts import Templates
+        loaded = Templates(args.templates)
+        problems = problems + loaded.problems
+    return Settings(config, rules, loaded, problems)

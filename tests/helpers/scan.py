@@ -1,0 +1,37 @@
+"""``ptfast scan`` and ``ptfast run`` as subprocesses, on the core a test chooses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+CORES = ("compiled", "pure-python")
+
+
+def core_env(core):
+    """The environment that makes ptfast pick ``core`` ("compiled" or "pure-python")."""
+    env = dict(os.environ)
+    env.pop("PTFAST_NO_EXTENSIONS", None)
+    if core == "pure-python":
+        env["PTFAST_NO_EXTENSIONS"] = "1"
+    return env
+
+
+def run_scan(*args, core="compiled"):
+    env = core_env(core)
+    # no csf.conf on the test machine, but never let a real one change the test's meaning.
+    # Only the suspicious-process check: the machine's own load, users and old processes must
+    # not add findings (test_checks_live covers the other checks).
+    others_off = [f"--set={name}=0" for name in ("PT_LOAD", "PT_USERPROC", "PT_USERMEM",
+                                                 "PT_USERRSS", "PT_USERTIME")]
+    command = [sys.executable, "-m", "ptfast", "scan", "--config", os.devnull,
+               "--override", os.devnull, "--set", "PT_LIMIT=1", *others_off, *args]
+    return subprocess.run(command, capture_output=True, env=env, timeout=120)
+
+
+def suspicious_by_pid(result: subprocess.CompletedProcess) -> dict:
+    """pid -> finding of the suspicious-process check, from ``scan --json`` output."""
+    findings = [json.loads(line) for line in result.stdout.splitlines()]
+    return {finding["pid"]: finding for finding in findings if finding["check"] == "suspicious"}
