@@ -107,7 +107,7 @@ def sample_config_text() -> str:
 
 def manual_page() -> str:
     """ptfast(8), from the command line parser, with the files and exit status added."""
-    from argparse_manpage.manpage import Manpage
+    from argparse_manpage.manpage import Manpage  # type: ignore[import-untyped]
 
     from .cli import build_parser
     page = Manpage(build_parser())
