@@ -17,12 +17,12 @@ from libc.stdlib cimport free, realloc
 from libc.stdio cimport snprintf
 from libc.string cimport memchr, memcmp, memcpy, strlen
 from posix.fcntl cimport AT_FDCWD, O_CLOEXEC, O_DIRECTORY, O_RDONLY, openat
-from posix.stat cimport fstatat, struct_stat
+from posix.stat cimport struct_stat
 from posix.unistd cimport _SC_CLK_TCK, _SC_PAGESIZE, close, read, sysconf
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 
 from _libc cimport (AF_INET, AF_INET6, DIR, INET6_ADDRSTRLEN, SYS_kcmp, closedir, dirent,
-                    fdopendir, inet_ntop, readdir, readlinkat, syscall)
+                    fdopendir, fstatat, inet_ntop, readdir, readlinkat, syscall)
 
 from ptfast import _corespec, _sockprobe
 
