@@ -8,7 +8,6 @@ import subprocess
 import sys
 import sysconfig
 
-import pytest
 
 from ptfast import config, install
 
