@@ -9,24 +9,17 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-static void drop(uid_t uid) {
-    if (setgroups(0, NULL) || setresgid(uid, uid, uid) || setresuid(uid, uid, uid)) {
-        perror("drop privileges");
-        _exit(1);
-    }
-    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
-}
+#include "common.h"
+
 
 static void common_fds(void) {
     int fds[2];
@@ -52,22 +45,15 @@ int main(int argc, char **argv) {
         int port_pipe[2] = {-1, -1};
         int listener = i < listeners;
         if (listener && pipe(port_pipe)) return 1;
-        pid_t pid = fork();
-        if (pid < 0) {
-            perror("fork");
-            kill(0, SIGTERM);
-            return 1;
-        }
+        pid_t pid = fork_or_end_group();
         if (pid == 0) {
             close(ready[0]);
             uid_t uid = base + i % uids;
             common_fds();
             if (listener) {
-                int s = socket(AF_INET, SOCK_STREAM, 0);
-                struct sockaddr_in a = {.sin_family = AF_INET};
+                int s = loopback_listener();
+                struct sockaddr_in a;
                 socklen_t len = sizeof a;
-                a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-                if (bind(s, (void *)&a, sizeof a) || listen(s, 1024)) _exit(1);
                 getsockname(s, (void *)&a, &len);
                 int port = ntohs(a.sin_port);
                 if (write(port_pipe[1], &port, sizeof port) != sizeof port) _exit(1);
@@ -93,13 +79,7 @@ int main(int argc, char **argv) {
         }
     }
     close(ready[1]);
-    char buf[4096];
-    long got = 0;
-    while (got < n) {
-        ssize_t r = read(ready[0], buf, sizeof buf);
-        if (r <= 0) return 1;
-        got += r;
-    }
+    if (wait_ready(ready[0], n)) return 1;
     printf("ready %d\n", getpid());
     fflush(stdout);
     signal(SIGTERM, SIG_DFL);
