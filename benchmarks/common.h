@@ -1,9 +1,18 @@
 /* What the benchmark's C helpers (population.c, sockets.c) share: drop to a customer's uid,
- * listen on loopback, fork a child of the group, wait for the children's "ready" bytes. */
+ * listen on loopback, fork a child of the group, wait for the children's "ready" bytes, and end
+ * with the runner however it ends.
+ *
+ * The runner ends a helper's process group with SIGTERM. Should the runner die without doing so
+ * (SIGKILL), the helper's main process gets SIGKILL too (PR_SET_PDEATHSIG), and its children,
+ * which block on a lifeline pipe whose only write end the main process holds, read end-of-file
+ * and exit. (The children cannot use PR_SET_PDEATHSIG: changing uid clears it.) */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <grp.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -51,4 +60,29 @@ static pid_t fork_or_end_group(void) {
         _exit(1);
     }
     return pid;
+}
+
+static int lifeline[2] = {-1, -1};
+
+/* In the main process, before forking; again after it changes uid (which clears the setting). */
+static void end_with_runner(pid_t runner) {
+    if (lifeline[0] < 0 && pipe(lifeline)) {
+        perror("pipe");
+        exit(1);
+    }
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != runner) _exit(1);      /* the runner died before the line above */
+}
+
+/* In a child, once set up: sleep until the main process ends, accepting connections on
+ * ``listener`` (unless it is -1) meanwhile. Never returns. */
+static void serve_until_main_ends(int listener) {
+    close(lifeline[1]);
+    struct pollfd watch[2] = {{.fd = lifeline[0], .events = POLLIN}, {.fd = listener,
+                                                                     .events = POLLIN}};
+    for (;;) {
+        if (poll(watch, listener >= 0 ? 2 : 1, -1) < 0 && errno != EINTR) _exit(1);
+        if (watch[0].revents) _exit(0);
+        if (listener >= 0 && watch[1].revents) accept(listener, NULL, NULL);
+    }
 }

@@ -3,7 +3,8 @@
  * usage: population N UIDS BASE_UID
  * Every child drops to uid BASE_UID + i % UIDS, opens a few files and a pipe, then sleeps.
  * 1% listen on a loopback TCP port and accept; 10% hold an established connection to one of
- * them. Prints "ready PID" once every child is set up; SIGTERM to the process group ends all.
+ * them. Prints "ready PID" once every child is set up. SIGTERM to the process group ends all;
+ * so does the end of the process that started it (see common.h).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -41,6 +42,7 @@ int main(int argc, char **argv) {
     int ready[2];
     if (pipe(ready)) return 1;
     setpgid(0, 0);
+    end_with_runner(getppid());
     for (int i = 0; i < n; i++) {
         int port_pipe[2] = {-1, -1};
         int listener = i < listeners;
@@ -59,7 +61,7 @@ int main(int argc, char **argv) {
                 if (write(port_pipe[1], &port, sizeof port) != sizeof port) _exit(1);
                 drop(uid);
                 if (write(ready[1], "x", 1) != 1) _exit(1);
-                for (;;) if (accept(s, NULL, NULL) < 0 && errno != EINTR) pause();
+                serve_until_main_ends(s);
             }
             if (i >= listeners && i < listeners + clients) {
                 int s = socket(AF_INET, SOCK_STREAM, 0);
@@ -70,7 +72,7 @@ int main(int argc, char **argv) {
             }
             drop(uid);
             if (write(ready[1], "x", 1) != 1) _exit(1);
-            for (;;) pause();
+            serve_until_main_ends(-1);
         }
         if (listener) {
             close(port_pipe[1]);

@@ -77,7 +77,12 @@ def build(name: str) -> str:
 
 
 def _wait_ready(popen: subprocess.Popen, what: str) -> None:
-    line = popen.stdout.readline()
+    """Ends the group if it fails or is interrupted while starting (it forks as root)."""
+    try:
+        line = popen.stdout.readline()
+    except BaseException:
+        stop_group(popen)
+        raise
     if not line.startswith("ready"):
         stop_group(popen)
         raise SystemExit(f"{what} did not start")
@@ -170,8 +175,13 @@ def measure(command: list, env: dict) -> tuple[float, float, bytes]:
     started = time.perf_counter()
     popen = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL)
-    output = popen.stdout.read()
-    _, status, usage = os.wait4(popen.pid, 0)
+    try:
+        output = popen.stdout.read()
+        _, status, usage = os.wait4(popen.pid, 0)
+    except BaseException:           # Ctrl-C or SIGTERM: leave nothing running
+        popen.kill()
+        popen.wait()
+        raise
     elapsed = time.perf_counter() - started
     popen.returncode = os.waitstatus_to_exitcode(status)
     if popen.returncode not in (0, 1):
@@ -413,4 +423,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted: population ended, kernel settings restored", file=sys.stderr)
+        sys.exit(130)

@@ -7,7 +7,8 @@
  * TIME_WAIT sockets: on each line "fill N" read from its standard input it opens and closes
  * loopback connections until /proc/net/sockstat counts N sockets in TIME_WAIT, and prints
  * "filled TW" (fewer than N when the count stops growing, e.g. at net.ipv4.tcp_max_tw_buckets).
- * Prints "ready PID" once the holders are set up; SIGTERM to the process group ends all.
+ * Prints "ready PID" once the holders are set up. SIGTERM to the process group ends all; so
+ * does the end of the process that started it (see common.h).
  *
  * TIME_WAIT stays with the side that closes first, so the client closes before the server. A
  * TIME_WAIT socket lasts 60 s (TCP_TIMEWAIT_LEN, not tunable), hence the refill on demand. Each
@@ -115,7 +116,9 @@ int main(int argc, char **argv) {
     }
     int ready[2];
     if (pipe(ready)) return 1;
+    pid_t runner = getppid();
     setpgid(0, 0);
+    end_with_runner(runner);
     for (int i = 0; i < holders; i++) {
         pid_t pid = fork_or_end_group();
         if (pid == 0) {
@@ -125,13 +128,14 @@ int main(int argc, char **argv) {
             hold(listening / holders + (i < listening % holders),
                  connections / holders + (i < connections % holders));
             if (write(ready[1], "x", 1) != 1) _exit(1);
-            for (;;) pause();
+            serve_until_main_ends(-1);
         }
     }
     close(ready[1]);
     if (wait_ready(ready[0], holders)) return 1;
     signal(SIGCHLD, SIG_IGN);        /* the holders only end when killed: the kernel reaps them */
     drop(base);
+    end_with_runner(runner);
     printf("ready %d\n", getpid());
     fflush(stdout);
     make_time_wait();
