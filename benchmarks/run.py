@@ -25,8 +25,11 @@ then runs in turn, ROUNDS times:
 
 and, once per round, `floor --tables 1`: reading the TCP tables from /proc/net/tcp + tcp6
 against sock_diag, timed inside the C program. TIME_WAIT sockets live 60 s, so the load is
-topped up before every measurement (never during one); the TIME_WAIT counts seen before and
-after each measurement are recorded.
+topped up before every measurement (never during one), enough for the TIME_WAIT share to last
+until the measurement ends (1.5 times the contender's longest time so far); the TIME_WAIT counts
+seen before and after each measurement are recorded. Wall time and peak RSS of a command are
+taken by benchmarks/timed.c (the runner's own wait4() would report its own size as every
+contender's peak).
 
 Prints min / median / max wall times, ratios to the floor (these machines are shared and noisy:
 compare ratios taken in one run, not absolute times) and peak resident memory, and writes
@@ -107,6 +110,11 @@ def stop_group(popen: subprocess.Popen) -> None:
 stop_population = stop_group
 
 
+def population_holders(size: int) -> int:
+    """Processes of population.c holding an inet socket: its listeners and its clients."""
+    return max(1, size // 100) + size // 10
+
+
 def socket_mix(sockets: int) -> dict:
     """How --sockets N splits: 1% listening, 10% established (both ends of N/20 loopback
     connections), the rest TIME_WAIT, as on a busy web server."""
@@ -132,16 +140,19 @@ class SocketLoad:
         self.mix = socket_mix(sockets)
         live = self.mix["listening"] + self.mix["established"]
         # each holder listens at least once; none holds more fds than its soft limit allows
-        holders = min(self.mix["listening"], max(SOCKET_HOLDERS, math.ceil(live / HOLDER_FDS)))
+        self.holders = min(self.mix["listening"],
+                           max(SOCKET_HOLDERS, math.ceil(live / HOLDER_FDS)))
         self.popen = subprocess.Popen(
             [build("sockets"), str(self.mix["listening"]), str(self.mix["established"]),
-             str(holders), str(base_uid), str(uids)],
+             str(self.holders), str(base_uid), str(uids)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         _wait_ready(self.popen, f"socket load of {sockets}")
 
-    def fill(self) -> int:
-        """Top TIME_WAIT up to its share; returns the count reached."""
-        self.popen.stdin.write(f"fill {self.mix['time_wait']}\n")
+    def fill(self, seconds_ahead: float) -> int:
+        """Top TIME_WAIT up to its share, for a measurement of about ``seconds_ahead``;
+        returns the count reached."""
+        # a TIME_WAIT socket lives 60 s: no fill can cover a longer measurement
+        self.popen.stdin.write(f"fill {self.mix['time_wait']} {min(seconds_ahead, 50):.1f}\n")
         self.popen.stdin.flush()
         return int(self.popen.stdout.readline().split()[1])
 
@@ -171,22 +182,31 @@ def contenders(only: tuple, sockets: int) -> dict:
 
 
 def measure(command: list, env: dict) -> tuple[float, float, bytes]:
-    """Wall seconds, peak RSS in MB, and stdout of one run."""
-    started = time.perf_counter()
-    popen = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL)
+    """Wall seconds, peak RSS in MB, and stdout of one run (timed by benchmarks/timed.c)."""
+    report_read, report_write = os.pipe()
     try:
-        output = popen.stdout.read()
-        _, status, usage = os.wait4(popen.pid, 0)
-    except BaseException:           # Ctrl-C or SIGTERM: leave nothing running
-        popen.kill()
-        popen.wait()
-        raise
-    elapsed = time.perf_counter() - started
-    popen.returncode = os.waitstatus_to_exitcode(status)
+        popen = subprocess.Popen([build("timed"), str(report_write), *command], env=env,
+                                 cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                 pass_fds=(report_write,))
+        os.close(report_write)
+        try:
+            output = popen.stdout.read()
+            popen.wait()
+        except BaseException:           # Ctrl-C or SIGTERM: leave nothing running
+            popen.kill()
+            popen.wait()
+            raise
+        with os.fdopen(report_read) as report:
+            seconds, peak_kb = report.read().split()
+    finally:
+        for fd in (report_read, report_write):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
     if popen.returncode not in (0, 1):
         raise SystemExit(f"{command[:3]} failed with status {popen.returncode}")
-    return elapsed, usage.ru_maxrss / 1024, output
+    return float(seconds), int(peak_kb) / 1024, output
 
 
 def raise_limits(sysctls: Sysctls, size: int, sockets: int) -> None:
@@ -198,19 +218,31 @@ def raise_limits(sysctls: Sysctls, size: int, sockets: int) -> None:
     sysctls.raise_to("kernel.threads-max", 2 * needed)
     if sockets:
         time_wait = socket_mix(sockets)["time_wait"]
-        sysctls.raise_to("net.ipv4.tcp_max_tw_buckets", time_wait + time_wait // 4 + 10000)
+        # the fill looks ahead: up to twice the share may be alive at a measurement's start
+        sysctls.raise_to("net.ipv4.tcp_max_tw_buckets", 2 * time_wait + 10000)
+
+
+def settle_time_wait(sockets: int) -> int:
+    """Wait (at most a TIME_WAIT lifetime) for an earlier case's TIME_WAIT sockets to expire,
+    so that they do not count for this one; returns the count left."""
+    ceiling = (socket_mix(sockets)["time_wait"] if sockets else 0) + 2000
+    deadline = time.monotonic() + 65
+    while tcp_sockstat().get("tw", 0) > ceiling and time.monotonic() < deadline:
+        time.sleep(1)
+    return tcp_sockstat().get("tw", 0)
 
 
 def run_case(size: int, sockets: int, rounds: int, uids: int, only: tuple,
              sysctls: Sysctls) -> dict:
     raise_limits(sysctls, size, sockets)
+    time_wait_at_start = settle_time_wait(sockets)
     base_uid = free_uid_block(uids)
     population = load = None
     try:
         population = start_population(size, uids, base_uid)
         if sockets:
             load = SocketLoad(sockets, uids, base_uid)
-            load.fill()
+            load.fill(0)
         time.sleep(PT_LIMIT + 0.5)          # every process must be old enough to be inspected
         commands = contenders(only, sockets)
         times = {name: [] for name in commands}
@@ -221,7 +253,9 @@ def run_case(size: int, sockets: int, rounds: int, uids: int, only: tuple,
         for _ in range(rounds):
             for name, (command, env) in commands.items():
                 if load:
-                    load.fill()
+                    # how long this contender took last time, or a guess for the first round
+                    expected = max(times[name]) if times[name] else 5 + size / 1000
+                    load.fill(1.5 * expected + 1)
                     time_wait_seen.append(tcp_sockstat().get("tw", 0))
                 elapsed, peak, output = measure(command, env)
                 if load:
@@ -232,7 +266,7 @@ def run_case(size: int, sockets: int, rounds: int, uids: int, only: tuple,
                 peaks[name].append(peak)
                 outputs[name] = output
             if load:
-                load.fill()
+                load.fill(2)
             tables.append(json.loads(measure([build("floor"), "--tables", "1"], os.environ)[2]))
     finally:
         if load:
@@ -246,6 +280,7 @@ def run_case(size: int, sockets: int, rounds: int, uids: int, only: tuple,
               "socket_mix": socket_mix(sockets) if sockets else None,
               "time": {k: spread(v) for k, v in times.items()},
               "peak_rss_mb": {k: spread(v) for k, v in peaks.items()},
+              "time_wait_at_start": time_wait_at_start,
               "time_wait_seen": spread(time_wait_seen) if time_wait_seen else None,
               "tables": {
                   "proc_net": spread([t["proc_net"][0] for t in tables]),
@@ -260,10 +295,13 @@ def run_case(size: int, sockets: int, rounds: int, uids: int, only: tuple,
                                   for k, v in times.items() if k != "floor"}
         result["floor_says"] = outputs["floor"].decode().strip()
     if "ptfast" in outputs:
-        # the floor only finds socket holders; ptfast's other checks (PT_USERPROC and the
+        # the check that ptfast finds what it must: every socket holder of the population (the
+        # host's other processes come and go). ptfast's other checks (PT_USERPROC and the
         # rest, on by default as in lfd) are run and timed, but not counted here
+        result["expected_holders"] = population_holders(size) + (load.holders + 1 if load else 0)
         result["findings"] = sum(1 for line in outputs["ptfast"].splitlines()
-                                 if json.loads(line)["check"] == "suspicious")
+                                 if json.loads(line)["check"] == "suspicious"
+                                 and base_uid <= json.loads(line)["uid"] < base_uid + uids)
     return result
 
 
@@ -288,9 +326,11 @@ def _case_title(result: dict) -> str:
 def report_case(result: dict) -> list:
     t, peak = result["time"], result["peak_rss_mb"]
     lines = [_case_title(result)]
-    if "findings" in result or "floor_says" in result:
-        lines.append(f"   ptfast reported {result.get('findings', '-')} suspicious; "
-                     f"floor: {result.get('floor_says', '-')}")
+    if "findings" in result:
+        lines.append(f"   ptfast reported {result['findings']:,} of the population's "
+                     f"{result['expected_holders']:,} socket holders")
+    if "floor_says" in result:
+        lines.append(f"   floor (the whole host): {result['floor_says']}")
     lines.append(f"   {'ms':<11}{'min':>9}{'median':>9}{'max':>9}{'x floor':>9}"
                  f"{'paired x floor':>19}{'peak RSS MB':>13}")
     for name, spread_ in t.items():

@@ -4,17 +4,20 @@
  * HOLDERS processes, holder i of uid BASE_UID + i % UIDS, hold LISTENING listening sockets and
  * ESTABLISHED established ones (both ends of ESTABLISHED / 2 connections, each between two
  * sockets of the same holder) on 127.0.0.1. This process then drops to BASE_UID and makes
- * TIME_WAIT sockets: on each line "fill N" read from its standard input it opens and closes
- * loopback connections until /proc/net/sockstat counts N sockets in TIME_WAIT, and prints
- * "filled TW" (fewer than N when the count stops growing, e.g. at net.ipv4.tcp_max_tw_buckets).
+ * TIME_WAIT sockets: on each line "fill N SECONDS" read from its standard input it opens and
+ * closes loopback connections until N of those it made will still be in TIME_WAIT in SECONDS,
+ * and prints "filled TW", TW being /proc/net/sockstat's count of TIME_WAIT sockets (it stops
+ * short of net.ipv4.tcp_max_tw_buckets, beyond which the kernel makes none).
  * Prints "ready PID" once the holders are set up. SIGTERM to the process group ends all; so
  * does the end of the process that started it (see common.h).
  *
  * TIME_WAIT stays with the side that closes first, so the client closes before the server. A
- * TIME_WAIT socket lasts 60 s (TCP_TIMEWAIT_LEN, not tunable), hence the refill on demand. Each
- * client binds a source address of 127.1.0.0/16 with IP_BIND_ADDRESS_NO_PORT, so the kernel picks
- * its port per 4-tuple: no 4-tuple repeats within 60 s (which would let tcp_tw_reuse recycle a
- * TIME_WAIT socket) and net.ipv4.ip_local_port_range need not change.
+ * TIME_WAIT socket lasts 60 s (TCP_TIMEWAIT_LEN, not tunable), hence the refill on demand; it
+ * looks ahead so that the count stays at N or more during a measurement (more at its start when
+ * earlier batches are about to expire). Each client binds a source address of 127.1.0.0/16 with
+ * IP_BIND_ADDRESS_NO_PORT, so the kernel picks its port per 4-tuple: no 4-tuple repeats within
+ * 60 s (tcp_tw_reuse would recycle a TIME_WAIT socket for it) and net.ipv4.ip_local_port_range
+ * need not change.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -24,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -56,15 +60,22 @@ static void connect_pair(int to, const struct sockaddr_in *from, int *client, in
     }
 }
 
-static long time_wait_count(void) {
+/* A number from /proc (sockstat's "tw", or a sysctl); -1 if unreadable. */
+static long proc_number(const char *path, const char *after) {
     char buf[4096];
-    int fd = open("/proc/net/sockstat", O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
     ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
     if (fd >= 0) close(fd);
     if (n <= 0) return -1;
     buf[n] = 0;
-    char *tw = strstr(buf, " tw ");
-    return tw ? atol(tw + 4) : -1;
+    char *at = after ? strstr(buf, after) : buf;
+    return at ? atol(at + (after ? strlen(after) : 0)) : -1;
+}
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
 }
 
 static void hold(int listening, int connections) {
@@ -76,17 +87,36 @@ static void hold(int listening, int connections) {
     }
 }
 
+/* TIME_WAIT sockets this process made, batch by batch, to know how many are still alive at a
+ * given time (each lives TIME_WAIT_SECONDS) without asking the kernel. */
+#define TIME_WAIT_SECONDS 60.0
+static struct batch { double made_at; long sockets; } *batches;
+static size_t nbatches, batches_cap;
+
+static long alive_at(double when) {
+    long alive = 0;
+    for (size_t i = 0; i < nbatches; i++)
+        if (batches[i].made_at > when - TIME_WAIT_SECONDS) alive += batches[i].sockets;
+    return alive;
+}
+
+/* "fill N SECONDS": make TIME_WAIT sockets until N of ours will still be alive SECONDS from now,
+ * so that a measurement lasting that long sees at least N throughout. */
 static void make_time_wait(void) {
     int to = loopback_listener();
     unsigned long made = 0;
     char line[128];
+    long limit = proc_number("/proc/sys/net/ipv4/tcp_max_tw_buckets", NULL);
     while (fgets(line, sizeof line, stdin)) {
-        long want = strncmp(line, "fill ", 5) == 0 ? atol(line + 5) : -1;
-        if (want < 0) continue;
-        long count = time_wait_count(), before = -1;
-        while (count < want && count > before) {     /* stop when a batch adds nothing */
-            before = count;
-            for (long i = 0; i < (want - count < 1000 ? want - count : 1000); i++, made++) {
+        long want;
+        double ahead;
+        if (sscanf(line, "fill %ld %lf", &want, &ahead) != 2) continue;
+        if (ahead > TIME_WAIT_SECONDS - 10) ahead = TIME_WAIT_SECONDS - 10;  /* else never met */
+        long missing;
+        while ((missing = want - alive_at(now() + ahead)) > 0 &&
+               proc_number("/proc/net/sockstat", " tw ") < limit - 1000) {
+            long batch = missing < 1000 ? missing : 1000;
+            for (long i = 0; i < batch; i++, made++) {
                 struct sockaddr_in from = {.sin_family = AF_INET};
                 /* 127.1.0.1 .. 127.1.254.254 */
                 from.sin_addr.s_addr = htonl(0x7f010000 | ((made / 254 % 254 + 1) << 8) |
@@ -96,9 +126,11 @@ static void make_time_wait(void) {
                 close(client);
                 close(server);
             }
-            count = time_wait_count();
+            if (nbatches == batches_cap)
+                batches = realloc(batches, (batches_cap = batches_cap * 2 + 64) * sizeof *batches);
+            batches[nbatches++] = (struct batch){now(), batch};
         }
-        printf("filled %ld\n", count);
+        printf("filled %ld\n", proc_number("/proc/net/sockstat", " tw "));
         fflush(stdout);
     }
 }
