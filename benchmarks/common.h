@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static void drop(uid_t uid) {
@@ -51,15 +52,25 @@ static int wait_ready(int pipe_read_end, long children) {
     return 0;
 }
 
-/* fork(); on failure the whole process group (this helper and its children) ends. */
+/* fork(); on failure the whole process group (this helper and its children) ends. The main
+ * process ignores SIGTERM (see reap_children), its children do not. */
 static pid_t fork_or_end_group(void) {
+    signal(SIGTERM, SIG_IGN);
     pid_t pid = fork();
     if (pid < 0) {
         perror("fork");
         kill(0, SIGTERM);
         _exit(1);
     }
+    if (pid == 0) signal(SIGTERM, SIG_DFL);
     return pid;
+}
+
+/* The SIGTERM that ends the group leaves the main process alive to reap every child: orphans
+ * would go to init, which may leave them as zombies for minutes, holding pids of the block. */
+static int reap_children(void) {
+    for (;;)
+        if (wait(NULL) < 0 && errno == ECHILD) return 0;
 }
 
 static int lifeline[2] = {-1, -1};

@@ -92,7 +92,7 @@ def exit_on_termination() -> None:
     signal.signal(signal.SIGHUP, unwind)
 
 
-def _uids_of_processes() -> dict:
+def _uids_of_processes(include_zombies: bool = True) -> dict:
     """pid -> set of (real, effective, saved, filesystem) uids, for every process now."""
     uids = {}
     for name in os.listdir("/proc"):
@@ -101,6 +101,8 @@ def _uids_of_processes() -> dict:
         try:
             with open(f"/proc/{name}/status", "rb") as handle:
                 for line in handle:
+                    if line.startswith(b"State:") and b"Z" in line and not include_zombies:
+                        break
                     if line.startswith(b"Uid:"):
                         uids[int(name)] = {int(field) for field in line.split()[1:]}
                         break
@@ -122,11 +124,11 @@ def free_uid_block(size: int) -> int:
 
 
 def kill_uid_block(base: int, size: int, timeout: float = 30.0) -> int:
-    """SIGKILL every process with a uid in the block until none is left; returns how many
-    remain (zombies not yet reaped by init count until they are)."""
+    """SIGKILL every live process with a uid in the block until none is left; returns how
+    many remain. (Zombies are dead already: their parent or init reaps them.)"""
     deadline = time.monotonic() + timeout
     while True:
-        pids = [pid for pid, uids in _uids_of_processes().items()
+        pids = [pid for pid, uids in _uids_of_processes(include_zombies=False).items()
                 if any(base <= uid < base + size for uid in uids)]
         if not pids or time.monotonic() > deadline:
             return len(pids)

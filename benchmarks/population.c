@@ -84,8 +84,5 @@ int main(int argc, char **argv) {
     if (wait_ready(ready[0], n)) return 1;
     printf("ready %d\n", getpid());
     fflush(stdout);
-    signal(SIGTERM, SIG_DFL);
-    for (;;) {
-        if (wait(NULL) < 0 && errno == ECHILD) return 0;
-    }
+    return reap_children();
 }

@@ -98,12 +98,16 @@ def start_population(size: int, uids: int, base_uid: int) -> subprocess.Popen:
     return popen
 
 
-def stop_group(popen: subprocess.Popen) -> None:
-    """End a population or socket load: both lead their own process group."""
+def stop_group(popen: subprocess.Popen, close_input: bool = False) -> None:
+    """End a population or socket load: both lead their own process group, whose SIGTERM
+    ends the children; the leader reaps them and exits (the socket load's once its standard
+    input ends)."""
     try:
         os.killpg(popen.pid, signal.SIGTERM)
     except ProcessLookupError:
         pass
+    if close_input and popen.stdin:
+        popen.stdin.close()
     popen.wait()
 
 
@@ -157,7 +161,7 @@ class SocketLoad:
         return int(self.popen.stdout.readline().split()[1])
 
     def stop(self) -> None:
-        stop_group(self.popen)
+        stop_group(self.popen, close_input=True)
 
 
 def contenders(only: tuple, sockets: int) -> dict:

@@ -8,8 +8,8 @@
  * closes loopback connections until N of those it made will still be in TIME_WAIT in SECONDS,
  * and prints "filled TW", TW being /proc/net/sockstat's count of TIME_WAIT sockets (it stops
  * short of net.ipv4.tcp_max_tw_buckets, beyond which the kernel makes none).
- * Prints "ready PID" once the holders are set up. SIGTERM to the process group ends all; so
- * does the end of the process that started it (see common.h).
+ * Prints "ready PID" once the holders are set up. SIGTERM to the process group, then the end of
+ * its standard input, ends all; so does the end of the process that started it (see common.h).
  *
  * TIME_WAIT stays with the side that closes first, so the client closes before the server. A
  * TIME_WAIT socket lasts 60 s (TCP_TIMEWAIT_LEN, not tunable), hence the refill on demand; it
@@ -165,11 +165,10 @@ int main(int argc, char **argv) {
     }
     close(ready[1]);
     if (wait_ready(ready[0], holders)) return 1;
-    signal(SIGCHLD, SIG_IGN);        /* the holders only end when killed: the kernel reaps them */
     drop(base);
     end_with_runner(runner);
     printf("ready %d\n", getpid());
     fflush(stdout);
-    make_time_wait();
-    return 0;
+    make_time_wait();               /* until the runner closes our standard input */
+    return reap_children();
 }
