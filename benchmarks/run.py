@@ -169,33 +169,38 @@ def contenders(only: tuple, sockets: int) -> dict:
             "--override", os.devnull, "--set", f"PT_LIMIT={PT_LIMIT}"]
     plain = {k: v for k, v in os.environ.items() if k != "PTFAST_NO_EXTENSIONS"}
     warm_pass = [sys.executable, os.path.join(HERE, "warm_pass.py")]
+    findings = (0, 1)           # ptfast scan exits 1 when it reports something
     every = {
-        "floor": ([build("floor"), str(PT_LIMIT)], plain),
-        "floor-diag": ([build("floor"), "--sockdiag", str(PT_LIMIT)], plain),
-        "ptfast": (scan, plain),
-        "twin": (scan, dict(plain, PTFAST_NO_EXTENSIONS="1")),
-        "psutil": ([sys.executable, os.path.join(HERE, "psutil_scan.py"), str(PT_LIMIT)], plain),
-        "ss": (["ss", "-tanp"], plain),
-        "ss-threads": (["ss", "-tanpT"], plain),
-        "warm": (warm_pass + ["warm", str(PT_LIMIT)], plain),
-        "pass": (warm_pass + ["pass", str(PT_LIMIT)], plain),
+        "floor": ([build("floor"), str(PT_LIMIT)], plain, (0,)),
+        "floor-diag": ([build("floor"), "--sockdiag", str(PT_LIMIT)], plain, (0,)),
+        "ptfast": (scan, plain, findings),
+        "twin": (scan, dict(plain, PTFAST_NO_EXTENSIONS="1"), findings),
+        "psutil": ([sys.executable, os.path.join(HERE, "psutil_scan.py"), str(PT_LIMIT)], plain,
+                   (0,)),
+        "ss": (["ss", "-tanp"], plain, (0,)),
+        "ss-threads": (["ss", "-tanpT"], plain, (0,)),
+        "warm": (warm_pass + ["warm", str(PT_LIMIT)], plain, (0,)),
+        "pass": (warm_pass + ["pass", str(PT_LIMIT)], plain, (0,)),
     }
     if not sockets:
         del every["floor-diag"]     # without TIME_WAIT to skip it only measures noise
     return {name: every[name] for name in CONTENDERS if name in every and name in only}
 
 
-def measure(command: list, env: dict) -> tuple[float, float, bytes]:
+class Failed(Exception):
+    """A contender exited with an unexpected status (its stderr says why)."""
+
+
+def measure(command: list, env: dict, statuses: tuple = (0,)) -> tuple[float, float, bytes]:
     """Wall seconds, peak RSS in MB, and stdout of one run (timed by benchmarks/timed.c)."""
     report_read, report_write = os.pipe()
     try:
         popen = subprocess.Popen([build("timed"), str(report_write), *command], env=env,
-                                 cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                 cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  pass_fds=(report_write,))
         os.close(report_write)
         try:
-            output = popen.stdout.read()
-            popen.wait()
+            output, errors = popen.communicate()
         except BaseException:           # Ctrl-C or SIGTERM: leave nothing running
             popen.kill()
             popen.wait()
@@ -208,8 +213,9 @@ def measure(command: list, env: dict) -> tuple[float, float, bytes]:
                 os.close(fd)
             except OSError:
                 pass
-    if popen.returncode not in (0, 1):
-        raise SystemExit(f"{command[:3]} failed with status {popen.returncode}")
+    if popen.returncode not in statuses:
+        raise Failed(f"status {popen.returncode}: "
+                     f"{errors.decode(errors='replace').strip()[-300:]}")
     return float(seconds), int(peak_kb) / 1024, output
 
 
@@ -254,16 +260,23 @@ def run_case(size: int, sockets: int, rounds: int, uids: int, only: tuple,
         time_wait_seen = []
         tables = []
         outputs = {}
+        failures: dict = {}
         for _ in range(rounds):
-            for name, (command, env) in commands.items():
+            for name, (command, env, statuses) in commands.items():
                 if load:
                     # how long this contender took last time, or a guess for the first round
                     expected = max(times[name]) if times[name] else 5 + size / 1000
                     load.fill(1.5 * expected + 1)
                     time_wait_seen.append(tcp_sockstat().get("tw", 0))
-                elapsed, peak, output = measure(command, env)
-                if load:
-                    time_wait_seen.append(tcp_sockstat().get("tw", 0))
+                try:
+                    elapsed, peak, output = measure(command, env, statuses)
+                except Failed as exc:       # e.g. a process of the host it cannot cope with
+                    failures.setdefault(name, []).append(str(exc))
+                    print(f"   {name} failed, not counted: {exc}", file=sys.stderr)
+                    continue
+                finally:
+                    if load:
+                        time_wait_seen.append(tcp_sockstat().get("tw", 0))
                 if name in TIMED_INSIDE:
                     elapsed = float(output)
                 times[name].append(elapsed)
@@ -282,8 +295,9 @@ def run_case(size: int, sockets: int, rounds: int, uids: int, only: tuple,
             print(f"warning: {left} processes of uids {base_uid}.. still there", file=sys.stderr)
     result = {"size": size, "sockets": sockets, "uids": uids, "rounds": rounds,
               "socket_mix": socket_mix(sockets) if sockets else None,
-              "time": {k: spread(v) for k, v in times.items()},
-              "peak_rss_mb": {k: spread(v) for k, v in peaks.items()},
+              "time": {k: spread(v) for k, v in times.items() if v},
+              "peak_rss_mb": {k: spread(v) for k, v in peaks.items() if v},
+              "failures": failures,
               "time_wait_at_start": time_wait_at_start,
               "time_wait_seen": spread(time_wait_seen) if time_wait_seen else None,
               "tables": {
@@ -293,7 +307,7 @@ def run_case(size: int, sockets: int, rounds: int, uids: int, only: tuple,
                   "proc_net_bytes": tables[-1]["proc_net_bytes"],
                   "proc_net_inodes": tables[-1]["proc_net_inodes"],
                   "sock_diag_sockets": tables[-1]["sock_diag_sockets"]}}
-    if "floor" in times:
+    if "floor" in outputs and not failures:
         # per round, against the floor of the same round: how much of a ratio is noise
         result["paired_ratio"] = {k: spread([a / b for a, b in zip(v, times["floor"])])
                                   for k, v in times.items() if k != "floor"}
@@ -336,16 +350,20 @@ def report_case(result: dict) -> list:
     if "floor_says" in result:
         lines.append(f"   floor (the whole host): {result['floor_says']}")
     lines.append(f"   {'ms':<11}{'min':>9}{'median':>9}{'max':>9}{'x floor':>9}"
-                 f"{'paired x floor':>19}{'peak RSS MB':>13}")
+                 f"{'paired x floor':>22}{'peak RSS MB':>13}")
     for name, spread_ in t.items():
         ratio = paired = ""
         if "floor" in t and name != "floor":
             ratio = f"{spread_['median'] / t['floor']['median']:.2f}"
-            p = result["paired_ratio"][name]
-            paired = f"{p['min']:.2f} / {p['median']:.2f} / {p['max']:.2f}"
+            if "paired_ratio" in result:
+                p = result["paired_ratio"][name]
+                paired = f"{p['min']:.2f} / {p['median']:.2f} / {p['max']:.2f}"
         lines.append(f"   {name:<11}{spread_['min'] * 1000:9.1f}{spread_['median'] * 1000:9.1f}"
-                     f"{spread_['max'] * 1000:9.1f}{ratio:>9}{paired:>19}"
+                     f"{spread_['max'] * 1000:9.1f}{ratio:>9}{paired:>22}"
                      f"{peak[name]['max']:13.1f}")
+    for name, failed in result["failures"].items():
+        lines.append(f"   {name:<11}failed {len(failed)} of {result['rounds']} rounds: "
+                     f"{failed[-1][:150]}")
 
     def median(name):
         return t[name]["median"] if name in t else None
