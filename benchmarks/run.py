@@ -31,7 +31,9 @@ seen before and after each measurement are recorded. Wall time and peak RSS of a
 taken by benchmarks/timed.c (the runner's own wait4() would report its own size as every
 contender's peak).
 
-Prints min / median / max wall times, ratios to the floor (these machines are shared and noisy:
+A run that exits with an unexpected status is reported with its stderr and not timed (psutil,
+for one, gives up on a process whose exe path is longer than PATH_MAX). Prints min / median /
+max wall times, ratios to the floor (these machines are shared and noisy:
 compare ratios taken in one run, not absolute times) and peak resident memory, and writes
 everything, with the environment, to benchmarks/results/run-*.json. The population's uids are a
 block no account or process uses; everything of that block is killed at the end. kernel.pid_max,
