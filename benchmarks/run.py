@@ -26,7 +26,8 @@ then runs in turn, ROUNDS times:
 and, once per round, `floor --tables 1`: reading the TCP tables from /proc/net/tcp + tcp6
 against sock_diag, timed inside the C program. TIME_WAIT sockets live 60 s, so the load is
 topped up before every measurement (never during one), enough for the TIME_WAIT share to last
-until the measurement ends (1.5 times the contender's longest time so far); the TIME_WAIT counts
+until the measurement ends (1.5 times the longest run of the contender's process so far); the
+TIME_WAIT counts
 seen before and after each measurement are recorded. Wall time and peak RSS of a command are
 taken by benchmarks/timed.c (the runner's own wait4() would report its own size as every
 contender's peak).
@@ -258,6 +259,7 @@ def run_case(size: int, sockets: int, rounds: int, uids: int, only: tuple,
         time.sleep(PT_LIMIT + 0.5)          # every process must be old enough to be inspected
         commands = contenders(only, sockets)
         times = {name: [] for name in commands}
+        walls = {name: [] for name in commands}     # whole process, warm and pass included
         peaks = {name: [] for name in commands}
         time_wait_seen = []
         tables = []
@@ -266,8 +268,8 @@ def run_case(size: int, sockets: int, rounds: int, uids: int, only: tuple,
         for _ in range(rounds):
             for name, (command, env, statuses) in commands.items():
                 if load:
-                    # how long this contender took last time, or a guess for the first round
-                    expected = max(times[name]) if times[name] else 5 + size / 1000
+                    # how long this contender's process took so far, or a first guess
+                    expected = max(walls[name]) if walls[name] else 5 + size / 1000
                     load.fill(1.5 * expected + 1)
                     time_wait_seen.append(tcp_sockstat().get("tw", 0))
                 try:
@@ -279,6 +281,7 @@ def run_case(size: int, sockets: int, rounds: int, uids: int, only: tuple,
                 finally:
                     if load:
                         time_wait_seen.append(tcp_sockstat().get("tw", 0))
+                walls[name].append(elapsed)
                 if name in TIMED_INSIDE:
                     elapsed = float(output)
                 times[name].append(elapsed)
