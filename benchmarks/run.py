@@ -27,15 +27,14 @@ and, once per round, `floor --tables 1`: reading the TCP tables from /proc/net/t
 against sock_diag, timed inside the C program. TIME_WAIT sockets live 60 s, so the load is
 topped up before every measurement (never during one), enough for the TIME_WAIT share to last
 until the measurement ends (1.5 times the longest run of the contender's process so far); the
-TIME_WAIT counts
-seen before and after each measurement are recorded. Wall time and peak RSS of a command are
-taken by benchmarks/timed.c (the runner's own wait4() would report its own size as every
-contender's peak).
+TIME_WAIT counts seen before and after each measurement are recorded. Wall time and peak RSS of
+a command are taken by benchmarks/timed.c (the runner's own wait4() would report its own size
+as every contender's peak).
 
 A run that exits with an unexpected status is reported with its stderr and not timed (psutil,
 for one, gives up on a process whose exe path is longer than PATH_MAX). Prints min / median /
-max wall times, ratios to the floor (these machines are shared and noisy:
-compare ratios taken in one run, not absolute times) and peak resident memory, and writes
+max wall times, ratios to the floor (these machines are shared and noisy: compare ratios taken
+in one run, not absolute times) and peak resident memory, and writes
 everything, with the environment, to benchmarks/results/run-*.json. The population's uids are a
 block no account or process uses; everything of that block is killed at the end. kernel.pid_max,
 kernel.threads-max and net.ipv4.tcp_max_tw_buckets are raised when a case needs it and restored
@@ -163,6 +162,13 @@ class SocketLoad:
         self.popen.stdin.flush()
         return int(self.popen.stdout.readline().split()[1])
 
+    def refill_for(self, seconds: float, seen: list):
+        """A fill to call later, noting the TIME_WAIT count it reached in ``seen``."""
+        def refill() -> None:
+            self.fill(seconds)
+            seen.append(tcp_sockstat().get("tw", 0))
+        return refill
+
     def stop(self) -> None:
         stop_group(self.popen, close_input=True)
 
@@ -194,15 +200,26 @@ class Failed(Exception):
     """A contender exited with an unexpected status (its stderr says why)."""
 
 
-def measure(command: list, env: dict, statuses: tuple = (0,)) -> tuple[float, float, bytes]:
-    """Wall seconds, peak RSS in MB, and stdout of one run (timed by benchmarks/timed.c)."""
+def measure(command: list, env: dict, statuses: tuple = (0,),
+            before_timing=None) -> tuple[float, float, bytes]:
+    """Wall seconds, peak RSS in MB, and stdout of one run (timed by benchmarks/timed.c).
+
+    With ``before_timing``, the command is warm_pass.py's handshake: it is called once the
+    command says "set up", and the command goes on when it returns."""
     report_read, report_write = os.pipe()
     try:
         popen = subprocess.Popen([build("timed"), str(report_write), *command], env=env,
                                  cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 stdin=subprocess.PIPE if before_timing else None,
                                  pass_fds=(report_write,))
         os.close(report_write)
         try:
+            if before_timing:
+                if popen.stdout.readline().strip() == b"set up":
+                    before_timing()
+                popen.stdin.write(b"go\n")
+                popen.stdin.close()
+                popen.stdin = None          # communicate() must not flush it again
             output, errors = popen.communicate()
         except BaseException:           # Ctrl-C or SIGTERM: leave nothing running
             popen.kill()
@@ -272,8 +289,15 @@ def run_case(size: int, sockets: int, rounds: int, uids: int, only: tuple,
                     expected = max(walls[name]) if walls[name] else 5 + size / 1000
                     load.fill(1.5 * expected + 1)
                     time_wait_seen.append(tcp_sockstat().get("tw", 0))
+                before_timing = None
+                if load and name in TIMED_INSIDE:
+                    # the first pass can outlast the TIME_WAIT sockets: refill before the timed
+                    # part too, for as long as it took so far
+                    command = command + ["--handshake"]
+                    before_timing = load.refill_for(
+                        1.5 * max(times[name]) + 1 if times[name] else 10, time_wait_seen)
                 try:
-                    elapsed, peak, output = measure(command, env, statuses)
+                    elapsed, peak, output = measure(command, env, statuses, before_timing)
                 except Failed as exc:       # e.g. a process of the host it cannot cope with
                     failures.setdefault(name, []).append(str(exc))
                     print(f"   {name} failed, not counted: {exc}", file=sys.stderr)

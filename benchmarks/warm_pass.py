@@ -5,6 +5,10 @@ daemon pays every PT_INTERVAL). Run by benchmarks/run.py, as root; prints second
                                                     # everything, nothing remembered as reported
     python3 benchmarks/warm_pass.py pass PT_LIMIT   # a steady pass: everything found is
                                                     # already reported (no fd walk for it)
+
+With --handshake after them, it prints "set up" once the first pass is done and waits for a
+line on its standard input before the timed part (the runner refills its TIME_WAIT sockets
+then: the first pass can outlast them).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from ptfast.cli import build_parser
 
 def main() -> int:
     mode, limit = sys.argv[1], sys.argv[2]
+    handshake = sys.argv[3:] == ["--handshake"]
     with tempfile.TemporaryDirectory() as scratch:
         args = build_parser().parse_args([
             "run", "--quiet", "--config", os.devnull, "--override", os.devnull,
@@ -37,6 +42,9 @@ def main() -> int:
         service._deliver = service._save_state
         try:
             service.run_pass()          # the first pass alerts on everything and warms caches
+            if handshake:
+                print("set up", flush=True)
+                sys.stdin.readline()
             started = time.perf_counter()
             if mode == "warm":
                 service.state.keys.clear()
