@@ -177,6 +177,9 @@ def contenders(only: tuple, sockets: int) -> dict:
     scan = [sys.executable, "-m", "ptfast", "scan", "--json", "--config", os.devnull,
             "--override", os.devnull, "--set", f"PT_LIMIT={PT_LIMIT}"]
     plain = {k: v for k, v in os.environ.items() if k != "PTFAST_NO_EXTENSIONS"}
+    # the scripts in benchmarks/ must import this tree's ptfast, as `-m ptfast` from it does,
+    # not whichever one the interpreter has installed
+    plain["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))
     warm_pass = [sys.executable, os.path.join(HERE, "warm_pass.py")]
     findings = (0, 1)           # ptfast scan exits 1 when it reports something
     every = {
