@@ -8,7 +8,9 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -30,6 +32,9 @@ int main(int argc, char **argv) {
     double started = now();
     pid_t pid = fork();
     if (pid == 0) {
+        /* killed with us: the runner kills this process when it is interrupted */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() == 1) _exit(1);
         execvp(argv[2], argv + 2);
         perror(argv[2]);
         _exit(127);
