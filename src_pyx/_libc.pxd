@@ -39,3 +39,6 @@ cdef extern from * nogil:
     }
     """
     int fstatat "ptfast_fstatat"(int dirfd, const char *pathname, struct_stat *buf, int flags)
+
+cdef extern from "<string.h>" nogil:
+    void *memrchr(const void *s, int c, size_t n)      # a GNU extension Cython does not declare
