@@ -21,6 +21,7 @@ the other rules still load.
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
@@ -73,16 +74,12 @@ def _regex():
 
 # Rules that cannot share one alternation with others: global inline flags such as (?s) would
 # leak into the other rules, and group references would change their numbers.
-_NOT_COMBINABLE_TEXT = r"\(\?[a-zA-Z]+\)|\\[1-9]|\(\?P=|\(\?P<|\(\?<[a-zA-Z_]"
-
-
-_not_combinable_pattern: list = []
+# (the standard re is enough to read a rule's text; regex is for matching with it)
+_NOT_COMBINABLE = re.compile(r"\(\?[a-zA-Z]+\)|\\[1-9]|\(\?P=|\(\?P<|\(\?<[a-zA-Z_]")
 
 
 def _not_combinable(text: str) -> bool:
-    if not _not_combinable_pattern:
-        _not_combinable_pattern.append(_regex().compile(_NOT_COMBINABLE_TEXT))
-    return _not_combinable_pattern[0].search(text) is not None
+    return _NOT_COMBINABLE.search(text) is not None
 
 
 @dataclass
