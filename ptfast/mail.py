@@ -199,11 +199,13 @@ class Spool:
     def flush(self, mailer: Mailer, log) -> tuple[int, int]:
         """Try the spooled messages, oldest first. When the route is down, stop (the rest
         would fail too); when only one message is refused, keep it and go on with the next.
-        Returns (delivered, still waiting)."""
+        Returns (delivered, still waiting): the waiting are ptfast's own alerts not sent yet
+        (refused, or behind a route that is down); files ptfast will not send (not its own)
+        are left in place and not counted."""
         pending = self.pending()
-        delivered = 0
+        delivered = refused = 0
         route, directory = escape_text(mailer.route), escape_text(self.directory)
-        for path in pending:
+        for number, path in enumerate(pending):
             name = escape_text(os.path.basename(path))
             try:
                 message = safepaths.read_private_file(path, MAX_MESSAGE_BYTES)
@@ -215,15 +217,16 @@ class Spool:
                 note = mailer.deliver(message)
             except DeliveryError as exc:
                 if exc.route_down:
-                    waiting = len(pending) - delivered
+                    waiting = refused + len(pending) - number
                     log(f"*Alert delivery failed* via {route}: {exc}; {waiting} alert(s) "
                         f"kept in {directory} for the next pass")
                     return delivered, waiting
                 log(f"*Alert delivery failed* via {route}: {exc}; "
                     f"{name} kept in {directory} for the next pass")
+                refused += 1
                 continue
             if note:
                 log(note)
             os.unlink(path)
             delivered += 1
-        return delivered, len(pending) - delivered
+        return delivered, refused
