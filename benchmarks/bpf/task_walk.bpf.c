@@ -26,12 +26,14 @@ char LICENSE[] SEC("license") = "GPL";   /* bpf_d_path and bpf_seq_write are GPL
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 
-enum record_kind { PROCESS = 1, SOCKET = 2, OPEN_FILE = 3 };
+enum record_kind { PROCESS = 1, SOCKET = 2, OPEN_FILE = 3, CMDLINE = 4 };
 
 struct proc_rec {
 	__u32 kind, tgid, ppid, pgrp, sid, uid, flags, threads;
 	__u64 start_ns;         /* task->start_boottime: /proc/PID/stat's starttime in ns */
 	__u64 exe_ino;
+	__u64 vm_pages;         /* mm->total_vm, as /proc/PID/stat's vsize / page size */
+	__u64 rss_pages;        /* file + anon + shmem pages, as stat's rss (get_mm_rss) */
 	__u32 exe_dev;          /* the kernel's dev_t (MAJOR << 20 | MINOR), not st_dev's encoding */
 	__u32 exe_nlink, exe_uid, exe_mode, exit_state;
 	__u32 exe_len;          /* bytes of exe path following the record, NUL included; 0: none */
@@ -75,6 +77,14 @@ static __always_inline void write_path(struct seq_file *seq, const struct path *
 	}
 }
 
+/* percpu_counter_read_positive(): the shared count, as /proc/PID/stat reads it */
+static __always_inline __u64 counter(struct percpu_counter *fbc)
+{
+	s64 count = fbc->count;
+
+	return count > 0 ? count : 0;
+}
+
 SEC("iter/task")
 int dump_processes(struct bpf_iter__task *ctx)
 {
@@ -99,6 +109,12 @@ int dump_processes(struct bpf_iter__task *ctx)
 	rec.exit_state = task->exit_state;
 	__builtin_memcpy(rec.comm, task->comm, sizeof rec.comm);
 	mm = task->mm;
+	if (mm && !(task->flags & PF_KTHREAD)) {
+		rec.vm_pages = mm->total_vm;
+		rec.rss_pages = counter(&mm->rss_stat[MM_FILEPAGES]) +
+				counter(&mm->rss_stat[MM_ANONPAGES]) +
+				counter(&mm->rss_stat[MM_SHMEMPAGES]);
+	}
 	exe = mm ? mm->exe_file : NULL;
 	if (!exe || (task->flags & PF_KTHREAD)) {
 		bpf_seq_write(seq, &rec, sizeof rec);
@@ -175,6 +191,53 @@ SEC("iter/task_file")
 int dump_files(struct bpf_iter__task_file *ctx)
 {
 	return dump_file(ctx, true);
+}
+
+struct cmdline_rec {
+	__u32 kind, tgid, len, pad;
+};
+
+#define CMDLINE_BYTES 4096
+
+/* The sleepable iterator's buffer: its own, as a sleeping program may be interleaved on its
+ * CPU with the other iterators (two readers of dump_cmdlines at once could still mix theirs). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, char[CMDLINE_BYTES]);
+} cmdline_scratch SEC(".maps");
+
+/* The argument area of every process (at most CMDLINE_BYTES of it): reading another process's
+ * memory may fault pages in, hence a sleepable iterator (kernel 5.18+). /proc/PID/cmdline
+ * also follows a process that rewrote its arguments past arg_end (setproctitle); this does not. */
+SEC("iter.s/task")
+int dump_cmdlines(struct bpf_iter__task *ctx)
+{
+	struct seq_file *seq = ctx->meta->seq;
+	struct task_struct *task = ctx->task;
+	struct cmdline_rec rec = {.kind = CMDLINE};
+	__u32 zero = 0;
+	unsigned long start, end, len;
+	char *buf;
+
+	if (!task || task->pid != task->tgid || (task->flags & PF_KTHREAD))
+		return 0;
+	start = BPF_CORE_READ(task, mm, arg_start);
+	end = BPF_CORE_READ(task, mm, arg_end);
+	buf = bpf_map_lookup_elem(&cmdline_scratch, &zero);
+	if (!buf || end <= start)
+		return 0;
+	len = end - start;
+	if (len > CMDLINE_BYTES)
+		len = CMDLINE_BYTES;
+	rec.tgid = task->tgid;
+	if (bpf_copy_from_user_task(buf, len, (void *)start, task, 0))
+		return 0;
+	rec.len = len;
+	bpf_seq_write(seq, &rec, sizeof rec);
+	bpf_seq_write(seq, buf, len);
+	return 0;
 }
 
 /* The iteration alone, nothing read or written: what any iterator-based walk costs at least. */

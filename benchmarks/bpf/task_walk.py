@@ -21,12 +21,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 OBJECT = os.path.join(HERE, "build", "task_walk.bpf.o")
 
 # task_walk.bpf.c's records, little-endian, no padding (checked by the C side's layout)
-PROC_REC = struct.Struct("<8I2Q6I16s")
+PROC_REC = struct.Struct("<8I4Q6I16s")
+CMDLINE_REC = struct.Struct("<4I")
 FILE_REC = struct.Struct("<4IQ3H2B2I2HI16s16s")
-PROCESS, SOCKET, OPEN_FILE = 1, 2, 3
+PROCESS, SOCKET, OPEN_FILE, CMDLINE = 1, 2, 3, 4
 KIND = struct.Struct("<I")
 PF_KTHREAD = 0x00200000
 NSEC_PER_TICK = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGESIZE")
+DELETED_SUFFIX = " (deleted)"
 AF_UNIX, AF_NETLINK = 1, 16
 READ_SIZE = 1 << 20
 
@@ -63,7 +66,8 @@ def _failed(what: str) -> LibbpfError:
 class Iterators:
     """The loaded object and one link per iterator; ``read(name)`` runs one walk."""
 
-    PROGRAMS = ("dump_processes", "dump_sockets", "dump_files", "visit_tasks", "visit_files")
+    PROGRAMS = ("dump_processes", "dump_sockets", "dump_files", "dump_cmdlines", "visit_tasks",
+                "visit_files")
 
     def __init__(self, object_path: str = OBJECT, programs=("dump_processes", "dump_sockets")):
         self.lib = _libbpf()
@@ -128,7 +132,10 @@ class Proc:
     uid: int
     start_time: int             # clock ticks after boot, as /proc/PID/stat
     threads: int
+    vm_size_bytes: int
+    vm_rss_bytes: int
     exe: str
+    exe_deleted: bool
     exe_dev: int                # st_dev's encoding
     exe_ino: int
     exe_nlink: int
@@ -136,6 +143,7 @@ class Proc:
     exe_mode: int
     comm: str
     zombie: bool
+    cmdline: str = ""
     sockets: dict = field(default_factory=dict)      # inode -> SockInfo
     open_files: dict = field(default_factory=dict)   # path -> None, in fd order
 
@@ -168,9 +176,9 @@ def parse_processes(data: bytes) -> dict:
     found = {}
     offset, end, size = 0, len(data), PROC_REC.size
     while offset < end:
-        (kind, tgid, ppid, pgrp, sid, uid, flags, threads, start_ns, exe_ino, exe_dev,
-         exe_nlink, exe_uid, exe_mode, exit_state, exe_len, comm) = PROC_REC.unpack_from(
-            data, offset)
+        (kind, tgid, ppid, pgrp, sid, uid, flags, threads, start_ns, exe_ino, vm_pages,
+         rss_pages, exe_dev, exe_nlink, exe_uid, exe_mode, exit_state, exe_len,
+         comm) = PROC_REC.unpack_from(data, offset)
         if kind != PROCESS:
             raise ValueError(f"record kind {kind} at {offset}: not a process record")
         offset += size
@@ -178,10 +186,31 @@ def parse_processes(data: bytes) -> dict:
         offset += exe_len
         if flags & PF_KTHREAD:
             continue
-        found[tgid] = Proc(tgid, ppid, pgrp, sid, uid, start_ns // NSEC_PER_TICK, threads, exe,
+        # deleted: no link left to the file (ptfast also checks a suffix against the path)
+        deleted = exe_len > 0 and exe_nlink == 0
+        if deleted and exe.endswith(DELETED_SUFFIX):
+            exe = exe[:-len(DELETED_SUFFIX)]
+        found[tgid] = Proc(tgid, ppid, pgrp, sid, uid, start_ns // NSEC_PER_TICK, threads,
+                           vm_pages * PAGE_SIZE, rss_pages * PAGE_SIZE, exe, deleted,
                            _user_dev(exe_dev), exe_ino, exe_nlink, exe_uid, exe_mode,
                            _text(comm), exit_state != 0 or not exe_len)
     return found
+
+
+def parse_cmdlines(data: bytes, processes: dict) -> None:
+    """Sets each process's cmdline as ptfast normalises it (NULs as spaces, stripped)."""
+    offset, end, size = 0, len(data), CMDLINE_REC.size
+    while offset < end:
+        kind, tgid, length, _pad = CMDLINE_REC.unpack_from(data, offset)
+        if kind != CMDLINE:
+            raise ValueError(f"record kind {kind} at {offset}: not a cmdline record")
+        offset += size
+        proc = processes.get(tgid)
+        if proc is not None:
+            raw = data[offset:offset + length]
+            proc.cmdline = raw.rstrip(b"\0").replace(b"\0", b" ").rstrip().decode(
+                "utf-8", "surrogateescape")
+        offset += length
 
 
 def parse_files(data: bytes, processes: dict) -> None:
@@ -210,9 +239,11 @@ def network_sockets(proc: Proc) -> set:
             if sock.family not in (AF_UNIX, AF_NETLINK)}
 
 
-def walk(iterators: Iterators, files: str = "dump_sockets") -> dict:
+def walk(iterators: Iterators, files: str = "dump_sockets", cmdlines: bool = False) -> dict:
     processes = parse_processes(iterators.read("dump_processes"))
     parse_files(iterators.read(files), processes)
+    if cmdlines:
+        parse_cmdlines(iterators.read("dump_cmdlines"), processes)
     return processes
 
 

@@ -1,0 +1,243 @@
+"""The in-kernel walk (BPF iterators) against ptfast's /proc scan and the C floor, measured.
+
+    sudo python3 benchmarks/bpf/measure.py                          # 20,000 and 50,000
+    sudo python3 benchmarks/bpf/measure.py --sizes 2000 --rounds 3
+
+For each size it starts benchmarks/population.c through benchmarks/run.py's helpers (raising
+kernel.pid_max when the population would not fit, restoring it after), then:
+
+1. checks that the iterators find what ``ptfast.procfs.scan('/proc', True)`` finds: the same
+   (pid, socket inode) pairs for every process of the population (and, on the whole host, for
+   every process seen by both with the same start time), and says how the other fields compare;
+2. times, interleaved, ROUNDS times:
+     floor        benchmarks/floor.c (a process of its own, as in run.py)
+     scan         ptfast.procfs.scan('/proc', True) in this process, compiled core
+     bpf-read     the two iterators read to their end (kernel work only, records not parsed)
+     bpf-walk     the same, parsed into Python records (task_walk.walk)
+     bpf-files    processes and every fd's path (what scan's open_files holds), parsed
+     bpf-full     bpf-files and every process's cmdline: all that scan's records hold
+     bpf-cold     open + verify + attach + bpf-walk + close, as a one-shot command would
+   and prints min / median / max in ms and the ratios of medians.
+
+Not part of the test suite; needs root, clang, bpftool and libbpf (see README.md here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))       # benchmarks/: run.py's helpers
+sys.path.insert(0, HERE)
+
+import run  # noqa: E402  (benchmarks/run.py)
+import task_walk  # noqa: E402
+
+from ptfast import procfs  # noqa: E402
+
+PID_MAX = "/proc/sys/kernel/pid_max"
+PID_HEADROOM = 20_000
+# fields both records carry under the same name, compared process by process
+COMPARED = ("ppid", "pgrp", "session", "uid", "start_time", "threads", "vm_size_bytes",
+            "vm_rss_bytes", "exe", "exe_deleted", "exe_dev", "exe_ino", "exe_uid", "exe_mode",
+            "cmdline")
+
+
+def build_object() -> None:
+    subprocess.run(["make", "-s", "-C", HERE], check=True)
+
+
+def read_pid_max() -> int:
+    with open(PID_MAX) as handle:
+        return int(handle.read())
+
+
+def write_pid_max(value: int) -> None:
+    with open(PID_MAX, "w") as handle:
+        handle.write(str(value))
+
+
+def raise_pid_max(size: int):
+    """Raises pid_max when SIZE more processes might not fit; returns (was, set) or None."""
+    tasks = sum(1 for name in os.listdir("/proc") if name.isdigit())
+    needed = tasks + size + PID_HEADROOM
+    was = read_pid_max()
+    if was >= needed:
+        return None
+    write_pid_max(needed)
+    return was, needed
+
+
+def restore_pid_max(change) -> None:
+    # another benchmark on this machine may have changed it meanwhile: then it is theirs
+    if change is not None and read_pid_max() == change[1]:
+        write_pid_max(change[0])
+
+
+def population_pids(leader: int) -> set:
+    pids = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as handle:
+                    raw = handle.read()
+            except OSError:
+                continue
+            if int(raw[raw.rfind(b")") + 2:].split()[1]) == leader:
+                pids.add(int(name))
+    return pids
+
+
+def pairs(sockets_by_pid: dict, pids) -> set:
+    return {(pid, inode) for pid in pids for inode in sockets_by_pid.get(pid, ())}
+
+
+def compare(leader: int) -> list:
+    """Lines saying how the iterators' records match the /proc scan's."""
+    members = population_pids(leader)
+    snapshot = procfs.scan("/proc", True)
+    with task_walk.Iterators(programs=("dump_processes", "dump_files",
+                                       "dump_cmdlines")) as iterators:
+        walked = task_walk.walk(iterators, "dump_files", cmdlines=True)
+    scanned = {proc.pid: proc for proc in snapshot.processes}
+    scan_sockets = {pid: {sock.inode for sock in proc.sockets or ()}
+                    for pid, proc in scanned.items()}
+    walk_sockets = {pid: task_walk.network_sockets(proc) for pid, proc in walked.items()}
+    lines = []
+    ours_scan, ours_walk = pairs(scan_sockets, members), pairs(walk_sockets, members)
+    lines.append(f"population: {len(members)} processes; (pid, socket inode) pairs: scan "
+                 f"{len(ours_scan)}, iterator {len(ours_walk)}, identical: "
+                 f"{ours_scan == ours_walk}")
+    if ours_scan != ours_walk:
+        lines.append(f"   only in scan: {sorted(ours_scan - ours_walk)[:10]}; only in iterator:"
+                     f" {sorted(ours_walk - ours_scan)[:10]}")
+    # this process's own fds change between the two walks: it is left out
+    both = [pid for pid in scanned.keys() & walked.keys()
+            if scanned[pid].start_time == walked[pid].start_time and pid != os.getpid()]
+    host_scan, host_walk = pairs(scan_sockets, both), pairs(walk_sockets, both)
+    lines.append(f"whole host: scan {len(scanned)} processes, iterator {len(walked)}, "
+                 f"{len(both)} in both; pairs scan {len(host_scan)}, iterator "
+                 f"{len(host_walk)}; differing pairs {len(host_scan ^ host_walk)}")
+    for pid, inode in sorted(host_scan ^ host_walk)[:5]:
+        side = "scan" if (pid, inode) in host_scan else "iterator"
+        lines.append(f"   only in {side}: pid {pid} ({walked[pid].comm!r}) inode {inode}")
+    differing = {name: 0 for name in COMPARED + ("open_files",)}
+    for pid in both:
+        ours, theirs = walked[pid], scanned[pid]
+        for name in COMPARED:
+            if getattr(ours, name) != getattr(theirs, name):
+                differing[name] += 1
+        if set(ours.open_files) != set(theirs.open_files or ()):
+            differing["open_files"] += 1
+    lines.append("processes in both whose field differs: " + ", ".join(
+        f"{name} {count}" for name, count in differing.items()))
+    for name in differing:
+        shown = 0
+        for pid in both:
+            ours, theirs = walked[pid], scanned[pid]
+            if name == "open_files":
+                mine, its = set(ours.open_files), set(theirs.open_files or ())
+            else:
+                mine, its = getattr(ours, name), getattr(theirs, name)
+            if mine != its and shown < 2:
+                shown += 1
+                lines.append(f"   {name} of {pid} ({ours.comm!r}): iterator {mine!r}, "
+                             f"scan {its!r}")
+    return lines
+
+
+def timed(function) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
+def floor_run(binary: str) -> None:
+    subprocess.run([binary, str(run.PT_LIMIT)], check=True, stdout=subprocess.DEVNULL)
+
+
+def cold_walk() -> None:
+    with task_walk.Iterators() as iterators:
+        task_walk.walk(iterators)
+
+
+def measure(rounds: int) -> dict:
+    floor = run.build("floor")
+    warm = task_walk.Iterators(programs=("dump_processes", "dump_sockets", "dump_files",
+                                         "dump_cmdlines"))
+    try:
+        contenders = {
+            "floor": lambda: floor_run(floor),
+            "scan": lambda: procfs.scan("/proc", True),
+            "bpf-read": lambda: (warm.read("dump_processes"), warm.read("dump_sockets")),
+            "bpf-walk": lambda: task_walk.walk(warm),
+            "bpf-files": lambda: task_walk.walk(warm, "dump_files"),
+            "bpf-full": lambda: task_walk.walk(warm, "dump_files", cmdlines=True),
+            "bpf-cold": cold_walk,
+        }
+        times: dict = {name: [] for name in contenders}
+        for _ in range(rounds):
+            for name, function in contenders.items():
+                times[name].append(timed(function))
+        return times
+    finally:
+        warm.close()
+
+
+def report(size: int, times: dict) -> list:
+    lines = [f"   {'':10} {'min':>8} {'median':>8} {'max':>8}   ms"]
+    for name, values in times.items():
+        lines.append(f"   {name:10} {min(values) * 1000:8.1f} {statistics.median(values) * 1000:8.1f}"
+                     f" {max(values) * 1000:8.1f}")
+    median = {name: statistics.median(values) for name, values in times.items()}
+    for slow in ("scan", "floor"):
+        lines.append(f"   {slow} / " + ", ".join(
+            f"{fast} {median[slow] / median[fast]:.2f}x"
+            for fast in ("bpf-read", "bpf-walk", "bpf-files", "bpf-full", "bpf-cold")))
+    lines.append(f"   per 1,000 processes (median ms): " + ", ".join(
+        f"{name} {median[name] * 1e6 / size:.2f}" for name in median))
+    return lines
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg") as handle:
+        return " ".join(handle.read().split()[:3])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="20000,50000")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--uids", type=int, default=300, help="distinct uids in the population")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: the population spreads over many uids, BPF needs root")
+    if procfs.CORE_NAME != "compiled":
+        raise SystemExit(f"the compiled core is not in use: {procfs.CORE_FALLBACK_REASON}")
+    build_object()
+    print(f"kernel {os.uname().release}, {os.cpu_count()} CPUs", flush=True)
+    for size in (int(s) for s in args.sizes.split(",")):
+        change = raise_pid_max(size)
+        try:
+            population = run.start_population(size, args.uids)
+            try:
+                print(f"== {size} processes (load average before: {loadavg()})", flush=True)
+                for line in compare(population.pid):
+                    print("   " + line, flush=True)
+                times = measure(args.rounds)
+                print("\n".join(report(size, times)), flush=True)
+                print(f"   load average after: {loadavg()}", flush=True)
+            finally:
+                run.stop_population(population)
+        finally:
+            restore_pid_max(change)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
