@@ -3,12 +3,14 @@
     sudo python3 benchmarks/bpf/measure.py                          # 20,000 and 50,000
     sudo python3 benchmarks/bpf/measure.py --sizes 2000 --rounds 3
 
-For each size it starts benchmarks/population.c through benchmarks/run.py's helpers (raising
-kernel.pid_max when the population would not fit, restoring it after), then:
+It runs in a pid and a network namespace of its own (--host: among the host's processes and
+sockets), so that other work on the machine is neither walked nor read; the CPU is still
+shared. For each size it starts benchmarks/population.c through benchmarks/run.py's helpers
+(raising the host's kernel.pid_max when the population would not fit, restoring it after), then:
 
 1. checks that the iterators find what ``ptfast.procfs.scan('/proc', True)`` finds: the same
-   (pid, socket inode) pairs for every process of the population (and, on the whole host, for
-   every process seen by both with the same start time), and says how the other fields compare;
+   (pid, socket inode) pairs for every process of the population (and for every process seen
+   by both with the same start time), and says how the other fields compare;
 2. times, interleaved, ROUNDS times:
      floor        benchmarks/floor.c (a process of its own, as in run.py)
      scan         ptfast.procfs.scan('/proc', True) in this process, compiled core
@@ -120,7 +122,7 @@ def compare(leader: int) -> list:
     both = [pid for pid in scanned.keys() & walked.keys()
             if scanned[pid].start_time == walked[pid].start_time and pid != os.getpid()]
     host_scan, host_walk = pairs(scan_sockets, both), pairs(walk_sockets, both)
-    lines.append(f"whole host: scan {len(scanned)} processes, iterator {len(walked)}, "
+    lines.append(f"all processes: scan {len(scanned)} processes, iterator {len(walked)}, "
                  f"{len(both)} in both; pairs scan {len(host_scan)}, iterator "
                  f"{len(host_walk)}; differing pairs {len(host_scan ^ host_walk)}")
     for pid, inode in sorted(host_scan ^ host_walk)[:5]:
@@ -209,34 +211,60 @@ def loadavg() -> str:
         return " ".join(handle.read().split()[:3])
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="20000,50000")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--uids", type=int, default=300, help="distinct uids in the population")
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root: the population spreads over many uids, BPF needs root")
-    if procfs.CORE_NAME != "compiled":
-        raise SystemExit(f"the compiled core is not in use: {procfs.CORE_FALLBACK_REASON}")
-    build_object()
-    print(f"kernel {os.uname().release}, {os.cpu_count()} CPUs", flush=True)
-    for size in (int(s) for s in args.sizes.split(",")):
-        change = raise_pid_max(size)
+def run_sizes(sizes: list, rounds: int, uids: int, host: bool) -> None:
+    print(f"kernel {os.uname().release}, {os.cpu_count()} CPUs, "
+          f"{'the host' if host else 'a pid and network namespace of its own'}", flush=True)
+    for size in sizes:
+        change = raise_pid_max(size) if host else None
         try:
-            population = run.start_population(size, args.uids)
+            population = run.start_population(size, uids)
             try:
                 print(f"== {size} processes (load average before: {loadavg()})", flush=True)
                 for line in compare(population.pid):
                     print("   " + line, flush=True)
-                times = measure(args.rounds)
+                times = measure(rounds)
                 print("\n".join(report(size, times)), flush=True)
                 print(f"   load average after: {loadavg()}", flush=True)
             finally:
                 run.stop_population(population)
         finally:
             restore_pid_max(change)
-    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="20000,50000")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--uids", type=int, default=300, help="distinct uids in the population")
+    parser.add_argument("--host", action="store_true",
+                        help="run among the host's processes and sockets, not in namespaces "
+                             "of its own")
+    parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: the population spreads over many uids, BPF needs root")
+    if procfs.CORE_NAME != "compiled":
+        raise SystemExit(f"the compiled core is not in use: {procfs.CORE_FALLBACK_REASON}")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if args.host or args.inside:
+        if args.inside:
+            subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        run_sizes(sizes, args.rounds, args.uids, host=args.host)
+        return 0
+    build_object()
+    # Other work on the machine (processes, 200,000 sockets) would be walked and read too: the
+    # measurement runs in a pid namespace (a /proc, and iterators, that show only its own
+    # processes) and a network namespace (socket tables of its own). When its first process
+    # ends, the kernel kills every other one in it. Every PID also takes one in the host's
+    # namespace, whose pid_max therefore still has to fit the population.
+    change = raise_pid_max(max(sizes))
+    try:
+        inner = [sys.executable, os.path.abspath(__file__), "--inside", "--sizes", args.sizes,
+                 "--rounds", str(args.rounds), "--uids", str(args.uids)]
+        return subprocess.run(["unshare", "--pid", "--net", "--fork", "--kill-child",
+                               "--mount-proc"] + inner).returncode
+    finally:
+        restore_pid_max(change)
 
 
 if __name__ == "__main__":

@@ -77,6 +77,34 @@ static __always_inline void write_path(struct seq_file *seq, const struct path *
 	}
 }
 
+/* PIDs as the reader's pid namespace numbers them (as its /proc shows them; tasks of other
+ * namespaces are not iterated at all): the reader is the task reading the iterator. */
+struct pid_view {
+	unsigned int level;
+	struct pid_namespace *ns;
+};
+
+static __always_inline struct pid_view reader_view(void)
+{
+	struct task_struct *me = bpf_get_current_task_btf();
+	struct pid_view view = {};
+
+	view.level = me->thread_pid->level;
+	bpf_probe_read_kernel(&view.ns, sizeof view.ns, &me->thread_pid->numbers[view.level].ns);
+	return view;
+}
+
+/* pid_nr_ns(): 0 when the pid is not seen from the reader's namespace (a parent outside) */
+static __always_inline __u32 pid_in(struct pid *pid, struct pid_view *view)
+{
+	struct upid upid = {};
+
+	if (!pid || pid->level < view->level)
+		return 0;
+	bpf_probe_read_kernel(&upid, sizeof upid, &pid->numbers[view->level]);
+	return upid.ns == view->ns ? upid.nr : 0;
+}
+
 /* percpu_counter_read_positive(): the shared count, as /proc/PID/stat reads it */
 static __always_inline __u64 counter(struct percpu_counter *fbc)
 {
@@ -91,17 +119,19 @@ int dump_processes(struct bpf_iter__task *ctx)
 	struct seq_file *seq = ctx->meta->seq;
 	struct task_struct *task = ctx->task;
 	struct proc_rec rec = {};
+	struct pid_view view;
 	struct mm_struct *mm;
 	struct file *exe;
 	struct inode *inode;
 
 	if (!task || task->pid != task->tgid)
 		return 0;
+	view = reader_view();
 	rec.kind = PROCESS;
-	rec.tgid = task->tgid;
-	rec.ppid = task->real_parent->tgid;
-	rec.pgrp = task->signal->pids[PIDTYPE_PGID]->numbers[0].nr;
-	rec.sid = task->signal->pids[PIDTYPE_SID]->numbers[0].nr;
+	rec.tgid = pid_in(task->thread_pid, &view);
+	rec.ppid = pid_in(task->real_parent->group_leader->thread_pid, &view);
+	rec.pgrp = pid_in(task->signal->pids[PIDTYPE_PGID], &view);
+	rec.sid = pid_in(task->signal->pids[PIDTYPE_SID], &view);
 	rec.uid = task->real_cred->fsuid.val;   /* status "Uid:" last field */
 	rec.flags = task->flags;
 	rec.threads = task->signal->nr_threads;
@@ -136,6 +166,7 @@ static __always_inline int dump_file(struct bpf_iter__task_file *ctx, bool paths
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
 	struct file_rec rec = {};
+	struct pid_view view;
 	struct socket *sock;
 	struct sock *sk;
 	struct inode *inode;
@@ -143,8 +174,9 @@ static __always_inline int dump_file(struct bpf_iter__task_file *ctx, bool paths
 
 	if (!task || !file)
 		return 0;
-	rec.tgid = task->tgid;
-	rec.tid = task->pid;
+	view = reader_view();
+	rec.tgid = pid_in(task->group_leader->thread_pid, &view);
+	rec.tid = pid_in(task->thread_pid, &view);
 	rec.fd = ctx->fd;
 	inode = file->f_inode;
 	rec.ino = inode->i_ino;
@@ -217,6 +249,7 @@ int dump_cmdlines(struct bpf_iter__task *ctx)
 	struct seq_file *seq = ctx->meta->seq;
 	struct task_struct *task = ctx->task;
 	struct cmdline_rec rec = {.kind = CMDLINE};
+	struct pid_view view;
 	__u32 zero = 0;
 	unsigned long start, end, len;
 	char *buf;
@@ -231,7 +264,8 @@ int dump_cmdlines(struct bpf_iter__task *ctx)
 	len = end - start;
 	if (len > CMDLINE_BYTES)
 		len = CMDLINE_BYTES;
-	rec.tgid = task->tgid;
+	view = reader_view();
+	rec.tgid = pid_in(task->thread_pid, &view);
 	if (bpf_copy_from_user_task(buf, len, (void *)start, task, 0))
 		return 0;
 	rec.len = len;
