@@ -19,7 +19,8 @@ shared. For each size it starts benchmarks/population.c through benchmarks/run.p
      bpf-files    processes and every fd's path (what scan's open_files holds), parsed
      bpf-full     bpf-files and every process's cmdline: all that scan's records hold
      bpf-cold     open + verify + attach + bpf-walk + close, as a one-shot command would
-   and prints min / median / max in ms and the ratios of medians.
+   and prints min / median / max in ms of wall and of CPU time (user + system, the floor's
+   included), and the ratios of medians.
 
 Not part of the test suite; needs root, clang, bpftool and libbpf (see README.md here).
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -153,10 +155,19 @@ def compare(leader: int) -> list:
     return lines
 
 
-def timed(function) -> float:
-    started = time.perf_counter()
+def cpu_seconds() -> float:
+    """User and system time of this process and of its waited-for children."""
+    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                            resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def timed(function) -> tuple:
+    """(wall seconds, CPU seconds) of one call: on a shared machine the CPU time says what the
+    work costs, the wall time also what waiting for the CPU cost."""
+    started, cpu = time.perf_counter(), cpu_seconds()
     function()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, cpu_seconds() - cpu
 
 
 def floor_run(binary: str) -> None:
@@ -183,26 +194,32 @@ def measure(rounds: int) -> dict:
             "bpf-cold": cold_walk,
         }
         times: dict = {name: [] for name in contenders}
+        cpu: dict = {name: [] for name in contenders}
         for _ in range(rounds):
             for name, function in contenders.items():
-                times[name].append(timed(function))
-        return times
+                wall, used = timed(function)
+                times[name].append(wall)
+                cpu[name].append(used)
+        return times, cpu
     finally:
         warm.close()
 
 
-def report(size: int, times: dict) -> list:
-    lines = [f"   {'':10} {'min':>8} {'median':>8} {'max':>8}   ms"]
+def report(size: int, times: dict, cpu: dict) -> list:
+    lines = [f"   {'':10} {'min':>8} {'median':>8} {'max':>8}   wall ms   {'min':>8} {'median':>8}"
+             f" {'max':>8}   CPU ms"]
     for name, values in times.items():
-        lines.append(f"   {name:10} {min(values) * 1000:8.1f} {statistics.median(values) * 1000:8.1f}"
-                     f" {max(values) * 1000:8.1f}")
-    median = {name: statistics.median(values) for name, values in times.items()}
-    for slow in ("scan", "floor"):
-        lines.append(f"   {slow} / " + ", ".join(
-            f"{fast} {median[slow] / median[fast]:.2f}x"
-            for fast in ("bpf-read", "bpf-walk", "bpf-files", "bpf-full", "bpf-cold")))
-    lines.append(f"   per 1,000 processes (median ms): " + ", ".join(
-        f"{name} {median[name] * 1e6 / size:.2f}" for name in median))
+        lines.append(f"   {name:10} " + " ".join(
+            f"{f(values) * 1000:8.1f}" for f in (min, statistics.median, max)) + "           "
+            + " ".join(f"{f(cpu[name]) * 1000:8.1f}" for f in (min, statistics.median, max)))
+    for label, table in (("wall", times), ("CPU", cpu)):
+        median = {name: statistics.median(values) for name, values in table.items()}
+        for slow in ("scan", "floor"):
+            lines.append(f"   {label:4} {slow} / " + ", ".join(
+                f"{fast} {median[slow] / median[fast]:.2f}x"
+                for fast in ("bpf-read", "bpf-walk", "bpf-files", "bpf-full", "bpf-cold")))
+        lines.append(f"   {label:4} per 1,000 processes (median ms): " + ", ".join(
+            f"{name} {median[name] * 1e6 / size:.2f}" for name in median))
     return lines
 
 
@@ -222,8 +239,8 @@ def run_sizes(sizes: list, rounds: int, uids: int, host: bool) -> None:
                 print(f"== {size} processes (load average before: {loadavg()})", flush=True)
                 for line in compare(population.pid):
                     print("   " + line, flush=True)
-                times = measure(rounds)
-                print("\n".join(report(size, times)), flush=True)
+                times, cpu = measure(rounds)
+                print("\n".join(report(size, times, cpu)), flush=True)
                 print(f"   load average after: {loadavg()}", flush=True)
             finally:
                 run.stop_population(population)

@@ -1,21 +1,26 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-or-later
 /* BPF iterators that list what ptfast's /proc walk reads, in one read() each.
  *
  * dump_processes (iter/task): one proc_rec per thread-group leader, its exe path after it.
  * dump_sockets   (iter/task_file): one file_rec per socket fd of every fd table.
  * dump_files     (iter/task_file): the same, plus one file_rec and its path for every other fd
  *                that is not a pipe (what ptfast keeps as open_files).
+ * dump_cmdlines  (iter.s/task, sleepable): one cmdline_rec and the argument bytes per process.
+ * visit_tasks, visit_files: the iteration alone, to measure what any such walk costs.
  *
  * Records are fixed-size little-endian structs written with bpf_seq_write; task_walk.py reads
- * them. Built CO-RE (vmlinux.h from the running kernel's BTF) so one object loads on any kernel
- * with BTF and BPF iterators (5.8+; bpf_d_path in iterators 5.10+).
+ * them. Built CO-RE: libbpf relocates field offsets to the running kernel's BTF at load time.
+ * Kernel features used: task and task_file iterators (5.8), bpf_d_path in iterators (5.12),
+ * bpf_sock_from_file (5.11), sleepable iterators with bpf_copy_from_user_task (5.18), and
+ * mm->rss_stat as percpu counters (6.2; older kernels need a variant of that line).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 
-char LICENSE[] SEC("license") = "GPL";   /* bpf_d_path and bpf_seq_write are GPL-only */
+/* bpf_d_path, bpf_seq_write and bpf_copy_from_user_task are GPL-only helpers */
+char LICENSE[] SEC("license") = "GPL";
 
 #define PATH_BYTES 4096
 #define PF_KTHREAD 0x00200000
