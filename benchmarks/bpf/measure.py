@@ -44,6 +44,7 @@ import run  # noqa: E402  (benchmarks/run.py)
 import task_walk  # noqa: E402
 
 from ptfast import procfs  # noqa: E402
+from ptfast.escape import escape_text  # noqa: E402
 
 PID_MAX = "/proc/sys/kernel/pid_max"
 PID_HEADROOM = 20_000
@@ -98,6 +99,11 @@ def population_pids(leader: int) -> set:
     return pids
 
 
+def shown(value) -> str:
+    """A value for the terminal: process names, paths and cmdlines are the processes' own."""
+    return escape_text(repr(value))
+
+
 def pairs(sockets_by_pid: dict, pids) -> set:
     return {(pid, inode) for pid in pids for inode in sockets_by_pid.get(pid, ())}
 
@@ -130,7 +136,7 @@ def compare(leader: int) -> list:
                  f"{len(host_walk)}; differing pairs {len(host_scan ^ host_walk)}")
     for pid, inode in sorted(host_scan ^ host_walk)[:5]:
         side = "scan" if (pid, inode) in host_scan else "iterator"
-        lines.append(f"   only in {side}: pid {pid} ({walked[pid].comm!r}) inode {inode}")
+        lines.append(f"   only in {side}: pid {pid} ({shown(walked[pid].comm)}) inode {inode}")
     differing = {name: 0 for name in COMPARED + ("open_files",)}
     for pid in both:
         ours, theirs = walked[pid], scanned[pid]
@@ -151,8 +157,8 @@ def compare(leader: int) -> list:
                 mine, its = getattr(ours, name), getattr(theirs, name)
             if mine != its and shown < 2:
                 shown += 1
-                lines.append(f"   {name} of {pid} ({ours.comm!r}): iterator {mine!r}, "
-                             f"scan {its!r}")
+                lines.append(f"   {name} of {pid} ({shown(ours.comm)}): iterator {shown(mine)}, "
+                             f"scan {shown(its)}")
     return lines
 
 

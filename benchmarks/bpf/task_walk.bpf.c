@@ -56,6 +56,10 @@ struct file_rec {
 	__u8 laddr[16], raddr[16];
 };
 
+/* task_walk.py unpacks these sizes */
+_Static_assert(sizeof(struct proc_rec) == 104, "proc_rec layout");
+_Static_assert(sizeof(struct file_rec) == 80, "file_rec layout");
+
 /* d_path needs a buffer larger than the 512-byte stack: one per CPU (iterators run with
  * migration disabled, so no other program touches this CPU's slot meanwhile). */
 struct {
@@ -233,6 +237,8 @@ int dump_files(struct bpf_iter__task_file *ctx)
 struct cmdline_rec {
 	__u32 kind, tgid, len, pad;
 };
+
+_Static_assert(sizeof(struct cmdline_rec) == 16, "cmdline_rec layout");
 
 #define CMDLINE_BYTES 4096
 

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 HERE = os.path.dirname(os.path.abspath(__file__))
 OBJECT = os.path.join(HERE, "build", "task_walk.bpf.o")
 
-# task_walk.bpf.c's records, little-endian, no padding (checked by the C side's layout)
+# task_walk.bpf.c's records, little-endian, no padding; their sizes are asserted on both sides
 PROC_REC = struct.Struct("<8I4Q6I16s")
 CMDLINE_REC = struct.Struct("<4I")
 FILE_REC = struct.Struct("<4IQ3H2B2I2HI16s16s")
+assert (PROC_REC.size, FILE_REC.size, CMDLINE_REC.size) == (104, 80, 16)
 PROCESS, SOCKET, OPEN_FILE, CMDLINE = 1, 2, 3, 4
 KIND = struct.Struct("<I")
 PF_KTHREAD = 0x00200000
@@ -51,8 +52,7 @@ def _libbpf() -> ctypes.CDLL:
             ("bpf_program__attach_iter", vp, [vp, vp]),
             ("bpf_link__fd", i, [vp]),
             ("bpf_link__destroy", i, [vp]),
-            ("bpf_iter_create", i, [i]),
-            ("libbpf_get_error", ctypes.c_long, [vp])):
+            ("bpf_iter_create", i, [i])):
         getattr(lib, fn).restype = restype
         getattr(lib, fn).argtypes = argtypes
     return lib
