@@ -1,15 +1,15 @@
 """`ptfast scan` end to end against a population of real processes, on both cores."""
 
 import json
+import os
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
 
 from helpers.uids import uid_for
-from helpers.procs import start_copied_python, start_python
+from helpers.procs import ptfast_as, start_copied_python, start_python
 from helpers.scan import core_env, run_scan
 
 pytestmark = pytest.mark.needs_root
@@ -166,19 +166,10 @@ def test_version_names_the_core():
 
 
 def test_non_root_run_says_what_it_could_not_inspect(population):
-    code = textwrap.dedent("""
-        import os, sys
-        from ptfast.cli import main            # import everything while still root
-        import ptfast.policy, ptfast.report, ptfast.users, ptfast.pignore, orjson, regex
-        os.setgroups([]); os.setresgid({uid}, {uid}, {uid}); os.setresuid({uid}, {uid}, {uid})
-        os.chdir("/")
-        sys.exit(main(["scan", "--config", os.devnull, "--override", os.devnull,
+    result = ptfast_as(uid_for(199), "scan", "--config", os.devnull, "--override", os.devnull,
                        "--pignore", os.devnull, "--set", "PT_LIMIT=1", "--set", "PT_LOAD=0",
-                       "--set", "PT_USERPROC=0", "--set", "PT_USERMEM=0", "--set", "PT_USERRSS=0",
-                       "--set", "PT_USERTIME=0"]))
-    """).replace("{uid}", str(uid_for(199)))
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120)
+                       "--set", "PT_USERPROC=0", "--set", "PT_USERMEM=0",
+                       "--set", "PT_USERRSS=0", "--set", "PT_USERTIME=0")
     assert result.returncode == 2, result.stderr      # incomplete: never "clean"
     assert "could not be inspected (" in result.stderr
     denied = int(result.stderr.split("could not be inspected (")[1].split()[0])

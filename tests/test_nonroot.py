@@ -8,12 +8,11 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
 
-from helpers.procs import start_python
+from helpers.procs import ptfast_as, start_python
 from helpers.uids import uid_for
 
 pytestmark = pytest.mark.needs_root
@@ -22,22 +21,6 @@ OTHER, SCANNER = uid_for(640), uid_for(641)
 LISTEN = 'info["port"] = listen(socket.AF_INET, "127.0.0.1").getsockname()[1]'
 ONLY_SUSPICIOUS = ["--set", "PT_LIMIT=1", "--set", "PT_LOAD=0", "--set", "PT_USERPROC=0",
                    "--set", "PT_USERMEM=0", "--set", "PT_USERRSS=0", "--set", "PT_USERTIME=0"]
-
-
-def ptfast_as(uid: int, *args: str) -> subprocess.CompletedProcess:
-    """``ptfast ARGS`` as ``uid`` (modules imported while still root: the interpreter may live
-    where ``uid`` cannot read)."""
-    code = textwrap.dedent(f"""
-        import os, sys
-        from ptfast.cli import main
-        import ptfast.policy, ptfast.report, ptfast.users, ptfast.pignore, ptfast.tune
-        import orjson, regex, statistics
-        os.setgroups([]); os.setresgid({uid}, {uid}, {uid}); os.setresuid({uid}, {uid}, {uid})
-        os.chdir("/")
-        sys.exit(main({list(args)!r}))
-    """)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
 
 
 @pytest.fixture(scope="module")

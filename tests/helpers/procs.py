@@ -237,3 +237,24 @@ def process_age(pid: int) -> float:
     except OSError:
         return 0.0
     return uptime - int(stat_field(fields, STAT_STARTTIME)) / os.sysconf("SC_CLK_TCK")
+
+
+# Every module ptfast may import lazily, for runs as another uid: the interpreter (and so the
+# standard library and site-packages) may live where that uid cannot read, e.g. under /root.
+AS_USER_IMPORTS = textwrap.dedent("""
+    import argparse, os, shutil, socket, statistics, sys
+    import orjson, regex
+    from ptfast import (_procscan_py, _sockprobe, baseline, checks, cli, findings, policy,
+                        report, tune, users)
+""")
+
+
+def ptfast_as(uid: int, *args: str) -> subprocess.CompletedProcess:
+    """``ptfast ARGS`` run as ``uid``, everything imported while still root."""
+    code = AS_USER_IMPORTS + textwrap.dedent(f"""
+        os.setgroups([]); os.setresgid({uid}, {uid}, {uid}); os.setresuid({uid}, {uid}, {uid})
+        os.chdir("/")
+        sys.exit(cli.main({list(args)!r}))
+    """)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
