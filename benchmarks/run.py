@@ -63,8 +63,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 BUILD = os.path.join(HERE, "build")
 PT_LIMIT = 1
-CONTENDERS = ("floor", "floor-diag", "ptfast", "twin", "psutil", "ss", "ss-threads", "warm",
-              "pass")
+CONTENDERS = ("floor", "floor-diag", "ptfast", "before", "twin", "psutil", "ss", "ss-threads",
+              "warm", "pass")
 TIMED_INSIDE = ("warm", "pass")     # they print their own seconds: no interpreter start
 SOCKET_HOLDERS = 100                # processes of the socket load holding its live sockets
 HOLDER_FDS = 800                    # at most this many sockets per holder (fd soft limit 1024)
@@ -194,6 +194,11 @@ def contenders(only: tuple, sockets: int) -> dict:
         "warm": (warm_pass + ["warm", str(PT_LIMIT)], plain, (0,)),
         "pass": (warm_pass + ["pass", str(PT_LIMIT)], plain, (0,)),
     }
+    before = os.environ.get("PTFAST_BASELINE_PYTHON")
+    if before:
+        # another revision of ptfast, installed (not editable) for that interpreter: -I keeps
+        # this tree and PYTHONPATH out of its way, so the two are compared in one run
+        every["before"] = ([before, "-I", "-m", "ptfast", *scan[3:]], plain, findings)
     if not sockets:
         del every["floor-diag"]     # without TIME_WAIT to skip it only measures noise
     return {name: every[name] for name in CONTENDERS if name in every and name in only}
@@ -406,6 +411,7 @@ def report_case(result: dict) -> list:
 
     ratio_line("ptfast / floor", "ptfast", "floor",
                f"(goal <= {scan_goal(result['size'], result['sockets'])})")
+    ratio_line("ptfast / before", "ptfast", "before", "(this tree against PTFAST_BASELINE_PYTHON's)")
     ratio_line("pass / floor", "pass", "floor", "(goal <= 1.0: the daemon's steady pass)")
     ratio_line("warm / floor", "warm", "floor", "(the floor's job inside `ptfast run`)")
     ratio_line("psutil / ptfast", "psutil", "ptfast", "(goal >= 4)")
