@@ -238,7 +238,7 @@ def _sock_diag_table(proto: str, netns: int) -> list | None:
                                   _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
                + _DIAG_REQUEST.pack(family, protocol, states))
     address_size = 16 if v6 else 4
-    sockets = []
+    sockets: list = []
     try:
         # Only the kernel (and root) can send to this socket: NETLINK_SOCK_DIAG does not let
         # other users send to a port id, so every datagram read is the kernel's answer.
