@@ -22,7 +22,9 @@ pytestmark = pytest.mark.needs_root
 # connected both ways, half-closed (CLOSE_WAIT), IPv4, IPv6 and IPv4-mapped IPv6, unconnected
 # and connected datagram sockets. Also one TCP socket bound but never listening or connecting,
 # which /proc/net/tcp does not list (sock_diag does, asked for every state): in neither table.
+# And enough listeners that the kernel's answer takes several datagrams.
 SOCKETS_SETUP = """
+many = [listen(socket.AF_INET6, "::1") for _ in range(400)]
 l4 = listen(socket.AF_INET, "0.0.0.0")
 l6 = listen(socket.AF_INET6, "::1")
 server, client, accepted = connect_pair(socket.AF_INET, "127.0.0.1")
@@ -50,7 +52,7 @@ info.update(l4=port(l4), l6=port(l6), server=port(server), client=port(client),
             v6server=port(v6server), v6client=port(v6client), mapped=port(mapped), m=port(m),
             half_server=port(half_server), half_client=port(half_client), bound=port(bound),
             u4=port(u4), uc=port(uc), u6=port(u6), uc6=port(uc6), um=port(um),
-            bound_inode=os.fstat(bound.fileno()).st_ino)
+            bound_inode=os.fstat(bound.fileno()).st_ino, many=[port(s) for s in many])
 """
 
 
@@ -75,7 +77,7 @@ def expected_endpoints(info):
         ("udp6", "::1", info["u6"], "::", 0, "UNCONN"),
         ("udp6", "::1", info["uc6"], "::1", 9, "ESTABLISHED"),
         ("udp6", "127.0.0.1", info["um"], "127.0.0.1", 9, "ESTABLISHED"),
-    }
+    } | {("tcp6", "::1", port, "::", 0, "LISTEN") for port in info["many"]}
 
 
 def record(sock) -> tuple:
