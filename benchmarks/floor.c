@@ -13,7 +13,9 @@
  *
  * sock_diag asks for every TCP state but TIME_WAIT and SYN_RECV (the kernel adds request
  * sockets, NEW_SYN_RECV, to SYN_RECV): neither has an inode, so /proc/net/tcp lists them with
- * inode 0 and the scan drops them after paying to read and parse their lines.
+ * inode 0 and the scan drops them after paying to read and parse their lines. The states are
+ * named one by one, as ptfast's cores do (_corespec.SOCK_DIAG_STREAM_STATES): an all-ones mask
+ * also dumps sockets bound but neither listening nor connected, which /proc/net/tcp does not list.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -30,7 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { TCP_SYN_RECV = 3, TCP_TIME_WAIT = 6 };
+enum { TCP_ESTABLISHED = 1, TCP_SYN_RECV = 3, TCP_TIME_WAIT = 6, TCP_CLOSING = 11 };
 
 static unsigned long long *inodes;
 static size_t ninodes, cap;
@@ -88,7 +90,8 @@ static long load_tcp_diag(int family) {
         .header = {.nlmsg_len = sizeof message, .nlmsg_type = SOCK_DIAG_BY_FAMILY,
                    .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP, .nlmsg_seq = 1},
         .request = {.sdiag_family = family, .sdiag_protocol = IPPROTO_TCP,
-                    .idiag_states = ~(1U << TCP_TIME_WAIT | 1U << TCP_SYN_RECV)},
+                    .idiag_states = ((1U << (TCP_CLOSING + 1)) - (1U << TCP_ESTABLISHED))
+                                    & ~(1U << TCP_TIME_WAIT | 1U << TCP_SYN_RECV)},
     };
     struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
     int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);

@@ -24,7 +24,9 @@ then runs in turn, ROUNDS times:
   pass        a steady pass of `ptfast run` (every finding already reported), timed likewise
 
 and, once per round, `floor --tables 1`: reading the TCP tables from /proc/net/tcp + tcp6
-against sock_diag, timed inside the C program. TIME_WAIT sockets live 60 s, so the load is
+against sock_diag, timed inside the C program; and `tables.py 1`: ptfast's cores reading the
+host's socket tables both ways (tcp and udp through sock_diag, as the scan does, against all from
+/proc/net), timed in the process. TIME_WAIT sockets live 60 s, so the load is
 topped up before every measurement (never during one), enough for the TIME_WAIT share to last
 until the measurement ends (1.5 times the longest run of the contender's process so far); the
 TIME_WAIT counts seen before and after each measurement are recorded. Wall time and peak RSS of
@@ -288,6 +290,7 @@ def run_case(size: int, sockets: int, rounds: int, uids: int, only: tuple,
         peaks = {name: [] for name in commands}
         time_wait_seen = []
         tables = []
+        core_tables: dict = {}
         outputs = {}
         failures: dict = {}
         for _ in range(rounds):
@@ -322,6 +325,10 @@ def run_case(size: int, sockets: int, rounds: int, uids: int, only: tuple,
             if load:
                 load.fill(2)
             tables.append(json.loads(measure([build("floor"), "--tables", "1"], os.environ)[2]))
+            for key, entry in json.loads(measure([sys.executable, os.path.join(HERE, "tables.py"),
+                                                  "1"], os.environ)[2]).items():
+                core_tables.setdefault(key, dict(entry, seconds=[]))["seconds"].extend(
+                    entry["seconds"])
     finally:
         if load:
             load.stop()
@@ -343,7 +350,9 @@ def run_case(size: int, sockets: int, rounds: int, uids: int, only: tuple,
                   "proc_net_lines": tables[-1]["proc_net_lines"],
                   "proc_net_bytes": tables[-1]["proc_net_bytes"],
                   "proc_net_inodes": tables[-1]["proc_net_inodes"],
-                  "sock_diag_sockets": tables[-1]["sock_diag_sockets"]}}
+                  "sock_diag_sockets": tables[-1]["sock_diag_sockets"]},
+              "core_tables": {key: dict(entry, seconds=spread(entry["seconds"]))
+                              for key, entry in core_tables.items()}}
     if "floor" in outputs and not failures:
         # per round, against the floor of the same round: how much of a ratio is noise
         result["paired_ratio"] = {k: spread([a / b for a, b in zip(v, times["floor"])])
@@ -431,6 +440,12 @@ def report_case(result: dict) -> list:
                  f"with an inode); sock_diag {diag['min'] * 1000:.1f} / "
                  f"{diag['median'] * 1000:.1f} / {diag['max'] * 1000:.1f} "
                  f"({tables['sock_diag_sockets']:,} sockets)")
+    for key, entry in result.get("core_tables", {}).items():
+        seconds = entry["seconds"]
+        lines.append(f"   {key.replace('_', ' ', 1)} tables, ms: {seconds['min'] * 1000:.1f} / "
+                     f"{seconds['median'] * 1000:.1f} / {seconds['max'] * 1000:.1f} "
+                     f"({entry['sockets']:,} sockets, {entry['through_netlink']} tables "
+                     f"through netlink)")
     return lines
 
 

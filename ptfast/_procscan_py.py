@@ -7,7 +7,9 @@ PTFAST_NO_EXTENSIONS=1). Constants, tables and record fields come from ``ptfast.
 Contract of ``scan(proc_root, want_fds)``:
 
 * Reads the socket tables (``SOCKET_TABLES``) of the scanner's own network namespace first, then
-  walks every ``PROC_ROOT/PID`` (a PID directory name is digits without a leading zero, at most
+  walks every ``PROC_ROOT/PID``. On the live ``/proc`` the tables of ``SOCK_DIAG_TABLES`` come
+  from NETLINK_SOCK_DIAG (each from ``/proc/net`` when netlink is refused or its request fails),
+  with exactly the records ``/proc/net`` gives; a prepared tree's tables are its files (a PID directory name is digits without a leading zero, at most
   ``PID_MAX_LIMIT``).
 * Every file of one process is opened relative to a directory fd of ``/proc/PID``: if the process
   exits and its PID is reused mid-read, the reads fail (the process is counted as vanished) and
@@ -37,12 +39,13 @@ from __future__ import annotations
 import errno
 import os
 import socket as _socket
+import struct
 from typing import TYPE_CHECKING
 
 from . import _sockprobe
 from ._corespec import (DELETED_SUFFIX, DGRAM_STATE_NAMES, EXE_PATH_TOO_LONG, FDS_DENIED,
                         FDS_GONE, IO_URING_LINK, KCMP_FILES, LINK_MAX, LOCAL_TABLES, PACKET_TABLE,
-                        PF_KTHREAD, PROCESS_FIELDS, SMALL_FILE_MAX,
+                        PF_KTHREAD, PROCESS_FIELDS, SMALL_FILE_MAX, SOCK_DIAG_TABLES,
                         SOCKET_FIELDS, SOCKET_TABLES, STAT_FLAGS, STAT_PGRP, STAT_PPID, STAT_RSS,
                         STAT_SESSION, STAT_STARTTIME, STAT_VSIZE, STATUS_THREADS, STATUS_UID,
                         STREAM_STATE_NAMES, TABLE_UID_COLUMN, UNKNOWN_STATE, UNKNOWN_UID,
@@ -63,6 +66,21 @@ _UINT32_MAX = (1 << 32) - 1
 _UINT64_MAX = (1 << 64) - 1
 # rss is in pages; beyond this its size in bytes would not fit 64 bits
 _RSS_PAGES_MAX = 1 << 48
+
+# NETLINK_SOCK_DIAG's wire format (include/uapi/linux/netlink.h, sock_diag.h, inet_diag.h); the
+# compiled core takes the same from the C headers.
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_NLMSG_HEADER = struct.Struct("=IHHII")         # nlmsghdr: length, type, flags, seq, port id
+_NLMSG_DONE_ERROR = struct.Struct("=i")         # a dump's NLMSG_DONE carries its error (0: none)
+# inet_diag_req_v2: family, protocol, (ext, pad), states, and a zero inet_diag_sockid: no filter
+_DIAG_REQUEST = struct.Struct("=BB2xI48x")
+# inet_diag_msg: family, state, (timer, retrans), ports and addresses (network byte order),
+# (interface, cookie, expires, queues), uid, inode
+_DIAG_MESSAGE = struct.Struct("=BB2x2s2s16s16s24xII")
+_NETLINK_BUFFER = 65536          # the kernel puts at most 32 KB of a dump in one datagram
 
 
 if TYPE_CHECKING:
@@ -138,6 +156,30 @@ def _number(text: bytes, maximum: int, signed: bool = False) -> int:
     return value
 
 
+def _new_socket(inode: int, proto: str, local_ip: str, local_port: int, remote_ip: str,
+                remote_port: int, state: str, uid: int, netns: int) -> Socket:
+    sock = Socket()
+    sock.inode = inode
+    sock.proto = proto
+    sock.local_ip = local_ip
+    sock.local_port = local_port
+    sock.remote_ip = remote_ip
+    sock.remote_port = remote_port
+    sock.state = state
+    sock.uid = uid
+    sock.netns = netns
+    return sock
+
+
+def _address_text(raw: bytes, v6: bool) -> str:
+    """An address in network byte order (4 or 16 bytes) as text; IPv4-mapped IPv6 as IPv4."""
+    if not v6:
+        return _socket.inet_ntop(_socket.AF_INET, raw)
+    if raw[:12] == _IPV4_MAPPED_PREFIX:
+        return _socket.inet_ntop(_socket.AF_INET, raw[12:])
+    return _socket.inet_ntop(_socket.AF_INET6, raw)
+
+
 def _parse_endpoint(text: bytes, v6: bool) -> tuple[str, int]:
     address, sep, port = text.partition(b":")
     if (not sep or len(address) != (32 if v6 else 8) or not 1 <= len(port) <= 4
@@ -146,20 +188,17 @@ def _parse_endpoint(text: bytes, v6: bool) -> tuple[str, int]:
     # The kernel prints each 32-bit word in host byte order.
     raw = b"".join(int(address[i:i + 8], 16).to_bytes(4, "little")
                    for i in range(0, len(address), 8))
-    if not v6:
-        ip = _socket.inet_ntop(_socket.AF_INET, raw)
-    elif raw[:12] == _IPV4_MAPPED_PREFIX:
-        ip = _socket.inet_ntop(_socket.AF_INET, raw[12:])
-    else:
-        ip = _socket.inet_ntop(_socket.AF_INET6, raw)
-    return ip, int(port, 16)
+    return _address_text(raw, v6), int(port, 16)
+
+
+def _state_of_code(code: int, names: tuple) -> str:
+    return names[code] if code < len(names) else UNKNOWN_STATE
 
 
 def _state(field: bytes, names: tuple) -> str:
     if len(field) != 2 or not _HEX_DIGITS.issuperset(field):
         return UNKNOWN_STATE
-    code = int(field, 16)
-    return names[code] if code < len(names) else UNKNOWN_STATE
+    return _state_of_code(int(field, 16), names)
 
 
 def _parse_table(data: bytes, proto: str, netns: int, table: dict) -> None:
@@ -179,28 +218,78 @@ def _parse_table(data: bytes, proto: str, netns: int, table: dict) -> None:
             uid = _number(fields[TABLE_UID_COLUMN], _UINT32_MAX)
         except ValueError:
             continue
-        sock = Socket()
-        sock.inode = inode
-        sock.proto = proto
-        sock.local_ip = local_ip
-        sock.local_port = local_port
-        sock.remote_ip = remote_ip
-        sock.remote_port = remote_port
-        sock.state = _state(fields[3], names)
-        sock.uid = uid
-        sock.netns = netns
-        table[inode] = sock
+        table[inode] = _new_socket(inode, proto, local_ip, local_port, remote_ip, remote_port,
+                                   _state(fields[3], names), uid, netns)
 
 
 def _socket_of(record: tuple) -> Socket:
-    sock = Socket()
-    for name, value in zip(SOCKET_FIELDS, record):
-        setattr(sock, name, value)
-    return sock
+    """A Socket from a record tuple in SOCKET_FIELDS order (ptfast._sockprobe's)."""
+    return _new_socket(*record)
 
 
-def _load_tables(dir_fd: int, netns: int, table: dict) -> None:
+def _sock_diag_table(proto: str, netns: int) -> list | None:
+    """The sockets with an inode of table ``proto`` (one of ``SOCK_DIAG_TABLES``) of the
+    scanner's own network namespace, from NETLINK_SOCK_DIAG: the records /proc/net/PROTO gives.
+    None when netlink is refused or the request fails: the caller reads /proc/net instead."""
+    family, protocol, states = SOCK_DIAG_TABLES[proto]
+    v6 = is_ipv6_table(proto)
+    names = STREAM_STATE_NAMES if is_stream_table(proto) else DGRAM_STATE_NAMES
+    request = (_NLMSG_HEADER.pack(_NLMSG_HEADER.size + _DIAG_REQUEST.size, _SOCK_DIAG_BY_FAMILY,
+                                  _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
+               + _DIAG_REQUEST.pack(family, protocol, states))
+    address_size = 16 if v6 else 4
+    sockets: list = []
+    try:
+        # Only the kernel (and root) can send to this socket: NETLINK_SOCK_DIAG does not let
+        # other users send to a port id, so every datagram read is the kernel's answer.
+        with _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, _NETLINK_SOCK_DIAG) as link:
+            link.sendto(request, (0, 0))
+            while True:
+                data, _, flags, _ = link.recvmsg(_NETLINK_BUFFER)
+                if not data or flags & _socket.MSG_TRUNC:
+                    return None
+                offset = 0
+                while offset + _NLMSG_HEADER.size <= len(data):
+                    length, kind = _NLMSG_HEADER.unpack_from(data, offset)[:2]
+                    if length < _NLMSG_HEADER.size or length > len(data) - offset:
+                        return None
+                    payload = offset + _NLMSG_HEADER.size
+                    if kind == _NLMSG_DONE:
+                        failed = (length >= _NLMSG_HEADER.size + _NLMSG_DONE_ERROR.size
+                                  and _NLMSG_DONE_ERROR.unpack_from(data, payload)[0] != 0)
+                        return None if failed else sockets
+                    if kind == _NLMSG_ERROR:
+                        return None
+                    if (kind == _SOCK_DIAG_BY_FAMILY
+                            and length >= _NLMSG_HEADER.size + _DIAG_MESSAGE.size):
+                        (_, state, local_port, remote_port, local, remote, uid,
+                         inode) = _DIAG_MESSAGE.unpack_from(data, payload)
+                        if inode:    # 0: a socket no process holds any more (an orphan)
+                            sockets.append(_new_socket(
+                                inode, proto, _address_text(local[:address_size], v6),
+                                int.from_bytes(local_port, "big"),
+                                _address_text(remote[:address_size], v6),
+                                int.from_bytes(remote_port, "big"), _state_of_code(state, names),
+                                uid, netns))
+                    offset += (length + 3) & ~3        # NLMSG_ALIGN
+    except OSError:
+        return None
+
+
+def _load_tables(dir_fd: int, netns: int, table: dict, sock_diag: bool = False) -> int:
+    """Read every network socket table of one network namespace (``dir_fd`` is /proc or
+    /proc/PID) into ``table``; with ``sock_diag`` (the scanner's own namespace, on the live
+    /proc) those of ``SOCK_DIAG_TABLES`` through netlink when it answers. Returns how many
+    tables came through netlink."""
+    through_netlink = 0
     for proto in SOCKET_TABLES:
+        if sock_diag and proto in SOCK_DIAG_TABLES:
+            sockets = _sock_diag_table(proto, netns)
+            if sockets is not None:
+                for sock in sockets:
+                    table.setdefault(sock.inode, sock)
+                through_netlink += 1
+                continue
         try:
             data = _read(dir_fd, "net/" + proto, until_eof=True)
         except OSError:
@@ -209,9 +298,10 @@ def _load_tables(dir_fd: int, netns: int, table: dict) -> None:
     try:
         packets = _read(dir_fd, "net/" + PACKET_TABLE, until_eof=True)
     except OSError:
-        return
+        return through_netlink
     for record in _sockprobe.packet_records(packets, netns):
         table.setdefault(record[0], _socket_of(record))
+    return through_netlink
 
 
 def _load_local_inodes(dir_fd: int, inodes: set) -> None:
@@ -338,7 +428,9 @@ class _Scanner:
             host_ns = _ns_inode(_readlink("self/ns/net", self.root_fd))
         except OSError:
             host_ns = 0
-        _load_tables(self.root_fd, host_ns, self.socket_table)
+        # netlink reaches the scanner's own namespace, which is /proc's only on the live /proc
+        self.stats["sock_diag"] = _load_tables(self.root_fd, host_ns, self.socket_table,
+                                               sock_diag=proc_root == "/proc")
         self.namespaces_read = {host_ns}
         self.local_read: set = set()
         self.stats["namespaces"] = 1

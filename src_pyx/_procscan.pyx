@@ -9,13 +9,15 @@ reference (read its docstring for the contract); constants, tables and record fi
   one process refer to the same task: if the PID dies and is reused mid-scan, reads fail instead
   of mixing two processes up;
 * stat and status are read with one ``read()`` into a stack buffer (the kernel writes them whole);
-* the GIL is released around each process's system calls.
+* the GIL is released around each process's system calls;
+* on the live /proc, the scanner's own namespace's tcp and udp tables come from NETLINK_SOCK_DIAG
+  (structures from the kernel's headers), each from /proc/net when netlink fails.
 """
 
 from libc.errno cimport EACCES, EINTR, ENAMETOOLONG, ENOENT, ENOMEM, EPERM, errno
 from libc.stdlib cimport free, realloc
 from libc.stdio cimport snprintf
-from libc.string cimport memchr, memcmp, memcpy, memmove, strlen
+from libc.string cimport memchr, memcmp, memcpy, memmove, memset, strlen
 from posix.fcntl cimport AT_FDCWD, O_CLOEXEC, O_DIRECTORY, O_RDONLY, openat
 from posix.stat cimport struct_stat
 from posix.unistd cimport _SC_CLK_TCK, _SC_PAGESIZE, close, read, sysconf
@@ -23,6 +25,10 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 
 from _libc cimport (AF_INET, AF_INET6, DIR, INET6_ADDRSTRLEN, SYS_kcmp, closedir, dirent, memrchr,
                     fdopendir, fstatat, inet_ntop, readdir, readlinkat, syscall)
+from _libc cimport (AF_NETLINK, MSG_TRUNC, NETLINK_SOCK_DIAG, NLM_F_DUMP, NLM_F_REQUEST,
+                    NLMSG_ALIGN, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN, SOCK_CLOEXEC,
+                    SOCK_DIAG_BY_FAMILY, SOCK_RAW, inet_diag_msg, inet_diag_req_v2, nlmsghdr,
+                    ntohs, recv, sendto, sockaddr, sockaddr_nl, socket)
 
 from ptfast import _corespec, _sockprobe
 
@@ -44,6 +50,7 @@ cdef tuple DGRAM_STATE_NAMES = _corespec.DGRAM_STATE_NAMES
 cdef str UNKNOWN_STATE = _corespec.UNKNOWN_STATE
 cdef int TABLE_UID_COLUMN = _corespec.TABLE_UID_COLUMN
 cdef tuple LOCAL_TABLES = _corespec.LOCAL_TABLES
+cdef dict SOCK_DIAG_TABLES = _corespec.SOCK_DIAG_TABLES
 cdef bytes IO_URING_LINK = _corespec.IO_URING_LINK.encode()
 cdef const char* IO_URING_LINK_C = IO_URING_LINK
 cdef Py_ssize_t IO_URING_LINK_LEN = len(IO_URING_LINK)
@@ -60,12 +67,14 @@ cdef enum:
     UPTIME_MAX = 128
     MAX_STAT_FIELDS = 32
     TABLE_CHUNK = 65536             # /proc/net tables are parsed this much at a time
+    NETLINK_BUFFER = 65536          # the kernel puts at most 32 KB of a dump in one datagram
     PID_MAX_LIMIT = 1 << 22         # include/linux/threads.h
     KCMP_FILES = 2                  # include/uapi/linux/kcmp.h
 
 assert SMALL_FILE_MAX == _corespec.SMALL_FILE_MAX and LINK_MAX == _corespec.LINK_MAX
 assert KCMP_FILES == _corespec.KCMP_FILES
 assert UPTIME_MAX == _corespec.UPTIME_MAX and STAT_FIELDS_NEEDED <= MAX_STAT_FIELDS
+assert AF_INET == _corespec.AF_INET and AF_INET6 == _corespec.AF_INET6
 
 cdef enum Outcome:
     # Why read_process returned no record.
@@ -373,6 +382,23 @@ cdef inline int hexval(char c) noexcept nogil:
     return -1
 
 
+cdef void address_text(const unsigned char* raw, bint v6, char* out) noexcept nogil:
+    """An address in network byte order (4 or 16 bytes) as text into ``out``
+    (INET6_ADDRSTRLEN bytes); IPv4-mapped IPv6 as IPv4."""
+    cdef int i
+    if not v6:
+        inet_ntop(AF_INET, raw, out, INET6_ADDRSTRLEN)
+        return
+    for i in range(10):
+        if raw[i] != 0:
+            inet_ntop(AF_INET6, raw, out, INET6_ADDRSTRLEN)
+            return
+    if raw[10] == 0xff and raw[11] == 0xff:
+        inet_ntop(AF_INET, raw + 12, out, INET6_ADDRSTRLEN)
+    else:
+        inet_ntop(AF_INET6, raw, out, INET6_ADDRSTRLEN)
+
+
 cdef int parse_endpoint(const char* p, const char* end, bint v6, char* ip_out,
                         int* port_out) noexcept nogil:
     """The token [p, end), ``HEX:PORT`` as the kernel prints it (each 32-bit word in host byte
@@ -400,26 +426,39 @@ cdef int parse_endpoint(const char* p, const char* end, bint v6, char* ip_out,
         port = (port << 4) | <unsigned int>d
         p += 1
     port_out[0] = <int>port
-    if not v6:
-        inet_ntop(AF_INET, raw, ip_out, INET6_ADDRSTRLEN)
-    elif (words[0] == 0 and words[1] == 0 and raw[8] == 0 and raw[9] == 0
-          and raw[10] == 0xff and raw[11] == 0xff):
-        inet_ntop(AF_INET, raw + 12, ip_out, INET6_ADDRSTRLEN)
-    else:
-        inet_ntop(AF_INET6, raw, ip_out, INET6_ADDRSTRLEN)
+    address_text(raw, v6, ip_out)
     return 0
 
 
+cdef inline str state_of_code(int code, tuple names):
+    return <str>names[code] if code < len(names) else UNKNOWN_STATE
+
+
 cdef str state_name(const char* s, const char* end, tuple names):
-    cdef int high, low, code
+    cdef int high, low
     if end - s != 2:
         return UNKNOWN_STATE
     high = hexval(s[0])
     low = hexval(s[1])
     if high < 0 or low < 0:
         return UNKNOWN_STATE
-    code = high * 16 + low
-    return <str>names[code] if code < len(names) else UNKNOWN_STATE
+    return state_of_code(high * 16 + low, names)
+
+
+cdef Socket new_socket(unsigned long long inode, str proto, const char* local_ip, int local_port,
+                       const char* remote_ip, int remote_port, str state, unsigned int uid,
+                       unsigned long long netns):
+    cdef Socket sock = Socket.__new__(Socket)
+    sock.inode = inode
+    sock.proto = proto
+    sock.local_ip = local_ip.decode("ascii")
+    sock.local_port = local_port
+    sock.remote_ip = remote_ip.decode("ascii")
+    sock.remote_port = remote_port
+    sock.state = state
+    sock.uid = uid
+    sock.netns = netns
+    return sock
 
 
 cdef enum:
@@ -443,7 +482,6 @@ cdef int parse_table(const char* data, Py_ssize_t n, str proto, unsigned long lo
     cdef bint v6 = _corespec.is_ipv6_table(proto)
     cdef tuple names = (STREAM_STATE_NAMES if _corespec.is_stream_table(proto)
                         else DGRAM_STATE_NAMES)
-    cdef Socket sock
     if header:
         p = <const char*>memchr(data, b'\n', n)
         if p == NULL:
@@ -473,17 +511,8 @@ cdef int parse_table(const char* data, Py_ssize_t n, str proto, unsigned long lo
                 or parse_unsigned(starts[TABLE_UID_COLUMN], ends[TABLE_UID_COLUMN], UINT32_MAX,
                                   &uid) < 0):
             continue
-        sock = Socket.__new__(Socket)
-        sock.inode = inode
-        sock.proto = proto
-        sock.local_ip = local_ip.decode("ascii")
-        sock.local_port = local_port
-        sock.remote_ip = remote_ip.decode("ascii")
-        sock.remote_port = remote_port
-        sock.state = state_name(starts[3], ends[3], names)
-        sock.uid = <unsigned int>uid
-        sock.netns = netns
-        table[inode] = sock
+        table[inode] = new_socket(inode, proto, local_ip, local_port, remote_ip, remote_port,
+                                  state_name(starts[3], ends[3], names), <unsigned int>uid, netns)
     return 0
 
 
@@ -551,6 +580,12 @@ cdef Socket socket_of(tuple record):
     (sock.inode, sock.proto, sock.local_ip, sock.local_port, sock.remote_ip, sock.remote_port,
      sock.state, sock.uid, sock.netns) = record
     return sock
+
+
+cdef struct DiagRequest:
+    # one sock_diag dump request, as sent
+    nlmsghdr header
+    inet_diag_req_v2 request
 
 
 cdef enum:
@@ -630,21 +665,32 @@ cdef class _Scanner:
         self.stats = _corespec.new_counters()
         n = read_link(self.root_fd, b"self/ns/net", link)
         host_ns = parse_ns_inode(link, n) if n > 0 else 0
-        self.load_tables(self.root_fd, host_ns)
+        # netlink reaches the scanner's own namespace, which is /proc's only on the live /proc
+        self.load_tables(self.root_fd, host_ns, self.live_proc)
         self.namespaces_read.add(host_ns)
         self.stats["namespaces"] = 1
         return 0
 
-    cdef int load_tables(self, int dirfd, unsigned long long netns) except -1:
+    cdef int load_tables(self, int dirfd, unsigned long long netns, bint sock_diag) except -1:
         """Read every network socket table of one network namespace (``dirfd`` is /proc or
-        /proc/PID)."""
+        /proc/PID); with ``sock_diag`` (the scanner's own namespace, on the live /proc) those of
+        SOCK_DIAG_TABLES through netlink when it answers (counted in stats["sock_diag"])."""
         cdef Py_ssize_t n
         cdef str proto
         cdef bytes path
-        cdef const char* c_path
         cdef Buf* b = &self.big
         cdef tuple record
+        cdef list sockets
+        cdef Socket sock
         for proto in SOCKET_TABLES:
+            if sock_diag and proto in SOCK_DIAG_TABLES:
+                sockets = []
+                if self.sock_diag_table(proto, netns, sockets) == 0:
+                    for sock in sockets:
+                        if sock.inode not in self.socket_table:
+                            self.socket_table[sock.inode] = sock
+                    self.stats["sock_diag"] += 1
+                    continue
             path = ("net/" + proto).encode()
             self.stream_table(dirfd, path, proto, netns)
         b.len = 0
@@ -655,6 +701,88 @@ cdef class _Scanner:
                 if record[0] not in self.socket_table:
                     self.socket_table[record[0]] = socket_of(record)
         return 0
+
+    cdef int sock_diag_table(self, str proto, unsigned long long netns, list out) except -2:
+        """Append the sockets with an inode of table ``proto`` (one of SOCK_DIAG_TABLES) of the
+        scanner's own network namespace, from NETLINK_SOCK_DIAG, to ``out``: the records
+        /proc/net/PROTO gives. 0 when done; -1 when netlink is refused or the request fails
+        (``out`` is then incomplete: the caller reads /proc/net instead)."""
+        cdef int family, protocol, fd
+        cdef unsigned int states
+        cdef DiagRequest request
+        cdef sockaddr_nl kernel
+        cdef Buf* b = &self.big
+        cdef Py_ssize_t n, offset
+        cdef const nlmsghdr* header
+        cdef const inet_diag_msg* message
+        cdef bint v6 = _corespec.is_ipv6_table(proto)
+        cdef tuple names = (STREAM_STATE_NAMES if _corespec.is_stream_table(proto)
+                            else DGRAM_STATE_NAMES)
+        cdef char local_ip[64]
+        cdef char remote_ip[64]
+        family, protocol, states = SOCK_DIAG_TABLES[proto]
+        memset(&request, 0, sizeof(request))
+        request.header.nlmsg_len = sizeof(request)
+        request.header.nlmsg_type = SOCK_DIAG_BY_FAMILY
+        request.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP
+        request.header.nlmsg_seq = 1
+        request.request.sdiag_family = family
+        request.request.sdiag_protocol = protocol
+        request.request.idiag_states = states        # the zero socket id filters nothing
+        memset(&kernel, 0, sizeof(kernel))
+        kernel.nl_family = AF_NETLINK
+        b.len = 0
+        if buf_reserve(b, NETLINK_BUFFER) < 0:
+            raise MemoryError()
+        # Only the kernel (and root) can send to this socket: NETLINK_SOCK_DIAG does not let
+        # other users send to a port id, so every datagram read is the kernel's answer.
+        with nogil:
+            fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG)
+            if fd >= 0 and sendto(fd, &request, sizeof(request), 0, <sockaddr*>&kernel,
+                                  sizeof(kernel)) < 0:
+                close(fd)
+                fd = -1
+        if fd < 0:
+            return -1
+        try:
+            while True:
+                with nogil:
+                    # MSG_TRUNC: the datagram's whole length, to tell a cut one
+                    n = recv(fd, b.data, NETLINK_BUFFER, MSG_TRUNC)
+                    while n < 0 and errno == EINTR:
+                        n = recv(fd, b.data, NETLINK_BUFFER, MSG_TRUNC)
+                if n <= 0 or n > NETLINK_BUFFER:
+                    return -1
+                offset = 0
+                while offset + NLMSG_HDRLEN <= n:
+                    header = <const nlmsghdr*>(b.data + offset)
+                    if header.nlmsg_len < NLMSG_HDRLEN or header.nlmsg_len > n - offset:
+                        return -1
+                    if header.nlmsg_type == NLMSG_DONE:
+                        # a dump's NLMSG_DONE carries its error: 0 when it is complete
+                        if (header.nlmsg_len >= NLMSG_HDRLEN + sizeof(int)
+                                and (<const int*>(b.data + offset + NLMSG_HDRLEN))[0] != 0):
+                            return -1
+                        return 0
+                    if header.nlmsg_type == NLMSG_ERROR:
+                        return -1
+                    if (header.nlmsg_type == SOCK_DIAG_BY_FAMILY
+                            and header.nlmsg_len >= NLMSG_HDRLEN + sizeof(inet_diag_msg)):
+                        message = <const inet_diag_msg*>(b.data + offset + NLMSG_HDRLEN)
+                        if message.idiag_inode != 0:    # 0: a socket no process holds (orphan)
+                            address_text(<const unsigned char*>message.id.idiag_src, v6,
+                                         local_ip)
+                            address_text(<const unsigned char*>message.id.idiag_dst, v6,
+                                         remote_ip)
+                            out.append(new_socket(
+                                message.idiag_inode, proto, local_ip,
+                                ntohs(message.id.idiag_sport), remote_ip,
+                                ntohs(message.id.idiag_dport),
+                                state_of_code(message.idiag_state, names), message.idiag_uid,
+                                netns))
+                    offset += NLMSG_ALIGN(header.nlmsg_len)
+        finally:
+            close(fd)
 
     cdef int stream_table(self, int dirfd, bytes path, str proto,
                           unsigned long long netns) except -1:
@@ -710,7 +838,7 @@ cdef class _Scanner:
             return 0
         self.namespaces_read.add(ns)
         self.stats["namespaces"] += 1
-        self.load_tables(pid_fd, ns)
+        self.load_tables(pid_fd, ns, False)
         return 0
 
     cdef int ensure_local_inodes(self, int pid_fd) except -1:

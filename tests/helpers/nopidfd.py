@@ -45,7 +45,12 @@ def _program() -> list:
 
 def without_pidfds() -> None:
     """Install the filter in the calling process (and so in everything it execs)."""
-    program = _program()
+    install(_program())
+
+
+def install(program: list) -> None:
+    """Install a seccomp filter of (code, jt, jf, k) entries in the calling process (and so in
+    everything it execs)."""
     filters = (SockFilter * len(program))(*[SockFilter(*entry) for entry in program])
     fprog = SockFprog(len(program), filters)
     libc = ctypes.CDLL(None, use_errno=True)
