@@ -50,7 +50,10 @@ int main(int argc, char **argv) {
         pid_t pid = fork_or_end_group();
         if (pid == 0) {
             close(ready[0]);
-            uid_t uid = base + i % uids;
+            /* a customer's process: what it opens is its own (/proc/net's uid column), so the
+             * uid comes first; sockets made as root and then handed down would be a pre-fork
+             * server's, which ptfast rightly does not count */
+            drop(base + i % uids);
             common_fds();
             if (listener) {
                 int s = loopback_listener();
@@ -59,7 +62,6 @@ int main(int argc, char **argv) {
                 getsockname(s, (void *)&a, &len);
                 int port = ntohs(a.sin_port);
                 if (write(port_pipe[1], &port, sizeof port) != sizeof port) _exit(1);
-                drop(uid);
                 if (write(ready[1], "x", 1) != 1) _exit(1);
                 serve_until_main_ends(s);
             }
@@ -70,7 +72,6 @@ int main(int argc, char **argv) {
                 a.sin_port = htons(ports[i % listeners]);
                 if (connect(s, (void *)&a, sizeof a)) perror("connect");
             }
-            drop(uid);
             if (write(ready[1], "x", 1) != 1) _exit(1);
             serve_until_main_ends(-1);
         }

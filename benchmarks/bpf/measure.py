@@ -148,15 +148,15 @@ def compare(leader: int) -> list:
     lines.append("processes in both whose field differs: " + ", ".join(
         f"{name} {count}" for name, count in differing.items()))
     for name in differing:
-        shown = 0
+        told = 0
         for pid in both:
             ours, theirs = walked[pid], scanned[pid]
             if name == "open_files":
                 mine, its = set(ours.open_files), set(theirs.open_files or ())
             else:
                 mine, its = getattr(ours, name), getattr(theirs, name)
-            if mine != its and shown < 2:
-                shown += 1
+            if mine != its and told < 2:
+                told += 1
                 lines.append(f"   {name} of {pid} ({shown(ours.comm)}): iterator {shown(mine)}, "
                              f"scan {shown(its)}")
     return lines
