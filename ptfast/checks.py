@@ -19,7 +19,8 @@ from .findings import (CHECK_FORKBOMB, CHECK_LOAD, CHECK_RESOURCE, CHECK_SSHD_HU
                        CHECK_SUSPICIOUS, CHECK_USER_PROCESSES, NOBODY, REASON_DELETED,
                        REASON_INCOMPLETE, REASON_LISTENING, REASON_SOCKET, REMEMBER_LISTENER,
                        REMEMBER_LOAD_QUIET, REMEMBER_PROCESS, REMEMBER_RESOURCE,
-                       REMEMBER_USER_QUIET, Action, Finding, Remember, Response, process_key)
+                       REMEMBER_USER_QUIET, Action, Finding, Remember, Response, kill_key,
+                       process_key)
 
 if TYPE_CHECKING:
     from .policy import Policy
@@ -279,7 +280,9 @@ def judge_sockets(policy: Policy, proc, by_pid: dict, skip_http: bool) -> tuple:
     other program (a backdoor started from a php-fpm worker) is no worker: all of its sockets
     count.
     """
-    sockets = proc.sockets or ()
+    sockets = proc.sockets
+    if not sockets:
+        return ()
     master = None
     if policy.config["PT_SERVICE_SOCKETS"] and any(policy.handed_over(sock, proc)
                                                    for sock in sockets):
@@ -331,7 +334,16 @@ def judged_socket_text(sock, counts: bool, why: str) -> str:
 def _user_processes(policy: Policy, snapshot) -> dict:
     """user -> processes that PT_USERPROC and the resource checks count: tracked users but
     nobody, no deleted executables, no ignored processes, no web server children under
-    PT_SKIP_HTTP."""
+    PT_SKIP_HTTP. Worked out once per snapshot for both checks."""
+    cached = policy.scratch.get("user_processes")
+    if cached is not None and cached[0] is snapshot:
+        return cached[1]
+    per_user = _count_user_processes(policy, snapshot)
+    policy.scratch["user_processes"] = (snapshot, per_user)
+    return per_user
+
+
+def _count_user_processes(policy: Policy, snapshot) -> dict:
     skip_http = bool(policy.config["PT_SKIP_HTTP"])
     by_pid = snapshot.by_pid() if skip_http else {}
     per_user: dict = {}
@@ -351,7 +363,7 @@ def _user_kill(config, procs) -> tuple:
     """PT_USERKILL: (processes to kill, their uid); nothing without it."""
     if not config["PT_USERKILL"]:
         return (), None
-    return tuple(process_key(proc) for proc in procs), procs[0].uid
+    return tuple(kill_key(proc) for proc in procs), procs[0].uid
 
 
 class UserProcesses(Check):
@@ -412,8 +424,13 @@ class Resource(Check):
         per_user = _user_processes(policy, snapshot)
         findings = []
         for resource, setting, unit, limit in limits:
+            _setting, attribute, divisor, _unit, _field = RESOURCES[resource]
+            # the amount is int(value / divisor): at most ``limit`` while value is below this
+            below = (limit + 1) * divisor
             for user, procs in per_user.items():
                 for proc in procs:
+                    if getattr(proc, attribute) < below:
+                        continue
                     amount = resource_amount(proc, resource)
                     if amount <= limit or policy.memory.resource_reported(process_key(proc),
                                                                           resource):
@@ -489,7 +506,7 @@ class ForkBomb(Check):
         if not counts:             # only root's: alert, never kill
             return Response(alert=self.template)
         uid = max(counts, key=counts.__getitem__)
-        kill = tuple(process_key(p) for p in finding.processes if p.uid == uid)
+        kill = tuple(kill_key(p) for p in finding.processes if p.uid == uid)
         return Response(alert=self.template, kill=kill, kill_uid=uid, stop_first=True,
                         follow_forks=True)
 
@@ -534,7 +551,7 @@ class SshdHung(Check):
         proc = process_of(finding)
         if proc.uid == 0:
             return Response()
-        return Response(kill=(process_key(proc),), kill_uid=proc.uid)
+        return Response(kill=(kill_key(proc),), kill_uid=proc.uid)
 
     def log_lines(self, finding: Finding, killed: bool, user_name) -> list:
         proc = process_of(finding)

@@ -48,7 +48,14 @@ class ProcessKey(NamedTuple):
     start_time: int
 
 
-def process_key(proc) -> ProcessKey:
+def process_key(proc) -> tuple:
+    """(pid, start time): what the memory is keyed by (a plain tuple: it is made for every
+    process of every scan)."""
+    return (proc.pid, proc.start_time)
+
+
+def kill_key(proc) -> ProcessKey:
+    """The process a planned kill names."""
     return ProcessKey(proc.pid, proc.start_time)
 
 
@@ -91,9 +98,10 @@ class Action:
         return [self.setting, self.path, *map(str, self.args)]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Response:
-    """What ``ptfast run`` does about one finding: planned here, carried out by ptfast.respond."""
+    """What ``ptfast run`` does about one finding: planned by the policy, carried out by
+    ptfast.respond. Each finding has its own (the digest rewrites ``alert``)."""
 
     alert: Optional[str] = None        # the template file to mail; None: no mail
     kill: tuple = ()                   # ProcessKey of exactly the processes to SIGKILL
@@ -123,8 +131,6 @@ class Response:
         return record
 
 
-NO_RESPONSE = Response()
-
 
 @dataclass
 class Finding:
@@ -136,7 +142,7 @@ class Finding:
     user: str
     processes: tuple = ()             # user_processes and forkbomb: every process concerned
     level: str = ""                   # resource, forkbomb and load: the limit crossed, in words
-    response: Response = NO_RESPONSE
+    response: Response = field(default_factory=Response)
     details: dict = field(default_factory=dict)   # load: "loadavg" and "processes" read
     #: suspicious: every socket of the process as (socket, counted, why)
     judged_sockets: tuple = ()

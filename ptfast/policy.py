@@ -20,7 +20,6 @@ lfd's order is kept (spec section 5); its defects (spec section 9) are not copie
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from typing import TYPE_CHECKING, Callable, Optional
@@ -73,6 +72,8 @@ class Policy:
         self.all_users = bool(config["PT_ALL_USERS"])
         # process key -> the suspicious check's verdict from want_fds (None: not a candidate)
         self._verdicts: dict = {}
+        # what checks work out once per snapshot and share (cleared with the verdicts)
+        self.scratch: dict = {}
         # when this judgment is made (the memory's listener ages are measured to it)
         self.now = time.time() if now is None else now
         # users whose listener has outlived PT_LIMIT: their young processes get an fd walk too,
@@ -189,6 +190,7 @@ class Policy:
                 finding.response = check.respond(finding, self.config)
                 found.append(finding)
         self._verdicts.clear()
+        self.scratch.clear()
         return digest_beyond(found, self.config["PT_DIGEST_AFTER"])
 
     def load_finding(self, loadavg: tuple, processes: str, now: float) -> Optional[Finding]:
@@ -213,7 +215,7 @@ def digest_beyond(found: list, mails: int) -> list:
             continue
         mailing += 1
         if mailing > mails:
-            finding.response = dataclasses.replace(finding.response, alert=DIGEST_TEMPLATE)
+            finding.response.alert = DIGEST_TEMPLATE
     return found
 
 
