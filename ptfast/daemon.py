@@ -23,8 +23,9 @@ from . import __version__, config as config_mod, procfs, safepaths
 from .actions import Actions
 from .escape import escape_text
 from .logfile import LogFile
-from .mail import Mailer, Spool
+from .mail import Mailer
 from .settings import Settings, load_settings
+from .spool import Spool
 from .state import ReportedState
 from .tracking import Tracker
 

@@ -1,48 +1,25 @@
-"""Delivery of alert mails, through the SENDMAIL binary or the LF_ALERT_SMTP relay, with a spool.
+"""Delivery of alert mails, through the SENDMAIL binary or the LF_ALERT_SMTP relay.
 
-Every alert is written to the spool (one file per message, atomically) before the first attempt
-and removed only once delivered, so a relay that is down, a missing sendmail binary or a crash in
-between loses nothing: the next pass retries whatever is still there, oldest first.
+Mails wait in the spool (ptfast.spool) until delivered; ptfast.delivery hands them to the
+Mailer, oldest first.
 """
 
 from __future__ import annotations
 
 import email.parser
 import email.utils
-import itertools
-import os
-import re
 import shlex
 import shutil
 import subprocess
-import time
 
 from . import safepaths
+from .alerts import envelope_sender
 from .config import Problem
 from .escape import escape_text
-from .state import write_atomically
-from .alerts import envelope_sender
+from .spool import MAIL, DeliveryError
 
-SPOOL_SUBDIR = "spool"
-# the names Spool.add gives: only these are ever read and sent
-SPOOL_NAME = re.compile(r"[0-9]{20}-[0-9]+-[0-9]{6}\.eml")
-# far above any alert ptfast renders (its lists are capped); a bound on what a planted file costs
-MAX_MESSAGE_BYTES = 16 << 20
 SENDMAIL_TIMEOUT = 60
 SMTP_TIMEOUT = 30
-
-
-class DeliveryError(Exception):
-    """The message was not accepted; the text says why, ready for a log line.
-
-    ``route_down``: the route itself failed (no binary, relay unreachable, timeout), so the
-    other spooled messages would fail too. Otherwise only this message was refused, and the
-    rest are still tried: one undeliverable alert must not hold up every later one.
-    """
-
-    def __init__(self, text: str, route_down: bool = True) -> None:
-        super().__init__(text)
-        self.route_down = route_down
 
 
 def envelope(message: bytes) -> tuple[str, list[str]]:
@@ -147,6 +124,9 @@ def send_with_smtp(relay: str, message: bytes, timeout: float = SMTP_TIMEOUT) ->
 class Mailer:
     """Delivers one message by the configured route; raises DeliveryError."""
 
+    channel = MAIL
+    key = MAIL      # one mail route: when it is down, every spooled mail waits
+
     def __init__(self, config) -> None:
         self.relay = config["LF_ALERT_SMTP"].strip()
         self.sendmail = config["SENDMAIL"].strip()
@@ -154,6 +134,8 @@ class Mailer:
     @property
     def route(self) -> str:
         return f"relay {self.relay}" if self.relay else f"{self.sendmail}"
+
+    shown = route
 
     def deliver(self, message: bytes) -> str:
         """Send ``message``; returns a note for the log ("" when there is nothing to say)."""
@@ -170,60 +152,3 @@ def mail_problems(config) -> list:
         return [Problem(config.sources["SENDMAIL"], 0, f"SENDMAIL {binary} will not be run: "
                                                       f"{problem}")]
     return []
-
-
-class Spool:
-    """Messages not yet delivered: ``STATE_DIR/spool/*.eml``, oldest first by name.
-
-    Only ptfast's own files are messages: a name of SPOOL_NAME's pattern, a regular file (not a
-    symlink), owned by root, in a directory no one else can write (else UnsafePath at start).
-    Anything else found there is left alone, never sent.
-    """
-
-    _sequence = itertools.count()
-
-    def __init__(self, state_dir: str) -> None:
-        self.directory = os.path.join(state_dir, SPOOL_SUBDIR)
-        safepaths.make_private_directory(self.directory)
-
-    def add(self, message: bytes) -> str:
-        name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._sequence):06d}.eml"
-        path = os.path.join(self.directory, name)
-        write_atomically(path, message)
-        return path
-
-    def pending(self) -> list[str]:
-        names = sorted(name for name in os.listdir(self.directory) if SPOOL_NAME.fullmatch(name))
-        return [os.path.join(self.directory, name) for name in names]
-
-    def flush(self, mailer: Mailer, log) -> tuple[int, int]:
-        """Try the spooled messages, oldest first. When the route is down, stop (the rest
-        would fail too); when only one message is refused, keep it and go on with the next.
-        Returns (delivered, still waiting)."""
-        pending = self.pending()
-        delivered = 0
-        route, directory = escape_text(mailer.route), escape_text(self.directory)
-        for path in pending:
-            name = escape_text(os.path.basename(path))
-            try:
-                message = safepaths.read_private_file(path, MAX_MESSAGE_BYTES)
-            except OSError as exc:
-                log(f"spooled alert {name} not sent: {escape_text(exc.strerror or str(exc))}; "
-                    "left in place")
-                continue
-            try:
-                note = mailer.deliver(message)
-            except DeliveryError as exc:
-                if exc.route_down:
-                    waiting = len(pending) - delivered
-                    log(f"*Alert delivery failed* via {route}: {exc}; {waiting} alert(s) "
-                        f"kept in {directory} for the next pass")
-                    return delivered, waiting
-                log(f"*Alert delivery failed* via {route}: {exc}; "
-                    f"{name} kept in {directory} for the next pass")
-                continue
-            if note:
-                log(note)
-            os.unlink(path)
-            delivered += 1
-        return delivered, len(pending) - delivered

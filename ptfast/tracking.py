@@ -12,8 +12,9 @@ from . import procfs
 from .checks import SUSPICIOUS, is_listening
 from .escape import escape_text
 from .findings import REMEMBER_LISTENER, Remember, process_key
-from .mail import Mailer
+from .delivery import Routes, flush
 from .policy import build_policy
+from .spool import MAIL
 from .respond import Responder
 from .users import UserNames
 
@@ -116,7 +117,9 @@ class Tracker:
         """Save what was reported, then send what is in the spool; ``waiting`` says how many
         alerts are left in it."""
         self.save_state()
-        mailer = Mailer(settings.config)
-        delivered, self.waiting = self.spool.flush(mailer, self.log)
-        if delivered:
-            self.log(f"{delivered} alert(s) delivered via {mailer.route}")
+        routes = Routes(settings.config)
+        flushed = flush(self.spool, routes, self.log)
+        self.waiting = flushed.waiting
+        for channel, delivered in sorted(flushed.delivered.items()):
+            route = routes.mailer.route if channel == MAIL else channel
+            self.log(f"{delivered} alert(s) delivered via {escape_text(route)}")
