@@ -10,17 +10,13 @@ pass instead of losing it; the mail leaves the spool only once delivered.
 from __future__ import annotations
 
 import os
-import time
-
-import orjson
 
 from . import kills, procfs
 from .alerts import render
 from .checks import BY_NAME
 from .escape import escape_text
+from .events import append_event, event_record
 from .findings import DIGEST_TEMPLATE
-from .logfile import append_line
-from .report import finding_record
 
 
 class Responder:
@@ -116,9 +112,7 @@ class Responder:
         if not self.events_file:
             return
         source, name = spooled
-        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": self.hostname,
-                  **finding_record(finding), "template": source, "spooled": name}
         try:
-            append_line(self.events_file, orjson.dumps(record) + b"\n")
+            append_event(self.events_file, event_record(finding, self.hostname, source, name))
         except OSError as exc:
             self.log(f"cannot append to {self.events_file}: {exc.strerror}")
