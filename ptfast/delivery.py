@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from .escape import escape_text
 from .mail import Mailer
 from .spool import MAIL, DeliveryError, Spool, channel_of
+from .webhooks import Webhooks
 
 
 @dataclass
@@ -31,14 +32,14 @@ class Routes:
     """The routes of one set of settings."""
 
     def __init__(self, config) -> None:
-        self.config = config
         self.mailer = Mailer(config)
+        self.webhooks = Webhooks(config)
 
     def open(self, channel: str, data: bytes) -> tuple:
         """(route, payload) for a spooled entry; ValueError when it is not one ptfast wrote."""
         if channel == MAIL:
             return self.mailer, data
-        raise ValueError(f"no route for {channel} entries")
+        return self.webhooks.open_entry(data)
 
 
 def flush(spool: Spool, routes: Routes, log) -> Flushed:
