@@ -254,6 +254,18 @@ def cmd_check(args) -> int:
     return EXIT_CLEAN
 
 
+def cmd_status(args) -> int:
+    """Exit 0 healthy, 1 degraded, 2 not running or no status (ptfast.status)."""
+    from . import status
+    result = status.report(args.state_dir)
+    if args.json:
+        sys.stdout.buffer.write(json_line(result.as_dict()))
+    else:
+        sys.stdout.write(status.text(result))
+    sys.stdout.flush()
+    return result.code
+
+
 def cmd_run(args) -> int:
     from . import daemon
     return daemon.run(args)
@@ -288,6 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--once", action="store_true",
                      help="one full pass (alerts, actions, state, spool), then exit")
     run.set_defaults(handler=cmd_run)
+
+    status = sub.add_parser("status", help="is the service running, what did its last pass do, "
+                                           "is the spool draining (exit 0 healthy, 1 degraded, "
+                                           "2 not running or no status)")
+    status.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR",
+                        help=f"the service's state directory (default {DEFAULT_STATE_DIR})")
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    status.set_defaults(handler=cmd_status)
 
     tune = sub.add_parser("tune", help="watch this host and measure what each PT_LIMIT would "
                                        "cost and report")

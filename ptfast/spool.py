@@ -18,6 +18,7 @@ import itertools
 import os
 import re
 import time
+from collections import Counter
 
 from . import safepaths
 from .state import write_atomically
@@ -85,6 +86,7 @@ class Spool:
         self.state_dir = state_dir
         self.directory = os.path.join(state_dir, SPOOL_SUBDIR)
         safepaths.make_private_directory(self.directory)
+        self._added: Counter = Counter()
 
     def add(self, data: bytes, channel: str = MAIL) -> str:
         """Spool one entry; returns its path."""
@@ -92,7 +94,13 @@ class Spool:
                 f"{EXTENSIONS[channel]}")
         path = os.path.join(self.directory, name)
         write_atomically(path, data)
+        self._added[channel] += 1
         return path
+
+    def take_added(self) -> Counter:
+        """Entries added, by channel, since the last call."""
+        added, self._added = self._added, Counter()
+        return added
 
     def pending(self) -> list[str]:
         return [os.path.join(self.directory, name) for name in entry_names(self.directory)]

@@ -180,6 +180,9 @@ class Webhooks:
     def __init__(self, config) -> None:
         self.by_key = {d.key: Webhook(d) for d in destinations(config)}
 
+    def shown(self) -> list:
+        return [route.shown for route in self.by_key.values()]
+
     def open_entry(self, data: bytes) -> tuple:
         """(route, body) of a spool entry; ValueError when it is not one ptfast wrote."""
         try:
