@@ -161,7 +161,7 @@ class Tracker:
         return spooled, flushed
 
     def publish(self, settings) -> None:
-        """The status file for ``ptfast status``."""
+        """The status file for ``ptfast status``, and PT_METRICS_FILE for Prometheus."""
         config = settings.config
         routes = Routes(config)
         document = status_document(
@@ -172,6 +172,12 @@ class Tracker:
         state_dir = self.spool.state_dir
         self._attempt(status_path(state_dir), lambda: write_status(state_dir, document),
                       "`ptfast status` shows the pass before")
+        metrics_file = config["PT_METRICS_FILE"].strip()
+        if metrics_file:
+            from .metrics import metrics_text, write_metrics
+            self._attempt(metrics_file, lambda: write_metrics(
+                metrics_file, metrics_text(document, *self.spool.census())),
+                "Prometheus sees the figures of the pass before")
 
     def _attempt(self, path: str, write, meanwhile: str) -> None:
         """``write()``; when it fails, say so once (not every pass) until it works again."""
