@@ -100,6 +100,7 @@ class Service:
                      "keeping the previous ones")
             return
         self.settings = settings
+        self.log.to_syslog = bool(self.config["SYSLOG"])
         self.tracker.settings_changed()
         self.log(f"settings reloaded: {self._settings_summary()}")
 
@@ -112,6 +113,7 @@ class Service:
                                proc_root=self.args.proc_root, events_file=self.args.events_file,
                                service=ONCE if self.args.once else SERVICE)
         self.settings = load_settings(self.args, templates=True)
+        self.log.to_syslog = bool(self.config["SYSLOG"])
         self._log_problems(self.settings)
         problem = self.state.load()
         if problem:
