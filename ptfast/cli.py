@@ -199,9 +199,10 @@ def safety_problems(args, config) -> list:
     from . import safepaths
     from .actions import action_problems
     from .mail import mail_problems
+    from .metrics import metrics_problems
     paths = [config_mod.Problem(path, 0, why) for path, why in
              safepaths.service_path_problems(args.state_dir, (args.log_file, args.events_file))]
-    return paths + action_problems(config) + mail_problems(config)
+    return paths + action_problems(config) + mail_problems(config) + metrics_problems(config)
 
 
 def cmd_baseline(args) -> int:
@@ -241,6 +242,9 @@ def cmd_check(args) -> int:
     width = max(len(name) for name in config_mod.SETTINGS)
     for name in config_mod.SETTINGS:
         value = escape_text(str(config[name]))
+        if name == "PT_WEBHOOK_URL":        # the URLs carry their tokens
+            from .destinations import shown_url, split_list
+            value = ",".join(shown_url(url) for url in split_list(config[name]))
         print(f"{name:<{width}} = {value:<32} {config.sources[name]}")
     for name, source in config.left_to_lfd:
         print(f"\n{name} ({source}) is lfd's: it {config_mod.LEFT_TO_LFD[name]}")

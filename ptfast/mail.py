@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.parser
 import email.utils
+import os
 import shlex
 import shutil
 import subprocess
@@ -144,10 +145,54 @@ class Mailer:
         return send_with_sendmail(self.sendmail, message)
 
 
+def sendmail_missing(binary: str) -> str | None:
+    """Why SENDMAIL cannot be run at all (None when it can): what delivery would say on every
+    pass, said once by ``ptfast check``."""
+    try:
+        program = shlex.split(binary)
+    except ValueError as exc:
+        return f"cannot be split into words ({exc})"
+    if not program:
+        return "is empty"
+    name = program[0]
+    if "/" not in name:
+        return None if shutil.which(name) else f"{name} is not found in PATH"
+    if not os.path.lexists(name):
+        return "does not exist"
+    if not os.path.isfile(name) or not os.access(name, os.X_OK):
+        return "is not an executable file"
+    return None
+
+
+def relay_problem(relay: str) -> str | None:
+    """What is wrong with LF_ALERT_SMTP's syntax (``host``, ``host:port``, ``[v6]:port``)."""
+    try:
+        host, port = split_relay(relay)
+    except DeliveryError:
+        return "its port is not a number"
+    if not host:
+        return "has no host"
+    if not 0 < port < 65536:
+        return f"port {port} is outside 1-65535"
+    if not host.isascii() or not all(char.isalnum() or char in ".-_:" for char in host):
+        return "is not host, host:port or [IPv6 address]:port"
+    return None
+
+
 def mail_problems(config) -> list:
     """Problems of the delivery route (for ``ptfast check``)."""
+    relay = config["LF_ALERT_SMTP"].strip()
+    if relay:
+        problem = relay_problem(relay)
+        return [Problem(config.sources["LF_ALERT_SMTP"], 0, f"LF_ALERT_SMTP "
+                                                            f"{escape_text(relay)} {problem}")
+                ] if problem else []
     binary = config["SENDMAIL"].strip()
-    problem = None if config["LF_ALERT_SMTP"].strip() else sendmail_problem(binary)
+    missing = sendmail_missing(binary)
+    if missing:
+        return [Problem(config.sources["SENDMAIL"], 0, f"SENDMAIL {escape_text(binary)} "
+                                                      f"{missing}: no alert mail can be sent")]
+    problem = sendmail_problem(binary)
     if problem:
         return [Problem(config.sources["SENDMAIL"], 0, f"SENDMAIL {binary} will not be run: "
                                                       f"{problem}")]

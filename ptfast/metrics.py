@@ -98,6 +98,31 @@ def metrics_text(document: dict, spool_entries: int, oldest_spooled_at: float | 
     return prometheus_client.generate_latest(registry)
 
 
+def metrics_problems(config) -> list:
+    """What would keep PT_METRICS_FILE from being written (for ``ptfast check``)."""
+    import os
+    from .config import Problem
+    path = config["PT_METRICS_FILE"].strip()
+    if not path:
+        return []
+    where = config.sources["PT_METRICS_FILE"]
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        return [Problem(where, 0, f"PT_METRICS_FILE {path}: the directory {directory} does not "
+                                  "exist (ptfast does not create it: node_exporter's textfile "
+                                  "directory, as --collector.textfile.directory names it)")]
+    problems = []
+    problem = safepaths.path_problem(path, safepaths.FILE)
+    if problem:
+        problems.append(Problem(where, 0, f"PT_METRICS_FILE {path} will not be written: "
+                                          f"{problem}"))
+    try:
+        _client()
+    except OSError as exc:
+        problems.append(Problem(where, 0, f"PT_METRICS_FILE is set but {exc}"))
+    return problems
+
+
 def write_metrics(path: str, data: bytes) -> None:
     """Atomically, where no customer can reach; OSError (UnsafePath) otherwise."""
     safepaths.require_safe(path, safepaths.FILE)
