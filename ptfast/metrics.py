@@ -42,14 +42,10 @@ def metrics_text(document: dict, spool_entries: int, oldest_spooled_at: float | 
     def gauge(name: str, doc: str, value: float):
         return core.GaugeMetricFamily(name, doc, value=value)
 
-    def counter_by(name: str, doc: str, label: str, values: dict, keys):
-        family = core.CounterMetricFamily(name, doc, labels=[label])
-        for key in keys:
-            family.add_metric([key], values.get(key, 0))
-        return family
-
-    def gauge_by(name: str, doc: str, label: str, values: dict, keys):
-        family = core.GaugeMetricFamily(name, doc, labels=[label])
+    def labelled(kind, name: str, doc: str, label: str, values: dict, keys):
+        """A family with one sample per key (0 for a key without a value), so every series
+        exists from the first pass on."""
+        family = kind(name, doc, labels=[label])
         for key in keys:
             family.add_metric([key], values.get(key, 0))
         return family
@@ -75,16 +71,19 @@ def metrics_text(document: dict, spool_entries: int, oldest_spooled_at: float | 
             yield gauge("ptfast_last_pass_processes_inspected",
                         "processes whose open files the last pass read",
                         last.get("inspected", 0))
-            yield gauge_by("ptfast_last_pass_findings", "new findings of the last pass",
-                           "check", last.get("findings", {}), CHECKS)
-            yield core.CounterMetricFamily("ptfast_passes", "passes", value=totals["passes"])
-            yield counter_by("ptfast_findings", "findings", "check", totals["findings"], CHECKS)
-            yield counter_by("ptfast_alerts_spooled", "alerts spooled (one per destination)",
-                             "channel", alerts["spooled"], CHANNELS)
-            yield counter_by("ptfast_alerts_delivered", "alerts delivered", "channel",
-                             alerts["delivered"], CHANNELS)
-            yield counter_by("ptfast_alert_delivery_failures", "delivery attempts that failed",
-                             "channel", alerts["failed"], CHANNELS)
+            counter = core.CounterMetricFamily
+            yield labelled(core.GaugeMetricFamily, "ptfast_last_pass_findings",
+                           "new findings of the last pass", "check", last.get("findings", {}),
+                           CHECKS)
+            yield counter("ptfast_passes", "passes", value=totals["passes"])
+            yield labelled(counter, "ptfast_findings", "findings", "check", totals["findings"],
+                           CHECKS)
+            for name, doc, key in (
+                    ("ptfast_alerts_spooled", "alerts spooled (one per destination)", "spooled"),
+                    ("ptfast_alerts_delivered", "alerts delivered", "delivered"),
+                    ("ptfast_alert_delivery_failures", "delivery attempts that failed",
+                     "failed")):
+                yield labelled(counter, name, doc, "channel", alerts[key], CHANNELS)
             yield gauge("ptfast_spool_entries", "alerts waiting in the spool", spool_entries)
             yield gauge("ptfast_spool_oldest_entry_timestamp_seconds",
                         "when the oldest alert waiting was spooled (0: none waits)",

@@ -90,7 +90,8 @@ class Tracker:
 
     def _summary(self, record: PassRecord, spooled: Counter, flushed: Flushed) -> str:
         if record.tracking:
-            found = ", ".join(f"{check} {count}" for check, count in sorted(record.findings.items()))
+            found = ", ".join(f"{check} {count}"
+                              for check, count in sorted(record.findings.items()))
             done = (f"{record.processes} processes ({record.inspected} inspected) scanned in "
                     f"{record.scan_seconds * 1000:.0f} ms, {sum(record.findings.values())} "
                     f"finding(s)" + (f" ({found})" if found else ""))

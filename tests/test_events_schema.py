@@ -10,15 +10,13 @@ import time
 import pytest
 
 from helpers.procs import start_python
-from helpers.service import SendmailRecorder, ServiceDir
+from helpers.service import LISTEN_ANY, recorded_service
 from helpers.uids import uid_for
 
 from ptfast.events import SCHEMA_VERSION
 
 pytestmark = pytest.mark.needs_root
 
-UID = uid_for(840)
-LISTEN_ANY = 'info["port"] = listen(socket.AF_INET, "0.0.0.0").getsockname()[1]'
 README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
 
 
@@ -48,13 +46,12 @@ def fields_of(record: dict) -> set:
 
 def test_every_event_field_is_documented_and_versioned(tmp_path):
     uids = [uid_for(841), uid_for(842)]
-    service = ServiceDir(tmp_path, *uids)
-    recorder = SendmailRecorder(str(tmp_path))
+    service = recorded_service(tmp_path, *uids)
     listener = start_python(LISTEN_ANY, uid=uids[0])
     busy = [start_python("", uid=uids[1]) for _ in range(3)]
     try:
         time.sleep(2.2)            # over PT_LIMIT=1 and PT_USERTIME=1 (whole seconds)
-        result = service.run_once(f"SENDMAIL={recorder.path}", "PT_USERTIME=1",
+        result = service.run_once(service.sendmail, "PT_USERTIME=1",
                                   "PT_USERPROC=2")
         assert result.returncode == 0, result.stderr.decode()
     finally:

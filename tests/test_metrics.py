@@ -6,14 +6,13 @@ import os
 import shutil
 import stat
 import subprocess
-import time
 import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers.procs import start_python, wait_until
-from helpers.service import SendmailRecorder, ServiceDir, free_port
+from helpers.procs import wait_until
+from helpers.service import bindshell_fixture, free_port, recorded_service
 from helpers.uids import uid_for
 
 from ptfast import procfs, status
@@ -21,21 +20,14 @@ from ptfast import procfs, status
 pytestmark = pytest.mark.needs_root
 
 UID = uid_for(820)
-LISTEN_ANY = 'info["port"] = listen(socket.AF_INET, "0.0.0.0").getsockname()[1]'
 
 
-@pytest.fixture(scope="module")
-def bindshell():
-    child = start_python(LISTEN_ANY, uid=UID)
-    time.sleep(1.2)     # older than PT_LIMIT=1
-    yield child
-    child.stop()
+bindshell = bindshell_fixture(UID)
 
 
 @pytest.fixture
 def service(tmp_path):
-    service = ServiceDir(tmp_path, UID)
-    service.sendmail = f"SENDMAIL={SendmailRecorder(str(tmp_path)).path}"
+    service = recorded_service(tmp_path, UID)
     service.metrics_dir = os.path.join(service.root, "textfile")
     os.makedirs(service.metrics_dir)
     service.metrics_file = os.path.join(service.metrics_dir, "ptfast.prom")
@@ -60,7 +52,8 @@ def test_metrics_file_carries_the_pass(service, bindshell):
         found = samples(handle.read())
     document = status.read_status(service.state_dir)
     last = document["last_pass"]
-    assert found[("ptfast_info", (("core", procfs.CORE_NAME), ("version", document["version"])))] == 1
+    version = document["version"]
+    assert found[("ptfast_info", (("core", procfs.CORE_NAME), ("version", version)))] == 1
     assert found[("ptfast_last_pass_timestamp_seconds", ())] == pytest.approx(last["ended_at"])
     assert found[("ptfast_last_pass_duration_seconds", ())] == pytest.approx(
         last["duration_seconds"])

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from helpers.procs import start_python, wait_until
-from helpers.service import SendmailRecorder, ServiceDir, free_port
+from helpers.service import ServiceDir, bindshell_fixture, free_port, recorded_service
 from helpers.uids import uid_for
 
 from ptfast import procfs, status
@@ -19,22 +19,14 @@ from ptfast import procfs, status
 pytestmark = pytest.mark.needs_root
 
 UID = uid_for(810)
-LISTEN_ANY = 'info["port"] = listen(socket.AF_INET, "0.0.0.0").getsockname()[1]'
 
 
-@pytest.fixture(scope="module")
-def bindshell():
-    child = start_python(LISTEN_ANY, uid=UID)
-    time.sleep(1.2)     # older than PT_LIMIT=1
-    yield child
-    child.stop()
+bindshell = bindshell_fixture(UID)
 
 
 @pytest.fixture
 def service(tmp_path):
-    service = ServiceDir(tmp_path, UID)
-    service.sendmail = f"SENDMAIL={SendmailRecorder(str(tmp_path)).path}"
-    return service
+    return recorded_service(tmp_path, UID)
 
 
 def ptfast_status(service, *options) -> subprocess.CompletedProcess:

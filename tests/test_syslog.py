@@ -10,18 +10,15 @@ import re
 import shutil
 import socket
 import subprocess
-import time
 
 import pytest
 
-from helpers.procs import start_python
-from helpers.service import SendmailRecorder, ServiceDir
+from helpers.service import bindshell_fixture, recorded_service
 from helpers.uids import uid_for
 
 pytestmark = pytest.mark.needs_root
 
 UID = uid_for(830)
-LISTEN_ANY = 'info["port"] = listen(socket.AF_INET, "0.0.0.0").getsockname()[1]'
 USER_INFO = 1 * 8 + 6       # facility user (1), priority info (6)
 DATAGRAM = re.compile(r"<(\d+)>[A-Z][a-z]{2} [ 123]\d \d\d:\d\d:\d\d lfd\[(\d+)\]: (.*)", re.S)
 LOG_LINE = re.compile(r"[A-Z][a-z]{2} [ 123]\d \d\d:\d\d:\d\d \S+ lfd\[(\d+)\]: (.*)")
@@ -30,12 +27,7 @@ IN_NAMESPACE = ('set -e; mount -t overlay overlay -o "lowerdir=/dev,upperdir=$1,
                 ' touch /dev/log; mount --bind "$3" /dev/log; shift 3; exec "$@"')
 
 
-@pytest.fixture(scope="module")
-def bindshell():
-    child = start_python(LISTEN_ANY, uid=UID)
-    time.sleep(1.2)     # older than PT_LIMIT=1
-    yield child
-    child.stop()
+bindshell = bindshell_fixture(UID)
 
 
 def run_with_syslog_socket(service, tmp_path, *settings) -> tuple:
@@ -71,10 +63,8 @@ def run_with_syslog_socket(service, tmp_path, *settings) -> tuple:
 
 
 def test_every_log_line_goes_to_syslog_as_lfd_sends_it(tmp_path, bindshell):
-    service = ServiceDir(tmp_path, UID)
-    recorder = SendmailRecorder(str(tmp_path))
-    result, datagrams = run_with_syslog_socket(service, tmp_path, f"SENDMAIL={recorder.path}",
-                                               "SYSLOG=1")
+    service = recorded_service(tmp_path, UID)
+    result, datagrams = run_with_syslog_socket(service, tmp_path, service.sendmail, "SYSLOG=1")
     assert result.returncode == 0, result.stderr.decode()
     logged = [LOG_LINE.fullmatch(line) for line in service.log().splitlines()]
     assert all(logged)
@@ -90,9 +80,8 @@ def test_every_log_line_goes_to_syslog_as_lfd_sends_it(tmp_path, bindshell):
 
 
 def test_no_syslog_unless_asked(tmp_path, bindshell):
-    service = ServiceDir(tmp_path, UID)
-    recorder = SendmailRecorder(str(tmp_path))
-    result, datagrams = run_with_syslog_socket(service, tmp_path, f"SENDMAIL={recorder.path}")
+    service = recorded_service(tmp_path, UID)
+    result, datagrams = run_with_syslog_socket(service, tmp_path, service.sendmail)
     assert result.returncode == 0, result.stderr.decode()
     assert "*Suspicious Process*" in service.log()
     assert datagrams == []

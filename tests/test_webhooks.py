@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from helpers.procs import start_copied_python, start_python
-from helpers.service import (SendmailRecorder, ServiceDir, WebhookServer, free_port,
+from helpers.procs import start_copied_python
+from helpers.service import (LISTEN_ANY, WebhookServer, bindshell_fixture, recorded_service,
                              self_signed_certificate)
 from helpers.uids import uid_for
 
@@ -21,25 +21,15 @@ from ptfast import destinations, webhooks
 pytestmark = pytest.mark.needs_root
 
 UID = uid_for(800)
-LISTEN_ANY = 'info["port"] = listen(socket.AF_INET, "0.0.0.0").getsockname()[1]'
 TOKEN = "T0KEN-s3cr3t-abcdef"
 
 
-@pytest.fixture(scope="module")
-def bindshell():
-    child = start_python(LISTEN_ANY, uid=UID)
-    time.sleep(1.2)     # older than PT_LIMIT=1
-    yield child
-    child.stop()
+bindshell = bindshell_fixture(UID)
 
 
 @pytest.fixture
 def service(tmp_path):
-    service = ServiceDir(tmp_path, UID)
-    recorder = SendmailRecorder(str(tmp_path))
-    service.sendmail = f"SENDMAIL={recorder.path}"
-    service.recorder = recorder
-    return service
+    return recorded_service(tmp_path, UID)
 
 
 def hooks(service) -> list:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 
 from aiosmtpd.controller import Controller
 
@@ -270,3 +271,33 @@ def self_signed_certificate(directory) -> tuple:
                     "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
                     "-keyout", key, "-out", cert], check=True, capture_output=True, timeout=60)
     return cert, key
+
+
+LISTEN_ANY = 'info["port"] = listen(socket.AF_INET, "0.0.0.0").getsockname()[1]'
+
+
+def bindshell_fixture(uid: int):
+    """A module fixture: a process of ``uid`` listening on 0.0.0.0, older than PT_LIMIT=1 when
+    handed over, stopped at the end of the module whatever failed."""
+    import pytest
+
+    from helpers.procs import start_python
+
+    @pytest.fixture(scope="module")
+    def bindshell():
+        child = start_python(LISTEN_ANY, uid=uid)
+        try:
+            time.sleep(1.2)
+            yield child
+        finally:
+            child.stop()
+    return bindshell
+
+
+def recorded_service(root, *uids: int) -> ServiceDir:
+    """A ServiceDir whose alerts go to a SendmailRecorder: ``service.sendmail`` is the setting
+    to pass, ``service.recorder`` the recorder."""
+    service = ServiceDir(root, *uids)
+    service.recorder = SendmailRecorder(str(root))
+    service.sendmail = f"SENDMAIL={service.recorder.path}"
+    return service
