@@ -3,30 +3,24 @@
  * usage: population N UIDS BASE_UID
  * Every child drops to uid BASE_UID + i % UIDS, opens a few files and a pipe, then sleeps.
  * 1% listen on a loopback TCP port and accept; 10% hold an established connection to one of
- * them. Prints "ready PID" once every child is set up; SIGTERM to the process group ends all.
+ * them. Prints "ready PID" once every child is set up. SIGTERM to the process group ends all;
+ * so does the end of the process that started it (see common.h).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-static void drop(uid_t uid) {
-    if (setgroups(0, NULL) || setresgid(uid, uid, uid) || setresuid(uid, uid, uid)) {
-        perror("drop privileges");
-        _exit(1);
-    }
-    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
-}
+#include "common.h"
+
 
 static void common_fds(void) {
     int fds[2];
@@ -48,32 +42,26 @@ int main(int argc, char **argv) {
     int ready[2];
     if (pipe(ready)) return 1;
     setpgid(0, 0);
+    end_with_runner(getppid());
     for (int i = 0; i < n; i++) {
         int port_pipe[2] = {-1, -1};
         int listener = i < listeners;
         if (listener && pipe(port_pipe)) return 1;
-        pid_t pid = fork();
-        if (pid < 0) {
-            perror("fork");
-            kill(0, SIGTERM);
-            return 1;
-        }
+        pid_t pid = fork_or_end_group();
         if (pid == 0) {
             close(ready[0]);
             uid_t uid = base + i % uids;
             common_fds();
             if (listener) {
-                int s = socket(AF_INET, SOCK_STREAM, 0);
-                struct sockaddr_in a = {.sin_family = AF_INET};
+                int s = loopback_listener();
+                struct sockaddr_in a;
                 socklen_t len = sizeof a;
-                a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-                if (bind(s, (void *)&a, sizeof a) || listen(s, 1024)) _exit(1);
                 getsockname(s, (void *)&a, &len);
                 int port = ntohs(a.sin_port);
                 if (write(port_pipe[1], &port, sizeof port) != sizeof port) _exit(1);
                 drop(uid);
                 if (write(ready[1], "x", 1) != 1) _exit(1);
-                for (;;) if (accept(s, NULL, NULL) < 0 && errno != EINTR) pause();
+                serve_until_main_ends(s);
             }
             if (i >= listeners && i < listeners + clients) {
                 int s = socket(AF_INET, SOCK_STREAM, 0);
@@ -84,7 +72,7 @@ int main(int argc, char **argv) {
             }
             drop(uid);
             if (write(ready[1], "x", 1) != 1) _exit(1);
-            for (;;) pause();
+            serve_until_main_ends(-1);
         }
         if (listener) {
             close(port_pipe[1]);
@@ -93,17 +81,8 @@ int main(int argc, char **argv) {
         }
     }
     close(ready[1]);
-    char buf[4096];
-    long got = 0;
-    while (got < n) {
-        ssize_t r = read(ready[0], buf, sizeof buf);
-        if (r <= 0) return 1;
-        got += r;
-    }
+    if (wait_ready(ready[0], n)) return 1;
     printf("ready %d\n", getpid());
     fflush(stdout);
-    signal(SIGTERM, SIG_DFL);
-    for (;;) {
-        if (wait(NULL) < 0 && errno == ECHILD) return 0;
-    }
+    return reap_children();
 }

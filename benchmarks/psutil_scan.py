@@ -19,9 +19,12 @@ def main() -> int:
         if conn.pid is not None:
             sockets_by_pid[conn.pid].append(conn)
     found = 0
-    for proc in psutil.process_iter(["pid", "ppid", "uids", "exe", "cmdline", "create_time",
-                                      "memory_info"]):
-        info = proc.info
+    for proc in psutil.process_iter():
+        try:
+            info = proc.as_dict(["pid", "ppid", "uids", "exe", "cmdline", "create_time",
+                                 "memory_info"])
+        except (psutil.Error, OSError):     # OSError: ENAMETOOLONG for an exe path longer
+            continue                        # than PATH_MAX, which psutil does not wrap
         if not info["uids"] or info["uids"].real == 0 or not info["exe"]:
             continue
         if now - info["create_time"] <= limit:

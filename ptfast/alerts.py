@@ -19,7 +19,6 @@ import re
 import time
 from dataclasses import dataclass
 from email.header import Header
-from importlib import resources
 
 from .config import Problem
 from .safepaths import read_regular_file
@@ -72,7 +71,10 @@ def parse_template(text: str, name: str, source: str, problems: list) -> Templat
 
 
 def builtin_template_text(filename: str) -> str:
-    return (resources.files("ptfast") / "templates" / filename).read_text("utf-8")
+    # beside this module: importlib.resources would cost more to import than the file to read
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates", filename)
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
 
 
 class Templates:

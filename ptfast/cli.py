@@ -275,6 +275,11 @@ def cmd_run(args) -> int:
     return daemon.run(args)
 
 
+def cmd_install_service(args) -> int:
+    from . import install
+    return install.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ptfast", description="Fast, lfd-compatible process "
                                      "tracking for Linux servers.")
@@ -325,6 +330,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="candidate PT_LIMIT values, comma separated")
     tune.add_argument("--json", action="store_true", help="the table as one JSON object")
     tune.set_defaults(handler=cmd_tune)
+
+    service = sub.add_parser(
+        "install-service", help="write the systemd unit (for this ptfast), a logrotate file, a "
+                                "sample ptfast.conf, the man page and bash completion")
+    service.add_argument("--dry-run", action="store_true",
+                         help="show what would be written or removed; change nothing")
+    service.add_argument("--uninstall", action="store_true",
+                         help="stop and disable the service and remove these files "
+                              "(ptfast.conf only while it is the untouched sample; the state "
+                              "and the logs stay)")
+    service.add_argument("--root", default="/", metavar="DIR",
+                         help="write under DIR instead of / (packaging; systemctl is not run)")
+    service.set_defaults(handler=cmd_install_service)
     return parser
 
 

@@ -25,7 +25,9 @@ class Flushed:
 
     delivered: Counter = field(default_factory=Counter)
     failed: Counter = field(default_factory=Counter)     # delivery attempts that failed
-    waiting: int = 0                                     # entries left in the spool
+    #: ptfast's own entries left in the spool (refused, or behind a route that is down);
+    #: files it will not send (not its own) are not counted
+    waiting: int = 0
 
 
 class Routes:
@@ -56,10 +58,9 @@ def flush(spool: Spool, routes: Routes, log) -> Flushed:
             continue
         try:
             route, payload = routes.open(channel, spool.read(path))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:     # not ptfast's own: never sent, not waiting
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             log(f"spooled alert {name} not sent: {escape_text(why)}; left in place")
-            result.waiting += 1
             continue
         if route.key in down:
             down[route.key][2] += 1

@@ -13,6 +13,9 @@ import psutil
 from .escape import escape_block, escape_text
 
 STATUS_TIMEOUT = 5.0
+# a busy host has thousands of processes and sockets: the mail lists the busiest, within bounds
+MAX_PROCESS_ROWS = 300
+MAX_CONNECTION_ROWS = 1000
 STATUS_MAX_BYTES = 1 << 20
 
 
@@ -36,9 +39,12 @@ def process_list(sample: float = 0.5) -> str:
         except psutil.Error:                # gone, or a zombie without details
             continue
     rows = [f"{'PID':>7} {'USER':<12} {'%CPU':>5} {'%MEM':>5} {'RSS MB':>8} {'STATE':<9} COMMAND"]
-    for cpu, pid, user, mem, rss, status, command in sorted(entries, key=lambda e: -e[0]):
+    busiest = sorted(entries, key=lambda e: -e[0])
+    for cpu, pid, user, mem, rss, status, command in busiest[:MAX_PROCESS_ROWS]:
         rows.append(f"{pid:>7} {escape_text(user)[:12]:<12} {cpu:>5.1f} {mem:>5.1f} "
-                    f"{rss / (1 << 20):>8.1f} {status:<9} {escape_text(command)[:400]}")
+                    f"{rss / (1 << 20):>8.1f} {status:<9} {escape_text(command[:400])}")
+    if len(busiest) > MAX_PROCESS_ROWS:
+        rows.append(f"... {len(busiest) - MAX_PROCESS_ROWS} more processes, less busy")
     return "\n".join(rows)
 
 
@@ -59,11 +65,14 @@ def memory_cpu_summary() -> str:
 
 def connections() -> str:
     rows = [f"{'PROTO':<6} {'LOCAL':<45} {'REMOTE':<45} {'STATE':<12} PID"]
-    for conn in psutil.net_connections(kind="inet"):
+    found = psutil.net_connections(kind="inet")
+    for conn in found[:MAX_CONNECTION_ROWS]:
         proto = ("tcp" if conn.type == 1 else "udp") + ("6" if conn.family == 10 else "")
         local = f"{conn.laddr.ip}:{conn.laddr.port}" if conn.laddr else "-"
         remote = f"{conn.raddr.ip}:{conn.raddr.port}" if conn.raddr else "-"
         rows.append(f"{proto:<6} {local:<45} {remote:<45} {conn.status:<12} {conn.pid or '-'}")
+    if len(found) > MAX_CONNECTION_ROWS:
+        rows.append(f"... {len(found) - MAX_CONNECTION_ROWS} more connections")
     return "\n".join(rows)
 
 

@@ -21,11 +21,13 @@ the other rules still load.
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, field
-from importlib import resources
+from typing import TYPE_CHECKING, Optional
 
-import regex
+if TYPE_CHECKING:
+    import regex
 
 from .config import Problem, read_lines
 from .paths import DEFAULT_PIGNORE_PATH
@@ -59,13 +61,25 @@ class PatternRule:
     def pattern(self):
         """The rule compiled alone (only needed when its chunk cannot answer for it)."""
         if self._pattern is None:
-            self._pattern = regex.compile(self.text, regex.ASCII)
+            self._pattern = _regex().compile(self.text, _regex().ASCII)
         return self._pattern
+
+
+def _regex():
+    """The ``regex`` library, imported when a p* rule first needs it: a rule file without
+    regexes (ptfast's built-in list) costs no import of it."""
+    import regex
+    return regex
 
 
 # Rules that cannot share one alternation with others: global inline flags such as (?s) would
 # leak into the other rules, and group references would change their numbers.
-_NOT_COMBINABLE = regex.compile(r"\(\?[a-zA-Z]+\)|\\[1-9]|\(\?P=|\(\?P<|\(\?<[a-zA-Z_]")
+# (the standard re is enough to read a rule's text; regex is for matching with it)
+_NOT_COMBINABLE = re.compile(r"\(\?[a-zA-Z]+\)|\\[1-9]|\(\?P=|\(\?P<|\(\?<[a-zA-Z_]")
+
+
+def _not_combinable(text: str) -> bool:
+    return _NOT_COMBINABLE.search(text) is not None
 
 
 @dataclass
@@ -73,13 +87,13 @@ class Chunk:
     """Rules matched as one alternation (``pattern`` None: each rule alone)."""
 
     rules: list
-    pattern: "regex.Pattern | None" = None
+    pattern: Optional[regex.Pattern] = None
 
 
 def _alternation(rules: list):
     if len(rules) == 1:
         return rules[0].pattern
-    return regex.compile("|".join(f"(?:{rule.text})" for rule in rules), regex.ASCII)
+    return _regex().compile("|".join(f"(?:{rule.text})" for rule in rules), _regex().ASCII)
 
 
 @dataclass
@@ -133,8 +147,8 @@ class IgnoreRules:
 
     def _build_chunks(self, kind: str) -> list:
         enabled = [rule for rule in self.patterns[kind] if rule.enabled]
-        together = [rule for rule in enabled if not _NOT_COMBINABLE.search(rule.text)]
-        alone = [rule for rule in enabled if _NOT_COMBINABLE.search(rule.text)]
+        together = [rule for rule in enabled if not _not_combinable(rule.text)]
+        alone = [rule for rule in enabled if _not_combinable(rule.text)]
         invalid: list = []
         chunks = [self._chunk(together[start:start + CHUNK_SIZE], invalid)
                   for start in range(0, len(together), CHUNK_SIZE)]
@@ -148,21 +162,21 @@ class IgnoreRules:
         invalid ones (reported and added to ``invalid``)."""
         try:
             return Chunk(rules, _alternation(rules))
-        except regex.error:
+        except _regex().error:
             pass
         valid = []
         for rule in rules:
             try:
                 rule.pattern        # noqa: B018 (compiles it)
                 valid.append(rule)
-            except regex.error as exc:
+            except _regex().error as exc:
                 invalid.append(rule)
                 self.problems.append(Problem(rule.path, rule.line,
                                              f"invalid p{rule.kind} regex {rule.text!r}: {exc}; "
                                              "rule skipped"))
         try:
             return Chunk(valid, _alternation(valid) if valid else None)
-        except regex.error:         # valid alone, not together: match each alone
+        except _regex().error:         # valid alone, not together: match each alone
             return Chunk(valid, None)
 
     # -- matching -------------------------------------------------------------------------
@@ -290,7 +304,10 @@ BUILTIN_SOURCE = "built-in default ignore list"
 
 
 def builtin_lines() -> list:
-    return resources.files("ptfast").joinpath("default.pignore").read_text().splitlines()
+    # beside this module: importlib.resources would cost more to import than the file to read
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.pignore")
+    with open(path, encoding="utf-8") as handle:
+        return handle.read().splitlines()
 
 
 def load(path: str | None = None) -> IgnoreRules:

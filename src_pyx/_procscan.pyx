@@ -15,14 +15,14 @@ reference (read its docstring for the contract); constants, tables and record fi
 from libc.errno cimport EACCES, EINTR, ENAMETOOLONG, ENOENT, ENOMEM, EPERM, errno
 from libc.stdlib cimport free, realloc
 from libc.stdio cimport snprintf
-from libc.string cimport memchr, memcmp, memcpy, strlen
+from libc.string cimport memchr, memcmp, memcpy, memmove, strlen
 from posix.fcntl cimport AT_FDCWD, O_CLOEXEC, O_DIRECTORY, O_RDONLY, openat
-from posix.stat cimport fstatat, struct_stat
+from posix.stat cimport struct_stat
 from posix.unistd cimport _SC_CLK_TCK, _SC_PAGESIZE, close, read, sysconf
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 
-from _libc cimport (AF_INET, AF_INET6, DIR, INET6_ADDRSTRLEN, SYS_kcmp, closedir, dirent,
-                    fdopendir, inet_ntop, readdir, readlinkat, syscall)
+from _libc cimport (AF_INET, AF_INET6, DIR, INET6_ADDRSTRLEN, SYS_kcmp, closedir, dirent, memrchr,
+                    fdopendir, fstatat, inet_ntop, readdir, readlinkat, syscall)
 
 from ptfast import _corespec, _sockprobe
 
@@ -59,6 +59,7 @@ cdef enum:
     LINK_MAX = 4096
     UPTIME_MAX = 128
     MAX_STAT_FIELDS = 32
+    TABLE_CHUNK = 65536             # /proc/net tables are parsed this much at a time
     PID_MAX_LIMIT = 1 << 22         # include/linux/threads.h
     KCMP_FILES = 2                  # include/uapi/linux/kcmp.h
 
@@ -426,10 +427,11 @@ cdef enum:
 
 
 cdef int parse_table(const char* data, Py_ssize_t n, str proto, unsigned long long netns,
-                     dict table) except -1:
-    """Add every well-formed socket of one /proc/net table with a non-zero inode to ``table``."""
+                     dict table, bint header) except -1:
+    """Add every well-formed socket of lines of a /proc/net table with a non-zero inode to
+    ``table``; ``header``: ``data`` starts with the table's header line, to skip."""
     cdef const char* end = data + n
-    cdef const char* p = <const char*>memchr(data, b'\n', n)   # skip the header line
+    cdef const char* p = data
     cdef const char* line_end
     cdef const char* starts[TABLE_FIELDS]
     cdef const char* ends[TABLE_FIELDS]
@@ -442,9 +444,11 @@ cdef int parse_table(const char* data, Py_ssize_t n, str proto, unsigned long lo
     cdef tuple names = (STREAM_STATE_NAMES if _corespec.is_stream_table(proto)
                         else DGRAM_STATE_NAMES)
     cdef Socket sock
-    if p == NULL:
-        return 0
-    p += 1
+    if header:
+        p = <const char*>memchr(data, b'\n', n)
+        if p == NULL:
+            return 0
+        p += 1
     while p < end:
         line_end = <const char*>memchr(p, b'\n', end - p)
         if line_end == NULL:
@@ -642,12 +646,7 @@ cdef class _Scanner:
         cdef tuple record
         for proto in SOCKET_TABLES:
             path = ("net/" + proto).encode()
-            c_path = path
-            b.len = 0
-            with nogil:
-                n = read_all(dirfd, c_path, b, True)
-            if n > 0:
-                parse_table(b.data, b.len, proto, netns, self.socket_table)
+            self.stream_table(dirfd, path, proto, netns)
         b.len = 0
         with nogil:
             n = read_all(dirfd, b"net/packet", b, True)
@@ -656,6 +655,45 @@ cdef class _Scanner:
                 if record[0] not in self.socket_table:
                     self.socket_table[record[0]] = socket_of(record)
         return 0
+
+    cdef int stream_table(self, int dirfd, bytes path, str proto,
+                          unsigned long long netns) except -1:
+        """Parse one /proc/net table a chunk at a time: 200,000 sockets are 30 MB of text
+        (mostly TIME_WAIT lines, which have no inode), and memory must not grow with them."""
+        cdef const char* c_path = path
+        cdef Buf* b = &self.big
+        cdef int fd
+        cdef Py_ssize_t n, parsed
+        cdef bint header = True
+        cdef const char* last
+        with nogil:
+            fd = openat(dirfd, c_path, O_RDONLY | O_CLOEXEC)
+        if fd < 0:
+            return 0
+        b.len = 0
+        try:
+            while True:
+                if buf_reserve(b, TABLE_CHUNK) < 0:
+                    raise MemoryError()
+                with nogil:
+                    n = read(fd, b.data + b.len, b.cap - b.len)
+                    while n < 0 and errno == EINTR:
+                        n = read(fd, b.data + b.len, b.cap - b.len)
+                if n <= 0:
+                    if b.len > 0:           # a last line without its newline
+                        parse_table(b.data, b.len, proto, netns, self.socket_table, header)
+                    return 0
+                b.len += n
+                last = <const char*>memrchr(b.data, b'\n', b.len)
+                if last == NULL:
+                    continue                # not one whole line yet
+                parsed = last - b.data + 1
+                parse_table(b.data, parsed, proto, netns, self.socket_table, header)
+                header = False
+                memmove(b.data, b.data + parsed, b.len - parsed)
+                b.len -= parsed
+        finally:
+            close(fd)
 
     cdef unsigned long long namespace_of(self, int pid_fd):
         """The inode of the process's network namespace; 0 when it cannot be read."""

@@ -55,3 +55,18 @@ def test_prepared_tree(core, tmp_path):
     ]
     assert snapshot.stats["kernel_threads"] == 1
     assert snapshot.stats["vanished"] == 1
+
+
+def test_a_socket_table_larger_than_the_parse_chunk_is_read_whole_and_alike(tmp_path, core):
+    """The compiled core parses /proc/net tables a chunk at a time (so that 200,000 sockets do
+    not cost 30 MB); every line across the chunks' edges is read, the last one without its
+    newline too."""
+    root = str(tmp_path)
+    build_tree(root)
+    lines = [tcp_line(f"0100007F:{port:04X}", "00000000:0000", "0A", 100000 + port)
+             for port in range(1024, 1024 + 5000)]
+    write(f"{root}/net/tcp", TCP_HEADER + "".join(lines).rstrip("\n"))
+    assert len(TCP_HEADER + "".join(lines)) > 4 * 65536
+    snapshot = procfs.scan(root, True, core=core)
+    assert {inode for inode in snapshot.socket_table if inode >= 100000} == \
+        {100000 + port for port in range(1024, 1024 + 5000)}
