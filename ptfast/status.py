@@ -193,8 +193,10 @@ def report(state_dir: str, now: float | None = None) -> Report:
     try:
         entries, oldest = census(state_dir)
     except OSError as exc:
-        return Report(DOWN, "no state", [f"cannot read the spool: {exc.strerror}"], None, holder,
-                      0, None, now)
+        why = (" (the state directory is root's: run ptfast status as root)"
+               if isinstance(exc, PermissionError) else "")
+        return Report(DOWN, "no state", [f"cannot read the spool: {exc.strerror}{why}"], None,
+                      holder, 0, None, now)
     try:
         document = read_status(state_dir)
     except FileNotFoundError:
