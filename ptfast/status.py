@@ -284,6 +284,8 @@ def text(result: Report) -> str:
             return f"{name} {sum(counts.values())}" + (f" ({parts})" if parts else "")
         lines.append(f"  alerts:      {by_channel('spooled')}, {by_channel('delivered')}, "
                      f"{by_channel('failed')} since {moment(totals['since'])}")
+    if document.get("alerts_via"):
+        lines.append(f"  alerts via:  {', '.join(document['alerts_via'])}")
     if result.oldest_spooled_at is not None:
         lines.append(f"  spool:       {result.spool_entries} waiting, the oldest spooled "
                      f"{ago(result.now - result.oldest_spooled_at)} ago")

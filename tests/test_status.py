@@ -69,6 +69,7 @@ def test_status_reports_the_pass_of_run_once(service, bindshell):
     assert text.returncode == 0
     assert text.stdout.startswith("ptfast: healthy\n")
     assert "findings: none" in text.stdout and "spool:       empty" in text.stdout
+    assert f"alerts via:  {service.recorder.path}\n" in text.stdout
 
 
 def test_status_of_a_running_service_and_after_it_stops(service, bindshell):

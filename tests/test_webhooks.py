@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 
@@ -37,11 +38,17 @@ def hooks(service) -> list:
 
 
 def assert_no_token(service, *outputs) -> None:
+    """Neither the log, the events, the status file nor what was printed carries the token."""
     with open(service.log_file) as handle:
         assert TOKEN not in handle.read()
-    if os.path.exists(service.events_file):
-        with open(service.events_file) as handle:
-            assert TOKEN not in handle.read()
+    status_file = os.path.join(service.state_dir, "status.json")
+    for path in (service.events_file, status_file):
+        if os.path.exists(path):
+            with open(path) as handle:
+                assert TOKEN not in handle.read()
+    status = subprocess.run([sys.executable, "-m", "ptfast", "status", "--json", "--state-dir",
+                             service.state_dir], capture_output=True, timeout=60)
+    assert b"webhook http" in status.stdout and TOKEN.encode() not in status.stdout
     for output in outputs:
         assert TOKEN.encode() not in output
 
