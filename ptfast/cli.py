@@ -199,9 +199,10 @@ def safety_problems(args, config) -> list:
     from . import safepaths
     from .actions import action_problems
     from .mail import mail_problems
+    from .metrics import metrics_problems
     paths = [config_mod.Problem(path, 0, why) for path, why in
              safepaths.service_path_problems(args.state_dir, (args.log_file, args.events_file))]
-    return paths + action_problems(config) + mail_problems(config)
+    return paths + action_problems(config) + mail_problems(config) + metrics_problems(config)
 
 
 def cmd_baseline(args) -> int:
@@ -241,6 +242,9 @@ def cmd_check(args) -> int:
     width = max(len(name) for name in config_mod.SETTINGS)
     for name in config_mod.SETTINGS:
         value = escape_text(str(config[name]))
+        if name == "PT_WEBHOOK_URL":        # the URLs carry their tokens
+            from .destinations import shown_url, split_list
+            value = ",".join(shown_url(url) for url in split_list(config[name]))
         print(f"{name:<{width}} = {value:<32} {config.sources[name]}")
     for name, source in config.left_to_lfd:
         print(f"\n{name} ({source}) is lfd's: it {config_mod.LEFT_TO_LFD[name]}")
@@ -252,6 +256,18 @@ def cmd_check(args) -> int:
         return EXIT_ERROR
     print("\nno problems found")
     return EXIT_CLEAN
+
+
+def cmd_status(args) -> int:
+    """Exit 0 healthy, 1 degraded, 2 not running or no status (ptfast.status)."""
+    from . import status
+    result = status.report(args.state_dir)
+    if args.json:
+        sys.stdout.buffer.write(json_line(result.as_dict()))
+    else:
+        sys.stdout.write(status.text(result))
+    sys.stdout.flush()
+    return result.code
 
 
 def cmd_run(args) -> int:
@@ -293,6 +309,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--once", action="store_true",
                      help="one full pass (alerts, actions, state, spool), then exit")
     run.set_defaults(handler=cmd_run)
+
+    status = sub.add_parser("status", help="is the service running, what did its last pass do, "
+                                           "is the spool draining (exit 0 healthy, 1 degraded, "
+                                           "2 not running or no status)")
+    status.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR",
+                        help=f"the service's state directory (default {DEFAULT_STATE_DIR})")
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    status.set_defaults(handler=cmd_status)
 
     tune = sub.add_parser("tune", help="watch this host and measure what each PT_LIMIT would "
                                        "cost and report")

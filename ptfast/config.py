@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from . import safepaths
+from . import destinations, safepaths
 from .paths import DEFAULT_CONFIG_PATH, DEFAULT_OVERRIDE_PATH
 
 # Directories whose presence marks a control-panel host (GENERIC then defaults to 0, as the
@@ -59,6 +59,12 @@ SETTINGS: dict[str, tuple[object, str]] = {
     "LF_ALERT_SMTP": ("", TEXT),
     "SENDMAIL": ("/usr/sbin/sendmail", TEXT),
     "LF_FLUSH": (3600, INT),
+    "SYSLOG": (0, INT),                 # lfd's: every log line to syslog too
+    # ptfast's own, for running a fleet (ptfast.conf)
+    "PT_PASS_SUMMARY": (1, INT),        # one log line per pass
+    "PT_METRICS_FILE": ("", TEXT),      # Prometheus textfile; empty: none
+    "PT_WEBHOOK_URL": ("", TEXT),       # comma separated
+    "PT_WEBHOOK_FORMAT": (destinations.JSON, TEXT),
 }
 
 #: Settings of csf.conf that belong to lfd's other work, which ptfast leaves to lfd; ``check``
@@ -95,6 +101,24 @@ LIMITS: dict[str, tuple] = {
     "PT_SERVICE_SOCKETS": FLAG,
     "PT_DIGEST_AFTER": (0, PID_MAX_LIMIT),
     "LF_FLUSH": (0, YEAR),
+    "SYSLOG": FLAG,
+    "PT_PASS_SUMMARY": FLAG,
+}
+
+
+def _absolute_path(name: str):
+    def check(text: str) -> None:
+        if text.strip() and not text.strip().startswith("/"):
+            raise ValueError(f"{name} must be an absolute path")
+    return check
+
+
+#: name -> check of a text setting's value (raises ValueError saying why, never quoting a
+#: secret); the default is kept when it fails
+TEXT_CHECKS = {
+    "PT_WEBHOOK_URL": destinations.check_urls,
+    "PT_WEBHOOK_FORMAT": destinations.check_formats,
+    "PT_METRICS_FILE": _absolute_path("PT_METRICS_FILE"),
 }
 MAX_NUMBER_CHARS = 20           # more digits than any range needs: never parsed (int() of a
                                 # million digits is slow)
@@ -165,6 +189,8 @@ def convert(name: str, text: str) -> object:
     _default, kind = SETTINGS[name]
     value = text.strip()
     if kind == TEXT:
+        if name in TEXT_CHECKS:
+            TEXT_CHECKS[name](text)
         return text
     shown = value if len(value) <= 40 else value[:40] + "..."
     if kind == INT:
@@ -268,4 +294,25 @@ def load(path: str | None = None, overrides=(), panel: bool | None = None,
             config.problems.append(Problem("--set", 0, str(exc)))
             continue
         config.sources[name] = "--set"
+    _check_webhooks(config)
     return config
+
+
+def _problem_at(config: Config, name: str, message: str) -> Problem:
+    """A problem with a setting, where that setting was given."""
+    source = config.sources[name]
+    path, _, line = source.rpartition(":")
+    if path and line.isdigit():
+        return Problem(path, int(line), message)
+    return Problem("--set", 0, message)
+
+
+def _check_webhooks(config: Config) -> None:
+    """Each URL with its format (one format for all, or one per URL); when they do not go
+    together, no webhook at all rather than posts in a shape their receiver refuses."""
+    try:
+        destinations.pair(config["PT_WEBHOOK_URL"], config["PT_WEBHOOK_FORMAT"])
+    except ValueError as exc:
+        config.problems.append(_problem_at(config, "PT_WEBHOOK_URL", f"{exc}; no webhook is "
+                                                                     "sent"))
+        config.values["PT_WEBHOOK_URL"] = ""

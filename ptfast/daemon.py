@@ -23,12 +23,13 @@ from . import __version__, config as config_mod, procfs, safepaths
 from .actions import Actions
 from .escape import escape_text
 from .logfile import LogFile
-from .mail import Mailer, Spool
+from .mail import Mailer
+from .webhooks import Webhooks
 from .settings import Settings, load_settings
+from .spool import Spool
 from .state import ReportedState
+from .status import LOCK_FILE, ONCE, SERVICE
 from .tracking import Tracker
-
-LOCK_FILE = "ptfast.lock"
 
 
 class AlreadyRunning(Exception):
@@ -88,7 +89,7 @@ class Service:
                     else "process tracking disabled (PT_LIMIT=0)")
         return (f"{tracking} PT_INTERVAL={self.interval()}, config "
                 f"{config.path or 'built-in defaults'}, {rules.rule_count()} ignore rules, "
-                f"alerts via {Mailer(config).route}")
+                f"alerts via {', '.join([Mailer(config).route, *Webhooks(config).shown()])}")
 
     def reload(self) -> None:
         """SIGHUP: read everything again; with any problem, keep what runs now."""
@@ -99,6 +100,7 @@ class Service:
                      "keeping the previous ones")
             return
         self.settings = settings
+        self.log.to_syslog = bool(self.config["SYSLOG"])
         self.tracker.settings_changed()
         self.log(f"settings reloaded: {self._settings_summary()}")
 
@@ -108,8 +110,10 @@ class Service:
         safepaths.prepare_service_paths(self.state_dir, (self.log.path, self.args.events_file))
         self._lock_fd = take_lock(self.state_dir)
         self.tracker = Tracker(self.log, self.state, Spool(self.state_dir), self.actions,
-                               proc_root=self.args.proc_root, events_file=self.args.events_file)
+                               proc_root=self.args.proc_root, events_file=self.args.events_file,
+                               service=ONCE if self.args.once else SERVICE)
         self.settings = load_settings(self.args, templates=True)
+        self.log.to_syslog = bool(self.config["SYSLOG"])
         self._log_problems(self.settings)
         problem = self.state.load()
         if problem:
@@ -127,7 +131,10 @@ class Service:
 
     # -- the work, as scheduled -------------------------------------------------------------
     def run_pass(self) -> str:
-        return self.tracker.run_pass(self.settings)
+        summary = self.tracker.run_pass(self.settings)
+        if self.config["PT_PASS_SUMMARY"]:
+            self.log(f"pass done: {summary}")
+        return summary
 
     def check_load(self) -> None:
         self.tracker.check_load(self.settings)
@@ -187,9 +194,7 @@ class Service:
     def once(self) -> bool:
         """``--once``: one pass and one load check; False when either failed or alerts could
         not be delivered (they stay in the spool for the next run), so that cron says so."""
-        passed, summary = self.guarded(self.run_pass)
-        if passed:
-            self.log(f"pass done: {summary}")
+        passed = self.guarded(self.run_pass)[0]
         if self.config["PT_LOAD"] > 0:
             passed = self.guarded(self.check_load)[0] and passed
         if self.tracker.waiting:

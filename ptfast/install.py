@@ -120,13 +120,14 @@ def manual_page() -> str:
         (DEFAULT_OVERRIDE_PATH, "ptfast's own settings, read after csf.conf and winning over it"),
         ("/etc/csf/csf.pignore", "ignore rules, else ptfast's built-in list"),
         ("/usr/local/csf/tpl/", "alert templates, else ptfast's built-in ones"),
-        (DEFAULT_STATE_DIR, "reported processes, the mail spool, the lock"),
+        (DEFAULT_STATE_DIR, "reported processes, the alert spool, the lock, status.json"),
         (DEFAULT_LOG_FILE, "log lines in lfd's format"),
         (DEFAULT_EVENTS_FILE, "one JSON line per alert"),
         (UNIT_PATH, "the service, written by install-service"),
     ]
     extra = [".SH EXIT STATUS",
-             "0 nothing found (scan) or no problems (check); 1 findings (scan); 2 an error.",
+             "0 nothing found (scan) or no problems (check); 1 findings (scan); 2 an error. "
+             "status: 0 healthy, 1 degraded, 2 not running or no status.",
              ".SH FILES"]
     for path, what in files:
         extra += [".TP", f"\\fI{path}\\fR", what]

@@ -5,6 +5,10 @@ tag, so ptfast writes the same shape (to its own file by default; pointing ``--l
 /var/log/lfd.log is safe, since every line is one O_APPEND write under an exclusive flock, as lfd
 does). Messages must already be escaped: a process name must not be able to start a new line.
 
+With csf.conf's ``SYSLOG = "1"`` every line also goes to syslog, as lfd sends it: ident ``lfd``,
+options ndelay and pid, facility user, priority info, the log opened and closed for each line
+(so a syslog daemon restarted meanwhile loses nothing).
+
 Lines go only where no customer can reach (``safepaths``): a log path whose directories another
 user could write, or that is a symbolic link, is refused, and every append opens the file with
 ``O_NOFOLLOW`` and checks it is a regular root-owned file.
@@ -48,6 +52,18 @@ def append_line(path: str, line: bytes) -> None:
         os.close(fd)
 
 
+def send_to_syslog(message: str) -> None:
+    """One line to syslog, as lfd's logfile() does with Sys::Syslog."""
+    import syslog
+    # the C API takes a NUL-terminated UTF-8 string: no NUL, no lone surrogate may reach it
+    text = message.replace("\0", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    syslog.openlog(LOG_TAG, syslog.LOG_NDELAY | syslog.LOG_PID, syslog.LOG_USER)
+    try:
+        syslog.syslog(syslog.LOG_INFO, text)
+    finally:
+        syslog.closelog()
+
+
 class LogFile:
     """Appends lfd-format lines to ``path``; with ``echo``, also writes the message to stderr
     (the journal, under systemd). A log that cannot be written is said once on stderr and the
@@ -57,6 +73,7 @@ class LogFile:
     def __init__(self, path: str | None = DEFAULT_LOG_FILE, echo: bool = True) -> None:
         self.path = path
         self.echo = echo
+        self.to_syslog = False      # SYSLOG, set once the settings are read
         self.hostname = short_hostname()
         self._failed = False
         self.refused = safepaths.path_problem(path, safepaths.FILE) if path else None
@@ -64,6 +81,8 @@ class LogFile:
     def __call__(self, message: str) -> None:
         if self.echo or self.refused:
             print(message, file=sys.stderr, flush=True)
+        if self.to_syslog:
+            send_to_syslog(message)
         if not self.path or self.refused:
             return
         line = lfd_line(message, self.hostname).encode("utf-8", "surrogateescape")

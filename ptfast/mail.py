@@ -1,48 +1,26 @@
-"""Delivery of alert mails, through the SENDMAIL binary or the LF_ALERT_SMTP relay, with a spool.
+"""Delivery of alert mails, through the SENDMAIL binary or the LF_ALERT_SMTP relay.
 
-Every alert is written to the spool (one file per message, atomically) before the first attempt
-and removed only once delivered, so a relay that is down, a missing sendmail binary or a crash in
-between loses nothing: the next pass retries whatever is still there, oldest first.
+Mails wait in the spool (ptfast.spool) until delivered; ptfast.delivery hands them to the
+Mailer, oldest first.
 """
 
 from __future__ import annotations
 
 import email.parser
 import email.utils
-import itertools
 import os
-import re
 import shlex
 import shutil
 import subprocess
-import time
 
 from . import safepaths
+from .alerts import envelope_sender
 from .config import Problem
 from .escape import escape_text
-from .state import write_atomically
-from .alerts import envelope_sender
+from .spool import MAIL, DeliveryError
 
-SPOOL_SUBDIR = "spool"
-# the names Spool.add gives: only these are ever read and sent
-SPOOL_NAME = re.compile(r"[0-9]{20}-[0-9]+-[0-9]{6}\.eml")
-# far above any alert ptfast renders (its lists are capped); a bound on what a planted file costs
-MAX_MESSAGE_BYTES = 16 << 20
 SENDMAIL_TIMEOUT = 60
 SMTP_TIMEOUT = 30
-
-
-class DeliveryError(Exception):
-    """The message was not accepted; the text says why, ready for a log line.
-
-    ``route_down``: the route itself failed (no binary, relay unreachable, timeout), so the
-    other spooled messages would fail too. Otherwise only this message was refused, and the
-    rest are still tried: one undeliverable alert must not hold up every later one.
-    """
-
-    def __init__(self, text: str, route_down: bool = True) -> None:
-        super().__init__(text)
-        self.route_down = route_down
 
 
 def envelope(message: bytes) -> tuple[str, list[str]]:
@@ -147,6 +125,9 @@ def send_with_smtp(relay: str, message: bytes, timeout: float = SMTP_TIMEOUT) ->
 class Mailer:
     """Delivers one message by the configured route; raises DeliveryError."""
 
+    channel = MAIL
+    key = MAIL      # one mail route: when it is down, every spooled mail waits
+
     def __init__(self, config) -> None:
         self.relay = config["LF_ALERT_SMTP"].strip()
         self.sendmail = config["SENDMAIL"].strip()
@@ -155,6 +136,8 @@ class Mailer:
     def route(self) -> str:
         return f"relay {self.relay}" if self.relay else f"{self.sendmail}"
 
+    shown = route
+
     def deliver(self, message: bytes) -> str:
         """Send ``message``; returns a note for the log ("" when there is nothing to say)."""
         if self.relay:
@@ -162,71 +145,55 @@ class Mailer:
         return send_with_sendmail(self.sendmail, message)
 
 
+def sendmail_missing(binary: str) -> str | None:
+    """Why SENDMAIL cannot be run at all (None when it can): what delivery would say on every
+    pass, said once by ``ptfast check``."""
+    try:
+        program = shlex.split(binary)
+    except ValueError as exc:
+        return f"cannot be split into words ({exc})"
+    if not program:
+        return "is empty"
+    name = program[0]
+    if "/" not in name:
+        return None if shutil.which(name) else f"{name} is not found in PATH"
+    if not os.path.lexists(name):
+        return "does not exist"
+    if not os.path.isfile(name) or not os.access(name, os.X_OK):
+        return "is not an executable file"
+    return None
+
+
+def relay_problem(relay: str) -> str | None:
+    """What is wrong with LF_ALERT_SMTP's syntax (``host``, ``host:port``, ``[v6]:port``)."""
+    try:
+        host, port = split_relay(relay)
+    except DeliveryError:
+        return "its port is not a number"
+    if not host:
+        return "has no host"
+    if not 0 < port < 65536:
+        return f"port {port} is outside 1-65535"
+    if not host.isascii() or not all(char.isalnum() or char in ".-_:" for char in host):
+        return "is not host, host:port or [IPv6 address]:port"
+    return None
+
+
 def mail_problems(config) -> list:
     """Problems of the delivery route (for ``ptfast check``)."""
+    relay = config["LF_ALERT_SMTP"].strip()
+    if relay:
+        problem = relay_problem(relay)
+        return [Problem(config.sources["LF_ALERT_SMTP"], 0, f"LF_ALERT_SMTP "
+                                                            f"{escape_text(relay)} {problem}")
+                ] if problem else []
     binary = config["SENDMAIL"].strip()
-    problem = None if config["LF_ALERT_SMTP"].strip() else sendmail_problem(binary)
+    missing = sendmail_missing(binary)
+    if missing:
+        return [Problem(config.sources["SENDMAIL"], 0, f"SENDMAIL {escape_text(binary)} "
+                                                      f"{missing}: no alert mail can be sent")]
+    problem = sendmail_problem(binary)
     if problem:
         return [Problem(config.sources["SENDMAIL"], 0, f"SENDMAIL {binary} will not be run: "
                                                       f"{problem}")]
     return []
-
-
-class Spool:
-    """Messages not yet delivered: ``STATE_DIR/spool/*.eml``, oldest first by name.
-
-    Only ptfast's own files are messages: a name of SPOOL_NAME's pattern, a regular file (not a
-    symlink), owned by root, in a directory no one else can write (else UnsafePath at start).
-    Anything else found there is left alone, never sent.
-    """
-
-    _sequence = itertools.count()
-
-    def __init__(self, state_dir: str) -> None:
-        self.directory = os.path.join(state_dir, SPOOL_SUBDIR)
-        safepaths.make_private_directory(self.directory)
-
-    def add(self, message: bytes) -> str:
-        name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._sequence):06d}.eml"
-        path = os.path.join(self.directory, name)
-        write_atomically(path, message)
-        return path
-
-    def pending(self) -> list[str]:
-        names = sorted(name for name in os.listdir(self.directory) if SPOOL_NAME.fullmatch(name))
-        return [os.path.join(self.directory, name) for name in names]
-
-    def flush(self, mailer: Mailer, log) -> tuple[int, int]:
-        """Try the spooled messages, oldest first. When the route is down, stop (the rest
-        would fail too); when only one message is refused, keep it and go on with the next.
-        Returns (delivered, still waiting): the waiting are ptfast's own alerts not sent yet
-        (refused, or behind a route that is down); files ptfast will not send (not its own)
-        are left in place and not counted."""
-        pending = self.pending()
-        delivered = refused = 0
-        route, directory = escape_text(mailer.route), escape_text(self.directory)
-        for number, path in enumerate(pending):
-            name = escape_text(os.path.basename(path))
-            try:
-                message = safepaths.read_private_file(path, MAX_MESSAGE_BYTES)
-            except OSError as exc:
-                log(f"spooled alert {name} not sent: {escape_text(exc.strerror or str(exc))}; "
-                    "left in place")
-                continue
-            try:
-                note = mailer.deliver(message)
-            except DeliveryError as exc:
-                if exc.route_down:
-                    waiting = refused + len(pending) - number
-                    log(f"*Alert delivery failed* via {route}: {exc}; {waiting} alert(s) "
-                        f"kept in {directory} for the next pass")
-                    return delivered, waiting
-                log(f"*Alert delivery failed* via {route}: {exc}; "
-                    f"{name} kept in {directory} for the next pass")
-                refused += 1
-                continue
-            if note:
-                log(note)
-            os.unlink(path)
-            delivered += 1
-        return delivered, refused

@@ -114,6 +114,11 @@ class IgnoreRules:
         return sum(len(v) for v in self.exact.values()) + sum(len(v) for v in
                                                              self.patterns.values())
 
+    def switched_off(self) -> list:
+        """Regex rules switched off after a match ran too long: "FILE:LINE: kind regex"."""
+        return [f"{rule.path}:{rule.line}: p{rule.kind}:{rule.text}"
+                for rules in self.patterns.values() for rule in rules if not rule.enabled]
+
     def rules_changed(self) -> None:
         self._chunks.clear()
         self._clear_cache()

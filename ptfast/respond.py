@@ -2,25 +2,25 @@
 remember, run the action. Nothing is decided here.
 
 The order for each finding is what makes alerts survive anything: the log line first, then the
-alert mail into the spool and its line in the events file, and only then the finding is
-remembered as reported. A failure before the spool (a full disk) leaves the finding to the next
-pass instead of losing it; the mail leaves the spool only once delivered.
+alert mail and its webhook posts into the spool and its line in the events file, and only then
+the finding is remembered as reported. A failure before the spool (a full disk) leaves the
+finding to the next pass instead of losing it; an entry leaves the spool only once delivered.
 """
 
 from __future__ import annotations
 
+import email.policy
 import os
-import time
+from email.parser import BytesHeaderParser
 
-import orjson
-
-from . import kills, procfs
+from . import kills, procfs, webhooks
 from .alerts import render
 from .checks import BY_NAME
 from .escape import escape_text
+from .events import append_event, event_record
+from .destinations import destinations
 from .findings import DIGEST_TEMPLATE
-from .logfile import append_line
-from .report import finding_record
+from .spool import WEBHOOK
 
 
 class Responder:
@@ -37,6 +37,7 @@ class Responder:
         self.user_names = user_names
         self.proc_root = proc_root
         self.events_file = events_file
+        self.destinations = destinations(settings.config)
 
     def carry_out_all(self, findings: list) -> None:
         """Every finding of a pass; those planned into the digest get one mail together,
@@ -44,36 +45,41 @@ class Responder:
         digest = []
         for finding in findings:
             if finding.response.alert == DIGEST_TEMPLATE:
-                digest.append((finding, self._kill_and_log(finding)))
+                digest.append((finding, self._kill_and_log(finding)[1]))
             else:
                 self.carry_out(finding)
         if digest:
-            lines = [line for finding, killed in digest
-                     for line in BY_NAME[finding.check].log_lines(finding, killed,
-                                                                  self.user_names)]
-            spooled = self._spool(DIGEST_TEMPLATE, {"hostname": self.hostname,
-                                                    "count": str(len(digest)),
-                                                    "text": "\n".join(lines)})
-            for finding, _killed in digest:
-                self._append_event(finding, spooled)
+            lines = [line for _finding, found_lines in digest for line in found_lines]
+            message, spooled = self._spool(DIGEST_TEMPLATE, {"hostname": self.hostname,
+                                                             "count": str(len(digest)),
+                                                             "text": "\n".join(lines)})
+            records = [self._event(finding, spooled) for finding, _lines in digest]
+            self._spool_webhooks(records, message, lines)
+            for (finding, _lines), record in zip(digest, records):
+                self._append_event(record)
                 self._remember_and_act(finding)
 
     def carry_out(self, finding) -> None:
-        killed = self._kill_and_log(finding)
+        killed, lines = self._kill_and_log(finding)
         alert = finding.response.alert
         if alert:
             check = BY_NAME[finding.check]
             values = check.alert_values(finding, self.hostname, killed,
                                         self._attachment(check, finding), self.user_names)
-            self._append_event(finding, self._spool(alert, values))
+            message, spooled = self._spool(alert, values)
+            record = self._event(finding, spooled)
+            self._spool_webhooks([record], message, lines)
+            self._append_event(record)
         self._remember_and_act(finding)
 
-    def _kill_and_log(self, finding) -> bool:
+    def _kill_and_log(self, finding) -> tuple:
+        """(killed, the finding's log lines), once they are logged."""
         response = finding.response
         killed = self._kill(response) if response.kill else False
-        for line in BY_NAME[finding.check].log_lines(finding, killed, self.user_names):
+        lines = BY_NAME[finding.check].log_lines(finding, killed, self.user_names)
+        for line in lines:
             self.log(line)
-        return killed
+        return killed, lines
 
     def _remember_and_act(self, finding) -> None:
         response = finding.response
@@ -105,20 +111,32 @@ class Responder:
         return None
 
     def _spool(self, template_file: str, values: dict) -> tuple:
-        """Render and spool a mail (before anything can lose it); (template source, spool
-        file name)."""
+        """Render and spool a mail (before anything can lose it); (the message, (template
+        source, spool entry name))."""
         config = self.settings.config
         template = self.settings.templates[template_file]
         message = render(template, values, config["LF_ALERT_TO"], config["LF_ALERT_FROM"])
-        return template.source, os.path.basename(self.spool.add(message))
+        return message, (template.source, os.path.basename(self.spool.add(message)))
 
-    def _append_event(self, finding, spooled: tuple) -> None:
+    def _event(self, finding, spooled: tuple) -> dict:
+        source, name = spooled
+        return event_record(finding, self.hostname, source, name)
+
+    def _spool_webhooks(self, records: list, message: bytes, lines: list) -> None:
+        """Every webhook's entries for one alert, spooled (like its mail) before anything is
+        remembered: ``json`` gets the event records, chats the subject and log lines."""
+        if not self.destinations:
+            return
+        subject = str(BytesHeaderParser(policy=email.policy.default)
+                      .parsebytes(message).get("Subject", ""))
+        for destination in self.destinations:
+            for data in webhooks.entries(destination, records, subject, self.hostname, lines):
+                self.spool.add(data, WEBHOOK)
+
+    def _append_event(self, record: dict) -> None:
         if not self.events_file:
             return
-        source, name = spooled
-        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": self.hostname,
-                  **finding_record(finding), "template": source, "spooled": name}
         try:
-            append_line(self.events_file, orjson.dumps(record) + b"\n")
+            append_event(self.events_file, record)
         except OSError as exc:
             self.log(f"cannot append to {self.events_file}: {exc.strerror}")

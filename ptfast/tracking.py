@@ -1,5 +1,6 @@
 """The work of ``ptfast run``, one pass at a time: scan, let the policy decide, carry out its
-responses, forget processes that ended, save what was reported, deliver the spooled alerts.
+responses, forget processes that ended, save what was reported, deliver the spooled alerts,
+then publish what the pass did (the status file, the metrics file) and summarise it.
 The service around it (ptfast.daemon) only schedules passes, reloads settings and holds the lock.
 """
 
@@ -8,13 +9,17 @@ from __future__ import annotations
 import socket
 import time
 
-from . import procfs
+from collections import Counter
+
+from . import config as config_mod, procfs
 from .checks import SUSPICIOUS, is_listening
+from .delivery import Flushed, Routes, flush
 from .escape import escape_text
-from .findings import REMEMBER_LISTENER, Remember, process_key
-from .mail import Mailer
+from .findings import CHECK_LOAD, REMEMBER_LISTENER, Remember, process_key
 from .policy import build_policy
 from .respond import Responder
+from .spool import MAIL
+from .status import PassRecord, load_totals, status_document, status_path, write_status
 from .users import UserNames
 
 
@@ -23,16 +28,20 @@ class Tracker:
     and the user-name cache."""
 
     def __init__(self, log, state, spool, actions, *, proc_root: str,
-                 events_file: str | None) -> None:
+                 events_file: str | None, service: str) -> None:
         self.log = log
         self.state = state
         self.spool = spool
         self.actions = actions
         self.proc_root = proc_root
         self.events_file = events_file
+        self.service = service      # status.SERVICE or status.ONCE: who writes the status
         self.hostname = socket.gethostname()
         self.user_names = UserNames()
         self.waiting = 0            # alerts left in the spool after the last delivery
+        self.totals = load_totals(spool.state_dir)
+        self.last_pass: PassRecord | None = None
+        self._failing: set = set()  # what could not be written: said once, until it works
 
     def settings_changed(self) -> None:
         """After a reload: accounts may have been renamed or added."""
@@ -49,8 +58,9 @@ class Tracker:
 
     def run_pass(self, settings) -> str:
         """One pass; returns a one-line summary of it."""
+        started, clock = time.time(), time.perf_counter()
         policy = self._policy(settings)
-        summary = "process tracking is disabled (PT_LIMIT=0)"
+        record = PassRecord(started, 0.0, policy.enabled)
         if policy.enabled:
             snapshot = procfs.scan(self.proc_root, policy.want_fds)
             findings = policy.findings(snapshot)
@@ -66,10 +76,30 @@ class Tracker:
             if left_out:
                 self.log(f"{left_out} listener(s) not remembered for the hopping check: more "
                          "than MAX_LISTENERS are open")
-            summary = (f"{snapshot.stats['processes']} processes scanned in "
-                       f"{snapshot.duration * 1000:.0f} ms, {len(findings)} finding(s)")
-        self.deliver(settings)
-        return summary
+            record.processes = snapshot.stats["processes"]
+            record.inspected = sum(1 for proc in snapshot.processes if proc.sockets is not None)
+            record.scan_seconds = snapshot.duration
+            record.findings.update(finding.check for finding in findings)
+        spooled, flushed = self.deliver(settings)
+        record.duration = time.perf_counter() - clock
+        self.last_pass = record
+        self.totals.passes += 1
+        self.totals.findings.update(record.findings)
+        self.publish(settings)
+        return self._summary(record, spooled, flushed)
+
+    def _summary(self, record: PassRecord, spooled: Counter, flushed: Flushed) -> str:
+        if record.tracking:
+            found = ", ".join(f"{check} {count}"
+                              for check, count in sorted(record.findings.items()))
+            done = (f"{record.processes} processes ({record.inspected} inspected) scanned in "
+                    f"{record.scan_seconds * 1000:.0f} ms, {sum(record.findings.values())} "
+                    f"finding(s)" + (f" ({found})" if found else ""))
+        else:
+            done = "process tracking is disabled (PT_LIMIT=0)"
+        return (f"{done}; alerts: {sum(spooled.values())} spooled, "
+                f"{sum(flushed.delivered.values())} delivered, "
+                f"{sum(flushed.failed.values())} failed, {flushed.waiting} waiting in the spool")
 
     def _hopping_listeners(self, settings, policy, snapshot) -> list:
         """Listeners that outlived PT_LIMIT whose holder this pass did not walk (it exited and
@@ -103,7 +133,9 @@ class Tracker:
         if finding is None:
             return
         self._responder(settings).carry_out(finding)
+        self.totals.findings[CHECK_LOAD] += 1
         self.deliver(settings)
+        self.publish(settings)
 
     def save_state(self) -> None:
         try:
@@ -112,11 +144,52 @@ class Tracker:
             self.log(f"cannot save {self.state.path}: {exc.strerror}; reported processes are "
                      "remembered in memory until it can")
 
-    def deliver(self, settings) -> None:
+    def deliver(self, settings) -> tuple:
         """Save what was reported, then send what is in the spool; ``waiting`` says how many
-        alerts are left in it."""
+        alerts are left in it. Returns (entries spooled since the last delivery by channel,
+        what the flush did)."""
         self.save_state()
-        mailer = Mailer(settings.config)
-        delivered, self.waiting = self.spool.flush(mailer, self.log)
-        if delivered:
-            self.log(f"{delivered} alert(s) delivered via {mailer.route}")
+        spooled = self.spool.take_added()
+        routes = Routes(settings.config)
+        flushed = flush(self.spool, routes, self.log)
+        self.waiting = flushed.waiting
+        self.totals.spooled.update(spooled)
+        self.totals.delivered.update(flushed.delivered)
+        self.totals.failed.update(flushed.failed)
+        for channel, delivered in sorted(flushed.delivered.items()):
+            route = routes.mailer.route if channel == MAIL else channel
+            self.log(f"{delivered} alert(s) delivered via {escape_text(route)}")
+        return spooled, flushed
+
+    def publish(self, settings) -> None:
+        """The status file for ``ptfast status``, and PT_METRICS_FILE for Prometheus."""
+        config = settings.config
+        routes = Routes(config)
+        document = status_document(
+            service=self.service, interval=config_mod.effective_interval(config),
+            last_pass=self.last_pass, totals=self.totals, waiting=self.waiting,
+            rules_switched_off=settings.rules.switched_off(),
+            routes=[routes.mailer.route, *routes.webhooks.shown()])
+        state_dir = self.spool.state_dir
+        self._attempt(status_path(state_dir), lambda: write_status(state_dir, document),
+                      "`ptfast status` shows the pass before")
+        metrics_file = config["PT_METRICS_FILE"].strip()
+        if metrics_file:
+            from .metrics import metrics_text, write_metrics
+            self._attempt(metrics_file, lambda: write_metrics(
+                metrics_file, metrics_text(document, *self.spool.census())),
+                "Prometheus sees the figures of the pass before")
+
+    def _attempt(self, path: str, write, meanwhile: str) -> None:
+        """``write()``; when it fails, say so once (not every pass) until it works again."""
+        try:
+            write()
+        except OSError as exc:
+            if path not in self._failing:
+                self.log(f"cannot write {escape_text(path)}: "
+                         f"{escape_text(exc.strerror or str(exc))}; {meanwhile}")
+            self._failing.add(path)
+        else:
+            if path in self._failing:
+                self.log(f"{escape_text(path)} written again")
+            self._failing.discard(path)

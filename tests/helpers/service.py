@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 
 from aiosmtpd.controller import Controller
 
@@ -191,3 +192,112 @@ def recorded_command(service: ServiceDir, *settings: str) -> list:
     must never hand mail to the real sendmail of the host it runs on."""
     recorder = SendmailRecorder(tempfile.mkdtemp(dir=service.root))
     return service.command(f"SENDMAIL={recorder.path}", *settings)
+
+
+class WebhookServer:
+    """A real HTTP (or, with ``certificate``, HTTPS) server on loopback that records every POST
+    as (path, headers, body) and answers ``status`` with ``answer`` (``{path}`` in it is
+    replaced by the request's path, as some services echo it). Started and stopped by the
+    test; ``port`` may be taken before it starts (a webhook that is down)."""
+
+    def __init__(self, port: int | None = None, certificate: tuple | None = None) -> None:
+        import http.server
+        import threading
+        self.port = port or free_port()
+        self.posts: list = []
+        self.status = 204
+        self.answer = ""
+        self.hang = None                # a threading.Event: while unset, requests get no answer
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                owner.posts.append((self.path, dict(self.headers), body))
+                if owner.hang is not None:
+                    owner.hang.wait(30)
+                    return
+                answer = owner.answer.replace("{path}", self.path).encode()
+                try:
+                    self.send_response(owner.status)
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                except OSError:         # the client gave up (a timeout): nothing to answer
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        # bound only when it starts: until then the port refuses connections (a listening
+        # socket would queue them, and the server would answer them later)
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler,
+                                                       bind_and_activate=False)
+        self._server.daemon_threads = True
+        self._certificate = certificate
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def url(self, path: str, scheme: str = "http") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    def bodies(self) -> list:
+        return [json.loads(body) for _path, _headers, body in self.posts]
+
+    def __enter__(self) -> "WebhookServer":
+        self._server.allow_reuse_address = True
+        self._server.server_bind()
+        self._server.server_activate()
+        if self._certificate is not None:
+            import ssl
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self._certificate)
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.hang is not None:
+            self.hang.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
+
+
+def self_signed_certificate(directory) -> tuple:
+    """(certificate, key) files for 127.0.0.1, made with the openssl command."""
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+LISTEN_ANY = 'info["port"] = listen(socket.AF_INET, "0.0.0.0").getsockname()[1]'
+
+
+def bindshell_fixture(uid: int):
+    """A module fixture: a process of ``uid`` listening on 0.0.0.0, older than PT_LIMIT=1 when
+    handed over, stopped at the end of the module whatever failed."""
+    import pytest
+
+    from helpers.procs import start_python
+
+    @pytest.fixture(scope="module")
+    def bindshell():
+        child = start_python(LISTEN_ANY, uid=uid)
+        try:
+            time.sleep(1.2)
+            yield child
+        finally:
+            child.stop()
+    return bindshell
+
+
+def recorded_service(root, *uids: int) -> ServiceDir:
+    """A ServiceDir whose alerts go to a SendmailRecorder: ``service.sendmail`` is the setting
+    to pass, ``service.recorder`` the recorder."""
+    service = ServiceDir(root, *uids)
+    service.recorder = SendmailRecorder(str(root))
+    service.sendmail = f"SENDMAIL={service.recorder.path}"
+    return service

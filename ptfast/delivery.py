@@ -1,0 +1,87 @@
+"""Delivery of what waits in the spool, by the routes the settings give: mail (SENDMAIL or the
+LF_ALERT_SMTP relay) and webhooks (PT_WEBHOOK_URL).
+
+Entries go oldest first. A route that is down (relay unreachable, a timeout, a webhook that
+refuses everything) is not tried again in the same flush: its entries wait for the next pass, and
+the other routes go on. An entry refused on its own (a 5xx for that message, a 400 for that post)
+is kept and logged, and the next ones are tried. Nothing leaves the spool undelivered.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .escape import escape_text
+from .mail import Mailer
+from .spool import MAIL, DeliveryError, Spool, channel_of
+from .webhooks import Webhooks
+
+
+@dataclass
+class Flushed:
+    """What one flush did, by channel (MAIL, WEBHOOK)."""
+
+    delivered: Counter = field(default_factory=Counter)
+    failed: Counter = field(default_factory=Counter)     # delivery attempts that failed
+    #: ptfast's own entries left in the spool (refused, or behind a route that is down);
+    #: files it will not send (not its own) are not counted
+    waiting: int = 0
+
+
+class Routes:
+    """The routes of one set of settings."""
+
+    def __init__(self, config) -> None:
+        self.mailer = Mailer(config)
+        self.webhooks = Webhooks(config)
+
+    def open(self, channel: str, data: bytes) -> tuple:
+        """(route, payload) for a spooled entry; ValueError when it is not one ptfast wrote."""
+        if channel == MAIL:
+            return self.mailer, data
+        return self.webhooks.open_entry(data)
+
+
+def flush(spool: Spool, routes: Routes, log) -> Flushed:
+    """Try every spooled entry, oldest first (see the module's docstring)."""
+    result = Flushed()
+    down: dict = {}         # route key -> [route, why, entries kept]
+    directory = escape_text(spool.directory)
+    for path in spool.pending():
+        channel = channel_of(path)
+        name = escape_text(os.path.basename(path))
+        if channel == MAIL and routes.mailer.key in down:    # no need to read it
+            down[routes.mailer.key][2] += 1
+            result.waiting += 1
+            continue
+        try:
+            route, payload = routes.open(channel, spool.read(path))
+        except (OSError, ValueError) as exc:     # not ptfast's own: never sent, not waiting
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            log(f"spooled alert {name} not sent: {escape_text(why)}; left in place")
+            continue
+        if route.key in down:
+            down[route.key][2] += 1
+            result.waiting += 1
+            continue
+        try:
+            note = route.deliver(payload)
+        except DeliveryError as exc:
+            result.failed[channel] += 1
+            result.waiting += 1
+            if exc.route_down:
+                down[route.key] = [route, exc, 1]
+            else:
+                log(f"*Alert delivery failed* via {escape_text(route.shown)}: {exc}; "
+                    f"{name} kept in {directory} for the next pass")
+            continue
+        if note:
+            log(note)
+        spool.remove(path)
+        result.delivered[channel] += 1
+    for route, why, kept in down.values():
+        log(f"*Alert delivery failed* via {escape_text(route.shown)}: {why}; {kept} alert(s) "
+            f"kept in {directory} for the next pass")
+    return result

@@ -1,0 +1,197 @@
+"""Webhook alerts (PT_WEBHOOK_URL, PT_WEBHOOK_FORMAT): what each destination is sent, and the
+HTTP POST that sends it.
+
+Formats: ``json`` posts each event record exactly as the events file has it (one post per event,
+digest or not: machines want every event); ``slack`` (``{"text"}``), ``discord``
+(``{"content"}``, mentions off), ``teams`` (an Adaptive Card in a ``message``, as Workflows
+webhooks take it) and ``telegram`` (Bot API sendMessage, ``chat_id`` from the URL) post one chat
+message per alert: the mail's subject and the alert's log lines.
+
+Each post is one spool entry (``*.hook``), written before the first attempt and removed once the
+receiver answered 2xx: an outage keeps it, and the next pass sends it once. Answers: 2xx
+delivered; 400, 413, 422 (this post refused) kept and logged, the next ones still tried; 429,
+any other 4xx or 5xx, a redirect (never followed: the body would not follow), a timeout or no
+connection: kept, and the destination's other posts wait for the next pass. Every network step
+has TIMEOUT seconds; https is verified against the system's CAs. A URL is never logged whole
+(ptfast.destinations).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import orjson
+
+from .destinations import DISCORD, JSON, SLACK, TEAMS, TELEGRAM, Destination, destinations, redact
+from .escape import escape_text
+from .spool import WEBHOOK, DeliveryError
+
+TIMEOUT = 10.0                  # seconds, for each network step of a post
+MAX_ANSWER_BYTES = 4096         # of a receiver's answer, read to say why it refused
+ANSWER_SHOWN = 200              # characters of that answer in the log line
+#: characters of a chat message (Discord's and Telegram's limits; Slack advises 4,000 for
+#: text; a Teams card must stay under 28 KB)
+CHAT_LIMITS = {SLACK: 3900, DISCORD: 2000, TEAMS: 20000, TELEGRAM: 4096}
+REFUSED_THIS_POST = {400, 413, 422}
+ENTRY_VERSION = 1
+
+
+# -- what is sent -------------------------------------------------------------------------------
+def chat_text(subject: str, hostname: str, lines: list, limit: int) -> str:
+    """The subject (with the host when it does not say it), then the log lines, cut to
+    ``limit`` characters with a note of what was left out."""
+    head = subject if hostname and hostname in subject else f"{hostname}: {subject}"
+    text = "\n".join([head, *lines])
+    if len(text) <= limit:
+        return text
+    note = f"\n... {len(text) - limit} more characters: see the mail or the log"
+    return text[:max(0, limit - len(note))] + note
+
+
+def _slack_escape(text: str) -> str:
+    # Slack reads &, < and > as markup (<!channel> would call everyone): these three, only
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def chat_payload(destination: Destination, text: str) -> dict:
+    form = destination.form
+    if form == SLACK:
+        return {"text": _slack_escape(text)}
+    if form == DISCORD:
+        # no @everyone, @here or user mentions, whatever a process calls itself
+        return {"content": text, "allowed_mentions": {"parse": []}}
+    if form == TEAMS:
+        head, _, rest = text.partition("\n")
+        card = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard", "version": "1.2",
+                "body": [{"type": "TextBlock", "text": head, "weight": "Bolder", "wrap": True},
+                         {"type": "TextBlock", "text": rest, "wrap": True,
+                          "fontType": "Monospace"}]}
+        return {"type": "message",
+                "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive",
+                                 "contentUrl": None, "content": card}]}
+    if form == TELEGRAM:
+        # the URL's parameters (chat_id, maybe message_thread_id) go in the body; no
+        # parse_mode: plain text, nothing in it is markup
+        return {**dict(parse_qsl(urlsplit(destination.url).query)), "text": text}
+    raise ValueError(f"{form} is not a chat format")
+
+
+def entry(destination: Destination, body: bytes) -> bytes:
+    """A spool entry: the destination by its key (no secret), and the body to post."""
+    return orjson.dumps({"version": ENTRY_VERSION, "destination": destination.key,
+                         "shown": destination.shown, "body": body.decode()})
+
+
+def entries(destination: Destination, records: list, subject: str, hostname: str,
+            lines: list) -> list:
+    """The spool entries of one alert for one destination: one per event record for ``json``,
+    one chat message otherwise."""
+    if destination.form == JSON:
+        return [entry(destination, orjson.dumps(record)) for record in records]
+    text = chat_text(subject, hostname, lines, CHAT_LIMITS[destination.form])
+    return [entry(destination, orjson.dumps(chat_payload(destination, text)))]
+
+
+# -- how it is sent -----------------------------------------------------------------------------
+def post_url(destination: Destination) -> str:
+    """Telegram's parameters travel in the body; every other URL is posted to as written."""
+    if destination.form != TELEGRAM:
+        return destination.url
+    parts = urlsplit(destination.url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def post(url: str, body: bytes, timeout: float) -> tuple:
+    """POST ``body`` as JSON; (status, the start of the answer). Redirects are not followed.
+    Raises OSError (no connection, timeout, TLS) or http.client.HTTPException."""
+    import ssl              # here: 5 MB that a host without webhooks never loads
+    import urllib.error
+    import urllib.request
+
+    from . import __version__
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(
+        NoRedirect(), urllib.request.HTTPSHandler(context=ssl.create_default_context()))
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": "application/json; charset=utf-8", "User-Agent": f"ptfast/{__version__}"})
+    try:
+        with opener.open(request, timeout=timeout) as answer:
+            return answer.status, answer.read(MAX_ANSWER_BYTES)
+    except urllib.error.HTTPError as exc:     # an answer all the same: 4xx, 5xx, 3xx
+        try:
+            return exc.code, exc.read(MAX_ANSWER_BYTES) if exc.fp is not None else b""
+        finally:
+            exc.close()
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        raise OSError(str(reason) if not isinstance(reason, OSError) else
+                      (reason.strerror or str(reason))) from None
+
+
+class Webhook:
+    """The route to one destination."""
+
+    channel = WEBHOOK
+
+    def __init__(self, destination: Destination) -> None:
+        self.destination = destination
+        self.key = destination.key
+        self.shown = destination.shown
+
+    def _said(self, text: str) -> str:
+        return escape_text(redact(text, self.destination.url))
+
+    def deliver(self, body: bytes) -> str:
+        try:
+            status, answer = post(post_url(self.destination), body, TIMEOUT)
+        except Exception as exc:    # OSError, HTTPException, ValueError: the route, not the post
+            raise DeliveryError(self._said(str(exc) or type(exc).__name__)) from None
+        if 200 <= status < 300:
+            return ""
+        said = answer.decode("utf-8", "replace").strip()[:ANSWER_SHOWN]
+        why = f"HTTP {status}" + (f": {self._said(said)}" if said else "")
+        if 300 <= status < 400:
+            raise DeliveryError(f"{why} (a redirect; not followed)")
+        raise DeliveryError(why, route_down=status not in REFUSED_THIS_POST)
+
+
+class Gone:
+    """A spooled post whose destination is no longer in PT_WEBHOOK_URL: kept (the admin may put
+    it back, or delete the entry), never sent elsewhere."""
+
+    channel = WEBHOOK
+
+    def __init__(self, key: str, shown: str) -> None:
+        self.key = key
+        self.shown = shown
+
+    def deliver(self, body: bytes) -> str:
+        raise DeliveryError("this destination is no longer in PT_WEBHOOK_URL")
+
+
+class Webhooks:
+    """The webhook routes of one set of settings."""
+
+    def __init__(self, config) -> None:
+        self.by_key = {d.key: Webhook(d) for d in destinations(config)}
+
+    def shown(self) -> list:
+        return [route.shown for route in self.by_key.values()]
+
+    def open_entry(self, data: bytes) -> tuple:
+        """(route, body) of a spool entry; ValueError when it is not one ptfast wrote."""
+        try:
+            document = orjson.loads(data)
+            key, shown, body = document["destination"], document["shown"], document["body"]
+            if document.get("version") != ENTRY_VERSION or not all(
+                    isinstance(value, str) for value in (key, shown, body)):
+                raise ValueError
+        except (ValueError, TypeError, KeyError):
+            raise ValueError("not a ptfast webhook entry") from None
+        route = self.by_key.get(key)
+        return (route if route is not None else Gone(key, escape_text(shown))), body.encode()

@@ -1,0 +1,75 @@
+"""The events file's schema: every line of real runs carries `schema` and an RFC 3339 time, and
+every field it has (nested ones as `sockets[].proto`, `response.kill`) is documented in the
+README's table, with the checks it names."""
+
+import datetime
+import os
+import re
+import time
+
+import pytest
+
+from helpers.procs import start_python
+from helpers.service import LISTEN_ANY, recorded_service
+from helpers.uids import uid_for
+
+from ptfast.events import SCHEMA_VERSION
+
+pytestmark = pytest.mark.needs_root
+
+README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
+
+
+def documented_fields() -> set:
+    """The names in the first column of the README's events table."""
+    with open(README, encoding="utf-8") as handle:
+        text = handle.read()
+    table = text.split("### Events for machines", 1)[1].split("\n## ", 1)[0]
+    names = set()
+    for line in table.splitlines():
+        if line.startswith("| `"):
+            names.update(re.findall(r"`([a-z_.\[\]]+)`", line.split("|")[1]))
+    return names
+
+
+def fields_of(record: dict) -> set:
+    names = set()
+    for key, value in record.items():
+        names.add(key)
+        if key == "response":
+            names.update(f"response.{name}" for name in value)
+        if key == "sockets":
+            names.update(f"sockets[].{name}" for sock in value for name in sock
+                         if name in ("counted", "why"))
+    return names
+
+
+def test_every_event_field_is_documented_and_versioned(tmp_path):
+    uids = [uid_for(841), uid_for(842)]
+    service = recorded_service(tmp_path, *uids)
+    listener = start_python(LISTEN_ANY, uid=uids[0])
+    busy = [start_python("", uid=uids[1]) for _ in range(3)]
+    try:
+        time.sleep(2.2)            # over PT_LIMIT=1 and PT_USERTIME=1 (whole seconds)
+        result = service.run_once(service.sendmail, "PT_USERTIME=1",
+                                  "PT_USERPROC=2")
+        assert result.returncode == 0, result.stderr.decode()
+    finally:
+        listener.stop()
+        for child in busy:
+            child.stop()
+    events = service.events()
+    assert {event["check"] for event in events} == {"suspicious", "resource", "user_processes"}
+    documented = documented_fields()
+    for event in events:
+        assert event["schema"] == SCHEMA_VERSION
+        moment = datetime.datetime.strptime(event["time"], "%Y-%m-%dT%H:%M:%S%z")
+        assert abs(moment.timestamp() - time.time()) < 3600
+        assert event["time"][-3] == ":"                     # RFC 3339's offset: +01:00
+        missing = fields_of(event) - documented
+        assert not missing, f"{event['check']} event fields not in README: {sorted(missing)}"
+    suspicious = next(event for event in events if event["check"] == "suspicious")
+    for name in ("proto", "local", "remote", "state", "inode", "uid", "netns"):
+        assert f"`{name}`" in open(README, encoding="utf-8").read().split(
+            "### Events for machines", 1)[1].split("\n## ", 1)[0]
+        assert name in suspicious["sockets"][0]

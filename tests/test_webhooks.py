@@ -1,0 +1,255 @@
+"""Webhook alerts against a real local HTTP(S) server: through the spool like mail (an outage
+keeps the post, the next pass sends it once), refusals kept, chat payload shapes, https verified,
+timeouts bounded, and no token in any log line or event."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from helpers.procs import start_copied_python
+from helpers.service import (LISTEN_ANY, WebhookServer, bindshell_fixture, recorded_service,
+                             self_signed_certificate)
+from helpers.uids import uid_for
+
+from ptfast import destinations, webhooks
+
+pytestmark = pytest.mark.needs_root
+
+UID = uid_for(800)
+TOKEN = "T0KEN-s3cr3t-abcdef"
+
+
+bindshell = bindshell_fixture(UID)
+
+
+@pytest.fixture
+def service(tmp_path):
+    return recorded_service(tmp_path, UID)
+
+
+def hooks(service) -> list:
+    return [name for name in service.spooled() if name.endswith(".hook")]
+
+
+def assert_no_token(service, *outputs) -> None:
+    """Neither the log, the events, the status file nor what was printed carries the token."""
+    with open(service.log_file) as handle:
+        assert TOKEN not in handle.read()
+    status_file = os.path.join(service.state_dir, "status.json")
+    for path in (service.events_file, status_file):
+        if os.path.exists(path):
+            with open(path) as handle:
+                assert TOKEN not in handle.read()
+    status = subprocess.run([sys.executable, "-m", "ptfast", "status", "--json", "--state-dir",
+                             service.state_dir], capture_output=True, timeout=60)
+    assert b"webhook http" in status.stdout and TOKEN.encode() not in status.stdout
+    for output in outputs:
+        assert TOKEN.encode() not in output
+
+
+def test_json_webhook_outage_then_delivered_exactly_once(service, bindshell):
+    server = WebhookServer()                 # its port is taken, nothing listens yet: down
+    url = f"PT_WEBHOOK_URL={server.url('/hook/' + TOKEN + '?key=' + TOKEN)}"
+    first = service.run_once(service.sendmail, url)
+    assert first.returncode == 2, first.stderr.decode()     # an alert left in the spool
+    assert len(hooks(service)) == 1
+    assert len(service.recorder.calls()) == 1                # mail went its own way
+    failed = [line for line in service.log().splitlines() if "*Alert delivery failed*" in line]
+    assert len(failed) == 1
+    assert f"via webhook http://127.0.0.1:{server.port}/... (json)" in failed[0]
+    assert "1 alert(s) kept in" in failed[0]
+
+    second = service.run_once(service.sendmail, url)       # still down: kept, not doubled
+    assert second.returncode == 2 and len(hooks(service)) == 1
+
+    with server:
+        third = service.run_once(service.sendmail, url)
+        fourth = service.run_once(service.sendmail, url)
+    assert third.returncode == 0, third.stderr.decode()
+    assert fourth.returncode == 0, fourth.stderr.decode()
+    assert len(server.posts) == 1                           # exactly once
+    path, headers, body = server.posts[0]
+    assert path == f"/hook/{TOKEN}?key={TOKEN}"
+    assert headers["Content-Type"].startswith("application/json")
+    [event] = service.events()
+    assert json.loads(body) == event                        # the event record, as in the file
+    assert event["schema"] == 1 and event["pid"] == bindshell.pid
+    assert hooks(service) == []
+    assert "1 alert(s) delivered via webhook" in service.log()
+    assert len(service.recorder.calls()) == 1
+    assert_no_token(service, first.stderr, second.stderr, third.stderr)
+
+
+def test_a_refused_post_is_kept_and_logged_without_the_token(service, bindshell):
+    with WebhookServer() as server:
+        url = f"PT_WEBHOOK_URL={server.url('/hook/' + TOKEN)}"
+        server.status, server.answer = 400, "invalid_payload for {path}"    # echoes the token
+        refused = service.run_once(service.sendmail, url)
+        assert refused.returncode == 2
+        assert len(hooks(service)) == 1 and len(server.posts) == 1
+        [failed] = [line for line in service.log().splitlines()
+                    if "*Alert delivery failed*" in line]
+        assert "HTTP 400: invalid_payload for [redacted]" in failed
+        assert f"{hooks(service)[0]} kept in" in failed     # this post only: like a refused mail
+        assert_no_token(service, refused.stderr)
+
+        server.status, server.answer = 404, "no_service"    # the destination itself is gone
+        assert service.run_once(service.sendmail, url).returncode == 2
+        assert len(hooks(service)) == 1
+        assert "HTTP 404: no_service; 1 alert(s) kept in" in service.log()
+
+        server.status, server.answer = 200, "ok"
+        assert service.run_once(service.sendmail, url).returncode == 0
+        service.run_once(service.sendmail, url)
+    bodies = server.bodies()
+    assert len(bodies) == 3 and bodies[0] == bodies[1] == bodies[2]   # the same post, retried
+    assert hooks(service) == []
+    assert len(service.recorder.calls()) == 1
+
+
+HOSTILE = "x<!channel>@everyone&"
+
+
+def test_chat_formats_in_their_documented_shapes(service, tmp_path):
+    uid = uid_for(801)
+    service.track_only(uid)
+    child = start_copied_python(HOSTILE, LISTEN_ANY, uid=uid)
+    try:
+        time.sleep(1.2)
+        with WebhookServer() as server:
+            urls = ",".join([server.url("/slack/" + TOKEN), server.url("/discord/" + TOKEN),
+                             server.url("/teams/" + TOKEN),
+                             server.url(f"/bot{TOKEN}/sendMessage?chat_id=-100123")])
+            result = service.run_once(service.sendmail, f"PT_WEBHOOK_URL={urls}",
+                                      "PT_WEBHOOK_FORMAT=slack, discord,teams ,telegram")
+            assert result.returncode == 0, result.stderr.decode()
+    finally:
+        child.stop()
+    by_path = {path: json.loads(body) for path, _headers, body in server.posts}
+    assert sorted(by_path) == sorted([f"/slack/{TOKEN}", f"/discord/{TOKEN}", f"/teams/{TOKEN}",
+                                      f"/bot{TOKEN}/sendMessage"])   # telegram: no query
+    host = service.events()[0]["host"]
+    slack = by_path[f"/slack/{TOKEN}"]
+    assert list(slack) == ["text"]
+    assert slack["text"].startswith(f"ptfast on {host}: suspicious process of user {uid}\n")
+    assert f"*Suspicious Process* PID:{child.pid} " in slack["text"]
+    assert "<!channel>" not in slack["text"] and "x&lt;!channel&gt;@everyone&amp;" in slack["text"]
+
+    discord = by_path[f"/discord/{TOKEN}"]
+    assert discord["allowed_mentions"] == {"parse": []}
+    assert f"*Suspicious Process* PID:{child.pid} " in discord["content"]
+    assert len(discord["content"]) <= 2000
+
+    teams = by_path[f"/teams/{TOKEN}"]
+    assert teams["type"] == "message"
+    [attachment] = teams["attachments"]
+    assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
+    card = attachment["content"]
+    assert card["type"] == "AdaptiveCard" and card["version"] == "1.2"
+    assert card["body"][0]["text"] == f"ptfast on {host}: suspicious process of user {uid}"
+    assert f"*Suspicious Process* PID:{child.pid} " in card["body"][1]["text"]
+
+    telegram = by_path[f"/bot{TOKEN}/sendMessage"]
+    assert telegram["chat_id"] == "-100123" and "parse_mode" not in telegram
+    assert f"*Suspicious Process* PID:{child.pid} " in telegram["text"]
+    assert_no_token(service, result.stderr)
+
+
+def test_https_is_verified(service, bindshell, tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command to make a certificate with")
+    certificate = self_signed_certificate(str(tmp_path))
+    with WebhookServer(certificate=certificate) as server:
+        url = f"PT_WEBHOOK_URL={server.url('/hook/' + TOKEN, scheme='https')}"
+        untrusted = service.run_once(service.sendmail, url)
+        assert untrusted.returncode == 2
+        assert server.posts == [] and len(hooks(service)) == 1
+        assert "CERTIFICATE_VERIFY_FAILED" in service.log()
+        # the same server once its certificate is trusted (SSL_CERT_FILE names the CAs)
+
+        trusted = subprocess.run(service.command(service.sendmail, url),
+                                 env={**os.environ, "SSL_CERT_FILE": certificate[0]},
+                                 capture_output=True, timeout=120)
+        assert trusted.returncode == 0, trusted.stderr.decode()
+    assert len(server.posts) == 1 and hooks(service) == []
+    assert_no_token(service, untrusted.stderr, trusted.stderr)
+
+
+def test_a_webhook_that_never_answers_times_out_and_keeps_the_post(service, bindshell,
+                                                                  monkeypatch):
+    with WebhookServer() as server:
+        server.hang = threading.Event()
+        monkeypatch.setattr(webhooks, "TIMEOUT", 1.0)
+        running = service.in_process(service.sendmail,
+                                     f"PT_WEBHOOK_URL={server.url('/hook/' + TOKEN)}")
+        try:
+            running.run_pass()
+        finally:
+            running.stop()
+    assert len(server.posts) == 1                           # it was asked, and never answered
+    assert len(hooks(service)) == 1
+    assert "timed out" in service.log()
+    assert_no_token(service)
+
+
+def test_a_post_for_a_destination_no_longer_configured_is_kept(service, bindshell):
+    with WebhookServer() as server:
+        server.status = 503                                 # down: the post stays spooled
+        service.run_once(service.sendmail, f"PT_WEBHOOK_URL={server.url('/old/' + TOKEN)}")
+        assert len(hooks(service)) == 1
+        server.status = 204
+        result = service.run_once(service.sendmail, f"PT_WEBHOOK_URL={server.url('/new')}")
+    assert result.returncode == 2
+    assert [path for path, _h, _b in server.posts] == [f"/old/{TOKEN}"]     # never re-routed
+    assert len(hooks(service)) == 1
+    assert "is no longer in PT_WEBHOOK_URL" in service.log()
+    assert_no_token(service)
+
+
+# -- the settings ---------------------------------------------------------------------------
+@pytest.mark.parametrize("url, problem", [
+    ("http://example.com/x", "plain http to another host"),
+    ("ftp://example.com/x", "must start with https://"),
+    ("https://user:pw@example.com/x", "user:password@"),
+    ("https://example.com:99999/x", "not a valid URL"),
+    ("https:///x", "has no host"),
+    ("https://exa mple.com/x", "spaces"),
+])
+def test_url_problems_name_only_scheme_and_host(url, problem):
+    said = destinations.url_problem(url)
+    assert said is not None and problem in said
+
+
+def test_telegram_needs_a_chat_id():
+    assert "chat_id" in destinations.url_problem(
+        f"https://api.telegram.org/bot{TOKEN}/sendMessage", destinations.TELEGRAM)
+    assert destinations.url_problem(
+        f"https://api.telegram.org/bot{TOKEN}/sendMessage?chat_id=1", destinations.TELEGRAM) is None
+
+
+def test_shown_and_redacted_urls_carry_no_secret():
+    url = f"https://hooks.example.com:8443/services/{TOKEN}?sig={TOKEN}x&v=1.0"
+    assert destinations.shown_url(url) == "https://hooks.example.com:8443/..."
+    said = destinations.redact(f"error for {url} at /services/{TOKEN} sig={TOKEN}x", url)
+    assert TOKEN not in said
+
+
+def test_bad_webhook_settings_are_problems_with_their_line(tmp_path):
+    from ptfast import config
+    override = tmp_path / "ptfast.conf"
+    override.write_text(f'PT_WEBHOOK_URL = "https://a.example/{TOKEN},https://b.example/x"\n'
+                        'PT_WEBHOOK_FORMAT = "slack,json,teams"\n')
+    loaded = config.load(os.devnull, override_path=str(override))
+    [problem] = loaded.problems
+    assert (problem.path, problem.line) == (str(override), 1)
+    assert "3 formats for 2" in problem.message and TOKEN not in str(problem)
+    assert loaded["PT_WEBHOOK_URL"] == ""                   # nothing sent in the wrong shape
+    override.write_text('PT_WEBHOOK_FORMAT = "mattermost"\n')
+    [problem] = config.load(os.devnull, override_path=str(override)).problems
+    assert "'mattermost' is not one of json, slack, discord, teams, telegram" in problem.message
