@@ -318,9 +318,7 @@ def wait_for_log(service, text: str, timeout: float = 30.0) -> list:
 
 def test_daemon_sighup_lock_and_sigterm(service, bindshell, tmp_path):
     recorder = SendmailRecorder(str(tmp_path))
-    daemon = subprocess.Popen(service.command(f"SENDMAIL={recorder.path}", once=False),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
+    with service.started(f"SENDMAIL={recorder.path}", stderr=subprocess.PIPE) as daemon:
         wait_for_log(service, "1 alert(s) delivered")
         # a second instance on the same state directory is refused
         second = service.run_once(f"SENDMAIL={recorder.path}")
@@ -341,10 +339,6 @@ def test_daemon_sighup_lock_and_sigterm(service, bindshell, tmp_path):
 
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
     messages = log_messages(service)
     assert messages[-2:] == ["ptfast stopping on SIGTERM", "ptfast stopped"]
     assert len(recorder.calls()) == 1

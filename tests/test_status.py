@@ -73,9 +73,7 @@ def test_status_reports_the_pass_of_run_once(service, bindshell):
 
 
 def test_status_of_a_running_service_and_after_it_stops(service, bindshell):
-    daemon = subprocess.Popen(service.command(service.sendmail, once=False),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with service.started(service.sendmail) as daemon:
         assert wait_until(lambda: os.path.exists(status.status_path(service.state_dir)), 60)
         code, report = status_json(service)
         assert code == 0, report
@@ -84,10 +82,6 @@ def test_status_of_a_running_service_and_after_it_stops(service, bindshell):
         assert f"running:     pid {daemon.pid}" in ptfast_status(service).stdout
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
     code, report = status_json(service)
     assert code == 2 and report["health"] == "not running" and report["running"] is None
     assert f"(pid {daemon.pid}) is not running" in report["problems"][0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import json
@@ -136,6 +137,19 @@ class ServiceDir:
         if once:
             command.append("--once")
         return command
+
+    @contextlib.contextmanager
+    def started(self, *settings: str, stderr=subprocess.DEVNULL):
+        """``ptfast run`` as a daemon for the body of a with-block; killed if the body did not
+        stop it, so no test leaves one behind."""
+        daemon = subprocess.Popen(self.command(*settings, once=False),
+                                  stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            yield daemon
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.wait()
 
     def run_once(self, *settings: str) -> subprocess.CompletedProcess:
         return subprocess.run(self.command(*settings), capture_output=True, timeout=120)
