@@ -24,10 +24,12 @@ SETTINGS = ("PT_LIMIT=1", "GENERIC=1", "PT_SKIP_HTTP=1", "PT_DELETED=1", "PT_USE
 BUILTIN = "built-in list"
 IGNORE_FILES = (BUILTIN, "csf.generic.pignore", "csf.pignore")
 
-#: roles that are a root service's own worker, login process or session
+#: roles that are a root service's own worker, login process or session. Not exim4's SMTP
+#: session: Debian's exim daemon gives up root itself once it listens, so no root master is
+#: left; the session is a fork of the daemon, reported with it and ignored by the same exe: rule
 SERVICE_WORKER_ROLES = ("php-fpm worker", "nginx worker", "apache2 worker", "dovecot imap-login",
                         "dovecot pop3-login", "dovecot imap session", "dovecot pop3 session",
-                        "sshd session", "pure-ftpd session", "exim4 SMTP session")
+                        "sshd session", "pure-ftpd session")
 
 
 def ignore_file_path(name: str) -> str | None:
