@@ -7,7 +7,7 @@ Plain data, shared by the checks that make them (ptfast.checks), the policy that
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple, Optional
+from typing import TYPE_CHECKING, Collection, NamedTuple, Optional
 
 if TYPE_CHECKING:
     from .procfs import Process
@@ -157,19 +157,16 @@ class Finding:
 
 
 # -- memory ----------------------------------------------------------------------------
-@dataclass
-class Remembered:
-    """What was reported before, read-only to the policy. ``ptfast.state.ReportedState``
-    implements the same four questions over its file; this plain one serves scan, tune and
-    tests."""
+class MemoryQuestions:
+    """The questions the policy asks of what was reported before, over four collections a
+    subclass holds: ``reported`` (ProcessKey), ``resources`` ((pid, start_time, resource)),
+    ``quiet_users`` (user -> quiet until) and ``listeners`` ((netns, inode) -> (uid, first
+    seen, reported))."""
 
-    reported: frozenset = frozenset()              # ProcessKey
-    resources: frozenset = frozenset()             # (pid, start_time, resource)
-    quiet_users: dict = field(default_factory=dict)   # user -> quiet until (epoch seconds)
-    load_quiet_until: float = 0.0
-    #: (netns, inode) -> (uid, first seen, reported) of tracked users' listeners: the daemon
-    #: sees sockets across passes (a scan alone has no past)
-    listeners: dict = field(default_factory=dict)
+    reported: Collection
+    resources: Collection
+    quiet_users: dict
+    listeners: dict
 
     def was_reported(self, key: tuple) -> bool:
         return key in self.reported
@@ -189,6 +186,20 @@ class Remembered:
         """uids of listeners first seen more than ``older_than`` seconds ago, not reported."""
         return {uid for uid, seen, reported in self.listeners.values()
                 if not reported and now - seen > older_than}
+
+
+@dataclass
+class Remembered(MemoryQuestions):
+    """What was reported before, read-only to the policy. ``ptfast.state.ReportedState``
+    asks the same questions of its file; this plain one serves scan, tune and tests."""
+
+    reported: frozenset = frozenset()              # ProcessKey
+    resources: frozenset = frozenset()             # (pid, start_time, resource)
+    quiet_users: dict = field(default_factory=dict)   # user -> quiet until (epoch seconds)
+    load_quiet_until: float = 0.0
+    #: (netns, inode) -> (uid, first seen, reported) of tracked users' listeners: the daemon
+    #: sees sockets across passes (a scan alone has no past)
+    listeners: dict = field(default_factory=dict)
 
 
 NOTHING_REMEMBERED = Remembered()

@@ -17,7 +17,7 @@ import orjson
 
 from . import safepaths
 from .findings import (REMEMBER_LISTENER, REMEMBER_LOAD_QUIET, REMEMBER_PROCESS,
-                       REMEMBER_RESOURCE, REMEMBER_USER_QUIET, Remember)
+                       REMEMBER_RESOURCE, REMEMBER_USER_QUIET, MemoryQuestions, Remember)
 
 REPORTED_FILE = "reported.json"
 #: Listeners remembered for the hopping check: a customer can open many more; the state file
@@ -58,23 +58,23 @@ def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
         os.close(dir_fd)
 
 
-class ReportedState:
+class ReportedState(MemoryQuestions):
     """What was reported, persisted in ``DIR/reported.json``:
 
-    * ``keys``: (pid, start_time) -> when, for suspicious processes;
+    * ``reported``: (pid, start_time) -> when, for suspicious processes;
     * ``resources``: (pid, start_time, resource) -> when, for resource alerts;
     * ``quiet_users``: user -> until when PT_USERPROC stays quiet about them (LF_FLUSH);
     * ``load_quiet_until``: until when the load check stays quiet (PT_LOAD_SKIP);
     * ``listeners``: tracked users' listening sockets, when each was first seen and whether it
       was reported (a listener handed from one young process to the next outlives them all).
 
-    The policy asks the four questions of ``findings.Remembered`` (``was_reported``...); only
-    ptfast.respond changes the state, through ``remember``.
+    The policy asks it ``findings.MemoryQuestions`` (``was_reported``...); only ptfast.respond
+    changes the state, through ``remember``.
     """
 
     def __init__(self, state_dir: str) -> None:
         self.path = os.path.join(state_dir, REPORTED_FILE)
-        self.keys: dict[tuple, float] = {}
+        self.reported: dict[tuple, float] = {}
         self.resources: dict[tuple, float] = {}
         self.quiet_users: dict[str, float] = {}
         self.load_quiet_until = 0.0
@@ -107,7 +107,7 @@ class ReportedState:
                          for netns, inode, uid, seen, reported in document.get("listeners", ())}
         except (ValueError, TypeError, KeyError) as exc:
             return self._set_aside(str(exc))
-        self.keys, self.resources, self.quiet_users = keys, resources, quiet_users
+        self.reported, self.resources, self.quiet_users = keys, resources, quiet_users
         self.load_quiet_until = load_quiet_until
         self.listeners = listeners
         return None
@@ -118,24 +118,6 @@ class ReportedState:
         self._dirty = True
         return (f"{self.path}: corrupt state file ({why}); moved to {kept} and started "
                 "afresh, so processes reported before may be reported once more")
-
-    # -- what the policy asks ----------------------------------------------------------
-    def was_reported(self, key: tuple) -> bool:
-        return key in self.keys
-
-    def resource_reported(self, key: tuple, resource: str) -> bool:
-        return (*key, resource) in self.resources
-
-    def user_quiet_until(self, user: str) -> float:
-        return self.quiet_users.get(user, 0.0)
-
-    def listener_seen(self, netns: int, inode: int):
-        seen = self.listeners.get((netns, inode))
-        return None if seen is None else tuple(seen)
-
-    def listener_uids(self, older_than: float, now: float) -> set:
-        return {uid for uid, seen, reported in self.listeners.values()
-                if not reported and now - seen > older_than}
 
     # -- what a pass observes ---------------------------------------------------------
     def observe_listeners(self, sockets, now: float | None = None) -> int:
@@ -162,7 +144,7 @@ class ReportedState:
         """Record ``memo`` (a finding's ``response.remember``)."""
         now = time.time() if now is None else now
         if memo.kind == REMEMBER_PROCESS:
-            self.keys[tuple(memo.key)] = now
+            self.reported[tuple(memo.key)] = now
         elif memo.kind == REMEMBER_RESOURCE:
             self.resources[tuple(memo.key)] = now
         elif memo.kind == REMEMBER_USER_QUIET:
@@ -180,9 +162,9 @@ class ReportedState:
     def forget_gone(self, live_keys, now: float | None = None) -> int:
         """Drop processes that no longer exist and quiet periods that are over; returns how
         many processes were dropped."""
-        gone = [key for key in self.keys if key not in live_keys]
+        gone = [key for key in self.reported if key not in live_keys]
         for key in gone:
-            del self.keys[key]
+            del self.reported[key]
         gone_resources = [key for key in self.resources if key[:2] not in live_keys]
         for key in gone_resources:
             del self.resources[key]
@@ -198,7 +180,7 @@ class ReportedState:
         if not self._dirty:
             return
         document = {"version": FORMAT_VERSION,
-                    "reported": [[pid, start, at] for (pid, start), at in self.keys.items()],
+                    "reported": [[pid, start, at] for (pid, start), at in self.reported.items()],
                     "resources": [[pid, start, resource, at]
                                   for (pid, start, resource), at in self.resources.items()],
                     "quiet_users": self.quiet_users,

@@ -127,7 +127,7 @@ def test_state_round_trip_and_forgetting(tmp_path):
     state.save()
     again = ReportedState(str(tmp_path))
     assert again.load() is None
-    assert set(again.keys) == {(10, 1000), (11, 2000)}
+    assert set(again.reported) == {(10, 1000), (11, 2000)}
     assert again.forget_gone({(10, 1000), (99, 5)}) == 1
     again.save()
     document = orjson.loads((tmp_path / "reported.json").read_bytes())

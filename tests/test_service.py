@@ -114,7 +114,7 @@ def test_an_alert_that_could_not_be_spooled_is_not_remembered(service, bindshell
     try:
         running.tracker.spool.add = disk_full
         assert running.guarded(running.run_pass)[0] is False
-        assert running.state.keys == {}             # not remembered: it was never spooled
+        assert running.state.reported == {}             # not remembered: it was never spooled
         running.tracker.spool.add = spool_add
         running.run_pass()
     finally:
