@@ -463,6 +463,25 @@ cdef Socket new_socket(unsigned long long inode, str proto, const char* local_ip
 
 cdef enum:
     TABLE_FIELDS = 10       # sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+    LOCAL_TABLE_COLUMNS = 16    # beyond the inode column of unix (6) and netlink (9) tables
+
+
+cdef inline int split_columns(const char* p, const char* line_end, const char** starts,
+                              const char** ends, int most) noexcept nogil:
+    """Where each of the first ``most`` space-separated columns of one line starts and ends;
+    returns how many there are."""
+    cdef int count = 0
+    while count < most:
+        while p < line_end and p[0] == b' ':
+            p += 1
+        if p >= line_end:
+            break
+        starts[count] = p
+        while p < line_end and p[0] != b' ':
+            p += 1
+        ends[count] = p
+        count += 1
+    return count
 
 
 cdef int parse_table(const char* data, Py_ssize_t n, str proto, unsigned long long netns,
@@ -491,17 +510,7 @@ cdef int parse_table(const char* data, Py_ssize_t n, str proto, unsigned long lo
         line_end = <const char*>memchr(p, b'\n', end - p)
         if line_end == NULL:
             line_end = end
-        count = 0
-        while count < TABLE_FIELDS:
-            while p < line_end and p[0] == b' ':
-                p += 1
-            if p >= line_end:
-                break
-            starts[count] = p
-            while p < line_end and p[0] != b' ':
-                p += 1
-            ends[count] = p
-            count += 1
+        count = split_columns(p, line_end, starts, ends, TABLE_FIELDS)
         p = line_end + 1
         if (count < TABLE_FIELDS or parse_unsigned(starts[9], ends[9], UINT64_MAX, &inode) < 0
                 or inode == 0 or inode in table):
@@ -546,30 +555,19 @@ cdef int parse_inode_column(const char* data, Py_ssize_t n, int column, set inod
     cdef const char* end = data + n
     cdef const char* p = <const char*>memchr(data, b'\n', n)
     cdef const char* line_end
-    cdef const char* start
-    cdef int count
+    cdef const char* starts[LOCAL_TABLE_COLUMNS]
+    cdef const char* ends[LOCAL_TABLE_COLUMNS]
     cdef unsigned long long inode
-    if p == NULL:
+    if p == NULL or column >= LOCAL_TABLE_COLUMNS:
         return 0
     p += 1
     while p < end:
         line_end = <const char*>memchr(p, b'\n', end - p)
         if line_end == NULL:
             line_end = end
-        count = 0
-        while p < line_end:
-            while p < line_end and p[0] == b' ':
-                p += 1
-            if p >= line_end:
-                break
-            start = p
-            while p < line_end and p[0] != b' ':
-                p += 1
-            if count == column:
-                if parse_unsigned(start, p, UINT64_MAX, &inode) == 0:
-                    inodes.add(inode)
-                break
-            count += 1
+        if (split_columns(p, line_end, starts, ends, column + 1) > column
+                and parse_unsigned(starts[column], ends[column], UINT64_MAX, &inode) == 0):
+            inodes.add(inode)
         p = line_end + 1
     return 0
 
