@@ -129,6 +129,7 @@ BOM = "\ufeff"
 _LINE = re.compile(r"([^=]*)=(.*)", re.DOTALL)
 _QUOTED = re.compile(r'"(.*)"', re.DOTALL)
 _INTEGER = re.compile(r"[0-9]+")
+_NAME_LIKE = re.compile(r"[A-Za-z0-9_]{1,40}")
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 
 
@@ -285,7 +286,9 @@ def load(path: str | None = None, overrides=(), panel: bool | None = None,
         name, sep, value = override.partition("=")
         name = name.strip()
         if not sep or name not in SETTINGS:
-            config.problems.append(Problem("--set", 0, f"{override!r} is not NAME=VALUE with a "
+            # the name only (when it looks like one): the value may be a webhook URL and its token
+            shown = f"{name!r}" if sep and _NAME_LIKE.fullmatch(name) else "an argument"
+            config.problems.append(Problem("--set", 0, f"{shown} is not NAME=VALUE with a "
                                                        "known setting name"))
             continue
         try:

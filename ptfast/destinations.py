@@ -11,6 +11,7 @@ by a digest of it.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
@@ -19,6 +20,10 @@ FORMATS = (JSON, SLACK, DISCORD, TEAMS, TELEGRAM)
 MAX_URLS = 16
 # secrets shorter than this are not worth hiding (and would blank out every "/" or "1")
 MIN_SECRET_CHARS = 4
+# what a mistyped format may look like, and be quoted back: a short word, never a URL
+# a host name or an IP address (urlsplit's hostname: brackets off, lower case)
+_HOST = re.compile(r"[a-z0-9._-]+|[0-9a-f:.]+")
+_FORMAT_LIKE = re.compile(r"[A-Za-z0-9_-]{1,20}")
 
 
 def split_list(text: str) -> list:
@@ -33,9 +38,14 @@ def shown_url(url: str) -> str:
         port = parts.port
     except ValueError:
         return "(an invalid URL)"
+    # a mistyped URL can put its token where the scheme or the host would be
+    # ("https://hooks.example.com\\TOKEN/...", "abc,TOKEN:123" split at the comma)
+    scheme = parts.scheme if parts.scheme in ("https", "http") else "?"
+    if not _HOST.fullmatch(host):
+        host = "?"
     if ":" in host:
         host = f"[{host}]"
-    return f"{parts.scheme}://{host}{f':{port}' if port else ''}/..."
+    return f"{scheme}://{host}{f':{port}' if port else ''}/..."
 
 
 def secrets_of(url: str) -> list:
@@ -85,6 +95,8 @@ def url_problem(url: str, form: str = JSON) -> str | None:
     host = parts.hostname
     if not host:
         return "has no host"
+    if not _HOST.fullmatch(host):
+        return "has a host that is not a name or an IP address"
     if parts.username is not None or parts.password is not None:
         return "carries user:password@, which ptfast does not send; use the token the service gives"
     if port == 0:
@@ -113,7 +125,10 @@ def check_urls(text: str) -> None:
 def check_formats(text: str) -> None:
     for form in split_list(text):
         if form not in FORMATS:
-            raise ValueError(f"PT_WEBHOOK_FORMAT {form!r} is not one of {', '.join(FORMATS)}")
+            # quoted only when it looks like a format name: a URL written here by mistake (the
+            # two settings swapped) carries its token, and problems go to the log
+            shown = f"{form!r}" if _FORMAT_LIKE.fullmatch(form) else "has a value that"
+            raise ValueError(f"PT_WEBHOOK_FORMAT {shown} is not one of {', '.join(FORMATS)}")
     if not split_list(text):
         raise ValueError(f"PT_WEBHOOK_FORMAT is empty: use one of {', '.join(FORMATS)}")
 

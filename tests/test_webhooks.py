@@ -253,3 +253,40 @@ def test_bad_webhook_settings_are_problems_with_their_line(tmp_path):
     override.write_text('PT_WEBHOOK_FORMAT = "mattermost"\n')
     [problem] = config.load(os.devnull, override_path=str(override)).problems
     assert "'mattermost' is not one of json, slack, discord, teams, telegram" in problem.message
+
+
+def test_webhook_url_in_the_format_setting_is_not_quoted_back(tmp_path):
+    """A careless admin swaps the two settings: the problem (printed by check, logged by the
+    service) must not carry the URL's token."""
+    from ptfast import config
+    override = tmp_path / "ptfast.conf"
+    override.write_text(f'PT_WEBHOOK_FORMAT = "https://hooks.example.com/services/{TOKEN}"\n'
+                        'PT_WEBHOOK_URL = "slack"\n')
+    loaded = config.load(os.devnull, override_path=str(override))
+    assert loaded.problems
+    assert all(TOKEN not in str(problem) for problem in loaded.problems), loaded.problems
+    assert any("PT_WEBHOOK_FORMAT has a value that is not one of" in str(problem)
+               for problem in loaded.problems)
+
+
+def test_a_mistyped_set_name_does_not_quote_its_value():
+    from ptfast import config
+    loaded = config.load(os.devnull, override_path=os.devnull,
+                         overrides=[f"PT_WEBHOOK_UR=https://hooks.example.com/{TOKEN}",
+                                    f"https://hooks.example.com/{TOKEN}"])
+    said = [str(problem) for problem in loaded.problems]
+    assert len(said) == 2 and all(TOKEN not in line for line in said), said
+    assert "'PT_WEBHOOK_UR' is not NAME=VALUE" in said[0]
+
+
+@pytest.mark.parametrize("url", [
+    f"https://hooks.example.com\\{TOKEN}/x",            # a backslash for a slash
+    f"{TOKEN}:443/x",                                   # what is left of "...?a=b,TOKEN:443/x"
+])
+def test_a_token_where_the_scheme_or_host_would_be_is_not_shown(url):
+    assert TOKEN.lower() not in destinations.shown_url(url).lower()
+    problem = destinations.url_problem(url)
+    assert problem is not None and TOKEN.lower() not in problem.lower()
+    with pytest.raises(ValueError) as raised:
+        destinations.check_urls(url)
+    assert TOKEN.lower() not in str(raised.value).lower()
