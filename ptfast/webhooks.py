@@ -12,7 +12,7 @@ receiver answered 2xx: an outage keeps it, and the next pass sends it once. Answ
 delivered; 400, 413, 422 (this post refused) kept and logged, the next ones still tried; 429,
 any other 4xx or 5xx, a redirect (never followed: the body would not follow), a timeout or no
 connection: kept, and the destination's other posts wait for the next pass. Every network step
-has TIMEOUT seconds; https is verified against the system's CAs. A URL is never logged whole
+has TIMEOUT seconds, the whole exchange DEADLINE; https is verified against the system's CAs. A URL is never logged whole
 (ptfast.destinations).
 """
 
@@ -27,6 +27,7 @@ from .escape import escape_text
 from .spool import WEBHOOK, DeliveryError
 
 TIMEOUT = 10.0                  # seconds, for each network step of a post
+DEADLINE = 30.0                 # seconds, for the whole of a post once connected
 MAX_ANSWER_BYTES = 4096         # of a receiver's answer, read to say why it refused
 ANSWER_SHOWN = 200              # characters of that answer in the log line
 #: characters of a chat message (Discord's and Telegram's limits; Slack advises 4,000 for
@@ -102,9 +103,71 @@ def post_url(destination: Destination) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
-def post(url: str, body: bytes, timeout: float) -> tuple:
+class _Deadline:
+    """The whole exchange of one post within ``seconds``: TIMEOUT bounds each network step,
+    and a receiver dribbling its answer a byte at a time would never trip it. When the time is
+    up, the connection is shut down (the socket itself, from a timer thread), so the read
+    blocked on it ends at once."""
+
+    def __init__(self, seconds: float) -> None:
+        import threading
+        self.seconds = seconds
+        self.expired = False
+        self._sockets: list = []
+        self._lock = threading.Lock()
+        self._done = False
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def connection(self, base):
+        """``base`` (HTTPConnection or HTTPSConnection), its socket watched once connected."""
+        deadline = self
+
+        class Watched(base):
+            def connect(self):
+                super().connect()
+                deadline.watch(self.sock)
+        return Watched
+
+    def watch(self, sock) -> None:
+        with self._lock:
+            if self.expired:
+                import socket
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            self._sockets.append(sock)
+
+    def _expire(self) -> None:
+        import socket
+        with self._lock:
+            if self._done:
+                return
+            self.expired = True
+            for sock in self._sockets:
+                if sock.fileno() < 0:           # closed already
+                    continue
+                try:
+                    # the plain socket's shutdown: an SSLSocket's would drop its TLS state
+                    # under the reader's feet
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def __enter__(self) -> "_Deadline":
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            self._done = True
+        self._timer.cancel()
+        self._timer.join()
+
+
+def post(url: str, body: bytes, timeout: float, deadline: float | None = None) -> tuple:
     """POST ``body`` as JSON; (status, the start of the answer). Redirects are not followed.
+    Each network step has ``timeout`` seconds, the whole exchange ``deadline`` (DEADLINE).
     Raises OSError (no connection, timeout, TLS) or http.client.HTTPException."""
+    import http.client
     import ssl              # here: 5 MB that a host without webhooks never loads
     import urllib.error
     import urllib.request
@@ -115,22 +178,57 @@ def post(url: str, body: bytes, timeout: float) -> tuple:
         def redirect_request(self, *args, **kwargs):
             return None
 
+    limit = _Deadline(DEADLINE if deadline is None else deadline)
+
+    class HTTPHandler(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(limit.connection(http.client.HTTPConnection), req)
+
+    class HTTPSHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req):
+            return self.do_open(limit.connection(http.client.HTTPSConnection), req,
+                                context=self._context)
+
     opener = urllib.request.build_opener(
-        NoRedirect(), urllib.request.HTTPSHandler(context=ssl.create_default_context()))
+        NoRedirect(), HTTPHandler(), HTTPSHandler(context=ssl.create_default_context()))
     request = urllib.request.Request(url, data=body, method="POST", headers={
         "Content-Type": "application/json; charset=utf-8", "User-Agent": f"ptfast/{__version__}"})
-    try:
-        with opener.open(request, timeout=timeout) as answer:
-            return answer.status, answer.read(MAX_ANSWER_BYTES)
-    except urllib.error.HTTPError as exc:     # an answer all the same: 4xx, 5xx, 3xx
+    with limit:
         try:
-            return exc.code, exc.read(MAX_ANSWER_BYTES) if exc.fp is not None else b""
-        finally:
-            exc.close()
-    except urllib.error.URLError as exc:
-        reason = exc.reason
-        raise OSError(str(reason) if not isinstance(reason, OSError) else
-                      (reason.strerror or str(reason))) from None
+            with opener.open(request, timeout=timeout) as answer:
+                if 200 <= answer.status < 300:
+                    return answer.status, b""   # delivered: what it says next does not matter
+                status, said = answer.status, _answer_start(answer)
+        except urllib.error.HTTPError as exc:     # an answer all the same: 4xx, 5xx, 3xx
+            try:
+                status, said = exc.code, _answer_start(exc) if exc.fp is not None else b""
+            finally:
+                exc.close()
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+            if limit.expired:
+                raise TimeoutError(f"no complete answer within {limit.seconds:g} s") from None
+            raise OSError(str(reason) if not isinstance(reason, OSError) else
+                          (reason.strerror or str(reason))) from None
+        except (OSError, http.client.HTTPException):
+            if limit.expired:
+                raise TimeoutError(f"no complete answer within {limit.seconds:g} s") from None
+            raise
+    if limit.expired:       # a refusal cut short: its status line may be, too
+        raise TimeoutError(f"no complete answer within {limit.seconds:g} s")
+    return status, said
+
+
+def _answer_start(answer) -> bytes:
+    """The start of a refusal's answer, to say why; what could be read of it when it breaks
+    off (the deadline, a reset): the status is what counts."""
+    import http.client
+    try:
+        return answer.read(MAX_ANSWER_BYTES)
+    except http.client.IncompleteRead as exc:
+        return exc.partial[:MAX_ANSWER_BYTES]
+    except (OSError, http.client.HTTPException, ValueError):
+        return b""
 
 
 class Webhook:

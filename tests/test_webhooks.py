@@ -290,3 +290,46 @@ def test_a_token_where_the_scheme_or_host_would_be_is_not_shown(url):
     with pytest.raises(ValueError) as raised:
         destinations.check_urls(url)
     assert TOKEN.lower() not in str(raised.value).lower()
+
+
+def test_a_receiver_dribbling_its_answer_is_cut_off_at_the_deadline(monkeypatch):
+    """Each byte comes well within TIMEOUT, but the answer as a whole would take 20 s: the post
+    gives up at DEADLINE (the server sees its connection cut before it finished)."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    outcome = {}
+
+    def dribble():
+        connection, _ = listener.accept()
+        with connection:
+            connection.settimeout(30)
+            connection.recv(65536)
+            try:
+                for byte in b"HTTP/1.1 500 " + b"x" * 400:     # 400 x 0.05 s
+                    connection.sendall(bytes([byte]))
+                    time.sleep(0.05)
+                connection.sendall(b"\r\nContent-Length: 0\r\n\r\n")
+                outcome["finished"] = True
+            except OSError:
+                outcome["finished"] = False
+
+    server = threading.Thread(target=dribble)
+    server.start()
+    monkeypatch.setattr(webhooks, "TIMEOUT", 30.0)
+    monkeypatch.setattr(webhooks, "DEADLINE", 1.0, raising=False)
+    port = listener.getsockname()[1]
+    route = webhooks.Webhook(destinations.Destination(f"http://127.0.0.1:{port}/h/{TOKEN}",
+                                                      destinations.JSON))
+    try:
+        with pytest.raises(webhooks.DeliveryError) as raised:
+            route.deliver(b"{}")
+    finally:
+        server.join(60)
+        listener.close()
+    assert outcome == {"finished": False}
+    assert "no complete answer within 1 s" in str(raised.value)
+    assert raised.value.route_down and TOKEN not in str(raised.value)
+    assert not any(isinstance(thread, threading.Timer) for thread in threading.enumerate())
