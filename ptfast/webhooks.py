@@ -38,11 +38,13 @@ ENTRY_VERSION = 1
 
 
 # -- what is sent -------------------------------------------------------------------------------
-def chat_text(subject: str, hostname: str, lines: list, limit: int) -> str:
-    """The subject (with the host when it does not say it), then the log lines, cut to
-    ``limit`` characters with a note of what was left out."""
+def chat_text(subject: str, hostname: str, lines: list, limit: int, escape=None) -> str:
+    """The subject (with the host when it does not say it), then the log lines, each passed
+    through ``escape`` (the service's markup), cut to ``limit`` characters with a note of what
+    was left out."""
     head = subject if hostname and hostname in subject else f"{hostname}: {subject}"
-    text = "\n".join([head, *lines])
+    parts = [head, *lines]
+    text = "\n".join(parts if escape is None else [escape(part) for part in parts])
     if len(text) <= limit:
         return text
     note = f"\n... {len(text) - limit} more characters: see the mail or the log"
@@ -50,24 +52,48 @@ def chat_text(subject: str, hostname: str, lines: list, limit: int) -> str:
 
 
 def _slack_escape(text: str) -> str:
-    # Slack reads &, < and > as markup (<!channel> would call everyone): these three, only
+    # Slack reads &, < and > as markup (<!channel> would call everyone, <url|text> hide a
+    # link): these three, only, as Slack's formatting guide says
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+# Discord's markdown: a backslash before any of these shows it as itself. A process may call
+# itself "[Click to fix](https://...)" (a masked link, which webhooks render), "# " or "> "
+# (headings, quotes), "||" (spoilers), "`" (code), "<@&id>" or "<t:...>"; mentions are off anyway
+_DISCORD_MARKUP = frozenset("\\*_~`|>#-[]()<@:")
+
+
+def _discord_escape(text: str) -> str:
+    return "".join("\\" + char if char in _DISCORD_MARKUP else char for char in text)
+
+
+_ESCAPES = {SLACK: _slack_escape, DISCORD: _discord_escape}
+#: bytes of a whole post (a Teams message must stay under 28 KB; JSON doubles every quote and
+#: backslash of the escaped text, which a command line can be full of)
+MAX_POST_BYTES = {TEAMS: 24000}
+DISCORD_SUPPRESS_EMBEDS = 1 << 2    # no preview fetched for a URL a process put in its name
+
+
 def chat_payload(destination: Destination, text: str) -> dict:
+    """The post for ``text`` (chat_text's, escaped for the service already)."""
     form = destination.form
     if form == SLACK:
-        return {"text": _slack_escape(text)}
+        return {"text": text}
     if form == DISCORD:
         # no @everyone, @here or user mentions, whatever a process calls itself
-        return {"content": text, "allowed_mentions": {"parse": []}}
+        return {"content": text, "allowed_mentions": {"parse": []},
+                "flags": DISCORD_SUPPRESS_EMBEDS}
     if form == TEAMS:
-        head, _, rest = text.partition("\n")
+        # RichTextBlock's TextRuns: plain text (a TextBlock renders markdown, links included)
+        head, *rest = text.split("\n")
+
+        def block(line: str, **style) -> dict:
+            return {"type": "RichTextBlock",
+                    "inlines": [{"type": "TextRun", "text": line, **style}]}
         card = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
                 "type": "AdaptiveCard", "version": "1.2",
-                "body": [{"type": "TextBlock", "text": head, "weight": "Bolder", "wrap": True},
-                         {"type": "TextBlock", "text": rest, "wrap": True,
-                          "fontType": "Monospace"}]}
+                "body": [block(head, weight="Bolder"),
+                         *(block(line, fontType="Monospace") for line in rest if line)]}
         return {"type": "message",
                 "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive",
                                  "contentUrl": None, "content": card}]}
@@ -76,6 +102,19 @@ def chat_payload(destination: Destination, text: str) -> dict:
         # parse_mode: plain text, nothing in it is markup
         return {**dict(parse_qsl(urlsplit(destination.url).query)), "text": text}
     raise ValueError(f"{form} is not a chat format")
+
+
+def chat_body(destination: Destination, subject: str, hostname: str, lines: list) -> bytes:
+    """The chat message's post: within the service's characters, and its bytes."""
+    form = destination.form
+    limit, max_bytes = CHAT_LIMITS[form], MAX_POST_BYTES.get(form)
+    while True:
+        text = chat_text(subject, hostname, lines, limit, _ESCAPES.get(form))
+        body = orjson.dumps(chat_payload(destination, text))
+        if max_bytes is None or len(body) <= max_bytes or limit == 0:
+            return body
+        # in proportion (JSON may spend 2 bytes on a character), and always fewer
+        limit = max(0, min(limit - 1, limit * max_bytes // len(body)))
 
 
 def entry(destination: Destination, body: bytes) -> bytes:
@@ -90,8 +129,7 @@ def entries(destination: Destination, records: list, subject: str, hostname: str
     one chat message otherwise."""
     if destination.form == JSON:
         return [entry(destination, orjson.dumps(record)) for record in records]
-    text = chat_text(subject, hostname, lines, CHAT_LIMITS[destination.form])
-    return [entry(destination, orjson.dumps(chat_payload(destination, text)))]
+    return [entry(destination, chat_body(destination, subject, hostname, lines))]
 
 
 # -- how it is sent -----------------------------------------------------------------------------

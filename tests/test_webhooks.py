@@ -4,6 +4,7 @@ timeouts bounded, and no token in any log line or event."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -113,7 +114,7 @@ def test_a_refused_post_is_kept_and_logged_without_the_token(service, bindshell)
     assert len(service.recorder.calls()) == 1
 
 
-HOSTILE = "x<!channel>@everyone&"
+HOSTILE = "x<!channel>@everyone&[fix](x)"
 
 
 def test_chat_formats_in_their_documented_shapes(service, tmp_path):
@@ -139,11 +140,13 @@ def test_chat_formats_in_their_documented_shapes(service, tmp_path):
     assert list(slack) == ["text"]
     assert slack["text"].startswith(f"ptfast on {host}: suspicious process of user {uid}\n")
     assert f"*Suspicious Process* PID:{child.pid} " in slack["text"]
-    assert "<!channel>" not in slack["text"] and "x&lt;!channel&gt;@everyone&amp;" in slack["text"]
+    assert "<!channel>" not in slack["text"]
+    assert "x&lt;!channel&gt;@everyone&amp;[fix](x)" in slack["text"]
 
     discord = by_path[f"/discord/{TOKEN}"]
-    assert discord["allowed_mentions"] == {"parse": []}
-    assert f"*Suspicious Process* PID:{child.pid} " in discord["content"]
+    assert discord["allowed_mentions"] == {"parse": []} and discord["flags"] == 4
+    assert f"\\*Suspicious Process\\* PID\\:{child.pid} " in discord["content"]
+    assert "x\\<!channel\\>\\@everyone&\\[fix\\]\\(x\\)" in discord["content"]
     assert len(discord["content"]) <= 2000
 
     teams = by_path[f"/teams/{TOKEN}"]
@@ -152,8 +155,12 @@ def test_chat_formats_in_their_documented_shapes(service, tmp_path):
     assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
     card = attachment["content"]
     assert card["type"] == "AdaptiveCard" and card["version"] == "1.2"
-    assert card["body"][0]["text"] == f"ptfast on {host}: suspicious process of user {uid}"
-    assert f"*Suspicious Process* PID:{child.pid} " in card["body"][1]["text"]
+    runs = [block["inlines"] for block in card["body"]]
+    assert all(block["type"] == "RichTextBlock" for block in card["body"])   # no markdown
+    assert runs[0] == [{"type": "TextRun", "text": f"ptfast on {host}: suspicious process of "
+                                                   f"user {uid}", "weight": "Bolder"}]
+    assert f"*Suspicious Process* PID:{child.pid} " in runs[1][0]["text"]
+    assert HOSTILE in runs[1][0]["text"]
 
     telegram = by_path[f"/bot{TOKEN}/sendMessage"]
     assert telegram["chat_id"] == "-100123" and "parse_mode" not in telegram
@@ -333,3 +340,46 @@ def test_a_receiver_dribbling_its_answer_is_cut_off_at_the_deadline(monkeypatch)
     assert "no complete answer within 1 s" in str(raised.value)
     assert raised.value.route_down and TOKEN not in str(raised.value)
     assert not any(isinstance(thread, threading.Timer) for thread in threading.enumerate())
+
+
+PHISHING = "[Your server is compromised: click to fix](https://evil.example/fix) # **@everyone**"
+
+
+def _hook(form: str, lines: list, subject: str = "suspicious process") -> dict:
+    [data] = webhooks.entries(destinations.Destination("https://chat.example/h", form), [],
+                              subject, "host", lines)
+    return json.loads(json.loads(data)["body"])
+
+
+def test_discord_gets_no_markup_from_a_process():
+    """Discord webhooks render masked links, headings and bold: a process's command line must
+    show as the text it is, every markdown character escaped with a backslash."""
+    content = _hook("discord", [f"*Suspicious Process* PID:1 CMD:{PHISHING}"])["content"]
+    unescaped = re.sub(r"\\.", "", content)          # what is left once escapes are taken out
+    assert not set(unescaped) & set("*_~`|>#-[]()<@:\\"), unescaped
+    assert re.sub(r"\\(.)", r"\1", content).endswith(f"CMD:{PHISHING}")
+
+
+def test_teams_gets_no_markdown_from_a_process():
+    """An Adaptive Card's TextBlock renders markdown links; its TextRuns do not."""
+    card = _hook("teams", [f"*Suspicious Process* PID:1 CMD:{PHISHING}"])["attachments"][0]
+    blocks = card["content"]["body"]
+    assert {block["type"] for block in blocks} == {"RichTextBlock"}
+    texts = [run["text"] for block in blocks for run in block["inlines"]]
+    assert all(run["type"] == "TextRun" for block in blocks for run in block["inlines"])
+    assert texts == ["host: suspicious process", f"*Suspicious Process* PID:1 CMD:{PHISHING}"]
+
+
+def test_a_command_line_of_quotes_keeps_a_teams_post_under_its_size_limit():
+    """Teams refuses a message over 28 KB (and ptfast would keep retrying it): escaped quotes and
+    backslashes take two bytes each in JSON, so the cut is made on the post's bytes."""
+    from ptfast.escape import escape_text
+    line = "*Suspicious Process* PID:1 CMD:" + escape_text('"\\' * 4096)
+    for lines in ([line], [line] * 5):
+        [data] = webhooks.entries(destinations.Destination("https://chat.example/h", "teams"),
+                                  [], "suspicious process", "host", lines)
+        body = json.loads(data)["body"].encode()
+        assert len(body) <= webhooks.MAX_POST_BYTES["teams"] < 28 * 1024
+        text = "\n".join(run["text"] for block in json.loads(body)["attachments"][0]["content"]
+                         ["body"] for run in block["inlines"])
+        assert text.endswith("more characters: see the mail or the log")
