@@ -71,7 +71,7 @@ def redact(text: str, url: str) -> str:
     return text
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -101,7 +101,7 @@ def url_problem(url: str, form: str = JSON) -> str | None:
         return "carries user:password@, which ptfast does not send; use the token the service gives"
     if port == 0:
         return "has port 0"
-    if parts.scheme == "http" and not _is_loopback(host):
+    if parts.scheme == "http" and not is_loopback(host):
         return ("is plain http to another host: the alert, and any token in the URL, would "
                 "cross the network in clear (use https; http is for a loopback address only)")
     if form == TELEGRAM and "chat_id" not in dict(parse_qsl(parts.query)):

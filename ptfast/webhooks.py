@@ -22,7 +22,8 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import orjson
 
-from .destinations import DISCORD, JSON, SLACK, TEAMS, TELEGRAM, Destination, destinations, redact
+from .destinations import (DISCORD, JSON, SLACK, TEAMS, TELEGRAM, Destination, destinations,
+                           is_loopback, redact)
 from .escape import escape_text
 from .spool import WEBHOOK, DeliveryError
 
@@ -227,8 +228,11 @@ def post(url: str, body: bytes, timeout: float, deadline: float | None = None) -
             return self.do_open(limit.connection(http.client.HTTPSConnection), req,
                                 context=self._context)
 
-    opener = urllib.request.build_opener(
-        NoRedirect(), HTTPHandler(), HTTPSHandler(context=ssl.create_default_context()))
+    handlers = [NoRedirect(), HTTPHandler(), HTTPSHandler(context=ssl.create_default_context())]
+    if is_loopback(urlsplit(url).hostname or ""):
+        # never through http_proxy: plain http is allowed only because it stays on this host
+        handlers.append(urllib.request.ProxyHandler({}))
+    opener = urllib.request.build_opener(*handlers)
     request = urllib.request.Request(url, data=body, method="POST", headers={
         "Content-Type": "application/json; charset=utf-8", "User-Agent": f"ptfast/{__version__}"})
     with limit:

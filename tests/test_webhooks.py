@@ -383,3 +383,25 @@ def test_a_command_line_of_quotes_keeps_a_teams_post_under_its_size_limit():
         text = "\n".join(run["text"] for block in json.loads(body)["attachments"][0]["content"]
                          ["body"] for run in block["inlines"])
         assert text.endswith("more characters: see the mail or the log")
+
+
+def test_a_loopback_webhook_never_goes_through_http_proxy(monkeypatch):
+    """Plain http is allowed only to loopback; an http_proxy in the environment (a cron job
+    run from an admin's shell) would carry the alert and the token off the host in clear."""
+    import socket
+
+    proxy = socket.socket()
+    proxy.bind(("127.0.0.1", 0))
+    proxy.listen(1)
+    proxy.settimeout(0)                     # accept() below must not wait
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+    monkeypatch.setenv("no_proxy", "")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    try:
+        with WebhookServer() as server:
+            status, _said = webhooks.post(server.url(f"/hook/{TOKEN}"), b"{}", 5.0)
+        with pytest.raises(BlockingIOError):
+            proxy.accept()                  # nothing ever connected to the proxy
+    finally:
+        proxy.close()
+    assert status == 204 and [path for path, _h, _b in server.posts] == [f"/hook/{TOKEN}"]
