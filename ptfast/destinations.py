@@ -174,3 +174,33 @@ def destinations(config) -> list:
         return pair(config["PT_WEBHOOK_URL"], config["PT_WEBHOOK_FORMAT"])
     except ValueError:
         return []
+
+
+def unprivileged_port_start(path: str = "/proc/sys/net/ipv4/ip_unprivileged_port_start") -> int:
+    """The lowest port any user may listen on (1024 unless the admin changed it)."""
+    try:
+        with open(path, encoding="ascii") as handle:
+            return int(handle.read().strip())
+    except (OSError, ValueError):
+        return 1024
+
+
+def webhook_problems(config) -> list:
+    """What ``ptfast check`` says of the webhooks beyond their syntax: a plain-http loopback URL
+    on a port every user of this host may listen on. When the receiver there is down (a
+    restart, a crash), a customer's process can take the port and be sent every alert, about
+    every customer, with the URL's token; on loopback the connection is not private either."""
+    from .config import Problem
+    lowest = unprivileged_port_start()
+    problems = []
+    for destination in destinations(config):
+        parts = urlsplit(destination.url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if parts.scheme == "http" and port >= lowest:
+            problems.append(Problem(
+                config.sources["PT_WEBHOOK_URL"], 0,
+                f"PT_WEBHOOK_URL {shown_url(destination.url)}: port {port} is one any user may "
+                f"listen on (from {lowest}); while the receiver is down, a customer's process "
+                "could take it and be sent the alerts and the URL's token: use https, or a port "
+                f"under {lowest}"))
+    return problems
