@@ -72,6 +72,10 @@ _ESCAPES = {SLACK: _slack_escape, DISCORD: _discord_escape}
 #: bytes of a whole post (a Teams message must stay under 28 KB; JSON doubles every quote and
 #: backslash of the escaped text, which a command line can be full of)
 MAX_POST_BYTES = {TEAMS: 24000}
+#: sendMessage parameters taken from a telegram URL's query (the rest would change how the
+#: text is read: parse_mode=HTML would turn a process's "<a href=...>" into a link)
+TELEGRAM_PARAMETERS = frozenset({"chat_id", "message_thread_id", "disable_notification",
+                                 "protect_content", "business_connection_id"})
 DISCORD_SUPPRESS_EMBEDS = 1 << 2    # no preview fetched for a URL a process put in its name
 
 
@@ -101,7 +105,10 @@ def chat_payload(destination: Destination, text: str) -> dict:
     if form == TELEGRAM:
         # the URL's parameters (chat_id, maybe message_thread_id) go in the body; no
         # parse_mode: plain text, nothing in it is markup
-        return {**dict(parse_qsl(urlsplit(destination.url).query)), "text": text}
+        # parse_mode, entities and the like in the URL would make a process's text markup
+        given = dict(parse_qsl(urlsplit(destination.url).query))
+        return {**{key: value for key, value in given.items() if key in TELEGRAM_PARAMETERS},
+                "text": text}
     raise ValueError(f"{form} is not a chat format")
 
 

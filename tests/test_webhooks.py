@@ -405,3 +405,15 @@ def test_a_loopback_webhook_never_goes_through_http_proxy(monkeypatch):
     finally:
         proxy.close()
     assert status == 204 and [path for path, _h, _b in server.posts] == [f"/hook/{TOKEN}"]
+
+
+def test_a_telegram_url_cannot_turn_a_process_name_into_markup():
+    """A careless admin copies "&parse_mode=HTML" into the URL: a process's <a href> must still
+    arrive as text."""
+    url = (f"https://api.telegram.org/bot{TOKEN}/sendMessage?chat_id=-100123&parse_mode=HTML"
+           "&message_thread_id=7&entities=x&link_preview_options=y")
+    [data] = webhooks.entries(destinations.Destination(url, "telegram"), [], "suspicious",
+                              "host", ['CMD:<a href="https://evil.example">fix</a>'])
+    body = json.loads(json.loads(data)["body"])
+    assert sorted(body) == ["chat_id", "message_thread_id", "text"]
+    assert body["chat_id"] == "-100123" and '<a href="https://evil.example">' in body["text"]
