@@ -300,8 +300,10 @@ class Webhook:
             raise DeliveryError(self._said(str(exc) or type(exc).__name__)) from None
         if 200 <= status < 300:
             return ""
-        said = answer.decode("utf-8", "replace").strip()[:ANSWER_SHOWN]
-        why = f"HTTP {status}" + (f": {self._said(said)}" if said else "")
+        # the secrets cut out of the whole answer first: cut short first, a token echoed
+        # across the cut would keep its start
+        said = self._said(answer.decode("utf-8", "replace").strip())[:ANSWER_SHOWN]
+        why = f"HTTP {status}" + (f": {said}" if said else "")
         if 300 <= status < 400:
             raise DeliveryError(f"{why} (a redirect; not followed)")
         raise DeliveryError(why, route_down=status not in REFUSED_THIS_POST)

@@ -417,3 +417,15 @@ def test_a_telegram_url_cannot_turn_a_process_name_into_markup():
     body = json.loads(json.loads(data)["body"])
     assert sorted(body) == ["chat_id", "message_thread_id", "text"]
     assert body["chat_id"] == "-100123" and '<a href="https://evil.example">' in body["text"]
+
+
+def test_a_token_echoed_across_the_shown_part_of_an_answer_is_not_half_shown():
+    with WebhookServer() as server:
+        server.status = 400
+        server.answer = "e" * (webhooks.ANSWER_SHOWN - 8) + "{path}"   # the cut in the token
+        route = webhooks.Webhook(destinations.Destination(server.url(f"/{TOKEN}"),
+                                                          destinations.JSON))
+        with pytest.raises(webhooks.DeliveryError) as raised:
+            route.deliver(b"{}")
+    assert str(raised.value).startswith("HTTP 400: eeee")
+    assert TOKEN[:5] not in str(raised.value), str(raised.value)
