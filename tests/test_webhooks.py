@@ -429,3 +429,30 @@ def test_a_token_echoed_across_the_shown_part_of_an_answer_is_not_half_shown():
             route.deliver(b"{}")
     assert str(raised.value).startswith("HTTP 400: eeee")
     assert TOKEN[:5] not in str(raised.value), str(raised.value)
+
+
+def test_a_route_that_takes_too_long_in_one_flush_waits_for_the_next_pass(tmp_path, monkeypatch):
+    """Refused posts stay in the spool and are tried every pass: a receiver refusing each one
+    slowly must not hold the pass until every one was tried. The clock is a stand-in that
+    says each post took 50 s."""
+    from ptfast import config, delivery
+    from ptfast.spool import WEBHOOK, Spool
+
+    ticks = iter(range(0, 10_000, 50))     # read before and after each post: 50 s each
+    monkeypatch.setattr(delivery, "clock", lambda: float(next(ticks)), raising=False)
+    said: list = []
+    with WebhookServer() as server:
+        server.status, server.answer = 413, "too large"          # this post refused
+        settings = config.load(os.devnull, override_path=os.devnull,
+                               overrides=[f"PT_WEBHOOK_URL={server.url('/hook/' + TOKEN)}"])
+        spool = Spool(str(tmp_path / "state"))
+        [destination] = destinations.destinations(settings)
+        for number in range(5):
+            [data] = webhooks.entries(destination, [{"n": number}], "", "host", [])
+            spool.add(data, WEBHOOK)
+        flushed = delivery.flush(spool, delivery.Routes(settings), said.append)
+    assert server.bodies() == [{"n": 0}, {"n": 1}, {"n": 2}]       # 0 to 50, 50 to 100, 100 to 150
+    assert flushed.waiting == 5 and len(spool.pending()) == 5
+    assert any(f"{delivery.ROUTE_BUDGET:g} s spent on it in this pass; 2 alert(s) kept" in line
+               for line in said), said
+    assert all(TOKEN not in line for line in said)
