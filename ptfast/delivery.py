@@ -57,7 +57,7 @@ def flush(spool: Spool, routes: Routes, log) -> Flushed:
     """Try every spooled entry, oldest first (see the module's docstring)."""
     result = Flushed()
     down: dict = {}         # route key -> [route, why, entries kept]
-    spent: Counter = Counter()     # route key -> seconds spent delivering, this flush
+    spent: dict = {}        # route key -> seconds spent delivering, this flush
     directory = escape_text(spool.directory)
     for path in spool.pending():
         channel = channel_of(path)
@@ -76,7 +76,7 @@ def flush(spool: Spool, routes: Routes, log) -> Flushed:
             down[route.key][2] += 1
             result.waiting += 1
             continue
-        if spent[route.key] >= ROUTE_BUDGET:
+        if spent.get(route.key, 0.0) >= ROUTE_BUDGET:
             down[route.key] = [route, f"{ROUTE_BUDGET:g} s spent on it in this pass", 1]
             result.waiting += 1
             continue
@@ -84,7 +84,7 @@ def flush(spool: Spool, routes: Routes, log) -> Flushed:
         try:
             note = route.deliver(payload)
         except DeliveryError as exc:
-            spent[route.key] += clock() - started
+            spent[route.key] = spent.get(route.key, 0.0) + clock() - started
             result.failed[channel] += 1
             result.waiting += 1
             if exc.route_down:
@@ -93,7 +93,7 @@ def flush(spool: Spool, routes: Routes, log) -> Flushed:
                 log(f"*Alert delivery failed* via {escape_text(route.shown)}: {exc}; "
                     f"{name} kept in {directory} for the next pass")
             continue
-        spent[route.key] += clock() - started
+        spent[route.key] = spent.get(route.key, 0.0) + clock() - started
         if note:
             log(note)
         spool.remove(path)
