@@ -106,10 +106,15 @@ LIMITS: dict[str, tuple] = {
 }
 
 
-def _absolute_path(name: str):
+def _absolute_path(name: str, suffix: str = ""):
     def check(text: str) -> None:
         if text.strip() and not text.strip().startswith("/"):
             raise ValueError(f"{name} must be an absolute path")
+        if text.strip() and not text.strip().endswith(suffix):
+            # node_exporter reads only *.prom; anything else named here (ptfast's own state,
+            # a log, a system file) would be overwritten every pass for nothing
+            raise ValueError(f"{name} must end with {suffix} (node_exporter's textfile "
+                             "collector reads only those)")
     return check
 
 
@@ -118,7 +123,7 @@ def _absolute_path(name: str):
 TEXT_CHECKS = {
     "PT_WEBHOOK_URL": destinations.check_urls,
     "PT_WEBHOOK_FORMAT": destinations.check_formats,
-    "PT_METRICS_FILE": _absolute_path("PT_METRICS_FILE"),
+    "PT_METRICS_FILE": _absolute_path("PT_METRICS_FILE", ".prom"),
 }
 MAX_NUMBER_CHARS = 20           # more digits than any range needs: never parsed (int() of a
                                 # million digits is slow)

@@ -144,3 +144,21 @@ def test_metrics_file_directory(tmp_path, sendmail):
 
     relative = check(tmp_path, f"SENDMAIL={sendmail}", "PT_METRICS_FILE=ptfast.prom")
     assert any("PT_METRICS_FILE must be an absolute path" in line for line in problems(relative))
+
+
+def test_metrics_file_must_be_a_prom_file(tmp_path, sendmail):
+    """A careless admin names ptfast's own state (or any root file) as PT_METRICS_FILE: it
+    would be overwritten with metrics every pass (reported.json: every alert again)."""
+    from ptfast import config
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    reported = state / "reported.json"
+    reported.write_text("{}")
+    loaded = config.load(os.devnull, override_path=os.devnull,
+                         overrides=[f"PT_METRICS_FILE={reported}"])
+    assert loaded["PT_METRICS_FILE"] == ""
+    assert any("PT_METRICS_FILE must end with .prom" in str(problem)
+               for problem in loaded.problems), loaded.problems
+    result = check(tmp_path, f"SENDMAIL={sendmail}", f"PT_METRICS_FILE={reported}")
+    assert result.returncode == 2
+    assert any("must end with .prom" in line for line in problems(result)), result.stdout
