@@ -83,7 +83,8 @@ def chat_payload(destination: Destination, text: str) -> dict:
     """The post for ``text`` (chat_text's, escaped for the service already)."""
     form = destination.form
     if form == SLACK:
-        return {"text": text}
+        # no preview of a URL (or an image) a process put in its command line
+        return {"text": text, "unfurl_links": False, "unfurl_media": False}
     if form == DISCORD:
         # no @everyone, @here or user mentions, whatever a process calls itself
         return {"content": text, "allowed_mentions": {"parse": []},
@@ -108,7 +109,7 @@ def chat_payload(destination: Destination, text: str) -> dict:
         # parse_mode, entities and the like in the URL would make a process's text markup
         given = dict(parse_qsl(urlsplit(destination.url).query))
         return {**{key: value for key, value in given.items() if key in TELEGRAM_PARAMETERS},
-                "text": text}
+                "text": text, "link_preview_options": {"is_disabled": True}}
     raise ValueError(f"{form} is not a chat format")
 
 

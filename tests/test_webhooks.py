@@ -137,7 +137,8 @@ def test_chat_formats_in_their_documented_shapes(service, tmp_path):
                                       f"/bot{TOKEN}/sendMessage"])   # telegram: no query
     host = service.events()[0]["host"]
     slack = by_path[f"/slack/{TOKEN}"]
-    assert list(slack) == ["text"]
+    assert list(slack) == ["text", "unfurl_links", "unfurl_media"]
+    assert slack["unfurl_links"] is False and slack["unfurl_media"] is False
     assert slack["text"].startswith(f"ptfast on {host}: suspicious process of user {uid}\n")
     assert f"*Suspicious Process* PID:{child.pid} " in slack["text"]
     assert "<!channel>" not in slack["text"]
@@ -164,6 +165,7 @@ def test_chat_formats_in_their_documented_shapes(service, tmp_path):
 
     telegram = by_path[f"/bot{TOKEN}/sendMessage"]
     assert telegram["chat_id"] == "-100123" and "parse_mode" not in telegram
+    assert telegram["link_preview_options"] == {"is_disabled": True}
     assert f"*Suspicious Process* PID:{child.pid} " in telegram["text"]
     assert_no_token(service, result.stderr)
 
@@ -415,7 +417,7 @@ def test_a_telegram_url_cannot_turn_a_process_name_into_markup():
     [data] = webhooks.entries(destinations.Destination(url, "telegram"), [], "suspicious",
                               "host", ['CMD:<a href="https://evil.example">fix</a>'])
     body = json.loads(json.loads(data)["body"])
-    assert sorted(body) == ["chat_id", "message_thread_id", "text"]
+    assert sorted(body) == ["chat_id", "link_preview_options", "message_thread_id", "text"]
     assert body["chat_id"] == "-100123" and '<a href="https://evil.example">' in body["text"]
 
 
