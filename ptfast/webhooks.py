@@ -178,26 +178,29 @@ class _Deadline:
 
     def watch(self, sock) -> None:
         with self._lock:
-            if self.expired:
-                import socket
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
             self._sockets.append(sock)
+            if self.expired:            # the time ran out while connecting
+                self._shut(sock)
+
+    @staticmethod
+    def _shut(sock) -> None:
+        import socket
+        if sock.fileno() < 0:           # closed already
+            return
+        try:
+            # the plain socket's shutdown: an SSLSocket's would drop its TLS state under the
+            # reader's feet
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def _expire(self) -> None:
-        import socket
         with self._lock:
             if self._done:
                 return
             self.expired = True
             for sock in self._sockets:
-                if sock.fileno() < 0:           # closed already
-                    continue
-                try:
-                    # the plain socket's shutdown: an SSLSocket's would drop its TLS state
-                    # under the reader's feet
-                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                self._shut(sock)
 
     def __enter__(self) -> "_Deadline":
         self._timer.start()
