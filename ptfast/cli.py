@@ -198,11 +198,13 @@ def safety_problems(args, config) -> list:
     could change."""
     from . import safepaths
     from .actions import action_problems
+    from .destinations import webhook_problems
     from .mail import mail_problems
     from .metrics import metrics_problems
     paths = [config_mod.Problem(path, 0, why) for path, why in
              safepaths.service_path_problems(args.state_dir, (args.log_file, args.events_file))]
-    return paths + action_problems(config) + mail_problems(config) + metrics_problems(config)
+    return (paths + action_problems(config) + mail_problems(config) + metrics_problems(config)
+            + webhook_problems(config))
 
 
 def cmd_baseline(args) -> int:

@@ -106,10 +106,15 @@ LIMITS: dict[str, tuple] = {
 }
 
 
-def _absolute_path(name: str):
+def _absolute_path(name: str, suffix: str = ""):
     def check(text: str) -> None:
         if text.strip() and not text.strip().startswith("/"):
             raise ValueError(f"{name} must be an absolute path")
+        if text.strip() and not text.strip().endswith(suffix):
+            # node_exporter reads only *.prom; anything else named here (ptfast's own state,
+            # a log, a system file) would be overwritten every pass for nothing
+            raise ValueError(f"{name} must end with {suffix} (node_exporter's textfile "
+                             "collector reads only those)")
     return check
 
 
@@ -118,7 +123,7 @@ def _absolute_path(name: str):
 TEXT_CHECKS = {
     "PT_WEBHOOK_URL": destinations.check_urls,
     "PT_WEBHOOK_FORMAT": destinations.check_formats,
-    "PT_METRICS_FILE": _absolute_path("PT_METRICS_FILE"),
+    "PT_METRICS_FILE": _absolute_path("PT_METRICS_FILE", ".prom"),
 }
 MAX_NUMBER_CHARS = 20           # more digits than any range needs: never parsed (int() of a
                                 # million digits is slow)
@@ -129,6 +134,7 @@ BOM = "\ufeff"
 _LINE = re.compile(r"([^=]*)=(.*)", re.DOTALL)
 _QUOTED = re.compile(r'"(.*)"', re.DOTALL)
 _INTEGER = re.compile(r"[0-9]+")
+_NAME_LIKE = re.compile(r"[A-Za-z0-9_]{1,40}")
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 
 
@@ -285,7 +291,9 @@ def load(path: str | None = None, overrides=(), panel: bool | None = None,
         name, sep, value = override.partition("=")
         name = name.strip()
         if not sep or name not in SETTINGS:
-            config.problems.append(Problem("--set", 0, f"{override!r} is not NAME=VALUE with a "
+            # the name only (when it looks like one): the value may be a webhook URL and its token
+            shown = f"{name!r}" if sep and _NAME_LIKE.fullmatch(name) else "an argument"
+            config.problems.append(Problem("--set", 0, f"{shown} is not NAME=VALUE with a "
                                                        "known setting name"))
             continue
         try:

@@ -4,12 +4,14 @@ LF_ALERT_SMTP relay) and webhooks (PT_WEBHOOK_URL).
 Entries go oldest first. A route that is down (relay unreachable, a timeout, a webhook that
 refuses everything) is not tried again in the same flush: its entries wait for the next pass, and
 the other routes go on. An entry refused on its own (a 5xx for that message, a 400 for that post)
-is kept and logged, and the next ones are tried. Nothing leaves the spool undelivered.
+is kept and logged, and the next ones are tried. A route that spent ROUTE_BUDGET seconds in one
+flush waits for the next pass too. Nothing leaves the spool undelivered.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -17,6 +19,13 @@ from .escape import escape_text
 from .mail import Mailer
 from .spool import MAIL, DeliveryError, Spool, channel_of
 from .webhooks import Webhooks
+
+#: seconds one route may spend on one flush; past them, its entries left wait for the next
+#: pass. Refused entries stay in the spool and are tried again every pass: without a bound, a
+#: receiver refusing big posts slowly (a 413 for each), or a spool grown through an outage,
+#: would hold the pass (and the next scan) for as long as it takes to try them all
+ROUTE_BUDGET = 120.0
+clock = time.monotonic
 
 
 @dataclass
@@ -48,6 +57,7 @@ def flush(spool: Spool, routes: Routes, log) -> Flushed:
     """Try every spooled entry, oldest first (see the module's docstring)."""
     result = Flushed()
     down: dict = {}         # route key -> [route, why, entries kept]
+    spent: dict = {}        # route key -> seconds spent delivering, this flush
     directory = escape_text(spool.directory)
     for path in spool.pending():
         channel = channel_of(path)
@@ -66,9 +76,15 @@ def flush(spool: Spool, routes: Routes, log) -> Flushed:
             down[route.key][2] += 1
             result.waiting += 1
             continue
+        if spent.get(route.key, 0.0) >= ROUTE_BUDGET:
+            down[route.key] = [route, f"{ROUTE_BUDGET:g} s spent on it in this pass", 1]
+            result.waiting += 1
+            continue
+        started = clock()
         try:
             note = route.deliver(payload)
         except DeliveryError as exc:
+            spent[route.key] = spent.get(route.key, 0.0) + clock() - started
             result.failed[channel] += 1
             result.waiting += 1
             if exc.route_down:
@@ -77,6 +93,7 @@ def flush(spool: Spool, routes: Routes, log) -> Flushed:
                 log(f"*Alert delivery failed* via {escape_text(route.shown)}: {exc}; "
                     f"{name} kept in {directory} for the next pass")
             continue
+        spent[route.key] = spent.get(route.key, 0.0) + clock() - started
         if note:
             log(note)
         spool.remove(path)

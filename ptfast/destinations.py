@@ -11,6 +11,7 @@ by a digest of it.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
@@ -19,6 +20,10 @@ FORMATS = (JSON, SLACK, DISCORD, TEAMS, TELEGRAM)
 MAX_URLS = 16
 # secrets shorter than this are not worth hiding (and would blank out every "/" or "1")
 MIN_SECRET_CHARS = 4
+# what a mistyped format may look like, and be quoted back: a short word, never a URL
+# a host name or an IP address (urlsplit's hostname: brackets off, lower case)
+_HOST = re.compile(r"[a-z0-9._-]+|[0-9a-f:.]+")
+_FORMAT_LIKE = re.compile(r"[A-Za-z0-9_-]{1,20}")
 
 
 def split_list(text: str) -> list:
@@ -33,9 +38,14 @@ def shown_url(url: str) -> str:
         port = parts.port
     except ValueError:
         return "(an invalid URL)"
+    # a mistyped URL can put its token where the scheme or the host would be
+    # ("https://hooks.example.com\\TOKEN/...", "abc,TOKEN:123" split at the comma)
+    scheme = parts.scheme if parts.scheme in ("https", "http") else "?"
+    if not _HOST.fullmatch(host):
+        host = "?"
     if ":" in host:
         host = f"[{host}]"
-    return f"{parts.scheme}://{host}{f':{port}' if port else ''}/..."
+    return f"{scheme}://{host}{f':{port}' if port else ''}/..."
 
 
 def secrets_of(url: str) -> list:
@@ -61,7 +71,7 @@ def redact(text: str, url: str) -> str:
     return text
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -85,11 +95,13 @@ def url_problem(url: str, form: str = JSON) -> str | None:
     host = parts.hostname
     if not host:
         return "has no host"
+    if not _HOST.fullmatch(host):
+        return "has a host that is not a name or an IP address"
     if parts.username is not None or parts.password is not None:
         return "carries user:password@, which ptfast does not send; use the token the service gives"
     if port == 0:
         return "has port 0"
-    if parts.scheme == "http" and not _is_loopback(host):
+    if parts.scheme == "http" and not is_loopback(host):
         return ("is plain http to another host: the alert, and any token in the URL, would "
                 "cross the network in clear (use https; http is for a loopback address only)")
     if form == TELEGRAM and "chat_id" not in dict(parse_qsl(parts.query)):
@@ -113,7 +125,10 @@ def check_urls(text: str) -> None:
 def check_formats(text: str) -> None:
     for form in split_list(text):
         if form not in FORMATS:
-            raise ValueError(f"PT_WEBHOOK_FORMAT {form!r} is not one of {', '.join(FORMATS)}")
+            # quoted only when it looks like a format name: a URL written here by mistake (the
+            # two settings swapped) carries its token, and problems go to the log
+            shown = f"{form!r}" if _FORMAT_LIKE.fullmatch(form) else "has a value that"
+            raise ValueError(f"PT_WEBHOOK_FORMAT {shown} is not one of {', '.join(FORMATS)}")
     if not split_list(text):
         raise ValueError(f"PT_WEBHOOK_FORMAT is empty: use one of {', '.join(FORMATS)}")
 
@@ -159,3 +174,33 @@ def destinations(config) -> list:
         return pair(config["PT_WEBHOOK_URL"], config["PT_WEBHOOK_FORMAT"])
     except ValueError:
         return []
+
+
+def unprivileged_port_start(path: str = "/proc/sys/net/ipv4/ip_unprivileged_port_start") -> int:
+    """The lowest port any user may listen on (1024 unless the admin changed it)."""
+    try:
+        with open(path, encoding="ascii") as handle:
+            return int(handle.read().strip())
+    except (OSError, ValueError):
+        return 1024
+
+
+def webhook_problems(config) -> list:
+    """What ``ptfast check`` says of the webhooks beyond their syntax: a plain-http loopback URL
+    on a port every user of this host may listen on. When the receiver there is down (a
+    restart, a crash), a customer's process can take the port and be sent every alert, about
+    every customer, with the URL's token; on loopback the connection is not private either."""
+    from .config import Problem
+    lowest = unprivileged_port_start()
+    problems = []
+    for destination in destinations(config):
+        parts = urlsplit(destination.url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if parts.scheme == "http" and port >= lowest:
+            problems.append(Problem(
+                config.sources["PT_WEBHOOK_URL"], 0,
+                f"PT_WEBHOOK_URL {shown_url(destination.url)}: port {port} is one any user may "
+                f"listen on (from {lowest}); while the receiver is down, a customer's process "
+                "could take it and be sent the alerts and the URL's token: use https, or a port "
+                f"under {lowest}"))
+    return problems

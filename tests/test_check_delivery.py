@@ -105,6 +105,25 @@ def test_webhooks_are_checked_and_never_printed_whole(tmp_path, sendmail):
     assert any("2 formats for 1" in line for line in problems(unpaired))
 
 
+def test_a_loopback_webhook_on_a_port_any_user_may_take(tmp_path, sendmail):
+    """On a shared host, loopback is not private: while the receiver is down, a customer may
+    listen on an unprivileged port and be sent every alert and the token."""
+    from ptfast.destinations import unprivileged_port_start
+    lowest = unprivileged_port_start()
+    if lowest > 65535:
+        pytest.skip("no port is unprivileged here")
+    taken = check(tmp_path, f"SENDMAIL={sendmail}",
+                  f"PT_WEBHOOK_URL=http://127.0.0.1:{max(lowest, 8080)}/hook/{TOKEN}")
+    assert taken.returncode == 2, taken.stdout
+    assert TOKEN not in taken.stdout + taken.stderr
+    assert any(f"PT_WEBHOOK_URL http://127.0.0.1:{max(lowest, 8080)}/...: port" in line
+               and "any user may listen on" in line for line in problems(taken)), taken.stdout
+    if lowest > 80:
+        privileged = check(tmp_path, f"SENDMAIL={sendmail}",
+                           f"PT_WEBHOOK_URL=http://127.0.0.1/hook/{TOKEN}")
+        assert problems(privileged) == [], privileged.stdout
+
+
 @pytest.mark.needs_root
 def test_metrics_file_directory(tmp_path, sendmail):
     textfile = tmp_path / "textfile"
@@ -125,3 +144,21 @@ def test_metrics_file_directory(tmp_path, sendmail):
 
     relative = check(tmp_path, f"SENDMAIL={sendmail}", "PT_METRICS_FILE=ptfast.prom")
     assert any("PT_METRICS_FILE must be an absolute path" in line for line in problems(relative))
+
+
+def test_metrics_file_must_be_a_prom_file(tmp_path, sendmail):
+    """A careless admin names ptfast's own state (or any root file) as PT_METRICS_FILE: it
+    would be overwritten with metrics every pass (reported.json: every alert again)."""
+    from ptfast import config
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    reported = state / "reported.json"
+    reported.write_text("{}")
+    loaded = config.load(os.devnull, override_path=os.devnull,
+                         overrides=[f"PT_METRICS_FILE={reported}"])
+    assert loaded["PT_METRICS_FILE"] == ""
+    assert any("PT_METRICS_FILE must end with .prom" in str(problem)
+               for problem in loaded.problems), loaded.problems
+    result = check(tmp_path, f"SENDMAIL={sendmail}", f"PT_METRICS_FILE={reported}")
+    assert result.returncode == 2
+    assert any("must end with .prom" in line for line in problems(result)), result.stdout
