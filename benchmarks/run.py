@@ -59,7 +59,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from host import (Sysctls, exit_on_termination, free_uid_block, kill_uid_block,  # noqa: E402
                   read_sysctl, restore_journal)
-from record import environment, results_path, spread, write_results  # noqa: E402
+from record import (compile_tree, environment, results_path, spread,  # noqa: E402
+                    write_results)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -512,6 +513,7 @@ def main() -> int:
     restored = restore_journal()
     if restored:
         print(f"restored settings a killed run left raised: {restored}", file=sys.stderr)
+    compile_tree()
     document = {"environment": environment(), "options": vars(args), "cases": []}
     path = results_path("run", document)
     with Sysctls() as sysctls:

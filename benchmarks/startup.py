@@ -25,7 +25,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from record import environment, results_path, spread, write_results  # noqa: E402
+from record import (compile_tree, environment, results_path, spread,  # noqa: E402
+                    write_results)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCAN = ["-m", "ptfast", "scan", "--json", "--config", os.devnull, "--override", os.devnull,
@@ -75,6 +76,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args()
+    compile_tree()
 
     walls: dict = {name: [] for name in COMMANDS}
     own: dict = {}
