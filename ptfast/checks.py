@@ -134,8 +134,9 @@ class Suspicious(Check):
     template = "processtracking.txt"
     attachment = "maps"
 
-    def candidate(self, policy: Policy, proc):
-        """(user, exe_or_cmd_ignored) when the process is worth a look, else None.
+    def candidate(self, policy: Policy, proc, key: tuple):
+        """(user, exe_or_cmd_ignored) when the process (``key``: its process_key) is worth a
+        look, else None.
 
         Steps 2-3 of lfd's scan: tracked user, not yet reported, user not ignored, root never.
         An ignored exe or cmd takes a process out, except that with PT_DELETED its deleted
@@ -143,7 +144,7 @@ class Suspicious(Check):
         executable's sockets count like any other's (lfd skipped the process: an evasion).
         """
         user = policy.tracked_user(proc.uid)
-        if user is None or policy.memory.was_reported(process_key(proc)):
+        if user is None or policy.memory.was_reported(key):
             return None
         ignored = policy.ignores_process(proc)
         if proc.exe_deleted and policy.config["PT_DELETED"]:

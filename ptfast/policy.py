@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from .procfs import Snapshot
 
 
+#: take_verdict's mark for a process want_fds was not asked about (None is a verdict)
+_NOT_ASKED = object()
 #: How far up the parent chain a worker's root master is looked for.
 MAX_ANCESTRY = 64
 #: Directories shared by many packages: an executable beside the master's in one of these is
@@ -171,15 +173,15 @@ class Policy:
         ignored and young processes cost no fd walk."""
         if not self.enabled or (proc.age <= self.limit and proc.uid not in self.hopping_uids):
             return False
-        verdict = self._verdicts[process_key(proc)] = SUSPICIOUS.candidate(self, proc)
+        key = process_key(proc)
+        verdict = self._verdicts[key] = SUSPICIOUS.candidate(self, proc, key)
         return verdict is not None
 
     def take_verdict(self, proc):
         """The verdict want_fds gave ``proc`` in this scan, or a fresh one."""
         key = process_key(proc)
-        if key in self._verdicts:
-            return self._verdicts.pop(key)
-        return SUSPICIOUS.candidate(self, proc)
+        verdict = self._verdicts.pop(key, _NOT_ASKED)
+        return SUSPICIOUS.candidate(self, proc, key) if verdict is _NOT_ASKED else verdict
 
     def findings(self, snapshot: Snapshot, checks=None) -> list:
         """Every per-snapshot check (or those of ``checks``), in lfd's order, each finding with

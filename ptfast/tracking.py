@@ -122,7 +122,7 @@ class Tracker:
         for proc in rewalk.processes:
             for sock in proc.sockets or ():
                 key = (sock.netns, sock.inode)
-                if key in pending and SUSPICIOUS.candidate(second, proc) is None:
+                if key in pending and SUSPICIOUS.candidate(second, proc, process_key(proc)) is None:
                     self.state.remember(Remember(REMEMBER_LISTENER, key))
         return findings
 
