@@ -157,6 +157,13 @@ class Finding:
 
 
 # -- memory ----------------------------------------------------------------------------
+def outlived(seen, older_than: float, now: float) -> bool:
+    """A remembered listener's (uid, first seen, reported): first seen more than
+    ``older_than`` seconds before ``now`` (PT_LIMIT: it outlived its holders), not reported."""
+    _uid, first_seen, reported = seen
+    return not reported and now - first_seen > older_than
+
+
 class MemoryQuestions:
     """The questions the policy asks of what was reported before, over four collections a
     subclass holds: ``reported`` (ProcessKey), ``resources`` ((pid, start_time, resource)),
@@ -184,8 +191,7 @@ class MemoryQuestions:
 
     def listener_uids(self, older_than: float, now: float) -> set:
         """uids of listeners first seen more than ``older_than`` seconds ago, not reported."""
-        return {uid for uid, seen, reported in self.listeners.values()
-                if not reported and now - seen > older_than}
+        return {seen[0] for seen in self.listeners.values() if outlived(seen, older_than, now)}
 
 
 @dataclass

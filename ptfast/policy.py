@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from .checks import LOAD, SNAPSHOT_CHECKS, SUSPICIOUS, WEB_SERVER_NAMES
 from .findings import (DIGEST_TEMPLATE, NOBODY, NOTHING_REMEMBERED, FileIdentity, Finding,
-                       process_key)
+                       outlived, process_key)
 from .pignore import IgnoreRules
 from .users import DEFAULT_UID_MIN
 
@@ -131,7 +131,7 @@ class Policy:
         """A tracked user's listener first seen more than PT_LIMIT ago and not yet reported,
         whatever the age of the process holding it now."""
         seen = self.memory.listener_seen(sock.netns, sock.inode)
-        return seen is not None and not seen[2] and self.now - seen[1] > self.limit
+        return seen is not None and outlived(seen, self.limit, self.now)
 
     def handed_over(self, sock, proc) -> bool:
         """The socket was created by root or a system account, not by the process's user: it

@@ -15,7 +15,7 @@ from . import config as config_mod, procfs
 from .checks import SUSPICIOUS, is_listening
 from .delivery import Flushed, Routes, flush
 from .escape import escape_text
-from .findings import CHECK_LOAD, REMEMBER_LISTENER, Remember, process_key
+from .findings import CHECK_LOAD, REMEMBER_LISTENER, Remember, outlived, process_key
 from .policy import build_policy
 from .respond import Responder
 from .spool import MAIL
@@ -109,7 +109,7 @@ class Tracker:
         held = {(sock.netns, sock.inode) for proc in snapshot.processes
                 for sock in proc.sockets or ()}
         pending = {key: seen[0] for key, seen in self.state.listeners.items()
-                   if not seen[2] and policy.now - seen[1] > policy.limit and key not in held}
+                   if key not in held and outlived(seen, policy.limit, policy.now)}
         if not pending:
             return []
         uids = set(pending.values())
