@@ -25,7 +25,7 @@ import orjson
 from .destinations import (DISCORD, JSON, SLACK, TEAMS, TELEGRAM, Destination, destinations,
                            is_loopback, redact)
 from .escape import escape_text
-from .spool import WEBHOOK, DeliveryError
+from .spool import DeliveryError
 
 TIMEOUT = 10.0                  # seconds, for each network step of a post
 DEADLINE = 30.0                 # seconds, for the whole of a post once connected
@@ -287,8 +287,6 @@ def _answer_start(answer) -> bytes:
 class Webhook:
     """The route to one destination."""
 
-    channel = WEBHOOK
-
     def __init__(self, destination: Destination) -> None:
         self.destination = destination
         self.key = destination.key
@@ -316,8 +314,6 @@ class Webhook:
 class Gone:
     """A spooled post whose destination is no longer in PT_WEBHOOK_URL: kept (the admin may put
     it back, or delete the entry), never sent elsewhere."""
-
-    channel = WEBHOOK
 
     def __init__(self, key: str, shown: str) -> None:
         self.key = key
