@@ -12,8 +12,8 @@ receiver answered 2xx: an outage keeps it, and the next pass sends it once. Answ
 delivered; 400, 413, 422 (this post refused) kept and logged, the next ones still tried; 429,
 any other 4xx or 5xx, a redirect (never followed: the body would not follow), a timeout or no
 connection: kept, and the destination's other posts wait for the next pass. Every network step
-has TIMEOUT seconds, the whole exchange DEADLINE; https is verified against the system's CAs. A URL is never logged whole
-(ptfast.destinations).
+has TIMEOUT seconds, the whole exchange DEADLINE; https is verified against the system's CAs. A
+URL is never logged whole (ptfast.destinations).
 """
 
 from __future__ import annotations
@@ -104,9 +104,8 @@ def chat_payload(destination: Destination, text: str) -> dict:
                 "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive",
                                  "contentUrl": None, "content": card}]}
     if form == TELEGRAM:
-        # the URL's parameters (chat_id, maybe message_thread_id) go in the body; no
-        # parse_mode: plain text, nothing in it is markup
-        # parse_mode, entities and the like in the URL would make a process's text markup
+        # the URL's parameters (chat_id, maybe message_thread_id) go in the body, only those of
+        # TELEGRAM_PARAMETERS; no parse_mode: plain text, nothing in it is markup
         given = dict(parse_qsl(urlsplit(destination.url).query))
         return {**{key: value for key, value in given.items() if key in TELEGRAM_PARAMETERS},
                 "text": text, "link_preview_options": {"is_disabled": True}}
