@@ -143,7 +143,9 @@ class Finding:
     processes: tuple = ()             # user_processes and forkbomb: every process concerned
     level: str = ""                   # resource, forkbomb and load: the limit crossed, in words
     response: Response = field(default_factory=Response)
-    details: dict = field(default_factory=dict)   # load: "loadavg" and "processes" read
+    #: load: "loadavg" and "processes" as read; suspicious, for a listener handed between
+    #: young processes: "outlived", the (netns, inode) of each such listener
+    details: dict = field(default_factory=dict)
     #: suspicious: every socket of the process as (socket, counted, why)
     judged_sockets: tuple = ()
 
