@@ -164,12 +164,11 @@ class Tracker:
     def publish(self, settings) -> None:
         """The status file for ``ptfast status``, and PT_METRICS_FILE for Prometheus."""
         config = settings.config
-        routes = Routes(config)
         document = status_document(
             service=self.service, interval=config_mod.effective_interval(config),
             last_pass=self.last_pass, totals=self.totals, waiting=self.waiting,
             rules_switched_off=settings.rules.switched_off(),
-            routes=[routes.mailer.route, *routes.webhooks.shown()])
+            routes=Routes(config).shown())
         state_dir = self.spool.state_dir
         self._attempt(status_path(state_dir), lambda: write_status(state_dir, document),
                       "`ptfast status` shows the pass before")
