@@ -235,7 +235,7 @@ class Suspicious(Check):
         listeners = tuple(Remember(REMEMBER_LISTENER, key)
                           for key in finding.details.get("outlived", ()))
         return Response(alert=self.template,
-                        remember=(Remember(REMEMBER_PROCESS, tuple(process_key(proc))),
+                        remember=(Remember(REMEMBER_PROCESS, process_key(proc)),
                                   *listeners),
                         action=action)
 
