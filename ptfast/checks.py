@@ -284,22 +284,22 @@ def judge_sockets(policy: Policy, proc, by_pid: dict, skip_http: bool) -> tuple:
     sockets = proc.sockets
     if not sockets:
         return ()
+    handed = [policy.handed_over(sock, proc) for sock in sockets]
     master = None
-    if policy.config["PT_SERVICE_SOCKETS"] and any(policy.handed_over(sock, proc)
-                                                   for sock in sockets):
+    if policy.config["PT_SERVICE_SOCKETS"] and any(handed):
         master = policy.service_master(proc, by_pid)
     judged = []
     service_listeners = []
-    for sock in sockets:
+    for sock, handed_over in zip(sockets, handed):
         if skip_http and sock.local_port in HTTP_PORTS:
             judged.append((sock, False, "local port 80/443 under PT_SKIP_HTTP"))
-        elif master is not None and policy.handed_over(sock, proc):
+        elif master is not None and handed_over:
             kind = "listener" if is_listening(sock) else "socket"
             judged.append((sock, False, f"service socket: {kind} of root pid {master.pid} "
                                         f"({escape_text(os.path.basename(master.exe))})"))
             if sock.state == "LISTEN":
                 service_listeners.append(sock)
-        elif policy.handed_over(sock, proc):
+        elif handed_over:
             judged.append((sock, True, f"handed over by uid {sock.uid} to a process that is "
                                        "no worker of its root service"))
         else:
