@@ -8,7 +8,8 @@ checks that these stubs, the twin and the compiled classes agree).
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 class Socket:
-    """One network socket from /proc/net/{tcp,udp,raw}[6] of some network namespace."""
+    """One network socket: a record of a socket table of some network namespace (/proc/net
+    or NETLINK_SOCK_DIAG), or one found in no table and examined from its fd."""
     inode: int
     proto: str          # a name of _corespec.SOCKET_TABLES, or "packet" (another kind seen
                         # only from its fd: its protocol's name)
@@ -32,7 +33,8 @@ class Process:
     vm_size_bytes: int
     vm_rss_bytes: int
     exe: str            # " (deleted)" removed when exe_deleted
-    exe_deleted: bool   # the file's link count is 0, not merely a name ending in "(deleted)"
+    exe_deleted: bool   # decided from the file (see the twin's contract), never from a name
+                        # ending in "(deleted)" alone
     exe_dev: int        # the file the process runs: device and inode (0 when not readable),
     exe_ino: int        #   its identity whatever its path says
     exe_uid: int        # its owner (_corespec.UNKNOWN_UID when not readable)

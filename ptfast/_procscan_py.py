@@ -4,23 +4,29 @@ This is the reference: same API, same results, on real and on malformed input. `
 picks the compiled core when it is importable and falls back to this module otherwise (or when
 PTFAST_NO_EXTENSIONS=1). Constants, tables and record fields come from ``ptfast._corespec``.
 
-Contract of ``scan(proc_root, want_fds)``:
+Contract of ``scan(proc_root, want_fds, pids)``:
 
 * Reads the socket tables (``SOCKET_TABLES``) of the scanner's own network namespace first, then
-  walks every ``PROC_ROOT/PID``. On the live ``/proc`` the tables of ``SOCK_DIAG_TABLES`` come
-  from NETLINK_SOCK_DIAG (each from ``/proc/net`` when netlink is refused or its request fails),
-  with exactly the records ``/proc/net`` gives; a prepared tree's tables are its files (a PID directory name is digits without a leading zero, at most
-  ``PID_MAX_LIMIT``).
+  walks every ``PROC_ROOT/PID`` (a PID directory name is digits without a leading zero, at most
+  ``PID_MAX_LIMIT``), or only those of ``pids``, in that order, when it is not None. On the live
+  ``/proc`` the tables of ``SOCK_DIAG_TABLES`` come from NETLINK_SOCK_DIAG (each from
+  ``/proc/net`` when netlink is refused or its request fails), with exactly the records
+  ``/proc/net`` gives; a prepared tree's tables are its files.
 * Every file of one process is opened relative to a directory fd of ``/proc/PID``: if the process
   exits and its PID is reused mid-read, the reads fail (the process is counted as vanished) and
   two processes are never mixed up.
-* Kernel threads (PF_KTHREAD, or no ``exe`` link) are skipped; so are vanished processes and
-  processes whose ``exe`` cannot be read (counted in ``stats["denied"]``). A ``stat`` or
-  ``status`` that does not parse (only a prepared tree has one) counts as vanished.
+* Kernel threads (PF_KTHREAD) are skipped; so are vanished processes, processes whose ``exe``
+  cannot be read for want of permission (counted in ``stats["denied"]``) and zombies (no ``exe``
+  link, and no live thread whose link stands in for an exited leader's). A ``stat`` or
+  ``status`` that does not parse (only a prepared tree has one) counts as vanished. A process
+  whose ``exe`` path is longer than PATH_MAX is kept, with an empty ``exe`` and ``incomplete``
+  saying why.
 * ``uid`` is the last field of the ``Uid:`` line of ``status`` (the filesystem uid, as lfd reads
   it), never the owner of ``/proc/PID`` (root for a non-dumpable process).
-* ``exe_deleted`` is decided from the file itself: the kernel's `` (deleted)`` suffix is only
-  trusted when the inode that the ``exe`` link opens has no links left; then the suffix is
+* ``exe_deleted`` is decided from the file itself, the kernel's `` (deleted)`` suffix being only
+  a hint (a file may be named so): the file the ``exe`` link opens has no links left, or the
+  suffix is shown and the path shown, suffix included, does not name that very file in the
+  process's own root (a deleted path whose file another hard link keeps). Then the suffix is
   removed from ``exe``.
 * ``want_fds`` is True (inspect all), False (none) or a callable taking the Process and returning
   a bool. For inspected processes ``sockets`` lists the network sockets among their fds (looking

@@ -134,8 +134,9 @@ class Suspicious(Check):
     template = "processtracking.txt"
     attachment = "maps"
 
-    def candidate(self, policy: Policy, proc):
-        """(user, exe_or_cmd_ignored) when the process is worth a look, else None.
+    def candidate(self, policy: Policy, proc, key: tuple):
+        """(user, exe_or_cmd_ignored) when the process (``key``: its process_key) is worth a
+        look, else None.
 
         Steps 2-3 of lfd's scan: tracked user, not yet reported, user not ignored, root never.
         An ignored exe or cmd takes a process out, except that with PT_DELETED its deleted
@@ -143,7 +144,7 @@ class Suspicious(Check):
         executable's sockets count like any other's (lfd skipped the process: an evasion).
         """
         user = policy.tracked_user(proc.uid)
-        if user is None or policy.memory.was_reported(process_key(proc)):
+        if user is None or policy.memory.was_reported(key):
             return None
         ignored = policy.ignores_process(proc)
         if proc.exe_deleted and policy.config["PT_DELETED"]:
@@ -234,7 +235,7 @@ class Suspicious(Check):
         listeners = tuple(Remember(REMEMBER_LISTENER, key)
                           for key in finding.details.get("outlived", ()))
         return Response(alert=self.template,
-                        remember=(Remember(REMEMBER_PROCESS, tuple(process_key(proc))),
+                        remember=(Remember(REMEMBER_PROCESS, process_key(proc)),
                                   *listeners),
                         action=action)
 
@@ -283,22 +284,22 @@ def judge_sockets(policy: Policy, proc, by_pid: dict, skip_http: bool) -> tuple:
     sockets = proc.sockets
     if not sockets:
         return ()
+    handed = [policy.handed_over(sock, proc) for sock in sockets]
     master = None
-    if policy.config["PT_SERVICE_SOCKETS"] and any(policy.handed_over(sock, proc)
-                                                   for sock in sockets):
+    if policy.config["PT_SERVICE_SOCKETS"] and any(handed):
         master = policy.service_master(proc, by_pid)
     judged = []
     service_listeners = []
-    for sock in sockets:
+    for sock, handed_over in zip(sockets, handed):
         if skip_http and sock.local_port in HTTP_PORTS:
             judged.append((sock, False, "local port 80/443 under PT_SKIP_HTTP"))
-        elif master is not None and policy.handed_over(sock, proc):
+        elif master is not None and handed_over:
             kind = "listener" if is_listening(sock) else "socket"
             judged.append((sock, False, f"service socket: {kind} of root pid {master.pid} "
                                         f"({escape_text(os.path.basename(master.exe))})"))
             if sock.state == "LISTEN":
                 service_listeners.append(sock)
-        elif policy.handed_over(sock, proc):
+        elif handed_over:
             judged.append((sock, True, f"handed over by uid {sock.uid} to a process that is "
                                        "no worker of its root service"))
         else:

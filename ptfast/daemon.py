@@ -23,8 +23,7 @@ from . import __version__, config as config_mod, procfs, safepaths
 from .actions import Actions
 from .escape import escape_text
 from .logfile import LogFile
-from .mail import Mailer
-from .webhooks import Webhooks
+from .delivery import Routes
 from .settings import Settings, load_settings
 from .spool import Spool
 from .state import ReportedState
@@ -89,7 +88,7 @@ class Service:
                     else "process tracking disabled (PT_LIMIT=0)")
         return (f"{tracking} PT_INTERVAL={self.interval()}, config "
                 f"{config.path or 'built-in defaults'}, {rules.rule_count()} ignore rules, "
-                f"alerts via {', '.join([Mailer(config).route, *Webhooks(config).shown()])}")
+                f"alerts via {', '.join(Routes(config).shown())}")
 
     def reload(self) -> None:
         """SIGHUP: read everything again; with any problem, keep what runs now."""

@@ -46,6 +46,11 @@ class Routes:
         self.mailer = Mailer(config)
         self.webhooks = Webhooks(config)
 
+    def shown(self) -> list:
+        """Every route as the log and the status show it: the mail route, then each webhook
+        without its secrets."""
+        return [self.mailer.route, *self.webhooks.shown()]
+
     def open(self, channel: str, data: bytes) -> tuple:
         """(route, payload) for a spooled entry; ValueError when it is not one ptfast wrote."""
         if channel == MAIL:

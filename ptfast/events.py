@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import datetime
 
-import orjson
-
 from .logfile import append_line
-from .report import finding_record
+from .report import finding_record, json_line
 
 SCHEMA_VERSION = 1
 
@@ -33,10 +31,6 @@ def event_record(finding, hostname: str, template: str, spooled: str,
             **finding_record(finding), "template": template, "spooled": spooled}
 
 
-def event_line(record: dict) -> bytes:
-    return orjson.dumps(record) + b"\n"
-
-
 def append_event(path: str, record: dict) -> None:
     """One line onto the events file; OSError when it cannot be written."""
-    append_line(path, event_line(record))
+    append_line(path, json_line(record))

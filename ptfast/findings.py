@@ -143,7 +143,9 @@ class Finding:
     processes: tuple = ()             # user_processes and forkbomb: every process concerned
     level: str = ""                   # resource, forkbomb and load: the limit crossed, in words
     response: Response = field(default_factory=Response)
-    details: dict = field(default_factory=dict)   # load: "loadavg" and "processes" read
+    #: load: "loadavg" and "processes" as read; suspicious, for a listener handed between
+    #: young processes: "outlived", the (netns, inode) of each such listener
+    details: dict = field(default_factory=dict)
     #: suspicious: every socket of the process as (socket, counted, why)
     judged_sockets: tuple = ()
 
@@ -157,6 +159,13 @@ class Finding:
 
 
 # -- memory ----------------------------------------------------------------------------
+def outlived(seen, older_than: float, now: float) -> bool:
+    """A remembered listener's (uid, first seen, reported): first seen more than
+    ``older_than`` seconds before ``now`` (PT_LIMIT: it outlived its holders), not reported."""
+    _uid, first_seen, reported = seen
+    return not reported and now - first_seen > older_than
+
+
 class MemoryQuestions:
     """The questions the policy asks of what was reported before, over four collections a
     subclass holds: ``reported`` (ProcessKey), ``resources`` ((pid, start_time, resource)),
@@ -184,8 +193,7 @@ class MemoryQuestions:
 
     def listener_uids(self, older_than: float, now: float) -> set:
         """uids of listeners first seen more than ``older_than`` seconds ago, not reported."""
-        return {uid for uid, seen, reported in self.listeners.values()
-                if not reported and now - seen > older_than}
+        return {seen[0] for seen in self.listeners.values() if outlived(seen, older_than, now)}
 
 
 @dataclass

@@ -132,7 +132,8 @@ def kill_planned(response, log) -> bool:
                 if not fresh:
                     break
                 stopped.extend(fresh)
-        targets = stopped + [target for target in targets if target not in set(stopped)]
+        was_stopped = set(stopped)
+        targets = stopped + [target for target in targets if target not in was_stopped]
     all_gone = True
     for pid, start_time in targets:
         why_not = signal_process(pid, start_time, uid)

@@ -125,7 +125,6 @@ def send_with_smtp(relay: str, message: bytes, timeout: float = SMTP_TIMEOUT) ->
 class Mailer:
     """Delivers one message by the configured route; raises DeliveryError."""
 
-    channel = MAIL
     key = MAIL      # one mail route: when it is down, every spooled mail waits
 
     def __init__(self, config) -> None:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from .checks import LOAD, SNAPSHOT_CHECKS, SUSPICIOUS, WEB_SERVER_NAMES
 from .findings import (DIGEST_TEMPLATE, NOBODY, NOTHING_REMEMBERED, FileIdentity, Finding,
-                       process_key)
+                       outlived, process_key)
 from .pignore import IgnoreRules
 from .users import DEFAULT_UID_MIN
 
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from .procfs import Snapshot
 
 
+#: take_verdict's mark for a process want_fds was not asked about (None is a verdict)
+_NOT_ASKED = object()
 #: How far up the parent chain a worker's root master is looked for.
 MAX_ANCESTRY = 64
 #: Directories shared by many packages: an executable beside the master's in one of these is
@@ -129,7 +131,7 @@ class Policy:
         """A tracked user's listener first seen more than PT_LIMIT ago and not yet reported,
         whatever the age of the process holding it now."""
         seen = self.memory.listener_seen(sock.netns, sock.inode)
-        return seen is not None and not seen[2] and self.now - seen[1] > self.limit
+        return seen is not None and outlived(seen, self.limit, self.now)
 
     def handed_over(self, sock, proc) -> bool:
         """The socket was created by root or a system account, not by the process's user: it
@@ -171,15 +173,15 @@ class Policy:
         ignored and young processes cost no fd walk."""
         if not self.enabled or (proc.age <= self.limit and proc.uid not in self.hopping_uids):
             return False
-        verdict = self._verdicts[process_key(proc)] = SUSPICIOUS.candidate(self, proc)
+        key = process_key(proc)
+        verdict = self._verdicts[key] = SUSPICIOUS.candidate(self, proc, key)
         return verdict is not None
 
     def take_verdict(self, proc):
         """The verdict want_fds gave ``proc`` in this scan, or a fresh one."""
         key = process_key(proc)
-        if key in self._verdicts:
-            return self._verdicts.pop(key)
-        return SUSPICIOUS.candidate(self, proc)
+        verdict = self._verdicts.pop(key, _NOT_ASKED)
+        return SUSPICIOUS.candidate(self, proc, key) if verdict is _NOT_ASKED else verdict
 
     def findings(self, snapshot: Snapshot, checks=None) -> list:
         """Every per-snapshot check (or those of ``checks``), in lfd's order, each finding with

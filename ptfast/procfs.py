@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Union
 
-from ._corespec import STAT_SESSION, STAT_STARTTIME, parse_stat, stat_field
+from ._corespec import STAT_STARTTIME, parse_stat, stat_field
 from .findings import FileIdentity
 
 CORE_FALLBACK_REASON: str | None = None
@@ -115,33 +115,6 @@ def read_loadavg(proc_root: str = "/proc") -> tuple[tuple, str]:
 
 
 MAX_MAPS_LINES = 2000
-
-
-def _stat_fields(path: str) -> list | None:
-    try:
-        with open(path, "rb") as handle:
-            return parse_stat(handle.read())
-    except OSError:
-        return None
-
-
-def start_time_of(pid: int, proc_root: str = "/proc") -> int | None:
-    """The start time of /proc/PID (clock ticks after boot), or None when the PID is gone."""
-    fields = _stat_fields(f"{proc_root}/{pid}/stat")
-    return int(stat_field(fields, STAT_STARTTIME)) if fields else None
-
-
-def session_members(session: int, proc_root: str = "/proc") -> list[tuple[int, int]]:
-    """(pid, start_time) of every process in ``session``, read now (for a fork-bomb kill,
-    which must see the children born since the scan)."""
-    members = []
-    for name in os.listdir(proc_root):
-        if not name.isdigit():
-            continue
-        fields = _stat_fields(f"{proc_root}/{name}/stat")
-        if fields and int(stat_field(fields, STAT_SESSION)) == session:
-            members.append((int(name), int(stat_field(fields, STAT_STARTTIME))))
-    return members
 
 
 def read_maps(pid: int, start_time: int, proc_root: str = "/proc") -> list[str] | None:

@@ -6,9 +6,10 @@ group or other, and the file itself is owned by root and not group/other-writabl
 exceptions: a directory writable by its group is fine when that group is root's or the
 system's (below GID_MIN of login.defs: Ubuntu's /var/log is root:syslog 0775, and no customer is
 in syslog), and a world-writable directory with the sticky bit (``/tmp``) is fine when the entry
-inside it is owned by root (the kernel then lets nobody else rename or remove that entry). Symbolic links on the way are followed only when they sit in a safe
-directory (so no one else can swap them); the file itself must not be a symbolic link, because
-ptfast opens it with ``O_NOFOLLOW`` (a program or a directory may be a link).
+inside it is owned by root (the kernel then lets nobody else rename or remove that entry).
+Symbolic links on the way are followed only when they sit in a safe directory (so no one else
+can swap them); the file itself must not be a symbolic link, because ptfast opens it with
+``O_NOFOLLOW`` (a program or a directory may be a link).
 
 Opening goes with the checks: ``O_NOFOLLOW`` (never through a symlink), ``O_NONBLOCK`` (a FIFO
 planted in place of a file cannot block ptfast), then ``fstat`` on the opened file: a regular

@@ -15,7 +15,7 @@ from . import config as config_mod, procfs
 from .checks import SUSPICIOUS, is_listening
 from .delivery import Flushed, Routes, flush
 from .escape import escape_text
-from .findings import CHECK_LOAD, REMEMBER_LISTENER, Remember, process_key
+from .findings import CHECK_LOAD, REMEMBER_LISTENER, Remember, outlived, process_key
 from .policy import build_policy
 from .respond import Responder
 from .spool import MAIL
@@ -109,7 +109,7 @@ class Tracker:
         held = {(sock.netns, sock.inode) for proc in snapshot.processes
                 for sock in proc.sockets or ()}
         pending = {key: seen[0] for key, seen in self.state.listeners.items()
-                   if not seen[2] and policy.now - seen[1] > policy.limit and key not in held}
+                   if key not in held and outlived(seen, policy.limit, policy.now)}
         if not pending:
             return []
         uids = set(pending.values())
@@ -122,7 +122,7 @@ class Tracker:
         for proc in rewalk.processes:
             for sock in proc.sockets or ():
                 key = (sock.netns, sock.inode)
-                if key in pending and SUSPICIOUS.candidate(second, proc) is None:
+                if key in pending and SUSPICIOUS.candidate(second, proc, process_key(proc)) is None:
                     self.state.remember(Remember(REMEMBER_LISTENER, key))
         return findings
 
@@ -164,12 +164,11 @@ class Tracker:
     def publish(self, settings) -> None:
         """The status file for ``ptfast status``, and PT_METRICS_FILE for Prometheus."""
         config = settings.config
-        routes = Routes(config)
         document = status_document(
             service=self.service, interval=config_mod.effective_interval(config),
             last_pass=self.last_pass, totals=self.totals, waiting=self.waiting,
             rules_switched_off=settings.rules.switched_off(),
-            routes=[routes.mailer.route, *routes.webhooks.shown()])
+            routes=Routes(config).shown())
         state_dir = self.spool.state_dir
         self._attempt(status_path(state_dir), lambda: write_status(state_dir, document),
                       "`ptfast status` shows the pass before")

@@ -12,8 +12,8 @@ receiver answered 2xx: an outage keeps it, and the next pass sends it once. Answ
 delivered; 400, 413, 422 (this post refused) kept and logged, the next ones still tried; 429,
 any other 4xx or 5xx, a redirect (never followed: the body would not follow), a timeout or no
 connection: kept, and the destination's other posts wait for the next pass. Every network step
-has TIMEOUT seconds, the whole exchange DEADLINE; https is verified against the system's CAs. A URL is never logged whole
-(ptfast.destinations).
+has TIMEOUT seconds, the whole exchange DEADLINE; https is verified against the system's CAs. A
+URL is never logged whole (ptfast.destinations).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import orjson
 from .destinations import (DISCORD, JSON, SLACK, TEAMS, TELEGRAM, Destination, destinations,
                            is_loopback, redact)
 from .escape import escape_text
-from .spool import WEBHOOK, DeliveryError
+from .spool import DeliveryError
 
 TIMEOUT = 10.0                  # seconds, for each network step of a post
 DEADLINE = 30.0                 # seconds, for the whole of a post once connected
@@ -104,9 +104,8 @@ def chat_payload(destination: Destination, text: str) -> dict:
                 "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive",
                                  "contentUrl": None, "content": card}]}
     if form == TELEGRAM:
-        # the URL's parameters (chat_id, maybe message_thread_id) go in the body; no
-        # parse_mode: plain text, nothing in it is markup
-        # parse_mode, entities and the like in the URL would make a process's text markup
+        # the URL's parameters (chat_id, maybe message_thread_id) go in the body, only those of
+        # TELEGRAM_PARAMETERS; no parse_mode: plain text, nothing in it is markup
         given = dict(parse_qsl(urlsplit(destination.url).query))
         return {**{key: value for key, value in given.items() if key in TELEGRAM_PARAMETERS},
                 "text": text, "link_preview_options": {"is_disabled": True}}
@@ -287,8 +286,6 @@ def _answer_start(answer) -> bytes:
 class Webhook:
     """The route to one destination."""
 
-    channel = WEBHOOK
-
     def __init__(self, destination: Destination) -> None:
         self.destination = destination
         self.key = destination.key
@@ -316,8 +313,6 @@ class Webhook:
 class Gone:
     """A spooled post whose destination is no longer in PT_WEBHOOK_URL: kept (the admin may put
     it back, or delete the entry), never sent elsewhere."""
-
-    channel = WEBHOOK
 
     def __init__(self, key: str, shown: str) -> None:
         self.key = key
