@@ -549,6 +549,39 @@ cdef inline int pid_value(const char* s) noexcept nogil:
     return value
 
 
+cdef DIR* open_task_list(int pid_fd) noexcept nogil:
+    """/proc/PID/task as a directory stream (closedir when done); NULL when it cannot be read."""
+    cdef int task_dir = openat(pid_fd, b"task", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    cdef DIR* tasks
+    if task_dir < 0:
+        return NULL
+    tasks = fdopendir(task_dir)
+    if tasks == NULL:
+        close(task_dir)
+    return tasks
+
+
+cdef int next_task(DIR* tasks, int skip) noexcept nogil:
+    """The next thread id of the stream other than ``skip``; -1 at the end."""
+    cdef dirent* ent
+    cdef unsigned long long tid
+    while True:
+        ent = readdir(tasks)
+        if ent == NULL:
+            return -1
+        if (is_pid_name(ent.d_name)
+                and parse_unsigned(ent.d_name, ent.d_name + strlen(ent.d_name), INT32_MAX,
+                                   &tid) == 0 and <int>tid != skip):
+            return <int>tid
+
+
+cdef int open_task(int pid_fd, int tid) noexcept nogil:
+    """The directory fd of /proc/PID/task/TID; negative when it cannot be opened."""
+    cdef char path[32]
+    snprintf(path, sizeof(path), b"task/%d", tid)
+    return openat(pid_fd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+
+
 cdef int parse_inode_column(const char* data, Py_ssize_t n, int column, set inodes) except -1:
     """Add the inode of every line (after the header) of a unix/netlink table to ``inodes``
     (columns split on spaces; a value that is no number is skipped, as the twin does)."""
@@ -929,35 +962,22 @@ cdef class _Scanner:
         """Open the task dirs of the threads whose fd table is their own (unshare(CLONE_FILES))
         into ``fds``/``tids`` from ``count`` on: kcmp(KCMP_FILES) tells, and where it cannot
         (not the live /proc, no kcmp) every other thread is taken."""
-        cdef int task_dir = openat(pid_fd, b"task", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        cdef DIR* d
-        cdef dirent* ent
-        cdef unsigned long long tid
-        cdef char path[32]
-        cdef int fd
-        if task_dir < 0:
-            return 0
-        d = fdopendir(task_dir)
-        if d == NULL:
-            close(task_dir)
+        cdef DIR* tasks = open_task_list(pid_fd)
+        cdef int tid, fd
+        if tasks == NULL:
             return 0
         while count[0] < MAX_FD_TABLES:
-            ent = readdir(d)
-            if ent == NULL:
+            tid = next_task(tasks, task_tid)
+            if tid < 0:
                 break
-            if (not is_pid_name(ent.d_name)
-                    or parse_unsigned(ent.d_name, ent.d_name + strlen(ent.d_name), INT32_MAX,
-                                      &tid) < 0 or <int>tid == task_tid):
-                continue
-            if self.live_proc and syscall(SYS_kcmp, task_tid, <int>tid, KCMP_FILES, 0, 0) == 0:
+            if self.live_proc and syscall(SYS_kcmp, task_tid, tid, KCMP_FILES, 0, 0) == 0:
                 continue                    # the same table: read already
-            snprintf(path, sizeof(path), b"task/%d", <int>tid)
-            fd = openat(pid_fd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            fd = open_task(pid_fd, tid)
             if fd >= 0:
                 fds[count[0]] = fd
-                tids[count[0]] = <int>tid
+                tids[count[0]] = tid
                 count[0] += 1
-        closedir(d)
+        closedir(tasks)
         return 0
 
     cdef int inspect_fds(self, int pid_fd, Process proc, int task_fd, int task_tid) except -1:
@@ -1066,38 +1086,25 @@ cdef class _Scanner:
     cdef int live_task(self, int pid_fd, int pid, int* task_fd, int* task_tid, char* exe_buf,
                        Py_ssize_t* exe_n) noexcept nogil:
         """A zombie leader's live thread: its dir fd, tid and exe target; -1 when none."""
-        cdef int task_dir = openat(pid_fd, b"task", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        cdef DIR* d
-        cdef dirent* ent
-        cdef unsigned long long tid
-        cdef char path[32]
-        cdef int fd, found = -1
-        if task_dir < 0:
-            return -1
-        d = fdopendir(task_dir)
-        if d == NULL:
-            close(task_dir)
+        cdef DIR* tasks = open_task_list(pid_fd)
+        cdef int tid, fd, found = -1
+        if tasks == NULL:
             return -1
         while found < 0:
-            ent = readdir(d)
-            if ent == NULL:
+            tid = next_task(tasks, pid)
+            if tid < 0:
                 break
-            if (not is_pid_name(ent.d_name)
-                    or parse_unsigned(ent.d_name, ent.d_name + strlen(ent.d_name), INT32_MAX,
-                                      &tid) < 0 or <int>tid == pid):
-                continue
-            snprintf(path, sizeof(path), b"task/%d", <int>tid)
-            fd = openat(pid_fd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            fd = open_task(pid_fd, tid)
             if fd < 0:
                 continue
             exe_n[0] = read_link(fd, b"exe", exe_buf)
             if exe_n[0] >= 0:
                 task_fd[0] = fd
-                task_tid[0] = <int>tid
+                task_tid[0] = tid
                 found = 0
             else:
                 close(fd)
-        closedir(d)
+        closedir(tasks)
         return found
 
     cdef Process read_process(self, const char* name, object want_fds):
