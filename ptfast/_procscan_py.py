@@ -56,7 +56,7 @@ from ._corespec import (DELETED_SUFFIX, DGRAM_STATE_NAMES, EXE_PATH_TOO_LONG, FD
                         STAT_SESSION, STAT_STARTTIME, STAT_VSIZE, STATUS_THREADS, STATUS_UID,
                         STREAM_STATE_NAMES, TABLE_UID_COLUMN, UNKNOWN_STATE, UNKNOWN_UID,
                         UPTIME_MAX, is_ipv6_table, is_stream_table, new_counters, parse_stat,
-                        stat_field)
+                        stat_field, stat_layout)
 
 PID_MAX_LIMIT = 1 << 22       # include/linux/threads.h: no PID is larger
 #: kcmp's system call number by machine (it has no libc wrapper)
@@ -362,7 +362,8 @@ def _is_pid_name(name: str) -> bool:
 class _Stat:
     """The /proc/PID/stat fields the scan uses."""
 
-    __slots__ = ("ppid", "pgrp", "session", "flags", "start_time", "vsize", "rss_pages")
+    __slots__ = ("ppid", "pgrp", "session", "flags", "start_time", "vsize", "rss_pages",
+                 "layout")
 
     def __init__(self, raw: bytes) -> None:
         """Raises ValueError when ``raw`` is not a stat line."""
@@ -376,6 +377,7 @@ class _Stat:
         self.start_time = _number(stat_field(fields, STAT_STARTTIME), _UINT64_MAX)
         self.vsize = _number(stat_field(fields, STAT_VSIZE), _UINT64_MAX)
         self.rss_pages = _number(stat_field(fields, STAT_RSS), _RSS_PAGES_MAX)
+        self.layout = stat_layout(fields)
 
 
 def _thread_ids(pid_fd: int) -> list:
@@ -689,6 +691,8 @@ class _Scanner:
                 proc.exe_uid = UNKNOWN_UID
             proc.cmdline = cmdline
             proc.threads = threads
+            (proc.start_stack, proc.arg_start, proc.arg_end, proc.env_start,
+             proc.env_end) = stat.layout
             proc.sockets = None
             proc.open_files = None
             proc.incomplete = incomplete
