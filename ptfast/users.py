@@ -67,3 +67,26 @@ def uid_min(path: str = LOGIN_DEFS) -> int:
 def gid_min(path: str = LOGIN_DEFS) -> int:
     """GID_MIN of login.defs: groups below it are the system's (syslog, adm), no customer's."""
     return _login_defs("GID_MIN", path)
+
+
+#: Accounts that run customers' code wherever they exist: the web server's (PHP as a module,
+#: CGI, suEXEC off) and nobody. PT_CUSTOMER_CODE_USERS names more.
+CUSTOMER_CODE_USERS = ("www-data", "apache", "httpd", "nobody")
+
+
+def customer_code_uids(config) -> frozenset:
+    """The uids of the accounts that run customers' code (CUSTOMER_CODE_USERS and
+    PT_CUSTOMER_CODE_USERS) present on this host: a socket one of them created is a customer's,
+    never a service's. Root never is one, whatever the setting says."""
+    names = set(CUSTOMER_CODE_USERS)
+    names.update(name.strip() for name in config["PT_CUSTOMER_CODE_USERS"].split(","))
+    uids = set()
+    for name in names:
+        if not name:
+            continue
+        try:
+            uids.add(pwd.getpwnam(name).pw_uid)
+        except KeyError:        # not on this host
+            continue
+    uids.discard(0)
+    return frozenset(uids)
