@@ -13,7 +13,7 @@ from ptfast.checks import SUSPICIOUS
 from ptfast.findings import FileIdentity
 from ptfast.procfs import Snapshot
 
-from helpers.snapshots import HOST_FILES, USERS, host_file, proc, sock
+from helpers.snapshots import HOST_FILES, USERS, host_file, layout_of, proc, sock
 
 DOVENULL = 110          # a system account (below UID_MIN)
 USERS = {**USERS, DOVENULL: "dovenull"}
@@ -36,7 +36,8 @@ def pool(worker_sockets=(), extra=()):
     pool's listener, which the master created."""
     listener = sock(state="LISTEN", uid=0, **POOL)
     master = proc(10, uid=0, exe=PHP_FPM, sockets=[listener])
-    worker = proc(11, uid=1001, exe=PHP_FPM, ppid=10, sockets=[listener, *worker_sockets])
+    worker = proc(11, uid=1001, exe=PHP_FPM, ppid=10, sockets=[listener, *worker_sockets],
+                  layout=layout_of(master))
     return [master, worker, *extra], listener
 
 
@@ -90,7 +91,8 @@ def test_a_customer_copy_of_the_service_binary_is_no_worker():
 def test_sockets_of_a_customer_or_handed_by_another_customer_are_never_service_sockets():
     processes, _listener = pool()
     from_bob = sock(local_port=7777, state="LISTEN", uid=1002)    # passed over a unix socket
-    worker = proc(13, uid=1001, exe=PHP_FPM, ppid=10, sockets=[from_bob])
+    worker = proc(13, uid=1001, exe=PHP_FPM, ppid=10, sockets=[from_bob],
+                  layout=layout_of(processes[0]))
     assert judge([*processes, worker])[13].reasons == ("listening socket",)
 
 
@@ -117,13 +119,14 @@ def test_an_ssh_session_holds_the_connection_its_root_sshd_accepted():
     connection = sock(local_port=22, local_ip="10.0.0.5", state="ESTABLISHED",
                       remote_port=51000, uid=0)
     sshd = proc(30, uid=0, exe="/usr/sbin/sshd", sockets=[listener])
-    priv = proc(31, uid=0, exe="/usr/sbin/sshd", ppid=30, sockets=[connection])
+    priv = proc(31, uid=0, exe="/usr/sbin/sshd", ppid=30, sockets=[connection])   # re-exec'd
     session = proc(32, uid=1001, exe="/usr/sbin/sshd", ppid=31, sockets=[connection],
-                   cmdline="sshd: alice@pts/0")
+                   cmdline="sshd: alice@pts/0", layout=layout_of(priv))
     assert judge([sshd, priv, session]) == {}
     # the session's own forwarding listener is alice's: reported, as an admin wants
     forwarded = proc(33, uid=1001, exe="/usr/sbin/sshd", ppid=31,
-                     sockets=[connection, sock(local_port=8080, state="LISTEN")])
+                     sockets=[connection, sock(local_port=8080, state="LISTEN")],
+                     layout=layout_of(priv))
     assert judge([sshd, priv, forwarded])[33].reasons == ("listening socket",)
 
 
