@@ -303,8 +303,13 @@ def judge_sockets(policy: Policy, proc, by_pid: dict, skip_http: bool) -> tuple:
         elif handed_over:
             judged.append((sock, True, f"handed over by uid {sock.uid} to a process that is "
                                        "no worker of its root service"))
-        else:
+        elif sock.uid == proc.uid:
             judged.append((sock, True, "created by the process's own user"))
+        elif sock.uid in policy.customer_code_uids:
+            judged.append((sock, True, f"created by uid {sock.uid}, an account that runs "
+                                       "customers' code"))
+        else:
+            judged.append((sock, True, f"created by uid {sock.uid}, another customer"))
     if master is not None:
         for number, (sock, counts, _why) in enumerate(judged):
             listener = accepted_on(sock, service_listeners) if counts else None
