@@ -324,7 +324,7 @@ def load(path: str | None = None, overrides=(), panel: bool | None = None,
     return config
 
 
-def _problem_at(config: Config, name: str, message: str) -> Problem:
+def problem_at(config: Config, name: str, message: str) -> Problem:
     """A problem with a setting, where that setting was given."""
     source = config.sources[name]
     path, _, line = source.rpartition(":")
@@ -339,6 +339,6 @@ def _check_webhooks(config: Config) -> None:
     try:
         destinations.pair(config["PT_WEBHOOK_URL"], config["PT_WEBHOOK_FORMAT"])
     except ValueError as exc:
-        config.problems.append(_problem_at(config, "PT_WEBHOOK_URL", f"{exc}; no webhook is "
+        config.problems.append(problem_at(config, "PT_WEBHOOK_URL", f"{exc}; no webhook is "
                                                                      "sent"))
         config.values["PT_WEBHOOK_URL"] = ""

@@ -90,3 +90,26 @@ def customer_code_uids(config) -> frozenset:
             continue
     uids.discard(0)
     return frozenset(uids)
+
+
+def customer_code_user_problems(config) -> list:
+    """``ptfast check``: each name of PT_CUSTOMER_CODE_USERS that is no account of this host
+    (a typo would leave the account it meant a service's), or is root (never a customer)."""
+    from .config import problem_at
+    problems = []
+    for name in config["PT_CUSTOMER_CODE_USERS"].split(","):
+        name = name.strip()
+        if not name:
+            continue
+        try:
+            uid = pwd.getpwnam(name).pw_uid
+        except KeyError:
+            problems.append(problem_at(config, "PT_CUSTOMER_CODE_USERS",
+                                       f"PT_CUSTOMER_CODE_USERS: no account {name} on this "
+                                       "host"))
+            continue
+        if uid == 0:
+            problems.append(problem_at(config, "PT_CUSTOMER_CODE_USERS",
+                                       f"PT_CUSTOMER_CODE_USERS: {name} is root, which runs "
+                                       "no customer's code; ignored"))
+    return problems
