@@ -20,26 +20,14 @@ STAT_FLAGS = 9          # PF_* flags
 STAT_STARTTIME = 22     # clock ticks after boot: with the pid, the identity of a process
 STAT_VSIZE = 23         # bytes
 STAT_RSS = 24           # pages
-# The address-space layout: where exec put the stack and the argument and environment strings.
-# Randomised by each exec (ASLR), copied by fork: a child that has the layout of its parent was
-# forked by it and has not exec'd since. The kernel shows them only to a reader allowed to
-# ptrace the process (root is), and zeroes them for anyone else.
-STAT_START_STACK = 28
-STAT_ARG_START = 48
-STAT_ARG_END = 49
-STAT_ENV_START = 50
-STAT_ENV_END = 51
-#: The layout's stat fields, in the order of the Process fields that hold them.
-STAT_LAYOUT = (STAT_START_STACK, STAT_ARG_START, STAT_ARG_END, STAT_ENV_START, STAT_ENV_END)
 FIRST_AFTER_COMM = STAT_STATE
 #: A stat line shorter than this (counted from field 3) is not a process's: it is never used.
 STAT_FIELDS_NEEDED = STAT_RSS - FIRST_AFTER_COMM + 1
-#: A stat line this long (Linux 3.5 and later) has the layout. In a shorter one, or when one of
-#: its layout fields is not a number (only a prepared tree has either), the layout is all 0:
-#: no proof of anything.
-STAT_FIELDS_WITH_LAYOUT = STAT_ENV_END - FIRST_AFTER_COMM + 1
 
 PF_KTHREAD = 0x00200000  # include/linux/sched.h: the task is a kernel thread
+#: include/linux/sched.h: the task was forked and has not exec'd since. Only the kernel sets it
+#: (fork) and clears it (exec); stat shows it to every reader, whatever the ASLR setting.
+PF_FORKNOEXEC = 0x00000040
 
 #: Per-process files read with ONE read() of at most this many bytes (the kernel writes stat and
 #: status whole, far below it); longer content, possible only in a prepared tree, is cut there.
@@ -62,23 +50,6 @@ def parse_stat(raw: bytes) -> list | None:
 def stat_field(fields: list, number: int) -> bytes:
     """Field ``number`` (``STAT_*``) of what ``parse_stat`` returned."""
     return fields[number - FIRST_AFTER_COMM]
-
-
-def stat_layout(fields: list) -> tuple:
-    """The layout (``STAT_LAYOUT``'s values) of what ``parse_stat`` returned; all 0 when the
-    line is too short for it or one of them is not a decimal number of at most 64 bits."""
-    if len(fields) < STAT_FIELDS_WITH_LAYOUT:
-        return NO_LAYOUT
-    values = []
-    for number in STAT_LAYOUT:
-        text = stat_field(fields, number)
-        if not text.isdigit() or len(text) > 20 or int(text) >= 1 << 64:
-            return NO_LAYOUT
-        values.append(int(text))
-    return tuple(values)
-
-
-NO_LAYOUT = (0,) * len(STAT_LAYOUT)
 
 
 # -- /proc/PID/status ----------------------------------------------------------------------
@@ -158,10 +129,8 @@ def is_ipv6_table(table: str) -> bool:
 #: Attributes of a Process record, in a stable order (both cores, the .pyi, JSON dumps).
 PROCESS_FIELDS = ("pid", "ppid", "pgrp", "session", "uid", "start_time", "age",
                   "vm_size_bytes", "vm_rss_bytes", "exe", "exe_deleted", "exe_dev", "exe_ino",
-                  "exe_uid", "exe_mode", "cmdline", "threads", "start_stack", "arg_start",
-                  "arg_end", "env_start", "env_end", "sockets", "open_files", "incomplete")
-#: The Process fields of the layout (STAT_LAYOUT's values).
-LAYOUT_FIELDS = ("start_stack", "arg_start", "arg_end", "env_start", "env_end")
+                  "exe_uid", "exe_mode", "cmdline", "threads", "fork_no_exec", "sockets",
+                  "open_files", "incomplete")
 #: Attributes of a Socket record.
 SOCKET_FIELDS = ("inode", "proto", "local_ip", "local_port", "remote_ip", "remote_port",
                  "state", "uid", "netns")

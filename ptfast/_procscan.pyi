@@ -41,14 +41,7 @@ class Process:
     exe_mode: int       # its st_mode
     cmdline: str        # NULs as spaces, trailing white space removed; bad UTF-8 as surrogates
     threads: int        # the Threads: line of status
-    # The address-space layout (stat fields 28, 48-51; _corespec.STAT_LAYOUT): randomised by
-    # exec, copied by fork. All 0 when the stat line lacks it, and for a reader not allowed to
-    # ptrace the process (the kernel zeroes them).
-    start_stack: int
-    arg_start: int
-    arg_end: int
-    env_start: int
-    env_end: int
+    fork_no_exec: bool  # forked and not exec'd since (the kernel's PF_FORKNOEXEC, stat's flags)
     sockets: Optional[Tuple[Socket, ...]]
     open_files: Optional[Tuple[str, ...]]
     incomplete: str     # why it was not fully inspected (_corespec's reasons); "" when it was

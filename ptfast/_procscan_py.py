@@ -51,12 +51,12 @@ from typing import TYPE_CHECKING
 from . import _sockprobe
 from ._corespec import (DELETED_SUFFIX, DGRAM_STATE_NAMES, EXE_PATH_TOO_LONG, FDS_DENIED,
                         FDS_GONE, IO_URING_LINK, KCMP_FILES, LINK_MAX, LOCAL_TABLES, PACKET_TABLE,
-                        PF_KTHREAD, PROCESS_FIELDS, SMALL_FILE_MAX, SOCK_DIAG_TABLES,
-                        SOCKET_FIELDS, SOCKET_TABLES, STAT_FLAGS, STAT_PGRP, STAT_PPID, STAT_RSS,
+                        PF_FORKNOEXEC, PF_KTHREAD, PROCESS_FIELDS, SMALL_FILE_MAX,
+                        SOCK_DIAG_TABLES, SOCKET_FIELDS, SOCKET_TABLES, STAT_FLAGS, STAT_PGRP, STAT_PPID, STAT_RSS,
                         STAT_SESSION, STAT_STARTTIME, STAT_VSIZE, STATUS_THREADS, STATUS_UID,
                         STREAM_STATE_NAMES, TABLE_UID_COLUMN, UNKNOWN_STATE, UNKNOWN_UID,
                         UPTIME_MAX, is_ipv6_table, is_stream_table, new_counters, parse_stat,
-                        stat_field, stat_layout)
+                        stat_field)
 
 PID_MAX_LIMIT = 1 << 22       # include/linux/threads.h: no PID is larger
 #: kcmp's system call number by machine (it has no libc wrapper)
@@ -362,8 +362,7 @@ def _is_pid_name(name: str) -> bool:
 class _Stat:
     """The /proc/PID/stat fields the scan uses."""
 
-    __slots__ = ("ppid", "pgrp", "session", "flags", "start_time", "vsize", "rss_pages",
-                 "layout")
+    __slots__ = ("ppid", "pgrp", "session", "flags", "start_time", "vsize", "rss_pages")
 
     def __init__(self, raw: bytes) -> None:
         """Raises ValueError when ``raw`` is not a stat line."""
@@ -377,7 +376,6 @@ class _Stat:
         self.start_time = _number(stat_field(fields, STAT_STARTTIME), _UINT64_MAX)
         self.vsize = _number(stat_field(fields, STAT_VSIZE), _UINT64_MAX)
         self.rss_pages = _number(stat_field(fields, STAT_RSS), _RSS_PAGES_MAX)
-        self.layout = stat_layout(fields)
 
 
 def _thread_ids(pid_fd: int) -> list:
@@ -691,8 +689,7 @@ class _Scanner:
                 proc.exe_uid = UNKNOWN_UID
             proc.cmdline = cmdline
             proc.threads = threads
-            (proc.start_stack, proc.arg_start, proc.arg_end, proc.env_start,
-             proc.env_end) = stat.layout
+            proc.fork_no_exec = bool(stat.flags & PF_FORKNOEXEC)
             proc.sockets = None
             proc.open_files = None
             proc.incomplete = incomplete

@@ -250,10 +250,6 @@ def cmd_check(args) -> int:
         print(f"{name:<{width}} = {value:<32} {config.sources[name]}")
     for name, source in config.left_to_lfd:
         print(f"\n{name} ({source}) is lfd's: it {config_mod.LEFT_TO_LFD[name]}")
-    if config["PT_SERVICE_SOCKETS"] and not procfs.layout_randomised():
-        print("\nPT_SERVICE_SOCKETS: ASLR is off (kernel.randomize_va_space = 0), so no "
-              "process can be proven a root service's forked worker: pre-fork workers holding "
-              "their service's sockets (php-fpm, nginx, apache2, sshd sessions) are reported")
     problems = (settings.problems + customer_code_user_problems(config)
                 + safety_problems(args, config))
     if problems:

@@ -24,7 +24,6 @@ import os
 import time
 from typing import TYPE_CHECKING, Callable, Optional
 
-from ._corespec import NO_LAYOUT
 from .checks import LOAD, SNAPSHOT_CHECKS, SUSPICIOUS, WEB_SERVER_NAMES
 from .findings import (DIGEST_TEMPLATE, NOBODY, NOTHING_REMEMBERED, FileIdentity, Finding,
                        outlived, process_key)
@@ -49,12 +48,6 @@ PACKAGE_DIR_PREFIXES = ("/usr/lib", "/usr/lib64", "/usr/libexec", "/usr/local/li
                         "/usr/local/libexec")
 
 
-def address_layout(proc) -> tuple:
-    """Where exec put the process's stack and its argument and environment strings
-    (``_corespec.LAYOUT_FIELDS``; all 0 when unknown): randomised by each exec, copied by fork."""
-    return (proc.start_stack, proc.arg_start, proc.arg_end, proc.env_start, proc.env_end)
-
-
 class Policy:
     """Settings, ignore rules, user names and memory, applied to one scan at a time.
 
@@ -67,8 +60,7 @@ class Policy:
                  limit: Optional[float] = None,
                  file_identity: Callable[[str], Optional[FileIdentity]] = lambda path: None,
                  uid_min: int = DEFAULT_UID_MIN, now: Optional[float] = None,
-                 customer_code_uids: frozenset = frozenset(),
-                 layout_randomised: bool = True) -> None:
+                 customer_code_uids: frozenset = frozenset()) -> None:
         # ``limit`` replaces PT_LIMIT: `ptfast tune` tries other values under the same rules
         self.limit = config["PT_LIMIT"] if limit is None else limit
         self.config = config
@@ -81,8 +73,6 @@ class Policy:
         self.uid_min = uid_min
         # accounts that run customers' code (web server users, nobody, PT_CUSTOMER_CODE_USERS)
         self.customer_code_uids = customer_code_uids
-        # ASLR on: an equal layout proves a fork without exec (off: it proves nothing)
-        self.layout_randomised = layout_randomised
         self.generic = bool(config["GENERIC"])
         self.all_users = bool(config["PT_ALL_USERS"])
         # process key -> the suspicious check's verdict from want_fds (None: not a candidate)
@@ -174,15 +164,13 @@ class Policy:
             return master
         return None
 
-    def forked_unchanged(self, proc, parent) -> bool:
-        """``parent`` forked ``proc`` (its parent's pid already says so) and ``proc`` has not
-        exec'd since: it still has its parent's address-space layout, which each exec
-        randomises anew, and runs the same file. Never with ASLR off (randomize_va_space 0),
-        where every exec of one program with arguments and environment of the same sizes gets
-        the same layout; nor when the layout is unknown (all 0)."""
-        layout = address_layout(proc)
-        return (self.layout_randomised and layout != NO_LAYOUT
-                and layout == address_layout(parent) and proc.exe_ino != 0
+    @staticmethod
+    def forked_unchanged(proc, parent) -> bool:
+        """``parent`` forked ``proc`` (its pid as the parent's already says so) and ``proc``
+        has not exec'd since: the kernel's PF_FORKNOEXEC, set by fork and cleared by exec, which
+        no process can set or keep itself. The address-space layout would not do: any process
+        may rewrite it (prctl PR_SET_MM_MAP, with CONFIG_CHECKPOINT_RESTORE, no privilege)."""
+        return (proc.fork_no_exec and proc.exe_ino != 0
                 and (proc.exe_dev, proc.exe_ino) == (parent.exe_dev, parent.exe_ino))
 
     def runs_package_program(self, proc, master) -> bool:
@@ -260,9 +248,8 @@ def build_policy(config: Config, rules: IgnoreRules, memory=NOTHING_REMEMBERED,
                  limit: Optional[float] = None, user_names=None) -> Policy:
     """The one place a Policy is made from settings (scan, tune and run), with this host's
     accounts and files."""
-    from .procfs import FileIdentities, layout_randomised
+    from .procfs import FileIdentities
     from .users import UserNames, accounts_to_track, customer_code_uids, uid_min
     return Policy(config, rules, user_names or UserNames(), accounts_to_track(config), memory,
                   limit, FileIdentities(), uid_min(),
-                  customer_code_uids=customer_code_uids(config),
-                  layout_randomised=layout_randomised())
+                  customer_code_uids=customer_code_uids(config))

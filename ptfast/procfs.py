@@ -107,21 +107,6 @@ class FileIdentities:
         return identity
 
 
-#: 0: no address-space randomisation; 1 and 2 randomise the stack, which the layout includes
-RANDOMIZE_VA_SPACE = "sys/kernel/randomize_va_space"
-
-
-def layout_randomised(proc_root: str = "/proc") -> bool:
-    """Whether exec randomises the address-space layout (ASLR on), so that a process with its
-    parent's layout proves it was forked and has not exec'd since. False when unknown."""
-    try:
-        with open(os.path.join(proc_root, RANDOMIZE_VA_SPACE), "rb") as handle:
-            value = handle.read(16).strip()
-    except OSError:
-        return False
-    return value in (b"1", b"2")
-
-
 def read_loadavg(proc_root: str = "/proc") -> tuple[tuple, str]:
     """((1, 5, 15 minute averages), "running/total") from /proc/loadavg."""
     with open(os.path.join(proc_root, "loadavg"), "rb") as handle:

@@ -42,8 +42,8 @@ cdef int STAT_VSIZE = _corespec.STAT_VSIZE
 cdef int STAT_RSS = _corespec.STAT_RSS
 cdef int FIRST_AFTER_COMM = _corespec.FIRST_AFTER_COMM
 cdef int STAT_FIELDS_NEEDED = _corespec.STAT_FIELDS_NEEDED
-cdef int STAT_FIELDS_WITH_LAYOUT = _corespec.STAT_FIELDS_WITH_LAYOUT
 cdef unsigned long long PF_KTHREAD = _corespec.PF_KTHREAD
+cdef unsigned long long PF_FORKNOEXEC = _corespec.PF_FORKNOEXEC
 cdef bytes DELETED_SUFFIX = _corespec.DELETED_SUFFIX.encode()
 cdef tuple SOCKET_TABLES = _corespec.SOCKET_TABLES
 cdef tuple STREAM_STATE_NAMES = _corespec.STREAM_STATE_NAMES
@@ -66,8 +66,7 @@ cdef enum:
     SMALL_FILE_MAX = 4096
     LINK_MAX = 4096
     UPTIME_MAX = 128
-    MAX_STAT_FIELDS = 52
-    LAYOUT_SIZE = 5                 # _corespec.STAT_LAYOUT
+    MAX_STAT_FIELDS = 32
     TABLE_CHUNK = 65536             # /proc/net tables are parsed this much at a time
     NETLINK_BUFFER = 65536          # the kernel puts at most 32 KB of a dump in one datagram
     PID_MAX_LIMIT = 1 << 22         # include/linux/threads.h
@@ -75,11 +74,7 @@ cdef enum:
 
 assert SMALL_FILE_MAX == _corespec.SMALL_FILE_MAX and LINK_MAX == _corespec.LINK_MAX
 assert KCMP_FILES == _corespec.KCMP_FILES
-assert UPTIME_MAX == _corespec.UPTIME_MAX and STAT_FIELDS_WITH_LAYOUT <= MAX_STAT_FIELDS
-assert LAYOUT_SIZE == len(_corespec.STAT_LAYOUT)
-cdef int STAT_LAYOUT[LAYOUT_SIZE]
-for _i, _field in enumerate(_corespec.STAT_LAYOUT):
-    STAT_LAYOUT[_i] = _field
+assert UPTIME_MAX == _corespec.UPTIME_MAX and STAT_FIELDS_NEEDED <= MAX_STAT_FIELDS
 assert AF_INET == _corespec.AF_INET and AF_INET6 == _corespec.AF_INET6
 
 cdef enum Outcome:
@@ -132,11 +127,7 @@ cdef class Process:
     cdef readonly unsigned int exe_mode
     cdef readonly str cmdline
     cdef readonly int threads
-    cdef readonly unsigned long long start_stack
-    cdef readonly unsigned long long arg_start
-    cdef readonly unsigned long long arg_end
-    cdef readonly unsigned long long env_start
-    cdef readonly unsigned long long env_end
+    cdef readonly bint fork_no_exec
     cdef readonly object sockets
     cdef readonly object open_files
     cdef readonly str incomplete
@@ -274,7 +265,6 @@ cdef struct ProcStat:
     unsigned long long start_time
     unsigned long long vsize
     unsigned long long rss_pages
-    unsigned long long layout[LAYOUT_SIZE]      # all 0: none (the twin's stat_layout)
 
 
 cdef int parse_stat(const char* buf, Py_ssize_t n, ProcStat* st) noexcept nogil:
@@ -284,18 +274,16 @@ cdef int parse_stat(const char* buf, Py_ssize_t n, ProcStat* st) noexcept nogil:
     cdef const char* p = end
     cdef const char* starts[MAX_STAT_FIELDS]
     cdef const char* ends[MAX_STAT_FIELDS]
-    cdef int count = 0, i
+    cdef int count = 0
     while p > buf and (p - 1)[0] != b')':
         p -= 1
     if p == buf:
         return -1
-    while count < STAT_FIELDS_WITH_LAYOUT:
+    while count < STAT_FIELDS_NEEDED:
         while p < end and is_space(p[0]):
             p += 1
         if p >= end:
-            if count < STAT_FIELDS_NEEDED:
-                return -1
-            break
+            return -1
         starts[count] = p
         while p < end and not is_space(p[0]):
             p += 1
@@ -318,15 +306,6 @@ cdef int parse_stat(const char* buf, Py_ssize_t n, ProcStat* st) noexcept nogil:
                               ends[STAT_RSS - FIRST_AFTER_COMM], RSS_PAGES_MAX,
                               &st.rss_pages) < 0):
         return -1
-    # the layout: all or nothing (the twin's stat_layout)
-    cdef bint layout_ok = count == STAT_FIELDS_WITH_LAYOUT
-    for i in range(LAYOUT_SIZE):
-        if layout_ok and parse_unsigned(starts[STAT_LAYOUT[i] - FIRST_AFTER_COMM],
-                                        ends[STAT_LAYOUT[i] - FIRST_AFTER_COMM], UINT64_MAX,
-                                        &st.layout[i]) < 0:
-            layout_ok = False
-    if not layout_ok:
-        memset(st.layout, 0, sizeof(st.layout))
     return 0
 
 
@@ -1238,11 +1217,7 @@ cdef class _Scanner:
                 proc.exe_uid = UNKNOWN_UID
             proc.cmdline = decode(self.big.data, cmd_n)
             proc.threads = <int>threads
-            proc.start_stack = st.layout[0]
-            proc.arg_start = st.layout[1]
-            proc.arg_end = st.layout[2]
-            proc.env_start = st.layout[3]
-            proc.env_end = st.layout[4]
+            proc.fork_no_exec = (st.flags & PF_FORKNOEXEC) != 0
             proc.sockets = None
             proc.open_files = None
             proc.incomplete = EXE_PATH_TOO_LONG if path_too_long else ""

@@ -1,11 +1,11 @@
 """Service workers proven by provenance, against real processes and on both cores.
 
-A worker is its root master's direct child that either still has the master's address-space
-layout (forked, never exec'd: each exec randomises it anew) or runs another program of the
-master's own package. What a webshell can arrange (run the master's own program again with
-LD_PRELOAD, start its own php-fpm on the pool's inherited listener, fork from a worker,
-connect out over IPv6 from the pool's port, hold a socket of the web server's account) is no
-worker's, and counts.
+A worker is its root master's direct child that either was forked by it and has not exec'd
+since (the kernel's PF_FORKNOEXEC) or runs another program of the master's own package. What a
+webshell can arrange (run the master's own program again with LD_PRELOAD, even with the
+master's address-space layout forged back; start its own php-fpm on the pool's inherited
+listener; fork from a worker; connect out over IPv6 from the pool's port; hold a socket of the
+web server's account) is no worker's, and counts.
 """
 
 import glob
@@ -20,13 +20,13 @@ import time
 
 import pytest
 
-from ptfast import config, findings, pignore, policy, procfs, users
+from ptfast import config, findings, pignore, policy, users
 from ptfast.checks import SUSPICIOUS, accepted_on
 from ptfast.procfs import Snapshot
 
 from helpers.procs import kill_uid, public_tempdir, start_python, wait_until
 from helpers.service import free_port, only_users_rule
-from helpers.snapshots import HOST_FILES, USERS, layout_of, proc, sock
+from helpers.snapshots import HOST_FILES, USERS, proc, sock
 from helpers.uids import uid_for
 
 UID = uid_for(240)
@@ -34,7 +34,7 @@ CORES = {"compiled": {}, "pure-python": {"PTFAST_NO_EXTENSIONS": "1"}}
 #: a library every host has and that does nothing when preloaded
 HARMLESS_LIBRARY = next(iter(glob.glob("/lib/*-linux-gnu/libm.so.6")
                              + glob.glob("/lib64/libm.so.6")), "")
-ASLR_ON = procfs.layout_randomised()
+LAYOUT_FIELDS = (28, 48, 49, 50, 51)      # stat: start_stack, arg_start/end, env_start/end
 DAEMON_UID = 1          # Debian's "daemon": a system account a test may name in the setting
 
 
@@ -80,9 +80,26 @@ daemon = made_by(DAEMON_UID)
 KEEP.extend([listener, client])
 everything = [s for s in (listener, client, target6, www, daemon, *KEEP) if s is not None]
 report_r, report_w = os.pipe()
-EXEC_AND_DROP = ("import ctypes, os, time; os.setgroups([]); os.setresgid(%d, %d, %d); "
-                 "os.setresuid(%d, %d, %d); ctypes.CDLL(None).prctl(4, 1, 0, 0, 0); "
-                 "time.sleep(3600)")
+# the exec'd child drops to the customer's uid, then puts back the address-space layout it had
+# before exec (the master's), as any process may with prctl(PR_SET_MM, PR_SET_MM_MAP)
+EXEC_AND_FORGE = '''
+import ctypes, os, struct, sys, time
+uid, layout = int(sys.argv[1]), [int(value) for value in sys.argv[2:7]]
+os.setgroups([]); os.setresgid(uid, uid, uid); os.setresuid(uid, uid, uid)
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(4, 1, 0, 0, 0)
+libc.sbrk.restype = ctypes.c_void_p
+fields = open("/proc/self/stat", "rb").read().rsplit(b")", 1)[1].split()
+mine = lambda number: int(fields[number - 3])
+mm_map = struct.pack("=11QQII", mine(26), mine(27), mine(45), mine(46), mine(47), libc.sbrk(0),
+                     *layout, 0, 0, 0xffffffff)
+libc.prctl(35, 14, ctypes.create_string_buffer(mm_map), len(mm_map), 0)
+time.sleep(3600)
+'''
+
+def own_layout():
+    fields = open("/proc/self/stat", "rb").read().rsplit(b")", 1)[1].split()
+    return [fields[number - 3].decode() for number in LAYOUT_FIELDS]
 
 def child(keep, work, then_exec=None):
     pid = os.fork()
@@ -96,8 +113,8 @@ def child(keep, work, then_exec=None):
         # customer's uid itself, first thing
         for s in keep:
             os.set_inheritable(s.fileno(), True)
-        os.execve(sys.executable, [sys.executable, "-c", EXEC_AND_DROP % ((WORKER_UID,) * 6)],
-                  {"LD_PRELOAD": then_exec})
+        os.execve(sys.executable, [sys.executable, "-c", EXEC_AND_FORGE, str(WORKER_UID),
+                                   *own_layout()], {"LD_PRELOAD": then_exec})
     os.setgroups([]); os.setresgid(WORKER_UID, WORKER_UID, WORKER_UID)
     os.setresuid(WORKER_UID, WORKER_UID, WORKER_UID)
     libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
@@ -135,8 +152,6 @@ info["port"] = port
 
 @pytest.fixture(scope="module")
 def master():
-    if not ASLR_ON:
-        pytest.skip("ASLR is off (kernel.randomize_va_space = 0): no worker can be proven")
     if not HARMLESS_LIBRARY:
         pytest.skip("no libm.so.6 to preload")
     try:
@@ -145,7 +160,7 @@ def master():
         www_uid = None
     started = start_python(f"WORKER_UID = {UID}\nWWW_UID = {www_uid!r}\n"
                            f"DAEMON_UID = {DAEMON_UID}\nHARMLESS_LIBRARY = {HARMLESS_LIBRARY!r}\n"
-                           + MASTER)
+                           f"LAYOUT_FIELDS = {LAYOUT_FIELDS!r}\n" + MASTER)
     try:
         info = started.info
         pids = [pid for pid in (info["worker"], info["ipv6"], info["exec"], info["parent"],
@@ -155,6 +170,9 @@ def master():
         assert wait_until(lambda: all(_uid_of(pid) == UID for pid in pids))
         assert wait_until(lambda: _exe_of(info["exec"]) == _exe_of(started.pid)
                           and _cmdline(info["exec"]) != _cmdline(started.pid))
+        # the forged layout is the master's where the kernel lets any process rewrite it
+        # (CONFIG_CHECKPOINT_RESTORE): a layout proves nothing there
+        info["forged"] = wait_until(lambda: _layout(info["exec"]) == _layout(started.pid), 5)
         time.sleep(1.2)
         yield info
     finally:
@@ -170,6 +188,15 @@ def _uid_of(pid):
                     return int(line.split()[1])
     except OSError:
         return None
+
+
+def _layout(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return [int(fields[number - 3]) for number in LAYOUT_FIELDS]
 
 
 def _exe_of(pid):
@@ -202,8 +229,9 @@ def test_a_forked_worker_is_quiet_and_its_accepted_connection_is_the_pools(maste
 
 @pytest.mark.needs_root
 def test_the_masters_program_run_again_with_ld_preload_is_no_worker(master, tmp_path, core):
-    """The master's direct child, running the master's very file, holding its listener: it
-    exec'd (new layout), so it is no worker."""
+    """The master's direct child, running the master's very file, holding its listener, with
+    the master's address-space layout forged back after exec: it exec'd, so it is no
+    worker."""
     record = scan(tmp_path, core)[master["exec"]]
     assert record["reasons"] == ["listening socket"]
     listener = verdicts(record)[("tcp", f"0.0.0.0:{master['port']}", "LISTEN")]
@@ -318,8 +346,6 @@ def php_pool():
     php-fpm on the inherited listener, and again with LD_PRELOAD."""
     if not PHP_FPM:
         pytest.skip("php-fpm is not installed (Debian package php-fpm)")
-    if not ASLR_ON:
-        pytest.skip("ASLR is off (kernel.randomize_va_space = 0): no worker can be proven")
     directory = public_tempdir()
     port = free_port()
     master = None
@@ -392,45 +418,59 @@ def test_a_real_pool_worker_is_quiet_and_the_customers_own_php_fpm_is_reported(p
 
 # ---------------------------------------------------------------- without a proof
 
-def judge(processes, layout_randomised=True, customer_code_uids=frozenset()):
+def judge(processes, customer_code_uids=frozenset()):
     conf = config.load(os.devnull, ["PT_LIMIT=1"], override_path=os.devnull)
     pol = policy.Policy(conf, pignore.IgnoreRules(), lambda uid: USERS.get(uid, str(uid)),
                         frozenset(), findings.NOTHING_REMEMBERED, file_identity=HOST_FILES.get,
-                        customer_code_uids=customer_code_uids,
-                        layout_randomised=layout_randomised)
+                        customer_code_uids=customer_code_uids)
     snapshot = Snapshot(processes=list(processes), socket_table={}, stats={}, core="test")
     return {f.process.pid: f for f in pol.findings(snapshot, checks=(SUSPICIOUS,))}
 
 
-def test_with_aslr_off_an_equal_layout_proves_nothing():
-    """randomize_va_space = 0: every exec of a program gets the same layout, so a worker that
-    exec'd the master's program again would look forked. No worker is proven then."""
+def test_a_direct_child_running_the_masters_file_that_exec_d_is_no_worker():
     listener = sock(state="LISTEN", uid=0, local_port=9001)
     master = proc(10, uid=0, exe="/usr/sbin/php-fpm8.2", sockets=[listener])
     worker = proc(11, uid=1001, exe="/usr/sbin/php-fpm8.2", ppid=10, sockets=[listener],
-                  layout=layout_of(master))
-    assert judge([master, worker]) == {}
-    found = judge([master, worker], layout_randomised=False)
+                  fork_no_exec=True)
+    reexec = proc(12, uid=1001, exe="/usr/sbin/php-fpm8.2", ppid=10, sockets=[listener])
+    found = judge([master, worker, reexec])
+    assert 11 not in found and found[12].reasons == ("listening socket",)
+
+
+def test_www_data_sockets_are_no_services_in_memory_too():
+    listener = sock(state="LISTEN", uid=33, local_port=8080)
+    master = proc(10, uid=0, exe="/usr/sbin/apache2", sockets=[])
+    worker = proc(11, uid=1001, exe="/usr/sbin/apache2", ppid=10, sockets=[listener],
+                  fork_no_exec=True)
+    assert judge([master, worker]) == {}                        # 33 as a system account
+    found = judge([master, worker], customer_code_uids=frozenset({33}))
     assert found[11].reasons == ("listening socket",)
 
 
-def test_an_unknown_layout_proves_nothing():
-    """All 0: a stat line without the fields, or a reader the kernel hides them from."""
-    listener = sock(state="LISTEN", uid=0, local_port=9001)
-    master = proc(10, uid=0, exe="/usr/sbin/php-fpm8.2", sockets=[listener], layout=(0,) * 5)
-    worker = proc(11, uid=1001, exe="/usr/sbin/php-fpm8.2", ppid=10, sockets=[listener],
-                  layout=(0,) * 5)
-    assert judge([master, worker])[11].reasons == ("listening socket",)
+FORK_AND_EXEC = """
+import subprocess
+forked = os.fork()
+if forked == 0:
+    while True:
+        signal.pause()
+execd = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+info["forked"], info["execd"] = forked, execd.pid
+"""
 
 
-def test_the_layout_read_from_stat_is_the_kernels(core_module):
-    """Both cores read fields 28 and 48-51 of stat: a fork has its parent's, an exec not."""
-    parent = os.getpid()
-    with open(f"/proc/{parent}/stat", "rb") as handle:
-        fields = handle.read().rsplit(b")", 1)[1].split()
-    expected = tuple(int(fields[number - 3]) for number in (28, 48, 49, 50, 51))
-    processes, _table, _stats = core_module.scan(want_fds=False, pids=[parent])
-    assert layout_of(processes[0]) == expected and expected[0] != 0
+def test_both_cores_read_whether_a_process_exec_d_since_its_fork(core_module):
+    started = start_python(FORK_AND_EXEC)
+    try:
+        forked, execd = started.info["forked"], started.info["execd"]
+        processes, _table, _stats = core_module.scan(want_fds=False,
+                                                     pids=[started.pid, forked, execd])
+        seen = {p.pid: p.fork_no_exec for p in processes}
+        assert seen == {started.pid: False, forked: True, execd: False}
+    finally:
+        for pid in (started.info.get("forked"), started.info.get("execd")):
+            if pid:
+                os.kill(pid, 9)
+        started.stop()
 
 
 @pytest.fixture(params=["compiled", "pure-python"])

@@ -13,7 +13,7 @@ from ptfast.checks import SUSPICIOUS
 from ptfast.findings import FileIdentity
 from ptfast.procfs import Snapshot
 
-from helpers.snapshots import HOST_FILES, USERS, host_file, layout_of, proc, sock
+from helpers.snapshots import HOST_FILES, USERS, host_file, proc, sock
 
 DOVENULL = 110          # a system account (below UID_MIN)
 USERS = {**USERS, DOVENULL: "dovenull"}
@@ -37,7 +37,7 @@ def pool(worker_sockets=(), extra=()):
     listener = sock(state="LISTEN", uid=0, **POOL)
     master = proc(10, uid=0, exe=PHP_FPM, sockets=[listener])
     worker = proc(11, uid=1001, exe=PHP_FPM, ppid=10, sockets=[listener, *worker_sockets],
-                  layout=layout_of(master))
+                  fork_no_exec=True)
     return [master, worker, *extra], listener
 
 
@@ -92,7 +92,7 @@ def test_sockets_of_a_customer_or_handed_by_another_customer_are_never_service_s
     processes, _listener = pool()
     from_bob = sock(local_port=7777, state="LISTEN", uid=1002)    # passed over a unix socket
     worker = proc(13, uid=1001, exe=PHP_FPM, ppid=10, sockets=[from_bob],
-                  layout=layout_of(processes[0]))
+                  fork_no_exec=True)
     assert judge([*processes, worker])[13].reasons == ("listening socket",)
 
 
@@ -121,12 +121,12 @@ def test_an_ssh_session_holds_the_connection_its_root_sshd_accepted():
     sshd = proc(30, uid=0, exe="/usr/sbin/sshd", sockets=[listener])
     priv = proc(31, uid=0, exe="/usr/sbin/sshd", ppid=30, sockets=[connection])   # re-exec'd
     session = proc(32, uid=1001, exe="/usr/sbin/sshd", ppid=31, sockets=[connection],
-                   cmdline="sshd: alice@pts/0", layout=layout_of(priv))
+                   cmdline="sshd: alice@pts/0", fork_no_exec=True)
     assert judge([sshd, priv, session]) == {}
     # the session's own forwarding listener is alice's: reported, as an admin wants
     forwarded = proc(33, uid=1001, exe="/usr/sbin/sshd", ppid=31,
                      sockets=[connection, sock(local_port=8080, state="LISTEN")],
-                     layout=layout_of(priv))
+                     fork_no_exec=True)
     assert judge([sshd, priv, forwarded])[33].reasons == ("listening socket",)
 
 

@@ -3,8 +3,8 @@ for real (``--proc-root``)."""
 
 import os
 
-from ptfast._corespec import (FIRST_AFTER_COMM, STAT_FLAGS, STAT_LAYOUT, STAT_PGRP, STAT_PPID,
-                             STAT_RSS, STAT_SESSION, STAT_STARTTIME, STAT_STATE, STAT_VSIZE)
+from ptfast._corespec import (FIRST_AFTER_COMM, STAT_FLAGS, STAT_PGRP, STAT_PPID, STAT_RSS,
+                             STAT_SESSION, STAT_STARTTIME, STAT_STATE, STAT_VSIZE)
 
 STAT_TPGID = 8            # proc(5); ptfast does not read it
 
@@ -26,12 +26,9 @@ def write(path, data, mode="w"):
 STAT_LAST_FIELD = 52      # proc(5) of Linux 6.x: fields 1 to 52
 
 
-def stat_line(pid, comm, ppid, start, flags=0, vsize=8192000, rss_pages=100, layout=(0,) * 5):
-    """A /proc/PID/stat line; fields ptfast does not read are 0 (tty_nr... and tpgid -1).
-    ``layout``: start_stack, arg_start, arg_end, env_start, env_end (as a reader without
-    ptrace access sees them by default: 0)."""
+def stat_line(pid, comm, ppid, start, flags=0, vsize=8192000, rss_pages=100):
+    """A /proc/PID/stat line; fields ptfast does not read are 0 (tty_nr... and tpgid -1)."""
     named = {STAT_STATE: "S", STAT_PPID: ppid, STAT_PGRP: pid, STAT_SESSION: pid, STAT_TPGID: -1,
-             STAT_FLAGS: flags, STAT_STARTTIME: start, STAT_VSIZE: vsize, STAT_RSS: rss_pages,
-             **dict(zip(STAT_LAYOUT, layout))}
+             STAT_FLAGS: flags, STAT_STARTTIME: start, STAT_VSIZE: vsize, STAT_RSS: rss_pages}
     fields = [named.get(number, 0) for number in range(FIRST_AFTER_COMM, STAT_LAST_FIELD + 1)]
     return f"{pid} ({comm}) " + " ".join(str(f) for f in fields) + "\n"
