@@ -106,3 +106,12 @@ def test_every_setting_has_a_row_with_its_default():
 def test_relative_links_lead_to_files():
     for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", readme()):
         assert os.path.exists(os.path.join(ROOT, target)), target
+
+
+def test_every_command_says_its_exit_status_in_help_and_readme():
+    rows = table_rows(section(readme(), "### Exit codes"))
+    in_readme = {name.split()[0] for row in rows for name in re.findall(r"`([a-z][^`]*)`", row[0])}
+    commands = subcommands()
+    assert in_readme == set(commands)
+    for name, parser in commands.items():
+        assert "exit status: 0 " in parser.format_help(), f"ptfast {name} --help"
