@@ -103,9 +103,26 @@ def test_every_setting_has_a_row_with_its_default():
         assert documented[name].startswith(shown_default(default)), (name, documented[name])
 
 
-def test_relative_links_lead_to_files():
-    for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", readme()):
-        assert os.path.exists(os.path.join(ROOT, target)), target
+def anchors(text: str) -> set:
+    """The anchors GitHub makes of a markdown file's headings (outside code blocks)."""
+    found, fenced = set(), False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and re.match(r"#{1,6} ", line):
+            title = line.lstrip("#").strip().lower()
+            found.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return found
+
+
+def test_links_lead_to_files_and_their_sections():
+    text = readme()
+    for target, anchor in re.findall(r"\]\(([^)#:]*)(?:#([^)]*))?\)", text):
+        path = os.path.join(ROOT, target) if target else README
+        assert os.path.exists(path), target
+        if anchor:
+            with open(path, encoding="utf-8") as handle:
+                assert anchor in anchors(handle.read()), f"{target}#{anchor}"
 
 
 def test_every_command_says_its_exit_status_in_help_and_readme():
