@@ -174,7 +174,8 @@ MAN_SECTIONS = ("NAME", "SYNOPSIS", "DESCRIPTION", "COMMANDS", "OPTIONS",
 def rendered_man_page(path) -> str:
     """The page as man(1) shows it, wide enough that no option is broken across lines; groff's
     warnings (a bad macro, an unknown escape) are a failure."""
-    env = dict(os.environ, MANWIDTH="200", LC_ALL="C.UTF-8", MAN_KEEP_FORMATTING="")
+    env = dict(os.environ, MANWIDTH="200", LC_ALL="C.UTF-8")
+    env.pop("MAN_KEEP_FORMATTING", None)        # plain text, no overstrike
     result = subprocess.run(["man", "--warnings", "-l", str(path)], capture_output=True,
                             text=True, env=env, timeout=60)
     assert result.returncode == 0 and result.stderr == "", result.stderr
