@@ -145,13 +145,15 @@ class Tracker:
             return []
         second = self._policy(settings)
         known = {uid for seen in pending.values() for uid in (seen[0], *seen[3])}
-        # newest first: a holder handed the listener by a process that just exited is new
-        walks = [(lambda proc: proc.uid in known, procfs.newest_pids_of(known, self.proc_root)),
+        # newest first (a holder handed the listener by a process that just exited is new),
+        # each list made when its walk starts
+        walks = [(lambda proc: proc.uid in known, lambda: procfs.newest_pids_of(known,
+                                                                                self.proc_root)),
                  (lambda proc: proc.uid != 0 and second.tracked_user(proc.uid) is not None,
-                  procfs.newest_pids_of(None, self.proc_root))]
+                  lambda: procfs.newest_pids_of(None, self.proc_root))]
         findings: list = []
-        for want, pids in walks:
-            rewalk = procfs.scan(self.proc_root, want, pids=pids)
+        for want, newest_pids in walks:
+            rewalk = procfs.scan(self.proc_root, want, pids=newest_pids())
             found = second.findings(rewalk, checks=(SUSPICIOUS,))
             self._responder(settings).carry_out_all(found)
             findings += found
