@@ -126,8 +126,9 @@ class Tracker:
             self.log(f"account {escape_text(self.user_names(uid))} (uid {uid}) reached its "
                      f"bound of listeners remembered for the hopping check "
                      f"({MAX_LISTENERS_PER_ACCOUNT} an account, {MAX_LISTENERS} in all): "
-                     f"{left_out[uid]} of its newest left out, its oldest kept; said once, "
-                     "until ptfast restarts")
+                     f"{left_out[uid]} of its listeners given up (reported ones first, then "
+                     "its newest; its oldest unreported are kept); said once, until ptfast "
+                     "restarts")
 
     def _hopping_listeners(self, settings, policy, snapshot) -> list:
         """Listeners that outlived PT_LIMIT whose holder this pass did not walk (it exited and
