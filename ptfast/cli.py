@@ -222,7 +222,7 @@ def safety_problems(args, config) -> list:
 def cmd_baseline(args) -> int:
     import socket
 
-    from .baseline import draft
+    from .baseline import Customers, draft
     from .checks import SUSPICIOUS
     from .users import uid_min
     settings = load_checked_settings(args)
@@ -236,7 +236,8 @@ def cmd_baseline(args) -> int:
         return EXIT_ERROR
     findings = policy.findings(snapshot, checks=(SUSPICIOUS,))
     sys.stdout.buffer.write(draft(findings, socket.gethostname(), uid_min(),
-                                  policy.file_identity).encode())
+                                  policy.file_identity,
+                                  Customers.of_host(uid_min())).encode())
     return EXIT_CLEAN
 
 

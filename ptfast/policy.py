@@ -78,8 +78,9 @@ class Policy:
         self.scratch: dict = {}
         # when this judgment is made (the memory's listener ages are measured to it)
         self.now = time.time() if now is None else now
-        # users whose listener has outlived PT_LIMIT: their young processes get an fd walk too,
-        # as a listener handed from one young process to the next must not hide
+        # accounts that created or held a listener that outlived PT_LIMIT: their young
+        # processes get an fd walk too, as a listener handed from one young process to the
+        # next (of the same account or another) must not hide
         self.hopping_uids = (memory.listener_uids(self.limit, self.now) if self.limit > 0
                              else set())
         self._tracked_users: dict[int, Optional[str]] = {}

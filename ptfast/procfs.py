@@ -70,10 +70,13 @@ def scan(proc_root: str = "/proc", want_fds: WantFds = True, core=None,
     )
 
 
-def newest_pids_of(uids: set, proc_root: str = "/proc") -> list:
-    """PIDs that may belong to ``uids``, newest first: a cheap pre-selection by the owner of
-    /proc/PID (root's too, as a non-dumpable process's directory is root's); the scan then
-    reads each one's real uid."""
+def newest_pids_of(uids: set | None, proc_root: str = "/proc") -> list:
+    """PIDs that may belong to ``uids`` (None: to anyone), newest first: a cheap pre-selection
+    by the owner of /proc/PID (root's too, as a non-dumpable process's directory is root's);
+    the scan then reads each one's real uid."""
+    if uids is None:
+        return sorted((int(name) for name in os.listdir(proc_root) if name.isdigit()),
+                      reverse=True)
     owners = set(uids) | {0}
     found = []
     for name in os.listdir(proc_root):
