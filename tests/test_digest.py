@@ -6,10 +6,13 @@ import time
 
 import pytest
 
-from ptfast import config, findings, policy
+from ptfast import alerts, bounds, config, findings, pignore, policy, settings, spool
+from ptfast.checks import MAX_LOGGED_FORKBOMB_PROCESSES
+from ptfast.respond import Responder
 
 from helpers.procs import start_python
 from helpers.service import SendmailRecorder, ServiceDir
+from helpers.snapshots import proc
 from helpers.uids import uid_for
 
 pytestmark = pytest.mark.needs_root
@@ -62,3 +65,54 @@ def test_digest_is_planned_by_the_policy_and_off_at_zero():
              for _ in range(12)]
     assert all(f.response.alert == "processtracking.txt"
                for f in policy.digest_beyond(again, 0))
+
+
+class _Memory:
+    def remember(self, memo):
+        pass
+
+
+class _Actions:
+    def run(self, *args):
+        pass
+
+
+def respond_to(tmp_path, found) -> str:
+    """Carry ``found`` out with a real spool in ``tmp_path``; the digest as the spool reads it
+    back (OSError when it does not fit)."""
+    conf = config.load(os.devnull, [], override_path=os.devnull)
+    the_settings = settings.Settings(conf, pignore.IgnoreRules(), alerts.Templates(None))
+    the_spool = spool.Spool(str(tmp_path))
+    responder = Responder(the_settings, lambda line: None, the_spool, _Memory(), _Actions(),
+                          hostname="host", user_names=lambda uid: "\u202e\U0001d4c1" * 50,
+                          proc_root="/nonexistent", events_file=None)
+    responder.carry_out_all(found)
+    [digest] = [path for path in the_spool.pending()
+                if b"more findings in one pass" in the_spool.read(path)[:4096]]
+    return the_spool.read(digest).decode()
+
+
+def test_the_worst_digest_fits_the_spool(tmp_path):
+    """As many findings as one likes, each with the longest command line the kernel takes for
+    one argument and the longest path, of 4-byte characters and control characters (16 escaped
+    characters each), and fork bombs of thousands of processes: the digest still fits."""
+    cmdline = ("\U0001d4c1\x1b" * (128 << 10))[:(128 << 10) - 1]
+    exe = "/tmp/" + "\U0001d4c1" * 1020
+    members = tuple(proc(10_000 + n, exe=exe, cmdline=cmdline) for n in range(5000))
+    found = [findings.Finding("forkbomb", ("fork bomb",), members[0], "alice", members,
+                              f"session {number} holds 5000 processes >= PT_FORKBOMB 100",
+                              response=findings.Response(alert="digest.txt"))
+             for number in range(3)]
+    found += [findings.Finding("suspicious", ("socket",),
+                               proc(1000 + n, exe=exe, cmdline=cmdline), "alice",
+                               response=findings.Response(alert="digest.txt"))
+              for n in range(400)]
+    digest = respond_to(tmp_path, found)
+    assert len(digest.encode()) <= bounds.MAX_DIGEST_CHARS + 4096      # + the template
+    assert len(digest.encode()) < spool.MAX_ENTRY_BYTES
+    assert digest.isascii()
+    assert f"... and {400 + 3 - bounds.MAX_DIGEST_ENTRIES} more findings" in digest
+    # a bomb's entry: its first processes, how many lines were left out, and its verdict
+    assert "*PT_FORKBOMB* session 0 holds 5000 processes >= PT_FORKBOMB 100" in digest
+    logged = MAX_LOGGED_FORKBOMB_PROCESSES + 2             # and "... and N more processes"
+    assert f"... {logged - (bounds.MAX_ENTRY_LINES - 1)} more lines of this finding" in digest
