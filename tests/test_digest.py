@@ -5,6 +5,7 @@ import ipaddress
 import json
 import os
 import select
+import shutil
 import socket
 import subprocess
 import sys
@@ -194,6 +195,50 @@ def test_a_flood_cannot_keep_the_real_backdoor_out_of_the_single_mails(tmp_path,
     assert {event["pid"] for event in events} == set(expected)
     assert sum(event["template"] == "built-in" and event["response"]["alert"] == "digest.txt"
                for event in events) == FLOOD + 2 - 9
+
+
+REMOTE_UID = uid_for(212)
+#: a network namespace of the test's own, with a documentation-range (RFC 2544) address on a
+#: veth: a peer that is not this host, and no packet can leave it
+REMOTE_NETNS_SETUP = """
+import subprocess
+for command in (["ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+                ["ip", "addr", "add", "198.18.0.1/15", "dev", "v0"],
+                ["ip", "link", "set", "v0", "up"], ["ip", "link", "set", "v1", "up"]):
+    subprocess.run(command, check=True, capture_output=True)
+"""
+UDP_PEER = """
+peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+peer.connect(({!r}, 53))
+KEEP.append(peer)
+"""
+
+
+@pytest.mark.parametrize("core_name", ["compiled", "pure-python"])
+def test_a_connection_to_another_host_gets_the_single_mail_before_local_ones(
+        tmp_path, children, core_name, monkeypatch):
+    if shutil.which("ip") is None:
+        pytest.skip("needs the ip command (Debian package iproute2)")
+    for _ in range(3):
+        children.append(start_python(UDP_PEER.format("127.0.0.1"), uid=REMOTE_UID))
+    remote = start_python(UDP_PEER.format("198.18.0.9"), uid=REMOTE_UID, netns=True,
+                          root_setup=REMOTE_NETNS_SETUP)
+    children.append(remote)
+    time.sleep(1.2)
+    if core_name == "pure-python":
+        monkeypatch.setenv("PTFAST_NO_EXTENSIONS", "1")
+    service = ServiceDir(tmp_path, REMOTE_UID)
+    recorder = SendmailRecorder(str(tmp_path))
+    result = service.run_once(f"SENDMAIL={recorder.path}", "PT_DIGEST_AFTER=1",
+                              "PT_USERPROC=0")
+    assert result.returncode == 0, result.stderr.decode()
+    [single] = [call["parsed"].get_content() for call in recorder.calls()
+                if "suspicious process" in call["parsed"]["Subject"]]
+    assert f"Process:     {remote.pid} (Parent PID:" in single
+    assert "198.18.0.9:53" in single
+    [digest] = [call["parsed"].get_content() for call in recorder.calls()
+                if "3 more findings in one pass" in call["parsed"]["Subject"]]
+    assert all(f"*Suspicious Process* PID:{child.pid} " in digest for child in children[:3])
 
 
 def _peer(local_port, remote_ip, remote_port=3306, state="ESTABLISHED", local_ip="10.0.0.5"):
