@@ -20,6 +20,7 @@ lfd's order is kept (spec section 5); its defects (spec section 9) are not copie
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import time
@@ -253,7 +254,9 @@ def severity(finding: Finding, host_addresses: frozenset) -> int:
     return rank
 
 
+@functools.lru_cache(maxsize=4096)
 def _address(text: str):
+    # cached: a flood of processes holds thousands of sockets to the same few peers
     try:
         address = ipaddress.ip_address(text)
     except ValueError:          # a packet socket's interface, an unknown family: not an IP
