@@ -148,6 +148,9 @@ class Finding:
     details: dict = field(default_factory=dict)
     #: suspicious: every socket of the process as (socket, counted, why)
     judged_sockets: tuple = ()
+    #: policy.severity's rank (0 most severe), set when a pass has more mails than
+    #: PT_DIGEST_AFTER: it chooses the single mails and orders the digest
+    severity: Optional[int] = None
 
     @property
     def sockets(self) -> tuple:
