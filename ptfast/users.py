@@ -69,27 +69,37 @@ def gid_min(path: str = LOGIN_DEFS) -> int:
     return _login_defs("GID_MIN", path)
 
 
-#: Accounts that run customers' code wherever they exist: the web server's (PHP as a module,
-#: CGI, suEXEC off) and nobody. PT_CUSTOMER_CODE_USERS names more.
-CUSTOMER_CODE_USERS = ("www-data", "apache", "httpd", "nobody")
+#: Accounts that web servers, PHP and CGI run customers' code as (Debian's www-data, EL's apache,
+#: nobody for suexec-less setups and old cPanel, httpd for some builds): whatever runs as one of
+#: them may be any customer's script, so no rule may trust them. PT_CUSTOMER_CODE_USERS names
+#: more.
+CUSTOMER_CODE_ACCOUNTS = ("www-data", "apache", "nobody", "httpd")
+
+
+def _setting_names(config) -> list:
+    names = config["PT_CUSTOMER_CODE_USERS"].split(",") if config is not None else []
+    return [name.strip() for name in names if name.strip()]
+
+
+def customer_code_accounts(config=None) -> frozenset:
+    """The names of the accounts that run customers' code and exist on this host:
+    CUSTOMER_CODE_ACCOUNTS, and those PT_CUSTOMER_CODE_USERS names when ``config`` is given.
+    Never root, whatever the setting says."""
+    present = set()
+    for name in (*CUSTOMER_CODE_ACCOUNTS, *_setting_names(config)):
+        try:
+            uid = pwd.getpwnam(name).pw_uid
+        except KeyError:        # not on this host
+            continue
+        if uid != 0:
+            present.add(name)
+    return frozenset(present)
 
 
 def customer_code_uids(config) -> frozenset:
-    """The uids of the accounts that run customers' code (CUSTOMER_CODE_USERS and
-    PT_CUSTOMER_CODE_USERS) present on this host: a socket one of them created is a customer's,
-    never a service's. Root never is one, whatever the setting says."""
-    names = set(CUSTOMER_CODE_USERS)
-    names.update(name.strip() for name in config["PT_CUSTOMER_CODE_USERS"].split(","))
-    uids = set()
-    for name in names:
-        if not name:
-            continue
-        try:
-            uids.add(pwd.getpwnam(name).pw_uid)
-        except KeyError:        # not on this host
-            continue
-    uids.discard(0)
-    return frozenset(uids)
+    """The uids of ``customer_code_accounts(config)``: a socket one of them created is a
+    customer's, never a service's."""
+    return frozenset(pwd.getpwnam(name).pw_uid for name in customer_code_accounts(config))
 
 
 def customer_code_user_problems(config) -> list:
@@ -97,10 +107,7 @@ def customer_code_user_problems(config) -> list:
     (a typo would leave the account it meant a service's), or is root (never a customer)."""
     from .config import problem_at
     problems = []
-    for name in config["PT_CUSTOMER_CODE_USERS"].split(","):
-        name = name.strip()
-        if not name:
-            continue
+    for name in _setting_names(config):
         try:
             uid = pwd.getpwnam(name).pw_uid
         except KeyError:

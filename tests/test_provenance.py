@@ -508,7 +508,7 @@ def test_customer_code_accounts_are_the_web_servers_nobody_and_the_settings():
                        override_path=os.devnull)
     uids = users.customer_code_uids(conf)
     assert DAEMON_UID in uids and 0 not in uids
-    for name in users.CUSTOMER_CODE_USERS:
+    for name in users.CUSTOMER_CODE_ACCOUNTS:
         try:
             assert users.pwd.getpwnam(name).pw_uid in uids
         except KeyError:
