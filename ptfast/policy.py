@@ -152,14 +152,15 @@ class Policy:
                 and sock.uid not in self.customer_code_uids)
 
     def service_master(self, proc, by_pid: dict):
-        """The root process whose worker ``proc`` is, or None. Only its parent can be: a root
-        process other than init, of which the kernel proves that
+        """The root process whose worker ``proc`` is, or None. Only its parent can be, a root
+        process other than init, and only when
 
-        * it forked ``proc`` and ``proc`` has not exec'd since (``forked_unchanged``): a
-          pre-fork worker (php-fpm, nginx, apache2), an sshd session; or
+        * it forked ``proc`` and ``proc`` has not exec'd since (``forked_unchanged``, which the
+          kernel proves): a pre-fork worker (php-fpm, nginx, apache2), an sshd session; or
         * ``proc`` runs another system program of the master's own package
-          (``runs_package_program``): dovecot's imap-login, postfix's smtpd, which the master
-          forks and execs by design.
+          (``runs_package_program``): dovecot's imap-login and imap, postfix's smtpd, which the
+          master forks and execs by design. Weaker: the kernel proves the parent and the file,
+          not who exec'd it; no customer's code runs in such a master's children.
 
         A child of a worker, or anything that exec'd the master's own program again (with
         LD_PRELOAD, or its own configuration), is no worker: resembling one proves nothing."""
