@@ -25,6 +25,9 @@ FIRST_AFTER_COMM = STAT_STATE
 STAT_FIELDS_NEEDED = STAT_RSS - FIRST_AFTER_COMM + 1
 
 PF_KTHREAD = 0x00200000  # include/linux/sched.h: the task is a kernel thread
+#: include/linux/sched.h: the task was forked and has not exec'd since. Only the kernel sets it
+#: (fork) and clears it (exec); stat shows it to every reader, whatever the ASLR setting.
+PF_FORKNOEXEC = 0x00000040
 
 #: Per-process files read with ONE read() of at most this many bytes (the kernel writes stat and
 #: status whole, far below it); longer content, possible only in a prepared tree, is cut there.
@@ -126,8 +129,8 @@ def is_ipv6_table(table: str) -> bool:
 #: Attributes of a Process record, in a stable order (both cores, the .pyi, JSON dumps).
 PROCESS_FIELDS = ("pid", "ppid", "pgrp", "session", "uid", "start_time", "age",
                   "vm_size_bytes", "vm_rss_bytes", "exe", "exe_deleted", "exe_dev", "exe_ino",
-                  "exe_uid", "exe_mode", "cmdline", "threads", "sockets", "open_files",
-                  "incomplete")
+                  "exe_uid", "exe_mode", "cmdline", "threads", "fork_no_exec", "sockets",
+                  "open_files", "incomplete")
 #: Attributes of a Socket record.
 SOCKET_FIELDS = ("inode", "proto", "local_ip", "local_port", "remote_ip", "remote_port",
                  "state", "uid", "netns")

@@ -41,6 +41,7 @@ class Process:
     exe_mode: int       # its st_mode
     cmdline: str        # NULs as spaces, trailing white space removed; bad UTF-8 as surrogates
     threads: int        # the Threads: line of status
+    fork_no_exec: bool  # forked and not exec'd since (the kernel's PF_FORKNOEXEC, stat's flags)
     sockets: Optional[Tuple[Socket, ...]]
     open_files: Optional[Tuple[str, ...]]
     incomplete: str     # why it was not fully inspected (_corespec's reasons); "" when it was

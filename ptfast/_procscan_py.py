@@ -51,8 +51,8 @@ from typing import TYPE_CHECKING
 from . import _sockprobe
 from ._corespec import (DELETED_SUFFIX, DGRAM_STATE_NAMES, EXE_PATH_TOO_LONG, FDS_DENIED,
                         FDS_GONE, IO_URING_LINK, KCMP_FILES, LINK_MAX, LOCAL_TABLES, PACKET_TABLE,
-                        PF_KTHREAD, PROCESS_FIELDS, SMALL_FILE_MAX, SOCK_DIAG_TABLES,
-                        SOCKET_FIELDS, SOCKET_TABLES, STAT_FLAGS, STAT_PGRP, STAT_PPID, STAT_RSS,
+                        PF_FORKNOEXEC, PF_KTHREAD, PROCESS_FIELDS, SMALL_FILE_MAX,
+                        SOCK_DIAG_TABLES, SOCKET_FIELDS, SOCKET_TABLES, STAT_FLAGS, STAT_PGRP, STAT_PPID, STAT_RSS,
                         STAT_SESSION, STAT_STARTTIME, STAT_VSIZE, STATUS_THREADS, STATUS_UID,
                         STREAM_STATE_NAMES, TABLE_UID_COLUMN, UNKNOWN_STATE, UNKNOWN_UID,
                         UPTIME_MAX, is_ipv6_table, is_stream_table, new_counters, parse_stat,
@@ -689,6 +689,7 @@ class _Scanner:
                 proc.exe_uid = UNKNOWN_UID
             proc.cmdline = cmdline
             proc.threads = threads
+            proc.fork_no_exec = bool(stat.flags & PF_FORKNOEXEC)
             proc.sockets = None
             proc.open_files = None
             proc.incomplete = incomplete

@@ -42,9 +42,10 @@ class Customers:
         self.code_accounts = code_accounts      # of them, those that run customers' code
 
     @classmethod
-    def of_host(cls, uid_min: int) -> "Customers":
+    def of_host(cls, uid_min: int, config=None) -> "Customers":
+        """This host's customers; with ``config``, PT_CUSTOMER_CODE_USERS's accounts too."""
         from .users import customer_code_accounts
-        code_accounts = customer_code_accounts()
+        code_accounts = customer_code_accounts(config)
         accounts = [entry for entry in pwd.getpwall()
                     if entry.pw_uid >= uid_min or entry.pw_name in code_accounts]
         names = frozenset(entry.pw_name for entry in accounts)

@@ -278,10 +278,11 @@ def judge_sockets(policy: Policy, proc, by_pid: dict, skip_http: bool) -> tuple:
     Not counted: sockets on local port 80/443 under PT_SKIP_HTTP, as lfd; and with
     PT_SERVICE_SOCKETS (ptfast's, default on) the sockets a root service handed to its own
     worker: one it did not create (root or a system account did, which no customer can) while
-    it is a worker of its nearest root ancestor (policy.service_master), and the connections
-    it accepted on such a listener. A process that holds an inherited listener but runs some
-    other program (a backdoor started from a php-fpm worker) is no worker: all of its sockets
-    count.
+    it is a worker of its root parent (policy.service_master: forked by it and not exec'd
+    since, or one of its package's own programs), and the connections it accepted on such a
+    listener. A process that holds an inherited listener but is no such worker (a backdoor
+    started from a php-fpm worker, php-fpm run again with LD_PRELOAD or a configuration of
+    its own) is no worker: all of its sockets count.
     """
     sockets = proc.sockets
     if not sockets:
@@ -304,8 +305,13 @@ def judge_sockets(policy: Policy, proc, by_pid: dict, skip_http: bool) -> tuple:
         elif handed_over:
             judged.append((sock, True, f"handed over by uid {sock.uid} to a process that is "
                                        "no worker of its root service"))
-        else:
+        elif sock.uid == proc.uid:
             judged.append((sock, True, "created by the process's own user"))
+        elif sock.uid in policy.customer_code_uids:
+            judged.append((sock, True, f"created by uid {sock.uid}, an account that runs "
+                                       "customers' code"))
+        else:
+            judged.append((sock, True, f"created by uid {sock.uid}, another customer"))
     if master is not None:
         for number, (sock, counts, _why) in enumerate(judged):
             listener = accepted_on(sock, service_listeners) if counts else None
@@ -317,17 +323,30 @@ def judge_sockets(policy: Policy, proc, by_pid: dict, skip_http: bool) -> tuple:
 
 
 def accepted_on(sock, listeners):
-    """The listener among ``listeners`` that ``sock`` is a connection accepted on (same
-    network namespace, protocol and local port, the listener's address or its wildcard), or
-    None. An outgoing connection cannot borrow the port: bind() refuses a port another uid's
-    listener holds."""
+    """The listener among ``listeners`` that ``sock`` is a connection accepted on, or None: same
+    network namespace, same table (family and protocol: a tcp listener accepts only tcp
+    connections, a tcp6 one only tcp6 ones, IPv4-mapped included), same local port, and the
+    listener's address or its family's wildcard. An outgoing connection cannot borrow the
+    port: bind() refuses a port another uid's listener holds in that family (a tcp6 socket
+    may bind [::1]:P beside a tcp listener on 0.0.0.0:P, which is why the table counts)."""
     if sock.state in ("LISTEN", "UNCONN") or not sock.proto.startswith("tcp"):
         return None
     for listener in listeners:
-        if (listener.netns == sock.netns and listener.local_port == sock.local_port
-                and listener.local_ip in (sock.local_ip, "0.0.0.0", "::")):
+        if (listener.netns == sock.netns and listener.proto == sock.proto
+                and listener.local_port == sock.local_port and _accepts_at(listener, sock)):
             return listener
     return None
+
+
+def _accepts_at(listener, sock) -> bool:
+    """A listener of ``sock``'s table accepts connections to ``sock``'s local address: its own
+    address, or its wildcard. IPv4-mapped addresses are shown as IPv4, so in tcp6 "0.0.0.0"
+    (::ffff:0.0.0.0) is the wildcard of the mapped addresses only, and "::" of all of them."""
+    if listener.local_ip == sock.local_ip:
+        return True
+    if listener.local_ip == "0.0.0.0":
+        return ":" not in sock.local_ip
+    return listener.local_ip == "::" and sock.proto == "tcp6"
 
 
 def judged_socket_text(sock, counts: bool, why: str) -> str:

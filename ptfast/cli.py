@@ -23,7 +23,7 @@ from .policy import build_policy
 from .report import finding_record, json_line, table
 from .settings import load_settings
 from .tune import DEFAULT_DURATION, DEFAULT_LIMITS, DEFAULT_SAMPLE
-from .users import UserNames
+from .users import UserNames, customer_code_user_problems
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 #: what each command's exit status means, shown by its --help (the README and the man page say
@@ -237,7 +237,7 @@ def cmd_baseline(args) -> int:
     findings = policy.findings(snapshot, checks=(SUSPICIOUS,))
     sys.stdout.buffer.write(draft(findings, socket.gethostname(), uid_min(),
                                   policy.file_identity,
-                                  Customers.of_host(uid_min())).encode())
+                                  Customers.of_host(uid_min(), settings.config)).encode())
     return EXIT_CLEAN
 
 
@@ -263,7 +263,8 @@ def cmd_check(args) -> int:
         print(f"{name:<{width}} = {value:<32} {config.sources[name]}")
     for name, source in config.left_to_lfd:
         print(f"\n{name} ({source}) is lfd's: it {config_mod.LEFT_TO_LFD[name]}")
-    problems = settings.problems + safety_problems(args, config)
+    problems = (settings.problems + customer_code_user_problems(config)
+                + safety_problems(args, config))
     if problems:
         print(f"\n{len(problems)} problem(s):")
         for problem in problems:

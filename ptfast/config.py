@@ -53,6 +53,8 @@ SETTINGS: dict[str, tuple[object, str]] = {
     "PT_SSHDHUNG": (0, INT),
     # ptfast's own (ptfast.conf): lfd has no such settings
     "PT_SERVICE_SOCKETS": (1, INT),
+    # accounts besides the web server's and nobody that run customers' code (comma separated)
+    "PT_CUSTOMER_CODE_USERS": ("", TEXT),
     "PT_DIGEST_AFTER": (10, INT),
     "LF_ALERT_TO": ("", TEXT),
     "LF_ALERT_FROM": ("", TEXT),
@@ -118,12 +120,28 @@ def _absolute_path(name: str, suffix: str = ""):
     return check
 
 
+#: A user name as useradd accepts it (and Samba's trailing $), at most 32 characters.
+_USER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,30}\$?")
+
+
+def check_user_names(name: str):
+    def check(text: str) -> None:
+        for user in text.split(","):
+            user = user.strip()
+            if user and not _USER_NAME.fullmatch(user):
+                shown = user if len(user) <= 40 else user[:40] + "..."
+                raise ValueError(f"{name}: {shown!r} is not a user name (a comma separated "
+                                 "list of names)")
+    return check
+
+
 #: name -> check of a text setting's value (raises ValueError saying why, never quoting a
 #: secret); the default is kept when it fails
 TEXT_CHECKS = {
     "PT_WEBHOOK_URL": destinations.check_urls,
     "PT_WEBHOOK_FORMAT": destinations.check_formats,
     "PT_METRICS_FILE": _absolute_path("PT_METRICS_FILE", ".prom"),
+    "PT_CUSTOMER_CODE_USERS": check_user_names("PT_CUSTOMER_CODE_USERS"),
 }
 MAX_NUMBER_CHARS = 20           # more digits than any range needs: never parsed (int() of a
                                 # million digits is slow)
@@ -306,7 +324,7 @@ def load(path: str | None = None, overrides=(), panel: bool | None = None,
     return config
 
 
-def _problem_at(config: Config, name: str, message: str) -> Problem:
+def problem_at(config: Config, name: str, message: str) -> Problem:
     """A problem with a setting, where that setting was given."""
     source = config.sources[name]
     path, _, line = source.rpartition(":")
@@ -321,6 +339,6 @@ def _check_webhooks(config: Config) -> None:
     try:
         destinations.pair(config["PT_WEBHOOK_URL"], config["PT_WEBHOOK_FORMAT"])
     except ValueError as exc:
-        config.problems.append(_problem_at(config, "PT_WEBHOOK_URL", f"{exc}; no webhook is "
+        config.problems.append(problem_at(config, "PT_WEBHOOK_URL", f"{exc}; no webhook is "
                                                                      "sent"))
         config.values["PT_WEBHOOK_URL"] = ""

@@ -40,8 +40,8 @@ if TYPE_CHECKING:
 
 #: take_verdict's mark for a process want_fds was not asked about (None is a verdict)
 _NOT_ASKED = object()
-#: How far up the parent chain a worker's root master is looked for.
-MAX_ANCESTRY = 64
+#: The pid of init, which adopts every orphan: being its child proves nothing.
+INIT_PID = 1
 #: Directories shared by many packages: an executable beside the master's in one of these is
 #: not thereby part of its service.
 SHARED_BIN_DIRS = frozenset({"/bin", "/sbin", "/usr/bin", "/usr/sbin", "/usr/local/bin",
@@ -63,7 +63,8 @@ class Policy:
                  limit: Optional[float] = None,
                  file_identity: Callable[[str], Optional[FileIdentity]] = lambda path: None,
                  uid_min: int = DEFAULT_UID_MIN, now: Optional[float] = None,
-                 host_addresses: Callable[[], frozenset] = frozenset) -> None:
+                 host_addresses: Callable[[], frozenset] = frozenset,
+                 customer_code_uids: frozenset = frozenset()) -> None:
         # ``limit`` replaces PT_LIMIT: `ptfast tune` tries other values under the same rules
         self.limit = config["PT_LIMIT"] if limit is None else limit
         self.config = config
@@ -76,6 +77,8 @@ class Policy:
         self.uid_min = uid_min
         # this host's own addresses (ip_address objects), read when a pass ranks its mails
         self.host_addresses = host_addresses
+        # accounts that run customers' code (web server users, nobody, PT_CUSTOMER_CODE_USERS)
+        self.customer_code_uids = customer_code_uids
         self.generic = bool(config["GENERIC"])
         self.all_users = bool(config["PT_ALL_USERS"])
         # process key -> the suspicious check's verdict from want_fds (None: not a candidate)
@@ -143,27 +146,48 @@ class Policy:
     def handed_over(self, sock, proc) -> bool:
         """The socket was created by root or a system account, not by the process's user: it
         was handed to the process (inherited, or passed over a unix socket). No customer can
-        create one."""
-        return sock.uid != proc.uid and (sock.uid == 0 or sock.uid < self.uid_min)
+        create one. An account that runs customers' code (customer_code_uids) is a customer's:
+        what it creates is no service's."""
+        return (sock.uid != proc.uid and (sock.uid == 0 or sock.uid < self.uid_min)
+                and sock.uid not in self.customer_code_uids)
 
     def service_master(self, proc, by_pid: dict):
-        """The root process whose worker ``proc`` is, or None: its nearest root ancestor,
-        provided that ``proc`` runs the same executable file (a pre-fork worker, an sshd
-        session) or a system file in that executable's own package directory (dovecot's
-        imap-login under /usr/lib/dovecot, postfix's smtpd beside its master)."""
-        ancestor = by_pid.get(proc.ppid)
-        for _step in range(MAX_ANCESTRY):
-            if ancestor is None or ancestor.pid == proc.pid:
-                return None
-            if ancestor.uid == 0:
-                return ancestor if self._is_worker_of(proc, ancestor) else None
-            ancestor = by_pid.get(ancestor.ppid)
+        """The root process whose worker ``proc`` is, or None. Only its parent can be, a root
+        process other than init, and only when
+
+        * it forked ``proc`` and ``proc`` has not exec'd since (``forked_unchanged``, which the
+          kernel proves): a pre-fork worker (php-fpm, nginx, apache2), an sshd session; or
+        * ``proc`` runs another system program of the master's own package
+          (``runs_package_program``): dovecot's imap-login and imap, postfix's smtpd, which the
+          master forks and execs by design. Weaker: the kernel proves the parent and the file,
+          not who exec'd it; no customer's code runs in such a master's children.
+
+        A child of a worker, or anything that exec'd the master's own program again (with
+        LD_PRELOAD, or its own configuration), is no worker: resembling one proves nothing."""
+        master = by_pid.get(proc.ppid)
+        if (master is None or master.uid != 0 or master.pid == proc.pid
+                or proc.ppid == INIT_PID):
+            return None
+        if self.forked_unchanged(proc, master) or self.runs_package_program(proc, master):
+            return master
         return None
 
-    def _is_worker_of(self, proc, master) -> bool:
-        if proc.exe_ino != 0 and (proc.exe_dev, proc.exe_ino) == (master.exe_dev,
-                                                                   master.exe_ino):
-            return True
+    @staticmethod
+    def forked_unchanged(proc, parent) -> bool:
+        """``parent`` forked ``proc`` (its pid as the parent's already says so) and ``proc``
+        has not exec'd since: the kernel's PF_FORKNOEXEC, set by fork and cleared by exec, which
+        no process can set or keep itself. The address-space layout would not do: any process
+        may rewrite it (prctl PR_SET_MM_MAP, with CONFIG_CHECKPOINT_RESTORE, no privilege)."""
+        return (proc.fork_no_exec and proc.exe_ino != 0
+                and (proc.exe_dev, proc.exe_ino) == (parent.exe_dev, parent.exe_ino))
+
+    def runs_package_program(self, proc, master) -> bool:
+        """``proc`` runs a system file (root's, in a root-owned directory, no one else may
+        write either) in ``master``'s own package directory (PREFIX/NAME, or the master's
+        directory when it is not a shared one such as /usr/sbin), and not the master's own
+        program: a re-exec of that one is how a webshell dresses up as a worker."""
+        if proc.exe_ino == 0 or (proc.exe_dev, proc.exe_ino) == (master.exe_dev, master.exe_ino):
+            return False
         name = os.path.basename(master.exe)
         master_dir, worker_dir = os.path.dirname(master.exe), os.path.dirname(proc.exe)
         package_dirs = {f"{prefix}/{name}" for prefix in PACKAGE_DIR_PREFIXES}
@@ -302,6 +326,7 @@ def build_policy(config: Config, rules: IgnoreRules, memory=NOTHING_REMEMBERED,
     """The one place a Policy is made from settings (scan, tune and run), with this host's
     accounts and files."""
     from .procfs import FileIdentities, host_addresses
-    from .users import UserNames, accounts_to_track, uid_min
+    from .users import UserNames, accounts_to_track, customer_code_uids, uid_min
     return Policy(config, rules, user_names or UserNames(), accounts_to_track(config), memory,
-                  limit, FileIdentities(), uid_min(), host_addresses=host_addresses)
+                  limit, FileIdentities(), uid_min(), host_addresses=host_addresses,
+                  customer_code_uids=customer_code_uids(config))

@@ -71,17 +71,52 @@ def gid_min(path: str = LOGIN_DEFS) -> int:
 
 #: Accounts that web servers, PHP and CGI run customers' code as (Debian's www-data, EL's apache,
 #: nobody for suexec-less setups and old cPanel, httpd for some builds): whatever runs as one of
-#: them may be any customer's script, so no rule may trust them.
+#: them may be any customer's script, so no rule may trust them. PT_CUSTOMER_CODE_USERS names
+#: more.
 CUSTOMER_CODE_ACCOUNTS = ("www-data", "apache", "nobody", "httpd")
 
 
-def customer_code_accounts() -> frozenset:
-    """The names of CUSTOMER_CODE_ACCOUNTS that exist on this host."""
+def _setting_names(config) -> list:
+    names = config["PT_CUSTOMER_CODE_USERS"].split(",") if config is not None else []
+    return [name.strip() for name in names if name.strip()]
+
+
+def customer_code_accounts(config=None) -> frozenset:
+    """The names of the accounts that run customers' code and exist on this host:
+    CUSTOMER_CODE_ACCOUNTS, and those PT_CUSTOMER_CODE_USERS names when ``config`` is given.
+    Never root, whatever the setting says."""
     present = set()
-    for name in CUSTOMER_CODE_ACCOUNTS:
+    for name in (*CUSTOMER_CODE_ACCOUNTS, *_setting_names(config)):
         try:
-            pwd.getpwnam(name)
-        except KeyError:
+            uid = pwd.getpwnam(name).pw_uid
+        except KeyError:        # not on this host
             continue
-        present.add(name)
+        if uid != 0:
+            present.add(name)
     return frozenset(present)
+
+
+def customer_code_uids(config) -> frozenset:
+    """The uids of ``customer_code_accounts(config)``: a socket one of them created is a
+    customer's, never a service's."""
+    return frozenset(pwd.getpwnam(name).pw_uid for name in customer_code_accounts(config))
+
+
+def customer_code_user_problems(config) -> list:
+    """``ptfast check``: each name of PT_CUSTOMER_CODE_USERS that is no account of this host
+    (a typo would leave the account it meant a service's), or is root (never a customer)."""
+    from .config import problem_at
+    problems = []
+    for name in _setting_names(config):
+        try:
+            uid = pwd.getpwnam(name).pw_uid
+        except KeyError:
+            problems.append(problem_at(config, "PT_CUSTOMER_CODE_USERS",
+                                       f"PT_CUSTOMER_CODE_USERS: no account {name} on this "
+                                       "host"))
+            continue
+        if uid == 0:
+            problems.append(problem_at(config, "PT_CUSTOMER_CODE_USERS",
+                                       f"PT_CUSTOMER_CODE_USERS: {name} is root, which runs "
+                                       "no customer's code; ignored"))
+    return problems

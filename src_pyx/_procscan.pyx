@@ -43,6 +43,7 @@ cdef int STAT_RSS = _corespec.STAT_RSS
 cdef int FIRST_AFTER_COMM = _corespec.FIRST_AFTER_COMM
 cdef int STAT_FIELDS_NEEDED = _corespec.STAT_FIELDS_NEEDED
 cdef unsigned long long PF_KTHREAD = _corespec.PF_KTHREAD
+cdef unsigned long long PF_FORKNOEXEC = _corespec.PF_FORKNOEXEC
 cdef bytes DELETED_SUFFIX = _corespec.DELETED_SUFFIX.encode()
 cdef tuple SOCKET_TABLES = _corespec.SOCKET_TABLES
 cdef tuple STREAM_STATE_NAMES = _corespec.STREAM_STATE_NAMES
@@ -126,6 +127,7 @@ cdef class Process:
     cdef readonly unsigned int exe_mode
     cdef readonly str cmdline
     cdef readonly int threads
+    cdef readonly bint fork_no_exec
     cdef readonly object sockets
     cdef readonly object open_files
     cdef readonly str incomplete
@@ -1215,6 +1217,7 @@ cdef class _Scanner:
                 proc.exe_uid = UNKNOWN_UID
             proc.cmdline = decode(self.big.data, cmd_n)
             proc.threads = <int>threads
+            proc.fork_no_exec = (st.flags & PF_FORKNOEXEC) != 0
             proc.sockets = None
             proc.open_files = None
             proc.incomplete = EXE_PATH_TOO_LONG if path_too_long else ""

@@ -20,6 +20,8 @@ import tempfile
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
+from ptfast._corespec import PF_FORKNOEXEC
+
 from helpers.proctree import TCP_HEADER, stat_line, tcp_line
 from helpers.scan import CORES, core_env
 
@@ -128,7 +130,7 @@ def well_formed_tree() -> tuple[dict, dict]:
                      ).encode(),
         "net/udp": (TCP_HEADER + tcp_line("00000000:0035", "00000000:0000", "07", 444)).encode(),
         "net/udp6": empty_table, "net/raw": empty_table, "net/raw6": empty_table,
-        f"{PID}/stat": stat_line(PID, "a) (b", 1, 50).encode(),
+        f"{PID}/stat": stat_line(PID, "a) (b", 1, 50, flags=PF_FORKNOEXEC).encode(),
         f"{PID}/status": status_text(),
         f"{PID}/cmdline": b"/tmp/x\0-l\0\0",
         f"{CONTAINER_PID}/stat": stat_line(CONTAINER_PID, "srv", 1, 70).encode(),
@@ -214,6 +216,7 @@ def test_the_well_formed_tree_is_read_alike(workers, compiled_core):
     assert [proc["pid"] for proc in outcome["processes"]] == [int(PID), int(CONTAINER_PID)]
     assert {sock["inode"] for sock in outcome["sockets"]} == {111, 222, 333, 444, 555}
     assert outcome["stats"]["kernel_threads"] == 1
+    assert [proc["fork_no_exec"] for proc in outcome["processes"]] == [True, False]
 
 
 # -- one case for each kind of damage named in issue 12, and their neighbours ---------------

@@ -36,7 +36,8 @@ def pool(worker_sockets=(), extra=()):
     pool's listener, which the master created."""
     listener = sock(state="LISTEN", uid=0, **POOL)
     master = proc(10, uid=0, exe=PHP_FPM, sockets=[listener])
-    worker = proc(11, uid=1001, exe=PHP_FPM, ppid=10, sockets=[listener, *worker_sockets])
+    worker = proc(11, uid=1001, exe=PHP_FPM, ppid=10, sockets=[listener, *worker_sockets],
+                  fork_no_exec=True)
     return [master, worker, *extra], listener
 
 
@@ -90,7 +91,8 @@ def test_a_customer_copy_of_the_service_binary_is_no_worker():
 def test_sockets_of_a_customer_or_handed_by_another_customer_are_never_service_sockets():
     processes, _listener = pool()
     from_bob = sock(local_port=7777, state="LISTEN", uid=1002)    # passed over a unix socket
-    worker = proc(13, uid=1001, exe=PHP_FPM, ppid=10, sockets=[from_bob])
+    worker = proc(13, uid=1001, exe=PHP_FPM, ppid=10, sockets=[from_bob],
+                  fork_no_exec=True)
     assert judge([*processes, worker])[13].reasons == ("listening socket",)
 
 
@@ -117,18 +119,19 @@ def test_an_ssh_session_holds_the_connection_its_root_sshd_accepted():
     connection = sock(local_port=22, local_ip="10.0.0.5", state="ESTABLISHED",
                       remote_port=51000, uid=0)
     sshd = proc(30, uid=0, exe="/usr/sbin/sshd", sockets=[listener])
-    priv = proc(31, uid=0, exe="/usr/sbin/sshd", ppid=30, sockets=[connection])
+    priv = proc(31, uid=0, exe="/usr/sbin/sshd", ppid=30, sockets=[connection])   # re-exec'd
     session = proc(32, uid=1001, exe="/usr/sbin/sshd", ppid=31, sockets=[connection],
-                   cmdline="sshd: alice@pts/0")
+                   cmdline="sshd: alice@pts/0", fork_no_exec=True)
     assert judge([sshd, priv, session]) == {}
     # the session's own forwarding listener is alice's: reported, as an admin wants
     forwarded = proc(33, uid=1001, exe="/usr/sbin/sshd", ppid=31,
-                     sockets=[connection, sock(local_port=8080, state="LISTEN")])
+                     sockets=[connection, sock(local_port=8080, state="LISTEN")],
+                     fork_no_exec=True)
     assert judge([sshd, priv, forwarded])[33].reasons == ("listening socket",)
 
 
 def test_an_orphan_holding_a_root_listener_has_no_master():
-    """Reparented to init: its nearest root ancestor is not the service."""
+    """Reparented to init, which adopts every orphan: being its child proves nothing."""
     listener = sock(state="LISTEN", uid=0, **POOL)
     init = proc(1, uid=0, exe="/usr/lib/systemd/systemd")
     orphan = proc(40, uid=1001, exe=PHP_FPM, ppid=1, sockets=[listener])
@@ -145,3 +148,26 @@ def test_exe_rules_match_only_the_host_file_at_that_path():
     for rule in ("exe:/usr/sbin/named", "pexe:/usr/sbin/nam.*"):
         found = judge([real, fake], rules_text=rule)
         assert 50 not in found and found[51].reasons == ("socket",), rule
+
+
+def test_the_masters_own_program_exec_d_again_is_no_package_program():
+    """cPanel's php-fpm lives in a directory of its own, which counts as its package's: a
+    worker that exec'd that very program again (LD_PRELOAD) is still no worker."""
+    ea_php = "/opt/cpanel/ea-php82/root/usr/sbin/php-fpm"
+    host_file("/opt/cpanel/ea-php82/root/usr/sbin", mode=0o40755)
+    host_file(ea_php)
+    listener = sock(state="LISTEN", uid=0, **POOL)
+    master = proc(10, uid=0, exe=ea_php, sockets=[listener], exe_file=HOST_FILES[ea_php])
+    reexec = proc(11, uid=1001, exe=ea_php, ppid=10, sockets=[listener],
+                  exe_file=HOST_FILES[ea_php])
+    assert judge([master, reexec])[11].reasons == ("listening socket",)
+
+
+def test_an_orphan_running_a_program_of_inits_package_is_no_worker():
+    """Any process can become init's child (orphaned) and exec a system file beside systemd."""
+    host_file("/usr/lib/systemd", mode=0o40755)
+    host_file("/usr/lib/systemd/systemd-sleep")
+    listener = sock(state="LISTEN", uid=0, **POOL)
+    init = proc(1, uid=0, exe="/usr/lib/systemd/systemd")
+    orphan = proc(40, uid=1001, exe="/usr/lib/systemd/systemd-sleep", ppid=1, sockets=[listener])
+    assert judge([init, orphan])[40].reasons == ("listening socket",)

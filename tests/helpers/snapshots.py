@@ -39,9 +39,11 @@ def sock(local_port=4444, state="LISTEN", remote_port=0, proto="tcp", local_ip="
 
 
 def proc(pid, uid=1001, exe="/tmp/.x/bot", age=100.0, sockets=(), deleted=False, ppid=1,
-         pgrp=None, cmdline=None, start_time=None, exe_file=None):
+         pgrp=None, cmdline=None, start_time=None, exe_file=None, fork_no_exec=False):
     """A process; it runs ``exe_file`` (an identity), by default the host file its exe path
-    names when the path is a system one (/usr, /bin, /sbin), else a file of its own user's."""
+    names when the path is a system one (/usr, /bin, /sbin), else a file of its own user's.
+    ``fork_no_exec``: forked by its parent and not exec'd since (a pre-fork worker); by
+    default it exec'd its program."""
     p = Process()
     p.pid, p.ppid, p.pgrp, p.session, p.uid = pid, ppid, pgrp or pid, pid, uid
     p.start_time = start_time if start_time is not None else pid * 10
@@ -53,7 +55,7 @@ def proc(pid, uid=1001, exe="/tmp/.x/bot", age=100.0, sockets=(), deleted=False,
                     else FileIdentity(1, next(_inodes), uid, 0o100755))
     p.exe_dev, p.exe_ino, p.exe_uid, p.exe_mode = exe_file
     p.cmdline = cmdline if cmdline is not None else exe
-    p.threads, p.incomplete = 1, ""
+    p.threads, p.incomplete, p.fork_no_exec = 1, "", fork_no_exec
     for s in sockets:
         if s.uid is None:
             s.uid = uid
