@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 WEB_SERVER_NAMES = frozenset({"httpd", "apache", "apache2", "nginx", "litespeed", "lshttpd",
                               "openlitespeed"})
 HTTP_PORTS = frozenset({80, 443})
+#: The protocols PT_SKIP_HTTP's ports are web ports of: the tables lfd read (tcp, udp and their
+#: IPv6 twins; UDP 443 is HTTP/3). An ICMP echo identifier, a raw socket's IP protocol or a
+#: packet socket's ethertype of 80 is no web port (the cores give those no port at all).
+HTTP_PROTOCOLS = frozenset({"tcp", "tcp6", "udp", "udp6"})
 #: The two command lines of an sshd child that has not authenticated anyone, exactly. lfd's
 #: pattern lacked a group around its alternation and also matched any line ending in "[priv]",
 #: killing logged-in sessions ("sshd: alice [priv]").
@@ -273,7 +277,7 @@ def is_web_server_child(policy: Policy, proc, by_pid: dict) -> bool:
 def judge_sockets(policy: Policy, proc, by_pid: dict, skip_http: bool) -> tuple:
     """Every socket of ``proc`` as (socket, counted, why).
 
-    Not counted: sockets on local port 80/443 under PT_SKIP_HTTP, as lfd; and with
+    Not counted: tcp and udp sockets on local port 80/443 under PT_SKIP_HTTP, as lfd; and with
     PT_SERVICE_SOCKETS (ptfast's, default on) the sockets a root service handed to its own
     worker: one it did not create (root or a system account did, which no customer can) while
     it is a worker of its nearest root ancestor (policy.service_master), and the connections
@@ -291,7 +295,7 @@ def judge_sockets(policy: Policy, proc, by_pid: dict, skip_http: bool) -> tuple:
     judged = []
     service_listeners = []
     for sock, handed_over in zip(sockets, handed):
-        if skip_http and sock.local_port in HTTP_PORTS:
+        if skip_http and sock.proto in HTTP_PROTOCOLS and sock.local_port in HTTP_PORTS:
             judged.append((sock, False, "local port 80/443 under PT_SKIP_HTTP"))
         elif master is not None and handed_over:
             kind = "listener" if is_listening(sock) else "socket"
