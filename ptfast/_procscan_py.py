@@ -581,8 +581,9 @@ class _Scanner:
             self.ensure_local_inodes(pid_fd)
             for inode, fd, task in unmatched:
                 sock = table.get(inode)
-                if sock is None and inode not in self.local_inodes and fd is not None:
-                    sock = self._probe(proc.pid, task.tid, fd)
+                if sock is None and inode not in self.local_inodes:
+                    sock = (self._probe(proc.pid, task.tid, fd) if fd is not None
+                            else _socket_of(_sockprobe.unexamined(inode, proc.uid)))
                 if sock is not None:
                     sockets.setdefault(sock.inode, sock)
         proc.sockets = tuple(sockets.values())

@@ -100,6 +100,13 @@ def protocol_only(inode: int, proto: str, uid: int, netns: int = NETNS_UNKNOWN) 
             netns)
 
 
+def unexamined(inode: int, holder_uid: int) -> tuple:
+    """The record of a socket in no table that has no fd to examine (an io_uring registered
+    file whose fd was closed): nothing is known of it but that it is no unix or netlink socket,
+    so it counts as its holder's own."""
+    return protocol_only(inode, UNKNOWN_PROTOCOL, holder_uid)
+
+
 def _unmapped(address: str) -> str:
     return address[7:] if address.startswith("::ffff:") and "." in address else address
 

@@ -1094,8 +1094,9 @@ cdef class _Scanner:
                 self.ensure_local_inodes(pid_fd)
                 for inode, fd, tid in unmatched:
                     sock = self.socket_table.get(inode)
-                    if sock is None and inode not in self.local_inodes and fd >= 0:
-                        sock = self.probe(proc.pid, tid, fd)
+                    if sock is None and inode not in self.local_inodes:
+                        sock = (self.probe(proc.pid, tid, fd) if fd >= 0
+                                else socket_of(_sockprobe.unexamined(inode, proc.uid)))
                     if sock is not None and (<Socket>sock).inode not in sockets:
                         sockets[(<Socket>sock).inode] = sock
             proc.sockets = tuple(sockets.values())

@@ -36,6 +36,7 @@ UIDS = {
     "vsock": uid_for(732),
     "xdp": uid_for(733),
     "ping80": uid_for(734),
+    "io_uring_vsock": uid_for(735),
 }
 #: thread fd tables of each fd_tables process, and which one holds the listener
 TABLES = {"at_bound": _corespec.MAX_FD_TABLES, "beyond_bound": _corespec.MAX_FD_TABLES + 1}
@@ -50,7 +51,17 @@ class Unavailable:
         self.reason = reason
 
 
-workdir, programs = program_fixtures(("fd_tables", "other_kinds"))
+workdir, programs = program_fixtures(("fd_tables", "other_kinds", "io_uring_fixed"))
+
+
+def io_uring_missing():
+    try:
+        with open("/proc/sys/kernel/io_uring_disabled") as handle:
+            if handle.read().strip() != "0":
+                return "io_uring is disabled for unprivileged users (kernel.io_uring_disabled)"
+    except FileNotFoundError:      # before 6.6 there is no such switch
+        pass
+    return None
 
 
 def start_family(program: str, uid: int, kind: str):
@@ -71,6 +82,10 @@ def holders(programs):
             started[name] = start([programs["fd_tables"], UIDS[name], tables, tables])
         for kind in UNCLASSIFIED:
             started[kind] = start_family(programs["other_kinds"], UIDS[kind], kind)
+        missing = io_uring_missing()
+        started["io_uring_vsock"] = (
+            Unavailable(missing) if missing
+            else start_family(programs["io_uring_fixed"], UIDS["io_uring_vsock"], "vsock"))
         with ping_group_range_allowing(UIDS["ping80"]):
             started["ping80"] = start([programs["other_kinds"], UIDS["ping80"], "ping80"])
         time.sleep(PT_LIMIT + 0.3)
@@ -182,6 +197,19 @@ def test_a_socket_the_probe_cannot_classify_is_kept_and_counts(holders, scans, k
     [sock] = findings[pid]["sockets"]
     assert (sock["proto"], sock["local"], sock["remote"], sock["counted"]) == (
         UNCLASSIFIED[kind], "?:0", "?:0", True)
+
+
+@pytest.mark.parametrize("core", CORES)
+def test_a_socket_with_no_fd_and_in_no_table_is_kept_and_counts(holders, scans, core):
+    """An AF_VSOCK socket registered with io_uring, its fd closed: only the ring's fdinfo names
+    it, and nothing can be asked of it. It is kept, protocol unknown, as its holder's."""
+    child = running(holders, "io_uring_vsock")
+    findings = scans(core)
+    pid = child.info["pid"]
+    assert pid in findings, f"pid {pid} not reported; reported: {sorted(findings)}"
+    [sock] = findings[pid]["sockets"]
+    assert (sock["proto"], sock["uid"], sock["counted"]) == (
+        "unknown", UIDS["io_uring_vsock"], True)
 
 
 @pytest.mark.parametrize("core", CORES)
