@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Optional
 
-from ._corespec import FDS_GONE
+from ._corespec import FDS_GONE, has_ports
 from .bounds import bounded_lines, bounded_text
 from .escape import escape_text
 from .findings import (CHECK_FORKBOMB, CHECK_LOAD, CHECK_RESOURCE, CHECK_SSHD_HUNG,
@@ -61,17 +61,27 @@ def is_listening(sock) -> bool:
     return sock.state == "LISTEN" or (sock.state == "UNCONN" and sock.remote_port == 0)
 
 
-def endpoint(ip: str, port: int) -> str:
-    """``ip:port``, ``[ip6]:port``; escaped, as a packet socket's interface name is anyone's
-    choice in a network namespace of their own."""
+def endpoint(ip: str, port: int, ported: bool = True) -> str:
+    """``ip:port``, ``[ip6]:port``; only ``ip`` for a protocol without ports (``ported``
+    False: icmp, raw, packet, one the probe could not classify). Escaped, as a packet socket's
+    interface name is anyone's choice in a network namespace of their own."""
     ip = escape_text(ip)
+    if not ported:
+        return ip
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def socket_endpoints(sock) -> tuple:
+    """(local, remote) of ``sock`` as ``endpoint`` shows them."""
+    ported = has_ports(sock.proto)
+    return (endpoint(sock.local_ip, sock.local_port, ported),
+            endpoint(sock.remote_ip, sock.remote_port, ported))
 
 
 def socket_text(sock) -> str:
     """lfd's form, ``proto: local-ip:port -> remote-ip:port``, plus the state."""
-    return (f"{sock.proto}: {endpoint(sock.local_ip, sock.local_port)} -> "
-            f"{endpoint(sock.remote_ip, sock.remote_port)} ({sock.state})")
+    local, remote = socket_endpoints(sock)
+    return f"{escape_text(sock.proto)}: {local} -> {remote} ({sock.state})"
 
 
 def shown_exe(proc) -> str:
