@@ -5,6 +5,8 @@ sentinel is _corespec's, in both cores and everywhere else."""
 import ast
 import os
 import re
+import subprocess
+import sys
 import types
 
 import pytest
@@ -145,3 +147,17 @@ def test_an_unreadable_network_namespace_is_the_same_sentinel_in_both_cores(core
     [proc] = processes
     assert stats["namespaces"] == 1
     assert 777 not in table
+
+
+def test_the_compiled_core_refuses_to_import_against_another_contract(compiled_core):
+    """Its check is no assert: python -O keeps it."""
+    code = ("from ptfast import _corespec\n"
+            "_corespec.MAX_FD_TABLES += 1\n"
+            "try:\n"
+            "    from ptfast import _procscan\n"
+            "except ImportError as exc:\n"
+            "    print(exc)\n")
+    result = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"MAX_FD_TABLES is {_corespec.MAX_FD_TABLES} here, {_corespec.MAX_FD_TABLES + 1} in ptfast._corespec" in result.stdout

@@ -20,7 +20,7 @@ import pytest
 from ptfast import _corespec, _procscan_py
 
 from helpers.native import needs_gcc, ping_group_range_allowing, program_fixtures, start
-from helpers.procs import kill_uid
+from helpers.procs import kill_uid, start_python
 from helpers.scan import CORES, run_scan, suspicious_by_pid
 from helpers.service import only_users_rule
 from helpers.uids import uid_for
@@ -37,6 +37,7 @@ UIDS = {
     "xdp": uid_for(733),
     "ping80": uid_for(734),
     "io_uring_vsock": uid_for(735),
+    "shared_table": uid_for(736),
 }
 #: thread fd tables of each fd_tables process, and which one holds the listener
 TABLES = {"at_bound": _corespec.MAX_FD_TABLES, "beyond_bound": _corespec.MAX_FD_TABLES + 1}
@@ -139,9 +140,28 @@ def test_the_threads_are_what_the_test_says(holders):
     for name, tables in TABLES.items():
         child = holders[name]
         assert child.info["threads"] == tables
-        assert len(os.listdir(f"/proc/{child.info['pid']}/task")) == tables + 1
-        assert child.info["tid"] == max(int(tid) for tid in os.listdir(
-            f"/proc/{child.info['pid']}/task"))    # the holder's table is the last one
+        tasks = os.listdir(f"/proc/{child.info['pid']}/task")      # in the cores' order
+        assert len(tasks) == tables + 1
+        assert tasks[-1] == str(child.info["tid"])     # the holder's table is the last one
+
+
+def test_threads_that_share_the_process_table_are_no_tables_of_their_own(children,
+                                                                          compiled_core):
+    """kcmp tells a shared table: a process with many more threads than the bound, all
+    sharing its table, is fully inspected."""
+    threads = 2 * _corespec.MAX_FD_TABLES
+    children.append(start_python(f"""
+        stop = threading.Event()
+        for _ in range({threads}):
+            threading.Thread(target=stop.wait, daemon=True).start()
+        info["port"] = listen(socket.AF_INET, "127.0.0.1").getsockname()[1]
+    """, uid=UIDS["shared_table"]))
+    child = children[-1]
+    for core in (compiled_core, _procscan_py):
+        proc = scanned(core, child.pid)
+        assert proc.threads == threads + 1
+        assert proc.incomplete == "", core.__name__
+        assert ("tcp", "127.0.0.1", child.info["port"], "LISTEN") in endpoints(proc)
 
 
 def test_a_listener_in_the_last_table_within_the_bound_is_found_by_both_cores(
