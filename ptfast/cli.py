@@ -26,6 +26,18 @@ from .tune import DEFAULT_DURATION, DEFAULT_LIMITS, DEFAULT_SAMPLE
 from .users import UserNames
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+#: what each command's exit status means, shown by its --help (the README and the man page say
+#: the same); a wrong command line is 2 for every command
+EXIT_STATUS_HELP = {
+    "scan": "0 nothing found, 1 findings, 2 an error or an incomplete view (not run as root)",
+    "baseline": "0 the draft was printed, 2 an error",
+    "check": "0 no problems found, 2 a problem (each named with its file and line)",
+    "run": "0 stopped by a signal, or with --once a pass that ran and delivered every alert; "
+           "2 not started, or with --once a failed pass or alerts left in the spool",
+    "status": "0 healthy, 1 degraded, 2 not running or no status",
+    "tune": "0 done, 2 an error or an incomplete view (not run as root)",
+    "install-service": "0 done, 2 an error",
+}
 
 
 def version_text() -> str:
@@ -210,7 +222,7 @@ def safety_problems(args, config) -> list:
 def cmd_baseline(args) -> int:
     import socket
 
-    from .baseline import draft
+    from .baseline import Customers, draft
     from .checks import SUSPICIOUS
     from .users import uid_min
     settings = load_checked_settings(args)
@@ -224,7 +236,8 @@ def cmd_baseline(args) -> int:
         return EXIT_ERROR
     findings = policy.findings(snapshot, checks=(SUSPICIOUS,))
     sys.stdout.buffer.write(draft(findings, socket.gethostname(), uid_min(),
-                                  policy.file_identity).encode())
+                                  policy.file_identity,
+                                  Customers.of_host(uid_min())).encode())
     return EXIT_CLEAN
 
 
@@ -345,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_argument("--root", default="/", metavar="DIR",
                          help="write under DIR instead of / (packaging; systemctl is not run)")
     service.set_defaults(handler=cmd_install_service)
+    for name, command in sub.choices.items():
+        command.epilog = f"exit status: {EXIT_STATUS_HELP[name]}"
     return parser
 
 
