@@ -74,14 +74,17 @@ def _protocol_name(path: str) -> str:
 
 def is_network(path: str):
     """(network?, protocol name, stat) of the socket the fd link ``path`` holds now; (None, "",
-    None) when it holds none."""
+    None) when it holds none. A socket that does not name its protocol counts as network."""
     try:
         info = os.stat(path)
-        if not stat.S_ISSOCK(info.st_mode):
-            return None, "", None
-        name = _protocol_name(path)
     except OSError:
         return None, "", None
+    if not stat.S_ISSOCK(info.st_mode):
+        return None, "", None
+    try:
+        name = _protocol_name(path)
+    except OSError:
+        return True, "", info           # kept: protocol() makes it "unknown"
     return not name.startswith(_LOCAL_PROTOCOLS), name, info
 
 
