@@ -29,6 +29,11 @@ PF_KTHREAD = 0x00200000  # include/linux/sched.h: the task is a kernel thread
 #: (fork) and clears it (exec); stat shows it to every reader, whatever the ASLR setting.
 PF_FORKNOEXEC = 0x00000040
 
+#: include/linux/threads.h: no PID is larger. A /proc entry is a PID when its name is digits
+#: without a leading zero, at most PID_MAX_DIGITS of them, and its value at most this.
+PID_MAX_LIMIT = 1 << 22
+PID_MAX_DIGITS = len(str(PID_MAX_LIMIT))
+
 #: Per-process files read with ONE read() of at most this many bytes (the kernel writes stat and
 #: status whole, far below it); longer content, possible only in a prepared tree, is cut there.
 SMALL_FILE_MAX = 4096
@@ -63,11 +68,31 @@ STATUS_THREADS = b"Threads:"
 DELETED_SUFFIX = " (deleted)"
 #: kcmp(2)'s "do these two tasks share one fd table?" (include/uapi/linux/kcmp.h)
 KCMP_FILES = 2
+#: Fd tables of a process's threads read beyond its own: those of threads that unshared theirs
+#: (unshare(CLONE_FILES)), in /proc/PID/task order. Each one is read whole and its fds kept
+#: until the process is sorted, and a customer may make thousands of threads that each copy a
+#: table of thousands of fds, so both cores stop here and say so (FD_TABLES_BEYOND_BOUND).
+MAX_FD_TABLES = 64
 
 #: The fd link target of an io_uring instance, whose registered files its fdinfo lists.
 IO_URING_LINK = "anon_inode:[io_uring]"
 
 # -- socket tables ----------------------------------------------------------------------
+#: The network namespace of a socket or a process that could not be told (no real namespace has
+#: inode 0).
+NETNS_UNKNOWN = 0
+#: Protocols (table names without their "6") whose sockets have ports. Every other socket's
+#: local_port and remote_port are NO_PORT: what /proc/net shows in that column for them is an
+#: ICMP echo identifier (icmp), an IP protocol number (raw) or an ethertype (packet), and what
+#: the probe cannot classify has nothing there at all.
+PORTED_PROTOCOLS = frozenset({"tcp", "udp", "udplite", "sctp", "dccp", "mptcp"})
+NO_PORT = 0
+
+
+def has_ports(proto: str) -> bool:
+    return (proto[:-1] if proto.endswith("6") else proto) in PORTED_PROTOCOLS
+
+
 #: Column of a /proc/net table line (split on spaces) holding the uid that created the socket.
 TABLE_UID_COLUMN = 7
 #: ``/proc/net/NAME`` tables of network sockets read for every network namespace, in this
@@ -149,6 +174,8 @@ SCAN_COUNTERS = ("processes", "kernel_threads", "vanished", "zombies", "denied",
 EXE_PATH_TOO_LONG = "its executable's path is longer than PATH_MAX: exe not readable"
 FDS_DENIED = "its open files are not readable (permission denied)"
 FDS_GONE = "it exited before its open files were read"
+FD_TABLES_BEYOND_BOUND = (f"more than {MAX_FD_TABLES} of its threads have an fd table of their "
+                          f"own: only the first {MAX_FD_TABLES} were read")
 
 
 

@@ -11,15 +11,18 @@ class Socket:
     """One network socket: a record of a socket table of some network namespace (/proc/net
     or NETLINK_SOCK_DIAG), or one found in no table and examined from its fd."""
     inode: int
-    proto: str          # a name of _corespec.SOCKET_TABLES, or "packet" (another kind seen
-                        # only from its fd: its protocol's name)
-    local_ip: str       # IPv4-mapped IPv6 is shown as IPv4
-    local_port: int
+    proto: str          # a name of _corespec.SOCKET_TABLES, or "packet"; another kind seen
+                        # only from its fd: the kernel's name of its protocol in lower case
+                        # ("af_vsock", "xdp"), "unknown" when it has no fd to ask (io_uring)
+    local_ip: str       # IPv4-mapped IPv6 is shown as IPv4; "?" when not known
+    local_port: int     # _corespec.NO_PORT for a protocol without ports (has_ports)
     remote_ip: str
     remote_port: int
     state: str          # LISTEN, ESTABLISHED, ... ; UNCONN for unconnected udp/raw
-    uid: int            # the uid that created the socket (only root can make one of uid 0)
-    netns: int          # inode of the network namespace the table came from
+    uid: int            # the uid that created the socket (only root can make one of uid 0);
+                        # for an "unknown" one, its holder's
+    netns: int          # inode of the network namespace the table came from, or
+                        # _corespec.NETNS_UNKNOWN
 
 class Process:
     """Facts about one process; sockets/open_files are None unless fds were inspected."""
@@ -45,6 +48,9 @@ class Process:
     sockets: Optional[Tuple[Socket, ...]]
     open_files: Optional[Tuple[str, ...]]
     incomplete: str     # why it was not fully inspected (_corespec's reasons); "" when it was
+
+#: the values compiled into this core, by their _corespec names (its import checks them)
+COMPILED_CONSTANTS: Dict[str, int]
 
 def scan(
     proc_root: str = "/proc",

@@ -34,7 +34,13 @@ Contract of ``scan(proc_root, want_fds, pids)``:
   ``open_files`` every other fd target that is not a pipe; otherwise both stay None.
 * Socket table lines are taken only when well formed: addresses of 8 (IPv4) or 32 (IPv6) hex
   digits, ports of 1 to 4 hex digits, a decimal inode. A state that is not two hex digits of a
-  known code is ``UNKNOWN_STATE``.
+  known code is ``UNKNOWN_STATE``. Only protocols with ports (``has_ports``) keep that column:
+  the others' ports are ``NO_PORT``.
+* The fd tables of threads that unshared theirs are read too, at most ``MAX_FD_TABLES`` of them
+  in ``task/`` order; a process with more is returned with ``incomplete`` set to
+  ``FD_TABLES_BEYOND_BOUND``.
+* A socket found in no table is examined through its fd (``ptfast._sockprobe``): it is
+  returned, as a protocol-only record when nothing more can be told of it, never dropped.
 
 Returns ``(processes, socket_table, stats)``: a list of Process, a dict inode -> Socket, and the
 counters of ``SCAN_COUNTERS``.
@@ -49,16 +55,16 @@ import struct
 from typing import TYPE_CHECKING
 
 from . import _sockprobe
-from ._corespec import (DELETED_SUFFIX, DGRAM_STATE_NAMES, EXE_PATH_TOO_LONG, FDS_DENIED,
-                        FDS_GONE, IO_URING_LINK, KCMP_FILES, LINK_MAX, LOCAL_TABLES, PACKET_TABLE,
-                        PF_FORKNOEXEC, PF_KTHREAD, PROCESS_FIELDS, SMALL_FILE_MAX,
-                        SOCK_DIAG_TABLES, SOCKET_FIELDS, SOCKET_TABLES, STAT_FLAGS, STAT_PGRP, STAT_PPID, STAT_RSS,
-                        STAT_SESSION, STAT_STARTTIME, STAT_VSIZE, STATUS_THREADS, STATUS_UID,
-                        STREAM_STATE_NAMES, TABLE_UID_COLUMN, UNKNOWN_STATE, UNKNOWN_UID,
-                        UPTIME_MAX, is_ipv6_table, is_stream_table, new_counters, parse_stat,
-                        stat_field)
+from ._corespec import (DELETED_SUFFIX, DGRAM_STATE_NAMES, EXE_PATH_TOO_LONG,
+                        FD_TABLES_BEYOND_BOUND, FDS_DENIED, FDS_GONE, IO_URING_LINK, KCMP_FILES,
+                        LINK_MAX, LOCAL_TABLES, MAX_FD_TABLES, NETNS_UNKNOWN, NO_PORT,
+                        PACKET_TABLE, PF_FORKNOEXEC, PF_KTHREAD, PID_MAX_DIGITS, PID_MAX_LIMIT,
+                        PROCESS_FIELDS, SMALL_FILE_MAX, SOCK_DIAG_TABLES, SOCKET_FIELDS, SOCKET_TABLES,
+                        STAT_FLAGS, STAT_PGRP, STAT_PPID, STAT_RSS, STAT_SESSION, STAT_STARTTIME,
+                        STAT_VSIZE, STATUS_THREADS, STATUS_UID, STREAM_STATE_NAMES,
+                        TABLE_UID_COLUMN, UNKNOWN_STATE, UNKNOWN_UID, UPTIME_MAX, has_ports,
+                        is_ipv6_table, is_stream_table, new_counters, parse_stat, stat_field)
 
-PID_MAX_LIMIT = 1 << 22       # include/linux/threads.h: no PID is larger
 #: kcmp's system call number by machine (it has no libc wrapper)
 KCMP_SYSCALLS = {"x86_64": 312, "aarch64": 272, "i686": 349, "i386": 349, "armv7l": 378,
                  "ppc64le": 354, "ppc64": 354, "s390x": 343, "riscv64": 272}
@@ -210,6 +216,7 @@ def _state(field: bytes, names: tuple) -> str:
 def _parse_table(data: bytes, proto: str, netns: int, table: dict) -> None:
     v6 = is_ipv6_table(proto)
     names = STREAM_STATE_NAMES if is_stream_table(proto) else DGRAM_STATE_NAMES
+    ported = has_ports(proto)
     for line in data.split(b"\n")[1:]:
         # sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...
         fields = [field for field in line.split(b" ") if field]
@@ -224,6 +231,8 @@ def _parse_table(data: bytes, proto: str, netns: int, table: dict) -> None:
             uid = _number(fields[TABLE_UID_COLUMN], _UINT32_MAX)
         except ValueError:
             continue
+        if not ported:      # an echo identifier or an IP protocol number: no port
+            local_port = remote_port = NO_PORT
         table[inode] = _new_socket(inode, proto, local_ip, local_port, remote_ip, remote_port,
                                    _state(fields[3], names), uid, netns)
 
@@ -327,15 +336,15 @@ def _load_local_inodes(dir_fd: int, inodes: set) -> None:
 
 
 def _ns_inode(link: str) -> int:
-    """``net:[4026531840]`` -> 4026531840; 0 when the text is not of that form."""
+    """``net:[4026531840]`` -> 4026531840; NETNS_UNKNOWN when the text is not of that form."""
     start = link.find("[")
     if start < 0:
-        return 0
+        return NETNS_UNKNOWN
     digits = link[start + 1:].rstrip("]")
     if not (digits.isascii() and digits.isdigit() and len(digits) <= 20):
-        return 0
+        return NETNS_UNKNOWN
     value = int(digits)
-    return value if value <= _UINT64_MAX else 0
+    return value if value <= _UINT64_MAX else NETNS_UNKNOWN
 
 
 def _status_number(raw: bytes, key: bytes, maximum: int) -> int:
@@ -355,8 +364,8 @@ def _normalise_cmdline(raw: bytes) -> str:
 
 
 def _is_pid_name(name: str) -> bool:
-    return (name[:1] in "123456789" and name.isdigit() and name.isascii() and len(name) <= 7
-            and int(name) <= PID_MAX_LIMIT)
+    return (name[:1] in "123456789" and name.isdigit() and name.isascii()
+            and len(name) <= PID_MAX_DIGITS and int(name) <= PID_MAX_LIMIT)
 
 
 class _Stat:
@@ -409,7 +418,7 @@ def _kcmp_files(pid: int, tid: int) -> int:
     if number is None:
         return -1
     try:
-        return _sockprobe._syscall(number, pid, tid, KCMP_FILES, 0, 0)
+        return _sockprobe.syscall(number, pid, tid, KCMP_FILES, 0, 0)
     except OSError:
         return -1
 
@@ -433,7 +442,7 @@ class _Scanner:
         try:
             host_ns = _ns_inode(_readlink("self/ns/net", self.root_fd))
         except OSError:
-            host_ns = 0
+            host_ns = NETNS_UNKNOWN
         # netlink reaches the scanner's own namespace, which is /proc's only on the live /proc
         self.stats["sock_diag"] = _load_tables(self.root_fd, host_ns, self.socket_table,
                                                sock_diag=proc_root == "/proc")
@@ -448,15 +457,16 @@ class _Scanner:
         return self.interned.setdefault(text, text)
 
     def _namespace(self, pid_fd: int) -> int:
+        """The inode of the process's network namespace; NETNS_UNKNOWN when not readable."""
         try:
             return _ns_inode(_readlink("ns/net", pid_fd))
         except OSError:
-            return -1
+            return NETNS_UNKNOWN
 
     def ensure_namespace(self, pid_fd: int) -> None:
         """Read the socket tables of the process's network namespace if not yet read."""
         ns = self._namespace(pid_fd)
-        if ns < 0 or ns in self.namespaces_read:
+        if ns == NETNS_UNKNOWN or ns in self.namespaces_read:
             return
         self.namespaces_read.add(ns)
         self.stats["namespaces"] += 1
@@ -465,21 +475,26 @@ class _Scanner:
     def ensure_local_inodes(self, pid_fd: int) -> None:
         """Read the unix and netlink tables of the process's network namespace, once."""
         ns = self._namespace(pid_fd)
-        if ns < 0 or ns in self.local_read:
+        if ns == NETNS_UNKNOWN or ns in self.local_read:
             return
         self.local_read.add(ns)
         _load_local_inodes(pid_fd, self.local_inodes)
 
-    def _fd_tables(self, pid_fd: int, task: _Task, threads: int) -> list:
+    def _fd_tables(self, pid_fd: int, task: _Task, proc: Process) -> list:
         """The tasks whose fd tables hold the process's files: the task read, and every other
-        thread whose table is its own (unshare(CLONE_FILES)): kcmp tells, else every thread."""
+        thread whose table is its own (unshare(CLONE_FILES)): kcmp tells, else every thread.
+        At most MAX_FD_TABLES of the threads', in task order; ``proc.incomplete`` says when a
+        further one was left unread."""
         tables = [task]
-        if threads <= 1:
+        if proc.threads <= 1:
             return tables
         for tid in _thread_ids(pid_fd):
             if tid == task.tid or (self.proc_root == "/proc"
                                    and _kcmp_files(task.tid, tid) == 0):
                 continue                        # the same table: read already
+            if len(tables) > MAX_FD_TABLES:
+                proc.incomplete = proc.incomplete or FD_TABLES_BEYOND_BOUND
+                break
             try:
                 dir_fd = os.open(f"task/{tid}", _DIR_FLAGS, dir_fd=pid_fd)
             except OSError:
@@ -521,7 +536,7 @@ class _Scanner:
         return [(target, None, task) for target in _sockprobe.io_uring_files(fdinfo)]
 
     def inspect_fds(self, pid_fd: int, proc: Process, task: _Task) -> None:
-        tables = self._fd_tables(pid_fd, task, proc.threads)
+        tables = self._fd_tables(pid_fd, task, proc)
         links: list = []
         try:
             read_any = False
@@ -566,8 +581,9 @@ class _Scanner:
             self.ensure_local_inodes(pid_fd)
             for inode, fd, task in unmatched:
                 sock = table.get(inode)
-                if sock is None and inode not in self.local_inodes and fd is not None:
-                    sock = self._probe(proc.pid, task.tid, fd)
+                if sock is None and inode not in self.local_inodes:
+                    sock = (self._probe(proc.pid, task.tid, fd) if fd is not None
+                            else _socket_of(_sockprobe.unexamined(inode, proc.uid)))
                 if sock is not None:
                     sockets.setdefault(sock.inode, sock)
         proc.sockets = tuple(sockets.values())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Optional
 
-from ._corespec import FDS_GONE
+from ._corespec import FDS_GONE, has_ports
 from .bounds import bounded_lines, bounded_text
 from .escape import escape_text
 from .findings import (CHECK_FORKBOMB, CHECK_LOAD, CHECK_RESOURCE, CHECK_SSHD_HUNG,
@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 WEB_SERVER_NAMES = frozenset({"httpd", "apache", "apache2", "nginx", "litespeed", "lshttpd",
                               "openlitespeed"})
 HTTP_PORTS = frozenset({80, 443})
+#: The protocols PT_SKIP_HTTP's ports are web ports of: the tables lfd read (tcp, udp and their
+#: IPv6 twins; UDP 443 is HTTP/3). An ICMP echo identifier, a raw socket's IP protocol or a
+#: packet socket's ethertype of 80 is no web port (the cores give those no port at all).
+HTTP_PROTOCOLS = frozenset({"tcp", "tcp6", "udp", "udp6"})
 #: The two command lines of an sshd child that has not authenticated anyone, exactly. lfd's
 #: pattern lacked a group around its alternation and also matched any line ending in "[priv]",
 #: killing logged-in sessions ("sshd: alice [priv]").
@@ -57,17 +61,27 @@ def is_listening(sock) -> bool:
     return sock.state == "LISTEN" or (sock.state == "UNCONN" and sock.remote_port == 0)
 
 
-def endpoint(ip: str, port: int) -> str:
-    """``ip:port``, ``[ip6]:port``; escaped, as a packet socket's interface name is anyone's
-    choice in a network namespace of their own."""
+def endpoint(ip: str, port: int, ported: bool = True) -> str:
+    """``ip:port``, ``[ip6]:port``; only ``ip`` for a protocol without ports (``ported``
+    False: icmp, raw, packet, one the probe could not classify). Escaped, as a packet socket's
+    interface name is anyone's choice in a network namespace of their own."""
     ip = escape_text(ip)
+    if not ported:
+        return ip
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def socket_endpoints(sock) -> tuple:
+    """(local, remote) of ``sock`` as ``endpoint`` shows them."""
+    ported = has_ports(sock.proto)
+    return (endpoint(sock.local_ip, sock.local_port, ported),
+            endpoint(sock.remote_ip, sock.remote_port, ported))
 
 
 def socket_text(sock) -> str:
     """lfd's form, ``proto: local-ip:port -> remote-ip:port``, plus the state."""
-    return (f"{sock.proto}: {endpoint(sock.local_ip, sock.local_port)} -> "
-            f"{endpoint(sock.remote_ip, sock.remote_port)} ({sock.state})")
+    local, remote = socket_endpoints(sock)
+    return f"{escape_text(sock.proto)}: {local} -> {remote} ({sock.state})"
 
 
 def shown_exe(proc) -> str:
@@ -275,7 +289,7 @@ def is_web_server_child(policy: Policy, proc, by_pid: dict) -> bool:
 def judge_sockets(policy: Policy, proc, by_pid: dict, skip_http: bool) -> tuple:
     """Every socket of ``proc`` as (socket, counted, why).
 
-    Not counted: sockets on local port 80/443 under PT_SKIP_HTTP, as lfd; and with
+    Not counted: tcp and udp sockets on local port 80/443 under PT_SKIP_HTTP, as lfd; and with
     PT_SERVICE_SOCKETS (ptfast's, default on) the sockets a root service handed to its own
     worker: one it did not create (root or a system account did, which no customer can) while
     it is a worker of its root parent (policy.service_master: forked by it and not exec'd
@@ -294,7 +308,7 @@ def judge_sockets(policy: Policy, proc, by_pid: dict, skip_http: bool) -> tuple:
     judged = []
     service_listeners = []
     for sock, handed_over in zip(sockets, handed):
-        if skip_http and sock.local_port in HTTP_PORTS:
+        if skip_http and sock.proto in HTTP_PROTOCOLS and sock.local_port in HTTP_PORTS:
             judged.append((sock, False, "local port 80/443 under PT_SKIP_HTTP"))
         elif master is not None and handed_over:
             kind = "listener" if is_listening(sock) else "socket"

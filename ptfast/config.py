@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 
 from . import destinations, safepaths
+from ._corespec import PID_MAX_LIMIT
 from .paths import DEFAULT_CONFIG_PATH, DEFAULT_OVERRIDE_PATH
 
 # Directories whose presence marks a control-panel host (GENERIC then defaults to 0, as the
@@ -77,7 +78,6 @@ LEFT_TO_LFD = {
 }
 
 YEAR = 365 * 86400
-PID_MAX_LIMIT = 4_194_304       # the kernel's ceiling for pid_max: no count can exceed it
 FLAG = (0, 1)
 #: name -> (lowest, highest) for every numeric setting; outside it, the default is kept and the
 #: value is reported (PT_INTERVAL="99999999999" once crashed the daemon after its first pass)

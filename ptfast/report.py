@@ -6,7 +6,7 @@ Every attacker-chosen string passes through ``escape_text`` first, in both forms
 from __future__ import annotations
 
 from .bounds import MAX_LIST_ITEMS, bounded_lines, bounded_text
-from .checks import endpoint, judged_socket_text, shown_exe
+from .checks import judged_socket_text, shown_exe, socket_endpoints
 from .escape import escape_text
 
 
@@ -20,8 +20,8 @@ def judged_socket_records(finding) -> list:
 
 
 def socket_record(sock) -> dict:
-    return {"proto": sock.proto, "local": endpoint(sock.local_ip, sock.local_port),
-            "remote": endpoint(sock.remote_ip, sock.remote_port), "state": sock.state,
+    local, remote = socket_endpoints(sock)
+    return {"proto": sock.proto, "local": local, "remote": remote, "state": sock.state,
             "inode": sock.inode, "uid": sock.uid, "netns": sock.netns}
 
 

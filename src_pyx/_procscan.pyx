@@ -58,24 +58,50 @@ cdef Py_ssize_t IO_URING_LINK_LEN = len(IO_URING_LINK)
 cdef str EXE_PATH_TOO_LONG = _corespec.EXE_PATH_TOO_LONG
 cdef str FDS_DENIED = _corespec.FDS_DENIED
 cdef str FDS_GONE = _corespec.FDS_GONE
+cdef str FD_TABLES_BEYOND_BOUND = _corespec.FD_TABLES_BEYOND_BOUND
 cdef long long UNKNOWN_UID = _corespec.UNKNOWN_UID
+cdef unsigned long PID_MAX_LIMIT = _corespec.PID_MAX_LIMIT
+cdef int PID_MAX_DIGITS = _corespec.PID_MAX_DIGITS
+cdef unsigned long long NETNS_UNKNOWN = _corespec.NETNS_UNKNOWN
+cdef int NO_PORT = _corespec.NO_PORT
 
 cdef enum:
-    # Buffers: per-process small files and link targets never reach these sizes on a real
-    # kernel (the twin applies the same limits from ptfast._corespec).
+    # Sizes of C arrays, so compiled in: ptfast._corespec defines each (the twin applies the
+    # same limits), and the import below fails when the two differ.
     SMALL_FILE_MAX = 4096
     LINK_MAX = 4096
     UPTIME_MAX = 128
+    MAX_FD_TABLES = 64              # thread fd tables read per process, beyond its own
+    KCMP_FILES = 2                  # include/uapi/linux/kcmp.h
+    # the compiled core's own
     MAX_STAT_FIELDS = 32
     TABLE_CHUNK = 65536             # /proc/net tables are parsed this much at a time
     NETLINK_BUFFER = 65536          # the kernel puts at most 32 KB of a dump in one datagram
-    PID_MAX_LIMIT = 1 << 22         # include/linux/threads.h
-    KCMP_FILES = 2                  # include/uapi/linux/kcmp.h
 
-assert SMALL_FILE_MAX == _corespec.SMALL_FILE_MAX and LINK_MAX == _corespec.LINK_MAX
-assert KCMP_FILES == _corespec.KCMP_FILES
-assert UPTIME_MAX == _corespec.UPTIME_MAX and STAT_FIELDS_NEEDED <= MAX_STAT_FIELDS
-assert AF_INET == _corespec.AF_INET and AF_INET6 == _corespec.AF_INET6
+#: The values compiled into this core (C array sizes, the C headers' constants), by their
+#: ptfast._corespec names; tests/test_contract.py compares them too. SYS_kcmp: the number the
+#: twin takes from its own table.
+COMPILED_CONSTANTS = {"SMALL_FILE_MAX": SMALL_FILE_MAX, "LINK_MAX": LINK_MAX,
+                      "UPTIME_MAX": UPTIME_MAX, "MAX_FD_TABLES": MAX_FD_TABLES,
+                      "KCMP_FILES": KCMP_FILES, "AF_INET": AF_INET, "AF_INET6": AF_INET6,
+                      "SYS_kcmp": SYS_kcmp}
+
+
+def _contract_mismatches() -> list:
+    """The compiled-in values that differ from ptfast._corespec's (an ``assert`` would vanish
+    under python -O: this check must not)."""
+    wrong = [f"{name} is {value} here, {getattr(_corespec, name)} in ptfast._corespec"
+             for name, value in COMPILED_CONSTANTS.items()
+             if hasattr(_corespec, name) and getattr(_corespec, name) != value]
+    if STAT_FIELDS_NEEDED > MAX_STAT_FIELDS:
+        wrong.append(f"STAT_FIELDS_NEEDED {STAT_FIELDS_NEEDED} > MAX_STAT_FIELDS")
+    return wrong
+
+
+_mismatches = _contract_mismatches()
+if _mismatches:
+    raise ImportError("the compiled core was built against another ptfast._corespec "
+                      "(rebuild it): " + "; ".join(_mismatches))
 
 cdef enum Outcome:
     # Why read_process returned no record.
@@ -342,17 +368,17 @@ cdef long long status_number(const char* buf, Py_ssize_t n, const char* key,
 
 
 cdef unsigned long long parse_ns_inode(const char* link, Py_ssize_t n) noexcept nogil:
-    """``net:[4026531840]`` -> 4026531840; 0 when the text is not of that form."""
+    """``net:[4026531840]`` -> 4026531840; NETNS_UNKNOWN when the text is not of that form."""
     cdef const char* p = <const char*>memchr(link, b'[', n)
     cdef const char* end = link + n
     cdef unsigned long long value
     if p == NULL:
-        return 0
+        return NETNS_UNKNOWN
     p += 1
     while end > p and (end - 1)[0] == b']':
         end -= 1
     if parse_unsigned(p, end, UINT64_MAX, &value) < 0:
-        return 0
+        return NETNS_UNKNOWN
     return value
 
 
@@ -501,6 +527,7 @@ cdef int parse_table(const char* data, Py_ssize_t n, str proto, unsigned long lo
     cdef int local_port, remote_port
     cdef unsigned long long inode, uid
     cdef bint v6 = _corespec.is_ipv6_table(proto)
+    cdef bint ported = _corespec.has_ports(proto)
     cdef tuple names = (STREAM_STATE_NAMES if _corespec.is_stream_table(proto)
                         else DGRAM_STATE_NAMES)
     if header:
@@ -522,6 +549,8 @@ cdef int parse_table(const char* data, Py_ssize_t n, str proto, unsigned long lo
                 or parse_unsigned(starts[TABLE_UID_COLUMN], ends[TABLE_UID_COLUMN], UINT32_MAX,
                                   &uid) < 0):
             continue
+        if not ported:      # an echo identifier or an IP protocol number: no port
+            local_port = remote_port = NO_PORT
         table[inode] = new_socket(inode, proto, local_ip, local_port, remote_ip, remote_port,
                                   state_name(starts[3], ends[3], names), <unsigned int>uid, netns)
     return 0
@@ -534,7 +563,7 @@ cdef bint is_pid_name(const char* s) noexcept nogil:
     if s[0] < b'1' or s[0] > b'9':
         return False
     while s[0] != 0:
-        if s[0] < b'0' or s[0] > b'9' or count >= 7:
+        if s[0] < b'0' or s[0] > b'9' or count >= PID_MAX_DIGITS:
             return False
         value = value * 10 + <unsigned long>(s[0] - 48)
         count += 1
@@ -621,10 +650,6 @@ cdef struct DiagRequest:
     inet_diag_req_v2 request
 
 
-cdef enum:
-    MAX_FD_TABLES = 64          # thread fd tables walked per process, beyond its own
-
-
 cdef struct LinkHead:
     # a record of _Scanner.links: this head, then ``length`` bytes of the link target
     int length
@@ -697,7 +722,7 @@ cdef class _Scanner:
         self.interned = {}
         self.stats = _corespec.new_counters()
         n = read_link(self.root_fd, b"self/ns/net", link)
-        host_ns = parse_ns_inode(link, n) if n > 0 else 0
+        host_ns = parse_ns_inode(link, n) if n > 0 else NETNS_UNKNOWN
         # netlink reaches the scanner's own namespace, which is /proc's only on the live /proc
         self.load_tables(self.root_fd, host_ns, self.live_proc)
         self.namespaces_read.add(host_ns)
@@ -857,17 +882,17 @@ cdef class _Scanner:
             close(fd)
 
     cdef unsigned long long namespace_of(self, int pid_fd):
-        """The inode of the process's network namespace; 0 when it cannot be read."""
+        """The inode of the process's network namespace; NETNS_UNKNOWN when not readable."""
         cdef char link[LINK_MAX]
         cdef Py_ssize_t n
         with nogil:
             n = read_link(pid_fd, b"ns/net", link)
-        return parse_ns_inode(link, n) if n > 0 else 0
+        return parse_ns_inode(link, n) if n > 0 else NETNS_UNKNOWN
 
     cdef int ensure_namespace(self, int pid_fd) except -1:
         """Read the socket tables of the process's network namespace if not yet read."""
         cdef unsigned long long ns = self.namespace_of(pid_fd)
-        if ns == 0 or ns in self.namespaces_read:
+        if ns == NETNS_UNKNOWN or ns in self.namespaces_read:
             return 0
         self.namespaces_read.add(ns)
         self.stats["namespaces"] += 1
@@ -882,7 +907,7 @@ cdef class _Scanner:
         cdef int column
         cdef bytes path
         cdef const char* c_path
-        if ns == 0 or ns in self.local_read:
+        if ns == NETNS_UNKNOWN or ns in self.local_read:
             return 0
         self.local_read.add(ns)
         for name, column in LOCAL_TABLES:
@@ -962,25 +987,30 @@ cdef class _Scanner:
     cdef int private_tables(self, int pid_fd, int task_tid, int* fds, int* tids,
                             int* count) noexcept nogil:
         """Open the task dirs of the threads whose fd table is their own (unshare(CLONE_FILES))
-        into ``fds``/``tids`` from ``count`` on: kcmp(KCMP_FILES) tells, and where it cannot
-        (not the live /proc, no kcmp) every other thread is taken."""
+        into ``fds``/``tids`` from ``count`` (1) on: kcmp(KCMP_FILES) tells, and where it
+        cannot (not the live /proc, no kcmp) every other thread is taken. At most
+        MAX_FD_TABLES of them, in task order (as the twin); 1 when a further one was left
+        unread, else 0."""
         cdef DIR* tasks = open_task_list(pid_fd)
-        cdef int tid, fd
+        cdef int tid, fd, beyond = 0
         if tasks == NULL:
             return 0
-        while count[0] < MAX_FD_TABLES:
+        while True:
             tid = next_task(tasks, task_tid)
             if tid < 0:
                 break
             if self.live_proc and syscall(SYS_kcmp, task_tid, tid, KCMP_FILES, 0, 0) == 0:
                 continue                    # the same table: read already
+            if count[0] > MAX_FD_TABLES:
+                beyond = 1
+                break
             fd = open_task(pid_fd, tid)
             if fd >= 0:
                 fds[count[0]] = fd
                 tids[count[0]] = tid
                 count[0] += 1
         closedir(tasks)
-        return 0
+        return beyond
 
     cdef int inspect_fds(self, int pid_fd, Process proc, int task_fd, int task_tid) except -1:
         """List the fd tables (the task's, and threads' own), match socket:[INODE] against the
@@ -988,7 +1018,7 @@ cdef class _Scanner:
         open files."""
         cdef int fds[MAX_FD_TABLES + 1]
         cdef int tids[MAX_FD_TABLES + 1]
-        cdef int count = 1, i, read_any = 0
+        cdef int count = 1, i, read_any = 0, beyond = 0
         cdef Py_ssize_t pos, n
         cdef LinkHead head
         cdef const char* link
@@ -1005,7 +1035,9 @@ cdef class _Scanner:
         try:
             if proc.threads > 1:
                 with nogil:
-                    self.private_tables(pid_fd, task_tid, fds, tids, &count)
+                    beyond = self.private_tables(pid_fd, task_tid, fds, tids, &count)
+                if beyond and not proc.incomplete:
+                    proc.incomplete = FD_TABLES_BEYOND_BOUND
             for i in range(count):
                 if self.walk_fd_table(fds[i], i, proc) == 0:
                     read_any = 1
@@ -1064,8 +1096,9 @@ cdef class _Scanner:
                 self.ensure_local_inodes(pid_fd)
                 for inode, fd, tid in unmatched:
                     sock = self.socket_table.get(inode)
-                    if sock is None and inode not in self.local_inodes and fd >= 0:
-                        sock = self.probe(proc.pid, tid, fd)
+                    if sock is None and inode not in self.local_inodes:
+                        sock = (self.probe(proc.pid, tid, fd) if fd >= 0
+                                else socket_of(_sockprobe.unexamined(inode, proc.uid)))
                     if sock is not None and (<Socket>sock).inode not in sockets:
                         sockets[(<Socket>sock).inode] = sock
             proc.sockets = tuple(sockets.values())

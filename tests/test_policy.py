@@ -98,6 +98,19 @@ def test_pt_skip_http():
     assert {101, 102} <= set(found)
 
 
+@pytest.mark.parametrize("proto, skipped", [("tcp", True), ("tcp6", True), ("udp", True),
+                                            ("udp6", True), ("icmp", False), ("icmp6", False),
+                                            ("raw", False), ("packet", False),
+                                            ("udplite", False), ("af_vsock", False)])
+def test_pt_skip_http_skips_only_web_ports(proto, skipped):
+    """lfd's tables were tcp and udp (and their IPv6 twins): port 80/443 there is a web port.
+    Whatever else says 80 (an ICMP echo identifier, from a core that gave one as a port) is
+    not."""
+    holder = proc(110, sockets=[sock(80, "UNCONN", proto=proto)])
+    found, _ = evaluate([holder], ["PT_SKIP_HTTP=1"])
+    assert (110 not in found) == skipped
+
+
 def test_pt_skip_http_web_server_is_root_running_a_system_file():
     """A customer's own binary named like a web server gains its children nothing."""
     bot = dict(sockets=[sock(40000, "ESTABLISHED", 6667)])

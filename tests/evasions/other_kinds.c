@@ -4,6 +4,12 @@
  *   other_kinds UID ping        ICMP ping socket bound on 127.0.0.1 (/proc/net/icmp); needs
  *                               net.ipv4.ping_group_range to hold the uid's group
  *   other_kinds UID ping6       the same over IPv6 on ::1 (/proc/net/icmp6)
+ *   other_kinds UID ping80      a ping socket bound on 127.0.0.1 with echo identifier 80,
+ *                               which /proc/net/icmp shows in its port column
+ *   other_kinds UID vsock       an AF_VSOCK stream socket: a family in no table and none the
+ *                               probe reads addresses of; exits 112 when the kernel has none
+ *   other_kinds UID xdp         an AF_XDP socket, made as root (it needs CAP_NET_RAW) and kept
+ *                               after dropping to the uid; exits 112 when the kernel has none
  *   other_kinds UID packet      a packet socket (/proc/net/packet), made as root (it needs
  *                               CAP_NET_RAW) and kept after dropping to the uid
  *   other_kinds UID netns-tcp   a TCP listener made in a throwaway network namespace, then
@@ -24,11 +30,18 @@
 #define IPPROTO_UDPLITE 136
 #endif
 
-/* A datagram socket of ``protocol`` bound on the loopback address of ``family``. */
-static int bound(int family, int protocol)
+#ifndef AF_XDP
+#define AF_XDP 44
+#endif
+
+/* A datagram socket of ``protocol`` bound on the loopback address of ``family``, with ``port``
+ * (0: any; for a ping socket, the echo identifier). */
+static int bound(int family, int protocol, int port)
 {
-    struct sockaddr_in v4 = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    struct sockaddr_in6 v6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    struct sockaddr_in v4 = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                             .sin_port = htons(port)};
+    struct sockaddr_in6 v6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT,
+                              .sin6_port = htons(port)};
     int fd = socket(family, SOCK_DGRAM, protocol);
     if (fd < 0)
         die("socket");
@@ -102,6 +115,19 @@ static int receive_fd(int channel)
     return fd;
 }
 
+/* A socket of a family the kernel may lack: exits 112 when it does. */
+static int socket_of_family(int family, int type)
+{
+    int fd = socket(family, type | SOCK_CLOEXEC, 0);
+    if (fd < 0 && (errno == EAFNOSUPPORT || errno == EPROTONOSUPPORT)) {
+        fprintf(stderr, "socket(family %d): %s\n", family, strerror(errno));
+        exit(112);
+    }
+    if (fd < 0)
+        die("socket");
+    return fd;
+}
+
 /* What any user may do where unprivileged user namespaces are allowed. */
 static int listener_from_unprivileged_netns(void)
 {
@@ -139,6 +165,9 @@ int main(int argc, char **argv)
         if (fd < 0)
             die("socket(AF_PACKET)");
         drop_to(uid);
+    } else if (strcmp(kind, "xdp") == 0) {
+        fd = socket_of_family(AF_XDP, SOCK_RAW);
+        drop_to(uid);
     } else if (strcmp(kind, "netns-tcp") == 0) {
         fd = listener_in_throwaway_netns();
         drop_to(uid);
@@ -148,17 +177,22 @@ int main(int argc, char **argv)
     } else {
         drop_to(uid);
         if (strcmp(kind, "udplite") == 0)
-            fd = bound(AF_INET, IPPROTO_UDPLITE);
+            fd = bound(AF_INET, IPPROTO_UDPLITE, 0);
         else if (strcmp(kind, "ping") == 0)
-            fd = bound(AF_INET, IPPROTO_ICMP);
+            fd = bound(AF_INET, IPPROTO_ICMP, 0);
+        else if (strcmp(kind, "ping80") == 0)
+            fd = bound(AF_INET, IPPROTO_ICMP, 80);
         else if (strcmp(kind, "ping6") == 0)
-            fd = bound(AF_INET6, IPPROTO_ICMPV6);
+            fd = bound(AF_INET6, IPPROTO_ICMPV6, 0);
+        else if (strcmp(kind, "vsock") == 0)
+            fd = socket_of_family(AF_VSOCK, SOCK_STREAM);
         else {
             fprintf(stderr, "unknown kind %s\n", kind);
             return 111;
         }
     }
-    int port = strcmp(kind, "packet") == 0 ? 0 : local_port(fd);
+    int port = (strcmp(kind, "packet") == 0 || strcmp(kind, "vsock") == 0
+                || strcmp(kind, "xdp") == 0) ? 0 : local_port(fd);
     ready("{\"pid\": %d, \"fd\": %d, \"port\": %d}", getpid(), fd, port);
     stdin_closed(-1);
     return 0;
