@@ -361,10 +361,10 @@ def _count_user_processes(policy: Policy, snapshot) -> dict:
 
 
 def _user_kill(config, procs) -> tuple:
-    """PT_USERKILL: (processes to kill, their uid); nothing without it."""
+    """PT_USERKILL: (processes to kill, (their uid,)); nothing without it."""
     if not config["PT_USERKILL"]:
-        return (), None
-    return tuple(kill_key(proc) for proc in procs), procs[0].uid
+        return (), ()
+    return tuple(kill_key(proc) for proc in procs), (procs[0].uid,)
 
 
 class UserProcesses(Check):
@@ -386,10 +386,10 @@ class UserProcesses(Check):
         return findings
 
     def respond(self, finding: Finding, config) -> Response:
-        kill, uid = _user_kill(config, finding.processes)
+        kill, uids = _user_kill(config, finding.processes)
         return Response(
             alert=self.template if not kill or config["PT_USERKILL_ALERT"] else None,
-            kill=kill, kill_uid=uid,
+            kill=kill, kill_uids=uids,
             remember=(Remember(REMEMBER_USER_QUIET, (finding.user,),
                                float(config["LF_FLUSH"])),),
             action=action_for(config, "PT_USER_ACTION",
@@ -442,10 +442,10 @@ class Resource(Check):
 
     def respond(self, finding: Finding, config) -> Response:
         proc = process_of(finding)
-        kill, uid = _user_kill(config, (proc,))
+        kill, uids = _user_kill(config, (proc,))
         return Response(
             alert=self.template if not kill or config["PT_USERKILL_ALERT"] else None,
-            kill=kill, kill_uid=uid,
+            kill=kill, kill_uids=uids,
             remember=(Remember(REMEMBER_RESOURCE, (*process_key(proc), finding.reasons[0])),),
             action=action_for(config, "PT_USER_ACTION", (str(proc.pid),)))
 
@@ -508,7 +508,7 @@ class ForkBomb(Check):
             return Response(alert=self.template)
         uid = max(counts, key=counts.__getitem__)
         kill = tuple(kill_key(p) for p in finding.processes if p.uid == uid)
-        return Response(alert=self.template, kill=kill, kill_uid=uid, stop_first=True,
+        return Response(alert=self.template, kill=kill, kill_uids=(uid,), stop_first=True,
                         follow_forks=True)
 
     def log_lines(self, finding: Finding, killed: bool, user_name) -> list:
@@ -552,7 +552,7 @@ class SshdHung(Check):
         proc = process_of(finding)
         if proc.uid == 0:
             return Response()
-        return Response(kill=(kill_key(proc),), kill_uid=proc.uid)
+        return Response(kill=(kill_key(proc),), kill_uids=(proc.uid,))
 
     def log_lines(self, finding: Finding, killed: bool, user_name) -> list:
         proc = process_of(finding)
