@@ -147,7 +147,8 @@ class Finding:
     level: str = ""                   # resource, forkbomb and load: the limit crossed, in words
     response: Response = field(default_factory=Response)
     #: load: "loadavg" and "processes" as read; suspicious, for a listener handed between
-    #: young processes: "outlived", the (netns, inode) of each such listener
+    #: young processes: "outlived", the (netns, inode) of each such listener; forkbomb:
+    #: "forkers", the uids that forked the bomb
     details: dict = field(default_factory=dict)
     #: suspicious: every socket of the process as (socket, counted, why)
     judged_sockets: tuple = ()
