@@ -8,6 +8,7 @@ The bomb is bounded (RLIMIT_NPROC of its uid); every process the test starts is 
 ``finally``, whatever failed.
 """
 
+import ctypes
 import glob
 import os
 import shutil
@@ -33,6 +34,7 @@ NEIGHBOUR = uid_for(661)        # customer B: a bigger pool in the same master's
 FORKER_WORKERS = 2
 NEIGHBOUR_WORKERS = 45          # more than the forker's processes, bomb included
 BOMB_BOUND = 30                 # RLIMIT_NPROC of the forker's uid: its pool workers count too
+PR_SET_PDEATHSIG = 1
 CORES = [pytest.param({}, id="compiled"),
          pytest.param({"PTFAST_NO_EXTENSIONS": "1"}, id="pure-python")]
 
@@ -124,6 +126,12 @@ def bomb_pids(bomb: str) -> list:
     return [pid for pid in pids_of_uid(FORKER) if bomb.encode() in cmdline(pid)]
 
 
+def end_with_the_test() -> None:
+    """In the master before it runs: SIGTERM when the test process dies, even killed outright
+    (php-fpm then ends its pools)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 def stop_master(master: subprocess.Popen) -> None:
     """The master and its pools, gone; never raises."""
     try:
@@ -164,7 +172,8 @@ def test_a_bomb_forked_in_php_fpms_session_kills_its_forker_not_the_bigger_pool(
             # the master leads its own session, as under systemd; -n: no host php.ini
             master = subprocess.Popen([PHP_FPM[-1], "-n", "-F", "-y", conf],
                                       stdin=subprocess.DEVNULL, stdout=log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+                                      stderr=subprocess.STDOUT, start_new_session=True,
+                                      preexec_fn=end_with_the_test)
         assert wait_until(lambda: len(workers(NEIGHBOUR)) == NEIGHBOUR_WORKERS
                           and len(workers(FORKER)) == FORKER_WORKERS, timeout=60)
         neighbours = {pid: start_time_of(pid) for pid in workers(NEIGHBOUR)}
