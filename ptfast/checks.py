@@ -39,13 +39,13 @@ SSHD_UNAUTHENTICATED = frozenset({"sshd: unknown [net]", "sshd: unknown [priv]"}
 SSHD_HUNG_AFTER = 60            # seconds, fixed in lfd
 NO_SESSIONS = frozenset({0, 1})     # the kernel's and init's: never a fork bomb
 MAX_LOGGED_FORKBOMB_PROCESSES = 100
-#: A user forked a fork bomb when it owns at least 1/FORKER_SHARE as many of the bomb's processes
-#: as the user owning most: two accounts bombing together are both stopped, but a neighbour
-#: whose script forked a child in the same minute is not taken for a forker.
+#: A user forked a fork bomb when it owns at least 1/FORKER_SHARE of PT_FORKBOMB and as many of
+#: the bomb's processes as the user owning most: two accounts bombing together are both stopped,
+#: but a neighbour whose script forked a child in the same minute is not taken for a forker.
 FORKER_SHARE = 4
-#: A process is young, part of a growing bomb, when it started less than PT_INTERVAL (since the
-#: previous pass) plus this many seconds (a pass takes its time) before the snapshot.
-YOUNG_SLACK = 10
+#: A process is young, part of a growing bomb, when it started less than this many PT_INTERVALs
+#: before the snapshot: since the previous pass, even one that took as long as the interval.
+YOUNG_INTERVALS = 2
 
 #: resource name -> (setting, Process attribute, unit divisor, unit, lfd log field)
 RESOURCES = {
@@ -117,24 +117,27 @@ def forked_by_root_service(proc, by_pid: dict) -> bool:
     return parent is not None and parent.uid == 0 and parent.session == proc.session
 
 
-def forkers(procs, by_pid: dict, young_age: float) -> tuple:
+def forkers(procs, by_pid: dict, young_age: float, threshold: int) -> tuple:
     """The uids that forked the fork bomb of a session whose counted processes are ``procs``
-    (``by_pid``: every process of the snapshot), sorted; never root.
+    (``by_pid``: every process of the snapshot; ``threshold``: PT_FORKBOMB), sorted; never root.
 
-    The bomb is what the session's users forked themselves, not what a root master spawned for
-    them (another customer's pool workers, however many), and of that only the young part
-    (started less than ``young_age`` seconds ago) when there is one: the bomb is growing, and a
-    neighbour's long-running job forked hours ago is no part of it. A bomb that stopped growing
-    before it was seen is all of it. Every uid owning at least 1/FORKER_SHARE as many of its
-    processes as the uid owning most is a forker. No forker: nothing a customer forked, say a
-    root master's big pools alone."""
+    The bomb is what the session's users forked themselves, never what a root master spawned
+    for them (another customer's pool workers, however many), and of that the young part
+    (started less than ``young_age`` seconds ago) when it is big enough to be a bomb (a user
+    owns 1/FORKER_SHARE of PT_FORKBOMB of it): the bomb is growing, and a neighbour's job forked
+    hours ago is no part of it. Otherwise all of it: a bomb that stopped growing before it was
+    seen. A forker owns at least 1/FORKER_SHARE of PT_FORKBOMB and of what the user owning most
+    owns. No forker (alert, never kill): nothing a customer forked is big enough, say a root
+    master's big pools and a few processes of the users; a neighbour that forks one child must
+    not tip the session over and be taken for the bomb."""
+    floor = threshold / FORKER_SHARE
     forked = [p for p in procs if p.uid != 0 and not forked_by_root_service(p, by_pid)]
-    bomb = [p for p in forked if p.age < young_age] or forked
-    counts = Counter(p.uid for p in bomb)
+    young = Counter(p.uid for p in forked if p.age < young_age)
+    counts = young if young and max(young.values()) >= floor else Counter(p.uid for p in forked)
     if not counts:
         return ()
-    most = max(counts.values())
-    return tuple(sorted(uid for uid, count in counts.items() if count * FORKER_SHARE >= most))
+    least = max(floor, max(counts.values()) / FORKER_SHARE)
+    return tuple(sorted(uid for uid, count in counts.items() if count >= least))
 
 
 class Check:
@@ -533,7 +536,7 @@ class ForkBomb(Check):
             sessions.setdefault(proc.session, []).append(proc)
         findings = []
         by_pid = None
-        young_age = config_mod.effective_interval(policy.config) + YOUNG_SLACK
+        young_age = config_mod.effective_interval(policy.config) * YOUNG_INTERVALS
         for session, procs in sessions.items():
             if len(procs) >= threshold:
                 if by_pid is None:      # every process, ignored ones too: parents are facts
@@ -543,13 +546,14 @@ class ForkBomb(Check):
                                         policy.user_name(leader.uid), tuple(procs),
                                         f"session {session} holds {len(procs)} processes >= "
                                         f"PT_FORKBOMB {threshold}",
-                                        details={"forkers": forkers(procs, by_pid, young_age)}))
+                                        details={"forkers": forkers(procs, by_pid, young_age,
+                                                                    threshold)}))
         return findings
 
     def respond(self, finding: Finding, config) -> Response:
         uids = finding.details.get("forkers", ())
         kill = tuple(kill_key(p) for p in finding.processes if p.uid in uids and p.uid != 0)
-        if not kill:        # only root's, or only what root services forked: alert, never kill
+        if not kill:        # no forker: root's alone, or nothing a user forked is a bomb
             return Response(alert=self.template)
         return Response(alert=self.template, kill=kill, kill_uids=uids, stop_first=True,
                         follow_forks=True)

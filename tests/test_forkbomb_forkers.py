@@ -108,12 +108,32 @@ def test_a_bomb_that_stopped_growing_is_still_its_forkers():
 
 
 def test_young_means_since_the_previous_pass():
-    # PT_INTERVAL 600: a bomb started 600 s ago is young, bob's jobs of two hours ago are not
+    # PT_INTERVAL 600: a bomb started 600 s ago is young, bob's jobs of two hours ago are not;
+    # with the default 60 s, neither would be, and bob would count as a forker too
     alice_bomb = bomb(ALICE, 400, 12, parent=300, age=600) + pool(ALICE, 300, 1)
     bob_jobs = in_session([proc(200 + i, uid=BOB, exe="/usr/bin/php", age=7200, ppid=1)
                            for i in range(30)])
     [finding] = plan(master() + bob_jobs + alice_bomb,
                      settings=("PT_FORKBOMB=20", "PT_INTERVAL=600"))
+    assert killed(finding) == pids(alice_bomb)
+
+
+def test_a_neighbour_forking_one_child_never_tips_the_session_onto_itself():
+    # bob's pool nearly fills PT_FORKBOMB; alice keeps a few old processes there, and bob's
+    # site, which alice can call, forks one child: the session is over, but nobody bombed
+    bob_pool = pool(BOB, 200, 40)
+    bob_convert = in_session([proc(250, uid=BOB, exe="/usr/bin/convert", age=1.0, ppid=200)])
+    alice_old = in_session([proc(400 + i, uid=ALICE, exe="/usr/bin/php", age=7200, ppid=1)
+                            for i in range(3)])
+    [finding] = plan(master() + bob_pool + bob_convert + alice_old,
+                     settings=("PT_FORKBOMB=45",))
+    assert finding.response.kill == ()
+
+
+def test_an_old_bomb_is_not_hidden_by_a_neighbours_young_child():
+    alice_bomb = bomb(ALICE, 400, 25, parent=300, age=600) + pool(ALICE, 300, 1)
+    bob_convert = in_session([proc(250, uid=BOB, exe="/usr/bin/convert", age=1.0, ppid=200)])
+    [finding] = plan(master() + pool(BOB, 200, 40) + bob_convert + alice_bomb)
     assert killed(finding) == pids(alice_bomb)
 
 
