@@ -21,7 +21,7 @@ import sys
 import pytest
 
 from helpers.procs import alive, kill_uid, pids_of_uid, public_tempdir, wait_until
-from helpers.service import ServiceDir, free_port, start_time_of
+from helpers.service import SendmailRecorder, ServiceDir, free_port, start_time_of
 from helpers.uids import uid_for
 
 PHP_FPM = sorted(glob.glob("/usr/sbin/php-fpm*"))
@@ -186,8 +186,9 @@ def test_a_bomb_forked_in_php_fpms_session_kills_its_forker_not_the_bigger_pool(
         assert len(pids_of_uid(FORKER)) < len(pids_of_uid(NEIGHBOUR))
 
         service = ServiceDir(tmp_path, FORKER, NEIGHBOUR)
+        recorder = SendmailRecorder(str(tmp_path))      # never the host's sendmail
         settings = ["PT_FORKBOMB=20", "PT_USERPROC=0", "PT_USERMEM=0", "PT_USERRSS=0",
-                    "PT_USERTIME=0"]
+                    "PT_USERTIME=0", f"SENDMAIL={recorder.path}"]
         env = dict(os.environ, **core_env)
         plan = subprocess.run(
             [sys.executable, "-m", "ptfast", "scan", "--json", "--config", os.devnull,
@@ -208,6 +209,8 @@ def test_a_bomb_forked_in_php_fpms_session_kills_its_forker_not_the_bigger_pool(
                 f"the neighbour's pool worker {pid} was killed"
             assert state(pid) != b"T", f"the neighbour's pool worker {pid} was left stopped"
         assert master.poll() is None and state(master.pid) != b"T", "the root master was hit"
+        [call] = [call for call in recorder.calls() if "fork bomb" in call["parsed"]["Subject"]]
+        assert f"session {master.pid} holds" in call["parsed"].get_content()
     finally:
         if master is not None:
             stop_master(master)
