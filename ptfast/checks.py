@@ -39,9 +39,10 @@ SSHD_UNAUTHENTICATED = frozenset({"sshd: unknown [net]", "sshd: unknown [priv]"}
 SSHD_HUNG_AFTER = 60            # seconds, fixed in lfd
 NO_SESSIONS = frozenset({0, 1})     # the kernel's and init's: never a fork bomb
 MAX_LOGGED_FORKBOMB_PROCESSES = 100
-#: A user forked a fork bomb when it owns at least 1/FORKER_SHARE of PT_FORKBOMB and as many of
-#: the bomb's processes as the user owning most: two accounts bombing together are both stopped,
-#: but a neighbour whose script forked a child in the same minute is not taken for a forker.
+#: A user forked a fork bomb when it owns at least 1/FORKER_SHARE of PT_FORKBOMB of the bomb's
+#: processes, and 1/FORKER_SHARE as many as the user owning most: two accounts bombing together
+#: are both stopped, but a neighbour whose script forked a child in the same minute is not taken
+#: for a forker.
 FORKER_SHARE = 4
 #: A process is young, part of a growing bomb, when it started less than this many PT_INTERVALs
 #: before the snapshot: since the previous pass, even one that took as long as the interval.
@@ -126,8 +127,8 @@ def forkers(procs, by_pid: dict, young_age: float, threshold: int) -> tuple:
     (started less than ``young_age`` seconds ago) when it is big enough to be a bomb (a user
     owns 1/FORKER_SHARE of PT_FORKBOMB of it): the bomb is growing, and a neighbour's job forked
     hours ago is no part of it. Otherwise all of it: a bomb that stopped growing before it was
-    seen. A forker owns at least 1/FORKER_SHARE of PT_FORKBOMB and of what the user owning most
-    owns. No forker (alert, never kill): nothing a customer forked is big enough, say a root
+    seen. A forker owns at least 1/FORKER_SHARE of PT_FORKBOMB of it, and 1/FORKER_SHARE as much
+    as the user owning most. No forker (alert, never kill): nothing a customer forked is big enough, say a root
     master's big pools and a few processes of the users; a neighbour that forks one child must
     not tip the session over and be taken for the bomb."""
     floor = threshold / FORKER_SHARE

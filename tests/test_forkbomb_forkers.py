@@ -3,10 +3,17 @@ users who forked the bomb, never another user's processes that merely share the 
 root, never an ignored process. The real processes: tests/test_forkbomb_shared_session.py."""
 
 import os
+import signal
+import subprocess
 
-from ptfast import checks, config, findings, pignore, policy
+import pytest
+
+from ptfast import checks, config, findings, kills, pignore, policy
 from ptfast.procfs import Snapshot
+from helpers.procs import alive, wait_until
+from helpers.service import start_time_of
 from helpers.snapshots import HOST_FILES, USERS, proc
+from helpers.uids import uid_for
 
 ALICE, BOB, CAROL = 1001, 1002, 1003        # tracked users of helpers.snapshots
 MASTER = 10                                 # a root master leading its session (php-fpm)
@@ -166,3 +173,23 @@ def test_root_and_ignored_processes_are_never_killed():
     # a bomb of root's alone is alerted, never killed
     [finding] = plan(master() + bomb(0, 700, 25, parent=MASTER))
     assert finding.response.kill == ()
+
+
+@pytest.mark.needs_root
+def test_a_kill_for_several_forkers_hits_each_of_their_processes_and_no_other():
+    forker, other, bystander = uid_for(670), uid_for(671), uid_for(672)
+    sleeper = subprocess.Popen(["sleep", "1000"], user=forker, group=forker, extra_groups=[],
+                               stdin=subprocess.DEVNULL)
+    try:
+        start = start_time_of(sleeper.pid)
+        assert kills.signal_process(sleeper.pid, start, {other, bystander}) == (
+            f"not killed: it runs as uid {forker}, not {min(other, bystander)} or "
+            f"{max(other, bystander)}")
+        assert alive(sleeper.pid)
+        assert kills.signal_process(sleeper.pid, start, {0, forker}) is None
+        assert sleeper.wait(timeout=10) == -signal.SIGKILL
+        assert kills.signal_process(os.getpid(), start_time_of(os.getpid()), {0}) is not None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        assert wait_until(lambda: not alive(sleeper.pid))
