@@ -10,8 +10,10 @@ before it reaches a log line or a template.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from typing import TYPE_CHECKING, Optional
 
+from . import config as config_mod
 from ._corespec import FDS_GONE, has_ports
 from .bounds import bounded_lines, bounded_text
 from .escape import escape_text
@@ -41,6 +43,14 @@ SSHD_UNAUTHENTICATED = frozenset({"sshd: unknown [net]", "sshd: unknown [priv]"}
 SSHD_HUNG_AFTER = 60            # seconds, fixed in lfd
 NO_SESSIONS = frozenset({0, 1})     # the kernel's and init's: never a fork bomb
 MAX_LOGGED_FORKBOMB_PROCESSES = 100
+#: A user forked a fork bomb when it owns at least 1/FORKER_SHARE of PT_FORKBOMB of the bomb's
+#: processes, and 1/FORKER_SHARE as many as the user owning most: two accounts bombing together
+#: are both stopped, but a neighbour whose script forked a child in the same minute is not taken
+#: for a forker.
+FORKER_SHARE = 4
+#: A process is young, part of a growing bomb, when it started less than this many PT_INTERVALs
+#: before the snapshot: since the previous pass, even one that took as long as the interval.
+YOUNG_INTERVALS = 2
 
 #: resource name -> (setting, Process attribute, unit divisor, unit, lfd log field)
 RESOURCES = {
@@ -111,6 +121,38 @@ def action_for(config, setting: str, args) -> Optional[Action]:
     """The action script ``setting`` names, with ``args``; None when the setting is empty."""
     path = config[setting].strip()
     return Action(setting, path, tuple(args)) if path else None
+
+
+def forked_by_root_service(proc, by_pid: dict) -> bool:
+    """``proc``'s parent is a root process of its own session: a root master (php-fpm, a pre-fork
+    web server) spawned it, as a pool worker, and no customer forked it. ``by_pid``: every
+    process of the snapshot. A customer cannot arrange this: its processes' parent is one of its
+    own, or, once orphaned, init (whose session is 1) or a subreaper."""
+    parent = by_pid.get(proc.ppid)
+    return parent is not None and parent.uid == 0 and parent.session == proc.session
+
+
+def forkers(procs, by_pid: dict, young_age: float, threshold: int) -> tuple:
+    """The uids that forked the fork bomb of a session whose counted processes are ``procs``
+    (``by_pid``: every process of the snapshot; ``threshold``: PT_FORKBOMB), sorted; never root.
+
+    The bomb is what the session's users forked themselves, never what a root master spawned
+    for them (another customer's pool workers, however many), and of that the young part
+    (started less than ``young_age`` seconds ago) when it is big enough to be a bomb (a user
+    owns 1/FORKER_SHARE of PT_FORKBOMB of it): the bomb is growing, and a neighbour's job forked
+    hours ago is no part of it. Otherwise all of it: a bomb that stopped growing before it was
+    seen. A forker owns at least 1/FORKER_SHARE of PT_FORKBOMB of it, and 1/FORKER_SHARE as much
+    as the user owning most. No forker (alert, never kill): nothing a customer forked is big enough, say a root
+    master's big pools and a few processes of the users; a neighbour that forks one child must
+    not tip the session over and be taken for the bomb."""
+    floor = threshold / FORKER_SHARE
+    forked = [p for p in procs if p.uid != 0 and not forked_by_root_service(p, by_pid)]
+    young = Counter(p.uid for p in forked if p.age < young_age)
+    counts = young if young and max(young.values()) >= floor else Counter(p.uid for p in forked)
+    if not counts:
+        return ()
+    least = max(floor, max(counts.values()) / FORKER_SHARE)
+    return tuple(sorted(uid for uid, count in counts.items() if count >= least))
 
 
 class Check:
@@ -396,10 +438,10 @@ def _count_user_processes(policy: Policy, snapshot) -> dict:
 
 
 def _user_kill(config, procs) -> tuple:
-    """PT_USERKILL: (processes to kill, their uid); nothing without it."""
+    """PT_USERKILL: (processes to kill, (their uid,)); nothing without it."""
     if not config["PT_USERKILL"]:
-        return (), None
-    return tuple(kill_key(proc) for proc in procs), procs[0].uid
+        return (), ()
+    return tuple(kill_key(proc) for proc in procs), (procs[0].uid,)
 
 
 class UserProcesses(Check):
@@ -421,10 +463,10 @@ class UserProcesses(Check):
         return findings
 
     def respond(self, finding: Finding, config) -> Response:
-        kill, uid = _user_kill(config, finding.processes)
+        kill, uids = _user_kill(config, finding.processes)
         return Response(
             alert=self.template if not kill or config["PT_USERKILL_ALERT"] else None,
-            kill=kill, kill_uid=uid,
+            kill=kill, kill_uids=uids,
             remember=(Remember(REMEMBER_USER_QUIET, (finding.user,),
                                float(config["LF_FLUSH"])),),
             action=action_for(config, "PT_USER_ACTION",
@@ -477,10 +519,10 @@ class Resource(Check):
 
     def respond(self, finding: Finding, config) -> Response:
         proc = process_of(finding)
-        kill, uid = _user_kill(config, (proc,))
+        kill, uids = _user_kill(config, (proc,))
         return Response(
             alert=self.template if not kill or config["PT_USERKILL_ALERT"] else None,
-            kill=kill, kill_uid=uid,
+            kill=kill, kill_uids=uids,
             remember=(Remember(REMEMBER_RESOURCE, (*process_key(proc), finding.reasons[0])),),
             action=action_for(config, "PT_USER_ACTION", (str(proc.pid),)))
 
@@ -502,9 +544,13 @@ class Resource(Check):
 
 class ForkBomb(Check):
     """PT_FORKBOMB: a session holding at least this many processes. Root's processes count
-    toward it (a fork bomb run as root is still one); sessions 0 and 1 never do. The response
-    stops, then kills, only the counted processes of the user holding most of them, and what
-    they fork meanwhile: never root, never an ignored process, never another user's."""
+    toward it (a fork bomb run as root is still one); sessions 0 and 1 never do.
+
+    A session is often shared: php-fpm's or a pre-fork web server's root master and every
+    customer's pool workers in one. So the response does not kill the user holding most of it
+    but the forkers: the users whose processes forked the bomb (see ``forkers``). It stops, then
+    kills, the counted processes of the forkers in the session, and what they fork meanwhile:
+    never root, never an ignored process, never a process of another user."""
 
     name = CHECK_FORKBOMB
     template = "forkbombalert.txt"
@@ -525,25 +571,27 @@ class ForkBomb(Check):
                 continue
             sessions.setdefault(proc.session, []).append(proc)
         findings = []
+        by_pid = None
+        young_age = config_mod.effective_interval(policy.config) * YOUNG_INTERVALS
         for session, procs in sessions.items():
             if len(procs) >= threshold:
+                if by_pid is None:      # every process, ignored ones too: parents are facts
+                    by_pid = {proc.pid: proc for proc in snapshot.processes}
                 leader = next((p for p in procs if p.pid == session), procs[0])
                 findings.append(Finding(self.name, ("fork bomb",), leader,
                                         policy.user_name(leader.uid), tuple(procs),
                                         f"session {session} holds {len(procs)} processes >= "
-                                        f"PT_FORKBOMB {threshold}"))
+                                        f"PT_FORKBOMB {threshold}",
+                                        details={"forkers": forkers(procs, by_pid, young_age,
+                                                                    threshold)}))
         return findings
 
     def respond(self, finding: Finding, config) -> Response:
-        counts: dict = {}
-        for proc in finding.processes:
-            if proc.uid != 0:
-                counts[proc.uid] = counts.get(proc.uid, 0) + 1
-        if not counts:             # only root's: alert, never kill
+        uids = finding.details.get("forkers", ())
+        kill = tuple(kill_key(p) for p in finding.processes if p.uid in uids and p.uid != 0)
+        if not kill:        # no forker: root's alone, or nothing a user forked is a bomb
             return Response(alert=self.template)
-        uid = max(counts, key=counts.__getitem__)
-        kill = tuple(kill_key(p) for p in finding.processes if p.uid == uid)
-        return Response(alert=self.template, kill=kill, kill_uid=uid, stop_first=True,
+        return Response(alert=self.template, kill=kill, kill_uids=uids, stop_first=True,
                         follow_forks=True)
 
     def log_lines(self, finding: Finding, killed: bool, user_name) -> list:
@@ -587,7 +635,7 @@ class SshdHung(Check):
         proc = process_of(finding)
         if proc.uid == 0:
             return Response()
-        return Response(kill=(kill_key(proc),), kill_uid=proc.uid)
+        return Response(kill=(kill_key(proc),), kill_uids=(proc.uid,))
 
     def log_lines(self, finding: Finding, killed: bool, user_name) -> list:
         proc = process_of(finding)

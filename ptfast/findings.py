@@ -105,9 +105,10 @@ class Response:
 
     alert: Optional[str] = None        # the template file to mail; None: no mail
     kill: tuple = ()                   # ProcessKey of exactly the processes to SIGKILL
-    kill_uid: Optional[int] = None     # the uid every one of them must still have
+    kill_uids: tuple = ()              # the uids they may still have (one, or a fork bomb's
+                                       # forkers); never 0
     stop_first: bool = False           # SIGSTOP them all before any SIGKILL (a fork bomb) ...
-    follow_forks: bool = False         # ... and the children they fork meanwhile (same uid, exe)
+    follow_forks: bool = False         # ... and the children they fork meanwhile (of those uids)
     remember: tuple = ()               # Remember: what the state records
     action: Optional[Action] = None
 
@@ -118,8 +119,10 @@ class Response:
                         "kill": [key.pid for key in self.kill[:MAX_LIST_ITEMS]]}
         if len(self.kill) > MAX_LIST_ITEMS:
             record["kill_left_out"] = len(self.kill) - MAX_LIST_ITEMS
-        if self.kill:
-            record["kill_uid"] = self.kill_uid
+        if self.kill and len(self.kill_uids) == 1:
+            record["kill_uid"] = self.kill_uids[0]
+        elif self.kill:                # a fork bomb forked by several users
+            record["kill_uids"] = list(self.kill_uids)
         if self.stop_first:
             record["stop_first"] = True
         if self.follow_forks:
@@ -144,7 +147,8 @@ class Finding:
     level: str = ""                   # resource, forkbomb and load: the limit crossed, in words
     response: Response = field(default_factory=Response)
     #: load: "loadavg" and "processes" as read; suspicious, for a listener handed between
-    #: young processes: "outlived", the (netns, inode) of each such listener
+    #: young processes: "outlived", the (netns, inode) of each such listener; forkbomb:
+    #: "forkers", the uids that forked the bomb
     details: dict = field(default_factory=dict)
     #: suspicious: every socket of the process as (socket, counted, why)
     judged_sockets: tuple = ()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
-from typing import Optional
+from typing import Collection, Optional
 
 from ._corespec import STAT_PPID, STAT_STARTTIME, parse_stat, stat_field
 
@@ -50,21 +50,22 @@ def identity_of(pid: int, proc_root: str = "/proc") -> Optional[tuple]:
     return None
 
 
-def _check(pid: int, start_time: int, uid: int) -> Optional[str]:
+def _check(pid: int, start_time: int, uids: Collection[int]) -> Optional[str]:
     identity = identity_of(pid)
     if identity is None:
         return "already gone"
     if identity[0] != start_time:
         return "already gone (its PID now belongs to another process)"
-    if identity[1] != uid or uid == 0:
-        return f"not killed: it runs as uid {identity[1]}, not {uid}"
+    if identity[1] not in uids or identity[1] == 0:
+        wanted = " or ".join(str(uid) for uid in sorted(uids)) or "none"
+        return f"not killed: it runs as uid {identity[1]}, not {wanted}"
     return None
 
 
-def signal_process(pid: int, start_time: int, uid: int,
+def signal_process(pid: int, start_time: int, uids: Collection[int],
                    signum: int = signal.SIGKILL) -> Optional[str]:
-    """Send ``signum`` to exactly the process (pid, start_time) if it still runs as ``uid``
-    (never 0); None on success, else why not."""
+    """Send ``signum`` to exactly the process (pid, start_time) if it still runs as one of
+    ``uids`` (never 0); None on success, else why not."""
     try:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
@@ -72,7 +73,7 @@ def signal_process(pid: int, start_time: int, uid: int,
     except (AttributeError, OSError) as exc:
         if isinstance(exc, OSError) and exc.errno not in _NO_PIDFD:
             return exc.strerror
-        why_not = _check(pid, start_time, uid)        # no pidfd here: check, then kill
+        why_not = _check(pid, start_time, uids)       # no pidfd here: check, then kill
         if why_not is None:
             try:
                 os.kill(pid, signum)
@@ -82,7 +83,7 @@ def signal_process(pid: int, start_time: int, uid: int,
                 return kill_error.strerror
         return why_not
     try:
-        why_not = _check(pid, start_time, uid)        # the pidfd pins what is checked
+        why_not = _check(pid, start_time, uids)       # the pidfd pins what is checked
         if why_not is None:
             signal.pidfd_send_signal(pidfd, signum)
     except ProcessLookupError:
@@ -116,19 +117,19 @@ def kill_planned(response, log) -> bool:
     A fork bomb (``stop_first``) is stopped process by process first, then, with
     ``follow_forks``, whatever the stopped ones forked before they stopped (a stopped process
     cannot fork), round after round, and only then killed: killing first would let the rest
-    fork on.
+    fork on. Every one must still run as one of the response's uids, its forks too.
     """
-    uid = response.kill_uid
+    uids = frozenset(response.kill_uids)
     targets = [(key.pid, key.start_time) for key in response.kill]
     if response.stop_first:
         stopped = [(pid, start) for pid, start in targets
-                   if signal_process(pid, start, uid, signal.SIGSTOP) is None]
+                   if signal_process(pid, start, uids, signal.SIGSTOP) is None]
         if response.follow_forks:
             for _round in range(FORKBOMB_ROUNDS):
                 known = set(stopped)
                 fresh = [(pid, start) for pid, start in children_of({pid for pid, _ in stopped})
                          if (pid, start) not in known
-                         and signal_process(pid, start, uid, signal.SIGSTOP) is None]
+                         and signal_process(pid, start, uids, signal.SIGSTOP) is None]
                 if not fresh:
                     break
                 stopped.extend(fresh)
@@ -136,7 +137,7 @@ def kill_planned(response, log) -> bool:
         targets = stopped + [target for target in targets if target not in was_stopped]
     all_gone = True
     for pid, start_time in targets:
-        why_not = signal_process(pid, start_time, uid)
+        why_not = signal_process(pid, start_time, uids)
         if why_not is not None and not why_not.startswith("already gone"):
             log(f"could not kill PID {pid}: {why_not}")
             all_gone = False

@@ -151,5 +151,5 @@ def test_listener_memory_is_bounded_and_forgets_what_closed(tmp_path, monkeypatc
 def test_a_planned_kill_list_is_bounded_in_json():
     from ptfast.findings import ProcessKey, Response
     record = Response(kill=tuple(ProcessKey(pid, 1) for pid in range(1, 1201)),
-                      kill_uid=1000).as_record()
+                      kill_uids=(1000,)).as_record()
     assert len(record["kill"]) == 500 and record["kill_left_out"] == 700
