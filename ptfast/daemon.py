@@ -108,6 +108,9 @@ class Service:
         """Lock, read settings and memory. Raises AlreadyRunning or OSError."""
         safepaths.prepare_service_paths(self.state_dir, (self.log.path, self.args.events_file))
         self._lock_fd = take_lock(self.state_dir)
+        for path in (self.log.path, self.args.events_file):
+            if path:    # written before they are needed: a missing directory is said now
+                os.close(safepaths.open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT))
         self.tracker = Tracker(self.log, self.state, Spool(self.state_dir), self.actions,
                                proc_root=self.args.proc_root, events_file=self.args.events_file,
                                service=ONCE if self.args.once else SERVICE)
@@ -191,11 +194,13 @@ class Service:
                 pass
 
     def once(self) -> bool:
-        """``--once``: one pass and one load check; False when either failed or alerts could
-        not be delivered (they stay in the spool for the next run), so that cron says so."""
+        """``--once``: one pass and one load check; False when either failed, a log line or event
+        could not be written, or alerts could not be delivered (they stay in the spool for the next run), so that cron says so."""
         passed = self.guarded(self.run_pass)[0]
         if self.config["PT_LOAD"] > 0:
             passed = self.guarded(self.check_load)[0] and passed
+        if self.tracker.unrecorded or self.tracker.not_written():
+            passed = False
         if self.tracker.waiting:
             self.log(f"{self.tracker.waiting} alert(s) not delivered: kept in the spool for the "
                      "next run")

@@ -8,7 +8,8 @@ and failed) are carried over from the previous status file when the service star
 grow, as Prometheus counters should; a lost or unreadable file starts them afresh.
 
 Health, and the exit status for monitoring: 0 healthy; 1 degraded (the spool is not draining, the
-last pass is older than STALE_PASSES x PT_INTERVAL, ignore rules were switched off); 2 not
+last pass is older than STALE_PASSES x PT_INTERVAL, ignore rules were switched off, the log or
+events file could not be written); 2 not
 running (the service that wrote the status holds the lock no more) or no status at all. A status
 written by ``run --once`` (cron) needs no running process, only fresh passes.
 """
@@ -48,12 +49,14 @@ class PassRecord:
     inspected: int = 0          # whose open files were read
     scan_seconds: float = 0.0   # of ``duration``: the walk of /proc
     findings: Counter = field(default_factory=Counter)     # check -> new findings
+    unrecorded: int = 0         # findings whose log line or event could not be written
 
     def as_dict(self) -> dict:
         return {"started_at": self.started_at, "ended_at": self.started_at + self.duration,
                 "duration_seconds": self.duration, "scan_seconds": self.scan_seconds,
                 "tracking": self.tracking,
                 "processes": self.processes, "inspected": self.inspected,
+                "unrecorded": self.unrecorded,
                 "findings": dict(sorted(self.findings.items()))}
 
 
@@ -111,7 +114,7 @@ def load_totals(state_dir: str) -> Totals:
 
 def status_document(*, service: str, interval: int, last_pass: PassRecord | None,
                     totals: Totals, waiting: int, rules_switched_off: list, routes: list,
-                    now: float | None = None) -> dict:
+                    unwritable: tuple | list = (), now: float | None = None) -> dict:
     """What a pass leaves for ``ptfast status`` (README, "ptfast status", shows the fields)."""
     from . import __version__, procfs
     return {"schema": SCHEMA_VERSION, "written_at": time.time() if now is None else now,
@@ -120,7 +123,7 @@ def status_document(*, service: str, interval: int, last_pass: PassRecord | None
             "last_pass": last_pass.as_dict() if last_pass is not None else None,
             "totals": totals.as_dict(), "spool_waiting": waiting,
             "rules_switched_off": [escape_text(rule) for rule in rules_switched_off],
-            "alerts_via": routes}
+            "alerts_via": routes, "unwritable": [escape_text(why) for why in unwritable]}
 
 
 def write_status(state_dir: str, document: dict) -> None:
@@ -233,6 +236,13 @@ def judge(document: dict, holder: int | None, entries: int, oldest: float | None
         problems.append(f"the spool is not draining: {entries} alert(s) waiting, the oldest "
                         f"spooled {ago(now - oldest)} ago and not delivered by the last pass "
                         "(the log says why)")
+        code = max(code, DEGRADED)
+    unrecorded = int(last.get("unrecorded") or 0)
+    unwritable = document.get("unwritable") or []
+    if unrecorded or unwritable:
+        problems.append(f"{'; '.join(unwritable) or 'the log or events file'}: could not be "
+                        f"written" + (f", {unrecorded} finding(s) not remembered (reported "
+                                      "again next pass)" if unrecorded else ""))
         code = max(code, DEGRADED)
     switched_off = document.get("rules_switched_off") or []
     if switched_off:

@@ -42,6 +42,10 @@ class Tracker:
         self.totals = load_totals(spool.state_dir)
         self.last_pass: PassRecord | None = None
         self._failing: set = set()  # what could not be written: said once, until it works
+        #: findings of this pass not remembered because their log line or event could not be
+        #: written (the next pass reports them again), and those files ("PATH: why")
+        self.unrecorded = 0
+        self.unwritable: set = set()
 
     def settings_changed(self) -> None:
         """After a reload: accounts may have been renamed or added."""
@@ -51,22 +55,26 @@ class Tracker:
         return build_policy(settings.config, settings.rules, memory=self.state,
                             user_names=self.user_names)
 
-    def _responder(self, settings) -> Responder:
-        return Responder(settings, self.log, self.spool, self.state, self.actions,
-                         hostname=self.hostname, user_names=self.user_names,
-                         proc_root=self.proc_root, events_file=self.events_file)
+    def _carry_out(self, settings, findings: list) -> None:
+        responder = Responder(settings, self.log, self.spool, self.state, self.actions,
+                              hostname=self.hostname, user_names=self.user_names,
+                              proc_root=self.proc_root, events_file=self.events_file)
+        responder.carry_out_all(findings)
+        self.unrecorded += responder.unrecorded
+        self.unwritable |= responder.unwritable
 
     def run_pass(self, settings) -> str:
         """One pass; returns a one-line summary of it."""
         started, clock = time.time(), time.perf_counter()
         policy = self._policy(settings)
         record = PassRecord(started, 0.0, policy.enabled)
+        self.unrecorded, self.unwritable = 0, set()
         if policy.enabled:
             snapshot = procfs.scan(self.proc_root, policy.want_fds)
             findings = policy.findings(snapshot)
             for problem in settings.rules.take_match_problems():    # rules switched off
                 self.log(escape_text(str(problem)))
-            self._responder(settings).carry_out_all(findings)
+            self._carry_out(settings, findings)
             findings += self._hopping_listeners(settings, policy, snapshot)
             self.state.forget_gone({process_key(proc) for proc in snapshot.processes})
             left_out = self.state.observe_listeners(
@@ -82,11 +90,17 @@ class Tracker:
             record.findings.update(finding.check for finding in findings)
         spooled, flushed = self.deliver(settings)
         record.duration = time.perf_counter() - clock
+        record.unrecorded = self.unrecorded
         self.last_pass = record
         self.totals.passes += 1
         self.totals.findings.update(record.findings)
         self.publish(settings)
         return self._summary(record, spooled, flushed)
+
+    def not_written(self) -> set:
+        """Files the service could not write lately ("PATH: why"): the log, the events file."""
+        error = getattr(self.log, "error", None)
+        return self.unwritable | ({error} if error else set())
 
     def _summary(self, record: PassRecord, spooled: Counter, flushed: Flushed) -> str:
         if record.tracking:
@@ -97,6 +111,9 @@ class Tracker:
                     f"finding(s)" + (f" ({found})" if found else ""))
         else:
             done = "process tracking is disabled (PT_LIMIT=0)"
+        if record.unrecorded:
+            done += (f", {record.unrecorded} not remembered (their log line or event could not "
+                     "be written: reported again next pass)")
         return (f"{done}; alerts: {sum(spooled.values())} spooled, "
                 f"{sum(flushed.delivered.values())} delivered, "
                 f"{sum(flushed.failed.values())} failed, {flushed.waiting} waiting in the spool")
@@ -118,7 +135,7 @@ class Tracker:
         rewalk = procfs.scan(self.proc_root, lambda proc: proc.uid in uids,
                              pids=procfs.newest_pids_of(uids, self.proc_root))
         findings = second.findings(rewalk, checks=(SUSPICIOUS,))
-        self._responder(settings).carry_out_all(findings)
+        self._carry_out(settings, findings)
         for proc in rewalk.processes:
             for sock in proc.sockets or ():
                 key = (sock.netns, sock.inode)
@@ -132,7 +149,9 @@ class Tracker:
         finding = self._policy(settings).load_finding(loadavg, processes, time.time())
         if finding is None:
             return
-        self._responder(settings).carry_out(finding)
+        self._carry_out(settings, [finding])
+        if self.last_pass is not None:
+            self.last_pass.unrecorded = self.unrecorded
         self.totals.findings[CHECK_LOAD] += 1
         self.deliver(settings)
         self.publish(settings)
@@ -168,7 +187,7 @@ class Tracker:
             service=self.service, interval=config_mod.effective_interval(config),
             last_pass=self.last_pass, totals=self.totals, waiting=self.waiting,
             rules_switched_off=settings.rules.switched_off(),
-            routes=Routes(config).shown())
+            routes=Routes(config).shown(), unwritable=sorted(self.not_written()))
         state_dir = self.spool.state_dir
         self._attempt(status_path(state_dir), lambda: write_status(state_dir, document),
                       "`ptfast status` shows the pass before")
