@@ -15,7 +15,7 @@ import os
 import sys
 
 from . import __version__, config as config_mod, pignore, procfs
-from .escape import escape_text
+from .escape import escape_line, escape_text
 from .findings import CHECK_SUSPICIOUS
 from .paths import (DEFAULT_EVENTS_FILE, DEFAULT_LOG_FILE, DEFAULT_STATE_DIR,
                     DEFAULT_TEMPLATE_DIR)
@@ -80,11 +80,12 @@ def add_path_options(parser: argparse.ArgumentParser) -> None:
 
 
 def load_checked_settings(args):
-    """Settings with every problem said on stderr; None when a named file is unreadable."""
+    """Settings with every problem said on stderr; None when one of them is fatal (a file
+    unreadable, an unknown setting name, a refused --set)."""
     settings = load_settings(args)
     for problem in settings.problems:
-        warn(escape_text(str(problem)))
-    return None if settings.unreadable() else settings
+        warn(escape_line(str(problem)))
+    return None if settings.fatal() else settings
 
 
 def not_root_warning(denied: int | None) -> str | None:
@@ -162,7 +163,7 @@ def cmd_scan(args) -> int:
     if load is not None:
         findings.append(load)
     for problem in rules.take_match_problems():
-        warn(escape_text(str(problem)))
+        warn(escape_line(str(problem)))
     out = sys.stdout.buffer
     if args.json:
         for finding in findings:
@@ -256,7 +257,7 @@ def cmd_check(args) -> int:
     if problems:
         print(f"\n{len(problems)} problem(s):")
         for problem in problems:
-            print(f"  {escape_text(str(problem))}")
+            print(f"  {escape_line(str(problem))}")
         return EXIT_ERROR
     print("\nno problems found")
     return EXIT_CLEAN

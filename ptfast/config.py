@@ -145,6 +145,9 @@ class Problem:
     path: str
     line: int          # 0 when the problem is about the whole file
     message: str
+    #: what the admin named cannot be used as meant (a file unreadable, a setting name unknown,
+    #: a --set refused): commands stop with exit 2 rather than run on what is left
+    fatal: bool = False
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line else self.path
@@ -201,9 +204,9 @@ def convert(name: str, text: str) -> object:
     shown = value if len(value) <= 40 else value[:40] + "..."
     if kind == INT:
         if not _INTEGER.fullmatch(value):
-            raise ValueError(f"{name} must be a whole number, not {shown!r}")
+            raise ValueError(f"{name} must be a whole number, not '{shown}'")
     elif not _NUMBER.fullmatch(value):
-        raise ValueError(f"{name} must be a number, not {shown!r}")
+        raise ValueError(f"{name} must be a number, not '{shown}'")
     lowest, highest = LIMITS[name]
     number = (int if kind == INT else float)(value) if len(value) <= MAX_NUMBER_CHARS else None
     if number is None or not lowest <= number <= highest:
@@ -211,8 +214,23 @@ def convert(name: str, text: str) -> object:
     return number
 
 
-def parse_lines(lines, path: str, config: Config) -> None:
-    """Apply csf.conf lines to ``config``, recording every problem with its line number."""
+def did_you_mean(name: str) -> str:
+    """"; did you mean PT_LIMIT?" for a name close to a known setting's, else ""."""
+    import difflib
+    close = difflib.get_close_matches(name.upper(), SETTINGS, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def unknown_name(name: str) -> str:
+    if name in LEFT_TO_LFD:
+        return f"{name} is lfd's, not ptfast's: set it in csf.conf"
+    return f"unknown setting {name}{did_you_mean(name)}"
+
+
+def parse_lines(lines, path: str, config: Config, strict: bool = False) -> None:
+    """Apply csf.conf lines to ``config``, recording every problem with its line number.
+    ``strict`` (ptfast.conf, which holds only ptfast's settings): an unknown name is a fatal
+    problem, not the firewall part of csf.conf to pass over."""
     seen: dict[str, int] = {}
     for number, line in enumerate(lines, start=1):
         line = line.rstrip("\r\n")
@@ -235,6 +253,9 @@ def parse_lines(lines, path: str, config: Config) -> None:
         if name in LEFT_TO_LFD and quoted.group(1).strip() not in ("", "0"):
             config.left_to_lfd.append((name, f"{path}:{number}"))
         if name not in SETTINGS:
+            if strict:
+                config.problems.append(Problem(path, number, unknown_name(name[:60]),
+                                               fatal=True))
             continue
         try:
             config.values[name] = convert(name, quoted.group(1))
@@ -255,13 +276,23 @@ def read_lines(path: str) -> list:
     return text.split("\n")
 
 
-def _read_file(path: str, config: Config) -> None:
+def unreadable_reason(exc: OSError) -> str:
+    """Why a file could not be read, with the fix when it is a permission a non-root run
+    lacks (after install-service, /etc/ptfast is root's)."""
+    why = str(exc.strerror)
+    if isinstance(exc, PermissionError) and os.geteuid() != 0:
+        why += " (run ptfast as root)"
+    return why
+
+
+def _read_file(path: str, config: Config, strict: bool = False) -> None:
     try:
         lines = read_lines(path)
     except OSError as exc:
-        config.problems.append(Problem(path, 0, f"cannot read: {exc.strerror}"))
+        config.problems.append(Problem(path, 0, f"cannot read: {unreadable_reason(exc)}",
+                                       fatal=True))
         return
-    parse_lines(lines, path, config)
+    parse_lines(lines, path, config, strict)
 
 
 def load(path: str | None = None, overrides=(), panel: bool | None = None,
@@ -286,20 +317,28 @@ def load(path: str | None = None, overrides=(), panel: bool | None = None,
     ptfast_conf = override_path if override_path is not None else DEFAULT_OVERRIDE_PATH
     if override_path is not None or os.path.exists(ptfast_conf):
         config.override_path = ptfast_conf
-        _read_file(ptfast_conf, config)
+        _read_file(ptfast_conf, config, strict=True)
     for override in overrides:
         name, sep, value = override.partition("=")
         name = name.strip()
-        if not sep or name not in SETTINGS:
-            # the name only (when it looks like one): the value may be a webhook URL and its token
-            shown = f"{name!r}" if sep and _NAME_LIKE.fullmatch(name) else "an argument"
-            config.problems.append(Problem("--set", 0, f"{shown} is not NAME=VALUE with a "
-                                                       "known setting name"))
+        # the name only, never the value (a webhook URL carries its token), nor an argument
+        # without "=" that does not look like a name (it may be such a value)
+        shown = name if _NAME_LIKE.fullmatch(name) else None
+        if not sep:
+            why = (f"{shown} has no value: expected --set {shown}=VALUE" if shown in SETTINGS
+                   else f"{shown} is not NAME=VALUE; {unknown_name(shown)}" if shown
+                   else "an argument is not NAME=VALUE (not shown: it may carry a secret)")
+            config.problems.append(Problem("--set", 0, why, fatal=True))
+            continue
+        if name not in SETTINGS:
+            why = (unknown_name(shown) if shown
+                   else "an argument's name is not a setting name (expected NAME=VALUE)")
+            config.problems.append(Problem("--set", 0, why, fatal=True))
             continue
         try:
             config.values[name] = convert(name, value.strip().strip('"'))
         except ValueError as exc:
-            config.problems.append(Problem("--set", 0, str(exc)))
+            config.problems.append(Problem("--set", 0, str(exc), fatal=True))
             continue
         config.sources[name] = "--set"
     _check_webhooks(config)

@@ -21,7 +21,7 @@ import traceback
 
 from . import __version__, config as config_mod, procfs, safepaths
 from .actions import Actions
-from .escape import escape_text
+from .escape import escape_line, escape_text
 from .logfile import LogFile
 from .delivery import Routes
 from .settings import Settings, load_settings
@@ -33,6 +33,12 @@ from .tracking import Tracker
 
 class AlreadyRunning(Exception):
     pass
+
+
+class SettingsRefused(Exception):
+    """A fatal problem in the settings or rules (ptfast.settings.Settings.fatal): tracking on
+    what is left (no ignore rules at all, a default in place of a mistyped setting) would alert
+    on every daemon or watch the wrong thing."""
 
 
 def take_lock(state_dir: str) -> int:
@@ -76,7 +82,7 @@ class Service:
 
     def _log_problems(self, settings: Settings) -> None:
         for problem in settings.problems:
-            self.log(escape_text(str(problem)))
+            self.log(escape_line(str(problem)))
 
     def _settings_summary(self) -> str:
         config, rules = self.config, self.settings.rules
@@ -117,6 +123,9 @@ class Service:
         self.settings = load_settings(self.args, templates=True)
         self.log.to_syslog = bool(self.config["SYSLOG"])
         self._log_problems(self.settings)
+        fatal = self.settings.fatal()
+        if fatal:
+            raise SettingsRefused("; ".join(escape_line(str(problem)) for problem in fatal))
         problem = self.state.load()
         if problem:
             self.log(escape_text(problem))
@@ -224,7 +233,7 @@ def run(args) -> int:
     service = Service(args)
     try:
         service.start()
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, SettingsRefused) as exc:
         service.log(f"not started: {escape_text(str(exc))}")
         return 2
     except OSError as exc:

@@ -21,9 +21,10 @@ class Settings:
     templates: Optional[Templates] = None
     problems: list = field(default_factory=list)
 
-    def unreadable(self) -> list:
-        """Problems that mean a file the admin named could not be read at all."""
-        return [p for p in self.problems if p.line == 0 and p.path != "--set"]
+    def fatal(self) -> list:
+        """Problems that stop a command (exit 2): a config or ignore file that could not be
+        read (the rules would be incomplete), an unknown setting name, a refused --set."""
+        return [problem for problem in self.problems if getattr(problem, "fatal", False)]
 
 
 def load_settings(args, templates: bool = False) -> Settings:

@@ -14,7 +14,7 @@ from collections import Counter
 from . import config as config_mod, procfs
 from .checks import SUSPICIOUS, is_listening
 from .delivery import Flushed, Routes, flush
-from .escape import escape_text
+from .escape import escape_line, escape_text
 from .findings import CHECK_LOAD, REMEMBER_LISTENER, Remember, outlived, process_key
 from .policy import build_policy
 from .respond import Responder
@@ -73,7 +73,7 @@ class Tracker:
             snapshot = procfs.scan(self.proc_root, policy.want_fds)
             findings = policy.findings(snapshot)
             for problem in settings.rules.take_match_problems():    # rules switched off
-                self.log(escape_text(str(problem)))
+                self.log(escape_line(str(problem)))
             self._carry_out(settings, findings)
             findings += self._hopping_listeners(settings, policy, snapshot)
             self.state.forget_gone({process_key(proc) for proc in snapshot.processes})
