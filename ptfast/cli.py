@@ -253,13 +253,18 @@ def cmd_check(args) -> int:
         print(f"{name:<{width}} = {value:<32} {config.sources[name]}")
     for name, source in config.left_to_lfd:
         print(f"\n{name} ({source}) is lfd's: it {config_mod.LEFT_TO_LFD[name]}")
+    warnings = config_mod.double_tracking(config)
+    if warnings:
+        print(f"\n{len(warnings)} warning(s):")
+        for warning in warnings:
+            print(f"  {escape_line(warning)}")
     problems = settings.problems + safety_problems(args, config)
     if problems:
         print(f"\n{len(problems)} problem(s):")
         for problem in problems:
             print(f"  {escape_line(str(problem))}")
         return EXIT_ERROR
-    print("\nno problems found")
+    print("\nno problems found" + (" (see the warnings above)" if warnings else ""))
     return EXIT_CLEAN
 
 

@@ -165,6 +165,8 @@ class Config:
     left_to_lfd: list = field(default_factory=list)
     path: str | None = None
     override_path: str | None = None
+    #: what csf.conf itself sets, as (value, "FILE:LINE"): lfd runs on it
+    in_csf_conf: dict = field(default_factory=dict)
 
     def __getitem__(self, name: str):
         return self.values[name]
@@ -310,6 +312,8 @@ def load(path: str | None = None, overrides=(), panel: bool | None = None,
     if path is not None or os.path.exists(csf_conf):
         config.path = csf_conf
         _read_file(csf_conf, config)
+        config.in_csf_conf = {name: (config.values[name], source)
+                              for name, source in config.sources.items() if source != "default"}
         if config.values["PT_LIMIT"] == 0 and config.sources["PT_LIMIT"] != "default":
             config.sources["PT_LIMIT"] = (f"default ({config.sources['PT_LIMIT']} sets 0: "
                                           "lfd's tracking is off, ptfast's is on)")
@@ -343,6 +347,26 @@ def load(path: str | None = None, overrides=(), panel: bool | None = None,
         config.sources[name] = "--set"
     _check_webhooks(config)
     return config
+
+
+def double_tracking(config: Config) -> list:
+    """What lfd and ptfast would both do with these settings, so that every such alert comes
+    twice (``check`` warns). lfd tracks while csf.conf's PT_LIMIT is not 0; its load check
+    (PT_LOAD) runs whatever PT_LIMIT says."""
+    warnings = []
+    lfd_limit = config.in_csf_conf.get("PT_LIMIT")
+    if lfd_limit is not None and lfd_limit[0] != 0 and config["PT_LIMIT"] > 0:
+        warnings.append(f"lfd is still tracking processes ({lfd_limit[1]}: PT_LIMIT = "
+                        f"\"{lfd_limit[0]}\"): with ptfast running, every alert comes twice; "
+                        "set PT_LIMIT = \"0\" in csf.conf and restart lfd (csf -ra)")
+    lfd_load = config.in_csf_conf.get("PT_LOAD")
+    if lfd_load is not None and lfd_load[0] != 0 and config["PT_LOAD"] > 0:
+        warnings.append(f"lfd and ptfast both check the load average ({lfd_load[1]}: PT_LOAD = "
+                        f"\"{lfd_load[0]}\"; ptfast's PT_LOAD is {config['PT_LOAD']}): every "
+                        "load alert comes twice; leave it to lfd (PT_LOAD = \"0\" in "
+                        "ptfast.conf) or hand it over (PT_LOAD = \"0\" in csf.conf, then "
+                        "csf -ra)")
+    return warnings
 
 
 def _problem_at(config: Config, name: str, message: str) -> Problem:

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from helpers.service import CHECKED_SENDMAIL
+
 PROC_TREE_ARGS = ("--proc-root", "/proc")
 
 
@@ -99,3 +101,38 @@ def test_problems_are_shown_without_double_escaping(files):
     result = ptfast("check", *options)
     assert "PT_INTERVAL must be a whole number, not '6O'" in result.stdout
     assert "invalid pexe regex 'listener\\.py(':" in result.stdout
+
+
+def check_with_csf_conf(root, options, csf_text: str, override_text: str):
+    csf = root / "csf.conf"
+    csf.write_text(csf_text)
+    (root / "ptfast.conf").write_text(override_text)
+    options = list(options)
+    options[1] = str(csf)
+    return ptfast("check", *options, "--state-dir", str(root / "state"),
+                  "--log-file", str(root / "log"), "--events-file", str(root / "events"),
+                  "--set", CHECKED_SENDMAIL)
+
+
+def test_check_warns_while_lfd_still_tracks(files):
+    """Issue 22, point 4: csf.conf still at PT_LIMIT = "60" means every alert twice."""
+    root, options = files
+    result = check_with_csf_conf(root, options, 'PT_LIMIT = "60"\nPT_LOAD = "0"\n', "")
+    assert result.returncode == 0, result.stdout
+    assert (f'lfd is still tracking processes ({root / "csf.conf"}:1: PT_LIMIT = "60")'
+            in result.stdout)
+    handed_over = check_with_csf_conf(root, options, 'PT_LIMIT = "0"\nPT_LOAD = "0"\n', "")
+    assert "warning" not in handed_over.stdout, handed_over.stdout
+
+
+def test_check_warns_when_lfd_and_ptfast_both_check_the_load(files):
+    root, options = files
+    both = check_with_csf_conf(root, options, 'PT_LIMIT = "0"\nPT_LOAD = "30"\n', "")
+    assert (f'lfd and ptfast both check the load average ({root / "csf.conf"}:2: PT_LOAD = '
+            '"30"; ptfast\'s PT_LOAD is 30)') in both.stdout
+    left_to_lfd = check_with_csf_conf(root, options, 'PT_LIMIT = "0"\nPT_LOAD = "30"\n',
+                                      'PT_LOAD = "0"\n')
+    assert "warning" not in left_to_lfd.stdout
+    handed_over = check_with_csf_conf(root, options, 'PT_LIMIT = "0"\nPT_LOAD = "0"\n',
+                                      'PT_LOAD = "30"\n')
+    assert "warning" not in handed_over.stdout
