@@ -198,16 +198,12 @@ def safety_problems(args, config) -> list:
     """What `run` would refuse: paths it writes that a customer could change or that it cannot
     write, and programs it runs as root that a customer could change."""
     from . import safepaths
-    from .actions import action_problems
-    from .destinations import webhook_problems
-    from .mail import mail_problems
-    from .metrics import metrics_problems
+    from .settings import route_problems
     files = (args.log_file, args.events_file)
     paths = [config_mod.Problem(path, 0, why) for path, why in
              safepaths.service_path_problems(args.state_dir, files)
              + safepaths.service_write_problems(args.state_dir, files)]
-    return (paths + action_problems(config) + mail_problems(config) + metrics_problems(config)
-            + webhook_problems(config))
+    return paths + route_problems(config)
 
 
 def cmd_baseline(args) -> int:

@@ -148,10 +148,17 @@ class Problem:
     #: what the admin named cannot be used as meant (a file unreadable, a setting name unknown,
     #: a --set refused): commands stop with exit 2 rather than run on what is left
     fatal: bool = False
+    #: what ptfast does about it when it goes on ("using the default 60"): not said when a
+    #: reload is refused, since the previous settings stay instead
+    consequence: str = ""
 
     def __str__(self) -> str:
+        return self.said(with_consequence=True)
+
+    def said(self, with_consequence: bool = True) -> str:
         where = f"{self.path}:{self.line}" if self.line else self.path
-        return f"{where}: {self.message}"
+        then = f"; {self.consequence}" if self.consequence and with_consequence else ""
+        return f"{where}: {self.message}{then}"
 
 
 @dataclass
@@ -262,8 +269,8 @@ def parse_lines(lines, path: str, config: Config, strict: bool = False) -> None:
         try:
             config.values[name] = convert(name, quoted.group(1))
         except ValueError as exc:
-            config.problems.append(Problem(path, number, f"{exc}; using the default "
-                                                         f"{config.values[name]!r}"))
+            config.problems.append(Problem(path, number, str(exc), consequence="using the "
+                                           f"default {config.values[name]!r}"))
             continue
         config.sources[name] = f"{path}:{number}"
 

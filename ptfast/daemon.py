@@ -24,7 +24,7 @@ from .actions import Actions
 from .escape import escape_line, escape_text
 from .logfile import LogFile
 from .delivery import Routes
-from .settings import Settings, load_settings
+from .settings import Settings, load_settings, route_problems
 from .spool import Spool
 from .state import ReportedState
 from .status import LOCK_FILE, ONCE, SERVICE
@@ -97,12 +97,14 @@ class Service:
                 f"alerts via {', '.join(Routes(config).shown())}")
 
     def reload(self) -> None:
-        """SIGHUP: read everything again; with any problem, keep what runs now."""
+        """SIGHUP: read everything again; with any problem, keep what runs now (said in one
+        line: the problems' own "using the default" would contradict it)."""
         settings = load_settings(self.args, templates=True)
-        if settings.problems:
-            self._log_problems(settings)
-            self.log(f"reload refused: {len(settings.problems)} problem(s) in the new settings; "
-                     "keeping the previous ones")
+        problems = settings.problems + route_problems(settings.config)
+        if problems:
+            said = "; ".join(escape_line(problem.said(with_consequence=False))
+                             for problem in problems)
+            self.log(f"reload refused, the previous settings stay in force: {said}")
             return
         self.settings = settings
         self.log.to_syslog = bool(self.config["SYSLOG"])
@@ -123,6 +125,8 @@ class Service:
         self.settings = load_settings(self.args, templates=True)
         self.log.to_syslog = bool(self.config["SYSLOG"])
         self._log_problems(self.settings)
+        for problem in route_problems(self.config):     # said now, not at the first alert
+            self.log(escape_line(str(problem)))
         fatal = self.settings.fatal()
         if fatal:
             raise SettingsRefused("; ".join(escape_line(str(problem)) for problem in fatal))

@@ -172,8 +172,8 @@ class IgnoreRules:
             except _regex().error as exc:
                 invalid.append(rule)
                 self.problems.append(Problem(rule.path, rule.line,
-                                             f"invalid p{rule.kind} regex '{rule.text}': {exc}; "
-                                             "rule skipped"))
+                                             f"invalid p{rule.kind} regex '{rule.text}': {exc}",
+                                             consequence="rule skipped"))
         try:
             return Chunk(valid, _alternation(valid) if valid else None)
         except _regex().error:         # valid alone, not together: match each alone

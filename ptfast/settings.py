@@ -27,6 +27,18 @@ class Settings:
         return [problem for problem in self.problems if getattr(problem, "fatal", False)]
 
 
+def route_problems(config: config_mod.Config) -> list:
+    """What the settings name that the service could not use: a SENDMAIL or relay that is not
+    there, action scripts, the metrics file and webhooks a customer could change. ``check``
+    reports them; a reload with any of them is refused (the next alert would fail)."""
+    from .actions import action_problems
+    from .destinations import webhook_problems
+    from .mail import mail_problems
+    from .metrics import metrics_problems
+    return (action_problems(config) + mail_problems(config) + metrics_problems(config)
+            + webhook_problems(config))
+
+
 def load_settings(args, templates: bool = False) -> Settings:
     """From the command line's ``--config``, ``--override``, ``--set``, ``--pignore`` (and
     ``--templates`` when ``templates``)."""
