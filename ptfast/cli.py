@@ -101,6 +101,10 @@ def not_root_warning(denied: int | None) -> str | None:
 
 def cmd_tune(args) -> int:
     from . import tune
+    not_root = not_root_warning(None)
+    if not_root:        # its recommendation would rest on this user's processes alone
+        warn(f"tune cannot measure this host: {not_root}")
+        return EXIT_ERROR
     settings = load_checked_settings(args)
     if settings is None:
         return EXIT_ERROR

@@ -195,13 +195,15 @@ def report(state_dir: str, now: float | None = None) -> Report:
     holder = lock_holder(state_dir)
     try:
         entries, oldest = census(state_dir)
+    except PermissionError as exc:
+        return _unreadable_state(exc, holder, now)
     except OSError as exc:
-        why = (" (the state directory is root's: run ptfast status as root)"
-               if isinstance(exc, PermissionError) else "")
-        return Report(DOWN, "no state", [f"cannot read the spool: {exc.strerror}{why}"], None,
+        return Report(DOWN, "no state", [f"cannot read the spool: {exc.strerror}"], None,
                       holder, 0, None, now)
     try:
         document = read_status(state_dir)
+    except PermissionError as exc:
+        return _unreadable_state(exc, holder, now)
     except FileNotFoundError:
         why = (f"no status in {state_dir} yet: the service has not finished a pass"
                if holder is not None else f"no status in {state_dir}: ptfast run never ran here")
@@ -213,6 +215,14 @@ def report(state_dir: str, now: float | None = None) -> Report:
     code, problems = judge(document, holder, entries, oldest, now)
     return Report(code, HEALTH_WORDS[code] if code != DOWN else "not running", problems,
                   document, holder, entries, oldest, now)
+
+
+def _unreadable_state(exc: OSError, holder: int | None, now: float) -> Report:
+    """Not "no state": there may well be one, this user may not read it."""
+    where = exc.filename or "the state directory"
+    return Report(DOWN, "cannot read the state", [
+        f"{where}: {exc.strerror} (the state directory is root's: run ptfast status as root)"],
+        None, holder, 0, None, now)
 
 
 def judge(document: dict, holder: int | None, entries: int, oldest: float | None,
