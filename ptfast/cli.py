@@ -35,6 +35,18 @@ def version_text() -> str:
     return text
 
 
+class VersionAction(argparse.Action):
+    """--version, printed as it is (argparse's own wraps it at the terminal's width)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help="show the version, which core runs and why, then exit"):
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
 def warn(message: str) -> None:
     print(f"ptfast: {message}", file=sys.stderr)
 
@@ -293,7 +305,7 @@ def cmd_install_service(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ptfast", description="Fast, lfd-compatible process "
                                      "tracking for Linux servers.")
-    parser.add_argument("--version", action="version", version=version_text())
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
 
     scan = sub.add_parser("scan", help="read-only audit: report what would be alerted now")
