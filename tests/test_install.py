@@ -10,6 +10,8 @@ import sys
 import sysconfig
 
 
+import pytest
+
 from helpers.native import needs_program
 from ptfast import config, install
 
@@ -189,3 +191,29 @@ def test_bash_completes_the_commands(tmp_path):
               'echo "${COMPREPLY[@]}"')
     result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
     assert result.stdout.split() == ["install-service"], result.stderr
+
+
+def test_uninstall_removes_the_link_systemctl_enable_made(tmp_path):
+    """Issue 22, point 11: without systemctl (no systemd running, or --root) the
+    multi-user.target.wants link would be left behind, pointing at a removed unit."""
+    install_service(tmp_path)
+    wants = tmp_path / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir()
+    (wants / "ptfast.service").symlink_to("/etc/systemd/system/ptfast.service")
+    output = install_service(tmp_path, "--uninstall")
+    assert f"removed: {wants / 'ptfast.service'}" in output
+    assert not os.path.lexists(wants / "ptfast.service")
+    assert tree(tmp_path) == {}
+    assert "not running systemctl" in output
+
+
+@pytest.mark.skipif(os.path.isdir(install.SYSTEMD_RUNNING), reason="systemd runs here")
+def test_install_without_systemd_says_it_did_not_run_systemctl():
+    """--dry-run on the real root: it writes nothing, and says systemctl was not run."""
+    for extra in ((), ("--uninstall",)):
+        result = subprocess.run([sys.executable, "-m", "ptfast", "install-service", "--dry-run",
+                                 *extra], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert ("not running systemctl (daemon-reload and the like): systemd is not running "
+                f"here ({install.SYSTEMD_RUNNING} is missing)") in result.stdout \
+            or "not running systemctl (disable --now ptfast" in result.stdout, result.stdout
