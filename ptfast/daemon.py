@@ -208,7 +208,8 @@ class Service:
 
     def once(self) -> bool:
         """``--once``: one pass and one load check; False when either failed, a log line or event
-        could not be written, or alerts could not be delivered (they stay in the spool for the next run), so that cron says so."""
+        could not be written, or alerts could not be delivered (they stay in the spool for the
+        next run), so that cron says so."""
         passed = self.guarded(self.run_pass)[0]
         if self.config["PT_LOAD"] > 0:
             passed = self.guarded(self.check_load)[0] and passed

@@ -67,8 +67,9 @@ def send_to_syslog(message: str) -> None:
 class LogFile:
     """Appends lfd-format lines to ``path``; with ``echo``, also writes the message to stderr
     (the journal, under systemd). A log that cannot be written is said once on stderr and the
-    service goes on (``write`` raises instead, for lines that must not be lost). A log path a customer could reach is never written (``refused`` says why,
-    on stderr even without ``echo``); the service refuses to start over it."""
+    service goes on (``write`` raises instead, for lines that must not be lost: a finding's).
+    A log path a customer could reach is never written (``refused`` says why, on stderr even
+    without ``echo``); the service refuses to start over it."""
 
     def __init__(self, path: str | None = DEFAULT_LOG_FILE, echo: bool = True) -> None:
         self.path = path

@@ -136,3 +136,13 @@ def test_check_warns_when_lfd_and_ptfast_both_check_the_load(files):
     handed_over = check_with_csf_conf(root, options, 'PT_LIMIT = "0"\nPT_LOAD = "0"\n',
                                       'PT_LOAD = "30"\n')
     assert "warning" not in handed_over.stdout
+
+
+@pytest.mark.parametrize("command", ["scan", "baseline", "check", "run", "status", "tune",
+                                     "install-service"])
+def test_every_commands_help_lists_its_exit_statuses(command):
+    """Issue 22, point 14."""
+    result = ptfast(command, "--help")
+    assert result.returncode == 0
+    said = result.stdout[result.stdout.index("exit status:"):]
+    assert "0 " in said and "2 " in said
