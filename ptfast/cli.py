@@ -24,6 +24,7 @@ from .report import finding_record, json_line, table
 from .settings import load_settings
 from .tune import DEFAULT_DURATION, DEFAULT_LIMITS, DEFAULT_SAMPLE
 from .users import UserNames
+from .words import counted
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -188,12 +189,13 @@ def cmd_scan(args) -> int:
         out.write(table(findings).encode())
         stats = snapshot.stats
         suspicious = sum(1 for finding in findings if finding.check == CHECK_SUSPICIOUS)
-        summary = (f"{suspicious} suspicious of {stats['processes']} processes, "
-                   f"{len(findings) - suspicious} other findings "
+        summary = (f"{suspicious} suspicious of "
+                   f"{counted(stats['processes'], 'process', 'processes')}, "
+                   f"{counted(len(findings) - suspicious, 'other finding')} "
                    f"({snapshot.core} core, {snapshot.duration * 1000:.0f} ms)")
         if stats["incomplete"] or stats["zombies"]:
             summary += (f"; {stats['incomplete']} not fully inspected (each says why), "
-                        f"{stats['zombies']} zombies")
+                        f"{counted(stats['zombies'], 'zombie')}")
         if not policy.enabled:
             summary += "; process tracking is disabled (PT_LIMIT = 0)"
         out.write((summary + "\n").encode())
@@ -203,7 +205,8 @@ def cmd_scan(args) -> int:
     if incomplete:
         warn(incomplete)
     elif denied:
-        warn(f"could not inspect {denied} processes (permission denied) even as root: they "
+        warn(f"could not inspect {counted(denied, 'process', 'processes')} (permission denied) "
+             "even as root: they "
              "belong to another user namespace or a security module forbids it")
     if findings:
         return EXIT_FINDINGS

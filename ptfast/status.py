@@ -27,6 +27,7 @@ from . import safepaths
 from .escape import escape_text
 from .spool import CHANNELS, census
 from .state import write_atomically
+from .words import counted
 
 STATUS_FILE = "status.json"
 LOCK_FILE = "ptfast.lock"
@@ -69,7 +70,8 @@ class Totals:
     findings: Counter = field(default_factory=Counter)     # check -> findings
     spooled: Counter = field(default_factory=Counter)      # channel -> entries
     delivered: Counter = field(default_factory=Counter)
-    failed: Counter = field(default_factory=Counter)       # delivery attempts that failed
+    failed: Counter = field(default_factory=Counter)       # alerts not delivered when due
+                                                           # (each once, however long it waits)
 
     def as_dict(self) -> dict:
         return {"since": self.since, "passes": self.passes,
@@ -110,6 +112,14 @@ def load_totals(state_dir: str) -> Totals:
         return Totals.from_dict(read_status(state_dir)["totals"])
     except (OSError, ValueError, TypeError, KeyError):
         return Totals()
+
+
+def last_written(state_dir: str) -> float:
+    """When the previous status was written (its pass had flushed the spool); 0 without one."""
+    try:
+        return float(read_status(state_dir)["written_at"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return 0.0
 
 
 def status_document(*, service: str, interval: int, last_pass: PassRecord | None,
@@ -288,7 +298,8 @@ def text(result: Report) -> str:
     last = document.get("last_pass")
     if last:
         findings = ", ".join(f"{check} {count}" for check, count in last["findings"].items())
-        scanned = (f"{last['processes']} processes, {last['inspected']} inspected"
+        scanned = (f"{counted(last['processes'], 'process', 'processes')}, "
+                   f"{last['inspected']} inspected"
                    if last["tracking"] else "tracking disabled (PT_LIMIT=0)")
         lines.append(f"  last pass:   {moment(last['started_at'])} "
                      f"({ago(result.now - last['ended_at'])} ago), "

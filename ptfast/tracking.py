@@ -18,9 +18,11 @@ from .escape import escape_line, escape_text
 from .findings import CHECK_LOAD, REMEMBER_LISTENER, Remember, outlived, process_key
 from .policy import build_policy
 from .respond import Responder
-from .spool import MAIL
-from .status import PassRecord, load_totals, status_document, status_path, write_status
+from .spool import MAIL, channel_of, spooled_at
+from .status import (PassRecord, last_written, load_totals, status_document, status_path,
+                     write_status)
 from .users import UserNames
+from .words import counted
 
 
 class Tracker:
@@ -46,6 +48,9 @@ class Tracker:
         #: written (the next pass reports them again), and those files ("PATH: why")
         self.unrecorded = 0
         self.unwritable: set = set()
+        #: when the last flush started: an entry spooled before it, still waiting, was counted
+        #: as failed by that flush (or by the run that wrote the previous status)
+        self._last_flush = last_written(spool.state_dir)
 
     def settings_changed(self) -> None:
         """After a reload: accounts may have been renamed or added."""
@@ -88,25 +93,27 @@ class Tracker:
             record.inspected = sum(1 for proc in snapshot.processes if proc.sockets is not None)
             record.scan_seconds = snapshot.duration
             record.findings.update(finding.check for finding in findings)
-        spooled, flushed = self.deliver(settings)
+        spooled, flushed, failed = self.deliver(settings)
         record.duration = time.perf_counter() - clock
         record.unrecorded = self.unrecorded
         self.last_pass = record
         self.totals.passes += 1
         self.totals.findings.update(record.findings)
         self.publish(settings)
-        return self._summary(record, spooled, flushed)
+        return self._summary(record, spooled, flushed, failed)
 
     def not_written(self) -> set:
         """Files the service could not write lately ("PATH: why"): the log, the events file."""
         error = getattr(self.log, "error", None)
         return self.unwritable | ({error} if error else set())
 
-    def _summary(self, record: PassRecord, spooled: Counter, flushed: Flushed) -> str:
+    def _summary(self, record: PassRecord, spooled: Counter, flushed: Flushed,
+                 failed: Counter) -> str:
         if record.tracking:
             found = ", ".join(f"{check} {count}"
                               for check, count in sorted(record.findings.items()))
-            done = (f"{record.processes} processes ({record.inspected} inspected) scanned in "
+            done = (f"{counted(record.processes, 'process', 'processes')} ({record.inspected} "
+                    "inspected) scanned in "
                     f"{record.scan_seconds * 1000:.0f} ms, {sum(record.findings.values())} "
                     f"finding(s)" + (f" ({found})" if found else ""))
         else:
@@ -116,7 +123,7 @@ class Tracker:
                      "be written: reported again next pass)")
         return (f"{done}; alerts: {sum(spooled.values())} spooled, "
                 f"{sum(flushed.delivered.values())} delivered, "
-                f"{sum(flushed.failed.values())} failed, {flushed.waiting} waiting in the spool")
+                f"{sum(failed.values())} failed, {flushed.waiting} waiting in the spool")
 
     def _hopping_listeners(self, settings, policy, snapshot) -> list:
         """Listeners that outlived PT_LIMIT whose holder this pass did not walk (it exited and
@@ -166,19 +173,29 @@ class Tracker:
     def deliver(self, settings) -> tuple:
         """Save what was reported, then send what is in the spool; ``waiting`` says how many
         alerts are left in it. Returns (entries spooled since the last delivery by channel,
-        what the flush did)."""
+        what the flush did, alerts that failed for the first time by channel)."""
         self.save_state()
         spooled = self.spool.take_added()
         routes = Routes(settings.config)
+        flush_started = time.time()
         flushed = flush(self.spool, routes, self.log)
         self.waiting = flushed.waiting
         self.totals.spooled.update(spooled)
         self.totals.delivered.update(flushed.delivered)
-        self.totals.failed.update(flushed.failed)
+        failed = self.count_failed(flushed.kept, flush_started)
+        self.totals.failed.update(failed)
         for channel, delivered in sorted(flushed.delivered.items()):
             route = routes.mailer.route if channel == MAIL else channel
             self.log(f"{delivered} alert(s) delivered via {escape_text(route)}")
-        return spooled, flushed
+        return spooled, flushed, failed
+
+    def count_failed(self, kept: list, flush_started: float) -> Counter:
+        """Alerts whose delivery failed, by channel, each counted once however many passes it
+        waits (attempts are not alerts: a route that is down leaves most entries untried)."""
+        failed = Counter(channel_of(path) for path in kept
+                         if spooled_at(path) >= self._last_flush)
+        self._last_flush = flush_started
+        return failed
 
     def publish(self, settings) -> None:
         """The status file for ``ptfast status``, and PT_METRICS_FILE for Prometheus."""

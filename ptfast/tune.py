@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from . import procfs
 from .checks import SUSPICIOUS
 from .findings import process_key
+from .words import counted
 
 DEFAULT_LIMITS = (0, 5, 10, 30, 60, 120, 300, 600, 1800)
 DEFAULT_DURATION = 180.0
@@ -215,7 +216,8 @@ def watch(make_policy, proc_root: str, pt_interval: int, limits=DEFAULT_LIMITS,
 
 def table(result: Result) -> str:
     lines = [f"watched {result.duration:.0f} s, {result.samples} samples, PT_INTERVAL "
-             f"{result.pt_interval} s: {result.tracked_seen} tracked processes seen, "
+             f"{result.pt_interval} s: "
+             f"{counted(result.tracked_seen, 'tracked process', 'tracked processes')} seen, "
              f"{result.suspicious_seen} of them suspicious at some point", "",
              f"{'PT_LIMIT':>8}  {'inspected/scan':>14}  {'reported':>8}  {'scan ms':>8}  "
              f"{'core share':>10}  {'longest unreported':>18}"]
