@@ -27,6 +27,7 @@ from .users import UserNames
 from .words import counted
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+EXIT_INTERRUPTED = 128 + 2          # SIGINT, as a shell reports it
 
 
 def version_text() -> str:
@@ -157,7 +158,7 @@ def cmd_tune(args) -> int:
     if incomplete:
         warn(incomplete)
         return EXIT_ERROR
-    return EXIT_CLEAN
+    return EXIT_INTERRUPTED if result.interrupted else EXIT_CLEAN
 
 
 def cmd_scan(args) -> int:
@@ -315,8 +316,8 @@ EXIT_STATUS = {
            "delivered; 2 not started (settings, paths, another ptfast), or (--once) a pass "
            "failed, a log line or event could not be written, or alerts wait in the spool",
     "status": "0 healthy; 1 degraded; 2 not running, no status, or the state cannot be read",
-    "tune": "0 the table printed (also after Ctrl-C: what was measured); 2 error, or not run "
-            "as root",
+    "tune": "0 the table printed; 2 error, or not run as root; 130 interrupted (Ctrl-C): the "
+            "table of what was measured until then printed",
     "install-service": "0 done; 2 error",
 }
 
