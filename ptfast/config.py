@@ -332,12 +332,13 @@ def load(path: str | None = None, overrides=(), panel: bool | None = None,
     for override in overrides:
         name, sep, value = override.partition("=")
         name = name.strip()
-        # the name only, never the value (a webhook URL carries its token), nor an argument
-        # without "=" that does not look like a name (it may be such a value)
+        # the name only, never the value (a webhook URL carries its token); an argument
+        # without "=" only when it is a setting's name or close to one (else it may be a value)
         shown = name if _NAME_LIKE.fullmatch(name) else None
         if not sep:
-            why = (f"{shown} has no value: expected --set {shown}=VALUE" if shown in SETTINGS
-                   else f"{shown} is not NAME=VALUE; {unknown_name(shown)}" if shown
+            why = (f"{name} has no value: expected --set {name}=VALUE" if name in SETTINGS
+                   else f"{name} is not NAME=VALUE; {unknown_name(name)}"
+                   if shown and (did_you_mean(name) or name in LEFT_TO_LFD)
                    else "an argument is not NAME=VALUE (not shown: it may carry a secret)")
             config.problems.append(Problem("--set", 0, why, fatal=True))
             continue

@@ -146,3 +146,14 @@ def test_every_commands_help_lists_its_exit_statuses(command):
     assert result.returncode == 0
     said = result.stdout[result.stdout.index("exit status:"):]
     assert "0 " in said and "2 " in said
+
+
+def test_a_set_without_equals_that_is_no_setting_name_is_not_shown(files):
+    """A bare token (it may be a webhook secret pasted without its name) is never echoed."""
+    _root, options = files
+    result = ptfast("scan", *options, "--set", "a1b2c3d4e5f6SECRET")
+    assert result.returncode == 2
+    assert "SECRET" not in result.stderr and "not NAME=VALUE" in result.stderr
+    close = ptfast("scan", *options, "--set", "PT_LIMT")
+    assert "PT_LIMT is not NAME=VALUE; unknown setting PT_LIMT; did you mean PT_LIMIT?" \
+        in close.stderr
