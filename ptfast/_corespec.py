@@ -91,8 +91,8 @@ UNKNOWN_STATE = "UNKNOWN"
 # -- sock_diag netlink -----------------------------------------------------------------
 # The scanner's OWN network namespace (the host's, when it reads the live /proc) has its tcp and
 # udp tables read through NETLINK_SOCK_DIAG when it can: /proc/net/tcp lists every TIME_WAIT
-# socket, which has no inode and so only costs (3 to 4 times slower at 100,000 sockets; README,
-# "Benchmarks"). /proc/net stays the fallback (netlink refused, an old kernel, a prepared tree)
+# socket, which has no inode and so only costs (3 to 4 times slower at 100,000 sockets;
+# docs/benchmarks.md). /proc/net stays the fallback (netlink refused, an old kernel, a prepared tree)
 # and serves the other tables and every other namespace, whose netlink the scanner cannot reach.
 AF_INET, AF_INET6 = 2, 10                   # include/linux/socket.h
 IPPROTO_TCP, IPPROTO_UDP = 6, 17            # include/uapi/linux/in.h

@@ -190,8 +190,10 @@ class Suspicious(Check):
 
     def _hopping(self, policy: Policy, proc) -> Optional[Finding]:
         """A young process holding a listener that outlived PT_LIMIT (handed from one short
-        -lived holder to the next): reported for that listener alone."""
-        if proc.uid not in policy.hopping_uids or proc.sockets is None:
+        -lived holder to the next, of any account): reported for that listener alone. Only
+        the young processes whose fds were walked (policy.want_fds: those of the accounts that
+        created or held such a listener; the hopping walk: any) have sockets to judge."""
+        if proc.sockets is None:
             return None
         verdict = policy.take_verdict(proc)
         if verdict is None or verdict[1]:

@@ -28,6 +28,23 @@ from .words import counted
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 EXIT_INTERRUPTED = 128 + 2          # SIGINT, as a shell reports it
+#: what each command's exit status means, shown by its --help (the README and the man page say
+#: the same); a wrong command line is 2 for every command
+EXIT_STATUS_HELP = {
+    "scan": "0 nothing found, 1 findings, 2 an error (an unreadable file, an unknown setting "
+            "name, a refused --set) or an incomplete view (not run as root)",
+    "baseline": "0 the draft was printed, 2 an error",
+    "check": "0 no problems found (warnings, such as double tracking, may be shown), 2 a "
+             "problem (each named with its file and line)",
+    "run": "0 stopped by a signal, or with --once a pass that ran and delivered every alert; "
+           "2 not started (a fatal settings problem, a path it cannot write, another ptfast), "
+           "or with --once a failed pass, a log line or event not written, or alerts left in "
+           "the spool",
+    "status": "0 healthy, 1 degraded, 2 not running, no status, or the state cannot be read",
+    "tune": "0 done, 2 an error or not run as root, 130 interrupted by Ctrl-C (the table of "
+            "what was measured is printed)",
+    "install-service": "0 done, 2 an error",
+}
 
 
 def version_text() -> str:
@@ -229,7 +246,7 @@ def safety_problems(args, config) -> list:
 def cmd_baseline(args) -> int:
     import socket
 
-    from .baseline import draft
+    from .baseline import Customers, draft
     from .checks import SUSPICIOUS
     from .users import uid_min
     settings = load_checked_settings(args)
@@ -243,7 +260,8 @@ def cmd_baseline(args) -> int:
         return EXIT_ERROR
     findings = policy.findings(snapshot, checks=(SUSPICIOUS,))
     sys.stdout.buffer.write(draft(findings, socket.gethostname(), uid_min(),
-                                  policy.file_identity).encode())
+                                  policy.file_identity,
+                                  Customers.of_host(uid_min())).encode())
     return EXIT_CLEAN
 
 
@@ -306,75 +324,46 @@ def cmd_install_service(args) -> int:
     return install.run(args)
 
 
-#: each command's exit statuses, shown at the end of its --help
-EXIT_STATUS = {
-    "scan": "0 nothing found; 1 findings; 2 error: an unreadable file, an unknown setting, a "
-            "refused --set, or an incomplete view (not run as root)",
-    "baseline": "0 the draft printed; 2 error (an unreadable file, an unknown setting)",
-    "check": "0 no problems (warnings may be shown); 2 problems (listed)",
-    "run": "0 stopped on SIGTERM or SIGINT, or (--once) a pass done with every alert "
-           "delivered; 2 not started (settings, paths, another ptfast), or (--once) a pass "
-           "failed, a log line or event could not be written, or alerts wait in the spool",
-    "status": "0 healthy; 1 degraded; 2 not running, no status, or the state cannot be read",
-    "tune": "0 the table printed; 2 error, or not run as root; 130 interrupted (Ctrl-C): the "
-            "table of what was measured until then printed",
-    "install-service": "0 done; 2 error",
-}
-
-
-def exit_epilog(command: str) -> str:
-    import textwrap
-    return "exit status:\n" + textwrap.fill(EXIT_STATUS[command], width=78,
-                                            initial_indent="  ", subsequent_indent="  ")
-
-
-def add_command(sub, name: str, **kwargs) -> argparse.ArgumentParser:
-    """A command's parser, its exit statuses at the end of its --help."""
-    return sub.add_parser(name, epilog=exit_epilog(name),
-                          formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ptfast", description="Fast, lfd-compatible process "
                                      "tracking for Linux servers.")
     parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    scan = add_command(sub, "scan", help="read-only audit: report what would be alerted now")
+    scan = sub.add_parser("scan", help="read-only audit: report what would be alerted now")
     add_input_options(scan)
     scan.add_argument("--json", action="store_true", help="one JSON object per finding")
     scan.set_defaults(handler=cmd_scan)
 
-    baseline = add_command(sub, "baseline", help="print a draft of csf.pignore lines for what "
-                                                 "a scan finds now (to review, never applied)")
+    baseline = sub.add_parser("baseline", help="print a draft of csf.pignore lines for what a "
+                                               "scan finds now (to review, never applied)")
     add_input_options(baseline)
     baseline.set_defaults(handler=cmd_baseline)
 
-    check = add_command(sub, "check", help="validate the config, ignore rules and alert "
-                                           "templates")
+    check = sub.add_parser("check", help="validate the config, ignore rules and alert templates")
     add_input_options(check)
     add_templates_option(check)
     add_path_options(check)
     check.set_defaults(handler=cmd_check)
 
-    run = add_command(sub, "run", help="the tracking service: scan every PT_INTERVAL seconds, "
-                                       "alert by mail, log, run actions")
+    run = sub.add_parser("run", help="the tracking service: scan every PT_INTERVAL seconds, "
+                                     "alert by mail, log, run actions")
     add_input_options(run)
     add_service_options(run)
     run.add_argument("--once", action="store_true",
                      help="one full pass (alerts, actions, state, spool), then exit")
     run.set_defaults(handler=cmd_run)
 
-    status = add_command(sub, "status", help="is the service running, what did its last pass "
-                                             "do, is the spool draining (exit 0 healthy, 1 "
-                                             "degraded, 2 not running or no status)")
+    status = sub.add_parser("status", help="is the service running, what did its last pass do, "
+                                           "is the spool draining (exit 0 healthy, 1 degraded, "
+                                           "2 not running or no status)")
     status.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR",
                         help=f"the service's state directory (default {DEFAULT_STATE_DIR})")
     status.add_argument("--json", action="store_true", help="one JSON object")
     status.set_defaults(handler=cmd_status)
 
-    tune = add_command(sub, "tune", help="watch this host and measure what each PT_LIMIT "
-                                         "would cost and report")
+    tune = sub.add_parser("tune", help="watch this host and measure what each PT_LIMIT would "
+                                       "cost and report")
     add_input_options(tune)
     tune.add_argument("--duration", type=float, default=DEFAULT_DURATION, metavar="SECONDS",
                       help=f"how long to watch (default {DEFAULT_DURATION:g})")
@@ -386,10 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--json", action="store_true", help="the table as one JSON object")
     tune.set_defaults(handler=cmd_tune)
 
-    service = add_command(
-        sub, "install-service", help="write the systemd unit (for this ptfast), a logrotate "
-                                     "file, a sample ptfast.conf, the man page and bash "
-                                     "completion")
+    service = sub.add_parser(
+        "install-service", help="write the systemd unit (for this ptfast), a logrotate file, a "
+                                "sample ptfast.conf, the man page and bash completion")
     service.add_argument("--dry-run", action="store_true",
                          help="show what would be written or removed; change nothing")
     service.add_argument("--uninstall", action="store_true",
@@ -399,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_argument("--root", default="/", metavar="DIR",
                          help="write under DIR instead of / (packaging; systemctl is not run)")
     service.set_defaults(handler=cmd_install_service)
+    for name, command in sub.choices.items():
+        command.epilog = f"exit status: {EXIT_STATUS_HELP[name]}"
     return parser
 
 

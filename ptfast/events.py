@@ -1,5 +1,5 @@
 """The events file: one JSON object per line for every finding that was alerted, for log shippers
-and SIEMs (README, "Events for machines", documents every field).
+and SIEMs (docs/observability.md, "Events for machines", documents every field).
 
 The record is ``ptfast scan --json``'s (ptfast.report.finding_record) with ``schema``, ``time``,
 ``host``, ``template`` and ``spooled`` added. ``schema`` says which version of this layout a

@@ -148,6 +148,9 @@ class Finding:
     details: dict = field(default_factory=dict)
     #: suspicious: every socket of the process as (socket, counted, why)
     judged_sockets: tuple = ()
+    #: policy.severity's rank (0 most severe), set when a pass has more mails than
+    #: PT_DIGEST_AFTER: it chooses the single mails and orders the digest
+    severity: Optional[int] = None
 
     @property
     def sockets(self) -> tuple:
@@ -162,15 +165,15 @@ class Finding:
 def outlived(seen, older_than: float, now: float) -> bool:
     """A remembered listener's (uid, first seen, reported): first seen more than
     ``older_than`` seconds before ``now`` (PT_LIMIT: it outlived its holders), not reported."""
-    _uid, first_seen, reported = seen
+    first_seen, reported = seen[1], seen[2]
     return not reported and now - first_seen > older_than
 
 
 class MemoryQuestions:
     """The questions the policy asks of what was reported before, over four collections a
     subclass holds: ``reported`` (ProcessKey), ``resources`` ((pid, start_time, resource)),
-    ``quiet_users`` (user -> quiet until) and ``listeners`` ((netns, inode) -> (uid, first
-    seen, reported))."""
+    ``quiet_users`` (user -> quiet until) and ``listeners`` ((netns, inode) -> (uid that
+    created it, first seen, reported[, uids whose processes held it]))."""
 
     reported: Collection
     resources: Collection
@@ -189,11 +192,18 @@ class MemoryQuestions:
     def listener_seen(self, netns: int, inode: int):
         """(uid, first seen, reported) of a tracked user's listener, or None."""
         seen = self.listeners.get((netns, inode))
-        return None if seen is None else tuple(seen)
+        return None if seen is None else tuple(seen[:3])
 
     def listener_uids(self, older_than: float, now: float) -> set:
-        """uids of listeners first seen more than ``older_than`` seconds ago, not reported."""
-        return {seen[0] for seen in self.listeners.values() if outlived(seen, older_than, now)}
+        """uids whose processes may hold a listener first seen more than ``older_than``
+        seconds ago and not reported: the account that created it and every account whose
+        processes were seen holding it (it may be handed across accounts)."""
+        uids = set()
+        for seen in self.listeners.values():
+            if outlived(seen, older_than, now):
+                uids.add(seen[0])
+                uids.update(seen[3] if len(seen) > 3 else ())
+        return uids
 
 
 @dataclass
@@ -205,7 +215,8 @@ class Remembered(MemoryQuestions):
     resources: frozenset = frozenset()             # (pid, start_time, resource)
     quiet_users: dict = field(default_factory=dict)   # user -> quiet until (epoch seconds)
     load_quiet_until: float = 0.0
-    #: (netns, inode) -> (uid, first seen, reported) of tracked users' listeners: the daemon
+    #: (netns, inode) -> (uid, first seen, reported[, holders' uids]) of tracked users'
+    #: listeners: the daemon
     #: sees sockets across passes (a scan alone has no past)
     listeners: dict = field(default_factory=dict)
 

@@ -108,33 +108,10 @@ def sample_config_text() -> str:
 
 
 def manual_page() -> str:
-    """ptfast(8), from the command line parser, with the files and exit status added."""
-    from argparse_manpage.manpage import Manpage  # type: ignore[import-untyped]
-
-    from .cli import build_parser
-    page = Manpage(build_parser())
-    page.section = 8
-    page.manual = "System Administration"
-    page.source = f"ptfast {__version__}"
-    page.description = "fast, lfd-compatible process tracking for Linux servers"
-    files = [
-        ("/etc/csf/csf.conf", "lfd's settings (PT_* and the alert settings), read when present"),
-        (DEFAULT_OVERRIDE_PATH, "ptfast's own settings, read after csf.conf and winning over it"),
-        ("/etc/csf/csf.pignore", "ignore rules, else ptfast's built-in list"),
-        ("/usr/local/csf/tpl/", "alert templates, else ptfast's built-in ones"),
-        (DEFAULT_STATE_DIR, "reported processes, the alert spool, the lock, status.json"),
-        (DEFAULT_LOG_FILE, "log lines in lfd's format"),
-        (DEFAULT_EVENTS_FILE, "one JSON line per alert"),
-        (UNIT_PATH, "the service, written by install-service"),
-    ]
-    extra = [".SH EXIT STATUS",
-             "0 nothing found (scan) or no problems (check); 1 findings (scan); 2 an error. "
-             "status: 0 healthy, 1 degraded, 2 not running or no status.",
-             ".SH FILES"]
-    for path, what in files:
-        extra += [".TP", f"\\fI{path}\\fR", what]
-    extra += [".SH SEE ALSO", "\\fBcsf\\fR(1), \\fBsystemctl\\fR(1), \\fBlogrotate\\fR(8)"]
-    return str(page).rstrip("\n") + "\n" + "\n".join(extra) + "\n"
+    """ptfast(8): written by hand (ptfast/man/ptfast.8: the hand-over, the ignore rules,
+    signals, files, exit status), with this version filled in."""
+    page = resources.files("ptfast").joinpath("man", "ptfast.8").read_text(encoding="utf-8")
+    return page.replace("@VERSION@", __version__)
 
 
 def bash_completion() -> str:

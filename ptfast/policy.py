@@ -20,13 +20,16 @@ lfd's order is kept (spec section 5); its defects (spec section 9) are not copie
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import os
 import time
 from typing import TYPE_CHECKING, Callable, Optional
 
-from .checks import LOAD, SNAPSHOT_CHECKS, SUSPICIOUS, WEB_SERVER_NAMES
-from .findings import (DIGEST_TEMPLATE, NOBODY, NOTHING_REMEMBERED, FileIdentity, Finding,
-                       outlived, process_key)
+from .checks import LOAD, SNAPSHOT_CHECKS, SUSPICIOUS, WEB_SERVER_NAMES, is_listening
+from .findings import (CHECK_FORKBOMB, CHECK_SUSPICIOUS, DIGEST_TEMPLATE, NOBODY,
+                       NOTHING_REMEMBERED, REASON_INCOMPLETE, FileIdentity, Finding, outlived,
+                       process_key)
 from .pignore import IgnoreRules
 from .users import DEFAULT_UID_MIN
 
@@ -59,7 +62,8 @@ class Policy:
                  panel_users: frozenset = frozenset(), memory=NOTHING_REMEMBERED,
                  limit: Optional[float] = None,
                  file_identity: Callable[[str], Optional[FileIdentity]] = lambda path: None,
-                 uid_min: int = DEFAULT_UID_MIN, now: Optional[float] = None) -> None:
+                 uid_min: int = DEFAULT_UID_MIN, now: Optional[float] = None,
+                 host_addresses: Callable[[], frozenset] = frozenset) -> None:
         # ``limit`` replaces PT_LIMIT: `ptfast tune` tries other values under the same rules
         self.limit = config["PT_LIMIT"] if limit is None else limit
         self.config = config
@@ -70,6 +74,8 @@ class Policy:
         # stat() of a path in ptfast's own mount namespace (injected: the policy does no I/O)
         self.file_identity = file_identity
         self.uid_min = uid_min
+        # this host's own addresses (ip_address objects), read when a pass ranks its mails
+        self.host_addresses = host_addresses
         self.generic = bool(config["GENERIC"])
         self.all_users = bool(config["PT_ALL_USERS"])
         # process key -> the suspicious check's verdict from want_fds (None: not a candidate)
@@ -78,8 +84,9 @@ class Policy:
         self.scratch: dict = {}
         # when this judgment is made (the memory's listener ages are measured to it)
         self.now = time.time() if now is None else now
-        # users whose listener has outlived PT_LIMIT: their young processes get an fd walk too,
-        # as a listener handed from one young process to the next must not hide
+        # accounts that created or held a listener that outlived PT_LIMIT: their young
+        # processes get an fd walk too, as a listener handed from one young process to the
+        # next (of the same account or another) must not hide
         self.hopping_uids = (memory.listener_uids(self.limit, self.now) if self.limit > 0
                              else set())
         self._tracked_users: dict[int, Optional[str]] = {}
@@ -193,7 +200,7 @@ class Policy:
                 found.append(finding)
         self._verdicts.clear()
         self.scratch.clear()
-        return digest_beyond(found, self.config["PT_DIGEST_AFTER"])
+        return digest_beyond(found, self.config["PT_DIGEST_AFTER"], self.host_addresses)
 
     def load_finding(self, loadavg: tuple, processes: str, now: float) -> Optional[Finding]:
         """PT_LOAD: a finding (with its response) when the load average is high, outside the
@@ -205,19 +212,88 @@ class Policy:
         return finding
 
 
-def digest_beyond(found: list, mails: int) -> list:
-    """One pass is not a mail flood: the first ``mails`` findings that mail (PT_DIGEST_AFTER)
-    are mailed one by one, as lfd does, the rest in one digest mail listing them all (0: every
-    one on its own). Each is still logged, written to the events file and remembered."""
-    if mails <= 0:
-        return found
-    mailing = 0
-    for finding in found:
-        if finding.response.alert is None:
+#: severity() ranks, most severe first
+OPEN_TO_NETWORK, CONCEALED, LOOPBACK_LISTENER, LOCAL_ONLY, USAGE = range(5)
+
+
+def severity(finding: Finding, host_addresses: frozenset) -> int:
+    """How urgently the admin must read about ``finding``: the order in which a pass's
+    findings get their single mails (the first PT_DIGEST_AFTER) and the digest lists the rest.
+
+    OPEN_TO_NETWORK: a counted listener on any address but loopback, or a counted socket whose
+        peer is not this host: what a bind shell, a reverse shell or a bot's C2 channel is.
+        A peer address that is no IP address (a packet socket's, a protocol ptfast cannot
+        classify) counts as elsewhere: what cannot be told local is not ranked as local.
+    CONCEALED: a fork bomb (the host's own availability, killed at once), or a process not
+        fully inspected (what could not be read may be that listener).
+    LOOPBACK_LISTENER: a listener only this host can reach (a tunnel's end, a dev server).
+    LOCAL_ONLY: connections to this host's own services (loopback or ``host_addresses``: a
+        site talking to its database), and deleted executables: most are an upgrade or a
+        build, and they stay in the log and events file whatever their rank.
+    USAGE: too many processes, too much memory or time: limits, not intrusions.
+
+    Without this, the single mails went to the first findings in PID order: a customer's
+    300 processes holding connections to the local database took them all, and the real
+    backdoor, started later, reached the admin only inside the digest.
+    """
+    if finding.check == CHECK_FORKBOMB:
+        return CONCEALED
+    if finding.check != CHECK_SUSPICIOUS:
+        return USAGE
+    rank = LOCAL_ONLY
+    for sock, counts, _why in finding.judged_sockets:
+        if not counts:
             continue
-        mailing += 1
-        if mailing > mails:
-            finding.response.alert = DIGEST_TEMPLATE
+        if is_listening(sock):
+            if not _is_loopback(sock.local_ip):
+                return OPEN_TO_NETWORK
+            rank = min(rank, LOOPBACK_LISTENER)
+        elif not _is_this_host(sock.remote_ip, host_addresses):
+            return OPEN_TO_NETWORK
+    if REASON_INCOMPLETE in finding.reasons:
+        rank = min(rank, CONCEALED)
+    return rank
+
+
+@functools.lru_cache(maxsize=4096)
+def _address(text: str):
+    # cached: a flood of processes holds thousands of sockets to the same few peers
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:          # a packet socket's interface, an unknown family: not an IP
+        return None
+    mapped = getattr(address, "ipv4_mapped", None)
+    return mapped if mapped is not None else address
+
+
+def _is_loopback(ip: str) -> bool:
+    address = _address(ip)
+    return address is not None and address.is_loopback
+
+
+def _is_this_host(ip: str, host_addresses: frozenset) -> bool:
+    address = _address(ip)
+    # unspecified: no peer at all (a socket bound but neither listening nor connected)
+    return address is not None and (address.is_loopback or address.is_unspecified
+                                    or address in host_addresses)
+
+
+def digest_beyond(found: list, mails: int,
+                  host_addresses: Callable[[], frozenset] = frozenset) -> list:
+    """One pass is not a mail flood: the ``mails`` most severe findings that mail
+    (PT_DIGEST_AFTER; ``severity``, then lfd's order) are mailed one by one, as lfd does, the
+    rest in one digest mail listing them, most severe first (0: every one on its own). Each is
+    still logged, written to the events file and remembered. ``found`` keeps lfd's order;
+    each mailing finding's ``severity`` is set when some go to the digest."""
+    mailing = [finding for finding in found if finding.response.alert is not None]
+    if mails <= 0 or len(mailing) <= mails:
+        return found
+    addresses = host_addresses()
+    for finding in mailing:
+        finding.severity = severity(finding, addresses)
+    # sorted() is stable: within a rank, lfd's order
+    for finding in sorted(mailing, key=lambda finding: finding.severity)[mails:]:
+        finding.response.alert = DIGEST_TEMPLATE
     return found
 
 
@@ -225,7 +301,7 @@ def build_policy(config: Config, rules: IgnoreRules, memory=NOTHING_REMEMBERED,
                  limit: Optional[float] = None, user_names=None) -> Policy:
     """The one place a Policy is made from settings (scan, tune and run), with this host's
     accounts and files."""
-    from .procfs import FileIdentities
+    from .procfs import FileIdentities, host_addresses
     from .users import UserNames, accounts_to_track, uid_min
     return Policy(config, rules, user_names or UserNames(), accounts_to_track(config), memory,
-                  limit, FileIdentities(), uid_min())
+                  limit, FileIdentities(), uid_min(), host_addresses=host_addresses)

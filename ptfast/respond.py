@@ -17,6 +17,7 @@ from email.parser import BytesHeaderParser
 
 from . import kills, procfs, webhooks
 from .alerts import render
+from .bounds import bounded_digest
 from .checks import BY_NAME
 from .escape import escape_text
 from .events import append_event, event_record
@@ -46,8 +47,9 @@ class Responder:
         self.unwritable: set = set()
 
     def carry_out_all(self, findings: list) -> None:
-        """Every finding of a pass; those planned into the digest get one mail together,
-        spooled before any of them is remembered."""
+        """Every finding of a pass, in lfd's order (so the log reads as lfd's); those planned
+        into the digest get one mail together, most severe first (policy.severity) and bounded
+        (bounds.bounded_digest), spooled before any of them is remembered."""
         digest = []
         for finding in findings:
             if finding.response.alert == DIGEST_TEMPLATE:
@@ -57,7 +59,8 @@ class Responder:
             else:
                 self.carry_out(finding)
         if digest:
-            lines = [line for _finding, found_lines in digest for line in found_lines]
+            digest.sort(key=lambda entry: entry[0].severity or 0)     # stable: lfd's order
+            lines = bounded_digest(found_lines for _finding, found_lines in digest)
             message, spooled = self._spool(DIGEST_TEMPLATE, {"hostname": self.hostname,
                                                              "count": str(len(digest)),
                                                              "text": "\n".join(lines)})

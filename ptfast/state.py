@@ -9,9 +9,11 @@ cannot be parsed is reported, kept aside for inspection and replaced; it never s
 
 from __future__ import annotations
 
+import heapq
 import os
 import tempfile
 import time
+from collections import Counter
 
 import orjson
 
@@ -23,6 +25,12 @@ REPORTED_FILE = "reported.json"
 #: Listeners remembered for the hopping check: a customer can open many more; the state file
 #: (written each pass) stays small.
 MAX_LISTENERS = 20_000
+#: Each account's share of them (the account that created the listener): one account's flood
+#: evicts only its own entries, never another account's.
+MAX_LISTENERS_PER_ACCOUNT = 1_000
+#: Accounts remembered as having held one listener (the latest ones): a listener handed across
+#: accounts is followed into each of them.
+MAX_HOLDERS = 8
 FORMAT_VERSION = 1
 # far above what tracking ever remembers (a few hundred bytes a process), and a bound on what
 # a planted file can make ptfast read
@@ -58,6 +66,30 @@ def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
         os.close(dir_fd)
 
 
+class _Largest:
+    """The account holding the most entries of ``counts`` (which ``change`` keeps up to date),
+    in O(log n) a question: a heap made on the first one, its stale entries dropped lazily."""
+
+    def __init__(self, counts: Counter) -> None:
+        self.counts = counts
+        self._heap: list | None = None
+
+    def change(self, uid: int, by: int) -> None:
+        self.counts[uid] += by
+        if self._heap is not None:
+            heapq.heappush(self._heap, (-self.counts[uid], uid))
+
+    def __call__(self) -> int:
+        if self._heap is None:
+            self._heap = [(-count, uid) for uid, count in self.counts.items()]
+            heapq.heapify(self._heap)
+        while True:
+            count, uid = self._heap[0]
+            if -count == self.counts[uid]:
+                return uid
+            heapq.heappop(self._heap)
+
+
 class ReportedState(MemoryQuestions):
     """What was reported, persisted in ``DIR/reported.json``:
 
@@ -65,8 +97,9 @@ class ReportedState(MemoryQuestions):
     * ``resources``: (pid, start_time, resource) -> when, for resource alerts;
     * ``quiet_users``: user -> until when PT_USERPROC stays quiet about them (LF_FLUSH);
     * ``load_quiet_until``: until when the load check stays quiet (PT_LOAD_SKIP);
-    * ``listeners``: tracked users' listening sockets, when each was first seen and whether it
-      was reported (a listener handed from one young process to the next outlives them all).
+    * ``listeners``: tracked users' listening sockets, when each was first seen, whether it
+      was reported and which accounts' processes held it (a listener handed from one young
+      process to the next outlives them all, whichever accounts they belong to).
 
     The policy asks it ``findings.MemoryQuestions`` (``was_reported``...); only ptfast.respond
     changes the state, through ``remember``.
@@ -78,8 +111,11 @@ class ReportedState(MemoryQuestions):
         self.resources: dict[tuple, float] = {}
         self.quiet_users: dict[str, float] = {}
         self.load_quiet_until = 0.0
-        #: (netns, inode) -> [uid, first seen, reported] of tracked users' listeners
+        #: (netns, inode) -> [uid that created it, first seen, reported, [uids that held it]]
+        #: of tracked users' listeners
         self.listeners: dict[tuple, list] = {}
+        #: uid -> how many of its listeners were left out or evicted (since ptfast started)
+        self.listeners_left_out: Counter = Counter()
         self._dirty = False
 
     def load(self) -> str | None:
@@ -103,8 +139,12 @@ class ReportedState(MemoryQuestions):
             quiet_users = {str(user): float(until)
                            for user, until in dict(document.get("quiet_users", {})).items()}
             load_quiet_until = float(document.get("load_quiet_until", 0.0))
-            listeners = {(int(netns), int(inode)): [int(uid), float(seen), bool(reported)]
-                         for netns, inode, uid, seen, reported in document.get("listeners", ())}
+            listeners = {}
+            for entry in document.get("listeners", ()):
+                netns, inode, uid, seen, reported, *held = entry     # holders: since 20.5
+                holders = [int(holder) for holder in (held[0] if held else ())][-MAX_HOLDERS:]
+                listeners[(int(netns), int(inode))] = [int(uid), float(seen), bool(reported),
+                                                       holders]
         except (ValueError, TypeError, KeyError) as exc:
             return self._set_aside(str(exc))
         self.reported, self.resources, self.quiet_users = keys, resources, quiet_users
@@ -120,24 +160,81 @@ class ReportedState(MemoryQuestions):
                 "afresh, so processes reported before may be reported once more")
 
     # -- what a pass observes ---------------------------------------------------------
-    def observe_listeners(self, sockets, now: float | None = None) -> int:
+    def observe_listeners(self, sockets, holders=None, now: float | None = None) -> Counter:
         """Remember when each of ``sockets`` (tracked users' listeners of this scan) was first
-        seen; forget the ones no longer there. At most MAX_LISTENERS are remembered (the ones
-        known longest first): returns how many were left out."""
+        seen and, from ``holders`` ((netns, inode) -> uids of processes seen holding it), which
+        accounts held it; forget the ones no longer there. Returns uid -> how many of that
+        account's listeners were left out (or evicted) for the bounds.
+
+        The bounds: MAX_LISTENERS_PER_ACCOUNT per creating account, MAX_LISTENERS in all. An
+        account at its share makes room only from its own entries: first one already reported
+        (it serves only to avoid a second alert), else its newest is left out; the oldest
+        unreported are kept, as they are the nearest to PT_LIMIT (evicting them instead would
+        let an account reset a listener's age by opening new ones). When the whole memory is
+        full, the account holding the most entries gives one up by the same rule, unless the
+        newcomer's own account holds as many."""
         now = time.time() if now is None else now
         current = {(sock.netns, sock.inode): sock.uid for sock in sockets}
         for key in [key for key in self.listeners if key not in current]:
             del self.listeners[key]
             self._dirty = True
-        left_out = 0
+        left_out: Counter = Counter()
+        per_account = Counter(seen[0] for seen in self.listeners.values())
+        # uid -> (its reported keys, its unreported keys oldest first): made on the first
+        # eviction of the pass, so each eviction costs O(1) however many newcomers there are
+        index: dict | None = None
+        largest = _Largest(per_account)
         for key, uid in current.items():
-            if key not in self.listeners:
-                if len(self.listeners) >= MAX_LISTENERS:
-                    left_out += 1
+            if key in self.listeners:
+                continue
+            victim = uid if per_account[uid] >= MAX_LISTENERS_PER_ACCOUNT else None
+            if victim is None and len(self.listeners) >= MAX_LISTENERS:
+                biggest = largest()
+                victim = biggest if per_account[biggest] > per_account[uid] + 1 else uid
+            if victim is not None:
+                if index is None:
+                    index = self._index_by_account()
+                reported, unreported = index.setdefault(victim, ([], []))
+                left_out[victim] += 1
+                if reported:
+                    evicted = reported.pop()
+                elif victim != uid and unreported:
+                    evicted = unreported.pop()
+                else:                       # the newcomer is its own account's newest
                     continue
-                self.listeners[key] = [uid, now, False]
-                self._dirty = True
+                del self.listeners[evicted]
+                largest.change(victim, -1)
+            self.listeners[key] = [uid, now, False, []]
+            largest.change(uid, +1)
+            if index is not None:
+                index.setdefault(uid, ([], []))[1].append(key)
+            self._dirty = True
+        for key, uids in (holders or {}).items():
+            self._held_by(key, uids)
+        self.listeners_left_out.update(left_out)
         return left_out
+
+    def _index_by_account(self) -> dict:
+        index: dict = {}
+        for key, seen in self.listeners.items():
+            index.setdefault(seen[0], ([], []))[0 if seen[2] else 1].append(key)
+        return index
+
+    def _held_by(self, key: tuple, uids) -> None:
+        seen = self.listeners.get(key)
+        if seen is None:
+            return
+        known = seen[3]
+        for uid in uids:
+            if uid not in known:
+                known.append(uid)
+                del known[:-MAX_HOLDERS]
+                self._dirty = True
+
+    def held_by(self, holders: dict) -> None:
+        """Record which accounts' processes hold remembered listeners: (netns, inode) -> uids."""
+        for key, uids in holders.items():
+            self._held_by(key, uids)
 
     # -- what ptfast.respond records ----------------------------------------------------
     def remember(self, memo: Remember, now: float | None = None) -> None:
@@ -185,7 +282,8 @@ class ReportedState(MemoryQuestions):
                                   for (pid, start, resource), at in self.resources.items()],
                     "quiet_users": self.quiet_users,
                     "load_quiet_until": self.load_quiet_until,
-                    "listeners": [[netns, inode, *seen]
-                                  for (netns, inode), seen in self.listeners.items()]}
+                    "listeners": [[netns, inode, uid, first_seen, reported, holders]
+                                  for (netns, inode), (uid, first_seen, reported, holders)
+                                  in self.listeners.items()]}
         write_atomically(self.path, orjson.dumps(document))
         self._dirty = False

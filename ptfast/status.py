@@ -125,7 +125,8 @@ def last_written(state_dir: str) -> float:
 def status_document(*, service: str, interval: int, last_pass: PassRecord | None,
                     totals: Totals, waiting: int, rules_switched_off: list, routes: list,
                     unwritable: tuple | list = (), now: float | None = None) -> dict:
-    """What a pass leaves for ``ptfast status`` (README, "ptfast status", shows the fields)."""
+    """What a pass leaves for ``ptfast status`` (docs/observability.md, "ptfast status", shows
+    the fields)."""
     from . import __version__, procfs
     return {"schema": SCHEMA_VERSION, "written_at": time.time() if now is None else now,
             "pid": os.getpid(), "service": service, "version": __version__,

@@ -19,10 +19,25 @@ from .findings import CHECK_LOAD, REMEMBER_LISTENER, Remember, outlived, process
 from .policy import build_policy
 from .respond import Responder
 from .spool import MAIL, channel_of, spooled_at
+from .state import MAX_LISTENERS, MAX_LISTENERS_PER_ACCOUNT
 from .status import (PassRecord, last_written, load_totals, status_document, status_path,
                      write_status)
 from .users import UserNames
 from .words import counted
+
+
+def listener_holders(processes, only=None) -> dict:
+    """(netns, inode) -> uids of the non-root processes among ``processes`` seen holding that
+    listener (of ``only``'s keys, when given)."""
+    holders: dict = {}
+    for proc in processes:
+        if proc.uid == 0:
+            continue
+        for sock in proc.sockets or ():
+            key = (sock.netns, sock.inode)
+            if is_listening(sock) and (only is None or key in only):
+                holders.setdefault(key, set()).add(proc.uid)
+    return holders
 
 
 class Tracker:
@@ -51,6 +66,7 @@ class Tracker:
         #: when the last flush started: an entry spooled before it, still waiting, was counted
         #: as failed by that flush (or by the run that wrote the previous status)
         self._last_flush = last_written(spool.state_dir)
+        self._bound_logged: set = set()     # uids said to have reached their listener share
 
     def settings_changed(self) -> None:
         """After a reload: accounts may have been renamed or added."""
@@ -83,12 +99,11 @@ class Tracker:
             findings += self._hopping_listeners(settings, policy, snapshot)
             self.state.forget_gone({process_key(proc) for proc in snapshot.processes})
             left_out = self.state.observe_listeners(
-                sock for sock in snapshot.socket_table.values()
-                if is_listening(sock) and sock.uid != 0
-                and policy.tracked_user(sock.uid) is not None)
-            if left_out:
-                self.log(f"{left_out} listener(s) not remembered for the hopping check: more "
-                         "than MAX_LISTENERS are open")
+                (sock for sock in snapshot.socket_table.values()
+                 if is_listening(sock) and sock.uid != 0
+                 and policy.tracked_user(sock.uid) is not None),
+                holders=listener_holders(snapshot.processes))
+            self._log_listener_bounds(left_out)
             record.processes = snapshot.stats["processes"]
             record.inspected = sum(1 for proc in snapshot.processes if proc.sockets is not None)
             record.scan_seconds = snapshot.duration
@@ -125,29 +140,60 @@ class Tracker:
                 f"{sum(flushed.delivered.values())} delivered, "
                 f"{sum(failed.values())} failed, {flushed.waiting} waiting in the spool")
 
+    def _log_listener_bounds(self, left_out) -> None:
+        """Say once per account (until ptfast restarts) that it reached its share of the
+        listener memory; the counts go on in ``state.listeners_left_out``."""
+        for uid in sorted(left_out):
+            if uid in self._bound_logged:
+                continue
+            self._bound_logged.add(uid)
+            self.log(f"account {escape_text(self.user_names(uid))} (uid {uid}) reached its "
+                     f"bound of listeners remembered for the hopping check "
+                     f"({MAX_LISTENERS_PER_ACCOUNT} an account, {MAX_LISTENERS} in all): "
+                     f"{left_out[uid]} of its listeners given up (reported ones first, then "
+                     "its newest; its oldest unreported are kept); said once, until ptfast "
+                     "restarts")
+
     def _hopping_listeners(self, settings, policy, snapshot) -> list:
         """Listeners that outlived PT_LIMIT whose holder this pass did not walk (it exited and
-        handed them to a newer process meanwhile): a second walk of their users' processes,
-        all of them, right away. A listener held only by processes the rules ignore is then
-        remembered as reported, so that it costs no second walk again."""
+        handed them to a newer process meanwhile): a second walk, right away, of every process
+        of the accounts that created or held them; for those still not found, a walk of every
+        tracked account's processes, as the holder may be any account's now (handed over a
+        unix socket). Whoever holds one is remembered as its holder, so the next passes walk
+        that account's young processes from the start. A listener held only by processes the
+        rules ignore is then remembered as reported, so that it costs no second walk again."""
         held = {(sock.netns, sock.inode) for proc in snapshot.processes
                 for sock in proc.sockets or ()}
-        pending = {key: seen[0] for key, seen in self.state.listeners.items()
+        pending = {key: seen for key, seen in self.state.listeners.items()
                    if key not in held and outlived(seen, policy.limit, policy.now)}
         if not pending:
             return []
-        uids = set(pending.values())
         second = self._policy(settings)
-        # newest first: a holder handed the listener by a process that just exited is new
-        rewalk = procfs.scan(self.proc_root, lambda proc: proc.uid in uids,
-                             pids=procfs.newest_pids_of(uids, self.proc_root))
-        findings = second.findings(rewalk, checks=(SUSPICIOUS,))
-        self._carry_out(settings, findings)
-        for proc in rewalk.processes:
-            for sock in proc.sockets or ():
-                key = (sock.netns, sock.inode)
-                if key in pending and SUSPICIOUS.candidate(second, proc, process_key(proc)) is None:
-                    self.state.remember(Remember(REMEMBER_LISTENER, key))
+        known = {uid for seen in pending.values() for uid in (seen[0], *seen[3])}
+        # newest first (a holder handed the listener by a process that just exited is new),
+        # each list made when its walk starts
+        walks = [(lambda proc: proc.uid in known, lambda: procfs.newest_pids_of(known,
+                                                                                self.proc_root)),
+                 (lambda proc: proc.uid != 0 and second.tracked_user(proc.uid) is not None,
+                  lambda: procfs.newest_pids_of(None, self.proc_root))]
+        findings: list = []
+        for want, newest_pids in walks:
+            rewalk = procfs.scan(self.proc_root, want, pids=newest_pids())
+            found = second.findings(rewalk, checks=(SUSPICIOUS,))
+            self._carry_out(settings, found)
+            findings += found
+            holders = listener_holders(rewalk.processes, pending)
+            self.state.held_by(holders)
+            for proc in rewalk.processes:
+                for sock in proc.sockets or ():
+                    key = (sock.netns, sock.inode)
+                    if (key in pending
+                            and SUSPICIOUS.candidate(second, proc, process_key(proc)) is None):
+                        self.state.remember(Remember(REMEMBER_LISTENER, key))
+            for key in holders:
+                pending.pop(key, None)
+            if not pending:
+                break
         return findings
 
     def check_load(self, settings) -> None:

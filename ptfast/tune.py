@@ -25,6 +25,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from typing import Iterator
 
 from . import procfs
 from .checks import SUSPICIOUS
@@ -198,7 +199,7 @@ def recommend(rows: list, longest_finished: float) -> tuple[int | None, str]:
 
 
 @contextlib.contextmanager
-def _ctrl_c_noted():
+def _ctrl_c_noted() -> Iterator[tuple[list, int]]:
     """(a list that SIGINT makes non-empty, an fd readable once it came): Ctrl-C is acted on
     between samples, so that none is left half counted; the handler takes no lock (one taken
     by the code it interrupts would deadlock it)."""

@@ -67,3 +67,21 @@ def uid_min(path: str = LOGIN_DEFS) -> int:
 def gid_min(path: str = LOGIN_DEFS) -> int:
     """GID_MIN of login.defs: groups below it are the system's (syslog, adm), no customer's."""
     return _login_defs("GID_MIN", path)
+
+
+#: Accounts that web servers, PHP and CGI run customers' code as (Debian's www-data, EL's apache,
+#: nobody for suexec-less setups and old cPanel, httpd for some builds): whatever runs as one of
+#: them may be any customer's script, so no rule may trust them.
+CUSTOMER_CODE_ACCOUNTS = ("www-data", "apache", "nobody", "httpd")
+
+
+def customer_code_accounts() -> frozenset:
+    """The names of CUSTOMER_CODE_ACCOUNTS that exist on this host."""
+    present = set()
+    for name in CUSTOMER_CODE_ACCOUNTS:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            continue
+        present.add(name)
+    return frozenset(present)

@@ -141,9 +141,9 @@ def test_listener_memory_is_bounded_and_forgets_what_closed(tmp_path, monkeypatc
     monkeypatch.setattr(state_mod, "MAX_LISTENERS", 3)
     state = ReportedState(str(tmp_path))
     sockets = [SimpleNamespace(netns=1, inode=inode, uid=1000) for inode in range(5)]
-    assert state.observe_listeners(sockets, now=10.0) == 2
+    assert state.observe_listeners(sockets, now=10.0) == {1000: 2}
     assert len(state.listeners) == 3
-    assert state.observe_listeners(sockets[3:], now=20.0) == 0      # the first three closed
+    assert state.observe_listeners(sockets[3:], now=20.0) == {}     # the first three closed
     assert set(state.listeners) == {(1, 3), (1, 4)}
     assert state.listener_seen(1, 3) == (1000, 20.0, False)
 

@@ -3,14 +3,17 @@
 
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ptfast import alerts, bounds
+from ptfast.escape import escape_text
 from helpers.procs import public_tempdir, start_python
 from helpers.service import SendmailRecorder, ServiceDir
 from helpers.uids import uid_for
@@ -39,6 +42,44 @@ def test_bounded_lines_counts_repeats_and_caps_items_and_characters():
     rendered = []
     bounds.bounded_lines(range(10_000), lambda n: rendered.append(n) or str(n), max_items=3)
     assert rendered == [0, 1, 2]          # only what is shown is rendered
+
+
+#: escape_text's output, token by token: an escape or one printable character that is none
+WHOLE_ESCAPES = re.compile(r'(?:\\x[0-9a-f]{2}|\\[\\"\'nrt]|[ -\[\]-~])*')
+
+
+def test_cut_escaped_cuts_between_escapes_and_says_how_much():
+    line = escape_text("ab\x1bcd\\x41" * 100)
+    for limit in range(40):
+        cut = bounds.cut_escaped(line, limit)
+        kept, _, note = cut.partition(" ... ")
+        assert WHOLE_ESCAPES.fullmatch(kept) and line.startswith(kept)
+        assert len(kept) > limit - 4
+        assert note == f"{len(line) - len(kept)} more characters"
+    assert bounds.cut_escaped("short") == "short"
+
+
+# any text a process can show: 4-byte characters, controls, quotes, undecodable bytes
+HOSTILE_TEXT = st.text(st.sampled_from(["a", " ", "\\", "\"", "\n", "\x1b", "\u202e", "\U0001d4c1",
+                                        "\udcff", "x"]), max_size=300)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(st.tuples(HOSTILE_TEXT, st.integers(1, 40)), max_size=8),
+                max_size=bounds.MAX_DIGEST_ENTRIES + 20))
+def test_a_digest_stays_under_its_bound_whatever_the_findings(entries):
+    # each line repeated up to 40 times: lines of up to 12,000 characters, 190 KB escaped
+    lines_of = [[escape_text(text * times) for text, times in entry] for entry in entries]
+    digest = bounds.bounded_digest(lines_of)
+    assert sum(len(line) + 1 for line in digest) <= bounds.MAX_DIGEST_CHARS
+    assert all(line.isascii() and line.isprintable() for line in digest)
+    shown = min(len(entries), bounds.MAX_DIGEST_ENTRIES)
+    assert len(digest) <= shown * bounds.MAX_ENTRY_LINES + 1
+    if len(entries) > bounds.MAX_DIGEST_ENTRIES:
+        assert digest[-1].startswith(f"... and {len(entries) - shown} more findings")
+    for line in digest:
+        kept = line.split(" ... ", 1)[0]
+        assert len(kept) <= bounds.MAX_ENTRY_LINE_CHARS and WHOLE_ESCAPES.fullmatch(kept)
 
 
 def test_wrap_cuts_long_lines_and_loses_nothing():

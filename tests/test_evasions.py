@@ -19,7 +19,7 @@ import pytest
 
 from helpers.native import (needs_gcc, ping_group_range_allowing, program_fixtures, start,
                             start_deleted, start_from_deep_path, start_with_hidden_link)
-from helpers.procs import _wait_ready, kill_uid
+from helpers.procs import _wait_ready, kill_uid, start_python
 from helpers.scan import CORES, core_env, run_scan, suspicious_by_pid
 from helpers.service import SendmailRecorder, ServiceDir, only_users_rule
 from helpers.uids import uid_for
@@ -50,13 +50,17 @@ UIDS = {
 }
 HOPPING_UID = uid_for(514)
 FAMILY_SERVICE_UID = uid_for(515)
+#: issue 20.5: the account that creates a hopping listener, and two that hand it on
+HOP_CREATOR_UID, HOP_HOLDER_UID, HOP_OTHER_HOLDER_UID = uid_for(518), uid_for(519), uid_for(520)
+#: issue 20.5: an account filling the listener memory, and one whose listener hops meanwhile
+FLOODING_UID, FLOODED_OUT_UID = uid_for(521), uid_for(522)
 
 #: Evasions whose process must be reported with a socket reason under the default PT_DELETED=0.
 SOCKET_EVASIONS = ("zombie_leader", "private_fd_table", "long_exe_path", "churn",
                    "io_uring_fixed_file", "deleted_exe", "memfd_exe", "udplite", "ping",
                    "ping6", "packet", "netns_tcp", "userns_tcp")
 PROGRAMS = ("zombie_leader", "private_fd_table", "listener", "churn", "io_uring_fixed",
-            "family", "other_kinds", "hop")
+            "family", "other_kinds", "hop", "hop_across")
 
 
 class Unavailable:
@@ -298,3 +302,82 @@ def test_child_that_opens_a_listener_after_its_family_was_reported(programs, tmp
         if family is not None:
             family.stop()
         kill_uid(FAMILY_SERVICE_UID)
+
+
+@pytest.mark.parametrize("holders", [(HOP_HOLDER_UID,), (HOP_HOLDER_UID, HOP_OTHER_HOLDER_UID)],
+                         ids=["one-other-account", "two-other-accounts"])
+@pytest.mark.parametrize("core", CORES)
+def test_listener_hopping_across_accounts_is_reported(programs, tmp_path, core, holders):
+    """Issue 20.5: account A creates the listener and passes it on (SCM_RIGHTS); processes of
+    other accounts, each younger than PT_LIMIT, hold it in turn. The hopping walk must follow
+    whatever account holds the listener, not only the one that created it."""
+    uids = (HOP_CREATOR_UID, *holders)
+    service = ServiceDir(tmp_path, *uids)
+    recorder = SendmailRecorder(str(tmp_path))
+    settings = ("GENERIC=1", f"SENDMAIL={recorder.path}")
+    chain = None
+    try:
+        chain = start([programs["hop_across"], HOP_CREATOR_UID, 300, *holders])
+        run_service_once(service, core, *settings)
+        time.sleep(PT_LIMIT + 0.5)
+        holders_before = [line["holder"] for line in printed_so_far(chain)]
+        run_service_once(service, core, *settings)
+        holders_during = [line["holder"] for line in printed_so_far(chain)]
+        candidates = set(holders_before[-1:] + holders_during)
+        reported = suspicious_events(service)
+        assert candidates & set(reported), (
+            f"none of the holders {sorted(candidates)} reported, only {sorted(reported)}")
+        for pid in candidates & set(reported):
+            assert SOCKET_REASONS & set(reported[pid]["reasons"])
+            assert reported[pid]["uid"] in holders
+    finally:
+        if chain is not None:
+            chain.stop()
+        for uid in uids:
+            kill_uid(uid)
+
+
+FLOOD = 'info["ports"] = [listen(socket.AF_INET, "127.0.0.1").getsockname()[1] for _ in range(30)]'
+
+
+def test_an_account_filling_the_listener_memory_hides_no_other_accounts_hopping(
+        programs, tmp_path, monkeypatch, core):
+    """Issue 20.5: one account opens more listeners than the memory holds (bounds lowered
+    here, 30 real listeners); another account's listener then hops between young processes.
+    The flooder may use up its own share only: the hopper is still reported, and the log says
+    once that the flooder hit its bound."""
+    from ptfast import procfs, state
+    monkeypatch.setattr(state, "MAX_LISTENERS", 8)
+    monkeypatch.setattr(state, "MAX_LISTENERS_PER_ACCOUNT", 4, raising=False)
+    monkeypatch.setattr(procfs, "_core", core)
+    service = ServiceDir(tmp_path, FLOODING_UID, FLOODED_OUT_UID)
+    recorder = SendmailRecorder(str(tmp_path))
+    flood = chain = running = None
+    try:
+        flood = start_python(FLOOD, uid=FLOODING_UID)
+        running = service.in_process("GENERIC=1", f"SENDMAIL={recorder.path}")
+        running.run_pass()                  # the memory fills with the flooder's listeners
+        running.run_pass()
+        chain = start([programs["hop"], FLOODED_OUT_UID, 300])
+        running.run_pass()                  # the hopper's listener is first seen
+        time.sleep(PT_LIMIT + 0.5)
+        holders_before = [line["holder"] for line in printed_so_far(chain)]
+        running.run_pass()
+        holders_during = [line["holder"] for line in printed_so_far(chain)]
+        candidates = set(holders_before[-1:] + holders_during)
+        reported = suspicious_events(service)
+        assert candidates & set(reported), (
+            f"none of the hopper's holders {sorted(candidates)} reported, only "
+            f"{sorted(reported)}; log: {service.log()}")
+        assert flood.pid in reported        # the flooder's own process is reported as ever
+        bound_lines = [line for line in service.log().splitlines()
+                       if "listeners remembered for the hopping check" in line]
+        assert len(bound_lines) == 1 and f"uid {FLOODING_UID}" in bound_lines[0], bound_lines
+    finally:
+        if running is not None:
+            running.stop()
+        for child in (chain, flood):
+            if child is not None:
+                child.stop()
+        kill_uid(FLOODING_UID)
+        kill_uid(FLOODED_OUT_UID)

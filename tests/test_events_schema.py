@@ -1,6 +1,6 @@
 """The events file's schema: every line of real runs carries `schema` and an RFC 3339 time, and
 every field it has (nested ones as `sockets[].proto`, `response.kill`) is documented in the
-README's table, with the checks it names."""
+events table of docs/observability.md, with the checks it names."""
 
 import datetime
 import os
@@ -14,22 +14,33 @@ from helpers.service import LISTEN_ANY, recorded_service
 from helpers.uids import uid_for
 
 from ptfast.events import SCHEMA_VERSION
+from ptfast.spool import SPOOL_NAME
 
 pytestmark = pytest.mark.needs_root
 
-README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
+DOC = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "observability.md")
+
+
+def events_section() -> str:
+    with open(DOC, encoding="utf-8") as handle:
+        return handle.read().split("### Events for machines", 1)[1].split("\n## ", 1)[0]
 
 
 def documented_fields() -> set:
-    """The names in the first column of the README's events table."""
-    with open(README, encoding="utf-8") as handle:
-        text = handle.read()
-    table = text.split("### Events for machines", 1)[1].split("\n## ", 1)[0]
+    """The names in the first column of the events table."""
+    table = events_section()
     names = set()
     for line in table.splitlines():
         if line.startswith("| `"):
             names.update(re.findall(r"`([a-z_.\[\]]+)`", line.split("|")[1]))
     return names
+
+
+def test_the_spooled_example_is_a_spool_entry_name():
+    """The documented example of `spooled` has the form of the real value."""
+    row = next(line for line in events_section().splitlines() if line.startswith("| `spooled`"))
+    examples = re.findall(r"`([^`]+)`", row.split("|")[2])
+    assert examples and all(SPOOL_NAME.fullmatch(example) for example in examples), examples
 
 
 def fields_of(record: dict) -> set:
@@ -67,9 +78,10 @@ def test_every_event_field_is_documented_and_versioned(tmp_path):
         assert abs(moment.timestamp() - time.time()) < 3600
         assert event["time"][-3] == ":"                     # RFC 3339's offset: +01:00
         missing = fields_of(event) - documented
-        assert not missing, f"{event['check']} event fields not in README: {sorted(missing)}"
+        assert not missing, f"{event['check']} event fields not in {DOC}: {sorted(missing)}"
+        # `spooled` is the spool entry's file name, no directory, as documented
+        assert SPOOL_NAME.fullmatch(event["spooled"]), event["spooled"]
     suspicious = next(event for event in events if event["check"] == "suspicious")
     for name in ("proto", "local", "remote", "state", "inode", "uid", "netns"):
-        assert f"`{name}`" in open(README, encoding="utf-8").read().split(
-            "### Events for machines", 1)[1].split("\n## ", 1)[0]
+        assert f"`{name}`" in events_section()
         assert name in suspicious["sockets"][0]

@@ -2,6 +2,7 @@
 the files it writes are checked by the tools that will read them: systemd-analyze, logrotate,
 man, bash."""
 
+import argparse
 import os
 import re
 import shutil
@@ -13,7 +14,7 @@ import sysconfig
 import pytest
 
 from helpers.native import needs_program
-from ptfast import config, install
+from ptfast import __version__, config, install
 
 UNIT = "etc/systemd/system/ptfast.service"
 SAMPLE_CONFIG = "etc/ptfast/ptfast.conf"
@@ -170,6 +171,45 @@ def test_logrotate_accepts_the_file(tmp_path):
     assert "error" not in result.stderr.lower()
 
 
+MAN_SECTIONS = ("NAME", "SYNOPSIS", "DESCRIPTION", "COMMANDS", "OPTIONS",
+                "HANDING TRACKING OVER FROM LFD", "SETTINGS", "IGNORE RULES", "SIGNALS", "FILES",
+                "EXIT STATUS", "SEE ALSO")
+
+
+def rendered_man_page(path) -> str:
+    """The page as man(1) shows it, wide enough that no option is broken across lines; groff's
+    warnings (a bad macro, an unknown escape) are a failure."""
+    env = dict(os.environ, MANWIDTH="200", LC_ALL="C.UTF-8")
+    env.pop("MAN_KEEP_FORMATTING", None)        # plain text, no overstrike
+    result = subprocess.run(["man", "--warnings", "-l", str(path)], capture_output=True,
+                            text=True, env=env, timeout=60)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    # groff may render a hyphen or minus as U+2010 or U+2212
+    return result.stdout.replace("\u2010", "-").replace("\u2212", "-")
+
+
+def man_sections(text: str) -> dict:
+    """Section heading -> its text, from rendered output: headings start in column 0, a
+    section's text in column 7, where a tag (.TP) starts too and its paragraph is indented
+    further; the text is kept from column 7, so a tag is a line that starts with no space."""
+    sections: dict = {}
+    heading = None
+    for line in text.splitlines()[1:-1]:        # the header and footer lines
+        if line and not line[0].isspace():
+            heading = line.strip()
+            sections[heading] = ""
+        elif heading is not None:
+            sections[heading] += line[7:].rstrip() + "\n"
+    return sections
+
+
+def cli_commands() -> dict:
+    """Subcommand name -> its parser, as ptfast's command line defines them."""
+    from ptfast.cli import build_parser
+    return dict(next(action for action in build_parser()._actions
+                     if isinstance(action, argparse._SubParsersAction)).choices)
+
+
 def test_man_finds_the_page_and_it_documents_every_command(tmp_path):
     install_service(tmp_path)
     env = dict(os.environ, MANPATH=str(tmp_path / MAN_DIR))
@@ -177,9 +217,40 @@ def test_man_finds_the_page_and_it_documents_every_command(tmp_path):
                            env=env, timeout=60)
     assert found.stdout.strip() == str(tmp_path / MAN_DIR / "man8/ptfast.8")
     page = (tmp_path / MAN_DIR / "man8/ptfast.8").read_text()
-    assert page.startswith('.TH PTFAST "8"')
-    for command in ("scan", "check", "run", "tune", "install-service"):
-        assert f"'ptfast {command}'".replace("-", "\\-") in page     # roff escapes -
+    assert "@VERSION@" not in page and f'"ptfast {__version__}"' in page
+    sections = man_sections(rendered_man_page(tmp_path / MAN_DIR / "man8/ptfast.8"))
+    assert list(sections) == list(MAN_SECTIONS)
+    described = re.findall(r"^(\S+)", sections["COMMANDS"], re.MULTILINE)
+    commands = cli_commands()
+    assert sorted(described) == sorted(commands), "each subcommand needs its entry in COMMANDS"
+    for name, parser in commands.items():
+        assert f"ptfast {name}" in sections["SYNOPSIS"]
+        for action in parser._actions:
+            for option in action.option_strings:
+                if option not in ("-h", "--help"):
+                    assert option in sections["SYNOPSIS"] + sections["OPTIONS"] \
+                        + sections["COMMANDS"], f"ptfast {name} {option} is not in the man page"
+
+
+def test_the_man_page_says_what_an_admin_looks_for(tmp_path):
+    """The hand-over, the pignore syntax, the signals, the files and every exit status."""
+    sections = man_sections(rendered_man_page(
+        os.path.join(os.path.dirname(install.__file__), "man", "ptfast.8")))
+    exit_tags = re.findall(r"^([0-9]) ", sections["EXIT STATUS"], re.MULTILINE)
+    sections = {heading: " ".join(text.split()) for heading, text in sections.items()}
+    handover = sections["HANDING TRACKING OVER FROM LFD"]
+    assert 'PT_LIMIT = "0" in /etc/csf/csf.conf' in handover and "csf -ra" in handover
+    rules = sections["IGNORE RULES"]
+    for kind in ("user:", "exe:", "cmd:", "puser:", "pexe:", "pcmd:", "Include "):
+        assert kind in rules
+    assert "ptfast baseline" in rules and "systemctl reload ptfast" in rules
+    for signal_name in ("SIGHUP", "SIGTERM", "SIGINT"):
+        assert signal_name in sections["SIGNALS"]
+    for path in ("/etc/csf/csf.conf", install.DEFAULT_OVERRIDE_PATH, "/etc/csf/csf.pignore",
+                 install.DEFAULT_STATE_DIR, install.DEFAULT_LOG_FILE,
+                 install.DEFAULT_EVENTS_FILE, install.UNIT_PATH, install.LOGROTATE_PATH):
+        assert path in sections["FILES"]
+    assert exit_tags == ["0", "1", "2"]
 
 
 def test_bash_completes_the_commands(tmp_path):
