@@ -224,8 +224,8 @@ def watch(make_policy, proc_root: str, pt_interval: int, limits=DEFAULT_LIMITS,
     measured until then, marked ``interrupted``."""
     observer = Watch(make_policy, proc_root, limits, pt_interval)
     started = time.monotonic()
-    with _ctrl_c_noted() as (interrupted, wakeup):
-        while not interrupted:
+    with _ctrl_c_noted() as (ctrl_c, wakeup):
+        while not ctrl_c:
             cpu = observer.sample()
             elapsed = time.monotonic() - started
             if progress:
@@ -235,7 +235,7 @@ def watch(make_policy, proc_root: str, pt_interval: int, limits=DEFAULT_LIMITS,
             # keep tune's own load bounded on a big host: wait at least cpu / MAX_OWN_SHARE
             pause = max(sample_every, cpu / MAX_OWN_SHARE - cpu)
             select.select([wakeup], [], [], min(pause, max(0.0, duration - elapsed)))
-    interrupted = bool(interrupted)
+    interrupted = bool(ctrl_c)
     rows = observer.rows()
     recommended, why = recommend(rows, observer.longest_finished())
     return Result(rows, recommended, why, time.monotonic() - started, observer.samples,
