@@ -15,7 +15,7 @@ import os
 import sys
 
 from . import __version__, config as config_mod, pignore, procfs
-from .escape import escape_text
+from .escape import escape_line, escape_text
 from .findings import CHECK_SUSPICIOUS
 from .paths import (DEFAULT_EVENTS_FILE, DEFAULT_LOG_FILE, DEFAULT_STATE_DIR,
                     DEFAULT_TEMPLATE_DIR)
@@ -24,18 +24,25 @@ from .report import finding_record, json_line, table
 from .settings import load_settings
 from .tune import DEFAULT_DURATION, DEFAULT_LIMITS, DEFAULT_SAMPLE
 from .users import UserNames, customer_code_user_problems
+from .words import counted
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+EXIT_INTERRUPTED = 128 + 2          # SIGINT, as a shell reports it
 #: what each command's exit status means, shown by its --help (the README and the man page say
 #: the same); a wrong command line is 2 for every command
 EXIT_STATUS_HELP = {
-    "scan": "0 nothing found, 1 findings, 2 an error or an incomplete view (not run as root)",
+    "scan": "0 nothing found, 1 findings, 2 an error (an unreadable file, an unknown setting "
+            "name, a refused --set) or an incomplete view (not run as root)",
     "baseline": "0 the draft was printed, 2 an error",
-    "check": "0 no problems found, 2 a problem (each named with its file and line)",
+    "check": "0 no problems found (warnings, such as double tracking, may be shown), 2 a "
+             "problem (each named with its file and line)",
     "run": "0 stopped by a signal, or with --once a pass that ran and delivered every alert; "
-           "2 not started, or with --once a failed pass or alerts left in the spool",
-    "status": "0 healthy, 1 degraded, 2 not running or no status",
-    "tune": "0 done, 2 an error or an incomplete view (not run as root)",
+           "2 not started (a fatal settings problem, a path it cannot write, another ptfast), "
+           "or with --once a failed pass, a log line or event not written, or alerts left in "
+           "the spool",
+    "status": "0 healthy, 1 degraded, 2 not running, no status, or the state cannot be read",
+    "tune": "0 done, 2 an error or not run as root, 130 interrupted by Ctrl-C (the table of "
+            "what was measured is printed)",
     "install-service": "0 done, 2 an error",
 }
 
@@ -45,6 +52,18 @@ def version_text() -> str:
     if procfs.CORE_FALLBACK_REASON:
         text += f"; {procfs.CORE_FALLBACK_REASON}"
     return text
+
+
+class VersionAction(argparse.Action):
+    """--version, printed as it is (argparse's own wraps it at the terminal's width)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help="show the version, which core runs and why, then exit"):
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
 
 
 def warn(message: str) -> None:
@@ -92,11 +111,12 @@ def add_path_options(parser: argparse.ArgumentParser) -> None:
 
 
 def load_checked_settings(args):
-    """Settings with every problem said on stderr; None when a named file is unreadable."""
+    """Settings with every problem said on stderr; None when one of them is fatal (a file
+    unreadable, an unknown setting name, a refused --set)."""
     settings = load_settings(args)
     for problem in settings.problems:
-        warn(escape_text(str(problem)))
-    return None if settings.unreadable() else settings
+        warn(escape_line(str(problem)))
+    return None if settings.fatal() else settings
 
 
 def not_root_warning(denied: int | None) -> str | None:
@@ -112,6 +132,10 @@ def not_root_warning(denied: int | None) -> str | None:
 
 def cmd_tune(args) -> int:
     from . import tune
+    not_root = not_root_warning(None)
+    if not_root:        # its recommendation would rest on this user's processes alone
+        warn(f"tune cannot measure this host: {not_root}")
+        return EXIT_ERROR
     settings = load_checked_settings(args)
     if settings is None:
         return EXIT_ERROR
@@ -151,7 +175,7 @@ def cmd_tune(args) -> int:
     if incomplete:
         warn(incomplete)
         return EXIT_ERROR
-    return EXIT_CLEAN
+    return EXIT_INTERRUPTED if result.interrupted else EXIT_CLEAN
 
 
 def cmd_scan(args) -> int:
@@ -174,7 +198,7 @@ def cmd_scan(args) -> int:
     if load is not None:
         findings.append(load)
     for problem in rules.take_match_problems():
-        warn(escape_text(str(problem)))
+        warn(escape_line(str(problem)))
     out = sys.stdout.buffer
     if args.json:
         for finding in findings:
@@ -183,12 +207,13 @@ def cmd_scan(args) -> int:
         out.write(table(findings).encode())
         stats = snapshot.stats
         suspicious = sum(1 for finding in findings if finding.check == CHECK_SUSPICIOUS)
-        summary = (f"{suspicious} suspicious of {stats['processes']} processes, "
-                   f"{len(findings) - suspicious} other findings "
+        summary = (f"{suspicious} suspicious of "
+                   f"{counted(stats['processes'], 'process', 'processes')}, "
+                   f"{counted(len(findings) - suspicious, 'other finding')} "
                    f"({snapshot.core} core, {snapshot.duration * 1000:.0f} ms)")
         if stats["incomplete"] or stats["zombies"]:
             summary += (f"; {stats['incomplete']} not fully inspected (each says why), "
-                        f"{stats['zombies']} zombies")
+                        f"{counted(stats['zombies'], 'zombie')}")
         if not policy.enabled:
             summary += "; process tracking is disabled (PT_LIMIT = 0)"
         out.write((summary + "\n").encode())
@@ -198,7 +223,8 @@ def cmd_scan(args) -> int:
     if incomplete:
         warn(incomplete)
     elif denied:
-        warn(f"could not inspect {denied} processes (permission denied) even as root: they "
+        warn(f"could not inspect {counted(denied, 'process', 'processes')} (permission denied) "
+             "even as root: they "
              "belong to another user namespace or a security module forbids it")
     if findings:
         return EXIT_FINDINGS
@@ -206,17 +232,15 @@ def cmd_scan(args) -> int:
 
 
 def safety_problems(args, config) -> list:
-    """What `run` would refuse: paths it writes, and programs it runs as root, that a customer
-    could change."""
+    """What `run` would refuse: paths it writes that a customer could change or that it cannot
+    write, and programs it runs as root that a customer could change."""
     from . import safepaths
-    from .actions import action_problems
-    from .destinations import webhook_problems
-    from .mail import mail_problems
-    from .metrics import metrics_problems
+    from .settings import route_problems
+    files = (args.log_file, args.events_file)
     paths = [config_mod.Problem(path, 0, why) for path, why in
-             safepaths.service_path_problems(args.state_dir, (args.log_file, args.events_file))]
-    return (paths + action_problems(config) + mail_problems(config) + metrics_problems(config)
-            + webhook_problems(config))
+             safepaths.service_path_problems(args.state_dir, files)
+             + safepaths.service_write_problems(args.state_dir, files)]
+    return paths + route_problems(config)
 
 
 def cmd_baseline(args) -> int:
@@ -263,14 +287,19 @@ def cmd_check(args) -> int:
         print(f"{name:<{width}} = {value:<32} {config.sources[name]}")
     for name, source in config.left_to_lfd:
         print(f"\n{name} ({source}) is lfd's: it {config_mod.LEFT_TO_LFD[name]}")
+    warnings = config_mod.double_tracking(config)
+    if warnings:
+        print(f"\n{len(warnings)} warning(s):")
+        for warning in warnings:
+            print(f"  {escape_line(warning)}")
     problems = (settings.problems + customer_code_user_problems(config)
                 + safety_problems(args, config))
     if problems:
         print(f"\n{len(problems)} problem(s):")
         for problem in problems:
-            print(f"  {escape_text(str(problem))}")
+            print(f"  {escape_line(str(problem))}")
         return EXIT_ERROR
-    print("\nno problems found")
+    print("\nno problems found" + (" (see the warnings above)" if warnings else ""))
     return EXIT_CLEAN
 
 
@@ -299,7 +328,7 @@ def cmd_install_service(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ptfast", description="Fast, lfd-compatible process "
                                      "tracking for Linux servers.")
-    parser.add_argument("--version", action="version", version=version_text())
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
 
     scan = sub.add_parser("scan", help="read-only audit: report what would be alerted now")

@@ -163,10 +163,20 @@ class Problem:
     path: str
     line: int          # 0 when the problem is about the whole file
     message: str
+    #: what the admin named cannot be used as meant (a file unreadable, a setting name unknown,
+    #: a --set refused): commands stop with exit 2 rather than run on what is left
+    fatal: bool = False
+    #: what ptfast does about it when it goes on ("using the default 60"): not said when a
+    #: reload is refused, since the previous settings stay instead
+    consequence: str = ""
 
     def __str__(self) -> str:
+        return self.said(with_consequence=True)
+
+    def said(self, with_consequence: bool = True) -> str:
         where = f"{self.path}:{self.line}" if self.line else self.path
-        return f"{where}: {self.message}"
+        then = f"; {self.consequence}" if self.consequence and with_consequence else ""
+        return f"{where}: {self.message}{then}"
 
 
 @dataclass
@@ -180,6 +190,8 @@ class Config:
     left_to_lfd: list = field(default_factory=list)
     path: str | None = None
     override_path: str | None = None
+    #: what csf.conf itself sets, as (value, "FILE:LINE"): lfd runs on it
+    in_csf_conf: dict = field(default_factory=dict)
 
     def __getitem__(self, name: str):
         return self.values[name]
@@ -219,9 +231,9 @@ def convert(name: str, text: str) -> object:
     shown = value if len(value) <= 40 else value[:40] + "..."
     if kind == INT:
         if not _INTEGER.fullmatch(value):
-            raise ValueError(f"{name} must be a whole number, not {shown!r}")
+            raise ValueError(f"{name} must be a whole number, not '{shown}'")
     elif not _NUMBER.fullmatch(value):
-        raise ValueError(f"{name} must be a number, not {shown!r}")
+        raise ValueError(f"{name} must be a number, not '{shown}'")
     lowest, highest = LIMITS[name]
     number = (int if kind == INT else float)(value) if len(value) <= MAX_NUMBER_CHARS else None
     if number is None or not lowest <= number <= highest:
@@ -229,8 +241,23 @@ def convert(name: str, text: str) -> object:
     return number
 
 
-def parse_lines(lines, path: str, config: Config) -> None:
-    """Apply csf.conf lines to ``config``, recording every problem with its line number."""
+def did_you_mean(name: str) -> str:
+    """"; did you mean PT_LIMIT?" for a name close to a known setting's, else ""."""
+    import difflib
+    close = difflib.get_close_matches(name.upper(), SETTINGS, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def unknown_name(name: str) -> str:
+    if name in LEFT_TO_LFD:
+        return f"{name} is lfd's, not ptfast's: set it in csf.conf"
+    return f"unknown setting {name}{did_you_mean(name)}"
+
+
+def parse_lines(lines, path: str, config: Config, strict: bool = False) -> None:
+    """Apply csf.conf lines to ``config``, recording every problem with its line number.
+    ``strict`` (ptfast.conf, which holds only ptfast's settings): an unknown name is a fatal
+    problem, not the firewall part of csf.conf to pass over."""
     seen: dict[str, int] = {}
     for number, line in enumerate(lines, start=1):
         line = line.rstrip("\r\n")
@@ -253,12 +280,15 @@ def parse_lines(lines, path: str, config: Config) -> None:
         if name in LEFT_TO_LFD and quoted.group(1).strip() not in ("", "0"):
             config.left_to_lfd.append((name, f"{path}:{number}"))
         if name not in SETTINGS:
+            if strict:
+                config.problems.append(Problem(path, number, unknown_name(name[:60]),
+                                               fatal=True))
             continue
         try:
             config.values[name] = convert(name, quoted.group(1))
         except ValueError as exc:
-            config.problems.append(Problem(path, number, f"{exc}; using the default "
-                                                         f"{config.values[name]!r}"))
+            config.problems.append(Problem(path, number, str(exc), consequence="using the "
+                                           f"default {config.values[name]!r}"))
             continue
         config.sources[name] = f"{path}:{number}"
 
@@ -273,13 +303,23 @@ def read_lines(path: str) -> list:
     return text.split("\n")
 
 
-def _read_file(path: str, config: Config) -> None:
+def unreadable_reason(exc: OSError) -> str:
+    """Why a file could not be read, with the fix when it is a permission a non-root run
+    lacks (after install-service, /etc/ptfast is root's)."""
+    why = str(exc.strerror)
+    if isinstance(exc, PermissionError) and os.geteuid() != 0:
+        why += " (run ptfast as root)"
+    return why
+
+
+def _read_file(path: str, config: Config, strict: bool = False) -> None:
     try:
         lines = read_lines(path)
     except OSError as exc:
-        config.problems.append(Problem(path, 0, f"cannot read: {exc.strerror}"))
+        config.problems.append(Problem(path, 0, f"cannot read: {unreadable_reason(exc)}",
+                                       fatal=True))
         return
-    parse_lines(lines, path, config)
+    parse_lines(lines, path, config, strict)
 
 
 def load(path: str | None = None, overrides=(), panel: bool | None = None,
@@ -297,6 +337,8 @@ def load(path: str | None = None, overrides=(), panel: bool | None = None,
     if path is not None or os.path.exists(csf_conf):
         config.path = csf_conf
         _read_file(csf_conf, config)
+        config.in_csf_conf = {name: (config.values[name], source)
+                              for name, source in config.sources.items() if source != "default"}
         if config.values["PT_LIMIT"] == 0 and config.sources["PT_LIMIT"] != "default":
             config.sources["PT_LIMIT"] = (f"default ({config.sources['PT_LIMIT']} sets 0: "
                                           "lfd's tracking is off, ptfast's is on)")
@@ -304,24 +346,53 @@ def load(path: str | None = None, overrides=(), panel: bool | None = None,
     ptfast_conf = override_path if override_path is not None else DEFAULT_OVERRIDE_PATH
     if override_path is not None or os.path.exists(ptfast_conf):
         config.override_path = ptfast_conf
-        _read_file(ptfast_conf, config)
+        _read_file(ptfast_conf, config, strict=True)
     for override in overrides:
         name, sep, value = override.partition("=")
         name = name.strip()
-        if not sep or name not in SETTINGS:
-            # the name only (when it looks like one): the value may be a webhook URL and its token
-            shown = f"{name!r}" if sep and _NAME_LIKE.fullmatch(name) else "an argument"
-            config.problems.append(Problem("--set", 0, f"{shown} is not NAME=VALUE with a "
-                                                       "known setting name"))
+        # the name only, never the value (a webhook URL carries its token); an argument
+        # without "=" only when it is a setting's name or close to one (else it may be a value)
+        shown = name if _NAME_LIKE.fullmatch(name) else None
+        if not sep:
+            why = (f"{name} has no value: expected --set {name}=VALUE" if name in SETTINGS
+                   else f"{name} is not NAME=VALUE; {unknown_name(name)}"
+                   if shown and (did_you_mean(name) or name in LEFT_TO_LFD)
+                   else "an argument is not NAME=VALUE (not shown: it may carry a secret)")
+            config.problems.append(Problem("--set", 0, why, fatal=True))
+            continue
+        if name not in SETTINGS:
+            why = (unknown_name(shown) if shown
+                   else "an argument's name is not a setting name (expected NAME=VALUE)")
+            config.problems.append(Problem("--set", 0, why, fatal=True))
             continue
         try:
             config.values[name] = convert(name, value.strip().strip('"'))
         except ValueError as exc:
-            config.problems.append(Problem("--set", 0, str(exc)))
+            config.problems.append(Problem("--set", 0, str(exc), fatal=True))
             continue
         config.sources[name] = "--set"
     _check_webhooks(config)
     return config
+
+
+def double_tracking(config: Config) -> list:
+    """What lfd and ptfast would both do with these settings, so that every such alert comes
+    twice (``check`` warns). lfd tracks while csf.conf's PT_LIMIT is not 0; its load check
+    (PT_LOAD) runs whatever PT_LIMIT says."""
+    warnings = []
+    lfd_limit = config.in_csf_conf.get("PT_LIMIT")
+    if lfd_limit is not None and lfd_limit[0] != 0 and config["PT_LIMIT"] > 0:
+        warnings.append(f"lfd is still tracking processes ({lfd_limit[1]}: PT_LIMIT = "
+                        f"\"{lfd_limit[0]}\"): with ptfast running, every alert comes twice; "
+                        "set PT_LIMIT = \"0\" in csf.conf and restart lfd (csf -ra)")
+    lfd_load = config.in_csf_conf.get("PT_LOAD")
+    if lfd_load is not None and lfd_load[0] != 0 and config["PT_LOAD"] > 0:
+        warnings.append(f"lfd and ptfast both check the load average ({lfd_load[1]}: PT_LOAD = "
+                        f"\"{lfd_load[0]}\"; ptfast's PT_LOAD is {config['PT_LOAD']}): every "
+                        "load alert comes twice; leave it to lfd (PT_LOAD = \"0\" in "
+                        "ptfast.conf) or hand it over (PT_LOAD = \"0\" in csf.conf, then "
+                        "csf -ra)")
+    return warnings
 
 
 def problem_at(config: Config, name: str, message: str) -> Problem:

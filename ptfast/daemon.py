@@ -21,10 +21,10 @@ import traceback
 
 from . import __version__, config as config_mod, procfs, safepaths
 from .actions import Actions
-from .escape import escape_text
+from .escape import escape_line, escape_text
 from .logfile import LogFile
 from .delivery import Routes
-from .settings import Settings, load_settings
+from .settings import Settings, load_settings, route_problems
 from .spool import Spool
 from .state import ReportedState
 from .status import LOCK_FILE, ONCE, SERVICE
@@ -33,6 +33,12 @@ from .tracking import Tracker
 
 class AlreadyRunning(Exception):
     pass
+
+
+class SettingsRefused(Exception):
+    """A fatal problem in the settings or rules (ptfast.settings.Settings.fatal): tracking on
+    what is left (no ignore rules at all, a default in place of a mistyped setting) would alert
+    on every daemon or watch the wrong thing."""
 
 
 def take_lock(state_dir: str) -> int:
@@ -76,7 +82,7 @@ class Service:
 
     def _log_problems(self, settings: Settings) -> None:
         for problem in settings.problems:
-            self.log(escape_text(str(problem)))
+            self.log(escape_line(str(problem)))
 
     def _settings_summary(self) -> str:
         config, rules = self.config, self.settings.rules
@@ -91,12 +97,14 @@ class Service:
                 f"alerts via {', '.join(Routes(config).shown())}")
 
     def reload(self) -> None:
-        """SIGHUP: read everything again; with any problem, keep what runs now."""
+        """SIGHUP: read everything again; with any problem, keep what runs now (said in one
+        line: the problems' own "using the default" would contradict it)."""
         settings = load_settings(self.args, templates=True)
-        if settings.problems:
-            self._log_problems(settings)
-            self.log(f"reload refused: {len(settings.problems)} problem(s) in the new settings; "
-                     "keeping the previous ones")
+        problems = settings.problems + route_problems(settings.config)
+        if problems:
+            said = "; ".join(escape_line(problem.said(with_consequence=False))
+                             for problem in problems)
+            self.log(f"reload refused, the previous settings stay in force: {said}")
             return
         self.settings = settings
         self.log.to_syslog = bool(self.config["SYSLOG"])
@@ -108,12 +116,20 @@ class Service:
         """Lock, read settings and memory. Raises AlreadyRunning or OSError."""
         safepaths.prepare_service_paths(self.state_dir, (self.log.path, self.args.events_file))
         self._lock_fd = take_lock(self.state_dir)
+        for path in (self.log.path, self.args.events_file):
+            if path:    # written before they are needed: a missing directory is said now
+                os.close(safepaths.open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT))
         self.tracker = Tracker(self.log, self.state, Spool(self.state_dir), self.actions,
                                proc_root=self.args.proc_root, events_file=self.args.events_file,
                                service=ONCE if self.args.once else SERVICE)
         self.settings = load_settings(self.args, templates=True)
         self.log.to_syslog = bool(self.config["SYSLOG"])
         self._log_problems(self.settings)
+        for problem in route_problems(self.config):     # said now, not at the first alert
+            self.log(escape_line(str(problem)))
+        fatal = self.settings.fatal()
+        if fatal:
+            raise SettingsRefused("; ".join(escape_line(str(problem)) for problem in fatal))
         problem = self.state.load()
         if problem:
             self.log(escape_text(problem))
@@ -191,11 +207,14 @@ class Service:
                 pass
 
     def once(self) -> bool:
-        """``--once``: one pass and one load check; False when either failed or alerts could
-        not be delivered (they stay in the spool for the next run), so that cron says so."""
+        """``--once``: one pass and one load check; False when either failed, a log line or event
+        could not be written, or alerts could not be delivered (they stay in the spool for the
+        next run), so that cron says so."""
         passed = self.guarded(self.run_pass)[0]
         if self.config["PT_LOAD"] > 0:
             passed = self.guarded(self.check_load)[0] and passed
+        if self.tracker.unrecorded or self.tracker.not_written():
+            passed = False
         if self.tracker.waiting:
             self.log(f"{self.tracker.waiting} alert(s) not delivered: kept in the spool for the "
                      "next run")
@@ -219,7 +238,7 @@ def run(args) -> int:
     service = Service(args)
     try:
         service.start()
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, SettingsRefused) as exc:
         service.log(f"not started: {escape_text(str(exc))}")
         return 2
     except OSError as exc:

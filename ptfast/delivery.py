@@ -37,6 +37,7 @@ class Flushed:
     #: ptfast's own entries left in the spool (refused, or behind a route that is down);
     #: files it will not send (not its own) are not counted
     waiting: int = 0
+    kept: list = field(default_factory=list)     # their paths
 
 
 class Routes:
@@ -70,6 +71,7 @@ def flush(spool: Spool, routes: Routes, log) -> Flushed:
         if channel == MAIL and routes.mailer.key in down:    # no need to read it
             down[routes.mailer.key][2] += 1
             result.waiting += 1
+            result.kept.append(path)
             continue
         try:
             route, payload = routes.open(channel, spool.read(path))
@@ -80,10 +82,12 @@ def flush(spool: Spool, routes: Routes, log) -> Flushed:
         if route.key in down:
             down[route.key][2] += 1
             result.waiting += 1
+            result.kept.append(path)
             continue
         if spent.get(route.key, 0.0) >= ROUTE_BUDGET:
             down[route.key] = [route, f"{ROUTE_BUDGET:g} s spent on it in this pass", 1]
             result.waiting += 1
+            result.kept.append(path)
             continue
         started = clock()
         try:
@@ -92,6 +96,7 @@ def flush(spool: Spool, routes: Routes, log) -> Flushed:
             spent[route.key] = spent.get(route.key, 0.0) + clock() - started
             result.failed[channel] += 1
             result.waiting += 1
+            result.kept.append(path)
             if exc.route_down:
                 down[route.key] = [route, exc, 1]
             else:

@@ -24,6 +24,22 @@ def escape_text(text: str) -> str:
     return "".join([_BYTE_TEXT[byte] for byte in raw])
 
 
+_LINE_BYTE_TEXT = tuple(
+    chr(byte) if 0x20 <= byte < 0x7F else f"\\x{byte:02x}" for byte in range(256)
+)
+
+
+def escape_line(text: str) -> str:
+    """One line for a person (a problem with a file, on a terminal or in the log): control
+    characters and bytes >= 0x7F escaped, so nothing can move a cursor or start a new line, but
+    quotes and backslashes kept as written (a regex ``listener\\.py`` reads as its author wrote
+    it, not doubled). Not for text that is parsed back (log fields, JSON): use escape_text."""
+    if text.isascii() and text.isprintable():
+        return text
+    raw = text.encode("utf-8", "surrogateescape")
+    return "".join([_LINE_BYTE_TEXT[byte] for byte in raw])
+
+
 _BLOCK_BYTE_TEXT = tuple(
     chr(byte) if 0x20 <= byte < 0x7F or byte == 0x09 else f"\\x{byte:02x}" for byte in range(256)
 )

@@ -29,6 +29,8 @@ MAN_PAGE_PATH = "/usr/local/share/man/man8/ptfast.8"
 # bash-completion 2 looks here ($XDG_DATA_DIRS) for a command's completion on first use
 COMPLETION_PATH = "/usr/local/share/bash-completion/completions/ptfast"
 SYSTEMD_RUNNING = "/run/systemd/system"       # sd_booted(): present only under systemd
+#: what `systemctl enable ptfast` creates (WantedBy=multi-user.target)
+WANTS_LINK = "/etc/systemd/system/multi-user.target.wants/ptfast.service"
 # directories install-service may have created; --uninstall removes them once empty, deepest first
 OWN_DIRECTORIES = ("/etc/ptfast", "/usr/local/share/man/man8",
                    "/usr/local/share/bash-completion/completions",
@@ -160,12 +162,14 @@ class Installer:
         self.say = say
         # systemctl only acts on the running system, never on a tree under --root
         self.manage_systemd = root == "/" and os.path.isdir(SYSTEMD_RUNNING)
+        self._said_no_systemd = False
 
     def on_disk(self, path: str) -> str:
         return os.path.join(self.root, path.lstrip("/"))
 
     def systemctl(self, *words: str) -> None:
         if not self.manage_systemd:
+            self.say_no_systemctl(" ".join(words))
             return
         command = ["systemctl", *words]
         if self.dry_run:
@@ -173,6 +177,16 @@ class Installer:
         else:
             self.say(f"running: {' '.join(command)}")
             subprocess.run(command, check=False)
+
+    def say_no_systemctl(self, what: str) -> None:
+        """Once: systemctl is not run, and why (an admin must not think it was)."""
+        if self._said_no_systemd:
+            return
+        why = (f"files are written under --root {self.root}" if self.root != "/"
+               else f"systemd is not running here ({SYSTEMD_RUNNING} is missing): start "
+                    "`ptfast run` with this system's own service manager")
+        self.say(f"not running systemctl ({what} and the like): {why}")
+        self._said_no_systemd = True
 
     def install(self, files: list) -> None:
         unit_changed = False
@@ -195,9 +209,28 @@ class Installer:
             unit_changed |= item.path == UNIT_PATH
         if unit_changed:
             self.systemctl("daemon-reload")
+        if not self.manage_systemd:
+            self.say_no_systemctl("daemon-reload")
         if not self.dry_run:
             self.say(f"next: hand tracking over from lfd (the comments in "
                      f"{DEFAULT_OVERRIDE_PATH} say how), then `systemctl enable --now ptfast`")
+
+    def remove_wants_link(self) -> None:
+        """What `systemctl enable` made, when systemctl did not remove it (systemd not
+        running, --root): left behind, it would start the service's missing unit at boot."""
+        link = self.on_disk(WANTS_LINK)
+        if not os.path.islink(link):
+            return
+        if self.dry_run:
+            self.say(f"would remove: {link}")
+        else:
+            os.unlink(link)
+            self.say(f"removed: {link}")
+        try:
+            if not self.dry_run:
+                os.rmdir(os.path.dirname(link))     # only when nothing else is wanted
+        except OSError:
+            pass
 
     def show(self, target: str, item: ServiceFile) -> None:
         if item.summary:
@@ -210,6 +243,7 @@ class Installer:
     def uninstall(self, files: list) -> None:
         if os.path.exists(self.on_disk(UNIT_PATH)):
             self.systemctl("disable", "--now", "ptfast")
+        self.remove_wants_link()
         for item in files:
             target = self.on_disk(item.path)
             current = read_text(target)

@@ -67,18 +67,27 @@ def send_to_syslog(message: str) -> None:
 class LogFile:
     """Appends lfd-format lines to ``path``; with ``echo``, also writes the message to stderr
     (the journal, under systemd). A log that cannot be written is said once on stderr and the
-    service goes on. A log path a customer could reach is never written (``refused`` says why,
-    on stderr even without ``echo``); the service refuses to start over it."""
+    service goes on (``write`` raises instead, for lines that must not be lost: a finding's).
+    A log path a customer could reach is never written (``refused`` says why, on stderr even
+    without ``echo``); the service refuses to start over it."""
 
     def __init__(self, path: str | None = DEFAULT_LOG_FILE, echo: bool = True) -> None:
         self.path = path
         self.echo = echo
         self.to_syslog = False      # SYSLOG, set once the settings are read
         self.hostname = short_hostname()
-        self._failed = False
+        self.error: str | None = None     # why the last line could not be written
         self.refused = safepaths.path_problem(path, safepaths.FILE) if path else None
 
     def __call__(self, message: str) -> None:
+        try:
+            self.write(message)
+        except OSError:
+            pass                # said on stderr by write(); ``error`` keeps it for the status
+
+    def write(self, message: str) -> None:
+        """Like calling the log, but raises OSError when the line could not be appended to the
+        file: a finding's log line must be written before it is remembered."""
         if self.echo or self.refused:
             print(message, file=sys.stderr, flush=True)
         if self.to_syslog:
@@ -88,9 +97,10 @@ class LogFile:
         line = lfd_line(message, self.hostname).encode("utf-8", "surrogateescape")
         try:
             append_line(self.path, line)
-            self._failed = False
+            self.error = None
         except OSError as exc:
-            if not self._failed:
+            if self.error is None:
                 print(f"ptfast: cannot write the log {self.path}: {exc.strerror}",
                       file=sys.stderr, flush=True)
-            self._failed = True
+            self.error = f"{self.path}: {exc.strerror}"
+            raise

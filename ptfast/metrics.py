@@ -81,7 +81,7 @@ def metrics_text(document: dict, spool_entries: int, oldest_spooled_at: float | 
             for name, doc, key in (
                     ("ptfast_alerts_spooled", "alerts spooled (one per destination)", "spooled"),
                     ("ptfast_alerts_delivered", "alerts delivered", "delivered"),
-                    ("ptfast_alert_delivery_failures", "delivery attempts that failed",
+                    ("ptfast_alert_delivery_failures", "alerts whose delivery failed",
                      "failed")):
                 yield labelled(counter, name, doc, "channel", alerts[key], CHANNELS)
             yield gauge("ptfast_spool_entries", "alerts waiting in the spool", spool_entries)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Optional
 if TYPE_CHECKING:
     import regex
 
-from .config import Problem, read_lines
+from .config import Problem, read_lines, unreadable_reason
 from .paths import DEFAULT_PIGNORE_PATH
 KINDS = ("exe", "user", "cmd")
 REGEX_TIMEOUT = 0.05      # seconds one regex may spend on one value
@@ -172,8 +172,8 @@ class IgnoreRules:
             except _regex().error as exc:
                 invalid.append(rule)
                 self.problems.append(Problem(rule.path, rule.line,
-                                             f"invalid p{rule.kind} regex {rule.text!r}: {exc}; "
-                                             "rule skipped"))
+                                             f"invalid p{rule.kind} regex '{rule.text}': {exc}",
+                                             consequence="rule skipped"))
         try:
             return Chunk(valid, _alternation(valid) if valid else None)
         except _regex().error:         # valid alone, not together: match each alone
@@ -187,7 +187,7 @@ class IgnoreRules:
             rule.enabled = False
             problem = Problem(
                 rule.path, rule.line,
-                f"{rule.kind} regex {rule.text!r} took over {REGEX_TIMEOUT * 1000:.0f} ms on a "
+                f"{rule.kind} regex '{rule.text}' took over {REGEX_TIMEOUT * 1000:.0f} ms on a "
                 f"value of {len(value)} characters (catastrophic backtracking); "
                 "rule switched off")
             self.problems.append(problem)
@@ -249,7 +249,7 @@ def parse_lines(lines, path: str, rules: IgnoreRules, depth: int = 0) -> None:
         if not sep or not (kind in KINDS or regex_kind):
             rules.problems.append(Problem(path, number, f"not a rule: expected exe:, user:, "
                                                         f"cmd:, pexe:, puser: or pcmd:, got "
-                                                        f"{line[:60]!r}"))
+                                                        f"'{line[:60]}'"))
             continue
         if not value:
             rules.problems.append(Problem(path, number, f"empty {kind}: rule"))
@@ -269,7 +269,7 @@ def parse_lines(lines, path: str, rules: IgnoreRules, depth: int = 0) -> None:
 
 def _include(target: str, path: str, number: int, rules: IgnoreRules, depth: int) -> None:
     if depth >= MAX_INCLUDE_DEPTH:
-        rules.problems.append(Problem(path, number, f"Include {target!r} nested more than "
+        rules.problems.append(Problem(path, number, f"Include '{target}' nested more than "
                                                     f"{MAX_INCLUDE_DEPTH} deep; skipped"))
         return
     load_file(target, rules, depth + 1, included_from=(path, number))
@@ -288,8 +288,9 @@ def load_file(path: str, rules: IgnoreRules, depth: int = 0, included_from=None)
     try:
         lines = read_lines(path)
     except OSError as exc:
-        rules.problems.append(Problem(where_path, where_line,
-                                      f"cannot read {path}: {exc.strerror}"))
+        what = (f"cannot read {path}: {unreadable_reason(exc)}; the ignore rules are incomplete"
+                if included_from else f"cannot read: {unreadable_reason(exc)}")
+        rules.problems.append(Problem(where_path, where_line, what, fatal=True))
         return
     rules.sources.append(path)
     rules._read.add(real)

@@ -15,6 +15,17 @@ from ._corespec import STAT_STARTTIME, parse_stat, stat_field
 from .findings import FileIdentity
 
 CORE_FALLBACK_REASON: str | None = None
+#: what an admin does about a core that was not built (said by --version, check and the log)
+HOW_TO_BUILD = ("to build it, install gcc and the Python headers (apt-get install gcc "
+                "python3-dev), then run the same pip install again")
+
+
+def fallback_reason(exc: ImportError, package_dir: str = os.path.dirname(__file__)) -> str:
+    import glob
+    if not glob.glob(os.path.join(glob.escape(package_dir), "_procscan*.so")):
+        return ("the compiled core was not built when ptfast was installed (no C compiler "
+                f"or Python headers?), so the slower pure-Python core runs; {HOW_TO_BUILD}")
+    return f"the compiled core cannot be loaded ({exc}); the pure-Python core runs"
 
 # the twin is imported only when it is the core (it is the slower import)
 if os.environ.get("PTFAST_NO_EXTENSIONS"):
@@ -28,7 +39,7 @@ else:
     except ImportError as exc:  # not built on this machine: run on the twin, and say so
         from . import _procscan_py as _core  # type: ignore[no-redef]
         CORE_NAME = "pure-python"
-        CORE_FALLBACK_REASON = f"compiled core not importable: {exc}"
+        CORE_FALLBACK_REASON = fallback_reason(exc)
 
 if TYPE_CHECKING:
     # both cores' records, as the compiled core's stubs describe them

@@ -4,7 +4,9 @@ remember, run the action. Nothing is decided here.
 The order for each finding is what makes alerts survive anything: the log line first, then the
 alert mail and its webhook posts into the spool and its line in the events file, and only then
 the finding is remembered as reported. A failure before the spool (a full disk) leaves the
-finding to the next pass instead of losing it; an entry leaves the spool only once delivered.
+finding to the next pass instead of losing it; so does a log line or event that cannot be
+written (its spooled entries are taken back, so the next pass's alert is the only one); an entry
+leaves the spool only once delivered.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ class Responder:
         self.proc_root = proc_root
         self.events_file = events_file
         self.destinations = destinations(settings.config)
+        #: findings not remembered because their log line or event could not be written, and
+        #: the files that could not be ("PATH: why")
+        self.unrecorded = 0
+        self.unwritable: set = set()
 
     def carry_out_all(self, findings: list) -> None:
         """Every finding of a pass, in lfd's order (so the log reads as lfd's); those planned
@@ -47,7 +53,9 @@ class Responder:
         digest = []
         for finding in findings:
             if finding.response.alert == DIGEST_TEMPLATE:
-                digest.append((finding, self._kill_and_log(finding)[1]))
+                logged = self._logged(finding)
+                if logged is not None:
+                    digest.append((finding, logged[1]))
             else:
                 self.carry_out(finding)
         if digest:
@@ -57,13 +65,22 @@ class Responder:
                                                              "count": str(len(digest)),
                                                              "text": "\n".join(lines)})
             records = [self._event(finding, spooled) for finding, _lines in digest]
-            self._spool_webhooks(records, message, lines)
-            for (finding, _lines), record in zip(digest, records):
-                self._append_event(record)
+            added = [self._spooled_path(spooled)] + self._spool_webhooks(records, message, lines)
+            recorded = [(finding, record) for (finding, _lines), record in zip(digest, records)
+                        if self._append_event(record)]
+            if not recorded:         # the mail would list only findings the next pass repeats
+                self.spool.retract(added)
+            for finding, _record in recorded:
                 self._remember_and_act(finding)
 
     def carry_out(self, finding) -> None:
-        killed, lines = self._kill_and_log(finding)
+        """Log, alert, record the event, then remember; a finding whose log line or event
+        cannot be written is not remembered (and its alert taken back from the spool), so the
+        next pass reports it whole."""
+        logged = self._logged(finding)
+        if logged is None:
+            return
+        killed, lines = logged
         alert = finding.response.alert
         if alert:
             check = BY_NAME[finding.check]
@@ -71,18 +88,32 @@ class Responder:
                                         self._attachment(check, finding), self.user_names)
             message, spooled = self._spool(alert, values)
             record = self._event(finding, spooled)
-            self._spool_webhooks([record], message, lines)
-            self._append_event(record)
+            added = [self._spooled_path(spooled)] + self._spool_webhooks([record], message, lines)
+            if not self._append_event(record):
+                self.spool.retract(added)
+                return
         self._remember_and_act(finding)
 
-    def _kill_and_log(self, finding) -> tuple:
-        """(killed, the finding's log lines), once they are logged."""
+    def _logged(self, finding) -> tuple | None:
+        """(killed, the finding's log lines) once they are in the log; None (the finding
+        counted in ``unrecorded``) when a line could not be written."""
         response = finding.response
         killed = self._kill(response) if response.kill else False
         lines = BY_NAME[finding.check].log_lines(finding, killed, self.user_names)
-        for line in lines:
-            self.log(line)
+        # LogFile.write raises when the line did not reach the file; a plain callable (a test's
+        # log) cannot say, and is taken at its word
+        write = getattr(self.log, "write", self.log)
+        try:
+            for line in lines:
+                write(line)
+        except OSError as exc:
+            self._not_recorded(f"{getattr(self.log, 'path', 'the log')}: {exc.strerror}")
+            return None
         return killed, lines
+
+    def _not_recorded(self, why: str) -> None:
+        self.unrecorded += 1
+        self.unwritable.add(why)
 
     def _remember_and_act(self, finding) -> None:
         response = finding.response
@@ -125,21 +156,32 @@ class Responder:
         source, name = spooled
         return event_record(finding, self.hostname, source, name)
 
-    def _spool_webhooks(self, records: list, message: bytes, lines: list) -> None:
+    def _spooled_path(self, spooled: tuple) -> str:
+        return os.path.join(self.spool.directory, spooled[1])
+
+    def _spool_webhooks(self, records: list, message: bytes, lines: list) -> list:
         """Every webhook's entries for one alert, spooled (like its mail) before anything is
-        remembered: ``json`` gets the event records, chats the subject and log lines."""
+        remembered: ``json`` gets the event records, chats the subject and log lines. Returns
+        the entries' paths."""
         if not self.destinations:
-            return
+            return []
         subject = str(BytesHeaderParser(policy=email.policy.default)
                       .parsebytes(message).get("Subject", ""))
+        added = []
         for destination in self.destinations:
             for data in webhooks.entries(destination, records, subject, self.hostname, lines):
-                self.spool.add(data, WEBHOOK)
+                added.append(self.spool.add(data, WEBHOOK))
+        return added
 
-    def _append_event(self, record: dict) -> None:
+    def _append_event(self, record: dict) -> bool:
+        """False (said in the log, counted in ``unrecorded``) when it could not be written."""
         if not self.events_file:
-            return
+            return True
         try:
             append_event(self.events_file, record)
         except OSError as exc:
-            self.log(f"cannot append to {self.events_file}: {exc.strerror}")
+            self.log(f"cannot append to {escape_text(self.events_file)}: {exc.strerror}; the "
+                     "finding is not remembered and is reported again next pass")
+            self._not_recorded(f"{self.events_file}: {exc.strerror}")
+            return False
+        return True

@@ -178,6 +178,52 @@ def service_path_problems(state_dir: str, files) -> list:
     return problems
 
 
+def _existing_ancestor(path: str) -> str:
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    return parent
+
+
+def unwritable_problem(path: str, kind: str) -> str | None:
+    """Why the service could not write ``path`` (DIRECTORY or FILE): a read-only file system,
+    a directory that does not exist (for a FILE: the service creates only the state
+    directory), permissions. None when it can."""
+    if os.path.lexists(path):
+        if kind == DIRECTORY and not os.path.isdir(path):
+            return None             # path_problem says what is wrong with it
+        if not os.access(path, os.W_OK | (os.X_OK if kind == DIRECTORY else 0)):
+            why = "read-only file system" if _read_only(path) else "permission denied"
+            return f"cannot be written: {why}"
+        return None
+    parent = os.path.dirname(os.path.abspath(path))
+    if kind == FILE and not os.path.isdir(parent):
+        return f"cannot be written: directory {parent} does not exist"
+    ancestor = _existing_ancestor(path) if kind == DIRECTORY else parent
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        why = "read-only file system" if _read_only(ancestor) else "permission denied"
+        return f"cannot be created in {ancestor}: {why}"
+    return None
+
+
+def _read_only(path: str) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def service_write_problems(state_dir: str, files) -> list:
+    """(path, why) for each of the service's paths it could not write (``check`` says it
+    before ``run`` fails on it)."""
+    problems = []
+    for path, kind in ((state_dir, DIRECTORY), *((path, FILE) for path in files if path)):
+        problem = unwritable_problem(path, kind)
+        if problem:
+            problems.append((path, problem))
+    return problems
+
+
 def prepare_service_paths(state_dir: str, files) -> None:
     """Before the service writes anything: every path safe (else UnsafePath, naming the first
     one that is not), and the state directory created (0700) when missing."""

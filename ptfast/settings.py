@@ -21,9 +21,22 @@ class Settings:
     templates: Optional[Templates] = None
     problems: list = field(default_factory=list)
 
-    def unreadable(self) -> list:
-        """Problems that mean a file the admin named could not be read at all."""
-        return [p for p in self.problems if p.line == 0 and p.path != "--set"]
+    def fatal(self) -> list:
+        """Problems that stop a command (exit 2): a config or ignore file that could not be
+        read (the rules would be incomplete), an unknown setting name, a refused --set."""
+        return [problem for problem in self.problems if getattr(problem, "fatal", False)]
+
+
+def route_problems(config: config_mod.Config) -> list:
+    """What the settings name that the service could not use: a SENDMAIL or relay that is not
+    there, action scripts, the metrics file and webhooks a customer could change. ``check``
+    reports them; a reload with any of them is refused (the next alert would fail)."""
+    from .actions import action_problems
+    from .destinations import webhook_problems
+    from .mail import mail_problems
+    from .metrics import metrics_problems
+    return (action_problems(config) + mail_problems(config) + metrics_problems(config)
+            + webhook_problems(config))
 
 
 def load_settings(args, templates: bool = False) -> Settings:

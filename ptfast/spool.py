@@ -97,6 +97,16 @@ class Spool:
         self._added[channel] += 1
         return path
 
+    def retract(self, paths) -> None:
+        """Take back entries added by this pass before anything delivered them (their finding
+        could not be recorded: it is reported, and spooled, again by the next pass)."""
+        for path in paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            self._added[channel_of(path)] -= 1
+
     def take_added(self) -> Counter:
         """Entries added, by channel, since the last call."""
         added, self._added = self._added, Counter()

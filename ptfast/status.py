@@ -8,7 +8,8 @@ and failed) are carried over from the previous status file when the service star
 grow, as Prometheus counters should; a lost or unreadable file starts them afresh.
 
 Health, and the exit status for monitoring: 0 healthy; 1 degraded (the spool is not draining, the
-last pass is older than STALE_PASSES x PT_INTERVAL, ignore rules were switched off); 2 not
+last pass is older than STALE_PASSES x PT_INTERVAL, ignore rules were switched off, the log or
+events file could not be written); 2 not
 running (the service that wrote the status holds the lock no more) or no status at all. A status
 written by ``run --once`` (cron) needs no running process, only fresh passes.
 """
@@ -26,6 +27,7 @@ from . import safepaths
 from .escape import escape_text
 from .spool import CHANNELS, census
 from .state import write_atomically
+from .words import counted
 
 STATUS_FILE = "status.json"
 LOCK_FILE = "ptfast.lock"
@@ -48,12 +50,14 @@ class PassRecord:
     inspected: int = 0          # whose open files were read
     scan_seconds: float = 0.0   # of ``duration``: the walk of /proc
     findings: Counter = field(default_factory=Counter)     # check -> new findings
+    unrecorded: int = 0         # findings whose log line or event could not be written
 
     def as_dict(self) -> dict:
         return {"started_at": self.started_at, "ended_at": self.started_at + self.duration,
                 "duration_seconds": self.duration, "scan_seconds": self.scan_seconds,
                 "tracking": self.tracking,
                 "processes": self.processes, "inspected": self.inspected,
+                "unrecorded": self.unrecorded,
                 "findings": dict(sorted(self.findings.items()))}
 
 
@@ -66,7 +70,8 @@ class Totals:
     findings: Counter = field(default_factory=Counter)     # check -> findings
     spooled: Counter = field(default_factory=Counter)      # channel -> entries
     delivered: Counter = field(default_factory=Counter)
-    failed: Counter = field(default_factory=Counter)       # delivery attempts that failed
+    failed: Counter = field(default_factory=Counter)       # alerts not delivered when due
+                                                           # (each once, however long it waits)
 
     def as_dict(self) -> dict:
         return {"since": self.since, "passes": self.passes,
@@ -109,9 +114,17 @@ def load_totals(state_dir: str) -> Totals:
         return Totals()
 
 
+def last_written(state_dir: str) -> float:
+    """When the previous status was written (its pass had flushed the spool); 0 without one."""
+    try:
+        return float(read_status(state_dir)["written_at"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return 0.0
+
+
 def status_document(*, service: str, interval: int, last_pass: PassRecord | None,
                     totals: Totals, waiting: int, rules_switched_off: list, routes: list,
-                    now: float | None = None) -> dict:
+                    unwritable: tuple | list = (), now: float | None = None) -> dict:
     """What a pass leaves for ``ptfast status`` (docs/observability.md, "ptfast status", shows
     the fields)."""
     from . import __version__, procfs
@@ -121,7 +134,7 @@ def status_document(*, service: str, interval: int, last_pass: PassRecord | None
             "last_pass": last_pass.as_dict() if last_pass is not None else None,
             "totals": totals.as_dict(), "spool_waiting": waiting,
             "rules_switched_off": [escape_text(rule) for rule in rules_switched_off],
-            "alerts_via": routes}
+            "alerts_via": routes, "unwritable": [escape_text(why) for why in unwritable]}
 
 
 def write_status(state_dir: str, document: dict) -> None:
@@ -193,13 +206,15 @@ def report(state_dir: str, now: float | None = None) -> Report:
     holder = lock_holder(state_dir)
     try:
         entries, oldest = census(state_dir)
+    except PermissionError as exc:
+        return _unreadable_state(exc, holder, now)
     except OSError as exc:
-        why = (" (the state directory is root's: run ptfast status as root)"
-               if isinstance(exc, PermissionError) else "")
-        return Report(DOWN, "no state", [f"cannot read the spool: {exc.strerror}{why}"], None,
+        return Report(DOWN, "no state", [f"cannot read the spool: {exc.strerror}"], None,
                       holder, 0, None, now)
     try:
         document = read_status(state_dir)
+    except PermissionError as exc:
+        return _unreadable_state(exc, holder, now)
     except FileNotFoundError:
         why = (f"no status in {state_dir} yet: the service has not finished a pass"
                if holder is not None else f"no status in {state_dir}: ptfast run never ran here")
@@ -211,6 +226,14 @@ def report(state_dir: str, now: float | None = None) -> Report:
     code, problems = judge(document, holder, entries, oldest, now)
     return Report(code, HEALTH_WORDS[code] if code != DOWN else "not running", problems,
                   document, holder, entries, oldest, now)
+
+
+def _unreadable_state(exc: OSError, holder: int | None, now: float) -> Report:
+    """Not "no state": there may well be one, this user may not read it."""
+    where = exc.filename or "the state directory"
+    return Report(DOWN, "cannot read the state", [
+        f"{where}: {exc.strerror} (the state directory is root's: run ptfast status as root)"],
+        None, holder, 0, None, now)
 
 
 def judge(document: dict, holder: int | None, entries: int, oldest: float | None,
@@ -234,6 +257,13 @@ def judge(document: dict, holder: int | None, entries: int, oldest: float | None
         problems.append(f"the spool is not draining: {entries} alert(s) waiting, the oldest "
                         f"spooled {ago(now - oldest)} ago and not delivered by the last pass "
                         "(the log says why)")
+        code = max(code, DEGRADED)
+    unrecorded = int(last.get("unrecorded") or 0)
+    unwritable = document.get("unwritable") or []
+    if unrecorded or unwritable:
+        problems.append(f"{'; '.join(unwritable) or 'the log or events file'}: could not be "
+                        f"written" + (f", {unrecorded} finding(s) not remembered (reported "
+                                      "again next pass)" if unrecorded else ""))
         code = max(code, DEGRADED)
     switched_off = document.get("rules_switched_off") or []
     if switched_off:
@@ -269,7 +299,8 @@ def text(result: Report) -> str:
     last = document.get("last_pass")
     if last:
         findings = ", ".join(f"{check} {count}" for check, count in last["findings"].items())
-        scanned = (f"{last['processes']} processes, {last['inspected']} inspected"
+        scanned = (f"{counted(last['processes'], 'process', 'processes')}, "
+                   f"{last['inspected']} inspected"
                    if last["tracking"] else "tracking disabled (PT_LIMIT=0)")
         lines.append(f"  last pass:   {moment(last['started_at'])} "
                      f"({ago(result.now - last['ended_at'])} ago), "

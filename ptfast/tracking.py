@@ -14,14 +14,16 @@ from collections import Counter
 from . import config as config_mod, procfs
 from .checks import SUSPICIOUS, is_listening
 from .delivery import Flushed, Routes, flush
-from .escape import escape_text
+from .escape import escape_line, escape_text
 from .findings import CHECK_LOAD, REMEMBER_LISTENER, Remember, outlived, process_key
 from .policy import build_policy
 from .respond import Responder
-from .spool import MAIL
+from .spool import MAIL, channel_of, spooled_at
 from .state import MAX_LISTENERS, MAX_LISTENERS_PER_ACCOUNT
-from .status import PassRecord, load_totals, status_document, status_path, write_status
+from .status import (PassRecord, last_written, load_totals, status_document, status_path,
+                     write_status)
 from .users import UserNames
+from .words import counted
 
 
 def listener_holders(processes, only=None) -> dict:
@@ -57,6 +59,13 @@ class Tracker:
         self.totals = load_totals(spool.state_dir)
         self.last_pass: PassRecord | None = None
         self._failing: set = set()  # what could not be written: said once, until it works
+        #: findings of this pass not remembered because their log line or event could not be
+        #: written (the next pass reports them again), and those files ("PATH: why")
+        self.unrecorded = 0
+        self.unwritable: set = set()
+        #: when the last flush started: an entry spooled before it, still waiting, was counted
+        #: as failed by that flush (or by the run that wrote the previous status)
+        self._last_flush = last_written(spool.state_dir)
         self._bound_logged: set = set()     # uids said to have reached their listener share
 
     def settings_changed(self) -> None:
@@ -67,22 +76,26 @@ class Tracker:
         return build_policy(settings.config, settings.rules, memory=self.state,
                             user_names=self.user_names)
 
-    def _responder(self, settings) -> Responder:
-        return Responder(settings, self.log, self.spool, self.state, self.actions,
-                         hostname=self.hostname, user_names=self.user_names,
-                         proc_root=self.proc_root, events_file=self.events_file)
+    def _carry_out(self, settings, findings: list) -> None:
+        responder = Responder(settings, self.log, self.spool, self.state, self.actions,
+                              hostname=self.hostname, user_names=self.user_names,
+                              proc_root=self.proc_root, events_file=self.events_file)
+        responder.carry_out_all(findings)
+        self.unrecorded += responder.unrecorded
+        self.unwritable |= responder.unwritable
 
     def run_pass(self, settings) -> str:
         """One pass; returns a one-line summary of it."""
         started, clock = time.time(), time.perf_counter()
         policy = self._policy(settings)
         record = PassRecord(started, 0.0, policy.enabled)
+        self.unrecorded, self.unwritable = 0, set()
         if policy.enabled:
             snapshot = procfs.scan(self.proc_root, policy.want_fds)
             findings = policy.findings(snapshot)
             for problem in settings.rules.take_match_problems():    # rules switched off
-                self.log(escape_text(str(problem)))
-            self._responder(settings).carry_out_all(findings)
+                self.log(escape_line(str(problem)))
+            self._carry_out(settings, findings)
             findings += self._hopping_listeners(settings, policy, snapshot)
             self.state.forget_gone({process_key(proc) for proc in snapshot.processes})
             left_out = self.state.observe_listeners(
@@ -95,26 +108,37 @@ class Tracker:
             record.inspected = sum(1 for proc in snapshot.processes if proc.sockets is not None)
             record.scan_seconds = snapshot.duration
             record.findings.update(finding.check for finding in findings)
-        spooled, flushed = self.deliver(settings)
+        spooled, flushed, failed = self.deliver(settings)
         record.duration = time.perf_counter() - clock
+        record.unrecorded = self.unrecorded
         self.last_pass = record
         self.totals.passes += 1
         self.totals.findings.update(record.findings)
         self.publish(settings)
-        return self._summary(record, spooled, flushed)
+        return self._summary(record, spooled, flushed, failed)
 
-    def _summary(self, record: PassRecord, spooled: Counter, flushed: Flushed) -> str:
+    def not_written(self) -> set:
+        """Files the service could not write lately ("PATH: why"): the log, the events file."""
+        error = getattr(self.log, "error", None)
+        return self.unwritable | ({error} if error else set())
+
+    def _summary(self, record: PassRecord, spooled: Counter, flushed: Flushed,
+                 failed: Counter) -> str:
         if record.tracking:
             found = ", ".join(f"{check} {count}"
                               for check, count in sorted(record.findings.items()))
-            done = (f"{record.processes} processes ({record.inspected} inspected) scanned in "
+            done = (f"{counted(record.processes, 'process', 'processes')} ({record.inspected} "
+                    "inspected) scanned in "
                     f"{record.scan_seconds * 1000:.0f} ms, {sum(record.findings.values())} "
                     f"finding(s)" + (f" ({found})" if found else ""))
         else:
             done = "process tracking is disabled (PT_LIMIT=0)"
+        if record.unrecorded:
+            done += (f", {record.unrecorded} not remembered (their log line or event could not "
+                     "be written: reported again next pass)")
         return (f"{done}; alerts: {sum(spooled.values())} spooled, "
                 f"{sum(flushed.delivered.values())} delivered, "
-                f"{sum(flushed.failed.values())} failed, {flushed.waiting} waiting in the spool")
+                f"{sum(failed.values())} failed, {flushed.waiting} waiting in the spool")
 
     def _log_listener_bounds(self, left_out) -> None:
         """Say once per account (until ptfast restarts) that it reached its share of the
@@ -156,7 +180,7 @@ class Tracker:
         for want, newest_pids in walks:
             rewalk = procfs.scan(self.proc_root, want, pids=newest_pids())
             found = second.findings(rewalk, checks=(SUSPICIOUS,))
-            self._responder(settings).carry_out_all(found)
+            self._carry_out(settings, found)
             findings += found
             holders = listener_holders(rewalk.processes, pending)
             self.state.held_by(holders)
@@ -178,7 +202,9 @@ class Tracker:
         finding = self._policy(settings).load_finding(loadavg, processes, time.time())
         if finding is None:
             return
-        self._responder(settings).carry_out(finding)
+        self._carry_out(settings, [finding])
+        if self.last_pass is not None:
+            self.last_pass.unrecorded = self.unrecorded
         self.totals.findings[CHECK_LOAD] += 1
         self.deliver(settings)
         self.publish(settings)
@@ -193,19 +219,29 @@ class Tracker:
     def deliver(self, settings) -> tuple:
         """Save what was reported, then send what is in the spool; ``waiting`` says how many
         alerts are left in it. Returns (entries spooled since the last delivery by channel,
-        what the flush did)."""
+        what the flush did, alerts that failed for the first time by channel)."""
         self.save_state()
         spooled = self.spool.take_added()
         routes = Routes(settings.config)
+        flush_started = time.time()
         flushed = flush(self.spool, routes, self.log)
         self.waiting = flushed.waiting
         self.totals.spooled.update(spooled)
         self.totals.delivered.update(flushed.delivered)
-        self.totals.failed.update(flushed.failed)
+        failed = self.count_failed(flushed.kept, flush_started)
+        self.totals.failed.update(failed)
         for channel, delivered in sorted(flushed.delivered.items()):
             route = routes.mailer.route if channel == MAIL else channel
             self.log(f"{delivered} alert(s) delivered via {escape_text(route)}")
-        return spooled, flushed
+        return spooled, flushed, failed
+
+    def count_failed(self, kept: list, flush_started: float) -> Counter:
+        """Alerts whose delivery failed, by channel, each counted once however many passes it
+        waits (attempts are not alerts: a route that is down leaves most entries untried)."""
+        failed = Counter(channel_of(path) for path in kept
+                         if spooled_at(path) >= self._last_flush)
+        self._last_flush = flush_started
+        return failed
 
     def publish(self, settings) -> None:
         """The status file for ``ptfast status``, and PT_METRICS_FILE for Prometheus."""
@@ -214,7 +250,7 @@ class Tracker:
             service=self.service, interval=config_mod.effective_interval(config),
             last_pass=self.last_pass, totals=self.totals, waiting=self.waiting,
             rules_switched_off=settings.rules.switched_off(),
-            routes=Routes(config).shown())
+            routes=Routes(config).shown(), unwritable=sorted(self.not_written()))
         state_dir = self.spool.state_dir
         self._attempt(status_path(state_dir), lambda: write_status(state_dir, document),
                       "`ptfast status` shows the pass before")

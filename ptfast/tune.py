@@ -18,13 +18,19 @@ deleted executable). From that, per candidate PT_LIMIT:
 
 from __future__ import annotations
 
+import contextlib
+import os
+import select
+import signal
 import sys
 import time
 from dataclasses import dataclass
+from typing import Iterator
 
 from . import procfs
 from .checks import SUSPICIOUS
 from .findings import process_key
+from .words import counted
 
 DEFAULT_LIMITS = (0, 5, 10, 30, 60, 120, 300, 600, 1800)
 DEFAULT_DURATION = 180.0
@@ -67,9 +73,11 @@ class Result:
     pt_interval: int
     tracked_seen: int
     suspicious_seen: int
+    interrupted: bool = False       # Ctrl-C: what was measured until then
 
     def as_dict(self) -> dict:
         return {"duration_s": round(self.duration, 1), "samples": self.samples,
+                "interrupted": self.interrupted,
                 "pt_interval": self.pt_interval, "tracked_processes_seen": self.tracked_seen,
                 "suspicious_processes_seen": self.suspicious_seen,
                 "rows": [row.as_dict() for row in self.rows],
@@ -190,32 +198,54 @@ def recommend(rows: list, longest_finished: float) -> tuple[int | None, str]:
     return row.pt_limit, why
 
 
+@contextlib.contextmanager
+def _ctrl_c_noted() -> Iterator[tuple[list, int]]:
+    """(a list that SIGINT makes non-empty, an fd readable once it came): Ctrl-C is acted on
+    between samples, so that none is left half counted; the handler takes no lock (one taken
+    by the code it interrupts would deadlock it)."""
+    noted: list = []
+    read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    previous_wakeup = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: noted.append(signum))
+    try:
+        yield noted, read_end
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        signal.set_wakeup_fd(previous_wakeup)
+        os.close(read_end)
+        os.close(write_end)
+
+
 def watch(make_policy, proc_root: str, pt_interval: int, limits=DEFAULT_LIMITS,
           duration: float = DEFAULT_DURATION, sample_every: float = DEFAULT_SAMPLE,
           progress=None) -> Result:
     """Sample for ``duration`` seconds; ``progress(elapsed, watch)`` is called after each
-    sample."""
+    sample. Ctrl-C (KeyboardInterrupt) ends the watch early: the result is then what was
+    measured until then, marked ``interrupted``."""
     observer = Watch(make_policy, proc_root, limits, pt_interval)
     started = time.monotonic()
-    while True:
-        cpu = observer.sample()
-        elapsed = time.monotonic() - started
-        if progress:
-            progress(elapsed, observer)
-        if elapsed >= duration:
-            break
-        # keep tune's own load bounded on a big host: wait at least cpu / MAX_OWN_SHARE
-        pause = max(sample_every, cpu / MAX_OWN_SHARE - cpu)
-        time.sleep(min(pause, max(0.0, duration - elapsed)))
+    with _ctrl_c_noted() as (ctrl_c, wakeup):
+        while not ctrl_c:
+            cpu = observer.sample()
+            elapsed = time.monotonic() - started
+            if progress:
+                progress(elapsed, observer)
+            if elapsed >= duration:
+                break
+            # keep tune's own load bounded on a big host: wait at least cpu / MAX_OWN_SHARE
+            pause = max(sample_every, cpu / MAX_OWN_SHARE - cpu)
+            select.select([wakeup], [], [], min(pause, max(0.0, duration - elapsed)))
+    interrupted = bool(ctrl_c)
     rows = observer.rows()
     recommended, why = recommend(rows, observer.longest_finished())
     return Result(rows, recommended, why, time.monotonic() - started, observer.samples,
-                  pt_interval, len(observer.tracked), len(observer.suspicious))
+                  pt_interval, len(observer.tracked), len(observer.suspicious), interrupted)
 
 
 def table(result: Result) -> str:
     lines = [f"watched {result.duration:.0f} s, {result.samples} samples, PT_INTERVAL "
-             f"{result.pt_interval} s: {result.tracked_seen} tracked processes seen, "
+             f"{result.pt_interval} s: "
+             f"{counted(result.tracked_seen, 'tracked process', 'tracked processes')} seen, "
              f"{result.suspicious_seen} of them suspicious at some point", "",
              f"{'PT_LIMIT':>8}  {'inspected/scan':>14}  {'reported':>8}  {'scan ms':>8}  "
              f"{'core share':>10}  {'longest unreported':>18}"]
@@ -229,13 +259,33 @@ def table(result: Result) -> str:
                      f"{scan_ms:>8}  {share:>10}  {row.longest_unreported_s:>16} s")
     lines += ["", f"recommended: PT_LIMIT = \"{result.recommended}\"" if result.recommended
               is not None else "recommended: none", f"why: {result.why}"]
+    if result.interrupted:
+        lines.append(f"INTERRUPTED after {result.duration:.0f} s: the table holds what was "
+                     "measured until then; a full watch sees more of the host's coming and going")
     return "\n".join(lines) + "\n"
 
 
+PROGRESS_LINES = 10        # without a terminal: about one line per tenth of the watch
+
+
 def terminal_progress(duration: float):
-    """A one-line progress display on stderr, when it is a terminal."""
+    """Progress on stderr: one line rewritten in place on a terminal; else (a pipe, a log) a
+    line about every tenth of the watch, so a long watch is never silent."""
+    sys.stderr.write(f"tune: watching this host for {duration:.0f} s (Ctrl-C stops early and "
+                     "prints what was measured)\n")
+    sys.stderr.flush()
     if not sys.stderr.isatty():
-        return None
+        next_line = [0.0]        # the first sample at once: the watch has begun
+
+        def log_line(elapsed: float, observer: Watch) -> None:
+            if elapsed < next_line[0] and elapsed < duration:
+                return
+            next_line[0] = elapsed + duration / PROGRESS_LINES
+            sys.stderr.write(f"tune: {min(elapsed, duration):.0f}/{duration:.0f} s, "
+                             f"{counted(observer.samples, 'sample')}, "
+                             f"{len(observer.suspicious)} suspicious seen\n")
+            sys.stderr.flush()
+        return log_line
 
     def show(elapsed: float, observer: Watch) -> None:
         done = min(elapsed, duration)

@@ -8,6 +8,7 @@ import pytest
 
 from ptfast import config
 from helpers.realworld import REALWORLD, needs_realworld
+from helpers.service import CHECKED_SENDMAIL
 
 
 def write(tmp_path, text, name="csf.conf"):
@@ -96,7 +97,8 @@ def test_set_overrides(tmp_path):
 
 def run_check(*args):
     return subprocess.run([sys.executable, "-m", "ptfast", "check", "--override", os.devnull,
-                           "--pignore", os.devnull, *args], capture_output=True, text=True)
+                           "--pignore", os.devnull, "--set", CHECKED_SENDMAIL, *args],
+                          capture_output=True, text=True)
 
 
 def test_check_prints_settings_with_sources_and_exits_clean(tmp_path):

@@ -11,6 +11,9 @@ import sys
 import sysconfig
 
 
+import pytest
+
+from helpers.native import needs_program
 from ptfast import __version__, config, install
 
 UNIT = "etc/systemd/system/ptfast.service"
@@ -147,8 +150,9 @@ def test_the_sample_config_lists_every_setting_with_its_default(tmp_path):
     assert commented.problems == []
     assert all(source == "default" for source in commented.sources.values())
     # every listed line, with its '# ' removed, is a valid setting holding lfd's default
+    # (the prose lines that quote the syntax are not settings: ptfast.conf refuses unknown names)
     sample.write_text("".join(line[2:] + "\n" for line in sample.read_text().splitlines()
-                              if line.startswith("# ") and " = " in line[2:]))
+                              if re.fullmatch(r'# [A-Z_]+ = ".*"', line)))
     active = config.load(os.devnull, override_path=str(sample), panel=False)
     assert active.problems == []
     assert {name for name, source in active.sources.items() if source != "default"} \
@@ -156,6 +160,7 @@ def test_the_sample_config_lists_every_setting_with_its_default(tmp_path):
     assert active.values == {name: default for name, (default, _) in config.SETTINGS.items()}
 
 
+@needs_program("logrotate", "logrotate")
 def test_logrotate_accepts_the_file(tmp_path):
     install_service(tmp_path)
     result = subprocess.run(["logrotate", "--debug", "--state", str(tmp_path / "state"),
@@ -257,3 +262,29 @@ def test_bash_completes_the_commands(tmp_path):
               'echo "${COMPREPLY[@]}"')
     result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
     assert result.stdout.split() == ["install-service"], result.stderr
+
+
+def test_uninstall_removes_the_link_systemctl_enable_made(tmp_path):
+    """Issue 22, point 11: without systemctl (no systemd running, or --root) the
+    multi-user.target.wants link would be left behind, pointing at a removed unit."""
+    install_service(tmp_path)
+    wants = tmp_path / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir()
+    (wants / "ptfast.service").symlink_to("/etc/systemd/system/ptfast.service")
+    output = install_service(tmp_path, "--uninstall")
+    assert f"removed: {wants / 'ptfast.service'}" in output
+    assert not os.path.lexists(wants / "ptfast.service")
+    assert tree(tmp_path) == {}
+    assert "not running systemctl" in output
+
+
+@pytest.mark.skipif(os.path.isdir(install.SYSTEMD_RUNNING), reason="systemd runs here")
+def test_install_without_systemd_says_it_did_not_run_systemctl():
+    """--dry-run on the real root: it writes nothing, and says systemctl was not run."""
+    for extra in ((), ("--uninstall",)):
+        result = subprocess.run([sys.executable, "-m", "ptfast", "install-service", "--dry-run",
+                                 *extra], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert ("not running systemctl (daemon-reload and the like): systemd is not running "
+                f"here ({install.SYSTEMD_RUNNING} is missing)") in result.stdout \
+            or "not running systemctl (disable --now ptfast" in result.stdout, result.stdout

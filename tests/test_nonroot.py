@@ -64,11 +64,38 @@ def test_non_root_scan_with_findings_exits_1_and_still_warns(other_users_listene
     assert "incomplete" in result.stderr
 
 
-def test_non_root_tune_says_its_recommendation_is_incomplete(other_users_listener):
+def test_non_root_tune_refuses_to_recommend(other_users_listener):
+    """Issue 22, point 8: a value measured on one user's processes is no recommendation."""
     result = ptfast_as(SCANNER, "tune", "--config", os.devnull, "--override", os.devnull,
                        "--pignore", os.devnull, "--duration", "1", "--sample", "0.5",
                        "--limits", "5,60", "--json")
     assert result.returncode == 2, result.stderr
-    document = json.loads(result.stdout)
-    assert "not running as root" in document["incomplete"]
-    assert "incomplete" in result.stderr
+    assert result.stdout == ""
+    assert "tune cannot measure this host: not running as root" in result.stderr
+    assert "run as root" in result.stderr
+
+
+def test_non_root_scan_of_a_root_only_config_says_run_as_root(tmp_path):
+    """Issue 22, point 8: after install-service /etc/ptfast is root's."""
+    private = tmp_path / "etc"
+    private.mkdir(mode=0o700)
+    conf = private / "ptfast.conf"
+    conf.write_text('PT_LIMIT = "60"\n')
+    tmp_path.chmod(0o755)
+    result = ptfast_as(SCANNER, "scan", "--config", os.devnull, "--override", str(conf),
+                       "--pignore", os.devnull)
+    assert result.returncode == 2
+    assert f"{conf}: cannot read: Permission denied (run ptfast as root)" in result.stderr
+    assert result.stdout == ""
+
+
+def test_non_root_status_says_it_cannot_read_the_state(tmp_path):
+    state = tmp_path / "state"
+    (state / "spool").mkdir(parents=True, mode=0o700)
+    state.chmod(0o700)
+    tmp_path.chmod(0o755)
+    result = ptfast_as(SCANNER, "status", "--state-dir", str(state))
+    assert result.returncode == 2
+    assert result.stdout.startswith("ptfast: cannot read the state\n"), result.stdout
+    assert "no state" not in result.stdout
+    assert "run ptfast status as root" in result.stdout

@@ -92,7 +92,8 @@ def test_check_reports_every_unsafe_action_script_and_sendmail(tmp_path, scripts
     assert result.returncode == 2
     for setting, name in settings.items():
         assert f"--set: {setting} {scripts[name][0]} will not be run: " in result.stdout
-    safe = subprocess.run(command[:-8] + ["--set", f"PT_DELETED_ACTION={scripts['safe'][0]}"],
+    safe = subprocess.run(command[:-8] + ["--set", f"PT_DELETED_ACTION={scripts['safe'][0]}",
+                                          "--set", f"SENDMAIL={scripts['safe'][0]}"],
                           capture_output=True, text=True, timeout=120)
     assert safe.returncode == 0, safe.stdout
     assert "no problems found" in safe.stdout

@@ -95,8 +95,10 @@ def test_a_fifo_as_config_does_not_hang_the_daemon(tmp_path):
     command = recorded_command(service)
     command[command.index("--config") + 1] = str(fifo)
     result = subprocess.run(command, capture_output=True, text=True, timeout=HANG_GUARD)
-    assert result.returncode == 0, result.stderr
+    # a named config it cannot read stops the service (issue 22): it does not track on defaults
+    assert result.returncode == 2, result.stderr
     assert f"{fifo}: cannot read: not a regular file (a FIFO)" in service.log()
+    assert "not started" in service.log()
 
 
 @pytest.mark.parametrize("option", ["--config", "--pignore", "include"])

@@ -13,7 +13,8 @@ import threading
 import pytest
 
 from ptfast import state
-from helpers.service import ServiceDir, SmtpServer, free_port, recorded_command
+from helpers.service import (CHECKED_SENDMAIL, ServiceDir, SmtpServer, free_port,
+                             recorded_command)
 from helpers.uids import uid_for
 
 pytestmark = pytest.mark.needs_root
@@ -64,7 +65,8 @@ def check(service, *extra):
     command = [sys.executable, "-m", "ptfast", "check", "--config", os.devnull,
                "--override", service.override, "--pignore", service.pignore,
                "--templates", service.templates, "--state-dir", service.state_dir,
-               "--log-file", service.log_file, "--events-file", service.events_file, *extra]
+               "--log-file", service.log_file, "--events-file", service.events_file,
+               "--set", CHECKED_SENDMAIL, *extra]
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 

@@ -71,3 +71,27 @@ def test_table_and_bad_limits(tmp_path):
     bad = run_tune(tmp_path, "--limits", "5,soon")
     _out, err = bad.communicate(timeout=60)
     assert bad.returncode == 2 and b"--limits must be whole numbers" in err
+
+
+def test_progress_on_stderr_and_ctrl_c_prints_what_was_measured(tmp_path, children):
+    """Issue 22, point 15: a long watch is never silent (not even into a pipe), and Ctrl-C
+    keeps what was measured: the partial table, exit 130."""
+    import signal
+    children.append(start_python(LISTEN, uid=UID))
+    tune = run_tune(tmp_path, "--duration", "600", "--sample", "0.2", "--limits", "0,1,60")
+    try:
+        said = [tune.stderr.readline().decode()]
+        assert said[0].startswith("tune: watching this host for 600 s (Ctrl-C stops early")
+        said.append(tune.stderr.readline().decode())       # the first sample's progress line
+        assert said[1].startswith("tune: 0/600 s, 1 sample, "), said
+        tune.send_signal(signal.SIGINT)
+        out, err = tune.communicate(timeout=60)
+    finally:
+        if tune.poll() is None:
+            tune.kill()
+            tune.wait()
+    assert tune.returncode == 130, err.decode()
+    text = out.decode()
+    assert "PT_LIMIT  inspected/scan  reported" in text
+    assert "INTERRUPTED after" in text and "what was measured" in text
+    assert "Traceback" not in err.decode()

@@ -285,7 +285,7 @@ def test_a_mistyped_set_name_does_not_quote_its_value():
                                     f"https://hooks.example.com/{TOKEN}"])
     said = [str(problem) for problem in loaded.problems]
     assert len(said) == 2 and all(TOKEN not in line for line in said), said
-    assert "'PT_WEBHOOK_UR' is not NAME=VALUE" in said[0]
+    assert "unknown setting PT_WEBHOOK_UR; did you mean PT_WEBHOOK_URL?" in said[0]
 
 
 @pytest.mark.parametrize("url", [

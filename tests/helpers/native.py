@@ -22,7 +22,14 @@ SOURCES = os.path.join(os.path.dirname(__file__), "..", "evasions")
 
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None,
                                reason="gcc is missing: the evasion programs are C, compiled by "
-                                      "the tests")
+                                      "the tests (apt-get install gcc)")
+
+
+def needs_program(program: str, package: str):
+    """Skip, naming the Debian package, when ``program`` is not on PATH (a newcomer's machine
+    has no MTA, no logrotate)."""
+    return pytest.mark.skipif(shutil.which(program) is None,
+                              reason=f"{program} is not installed (apt-get install {package})")
 
 
 def program_fixtures(names):

@@ -242,10 +242,10 @@ def process_age(pid: int) -> float:
 # Every module ptfast may import lazily, for runs as another uid: the interpreter (and so the
 # standard library and site-packages) may live where that uid cannot read, e.g. under /root.
 AS_USER_IMPORTS = textwrap.dedent("""
-    import argparse, os, shutil, socket, statistics, sys
+    import argparse, os, shutil, socket, statistics, sys, traceback
     import orjson, regex
     from ptfast import (_procscan_py, _sockprobe, baseline, checks, cli, findings, policy,
-                        report, tune, users)
+                        report, status, tune, users)
 """)
 
 

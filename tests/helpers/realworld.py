@@ -9,4 +9,7 @@ import pytest
 REALWORLD = os.environ.get("PTFAST_REALWORLD") or os.path.join(
     os.path.dirname(__file__), "..", "..", "..", "shared", "realworld")
 needs_realworld = pytest.mark.skipif(not os.path.isdir(REALWORLD),
-                                     reason="shared/realworld not beside the checkout")
+                                     reason="csf's own files are not here: put the shared/"
+                                            "realworld directory of the ptfast project beside the "
+                                            "checkout (../shared/realworld), or set "
+                                            "PTFAST_REALWORLD=/path/to/realworld")

@@ -101,6 +101,11 @@ class SendmailRecorder:
         return result
 
 
+#: ``--set`` for commands that only check SENDMAIL (``check``): a program every machine has, so
+#: that the tests pass where no MTA is installed. Tests that deliver use a SendmailRecorder.
+CHECKED_SENDMAIL = "SENDMAIL=/bin/true"
+
+
 def only_users_rule(*uids: int) -> str:
     """A pignore line that ignores every user but these (the test's own processes)."""
     names = "|".join(str(uid) for uid in uids)
