@@ -78,7 +78,8 @@ class LiveService:
         self.sent = os.path.join(self.dir, "sent")
         self.popen: subprocess.Popen | None = None
         self.started_at = 0.0
-        self.alerts: dict = {}          # pid -> Alert (the first)
+        self.alerts: list = []          # Alert per alert line, in order
+        self._known: dict = {}          # pid -> (in the bed, role), read at its first alert
         self._log_offset = 0
         self._pending = b""
 
@@ -125,11 +126,12 @@ class LiveService:
         now = time.time()
         for line in lines:
             match = ALERT_LINE.search(line.decode("utf-8", "replace"))
-            if match is None or int(match.group(2)) in self.alerts:
+            if match is None:
                 continue
             pid = int(match.group(2))
-            in_bed, role = self._who(pid)
-            self.alerts[pid] = Alert(pid, match.group(1), now, in_bed, role)
+            if pid not in self._known:
+                self._known[pid] = self._who(pid)
+            self.alerts.append(Alert(pid, match.group(1), now, *self._known[pid]))
 
     def _who(self, pid: int) -> tuple:
         """(whether ``pid`` is in the bed's cgroup, what it is), read while it lives."""
@@ -191,10 +193,15 @@ class AttackLatency:
     to_log: dict = field(default_factory=dict)      # ignore file -> seconds, None: not seen
     to_mail: dict = field(default_factory=dict)
     in_digest: dict = field(default_factory=dict)   # ignore file -> its first mail a digest
+    #: ignore file -> its process was reported before the attack (a worker, for its database)
+    reported_before: dict = field(default_factory=dict)
 
 
-def _first(seen, pids: list):
-    times = [seen[pid] for pid in pids if pid in seen]
+def _first_alert(alerts: list, planted) -> float | None:
+    """When the first alert of ``planted``'s processes after it was planted was read (a worker
+    that holds a C2 may have been reported before, for its database connection)."""
+    times = [alert.seen_at for alert in alerts
+             if alert.pid in planted.pids and alert.seen_at >= planted.started_at]
     return min(times) if times else None
 
 
@@ -247,18 +254,21 @@ def run_service(bed: Bed, planter: Planter, limit: int = 10, interval: int = 60,
 
 def _results(bed, planter, services, began, window, limit, interval, outcomes,
              failures) -> dict:
-    attack_pids = {pid for planted in planter.attacks for pid in planted.pids}
+    attack_since = {pid: planted.started_at for planted in planter.attacks
+                    for pid in planted.pids}
     app_pids = {pid for planted in planter.customer_apps for pid in planted.pids}
     latencies = []
     for planted in planter.attacks:
         latency = AttackLatency(planted.name, planted.title, planted.started_at - began)
         for service in services:
-            logged = _first({pid: alert.seen_at for pid, alert in service.alerts.items()},
-                            planted.pids)
+            logged = _first_alert(service.alerts, planted)
             latency.to_log[service.ignore_file] = (None if logged is None
                                                    else round(logged - planted.started_at, 1))
+            latency.reported_before[service.ignore_file] = any(
+                alert.pid in planted.pids and alert.seen_at < planted.started_at
+                for alert in service.alerts)
             mails = [(sent, subject) for sent, subject, pids in service.mails()
-                     if pids & set(planted.pids)]
+                     if pids & set(planted.pids) and sent >= planted.started_at]
             latency.to_mail[service.ignore_file] = (
                 None if not mails else round(mails[0][0] - planted.started_at, 1))
             latency.in_digest[service.ignore_file] = (
@@ -266,20 +276,23 @@ def _results(bed, planter, services, began, window, limit, interval, outcomes,
         latencies.append(latency)
     per_service = {}
     for service in services:
-        in_window = [alert for alert in service.alerts.values()
-                     if alert.seen_at <= began + window]
-        benign = [alert for alert in in_window if alert.in_bed
-                  and alert.pid not in attack_pids and alert.pid not in app_pids]
+        in_window = [alert for alert in service.alerts if alert.seen_at <= began + window]
+        # a process alerted for before it became an attack (the worker that later holds a
+        # C2) was benign then
+        benign_alerts = [alert for alert in in_window if alert.in_bed
+                         and alert.pid not in app_pids
+                         and alert.seen_at < attack_since.get(alert.pid, float("inf"))]
+        benign = list({alert.pid: alert for alert in reversed(benign_alerts)}.values())
         workers = [alert for alert in benign if alert.role == "php-fpm worker"]
         per_service[service.ignore_file] = {
             "failure": failures.get(service.ignore_file, ""),
-            "alerts": len(service.alerts),
+            "alert_lines": len(service.alerts),
             "mails": len(service.mails()),
             "false_positives": len(benign),
             "false_positive_roles": dict(Counter(alert.role for alert in benign)),
             "pool_workers_reported": len(workers),
             "false_positive_pids": sorted(alert.pid for alert in benign),
-            "outside_bed": len([alert for alert in in_window if not alert.in_bed]),
+            "outside_bed": len({alert.pid for alert in in_window if not alert.in_bed}),
         }
     scans = {}
     for outcome in outcomes:
@@ -313,10 +326,21 @@ def service_table(results: dict) -> str:
             mail = _seconds(attack["to_mail"][name])
             if attack["in_digest"][name]:
                 mail += " (digest)"
+            if attack["reported_before"][name]:
+                mail += " (its pid reported before the attack)"
             cells += [_seconds(logged), _seconds(None if logged is None else logged - limit),
                       mail]
         rows.append("| " + " | ".join(cells) + " |")
     lines = ["ptfast run: seconds from each attack's start to its first alert", *rows, ""]
+    for name in files:
+        after_limit = sorted(attack["to_log"][name] - limit for attack in results["attacks"]
+                             if attack["to_log"][name] is not None)
+        digests = sum(1 for attack in results["attacks"] if attack["in_digest"][name])
+        spread = (f", {after_limit[0]:.1f} to {after_limit[-1]:.1f} s after PT_LIMIT"
+                  if after_limit else "")
+        lines.append(f"  {name}: {len(after_limit)}/{len(results['attacks'])} attacks "
+                     f"reported{spread}; {digests} first mailed inside a digest")
+    lines.append("")
     lines.append(f"false positives of ptfast run within {results['settings']['window']:.0f} s "
                  f"({results['settings']['pool_workers']} pool workers on the bed):")
     for name, service in results["service"].items():
