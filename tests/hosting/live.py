@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .attacks import Planter
-from .bed import ACCOUNT_COUNT, POOL_WORKERS, Bed
+from .bed import ACCOUNT_COUNT, IN_CGROUP, POOL_WORKERS, Bed
 from .measure import BUILTIN, SETTINGS, ignore_file_path, measure, role_of
 from .procfacts import read_processes
 
@@ -107,7 +107,10 @@ class LiveService:
         env = dict(os.environ, PYTHONPATH=CHECKOUT)      # the checkout's ptfast
         with open(os.path.join(self.dir, "stderr.log"), "wb") as stderr:
             self.started_at = time.time()
-            self.popen = subprocess.Popen(self.command(), cwd=CHECKOUT, env=env,
+            # in the bed's cgroup: a bed killed outright takes its services with it
+            launcher = ["/bin/sh", "-c", IN_CGROUP,
+                        os.path.join(self.bed.cgroup, "cgroup.procs")]
+            self.popen = subprocess.Popen(launcher + self.command(), cwd=CHECKOUT, env=env,
                                           stdin=subprocess.DEVNULL, stdout=stderr,
                                           stderr=subprocess.STDOUT)
 
