@@ -1,11 +1,13 @@
-"""A shared-hosting server on loopback, built from the distribution's own daemons.
+"""A shared-hosting server on loopback, built from the distribution's own daemons, with an
+"internet" of its own: a network namespace behind a veth pair, on 198.18.0.0/15 only.
 
 Each daemon runs from its distribution binary, as its distribution's user, on a private
 configuration under one temporary directory, in the foreground (there is no systemd), on
 127.0.0.1 and on ports of the bed's own (HTTP on 80 when free: PT_SKIP_HTTP is about 80/443).
 The host's configuration is only read, never changed; what the bed must add to the host (its
-accounts in the password database, sshd's /run/sshd when absent) is recorded in a state file
-first and removed at teardown, or by the next bed when a run was killed outright.
+accounts in the password database, sshd's /run/sshd when absent, the internet namespace and
+its veth pair) is recorded in a state file first and removed at teardown, or by the next bed
+when a run was killed outright.
 
 Every process the bed starts, and everything those start (workers, sessions, the attacks), is
 in one cgroup of the bed's own: that says which processes belong to the bed (other jobs may run
