@@ -37,8 +37,10 @@ SERVICE_SETTINGS = tuple(setting for setting in SETTINGS if not setting.startswi
 #: an alert's log line: "*Suspicious Process* PID:1234 ..."
 ALERT_LINE = re.compile(r"\*([^*]+)\* PID:(\d+)")
 #: a mail names its processes as "Process:     1234 (Parent PID:..." (one alert) or as log
-#: lines "PID:1234" (the digest)
-MAIL_PIDS = (re.compile(r"^Process:\s+(\d+)", re.M), re.compile(r"(?<!Parent )PID:(\d+)"))
+#: lines "*Suspicious Process* PID:1234 ..." (the digest); only at a line's start, so a command
+#: line that contains "PID:" cannot make a mail seem to name another process
+MAIL_PIDS = (re.compile(r"^Process:\s+(\d+)", re.M),
+             re.compile(r"^\*[^*\n]+\* PID:(\d+)", re.M))
 
 SENDMAIL = textwrap.dedent("""\
     #!{python}
