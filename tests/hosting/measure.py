@@ -212,7 +212,8 @@ def observe_worker_connections(bed: Bed, seconds: float, every: float = 0.2) -> 
     while time.monotonic() < deadline:
         now = time.monotonic()
         for fact in read_processes(bed.bed_pids()).values():
-            if fact.uid not in account_uids or not fact.cmdline.startswith("php-fpm: pool "):
+            # by its executable: a customer's process can call itself "php-fpm: pool"
+            if fact.uid not in account_uids or not fact.exe_name.startswith("php-fpm"):
                 continue
             for sock in fact.sockets:
                 if sock.state != "ESTABLISHED" or sock.local_port in pool_ports:
