@@ -1,6 +1,10 @@
 """Build the bed, measure ptfast on it, print the table, tear down.
 
     sudo python3 -m tests.hosting [--no-install] [--json FILE]     (from the checkout's root)
+    sudo python3 -m tests.hosting --service [--limit 10 --interval 60 --window 150] ...
+
+--service runs ``ptfast run`` of the checkout on the bed and plants the attacks while it runs:
+time to each attack's first alert, false positives within the window, then one-shot scans.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import time
 
 from .attacks import Planter, settle
 from .bed import Bed, remove_stale_bed
+from .live import run_service, service_table
 from .measure import details, measure, socket_ownership, table
 from .packages import BedError, Unavailable
 
@@ -29,7 +34,18 @@ def main(argv=None) -> int:
     parser.add_argument("--cleanup", action="store_true",
                         help="only remove what a bed killed outright left behind (every run "
                              "does this first)")
+    parser.add_argument("--service", action="store_true",
+                        help="measure `ptfast run` with the attacks planted while it runs")
+    parser.add_argument("--limit", type=int, default=10, help="PT_LIMIT of --service (10)")
+    parser.add_argument("--interval", type=int, default=60,
+                        help="PT_INTERVAL of --service (60)")
+    parser.add_argument("--window", type=float, default=150,
+                        help="seconds --service runs, and counts false positives in (150)")
+    parser.add_argument("--spacing", type=float, default=4,
+                        help="seconds between two attacks planted by --service (4)")
     args = parser.parse_args(argv)
+    if args.service and not 0 < args.window <= 600:
+        parser.error("--window: 1 to 600 seconds (the bed's run stays bounded)")
     if args.cleanup:
         remove_stale_bed()
         return 0
@@ -39,6 +55,15 @@ def main(argv=None) -> int:
     try:
         bed.start(install=not args.no_install)
         built = time.monotonic()
+        if args.service:
+            results = run_service(bed, Planter(bed), args.limit, args.interval, args.window,
+                                  args.spacing, progress=bed.progress)
+            print(service_table(results))
+            print(f"build: {built - began:.1f} s")
+            if args.json:
+                with open(args.json, "w") as handle:
+                    json.dump(results, handle, indent=1)
+            return 0
         planter = Planter(bed)
         planter.plant_all()
         settle(2.0)            # every process older than PT_LIMIT=1

@@ -1,11 +1,13 @@
-"""A shared-hosting server on loopback, built from the distribution's own daemons.
+"""A shared-hosting server on loopback, built from the distribution's own daemons, with an
+"internet" of its own: a network namespace behind a veth pair, on 198.18.0.0/15 only.
 
 Each daemon runs from its distribution binary, as its distribution's user, on a private
 configuration under one temporary directory, in the foreground (there is no systemd), on
 127.0.0.1 and on ports of the bed's own (HTTP on 80 when free: PT_SKIP_HTTP is about 80/443).
 The host's configuration is only read, never changed; what the bed must add to the host (its
-accounts in the password database, sshd's /run/sshd when absent) is recorded in a state file
-first and removed at teardown, or by the next bed when a run was killed outright.
+accounts in the password database, sshd's /run/sshd when absent, the internet namespace and
+its veth pair) is recorded in a state file first and removed at teardown, or by the next bed
+when a run was killed outright.
 
 Every process the bed starts, and everything those start (workers, sessions, the attacks), is
 in one cgroup of the bed's own: that says which processes belong to the bed (other jobs may run
@@ -22,6 +24,7 @@ import json
 import os
 import poplib
 import pwd
+import random
 import re
 import shutil
 import signal
@@ -49,7 +52,22 @@ ACCOUNT_UID_OFFSETS = range(700, 700 + ACCOUNT_COUNT)
 ACCOUNT_PREFIX = "pthost"           # pthost00 .. pthost19
 POOL_WORKERS = 3
 LOCALHOST = "127.0.0.1"
-INTERNET = "127.0.0.2"              # "the internet": the attackers' servers, seen from the host
+
+# "The internet": a network namespace of the bed's own behind a veth pair, addressed from
+# 198.18.0.0/15 (RFC 2544, benchmarking) only, so no packet of the bed leaves the machine and no
+# real host is ever contacted. The attackers' servers, mail servers and a remote database live
+# there; from the host they are remote peers like any other.
+INTERNET_NETNS = "ptfast-bed-inet"
+VETH_HOST = "ptbed-host"            # the host's end
+VETH_INTERNET = "ptbed-inet"        # the end inside the namespace
+HOST_SIDE = "198.18.0.1"            # the host's address on the veth
+INTERNET = "198.18.0.2"             # the attackers' C2 servers
+IRC_HOST = "198.18.0.6"             # an IRC server
+REMOTE_DATABASE = "198.18.0.10"     # a customer's database on a host of its own (redis)
+REMOTE_DATABASE_PORT = 6379
+#: many mail servers: what a spam sender connects to, one short SMTP session after another
+MAIL_HOSTS = tuple(f"198.18.1.{n}" for n in range(1, 25))
+SMTP_PORT = 25
 
 PORTS = {"http": 80, "http_fallback": 8080, "apache": 8081, "pool_base": 9000, "mysql": 3307,
          "smtp": 2525, "imap": 1143, "pop3": 1110, "redis": 6380, "memcached": 11212,
@@ -170,6 +188,10 @@ class Bed:
         self._load_threads: list = []
         self.load_requests = 0
         self.load_errors: list = []
+        self.load_pages: dict = {}              # page -> requests served
+        self.netns = ""                         # the "internet" namespace, once made
+        self.without: list = []                 # optional daemons missing on this host
+        self.internet_netns_inode = 0
         self._torn_down = False
 
     # ---------------------------------------------------------------- life cycle
@@ -180,17 +202,23 @@ class Bed:
         self._take_lock()
         try:
             remove_stale_bed(locked=True)
+            required = [name for name in packages.DAEMONS if name not in packages.OPTIONAL]
             if install:
                 self.install_timings = packages.install(packages.DAEMONS)
-            elif packages.missing(packages.DAEMONS):
-                raise Unavailable("not installed: "
-                                  + ", ".join(packages.missing(packages.DAEMONS)))
+            elif packages.missing(required):
+                raise Unavailable("not installed: " + ", ".join(packages.missing(required)))
+            self.without = packages.missing(packages.OPTIONAL)
+            if self.without:
+                self.progress(f"without {', '.join(self.without)} (not installed)")
             self.php_fpm = packages.program("php-fpm")
             self._check_ports()
             self._make_dir_and_cgroup()
-            for step in (self._accounts, self._mariadb, self._php_fpm, self._nginx,
-                         self._apache, self._exim, self._dovecot, self._redis, self._memcached,
-                         self._pure_ftpd, self._bind, self._sshd):
+            optional = {self._pure_ftpd: "pure-ftpd", self._bind: "bind9"}
+            for step in (self._accounts, self._internet, self._mariadb, self._php_fpm,
+                         self._nginx, self._apache, self._exim, self._dovecot, self._redis,
+                         self._memcached, self._pure_ftpd, self._bind, self._sshd):
+                if optional.get(step) in self.without:
+                    continue
                 began = time.monotonic()
                 step()
                 name = step.__name__.lstrip("_")
@@ -217,7 +245,7 @@ class Bed:
         """What teardown must undo, written before it exists, for a run killed outright."""
         state = {"dir": self.dir, "cgroup": self.cgroup,
                  "accounts": [account.name for account in self.accounts],
-                 "created_paths": self.created_paths}
+                 "created_paths": self.created_paths, "netns": self.netns}
         with open(STATE_FILE + ".tmp", "w") as handle:
             json.dump(state, handle)
         os.replace(STATE_FILE + ".tmp", STATE_FILE)
@@ -264,10 +292,14 @@ class Bed:
         return target
 
     def spawn(self, role: str, argv: list, user: str | int | None = None, env=None,
-              cwd=None, new_session: bool = False, stdin=subprocess.DEVNULL) -> Started:
+              cwd=None, new_session: bool = False, stdin=subprocess.DEVNULL,
+              in_internet: bool = False) -> Started:
         """Start ``argv`` in the bed's cgroup, as ``user`` (switched by setpriv after joining
-        the cgroup, which only root may do), output to logs/ROLE.log."""
+        the cgroup, which only root may do), output to logs/ROLE.log; ``in_internet``: in the
+        bed's "internet" namespace (entered before giving up root)."""
         command = ["/bin/sh", "-c", IN_CGROUP, os.path.join(self.cgroup, "cgroup.procs")]
+        if in_internet:
+            command += ["/usr/bin/nsenter", f"--net=/run/netns/{self.netns}", "--"]
         if user is not None:
             entry = pwd.getpwuid(user) if isinstance(user, int) else pwd.getpwnam(user)
             command += ["/usr/bin/setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}",
@@ -289,6 +321,11 @@ class Bed:
             entry = pwd.getpwuid(user) if isinstance(user, int) else pwd.getpwnam(user)
             env.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
         return env
+
+    def on_the_internet(self, fact) -> bool:
+        """Whether a process of the bed stands for a remote host: it runs in the internet
+        namespace (on a real network it would be another machine, never scanned here)."""
+        return bool(self.internet_netns_inode) and fact.netns == self.internet_netns_inode
 
     def bed_pids(self) -> list:
         """Every process of the bed now (from its cgroup)."""
@@ -319,6 +356,46 @@ class Bed:
     def account(self, index: int) -> Account:
         return self.accounts[index]
 
+    # ---------------------------------------------------------------- the "internet"
+
+    def _internet(self) -> None:
+        """The namespace and veth pair (recorded in the state file before they exist), its
+        addresses, and the customer's remote database host in it."""
+        if not os.path.exists("/usr/sbin/ip") or not os.path.exists("/usr/bin/nsenter"):
+            raise Unavailable("ip (iproute2) and nsenter (util-linux) are needed for the "
+                              "bed's internet namespace")
+        self.netns = INTERNET_NETNS
+        self._save_state()
+        remove_internet()                       # a namespace of a bed that left no state
+        inside = ["ip", "-n", INTERNET_NETNS]
+        run(["ip", "netns", "add", INTERNET_NETNS])
+        run(["ip", "link", "add", VETH_HOST, "type", "veth", "peer", "name", VETH_INTERNET,
+             "netns", INTERNET_NETNS])
+        run(["ip", "addr", "add", f"{HOST_SIDE}/24", "dev", VETH_HOST])
+        run(["ip", "link", "set", VETH_HOST, "up"])
+        for address in (INTERNET, IRC_HOST, REMOTE_DATABASE):
+            run([*inside, "addr", "add", f"{address}/24", "dev", VETH_INTERNET])
+        for address in MAIL_HOSTS:
+            run([*inside, "addr", "add", f"{address}/24", "dev", VETH_INTERNET])
+        self.internet_netns_inode = os.stat(f"/run/netns/{INTERNET_NETNS}").st_ino
+        run([*inside, "link", "set", "lo", "up"])
+        run([*inside, "link", "set", VETH_INTERNET, "up"])
+        first_mail_net = MAIL_HOSTS[0].rsplit(".", 1)[0] + ".0/24"
+        run(["ip", "route", "add", first_mail_net, "via", INTERNET, "dev", VETH_HOST])
+        # the customer's database host: redis, as its own package runs it (User=redis)
+        os.makedirs(self.path("remote-redis"))
+        chown(self.path("remote-redis"), "redis")
+        server = self.spawn("remote database (redis)", [
+            "/usr/bin/redis-server", "--bind", REMOTE_DATABASE,
+            "--port", str(REMOTE_DATABASE_PORT), "--daemonize", "no", "--save", "",
+            "--appendonly", "no", "--dir", self.path("remote-redis"),
+            # reached from the host over the veth only: the namespace has no other network
+            "--protected-mode", "no"],
+            user="redis", in_internet=True)
+        # reached from the host: the veth and the routes work
+        wait_for(lambda: tcp_accepts(REMOTE_DATABASE_PORT, REMOTE_DATABASE), 30,
+                 "the remote database host", server)
+
     # ---------------------------------------------------------------- MariaDB
 
     def _mariadb(self) -> None:
@@ -344,6 +421,9 @@ class Bed:
                 f"CREATE DATABASE {database}",
                 f"CREATE USER '{account.name}'@'localhost' IDENTIFIED BY '{account.password}'",
                 f"GRANT ALL ON {database}.* TO '{account.name}'@'localhost'",
+                # DB_HOST "127.0.0.1": the same account over TCP
+                f"CREATE USER '{account.name}'@'{LOCALHOST}' IDENTIFIED BY '{account.password}'",
+                f"GRANT ALL ON {database}.* TO '{account.name}'@'{LOCALHOST}'",
                 f"CREATE TABLE {database}.wp_options (option_name VARCHAR(64) PRIMARY KEY, "
                 f"option_value TEXT)",
                 f"INSERT INTO {database}.wp_options VALUES ('blogname', 'Site of {account.name}')",
@@ -362,6 +442,38 @@ class Bed:
         echo "<h1>", htmlspecialchars($row[0]), "</h1>";
         """)
 
+    # Pages whose request holds a TCP connection to a database for 1 to 3 s (a slow report, a
+    # search, a cache that waits for a job): what PHP workers do all day on a busy host, and
+    # what a snapshot of sockets catches them at.
+    DB_PHP = textwrap.dedent("""\
+        <?php
+        // DB_HOST "127.0.0.1": mysqli over TCP; the query takes 1 to 3 s
+        $db = new mysqli('{host}', '{name}', '{password}', 'wp_{name}', {port});
+        $db->query('SELECT SLEEP(1 + RAND() * 2)');
+        $row = $db->query("SELECT option_value FROM wp_options WHERE option_name = 'blogname'")
+                  ->fetch_row();
+        $db->close();
+        echo "<h1>", htmlspecialchars($row[0]), "</h1>";
+        """)
+    # redis's protocol by hand, as PHP clients such as Predis speak it: BLPOP on an empty list
+    # waits its timeout (1 to 3 s) and answers nil
+    REDIS_PHP = textwrap.dedent("""\
+        <?php
+        $s = fsockopen('{host}', {port}, $errno, $errstr, 5);
+        if (!$s) {{ http_response_code(502); echo "redis {host}: $errstr"; exit; }}
+        $key = 'jobs:{name}';
+        $wait = sprintf('%.3f', 1 + mt_rand(0, 2000) / 1000);
+        fwrite($s, "*3\\r\\n\\$5\\r\\nBLPOP\\r\\n\\$" . strlen($key) . "\\r\\n$key\\r\\n\\$"
+                   . strlen($wait) . "\\r\\n$wait\\r\\n");
+        $reply = trim(fgets($s));
+        fclose($s);
+        // nil after the wait; anything else (an error) fails the request, as the load counts
+        if ($reply !== '*-1') {{ http_response_code(502); echo htmlspecialchars($reply); exit; }}
+        echo "<h1>Site of {name}</h1>";
+        """)
+    #: page -> share of the web load; every page answers "Site of ACCOUNT"
+    LOAD_PAGES = {"/index.php": 1, "/db.php": 6, "/cache.php": 2, "/remote.php": 2}
+
     def _php_fpm(self) -> None:
         lines = ["[global]", f"pid = {self.path('php', 'php-fpm.pid')}",
                  "error_log = /proc/self/fd/2", "daemonize = no", ""]
@@ -374,6 +486,15 @@ class Bed:
                       f"php_admin_value[pdo_mysql.default_socket] = {self.mysql_socket}", ""]
             page = self.INDEX_PHP.format(name=account.name, password=account.password)
             self.write(os.path.join(account.docroot, "index.php"), page, owner=account.uid)
+            pages = {"db.php": self.DB_PHP.format(host=LOCALHOST, port=PORTS["mysql"],
+                                                  name=account.name, password=account.password),
+                     "cache.php": self.REDIS_PHP.format(host=LOCALHOST, port=PORTS["redis"],
+                                                        name=account.name),
+                     "remote.php": self.REDIS_PHP.format(host=REMOTE_DATABASE,
+                                                         port=REMOTE_DATABASE_PORT,
+                                                         name=account.name)}
+            for name, text in pages.items():
+                self.write(os.path.join(account.docroot, name), text, owner=account.uid)
         self.write("php/php-fpm.conf", "\n".join(lines))
         master = self.spawn("php-fpm", [self.php_fpm, "-F", "-y", self.path("php", "php-fpm.conf")])
         for account in self.accounts:
@@ -684,12 +805,13 @@ class Bed:
         pop.user(pop_account.name)
         pop.pass_(pop_account.password)
 
-        ftp_account = self.accounts[self.FTP_SESSION_ACCOUNT]
-        ftp = ftplib.FTP()
-        self.clients.append(ftp)
-        ftp.connect(LOCALHOST, PORTS["ftp"], timeout=10)
-        ftp.login(ftp_account.name, FTP_PASSWORD)
-        ftp.pwd()
+        if "pure-ftpd" not in self.without:
+            ftp_account = self.accounts[self.FTP_SESSION_ACCOUNT]
+            ftp = ftplib.FTP()
+            self.clients.append(ftp)
+            ftp.connect(LOCALHOST, PORTS["ftp"], timeout=10)
+            ftp.login(ftp_account.name, FTP_PASSWORD)
+            ftp.pwd()
 
         smtp = smtplib.SMTP(LOCALHOST, PORTS["smtp"], timeout=10)
         self.clients.append(smtp)
@@ -717,24 +839,39 @@ class Bed:
 
     # ---------------------------------------------------------------- web load
 
-    def start_load(self, threads: int = 3) -> None:
-        """Requests to the PHP pages (each queries the database) until ``stop_load``."""
-        def worker(number: int) -> None:
-            sequence = number
-            while not self._load_stop.is_set():
-                account = self.accounts[sequence % len(self.accounts)]
-                sequence += threads
+    #: the web load's concurrent clients: with requests of 1 to 3 s, about 8 of the 60 workers
+    #: are busy at any moment, most of them holding a database connection (about 4 requests
+    #: a second: the load under which issue 21 was measured)
+    LOAD_CLIENTS = 8
+    LOAD_SECONDS_AT_MOST = 900          # the load stops by itself, even if nobody stops it
+
+    def start_load(self, clients: int = LOAD_CLIENTS,
+                   seconds: float = LOAD_SECONDS_AT_MOST) -> None:
+        """Requests to the PHP pages (LOAD_PAGES: a database over the unix socket or held over
+        TCP for 1 to 3 s) from ``clients`` clients, until ``stop_load`` or ``seconds`` passed.
+        A second call while the load runs changes nothing."""
+        if self._load_threads:
+            return
+        deadline = time.monotonic() + seconds
+        pages = [page for page, share in self.LOAD_PAGES.items() for _ in range(share)]
+
+        def client(number: int) -> None:
+            choose = random.Random(number)
+            while not self._load_stop.is_set() and time.monotonic() < deadline:
+                account = choose.choice(self.accounts)
+                page = choose.choice(pages)
                 port = PORTS["apache"] if account.index == 1 else self.http_port
                 try:
-                    body = self.get(account, "/index.php", port=port)
+                    body = self.get(account, page, port=port)
                     if f"Site of {account.name}" not in body:
-                        self.load_errors.append(f"{account.name}: {body[:120]!r}")
+                        self.load_errors.append(f"{account.name}{page}: {body[:120]!r}")
                 except OSError as exc:
-                    self.load_errors.append(f"{account.name}: {exc}")
+                    self.load_errors.append(f"{account.name}{page}: {exc}")
                 self.load_requests += 1
+                self.load_pages[page] = self.load_pages.get(page, 0) + 1
         self._load_stop.clear()
-        for number in range(threads):
-            thread = threading.Thread(target=worker, args=(number,), daemon=True)
+        for number in range(clients):
+            thread = threading.Thread(target=client, args=(number,), daemon=True)
             thread.start()
             self._load_threads.append(thread)
 
@@ -761,7 +898,7 @@ class Bed:
             except OSError:
                 pass
         problems = remove_bed(self.dir, self.cgroup, [a.name for a in self.accounts],
-                              self.created_paths, self.timings)
+                              self.created_paths, self.timings, self.netns)
         for started in self.started.values():      # killed with the cgroup: reap them
             started.popen.wait()
         if self._lock is not None:
@@ -831,10 +968,23 @@ def kill_cgroup(cgroup: str, timeout: float = 20) -> list:
     return [f"cgroup {cgroup} still holds processes"]
 
 
+def remove_internet() -> list:
+    """Delete the bed's internet namespace and veth pair (deleting either end deletes both);
+    what is still there after."""
+    if os.path.exists(f"/run/netns/{INTERNET_NETNS}"):
+        subprocess.run(["ip", "netns", "del", INTERNET_NETNS], capture_output=True)
+    if os.path.exists(f"/sys/class/net/{VETH_HOST}"):
+        subprocess.run(["ip", "link", "del", VETH_HOST], capture_output=True)
+    left = [f"network namespace {INTERNET_NETNS}"] * os.path.exists(
+        f"/run/netns/{INTERNET_NETNS}") + [f"veth {VETH_HOST}"] * os.path.exists(
+        f"/sys/class/net/{VETH_HOST}")
+    return [f"{what} could not be removed" for what in left]
+
+
 def remove_bed(directory: str, cgroup: str, account_names: list, created_paths: list,
-               timings: dict | None = None) -> list:
-    """Kill the bed's processes, delete its accounts and files; what could not be removed.
-    ``timings`` gets the seconds each phase took."""
+               timings: dict | None = None, netns: str = "") -> list:
+    """Kill the bed's processes, delete its accounts, files and internet namespace; what could
+    not be removed. ``timings`` gets the seconds each phase took."""
     timings = {} if timings is None else timings
     began = time.monotonic()
 
@@ -844,6 +994,9 @@ def remove_bed(directory: str, cgroup: str, account_names: list, created_paths: 
         began = time.monotonic()
     problems = kill_cgroup(cgroup)
     phase("kill")
+    if netns:           # after the kill: nothing of the bed runs in it any more
+        problems += remove_internet()
+        phase("internet")
     uids = {}
     for name in account_names:
         try:
@@ -918,6 +1071,7 @@ def remove_stale_bed(locked: bool = False) -> None:
     try:
         _remove_recorded_bed()
         _remove_stale_accounts()
+        remove_internet()           # its names are the bed's alone
     finally:
         if lock is not None:
             lock.close()
@@ -930,7 +1084,7 @@ def _remove_recorded_bed() -> None:
     except (OSError, ValueError):
         return
     remove_bed(state.get("dir", ""), state.get("cgroup", ""), state.get("accounts", []),
-               state.get("created_paths", []))
+               state.get("created_paths", []), netns=state.get("netns", ""))
     if os.path.exists(STATE_FILE):
         os.unlink(STATE_FILE)
 

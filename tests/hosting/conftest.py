@@ -17,10 +17,12 @@ from helpers.realworld import REALWORLD
 
 from .attacks import Planter, settle
 from .bed import Bed
-from .measure import details, measure, socket_ownership, table
+from .measure import (LOAD_RAMP, details, measure, observe_worker_connections, socket_ownership,
+                      table)
 from .packages import Unavailable
 
 REPORTS: list = []         # what the terminal summary prints
+WATCH_WORKERS_SECONDS = 8
 
 
 @dataclass(repr=False)       # pytest shows a failing test's arguments: keep it to one line
@@ -29,6 +31,7 @@ class Measured:
     planter: Planter
     outcomes: dict          # ignore file -> Outcome
     samples: list           # the facts of the bed's processes read during the scans
+    held: list              # HeldConnection: what the pool workers held under the web load
 
     def __repr__(self) -> str:
         return f"<hosting bed {self.bed.dir}: {len(self.samples[-1])} processes>"
@@ -62,11 +65,15 @@ def hosting(request):
         except Unavailable as exc:
             pytest.skip(f"hosting bed unavailable: {exc}")
         settle(2.0)              # every process older than PT_LIMIT=1
+        bed.start_load()
+        settle(LOAD_RAMP)
+        held = observe_worker_connections(bed, WATCH_WORKERS_SECONDS)
         outcomes, samples = measure(bed, planter)
+        bed.stop_load()
         REPORTS.append(table(outcomes) + details(outcomes) + "\nwho holds which socket:\n"
                        + socket_ownership(bed, planter, samples))
         yield Measured(bed, planter, {outcome.ignore_file: outcome for outcome in outcomes},
-                       samples)
+                       samples, held)
     finally:
         problems = bed.teardown()
         signal.signal(signal.SIGTERM, previous)

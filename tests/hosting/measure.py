@@ -23,6 +23,7 @@ SETTINGS = ("PT_LIMIT=1", "GENERIC=1", "PT_SKIP_HTTP=1", "PT_DELETED=1", "PT_USE
             "PT_USERMEM=0", "PT_USERRSS=0", "PT_USERTIME=0", "PT_LOAD=0", "PT_FORKBOMB=0")
 BUILTIN = "built-in list"
 IGNORE_FILES = (BUILTIN, "csf.generic.pignore", "csf.pignore")
+LOAD_RAMP = 3.0          # seconds
 
 #: roles that are a root service's own worker, login process or session. Not exim4's SMTP
 #: session: Debian's exim daemon gives up root itself once it listens, so no root master is
@@ -118,6 +119,7 @@ class Outcome:
     apps_missed: list = field(default_factory=list)
     false_positives: list = field(default_factory=list)
     outside_bed: list = field(default_factory=list)          # other jobs on this machine
+    remote_hosts: list = field(default_factory=list)         # the bed's "internet" (roles)
     bed_records: list = field(default_factory=list)          # the scan's records of the bed
 
     def attack_count(self) -> int:
@@ -149,6 +151,9 @@ def classify(ignore_file: str, records: list, seconds: float, bed: Bed, planter:
                     for pid in planted.pids}
     for pid, record in reported.items():
         fact = facts.get(pid)
+        if fact is not None and bed.on_the_internet(fact):
+            outcome.remote_hosts.append(role_of(fact, bed, planter))
+            continue
         if fact is not None:
             outcome.bed_records.append(record)
         if pid in planted_pids:
@@ -165,10 +170,13 @@ def classify(ignore_file: str, records: list, seconds: float, bed: Bed, planter:
 
 
 def measure(bed: Bed, planter: Planter, ignore_files=IGNORE_FILES) -> tuple:
-    """One scan per ignore file, under web load: (the outcomes in that order, the facts of the
-    bed's processes read after each scan)."""
+    """One scan per ignore file, under web load (started here unless it runs): (the outcomes in
+    that order, the facts of the bed's processes read after each scan)."""
     outcomes, samples = [], []
+    load_was_running = bool(bed._load_threads)
     bed.start_load()
+    if not load_was_running:
+        time.sleep(LOAD_RAMP)        # requests of every length in flight, not all new at once
     try:
         for ignore_file in ignore_files:
             records, seconds = run_scan(ignore_file)
@@ -176,8 +184,46 @@ def measure(bed: Bed, planter: Planter, ignore_files=IGNORE_FILES) -> tuple:
             samples.append(facts)
             outcomes.append(classify(ignore_file, records, seconds, bed, planter, facts))
     finally:
-        bed.stop_load()
+        if not load_was_running:
+            bed.stop_load()
     return outcomes, samples
+
+
+@dataclass
+class HeldConnection:
+    """A TCP connection a pool worker was seen holding, between two samples of /proc."""
+    pid: int
+    remote: str
+    first: float
+    last: float
+
+    @property
+    def seen_for(self) -> float:
+        return self.last - self.first
+
+
+def observe_worker_connections(bed: Bed, seconds: float, every: float = 0.2) -> list:
+    """The established TCP connections from php-fpm workers to anything but their own pool
+    port, sampled every ``every`` s for ``seconds`` s (under load): what the web load holds."""
+    pool_ports = {account.pool_port for account in bed.accounts}
+    account_uids = {account.uid for account in bed.accounts}
+    held: dict = {}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        now = time.monotonic()
+        for fact in read_processes(bed.bed_pids()).values():
+            # by its executable: a customer's process can call itself "php-fpm: pool"
+            if fact.uid not in account_uids or not fact.exe_name.startswith("php-fpm"):
+                continue
+            for sock in fact.sockets:
+                if sock.state != "ESTABLISHED" or sock.local_port in pool_ports:
+                    continue
+                key = (fact.pid, sock.inode)
+                if key not in held:
+                    held[key] = HeldConnection(fact.pid, sock.endpoint("remote"), now, now)
+                held[key].last = now
+        time.sleep(every)
+    return list(held.values())
 
 
 def false_positive_summary(false_positives: list) -> str:

@@ -9,9 +9,13 @@ failure below them is ptfast's, not the bed's.
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
-from .bed import POOL_WORKERS, Bed
+from .attacks import C2_PORTS
+from .bed import (INTERNET, LOCALHOST, MAIL_HOSTS, POOL_WORKERS, PORTS, REMOTE_DATABASE,
+                  REMOTE_DATABASE_PORT, Bed)
 from .measure import BUILTIN, IGNORE_FILES, details, role_of, table
 
 pytestmark = pytest.mark.hosting
@@ -36,7 +40,9 @@ def explain(hosting, ignore_file: str) -> str:
 # ---------------------------------------------------------------- the bed is a hosting server
 
 def test_every_pool_has_its_static_workers_as_its_account(hosting):
-    workers = roles(hosting)["php-fpm worker"]
+    found = roles(hosting)
+    # the worker that holds a C2 connection is still its pool's worker
+    workers = found["php-fpm worker"] + found["attack worker_c2"]
     by_account = {}
     for fact in workers:
         by_account.setdefault(fact.uid, []).append(fact)
@@ -62,13 +68,14 @@ def test_sessions_are_logged_in_as_their_accounts(hosting):
                 "dovecot pop3 session": bed.account(Bed.POP3_SESSION_ACCOUNT).uid}
     for role, uid in expected.items():
         assert [fact.uid for fact in found[role]] == [uid], role
-    ftp_uid = bed.account(Bed.FTP_SESSION_ACCOUNT).uid
-    assert ftp_uid in [fact.uid for fact in found["pure-ftpd session"]]
+    if "pure-ftpd" not in bed.without:
+        ftp_uid = bed.account(Bed.FTP_SESSION_ACCOUNT).uid
+        assert ftp_uid in [fact.uid for fact in found["pure-ftpd session"]]
 
 
 def test_every_attack_and_app_is_a_live_process_of_an_account(hosting):
     planted = hosting.planter.attacks + hosting.planter.customer_apps
-    assert len(hosting.planter.attacks) == 11 and len(hosting.planter.customer_apps) == 3
+    assert len(hosting.planter.attacks) == 14 and len(hosting.planter.customer_apps) == 3
     account_uids = {account.uid for account in hosting.bed.accounts}
     for item in planted:
         assert item.pids, item.name
@@ -86,6 +93,55 @@ def test_the_webshell_backdoor_is_a_php_fpm_workers_child_holding_the_pool_liste
     assert facts[fact.ppid].cmdline == f"php-fpm: pool {backdoor.account}"
     assert any(sock.state == "LISTEN" and sock.local_port == pool_port and sock.uid == 0
                for sock in fact.sockets)
+
+
+@pytest.mark.parametrize("database", [f"{LOCALHOST}:{PORTS['mysql']}",
+                                      f"{LOCALHOST}:{PORTS['redis']}",
+                                      f"{REMOTE_DATABASE}:{REMOTE_DATABASE_PORT}"],
+                         ids=["local mariadb", "local redis", "remote database host"])
+def test_pool_workers_hold_tcp_database_connections_under_the_web_load(hosting, database):
+    """The benign case issue 21 is about: workers of many pools each holding a TCP connection
+    to a database across samples of /proc (the page's query waits 1 to 3 s)."""
+    held = [conn for conn in hosting.held if conn.remote == database]
+    across_samples = [conn for conn in held if conn.seen_for > 0]
+    assert len({conn.pid for conn in across_samples}) >= 2, held
+
+
+def test_the_spam_sender_makes_short_smtp_sessions_to_many_mail_hosts(hosting):
+    sessions = [local for kind, local, _peer in hosting.planter.internet_log() if kind == "smtp"]
+    assert len(set(sessions)) >= len(MAIL_HOSTS) // 2, sessions
+    spam = next(item for item in hosting.planter.attacks if item.name == "spam_sender")
+    assert spam.pids[0] in hosting.samples[-1]          # one process, sending all along
+
+
+def test_the_beacon_calls_home_again_and_again(hosting):
+    calls = [entry for entry in hosting.planter.internet_log() if entry[0] == "beacon"]
+    assert len(calls) >= 2, calls
+    beacon = next(item for item in hosting.planter.attacks if item.name == "beacon")
+    assert beacon.pids[0] in hosting.samples[-1]
+
+
+def test_the_worker_c2_is_held_by_the_pool_worker_itself_with_no_child(hosting):
+    worker_c2 = next(item for item in hosting.planter.attacks if item.name == "worker_c2")
+    facts = hosting.samples[-1]
+    fact = facts[worker_c2.pids[0]]
+    assert fact.cmdline == f"php-fpm: pool {worker_c2.account}"
+    assert facts[fact.ppid].uid == 0 and "master process" in facts[fact.ppid].cmdline
+    assert any(sock.state == "ESTABLISHED" and sock.remote_ip == INTERNET
+               and sock.remote_port == C2_PORTS["worker_c2"] for sock in fact.sockets)
+    assert [pid for pid, other in facts.items() if other.ppid == fact.pid] == []
+
+
+def test_no_process_of_the_bed_talks_to_an_address_outside_the_bed(hosting):
+    """The bed's "internet" is its own namespace on 198.18.0.0/15: no real host is contacted."""
+    allowed = [ipaddress.ip_network(net) for net in ("127.0.0.0/8", "::1/128", "0.0.0.0/32",
+                                                     "::/128", "198.18.0.0/15")]
+    for facts in hosting.samples:
+        for fact in facts.values():
+            for sock in fact.sockets:
+                address = ipaddress.ip_address(sock.remote_ip)
+                assert any(address in net for net in allowed if net.version == address.version), \
+                    (fact.cmdline, sock.text())
 
 
 # ---------------------------------------------------------------- ptfast sees what /proc says
