@@ -17,7 +17,8 @@ from helpers.uids import uid_for
 
 from ptfast import procfs, status
 
-pytestmark = pytest.mark.needs_root
+# aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
+pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
 
 UID = uid_for(820)
 

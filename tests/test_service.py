@@ -16,7 +16,8 @@ from helpers.proctree import TCP_HEADER, stat_line, write
 from helpers.service import (SendmailRecorder, ServiceDir, SmtpServer, free_port, record_action,
                      start_time_of)
 
-pytestmark = pytest.mark.needs_root
+# aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
+pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
 
 BINDSHELL_UID = uid_for(201)
 LISTEN_ANY = 'info["port"] = listen(socket.AF_INET, "0.0.0.0").getsockname()[1]'
@@ -26,7 +27,6 @@ LFD_LINE = re.compile(r"[A-Z][a-z]{2} [ 123]\d \d\d:\d\d:\d\d \S+ lfd\[\d+\]: (.
 @pytest.fixture(scope="module")
 def bindshell():
     child = start_python(LISTEN_ANY, uid=BINDSHELL_UID)
-    time.sleep(1.2)     # older than PT_LIMIT=1
     yield child
     child.stop()
 
@@ -247,7 +247,6 @@ def test_hostile_process_name_cannot_inject_headers(service):
     # the executable's file name, and so its command line, carries the injection
     child = start_copied_python(INJECTION, LISTEN_ANY, uid=uid)
     try:
-        time.sleep(1.2)
         with SmtpServer() as smtp:
             result = service.run_once(f"LF_ALERT_SMTP={smtp.relay}")
             assert result.returncode == 0, result.stderr.decode()
@@ -273,7 +272,6 @@ def run_with_deleted_executable(service, tmp_path, uid: int, action):
     recorder = SendmailRecorder(str(tmp_path))
     child = start_copied_python("miner", uid=uid, delete=True)
     try:
-        time.sleep(1.2)
         result = service.run_once("PT_DELETED=1", f"PT_DELETED_ACTION={action}",
                                   f"SENDMAIL={recorder.path}")
         assert result.returncode == 0, result.stderr.decode()

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -16,7 +15,8 @@ from helpers.uids import uid_for
 
 from ptfast import procfs, status
 
-pytestmark = pytest.mark.needs_root
+# aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
+pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
 
 UID = uid_for(810)
 
@@ -128,7 +128,6 @@ def test_ignore_rules_switched_off_are_degraded(service):
         handle.write(CATASTROPHIC)
     child = start_python("", uid=uid, argv=("a" * 5000 + "!",))
     try:
-        time.sleep(1.2)
         service.run_once(service.sendmail, "PT_USERPROC=0")
     finally:
         child.stop()

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 
 from aiosmtpd.controller import Controller
 
@@ -190,6 +189,17 @@ class ServiceDir:
     def reported_file(self) -> str:
         return os.path.join(self.state_dir, "reported.json")
 
+    def age_listener_memory(self, seconds: float) -> None:
+        """As if the listeners remembered so far were first seen ``seconds`` earlier: the next
+        `ptfast run --once` judges them as a pass that much later would, while the processes
+        it scans keep their real ages (a hopping listener's holders stay young)."""
+        with open(self.reported_file(), "rb") as handle:
+            document = json.load(handle)
+        for entry in document["listeners"]:
+            entry[3] -= seconds         # [netns, inode, uid, first seen, reported, holders]
+        with open(self.reported_file(), "w") as handle:
+            json.dump(document, handle)
+
 
 def start_time_of(pid: int) -> int:
     with open(f"/proc/{pid}/stat", "rb") as handle:
@@ -296,8 +306,8 @@ LISTEN_ANY = 'info["port"] = listen(socket.AF_INET, "0.0.0.0").getsockname()[1]'
 
 
 def bindshell_fixture(uid: int):
-    """A module fixture: a process of ``uid`` listening on 0.0.0.0, older than PT_LIMIT=1 when
-    handed over, stopped at the end of the module whatever failed."""
+    """A module fixture: a process of ``uid`` listening on 0.0.0.0, stopped at the end of the
+    module whatever failed (tests that need it older than PT_LIMIT=1 use the ``aged`` seam)."""
     import pytest
 
     from helpers.procs import start_python
@@ -306,7 +316,6 @@ def bindshell_fixture(uid: int):
     def bindshell():
         child = start_python(LISTEN_ANY, uid=uid)
         try:
-            time.sleep(1.2)
             yield child
         finally:
             child.stop()
