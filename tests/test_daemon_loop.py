@@ -92,3 +92,30 @@ def test_a_failing_pass_is_logged_and_the_service_goes_on(tmp_path):
     assert "Traceback (most recent call last):" in log
     assert "RuntimeError: a bug\\nwith a forged line" in log      # escaped, on one line
     assert not any(": with a forged line" in line for line in log.splitlines())
+
+
+def test_sigusr1_asks_for_a_pass_now_and_signals_during_a_pass_make_one(tmp_path):
+    service = make_service(tmp_path)
+    service.interval = lambda: 3600
+    passes = []
+
+    def run_pass():
+        passes.append(time.monotonic())
+        if len(passes) == 1:
+            for _ in range(3):
+                os.kill(os.getpid(), signal.SIGUSR1)
+        else:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    service.run_pass = run_pass
+    previous = signal.signal(signal.SIGUSR1, lambda *_: None)   # without the seam: ignored
+    # without the seam the next pass is an hour away: stop the test instead of hanging
+    timer = threading.Timer(30, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        service.serve()
+    finally:
+        timer.cancel()
+        service.stop()
+        signal.signal(signal.SIGUSR1, previous)
+    assert len(passes) == 2

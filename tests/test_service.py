@@ -11,7 +11,7 @@ import time
 import pytest
 
 from helpers.uids import uid_for
-from helpers.procs import start_copied_python, start_python
+from helpers.procs import start_copied_python, start_python, wait_until
 from helpers.proctree import TCP_HEADER, stat_line, write
 from helpers.service import (SendmailRecorder, ServiceDir, SmtpServer, free_port, record_action,
                      start_time_of)
@@ -340,6 +340,26 @@ def test_daemon_sighup_lock_and_sigterm(service, bindshell, tmp_path):
     messages = log_messages(service)
     assert messages[-2:] == ["ptfast stopping on SIGTERM", "ptfast stopped"]
     assert len(recorder.calls()) == 1
+
+
+def test_sigusr1_runs_a_pass_now(service, bindshell, tmp_path):
+    """The pass clock's seam, for admins and tests alike: with PT_INTERVAL an hour, SIGUSR1
+    starts the next pass at once, and the service goes on."""
+    recorder = SendmailRecorder(str(tmp_path))
+
+    def passes() -> int:
+        return sum(message.startswith("pass done") for message in log_messages(service))
+
+    with service.started(f"SENDMAIL={recorder.path}", "PT_INTERVAL=3600",
+                         "PT_PASS_SUMMARY=1") as daemon:
+        wait_for_log(service, "pass done")
+        for expected in (2, 3):
+            daemon.send_signal(signal.SIGUSR1)
+            assert wait_until(lambda: passes() >= expected, 30), service.log()
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    assert passes() == 3
+    assert len(recorder.calls()) == 1            # the bindshell, reported once
 
 
 def test_nothing_is_killed_on_the_word_of_a_prepared_tree(service, tmp_path, children):
