@@ -331,9 +331,9 @@ def digest_beyond(found: list, mails: int,
     return found
 
 
-#: TEST-ONLY. Seconds added to a process's age where it is judged against PT_LIMIT (and
-#: nowhere else: not PT_USERTIME, the hung-sshd grace, the fork bomb's young forkers, the
-#: listener memory), so that the test suite need not sleep past PT_LIMIT before a
+#: TEST-ONLY. Seconds added to a process's age where it is judged against PT_LIMIT or, by
+#: `ptfast tune`, against a candidate limit (and nowhere else: not PT_USERTIME, the hung-sshd
+#: grace, the fork bomb's young forkers, the listener memory, any age shown), so that the test suite need not sleep past PT_LIMIT before a
 #: `ptfast scan` or `ptfast run` subprocess judges a process it just started. It is read from
 #: the environment of the ptfast process alone (root's, set by whoever starts ptfast: no
 #: customer can set it) and only in [0, MAX_TEST_AGE_OFFSET]: it can make ptfast inspect and
