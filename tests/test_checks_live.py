@@ -181,7 +181,8 @@ class StatusPage(http.server.BaseHTTPRequestHandler):
 
 def test_load_alert_with_processes_connections_and_status_page(tmp_path):
     server = http.server.HTTPServer(("127.0.0.1", 0), StatusPage)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
+                     daemon=True).start()
     service = ServiceDir(tmp_path, uid_for(406))
     action, record = record_action(tmp_path, "load-action")
     url = f"http://127.0.0.1:{server.server_address[1]}/server-status"
