@@ -1,9 +1,10 @@
 import compileall
 import os
+import shutil
 
 import pytest
 
-from helpers.procs import kill_uids
+from helpers.procs import kill_uids, public_tempdir
 from helpers.scan import AGED_BY
 from helpers.uids import BASE, BLOCK
 
@@ -54,6 +55,18 @@ def aged(monkeypatch):
     monkeypatch.setenv(policy.TEST_AGE_OFFSET, str(AGED_BY))
     monkeypatch.setattr(policy, "age_offset_for_tests", lambda text=None: AGED_BY)
     return AGED_BY
+
+
+@pytest.fixture(scope="session")
+def compiled_programs():
+    """``compiled_programs(names)``: name -> path of each C program of tests/evasions, each
+    compiled once a session into a directory other uids can traverse (helpers.native)."""
+    from helpers.native import Programs
+    directory = public_tempdir()
+    try:
+        yield Programs(directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
