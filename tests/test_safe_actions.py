@@ -20,7 +20,7 @@ MINER = uid_for(611)
 
 
 def recording_script(path, record) -> None:
-    path.write_text(f"#!{sys.executable}\nimport json, sys\n"
+    path.write_text(f"#!{sys.executable} -S\nimport json, sys\n"
                     f"json.dump(sys.argv[1:], open({str(record)!r}, 'w'))\n")
     path.chmod(0o755)
 

@@ -71,7 +71,7 @@ class SmtpServer:
 
 
 RECORDER = textwrap.dedent("""\
-    #!{python}
+    #!{python} -S
     # sendmail-compatible: records its arguments and the message it is given
     import json, os, sys, time
     message = sys.stdin.buffer.read()
@@ -210,7 +210,7 @@ def record_action(directory, name: str = "action"):
     """An action script that records its arguments as JSON: (script path, record path)."""
     record = directory / f"{name}.json"
     action = directory / name
-    action.write_text(f"#!{sys.executable}\nimport json, sys\n"
+    action.write_text(f"#!{sys.executable} -S\nimport json, sys\n"
                       f"json.dump(sys.argv[1:], open({str(record)!r}, 'w'))\n")
     action.chmod(0o755)
     return action, record
