@@ -135,6 +135,7 @@ def sshd_look_alike(cmdline: str, uid: int) -> subprocess.Popen:
                             user=uid, group=uid, extra_groups=[])
 
 
+@pytest.mark.ageing         # the look-alikes really outlive a (lowered) grace period
 def test_hung_sshd_is_killed_after_its_grace_period_but_sessions_never(tmp_path, monkeypatch):
     # lfd's grace period is 60 s (test_policy_checks checks 59 and 61 s); here it is 0.3 s, so
     # the test proves the kills without waiting a minute

@@ -6,6 +6,8 @@ import signal
 import threading
 import time
 
+import pytest
+
 from ptfast import daemon
 from ptfast.cli import build_parser
 
@@ -23,6 +25,7 @@ def make_service(tmp_path):
     return service
 
 
+@pytest.mark.ageing         # real intervals of 0.2 s pass between the passes
 def test_overrunning_passes_do_not_pile_up(tmp_path):
     service = make_service(tmp_path)
     passes = []
