@@ -8,10 +8,11 @@ from helpers.procs import kill_uids, public_tempdir
 from helpers.scan import AGED_BY
 from helpers.uids import BASE, BLOCK
 
-from ptfast import _procscan_py, policy
+from ptfast.scan import _procscan_py
+from ptfast.decide import policy
 
 try:
-    from ptfast import _procscan as _compiled
+    from ptfast.scan import _procscan as _compiled
     COMPILED_MISSING = None
 except ImportError as exc:     # not built here (no compiler): ptfast runs on the twin
     _compiled = None

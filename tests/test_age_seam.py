@@ -1,4 +1,4 @@
-"""The test-only age seam (PTFAST_TEST_AGE_OFFSET, ptfast.policy) that lets the suite judge a
+"""The test-only age seam (PTFAST_TEST_AGE_OFFSET, ptfast.decide.policy) that lets the suite judge a
 process against PT_LIMIT=1 without sleeping past it: it works through the environment of a
 real `ptfast scan`, it can only make processes older, and it moves nothing but PT_LIMIT's
 comparison. One test here really waits (``ageing``): PT_LIMIT on real ages, end to end."""
@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from ptfast import config, pignore, policy
+from ptfast.foundation import config
+from ptfast.decide import pignore, policy
 
 from helpers.procs import process_age, start_python
 from helpers.scan import AGED_BY, CORES, run_scan

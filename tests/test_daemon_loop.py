@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from ptfast import daemon
-from ptfast.cli import build_parser
+from ptfast.commands import daemon
+from ptfast.commands.cli import build_parser
 
 INTERVAL = 0.2
 

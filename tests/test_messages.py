@@ -10,8 +10,8 @@ import pytest
 from helpers.procs import start_python
 from helpers.service import ServiceDir, free_port
 from helpers.uids import uid_for
-from ptfast import status
-from ptfast.words import counted
+from ptfast.channels import status
+from ptfast.foundation.words import counted
 
 # aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
 pytestmark = pytest.mark.usefixtures("aged")

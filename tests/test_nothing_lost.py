@@ -13,7 +13,7 @@ import pytest
 
 from helpers.service import bindshell_fixture, recorded_service
 from helpers.uids import uid_for
-from ptfast.status import ONCE
+from ptfast.channels.status import ONCE
 
 # aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]

@@ -7,10 +7,10 @@ import os
 import subprocess
 import sys
 
-from ptfast.policy import TEST_AGE_OFFSET
+from ptfast.decide.policy import TEST_AGE_OFFSET
 
 CORES = ("compiled", "pure-python")
-#: The age seam's offset (ptfast.policy.TEST_AGE_OFFSET): more than the tests' PT_LIMIT=1, so a
+#: The age seam's offset (ptfast.decide.policy.TEST_AGE_OFFSET): more than the tests' PT_LIMIT=1, so a
 #: process started this instant already counts as older than PT_LIMIT.
 AGED_BY = 2.0
 
