@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from email.header import Header
 
-from ptfast.foundation.config import Problem
+from ptfast.foundation.problems import Problem
 from ptfast.foundation.safepaths import read_regular_file
 from ptfast.foundation.paths import DEFAULT_TEMPLATE_DIR
 from ptfast.decide.checks import BY_NAME

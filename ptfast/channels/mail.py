@@ -15,9 +15,10 @@ import subprocess
 
 from ptfast.foundation import safepaths
 from ptfast.channels.alerts import envelope_sender
-from ptfast.foundation.config import Problem
+from ptfast.foundation.problems import Problem
 from ptfast.foundation.escape import escape_text
-from ptfast.channels.spool import MAIL, DeliveryError
+from ptfast.channels.spool import MAIL
+from ptfast.foundation.problems import DeliveryError
 
 SENDMAIL_TIMEOUT = 60
 SMTP_TIMEOUT = 30

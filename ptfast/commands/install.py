@@ -21,7 +21,7 @@ from importlib import resources
 from ptfast import __version__
 from ptfast.foundation.paths import (DEFAULT_EVENTS_FILE, DEFAULT_LOG_FILE, DEFAULT_OVERRIDE_PATH,
                                      DEFAULT_STATE_DIR)
-from ptfast.decide.state import write_atomically
+from ptfast.foundation.safepaths import write_atomically
 
 UNIT_PATH = "/etc/systemd/system/ptfast.service"
 LOGROTATE_PATH = "/etc/logrotate.d/ptfast"

@@ -33,7 +33,7 @@ def route_problems(config: config_mod.Config) -> list:
     there, action scripts, the metrics file and webhooks a customer could change. ``check``
     reports them; a reload with any of them is refused (the next alert would fail)."""
     from ptfast.act.actions import action_problems
-    from ptfast.channels.destinations import webhook_problems
+    from ptfast.foundation.destinations import webhook_problems
     from ptfast.channels.mail import mail_problems
     from ptfast.channels.metrics import metrics_problems
     return (action_problems(config) + mail_problems(config) + metrics_problems(config)
