@@ -28,19 +28,6 @@ REASON_INCOMPLETE = "not fully inspected"     # what could not be read may be wh
 NOBODY = "nobody"
 
 
-class FileIdentity(NamedTuple):
-    """What stat() says of a file: which file it is (device, inode), who owns it, its mode."""
-
-    dev: int
-    ino: int
-    uid: int
-    mode: int
-
-    def is_system_file(self) -> bool:
-        """Owned by root and not writable by group or others: no customer can change it."""
-        return self.uid == 0 and not self.mode & 0o022
-
-
 class ProcessKey(NamedTuple):
     """Identity of a process across scans: a PID alone is reused, (pid, start time) is not."""
 

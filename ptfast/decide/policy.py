@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from ptfast.decide.checks import LOAD, SNAPSHOT_CHECKS, SUSPICIOUS, WEB_SERVER_NAMES, is_listening
 from ptfast.decide.findings import (CHECK_FORKBOMB, CHECK_SUSPICIOUS, DIGEST_TEMPLATE, NOBODY,
-                                    NOTHING_REMEMBERED, REASON_INCOMPLETE, FileIdentity, Finding,
-                                    outlived, process_key)
+                                    NOTHING_REMEMBERED, REASON_INCOMPLETE, Finding, outlived,
+                                    process_key)
 from ptfast.decide.pignore import IgnoreRules
 from ptfast.foundation.users import DEFAULT_UID_MIN
 
 if TYPE_CHECKING:
     from ptfast.foundation.config import Config
-    from ptfast.scan.procfs import Snapshot
+    from ptfast.scan.procfs import FileIdentity, Snapshot
 
 
 #: take_verdict's mark for a process want_fds was not asked about (None is a verdict)
