@@ -326,7 +326,7 @@ def cmd_run(args) -> int:
 
 def cmd_install_service(args) -> int:
     from ptfast.commands import install
-    return install.run(args)
+    return install.run(args, build_parser())
 
 
 def build_parser() -> argparse.ArgumentParser:
