@@ -18,8 +18,8 @@ from helpers.service import (LISTEN_ANY, WebhookServer, bindshell_fixture, recor
                              self_signed_certificate)
 from helpers.uids import uid_for
 
-from ptfast.channels import webhooks
 from ptfast.foundation import destinations
+from ptfast.channels import webhooks
 
 pytestmark = pytest.mark.needs_root
 

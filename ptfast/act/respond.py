@@ -140,7 +140,8 @@ class Responder:
             return procfs.read_maps(proc.pid, proc.start_time, self.proc_root)
         if check.attachment == "host_load":
             from ptfast.decide.checks import load_minutes
-            from ptfast.act.hostload import load_alert_values  # psutil and urllib: only when one fires
+            # psutil and urllib: only when one fires
+            from ptfast.act.hostload import load_alert_values
             details = finding.details
             return load_alert_values(self.settings.config, self.hostname, details["loadavg"],
                                      details["processes"], load_minutes(self.settings.config))

@@ -1,7 +1,7 @@
 """Delivery of alert mails, through the SENDMAIL binary or the LF_ALERT_SMTP relay.
 
-Mails wait in the spool (ptfast.channels.spool) until delivered; ptfast.channels.delivery hands them to the
-Mailer, oldest first.
+Mails wait in the spool (ptfast.channels.spool) until delivered; ptfast.channels.delivery hands
+them to the Mailer, oldest first.
 """
 
 from __future__ import annotations

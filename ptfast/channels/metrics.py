@@ -2,10 +2,10 @@
 collector, written with the official client library (prometheus_client) at the end of every
 pass, atomically (node_exporter never reads half a file), through ptfast's safe paths.
 
-The figures are those of the status file (ptfast.channels.status), so ``ptfast status`` and Prometheus
-never disagree; counters carry on across restarts like the status's counts. prometheus_client
-is imported only when PT_METRICS_FILE is set (it loads ssl and an HTTP server ptfast never
-starts: measured, 80 ms and 6-7 MB more for `run --once`).
+The figures are those of the status file (ptfast.channels.status), so ``ptfast status`` and
+Prometheus never disagree; counters carry on across restarts like the status's counts.
+prometheus_client is imported only when PT_METRICS_FILE is set (it loads ssl and an HTTP server
+ptfast never starts: measured, 80 ms and 6-7 MB more for `run --once`).
 """
 
 from __future__ import annotations

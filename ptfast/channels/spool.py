@@ -4,8 +4,8 @@ An alert is written here (atomically) before the first delivery attempt and remo
 delivered, so a relay or a webhook that is down, a missing sendmail binary or a crash in between
 loses nothing: the next pass retries whatever is still there, oldest first
 (``ptfast.channels.delivery``). Mails are ``*.eml`` (the message as sent), webhook posts ``*.hook``
-(``ptfast.channels.webhooks``). A name starts with the time the entry was spooled, in nanoseconds, so the
-directory listing alone tells how deep the spool is and how old its oldest entry.
+(``ptfast.channels.webhooks``). A name starts with the time the entry was spooled, in nanoseconds,
+so the directory listing alone tells how deep the spool is and how old its oldest entry.
 
 Only ptfast's own files are entries: a name of SPOOL_NAME's pattern, a regular file (not a
 symlink), owned by root, in a directory no one else can write (else UnsafePath at start).

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import orjson
 
 from ptfast.foundation.destinations import (DISCORD, JSON, SLACK, TEAMS, TELEGRAM, Destination,
-                                          destinations, is_loopback, redact)
+                                            destinations, is_loopback, redact)
 from ptfast.foundation.escape import escape_text
 from ptfast.foundation.problems import DeliveryError
 

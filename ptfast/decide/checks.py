@@ -1,10 +1,10 @@
 """The checks of lfd's process tracking, one class each: what it finds, what ``ptfast run`` does
 about it, and how it says so (lfd's log lines and the placeholders of its alert template).
 
-Everything about a check lives in its class: a new check is a new class here (and its template
-in ptfast/channels/templates/). Pure: no I/O; the policy (ptfast.decide.policy) runs the checks on a snapshot,
-ptfast.act.respond carries out the responses. Every attacker-chosen string is escaped here, once,
-before it reaches a log line or a template.
+Everything about a check lives in its class: a new check is a new class here (and its template in
+ptfast/channels/templates/). Pure: no I/O; the policy (ptfast.decide.policy) runs the checks on a
+snapshot, ptfast.act.respond carries out the responses. Every attacker-chosen string is escaped
+here, once, before it reaches a log line or a template.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The vocabulary of decisions: checks, reasons, findings and the planned responses.
 
-Plain data, shared by the checks that make them (ptfast.decide.checks), the policy that runs the checks
-(ptfast.decide.policy), the code that carries responses out (ptfast.act.respond) and the reports.
+Plain data, shared by the checks that make them (ptfast.decide.checks), the policy that runs the
+checks (ptfast.decide.policy), the code that carries responses out (ptfast.act.respond) and the
+reports.
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ class Response:
 
     def as_record(self) -> dict:
         """The plan as ``ptfast scan --json`` shows it."""
-        from ptfast.foundation.bounds import MAX_LIST_ITEMS     # a fork bomb's list is the bomb's to choose
+        # a fork bomb's list is the bomb's to choose
+        from ptfast.foundation.bounds import MAX_LIST_ITEMS
         record: dict = {"alert": self.alert,
                         "kill": [key.pid for key in self.kill[:MAX_LIST_ITEMS]]}
         if len(self.kill) > MAX_LIST_ITEMS:
