@@ -9,7 +9,7 @@ from ptfast.decide import findings, pignore, policy
 from ptfast.decide.checks import SUSPICIOUS
 from ptfast.scan.procfs import Snapshot
 
-from ptfast.decide.findings import FileIdentity
+from ptfast.scan.procfs import FileIdentity
 
 from helpers.snapshots import HOST_FILES, USERS, proc, sock
 

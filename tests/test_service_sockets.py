@@ -11,7 +11,7 @@ import os
 from ptfast.foundation import config
 from ptfast.decide import findings, pignore, policy
 from ptfast.decide.checks import SUSPICIOUS
-from ptfast.decide.findings import FileIdentity
+from ptfast.scan.procfs import FileIdentity
 from ptfast.scan.procfs import Snapshot
 
 from helpers.snapshots import HOST_FILES, USERS, host_file, proc, sock

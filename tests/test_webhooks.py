@@ -18,7 +18,8 @@ from helpers.service import (LISTEN_ANY, WebhookServer, bindshell_fixture, recor
                              self_signed_certificate)
 from helpers.uids import uid_for
 
-from ptfast.channels import destinations, webhooks
+from ptfast.foundation import destinations
+from ptfast.channels import webhooks
 
 # aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]

@@ -23,7 +23,7 @@ from ptfast.foundation.bounds import bounded_digest
 from ptfast.decide.checks import BY_NAME
 from ptfast.foundation.escape import escape_text
 from ptfast.channels.events import append_event, event_record
-from ptfast.channels.destinations import destinations
+from ptfast.foundation.destinations import destinations
 from ptfast.decide.findings import DIGEST_TEMPLATE
 from ptfast.channels.spool import WEBHOOK
 
@@ -140,7 +140,8 @@ class Responder:
             return procfs.read_maps(proc.pid, proc.start_time, self.proc_root)
         if check.attachment == "host_load":
             from ptfast.decide.checks import load_minutes
-            from ptfast.scan.hostload import load_alert_values  # psutil and urllib: only when one fires
+            # psutil and urllib: only when one fires
+            from ptfast.act.hostload import load_alert_values
             details = finding.details
             return load_alert_values(self.settings.config, self.hostname, details["loadavg"],
                                      details["processes"], load_minutes(self.settings.config))

@@ -1,7 +1,7 @@
 """The work of ``ptfast run``, one pass at a time: scan, let the policy decide, carry out its
-responses, forget processes that ended, save what was reported, deliver the spooled alerts,
-then publish what the pass did (the status file, the metrics file) and summarise it.
-The service around it (ptfast.commands.daemon) only schedules passes, reloads settings and holds the lock.
+responses, forget processes that ended, save what was reported, deliver the spooled alerts, then
+publish what the pass did (the status file, the metrics file) and summarise it. The service around
+it (ptfast.commands.daemon) only schedules passes, reloads settings and holds the lock.
 """
 
 from __future__ import annotations

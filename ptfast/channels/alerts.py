@@ -3,8 +3,8 @@
 A template is header lines (``From:``, ``To:``, ``Subject:``, ...), a blank line, then the body.
 ``[name]`` placeholders are replaced case-insensitively, in one pass, so a value that itself
 contains ``[user]`` is not expanded again. Admins edit lfd's templates in /usr/local/csf/tpl/, so
-those are used when present; otherwise ptfast's own (``ptfast/channels/templates/``), which have the same
-placeholders.
+those are used when present; otherwise ptfast's own (``ptfast/channels/templates/``), which have
+the same placeholders.
 
 Header safety: every attacker-chosen value is escaped to printable ASCII before it gets here
 (``escape_text``), and in the header block any line break a value still carries becomes a space,
@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from email.header import Header
 
-from ptfast.foundation.config import Problem
+from ptfast.foundation.problems import Problem
 from ptfast.foundation.safepaths import read_regular_file
 from ptfast.foundation.paths import DEFAULT_TEMPLATE_DIR
 from ptfast.decide.checks import BY_NAME

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 from ptfast.foundation.escape import escape_text
 from ptfast.channels.mail import Mailer
-from ptfast.channels.spool import MAIL, DeliveryError, Spool, channel_of
+from ptfast.channels.spool import MAIL, Spool, channel_of
+from ptfast.foundation.problems import DeliveryError
 from ptfast.channels.webhooks import Webhooks
 
 #: seconds one route may spend on one flush; past them, its entries left wait for the next

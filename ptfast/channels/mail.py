@@ -1,7 +1,7 @@
 """Delivery of alert mails, through the SENDMAIL binary or the LF_ALERT_SMTP relay.
 
-Mails wait in the spool (ptfast.channels.spool) until delivered; ptfast.channels.delivery hands them to the
-Mailer, oldest first.
+Mails wait in the spool (ptfast.channels.spool) until delivered; ptfast.channels.delivery hands
+them to the Mailer, oldest first.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import subprocess
 
 from ptfast.foundation import safepaths
 from ptfast.channels.alerts import envelope_sender
-from ptfast.foundation.config import Problem
+from ptfast.foundation.problems import Problem
 from ptfast.foundation.escape import escape_text
-from ptfast.channels.spool import MAIL, DeliveryError
+from ptfast.channels.spool import MAIL
+from ptfast.foundation.problems import DeliveryError
 
 SENDMAIL_TIMEOUT = 60
 SMTP_TIMEOUT = 30

@@ -13,7 +13,7 @@ delivered; 400, 413, 422 (this post refused) kept and logged, the next ones stil
 any other 4xx or 5xx, a redirect (never followed: the body would not follow), a timeout or no
 connection: kept, and the destination's other posts wait for the next pass. Every network step
 has TIMEOUT seconds, the whole exchange DEADLINE; https is verified against the system's CAs. A
-URL is never logged whole (ptfast.channels.destinations).
+URL is never logged whole (ptfast.foundation.destinations).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import orjson
 
-from ptfast.channels.destinations import (DISCORD, JSON, SLACK, TEAMS, TELEGRAM, Destination,
-                                          destinations, is_loopback, redact)
+from ptfast.foundation.destinations import (DISCORD, JSON, SLACK, TEAMS, TELEGRAM, Destination,
+                                            destinations, is_loopback, redact)
 from ptfast.foundation.escape import escape_text
-from ptfast.channels.spool import DeliveryError
+from ptfast.foundation.problems import DeliveryError
 
 TIMEOUT = 10.0                  # seconds, for each network step of a post
 DEADLINE = 30.0                 # seconds, for the whole of a post once connected

@@ -20,6 +20,7 @@ from ptfast.decide import pignore
 from ptfast.scan import procfs
 from ptfast.foundation.escape import escape_line, escape_text
 from ptfast.decide.findings import CHECK_SUSPICIOUS
+from ptfast.foundation.problems import Problem
 from ptfast.foundation.paths import (DEFAULT_EVENTS_FILE, DEFAULT_LOG_FILE, DEFAULT_STATE_DIR,
                                      DEFAULT_TEMPLATE_DIR)
 from ptfast.decide.policy import build_policy
@@ -240,7 +241,7 @@ def safety_problems(args, config) -> list:
     from ptfast.foundation import safepaths
     from ptfast.commands.settings import route_problems
     files = (args.log_file, args.events_file)
-    paths = [config_mod.Problem(path, 0, why) for path, why in
+    paths = [Problem(path, 0, why) for path, why in
              safepaths.service_path_problems(args.state_dir, files)
              + safepaths.service_write_problems(args.state_dir, files)]
     return paths + route_problems(config)
@@ -285,7 +286,7 @@ def cmd_check(args) -> int:
     for name in config_mod.SETTINGS:
         value = escape_text(str(config[name]))
         if name == "PT_WEBHOOK_URL":        # the URLs carry their tokens
-            from ptfast.channels.destinations import shown_url, split_list
+            from ptfast.foundation.destinations import shown_url, split_list
             value = ",".join(shown_url(url) for url in split_list(config[name]))
         print(f"{name:<{width}} = {value:<32} {config.sources[name]}")
     for name, source in config.left_to_lfd:
@@ -325,7 +326,7 @@ def cmd_run(args) -> int:
 
 def cmd_install_service(args) -> int:
     from ptfast.commands import install
-    return install.run(args)
+    return install.run(args, build_parser())
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,8 +39,8 @@ class AlreadyRunning(Exception):
 
 
 class SettingsRefused(Exception):
-    """A fatal problem in the settings or rules (ptfast.commands.settings.Settings.fatal): tracking on
-    what is left (no ignore rules at all, a default in place of a mistyped setting) would alert
+    """A fatal problem in the settings or rules (ptfast.commands.settings.Settings.fatal): tracking
+    on what is left (no ignore rules at all, a default in place of a mistyped setting) would alert
     on every daemon or watch the wrong thing."""
 
 

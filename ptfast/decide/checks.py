@@ -1,17 +1,17 @@
 """The checks of lfd's process tracking, one class each: what it finds, what ``ptfast run`` does
 about it, and how it says so (lfd's log lines and the placeholders of its alert template).
 
-Everything about a check lives in its class: a new check is a new class here (and its template
-in ptfast/channels/templates/). Pure: no I/O; the policy (ptfast.decide.policy) runs the checks on a snapshot,
-ptfast.act.respond carries out the responses. Every attacker-chosen string is escaped here, once,
-before it reaches a log line or a template.
+Everything about a check lives in its class: a new check is a new class here (and its template in
+ptfast/channels/templates/). Pure: no I/O; the policy (ptfast.decide.policy) runs the checks on a
+snapshot, ptfast.act.respond carries out the responses. Every attacker-chosen string is escaped
+here, once, before it reaches a log line or a template.
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional, Protocol
 
 from ptfast.foundation import config as config_mod
 from ptfast.scan._corespec import FDS_GONE, has_ports
@@ -22,11 +22,45 @@ from ptfast.decide.findings import (CHECK_FORKBOMB, CHECK_LOAD, CHECK_RESOURCE, 
                                     REASON_INCOMPLETE, REASON_LISTENING, REASON_SOCKET,
                                     REMEMBER_LISTENER, REMEMBER_LOAD_QUIET, REMEMBER_PROCESS,
                                     REMEMBER_RESOURCE, REMEMBER_USER_QUIET, Action, Finding,
-                                    Remember, Response, kill_key, process_key)
+                                    MemoryQuestions, Remember, Response, kill_key,
+                                    process_key)
 
 if TYPE_CHECKING:
-    from ptfast.decide.policy import Policy
+    from ptfast.decide.pignore import IgnoreRules
+    from ptfast.foundation.config import Config
     from ptfast.scan.procfs import Process
+
+
+class Judging(Protocol):
+    """What a check reads of the judging context it is run with (ptfast.decide.policy.Policy is
+    the one): declared here, so that the checks need not import the policy that runs them."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def rules(self) -> IgnoreRules: ...
+    @property
+    def memory(self) -> MemoryQuestions: ...
+    @property
+    def limit(self) -> float: ...
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def customer_code_uids(self) -> frozenset: ...
+    @property
+    def user_name(self) -> Callable[[int], str]: ...
+    #: what checks work out once per snapshot and share
+    @property
+    def scratch(self) -> dict: ...
+
+    def tracked_user(self, uid: int) -> Optional[str]: ...
+    def ignores_process(self, proc) -> bool: ...
+    def is_web_server(self, proc) -> bool: ...
+    def outlived_holders(self, sock) -> bool: ...
+    def handed_over(self, sock, proc) -> bool: ...
+    def service_master(self, proc, by_pid: dict): ...
+    def want_fds(self, proc) -> bool: ...
+    def take_verdict(self, proc): ...
 
 #: Executable names of web servers, for PT_SKIP_HTTP.
 WEB_SERVER_NAMES = frozenset({"httpd", "apache", "apache2", "nginx", "litespeed", "lshttpd",
@@ -164,7 +198,7 @@ class Check:
     template: Optional[str] = None
     attachment: Optional[str] = None
 
-    def evaluate(self, policy: Policy, snapshot) -> list:
+    def evaluate(self, policy: Judging, snapshot) -> list:
         raise NotImplementedError
 
     def respond(self, finding: Finding, config) -> Response:
@@ -190,7 +224,7 @@ class Suspicious(Check):
     template = "processtracking.txt"
     attachment = "maps"
 
-    def candidate(self, policy: Policy, proc, key: tuple):
+    def candidate(self, policy: Judging, proc, key: tuple):
         """(user, exe_or_cmd_ignored) when the process (``key``: its process_key) is worth a
         look, else None.
 
@@ -207,7 +241,7 @@ class Suspicious(Check):
             return (user, ignored)
         return None if ignored else (user, False)
 
-    def evaluate(self, policy: Policy, snapshot) -> list:
+    def evaluate(self, policy: Judging, snapshot) -> list:
         """Suspicious processes of one snapshot, one deleted-executable report per family."""
         if not policy.enabled:
             return []
@@ -244,7 +278,7 @@ class Suspicious(Check):
                                         judged_sockets=judged))
         return self._one_deleted_report_per_family(policy, findings, by_pid)
 
-    def _hopping(self, policy: Policy, proc) -> Optional[Finding]:
+    def _hopping(self, policy: Judging, proc) -> Optional[Finding]:
         """A young process holding a listener that outlived PT_LIMIT (handed from one short
         -lived holder to the next, of any account): reported for that listener alone. Only
         the young processes whose fds were walked (policy.want_fds: those of the accounts that
@@ -267,7 +301,7 @@ class Suspicious(Check):
                        details={"outlived": [(sock.netns, sock.inode) for sock in outlived]})
 
     @staticmethod
-    def _one_deleted_report_per_family(policy: Policy, findings: list, by_pid: dict) -> list:
+    def _one_deleted_report_per_family(policy: Judging, findings: list, by_pid: dict) -> list:
         """A child of a deleted executable whose deleted executable is reported gets no second
         report of it; its own sockets still count."""
         reported_deleted = {process_of(f).pid for f in findings if REASON_DELETED in f.reasons}
@@ -320,7 +354,7 @@ class Suspicious(Check):
         }
 
 
-def is_web_server_child(policy: Policy, proc, by_pid: dict) -> bool:
+def is_web_server_child(policy: Judging, proc, by_pid: dict) -> bool:
     """PT_SKIP_HTTP: the process's group leader or parent is the web server."""
     for related in (by_pid.get(proc.pgrp), by_pid.get(proc.ppid)):
         if related is not None and policy.is_web_server(related):
@@ -328,7 +362,7 @@ def is_web_server_child(policy: Policy, proc, by_pid: dict) -> bool:
     return False
 
 
-def judge_sockets(policy: Policy, proc, by_pid: dict, skip_http: bool) -> tuple:
+def judge_sockets(policy: Judging, proc, by_pid: dict, skip_http: bool) -> tuple:
     """Every socket of ``proc`` as (socket, counted, why).
 
     Not counted: tcp and udp sockets on local port 80/443 under PT_SKIP_HTTP, as lfd; and with
@@ -409,7 +443,7 @@ def judged_socket_text(sock, counts: bool, why: str) -> str:
     return socket_text(sock) + ("" if counts else f" [not counted: {why}]")
 
 
-def _user_processes(policy: Policy, snapshot) -> dict:
+def _user_processes(policy: Judging, snapshot) -> dict:
     """user -> processes that PT_USERPROC and the resource checks count: tracked users but
     nobody, no deleted executables, no ignored processes, no web server children under
     PT_SKIP_HTTP. Worked out once per snapshot for both checks."""
@@ -421,7 +455,7 @@ def _user_processes(policy: Policy, snapshot) -> dict:
     return per_user
 
 
-def _count_user_processes(policy: Policy, snapshot) -> dict:
+def _count_user_processes(policy: Judging, snapshot) -> dict:
     skip_http = bool(policy.config["PT_SKIP_HTTP"])
     by_pid = snapshot.by_pid() if skip_http else {}
     per_user: dict = {}
@@ -450,7 +484,7 @@ class UserProcesses(Check):
     name = CHECK_USER_PROCESSES
     template = "usertracking.txt"
 
-    def evaluate(self, policy: Policy, snapshot) -> list:
+    def evaluate(self, policy: Judging, snapshot) -> list:
         limit = policy.config["PT_USERPROC"]
         if not policy.enabled or limit <= 0:
             return []
@@ -492,7 +526,7 @@ class Resource(Check):
     name = CHECK_RESOURCE
     template = "resalert.txt"
 
-    def evaluate(self, policy: Policy, snapshot) -> list:
+    def evaluate(self, policy: Judging, snapshot) -> list:
         config = policy.config
         limits = [(resource, setting, unit, config[setting])
                   for resource, (setting, _attribute, _divisor, unit, _field) in RESOURCES.items()
@@ -555,7 +589,7 @@ class ForkBomb(Check):
     name = CHECK_FORKBOMB
     template = "forkbombalert.txt"
 
-    def evaluate(self, policy: Policy, snapshot) -> list:
+    def evaluate(self, policy: Judging, snapshot) -> list:
         threshold = policy.config["PT_FORKBOMB"]
         if not policy.enabled or threshold <= 0:
             return []
@@ -618,7 +652,7 @@ class SshdHung(Check):
 
     name = CHECK_SSHD_HUNG
 
-    def evaluate(self, policy: Policy, snapshot) -> list:
+    def evaluate(self, policy: Judging, snapshot) -> list:
         if not policy.enabled or not policy.config["PT_SSHDHUNG"]:
             return []
         findings = []
@@ -660,7 +694,7 @@ class Load(Check):
     template = "loadalert.txt"
     attachment = "host_load"
 
-    def evaluate(self, policy: Policy, snapshot) -> list:
+    def evaluate(self, policy: Judging, snapshot) -> list:
         return []           # not a per-snapshot check: see evaluate_load
 
     def evaluate_load(self, config, loadavg: tuple, processes: str, now: float,

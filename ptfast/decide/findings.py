@@ -1,7 +1,8 @@
 """The vocabulary of decisions: checks, reasons, findings and the planned responses.
 
-Plain data, shared by the checks that make them (ptfast.decide.checks), the policy that runs the checks
-(ptfast.decide.policy), the code that carries responses out (ptfast.act.respond) and the reports.
+Plain data, shared by the checks that make them (ptfast.decide.checks), the policy that runs the
+checks (ptfast.decide.policy), the code that carries responses out (ptfast.act.respond) and the
+reports.
 """
 
 from __future__ import annotations
@@ -26,19 +27,6 @@ REASON_DELETED = "deleted executable"
 REASON_INCOMPLETE = "not fully inspected"     # what could not be read may be what hides
 
 NOBODY = "nobody"
-
-
-class FileIdentity(NamedTuple):
-    """What stat() says of a file: which file it is (device, inode), who owns it, its mode."""
-
-    dev: int
-    ino: int
-    uid: int
-    mode: int
-
-    def is_system_file(self) -> bool:
-        """Owned by root and not writable by group or others: no customer can change it."""
-        return self.uid == 0 and not self.mode & 0o022
 
 
 class ProcessKey(NamedTuple):
@@ -114,7 +102,8 @@ class Response:
 
     def as_record(self) -> dict:
         """The plan as ``ptfast scan --json`` shows it."""
-        from ptfast.foundation.bounds import MAX_LIST_ITEMS     # a fork bomb's list is the bomb's to choose
+        # a fork bomb's list is the bomb's to choose
+        from ptfast.foundation.bounds import MAX_LIST_ITEMS
         record: dict = {"alert": self.alert,
                         "kill": [key.pid for key in self.kill[:MAX_LIST_ITEMS]]}
         if len(self.kill) > MAX_LIST_ITEMS:

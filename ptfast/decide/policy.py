@@ -1,13 +1,13 @@
 """Decisions of process tracking: which processes to report, and what ``ptfast run`` does about
 each finding.
 
-Pure: no I/O. A ``Policy`` is the judgment of one scan: the settings, the ignore rules, the
-user names and what was reported before (read-only: ``findings.Remembered`` or
-``state.ReportedState``). Each check of lfd's process
-tracking (``ptfast.decide.checks``) finds what it finds in a snapshot and plans the response to each
-finding: what to kill (exact processes), which alert to mail, what to remember for how long,
-which action script to run. ``ptfast run`` only carries these plans out (``ptfast.act.respond``);
-``ptfast scan --json`` shows them, so an admin sees what ``run`` would do.
+Pure: no I/O. A ``Policy`` is the judgment of one scan: the settings, the ignore rules, the user
+names and what was reported before (read-only: ``findings.Remembered`` or ``state.ReportedState``).
+Each check of lfd's process tracking (``ptfast.decide.checks``) finds what it finds in a snapshot
+and plans the response to each finding: what to kill (exact processes), which alert to mail, what
+to remember for how long, which action script to run. ``ptfast run`` only carries these plans out
+(``ptfast.act.respond``); ``ptfast scan --json`` shows them, so an admin sees what ``run`` would
+do.
 
 lfd's order is kept (spec section 5); its defects (spec section 9) are not copied:
 
@@ -30,15 +30,15 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from ptfast.decide.checks import LOAD, SNAPSHOT_CHECKS, SUSPICIOUS, WEB_SERVER_NAMES, is_listening
 from ptfast.decide.findings import (CHECK_FORKBOMB, CHECK_SUSPICIOUS, DIGEST_TEMPLATE, NOBODY,
-                                    NOTHING_REMEMBERED, REASON_INCOMPLETE, FileIdentity, Finding,
-                                    outlived, process_key)
+                                    NOTHING_REMEMBERED, REASON_INCOMPLETE, Finding, outlived,
+                                    process_key)
 from ptfast.foundation.escape import escape_text
 from ptfast.decide.pignore import IgnoreRules
 from ptfast.foundation.users import DEFAULT_UID_MIN
 
 if TYPE_CHECKING:
     from ptfast.foundation.config import Config
-    from ptfast.scan.procfs import Snapshot
+    from ptfast.scan.procfs import FileIdentity, Snapshot
 
 
 #: take_verdict's mark for a process want_fds was not asked about (None is a verdict)

@@ -9,10 +9,9 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Union
+from typing import TYPE_CHECKING, Callable, NamedTuple, Union
 
 from ptfast.scan._corespec import STAT_STARTTIME, parse_stat, stat_field
-from ptfast.decide.findings import FileIdentity
 
 CORE_FALLBACK_REASON: str | None = None
 #: what an admin does about a core that was not built (said by --version, check and the log)
@@ -98,6 +97,19 @@ def newest_pids_of(uids: set | None, proc_root: str = "/proc") -> list:
             except OSError:
                 continue
     return sorted(found, reverse=True)
+
+
+class FileIdentity(NamedTuple):
+    """What stat() says of a file: which file it is (device, inode), who owns it, its mode."""
+
+    dev: int
+    ino: int
+    uid: int
+    mode: int
+
+    def is_system_file(self) -> bool:
+        """Owned by root and not writable by group or others: no customer can change it."""
+        return self.uid == 0 and not self.mode & 0o022
 
 
 class FileIdentities:
