@@ -32,8 +32,8 @@ from ptfast.decide.checks import LOAD, SNAPSHOT_CHECKS, SUSPICIOUS, WEB_SERVER_N
 from ptfast.decide.findings import (CHECK_FORKBOMB, CHECK_SUSPICIOUS, DIGEST_TEMPLATE, NOBODY,
                                     NOTHING_REMEMBERED, REASON_INCOMPLETE, Finding, outlived,
                                     process_key)
-from ptfast.foundation.escape import escape_text
 from ptfast.decide.pignore import IgnoreRules
+from ptfast.foundation.escape import escape_text
 from ptfast.foundation.users import DEFAULT_UID_MIN
 
 if TYPE_CHECKING:
