@@ -106,11 +106,12 @@ class Watch:
         cpu_before = time.process_time()
         policy = self.make_policy(1e-9)     # inspect every tracked process, whatever its age
         candidate_ages = []
+        aged_by = policy.aged_by            # the test-only age seam: 0 on a server
 
         def want_fds(proc) -> bool:
             wanted = policy.want_fds(proc)
             if wanted:
-                candidate_ages.append(proc.age)
+                candidate_ages.append(proc.age + aged_by)
                 self.tracked.add(process_key(proc))
             return wanted
 
@@ -118,7 +119,7 @@ class Watch:
         self.suspicious_now = set()
         for finding in policy.findings(snapshot, checks=(SUSPICIOUS,)):
             key = process_key(finding.process)
-            self.suspicious.setdefault(key, []).append(finding.process.age)
+            self.suspicious.setdefault(key, []).append(finding.process.age + aged_by)
             self.suspicious_now.add(key)
         for limit in self.limits:
             self.inspected_counts[limit].append(

@@ -249,7 +249,7 @@ class Suspicious(Check):
         by_pid = snapshot.by_pid()
         findings = []
         for proc in snapshot.processes:
-            if proc.age <= policy.limit:
+            if policy.within_limit(proc):
                 hopping = self._hopping(policy, proc)
                 if hopping is not None:
                     findings.append(hopping)
