@@ -68,10 +68,10 @@ class Channels:
             added.extend(spool.add(data, webhook.kind) for data in webhook.entries(alert))
         return added
 
-    def open(self, channel: str, data: bytes) -> tuple[Channel, bytes]:
-        """(channel, entry) for a spooled entry of the spool's ``channel`` (its kind);
+    def open(self, kind: str, data: bytes) -> tuple[Channel, bytes]:
+        """(channel, entry) for a spooled entry of ``kind`` (spool.channel_of: MAIL or WEBHOOK);
         ValueError when it is not one ptfast wrote."""
-        if channel == MAIL:
+        if kind == MAIL:
             return self.mail, data
         return webhooks.open_entry(self.webhooks, data)
 
