@@ -2,7 +2,8 @@
 remember, run the action. Nothing is decided here.
 
 The order for each finding is what makes alerts survive anything: the log line first, then the
-alert mail and its webhook posts into the spool and its line in the events file, and only then
+alert (rendered once, ptfast.channels.channel.Alert) into the spool for every channel (mail,
+webhooks: ptfast.channels.delivery.Channels), then its line in the events file, and only then
 the finding is remembered as reported. A failure before the spool (a full disk) leaves the
 finding to the next pass instead of losing it; so does a log line or event that cannot be
 written (its spooled entries are taken back, so the next pass's alert is the only one); an entry
@@ -11,21 +12,16 @@ leaves the spool only once delivered.
 
 from __future__ import annotations
 
-import email.policy
-import os
-from email.parser import BytesHeaderParser
-
 from ptfast.act import kills
 from ptfast.scan import procfs
-from ptfast.channels import webhooks
-from ptfast.channels.alerts import render
+from ptfast.channels.alerts import render_alert
+from ptfast.channels.delivery import Channels
 from ptfast.foundation.bounds import bounded_digest
 from ptfast.decide.checks import BY_NAME
 from ptfast.foundation.escape import escape_text
 from ptfast.channels.events import append_event, event_record
-from ptfast.foundation.destinations import destinations
 from ptfast.decide.findings import DIGEST_TEMPLATE
-from ptfast.channels.spool import WEBHOOK
+from ptfast.channels.spool import MAIL
 
 
 class Responder:
@@ -42,7 +38,7 @@ class Responder:
         self.user_names = user_names
         self.proc_root = proc_root
         self.events_file = events_file
-        self.destinations = destinations(settings.config)
+        self.channels = Channels(settings.config)
         #: findings not remembered because their log line or event could not be written, and
         #: the files that could not be ("PATH: why")
         self.unrecorded = 0
@@ -63,11 +59,10 @@ class Responder:
         if digest:
             digest.sort(key=lambda entry: entry[0].severity or 0)     # stable: lfd's order
             lines = bounded_digest(found_lines for _finding, found_lines in digest)
-            message, spooled = self._spool(DIGEST_TEMPLATE, {"hostname": self.hostname,
-                                                             "count": str(len(digest)),
-                                                             "text": "\n".join(lines)})
-            records = [self._event(finding, spooled) for finding, _lines in digest]
-            added = [self._spooled_path(spooled)] + self._spool_webhooks(records, message, lines)
+            records, added = self._spool(DIGEST_TEMPLATE, {"hostname": self.hostname,
+                                                           "count": str(len(digest)),
+                                                           "text": "\n".join(lines)},
+                                         [finding for finding, _lines in digest], lines)
             recorded = [(finding, record) for (finding, _lines), record in zip(digest, records)
                         if self._append_event(record)]
             if not recorded:         # the mail would list only findings the next pass repeats
@@ -88,9 +83,7 @@ class Responder:
             check = BY_NAME[finding.check]
             values = check.alert_values(finding, self.hostname, killed,
                                         self._attachment(check, finding), self.user_names)
-            message, spooled = self._spool(alert, values)
-            record = self._event(finding, spooled)
-            added = [self._spooled_path(spooled)] + self._spool_webhooks([record], message, lines)
+            [record], added = self._spool(alert, values, [finding], lines)
             if not self._append_event(record):
                 self.spool.retract(added)
                 return
@@ -147,34 +140,19 @@ class Responder:
                                      details["processes"], load_minutes(self.settings.config))
         return None
 
-    def _spool(self, template_file: str, values: dict) -> tuple:
-        """Render and spool a mail (before anything can lose it); (the message, (template
-        source, spool entry name))."""
+    def _spool(self, template_file: str, values: dict, findings: list, lines: list) -> tuple:
+        """Render the alert of ``findings`` once and spool it for every channel, before
+        anything can lose it; (their event records, the spool entries' paths). The records
+        name the mail's entry, so its name is chosen first."""
         config = self.settings.config
         template = self.settings.templates[template_file]
-        message = render(template, values, config["LF_ALERT_TO"], config["LF_ALERT_FROM"])
-        return message, (template.source, os.path.basename(self.spool.add(message)))
-
-    def _event(self, finding, spooled: tuple) -> dict:
-        source, name = spooled
-        return event_record(finding, self.hostname, source, name)
-
-    def _spooled_path(self, spooled: tuple) -> str:
-        return os.path.join(self.spool.directory, spooled[1])
-
-    def _spool_webhooks(self, records: list, message: bytes, lines: list) -> list:
-        """Every webhook's entries for one alert, spooled (like its mail) before anything is
-        remembered: ``json`` gets the event records, chats the subject and log lines. Returns
-        the entries' paths."""
-        if not self.destinations:
-            return []
-        subject = str(BytesHeaderParser(policy=email.policy.default)
-                      .parsebytes(message).get("Subject", ""))
-        added = []
-        for destination in self.destinations:
-            for data in webhooks.entries(destination, records, subject, self.hostname, lines):
-                added.append(self.spool.add(data, WEBHOOK))
-        return added
+        mail_entry = self.spool.new_name(MAIL)
+        records = [event_record(finding, self.hostname, template.source, mail_entry)
+                   for finding in findings]
+        alert = render_alert(template, values, config["LF_ALERT_TO"], config["LF_ALERT_FROM"],
+                             lines=lines, records=records, hostname=self.hostname,
+                             mail_entry=mail_entry)
+        return records, self.channels.spool(self.spool, alert)
 
     def _append_event(self, record: dict) -> bool:
         """False (said in the log, counted in ``unrecorded``) when it could not be written."""

@@ -14,7 +14,7 @@ from collections import Counter
 from ptfast.foundation import config as config_mod
 from ptfast.scan import procfs
 from ptfast.decide.checks import SUSPICIOUS, is_listening
-from ptfast.channels.delivery import Flushed, Routes, flush
+from ptfast.channels.delivery import Channels, Flushed, flush
 from ptfast.foundation.escape import escape_line, escape_text
 from ptfast.decide.findings import CHECK_LOAD, REMEMBER_LISTENER, Remember, outlived, process_key
 from ptfast.decide.policy import build_policy
@@ -223,16 +223,16 @@ class Tracker:
         what the flush did, alerts that failed for the first time by channel)."""
         self.save_state()
         spooled = self.spool.take_added()
-        routes = Routes(settings.config)
+        channels = Channels(settings.config)
         flush_started = time.time()
-        flushed = flush(self.spool, routes, self.log)
+        flushed = flush(self.spool, channels, self.log)
         self.waiting = flushed.waiting
         self.totals.spooled.update(spooled)
         self.totals.delivered.update(flushed.delivered)
         failed = self.count_failed(flushed.kept, flush_started)
         self.totals.failed.update(failed)
         for channel, delivered in sorted(flushed.delivered.items()):
-            route = routes.mailer.route if channel == MAIL else channel
+            route = channels.mail.shown if channel == MAIL else channel
             self.log(f"{delivered} alert(s) delivered via {escape_text(route)}")
         return spooled, flushed, failed
 
@@ -251,7 +251,7 @@ class Tracker:
             service=self.service, interval=config_mod.effective_interval(config),
             last_pass=self.last_pass, totals=self.totals, waiting=self.waiting,
             rules_switched_off=settings.rules.switched_off(),
-            routes=Routes(config).shown(), unwritable=sorted(self.not_written()))
+            routes=Channels(config).shown(), unwritable=sorted(self.not_written()))
         state_dir = self.spool.state_dir
         self._attempt(status_path(state_dir), lambda: write_status(state_dir, document),
                       "`ptfast status` shows the pass before")

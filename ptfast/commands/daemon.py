@@ -26,7 +26,7 @@ from ptfast.scan import procfs
 from ptfast.act.actions import Actions
 from ptfast.foundation.escape import escape_line, escape_text
 from ptfast.channels.logfile import LogFile
-from ptfast.channels.delivery import Routes
+from ptfast.channels.delivery import Channels
 from ptfast.commands.settings import Settings, load_settings, route_problems
 from ptfast.channels.spool import Spool
 from ptfast.decide.state import ReportedState
@@ -97,7 +97,7 @@ class Service:
                     else "process tracking disabled (PT_LIMIT=0)")
         return (f"{tracking} PT_INTERVAL={self.interval()}, config "
                 f"{config.path or 'built-in defaults'}, {rules.rule_count()} ignore rules, "
-                f"alerts via {', '.join(Routes(config).shown())}")
+                f"alerts via {', '.join(Channels(config).shown())}")
 
     def reload(self) -> None:
         """SIGHUP: read everything again; with any problem, keep what runs now (said in one
