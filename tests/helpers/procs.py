@@ -21,8 +21,10 @@ import time
 from ptfast.scan._corespec import STAT_STARTTIME, parse_stat, stat_field
 
 CHILD_PRELUDE = textwrap.dedent("""
-    # modules setups use, imported while still root (the interpreter lives under /root)
-    import ctypes, encodings.idna, json, os, resource, select, signal, socket, struct, sys
+    # modules setups use, imported while still root (the interpreter lives under /root); with
+    # -S no site runs, so the codecs Python 3.9 looks up lazily are imported here too
+    import ctypes, encodings.ascii, encodings.idna, encodings.latin_1, encodings.utf_8
+    import json, os, resource, select, signal, socket, struct, sys
     import threading, time
     libc = ctypes.CDLL(None, use_errno=True)
     PR_SET_DUMPABLE = 4
