@@ -3,6 +3,7 @@
 import os
 
 from ptfast.decide import checks, findings, pignore, policy
+from ptfast.decide.judgement import Judgement, load_finding as judge_load
 from ptfast.foundation import config
 from ptfast.scan.procfs import Snapshot
 from helpers.snapshots import HOST_FILES, USERS, proc
@@ -17,8 +18,8 @@ def make_policy(settings=(), rules_text="", reported_resources=(), quiet_users=N
     pignore.parse_lines(rules_text.splitlines(), "test.pignore", rules)
     memory = findings.Remembered(resources=frozenset(reported_resources),
                                  quiet_users=quiet_users or {})
-    return policy.Policy(conf, rules, lambda uid: USERS.get(uid, str(uid)), panel_users, memory,
-                         file_identity=HOST_FILES.get)
+    return Judgement(policy.Policy(conf, rules, lambda uid: USERS.get(uid, str(uid)), panel_users,
+                                   memory, file_identity=HOST_FILES.get))
 
 
 def snapshot(processes, taken_at=1000.0):
@@ -121,4 +122,6 @@ def test_load_average_check():
 
 
 def load_finding(conf, loadavg, now, quiet_until=0.0):
-    return checks.LOAD.evaluate_load(conf, loadavg, "1/100", now, quiet_until)
+    memory = findings.Remembered(load_quiet_until=quiet_until)
+    return judge_load(policy.Policy(conf, pignore.IgnoreRules(), USERS.get, memory=memory),
+                      loadavg, "1/100", now)
