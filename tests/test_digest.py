@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
@@ -30,7 +29,8 @@ from helpers.service import LISTEN_ANY, SendmailRecorder, ServiceDir
 from helpers.snapshots import HOST_FILES, USERS, proc, sock
 from helpers.uids import uid_for
 
-pytestmark = pytest.mark.needs_root
+# aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
+pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
 
 UID = uid_for(210)
 LISTENERS = 7
@@ -39,7 +39,6 @@ LISTENERS = 7
 def test_past_pt_digest_after_one_mail_lists_the_rest(tmp_path, children):
     for _ in range(LISTENERS):
         children.append(start_python('listen(socket.AF_INET, "127.0.0.1")', uid=UID))
-    time.sleep(1.2)                                  # older than PT_LIMIT=1
     service = ServiceDir(tmp_path, UID)
     recorder = SendmailRecorder(str(tmp_path))
     settings = (f"SENDMAIL={recorder.path}", "PT_DIGEST_AFTER=3", "PT_USERPROC=0")
@@ -147,7 +146,6 @@ def flood(tmp_path_factory):
         started.append(backdoor)
         for _ in range(2):
             started.append(start_copied_python("worker", uid=FLOOD_UID, delete=True))
-        time.sleep(1.2)
         yield info["pids"], backdoor, started[1:]
     finally:
         for child in started:
@@ -229,7 +227,6 @@ def test_a_connection_to_another_host_gets_the_single_mail_before_local_ones(
     remote = start_python(UDP_PEER.format("198.18.0.9"), uid=REMOTE_UID, netns=True,
                           root_setup=REMOTE_NETNS_SETUP)
     children.append(remote)
-    time.sleep(1.2)
     if core_name == "pure-python":
         monkeypatch.setenv("PTFAST_NO_EXTENSIONS", "1")
     service = ServiceDir(tmp_path, REMOTE_UID)

@@ -105,14 +105,15 @@ class Watch:
         """One observation (every tracked process inspected) and one costed scan of the next
         limit in turn; returns the CPU seconds this took."""
         cpu_before = time.process_time()
-        # inspect every tracked process, whatever its age
-        judgement = Judgement(self.make_policy(1e-9))
+        policy = self.make_policy(1e-9)     # inspect every tracked process, whatever its age
+        judgement = Judgement(policy)
         candidate_ages = []
+        aged_by = policy.aged_by            # the test-only age seam: 0 on a server
 
         def want_fds(proc) -> bool:
             wanted = judgement.want_fds(proc)
             if wanted:
-                candidate_ages.append(proc.age)
+                candidate_ages.append(proc.age + aged_by)
                 self.tracked.add(process_key(proc))
             return wanted
 
@@ -120,7 +121,7 @@ class Watch:
         self.suspicious_now = set()
         for finding in judgement.findings(snapshot, checks=(SUSPICIOUS,)):
             key = process_key(finding.process)
-            self.suspicious.setdefault(key, []).append(finding.process.age)
+            self.suspicious.setdefault(key, []).append(finding.process.age + aged_by)
             self.suspicious_now.add(key)
         for limit in self.limits:
             self.inspected_counts[limit].append(

@@ -38,7 +38,7 @@ class Judgement:
         the young processes of accounts a listener hops between), so ignored and young
         processes cost no fd walk."""
         policy = self.policy
-        if not policy.enabled or (proc.age <= policy.limit
+        if not policy.enabled or (policy.within_limit(proc)
                                   and proc.uid not in policy.hopping_uids):
             return False
         key = process_key(proc)

@@ -11,13 +11,17 @@ names and regexes are resolved once and cached, not per process.
 
 from __future__ import annotations
 
+import functools
+import math
 import os
+import sys
 import time
 from typing import TYPE_CHECKING, Callable, Optional
 
 from ptfast.decide.checks.web_server import WEB_SERVER_NAMES
 from ptfast.decide.findings import NOBODY, NOTHING_REMEMBERED, outlived
 from ptfast.decide.pignore import IgnoreRules
+from ptfast.foundation.escape import escape_text
 from ptfast.foundation.users import DEFAULT_UID_MIN
 
 if TYPE_CHECKING:
@@ -47,7 +51,7 @@ class Policy:
                  file_identity: Callable[[str], Optional[FileIdentity]] = lambda path: None,
                  uid_min: int = DEFAULT_UID_MIN, now: Optional[float] = None,
                  host_addresses: Callable[[], frozenset] = frozenset,
-                 customer_code_uids: frozenset = frozenset()) -> None:
+                 customer_code_uids: frozenset = frozenset(), aged_by: float = 0.0) -> None:
         # ``limit`` replaces PT_LIMIT: `ptfast tune` tries other values under the same rules
         self.limit = config["PT_LIMIT"] if limit is None else limit
         self.config = config
@@ -64,6 +68,9 @@ class Policy:
         self.customer_code_uids = customer_code_uids
         self.generic = bool(config["GENERIC"])
         self.all_users = bool(config["PT_ALL_USERS"])
+        # test-only (age_offset_for_tests): seconds a process's age counts more against PT_LIMIT.
+        # Never negative: it can make a process look older, never younger.
+        self.aged_by = max(0.0, aged_by)
         # when this judgment is made (the memory's listener ages are measured to it)
         self.now = time.time() if now is None else now
         # accounts that created or held a listener that outlived PT_LIMIT: their young
@@ -77,6 +84,10 @@ class Policy:
     @property
     def enabled(self) -> bool:
         return self.limit > 0
+
+    def within_limit(self, proc) -> bool:
+        """``proc`` is not older than PT_LIMIT (too young to be judged suspicious)."""
+        return proc.age + self.aged_by <= self.limit
 
     def tracked_user(self, uid: int) -> Optional[str]:
         """The name of a non-root, tracked, not ignored user; None for anyone else. Decided
@@ -180,6 +191,40 @@ class Policy:
                 and directory is not None and directory.is_system_file())
 
 
+#: TEST-ONLY. Seconds added to a process's age where it is judged against PT_LIMIT or, by
+#: `ptfast tune`, against a candidate limit (and nowhere else: not PT_USERTIME, the hung-sshd
+#: grace, the fork bomb's young forkers, the listener memory, any age shown), so that the test suite need not sleep past PT_LIMIT before a
+#: `ptfast scan` or `ptfast run` subprocess judges a process it just started. It is read from
+#: the environment of the ptfast process alone (root's, set by whoever starts ptfast: no
+#: customer can set it) and only in [0, MAX_TEST_AGE_OFFSET]: it can make ptfast inspect and
+#: report more, and sooner, never less or later. Anything else is refused (ignored, said on
+#: stderr). Not a setting: never set it on a server.
+TEST_AGE_OFFSET = "PTFAST_TEST_AGE_OFFSET"
+MAX_TEST_AGE_OFFSET = 3600.0
+
+
+@functools.lru_cache(maxsize=None)
+def age_offset_for_tests(text: Optional[str] = None) -> float:
+    """PTFAST_TEST_AGE_OFFSET's seconds (``text``, by default the environment's), or 0.0 when
+    it is unset or refused. Said once on stderr when in force or refused: it is never quiet."""
+    if text is None:
+        text = os.environ.get(TEST_AGE_OFFSET)
+        if text is None:
+            return 0.0
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0.0 <= seconds <= MAX_TEST_AGE_OFFSET:     # NaN, inf and negatives too
+        print(f"ptfast: {TEST_AGE_OFFSET}={escape_text(text)} refused (test-only, seconds "
+              f"from 0 to {MAX_TEST_AGE_OFFSET:g}): process ages are read as they are",
+              file=sys.stderr)
+        return 0.0
+    print(f"ptfast: {TEST_AGE_OFFSET}={seconds:g} in force (test-only): every process counts "
+          f"{seconds:g} s older against PT_LIMIT", file=sys.stderr)
+    return seconds
+
+
 def build_policy(config: Config, rules: IgnoreRules, memory=NOTHING_REMEMBERED,
                  limit: Optional[float] = None, user_names=None) -> Policy:
     """The one place a Policy is made from settings (scan, tune and run), with this host's
@@ -188,4 +233,4 @@ def build_policy(config: Config, rules: IgnoreRules, memory=NOTHING_REMEMBERED,
     from ptfast.foundation.users import UserNames, accounts_to_track, customer_code_uids, uid_min
     return Policy(config, rules, user_names or UserNames(), accounts_to_track(config), memory,
                   limit, FileIdentities(), uid_min(), host_addresses=host_addresses,
-                  customer_code_uids=customer_code_uids(config))
+                  customer_code_uids=customer_code_uids(config), aged_by=age_offset_for_tests())

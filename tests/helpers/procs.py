@@ -112,7 +112,9 @@ def start_python(setup: str = "", uid: int | None = None, non_dumpable: bool = F
         code += "assert libc.unshare(CLONE_NEWNET) == 0, ctypes.get_errno()\n"
     code += textwrap.dedent(root_setup) + "\n" + CHILD_BECOME
     code += textwrap.dedent(setup) + "\n" + CHILD_DROP
-    popen = subprocess.Popen([executable or sys.executable, "-c", code, *argv],
+    # -S: the child needs the standard library alone, and site's work (the editable install's
+    # import hook above all) is half of an interpreter's start, paid by hundreds of children
+    popen = subprocess.Popen([executable or sys.executable, "-S", "-c", code, *argv],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, env=env)
     try:

@@ -61,7 +61,7 @@ class Suspicious(SnapshotCheck, Alerting):
         by_pid = snapshot.by_pid()
         findings = []
         for proc in snapshot.processes:
-            if proc.age <= policy.limit:
+            if policy.within_limit(proc):
                 hopping = self._hopping(policy, proc, work)
                 if hopping is not None:
                     findings.append(hopping)
