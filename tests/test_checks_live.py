@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from ptfast.decide import checks
+from ptfast.decide.checks import sshd_hung
 
 from helpers.uids import uid_for
 from helpers.procs import (alive, kill_uid, pids_of_uid, process_age, start_python,
@@ -139,7 +139,7 @@ def sshd_look_alike(cmdline: str, uid: int) -> subprocess.Popen:
 def test_hung_sshd_is_killed_after_its_grace_period_but_sessions_never(tmp_path, monkeypatch):
     # lfd's grace period is 60 s (test_policy_checks checks 59 and 61 s); here it is 0.3 s, so
     # the test proves the kills without waiting a minute
-    monkeypatch.setattr(checks, "SSHD_HUNG_AFTER", 0.3)
+    monkeypatch.setattr(sshd_hung, "SSHD_HUNG_AFTER", 0.3)
     uid = uid_for(405)
     names = ["sshd: unknown [net]", "sshd: unknown [priv]", "sshd: alice [priv]"]
     started = [sshd_look_alike(name, uid) for name in names]

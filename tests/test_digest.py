@@ -15,10 +15,12 @@ import pytest
 
 from ptfast.channels import alerts, spool
 from ptfast.foundation import bounds, config
-from ptfast.decide import findings, pignore, policy
+from ptfast.decide import digest, findings, pignore, policy
+from ptfast.decide.judgement import Judgement
 from ptfast.scan import procfs
 from ptfast.commands import settings
-from ptfast.decide.checks import MAX_LOGGED_FORKBOMB_PROCESSES, SUSPICIOUS
+from ptfast.decide.checks import SUSPICIOUS
+from ptfast.decide.checks.forkbomb import MAX_LOGGED_FORKBOMB_PROCESSES
 from ptfast.scan.procfs import Snapshot
 from ptfast.act.respond import Responder
 
@@ -68,7 +70,7 @@ def test_digest_is_planned_by_the_policy_and_off_at_zero():
                                 response=findings.Response(alert="processtracking.txt"))
                for _ in range(12)]
     planned.insert(5, findings.Finding("sshd_hung", ("x",), None, "sshd"))   # mails nothing
-    alerts = [f.response.alert for f in policy.digest_beyond(planned, conf["PT_DIGEST_AFTER"])]
+    alerts = [f.response.alert for f in digest.digest_beyond(planned, conf["PT_DIGEST_AFTER"])]
     assert conf["PT_DIGEST_AFTER"] == 10
     assert alerts.count("processtracking.txt") == 10 and alerts.count("digest.txt") == 2
     assert alerts[5] is None
@@ -76,7 +78,7 @@ def test_digest_is_planned_by_the_policy_and_off_at_zero():
                               response=findings.Response(alert="processtracking.txt"))
              for _ in range(12)]
     assert all(f.response.alert == "processtracking.txt"
-               for f in policy.digest_beyond(again, 0))
+               for f in digest.digest_beyond(again, 0))
 
 
 # -- every alert delivered (issue 20, item 7) ----------------------------------------------------
@@ -258,7 +260,7 @@ def plan(processes, settings=()):
                         frozenset(), findings.NOTHING_REMEMBERED, file_identity=HOST_FILES.get,
                         host_addresses=lambda: HOST_ADDRESSES)
     snapshot = Snapshot(processes=list(processes), socket_table={}, stats={}, core="test")
-    return pol.findings(snapshot, checks=(SUSPICIOUS,))
+    return Judgement(pol).findings(snapshot, checks=(SUSPICIOUS,))
 
 
 def test_single_mails_go_to_the_most_severe_findings_not_the_lowest_pids():
@@ -280,9 +282,9 @@ def test_single_mails_go_to_the_most_severe_findings_not_the_lowest_pids():
     mailed = {f.process.pid for f in found if f.response.alert == "processtracking.txt"}
     assert mailed == {900, 901, 902, 903}
     ranks = {f.process.pid: f.severity for f in found}
-    assert ranks[900] == ranks[903] == policy.OPEN_TO_NETWORK
-    assert ranks[140] == policy.LOOPBACK_LISTENER
-    assert {ranks[pid] for pid in (100, 119, 130, 131, 132, 133, 134)} == {policy.LOCAL_ONLY}
+    assert ranks[900] == ranks[903] == digest.OPEN_TO_NETWORK
+    assert ranks[140] == digest.LOOPBACK_LISTENER
+    assert {ranks[pid] for pid in (100, 119, 130, 131, 132, 133, 134)} == {digest.LOCAL_ONLY}
 
 
 def test_the_digest_lists_the_most_severe_first(tmp_path):

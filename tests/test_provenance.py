@@ -21,7 +21,9 @@ import pytest
 
 from ptfast.foundation import config, users
 from ptfast.decide import findings, pignore, policy
-from ptfast.decide.checks import SUSPICIOUS, accepted_on
+from ptfast.decide.judgement import Judgement
+from ptfast.decide.checks import SUSPICIOUS
+from ptfast.decide.checks.suspicious import accepted_on
 from ptfast.scan.procfs import Snapshot
 
 from helpers.procs import kill_uid, public_tempdir, start_python, wait_until
@@ -425,7 +427,7 @@ def judge(processes, customer_code_uids=frozenset()):
                         frozenset(), findings.NOTHING_REMEMBERED, file_identity=HOST_FILES.get,
                         customer_code_uids=customer_code_uids)
     snapshot = Snapshot(processes=list(processes), socket_table={}, stats={}, core="test")
-    return {f.process.pid: f for f in pol.findings(snapshot, checks=(SUSPICIOUS,))}
+    return {f.process.pid: f for f in Judgement(pol).findings(snapshot, checks=(SUSPICIOUS,))}
 
 
 def test_a_direct_child_running_the_masters_file_that_exec_d_is_no_worker():

@@ -17,7 +17,7 @@ from ptfast.scan import procfs
 from ptfast.channels.alerts import render_alert
 from ptfast.channels.delivery import Channels
 from ptfast.foundation.bounds import bounded_digest
-from ptfast.decide.checks import BY_NAME
+from ptfast.decide.checks import ALERTING, BY_NAME
 from ptfast.foundation.escape import escape_text
 from ptfast.channels.events import append_event, event_record
 from ptfast.decide.findings import DIGEST_TEMPLATE
@@ -39,6 +39,8 @@ class Responder:
         self.proc_root = proc_root
         self.events_file = events_file
         self.channels = Channels(settings.config)
+        #: what an alert attaches (the check says what), read from this host when it is sent
+        self._host = ThisHost(settings.config, hostname, proc_root)
         #: findings not remembered because their log line or event could not be written, and
         #: the files that could not be ("PATH: why")
         self.unrecorded = 0
@@ -46,7 +48,7 @@ class Responder:
 
     def carry_out_all(self, findings: list) -> None:
         """Every finding of a pass, in lfd's order (so the log reads as lfd's); those planned
-        into the digest get one mail together, most severe first (policy.severity) and bounded
+        into the digest get one mail together, most severe first (digest.severity) and bounded
         (bounds.bounded_digest), spooled before any of them is remembered."""
         digest = []
         for finding in findings:
@@ -80,9 +82,10 @@ class Responder:
         killed, lines = logged
         alert = finding.response.alert
         if alert:
-            check = BY_NAME[finding.check]
-            values = check.alert_values(finding, self.hostname, killed,
-                                        self._attachment(check, finding), self.user_names)
+            check = ALERTING[finding.check]
+            attached = check.attachment(finding, self.settings.config, self._host)
+            values = check.alert_values(finding, self.hostname, killed, attached,
+                                        self.user_names)
             [record], added = self._spool(alert, values, [finding], lines)
             if not self._append_event(record):
                 self.spool.retract(added)
@@ -126,20 +129,6 @@ class Responder:
             return False
         return kills.kill_planned(response, self.log)
 
-    def _attachment(self, check, finding):
-        """What the check's alert attaches, read now."""
-        if check.attachment == "maps":
-            proc = finding.process
-            return procfs.read_maps(proc.pid, proc.start_time, self.proc_root)
-        if check.attachment == "host_load":
-            from ptfast.decide.checks import load_minutes
-            # psutil and urllib: only when one fires
-            from ptfast.act.hostload import load_alert_values
-            details = finding.details
-            return load_alert_values(self.settings.config, self.hostname, details["loadavg"],
-                                     details["processes"], load_minutes(self.settings.config))
-        return None
-
     def _spool(self, template_file: str, values: dict, findings: list, lines: list) -> tuple:
         """Render the alert of ``findings`` once and spool it for every channel, before
         anything can lose it; (their event records, the spool entries' paths). The records
@@ -166,3 +155,20 @@ class Responder:
             self._not_recorded(f"{self.events_file}: {exc.strerror}")
             return False
         return True
+
+
+class ThisHost:
+    """Reads from this host what a check's alert attaches (checks.base.HostReader)."""
+
+    def __init__(self, config, hostname: str, proc_root: str) -> None:
+        self.config = config
+        self.hostname = hostname
+        self.proc_root = proc_root
+
+    def process_maps(self, proc) -> list | None:
+        return procfs.read_maps(proc.pid, proc.start_time, self.proc_root)
+
+    def host_load(self, loadavg: tuple, processes: str, minutes: int) -> dict:
+        # psutil and urllib: only when one fires
+        from ptfast.act.hostload import load_alert_values
+        return load_alert_values(self.config, self.hostname, loadavg, processes, minutes)

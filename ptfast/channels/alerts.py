@@ -26,11 +26,11 @@ from ptfast.channels.channel import Alert
 from ptfast.foundation.problems import Problem
 from ptfast.foundation.safepaths import read_regular_file
 from ptfast.foundation.paths import DEFAULT_TEMPLATE_DIR
-from ptfast.decide.checks import BY_NAME
+from ptfast.decide.checks import ALERTING
 from ptfast.decide.findings import DIGEST_TEMPLATE
 
 #: check -> template file name (lfd's names), for the checks that mail; and ptfast's digest.
-TEMPLATE_FILES = {**{name: check.template for name, check in BY_NAME.items() if check.template},
+TEMPLATE_FILES = {**{name: check.template for name, check in ALERTING.items()},
                   "digest": DIGEST_TEMPLATE}
 
 MAX_LINE = 990          # SMTP allows 998 octets a line; lfd wraps long lines too

@@ -250,7 +250,9 @@ AS_USER_IMPORTS = textwrap.dedent("""
     import orjson, regex
     from ptfast.scan import _procscan_py, _sockprobe
     from ptfast.commands import baseline, cli, tune
-    from ptfast.decide import checks, findings, policy, report
+    from ptfast.decide import checks, digest, findings, judgement, policy, report
+    from ptfast.decide.checks import (base, forkbomb, load, per_user, resource, shown, sockets,
+                                      sshd_hung, suspicious, user_processes, web_server)
     from ptfast.channels import status
     from ptfast.foundation import users
 """)
