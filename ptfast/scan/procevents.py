@@ -10,7 +10,9 @@ metrics.
 Events can be lost: the socket's receive buffer overruns (recv fails once with ENOBUFS), and
 the kernel numbers each CPU's events (cn_msg.seq, with proc_event.cpu), so a jump in a CPU's
 numbers counts the events that never arrived. Either sets ``resync_needed``: the service must
-walk /proc at once, since it no longer knows every process.
+walk /proc at once, since it no longer knows every process. After an overrun the kernel drops
+every new event for the socket until its queue is read empty, so the reader drains it in
+batches and a loss shows up as one gap per CPU.
 
 Pure Python (socket and struct): measured against pyroute2's reader in benchmarks/live.py.
 """
@@ -136,6 +138,9 @@ def _socket_error_reason(exc: OSError, what: str) -> str:
     if exc.errno in (errno.EPERM, errno.EACCES):
         return f"the kernel refused the proc connector ({what}: {os.strerror(exc.errno)}; " \
                "no CAP_NET_ADMIN, or a seccomp or LSM policy)"
+    if exc.errno == errno.ECONNREFUSED:
+        return "it runs in a network namespace other than the host's (the proc connector " \
+               f"lives only in the host's; {what}: {os.strerror(exc.errno)})"
     return f"the proc connector failed ({what}: {exc.strerror or exc})"
 
 
@@ -157,7 +162,7 @@ class ProcEvents:
         except OSError as exc:
             raise Unavailable(_socket_error_reason(exc, "socket")) from None
         try:
-            self._set_receive_buffer(receive_buffer)
+            self.set_receive_buffer(receive_buffer)
             try:
                 self.sock.bind((0, CN_IDX_PROC))
             except OSError as exc:
@@ -176,7 +181,8 @@ class ProcEvents:
         self.resync_needed = False
         self.receive_buffer = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
-    def _set_receive_buffer(self, size: int) -> None:
+    def set_receive_buffer(self, size: int) -> None:
+        """At least ``size`` bytes of waiting events (the kernel doubles it for its overhead)."""
         # FORCE passes net.core.rmem_max (root only); plain RCVBUF is capped by it
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)

@@ -1,0 +1,104 @@
+"""When each new process is due for its check: at its start + PT_LIMIT.
+
+Fed with the proc connector's events (scan/procevents), it keeps a heap of due times. A process
+is due once, at the moment it becomes old enough to be judged, as lfd's PT_LIMIT counts age
+from the start; a process that exits first is forgotten. A process that execs or changes uid
+after its check is due again (what it runs, or whose it is, changed), at once if it is old
+enough. Threads are not processes: their events are ignored.
+
+Memory is bounded: at most ``capacity`` processes wait (each about 200 bytes: 100,000 are
+~20 MB). A new process past the bound is not scheduled; ``overflows`` counts it and
+``resync_needed`` is set, so the service walks /proc at once, as it does after lost events;
+the full walk every PT_INTERVAL stays the backstop for whatever is not scheduled.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Dict, Iterable, List, Tuple
+
+from ptfast.scan.procevents import EXEC, EXIT, FORK, UID, Event
+
+DEFAULT_CAPACITY = 100_000
+
+
+class Schedule:
+    def __init__(self, limit_seconds: float, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.limit_ns = int(limit_seconds * 1_000_000_000)
+        self.capacity = capacity
+        #: tgid -> (due_ns, start_ns) of each waiting process; the heap may hold stale entries
+        #: (a process that exited or was rescheduled), skipped when they come up
+        self._waiting: Dict[int, Tuple[int, int]] = {}
+        self._heap: List[Tuple[int, int, int]] = []     # (due_ns, tgid, start_ns)
+        self.overflows = 0
+        self.resync_needed = False
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def add(self, tgid: int, start_ns: int, due_ns: int) -> None:
+        if tgid not in self._waiting and len(self._waiting) >= self.capacity:
+            self.overflows += 1
+            self.resync_needed = True
+            return
+        self._waiting[tgid] = (due_ns, start_ns)
+        heapq.heappush(self._heap, (due_ns, tgid, start_ns))
+        if len(self._heap) > 2 * len(self._waiting) + 1024:
+            self._compact()
+
+    def forget(self, tgid: int) -> None:
+        self._waiting.pop(tgid, None)
+
+    def feed(self, events: Iterable[Event]) -> None:
+        """Take the reader's events, in the order they came."""
+        limit, waiting = self.limit_ns, self._waiting
+        for event in events:
+            if event.pid != event.tgid:
+                continue          # a thread's birth, exec, uid change or end
+            kind = event.kind
+            if kind == FORK:
+                self.add(event.tgid, event.timestamp_ns, event.timestamp_ns + limit)
+            elif kind == EXIT:
+                waiting.pop(event.tgid, None)
+            elif kind == EXEC or kind == UID:
+                if event.tgid in waiting:
+                    continue      # still waiting: its check will see what it runs then
+                # checked already, or born before we listened (its start unknown here: its
+                # exec counts as its start, and the full walk covers it meanwhile)
+                self.add(event.tgid, event.timestamp_ns, event.timestamp_ns + limit)
+
+    def due(self, now_ns: int) -> List[Tuple[int, int]]:
+        """(tgid, start_ns) of every process due by ``now_ns`` (time.monotonic_ns), in due
+        order; each is then forgotten until it execs or changes uid."""
+        heap, waiting, ready = self._heap, self._waiting, []
+        while heap and heap[0][0] <= now_ns:
+            due_ns, tgid, start_ns = heapq.heappop(heap)
+            if waiting.get(tgid) == (due_ns, start_ns):
+                del waiting[tgid]
+                ready.append((tgid, start_ns))
+        return ready
+
+    def next_due(self) -> int:
+        """The monotonic ns of the next due check, or -1 when none waits (for a poll
+        timeout)."""
+        heap, waiting = self._heap, self._waiting
+        while heap and waiting.get(heap[0][1]) != (heap[0][0], heap[0][2]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else -1
+
+    def rebuild(self, young: Iterable[Tuple[int, int]]) -> None:
+        """After a full walk (a resync): what waits is exactly the walk's processes that are
+        still younger than the limit, given as (tgid, start_ns); the walk judged the rest."""
+        self._waiting.clear()
+        self._heap.clear()
+        self.resync_needed = False
+        for tgid, start_ns in young:
+            self.add(tgid, start_ns, start_ns + self.limit_ns)
+
+    def take_resync(self) -> bool:
+        needed, self.resync_needed = self.resync_needed, False
+        return needed
+
+    def _compact(self) -> None:
+        self._heap = [(due, tgid, start) for tgid, (due, start) in self._waiting.items()]
+        heapq.heapify(self._heap)
