@@ -15,10 +15,13 @@ processes over many uids), then:
               the reader detected and counted (ENOBUFS, gaps in the per-CPU numbering), the
               resyncs it asked for, its CPU per 1,000 events and its peak RSS (VmHWM).
 
-Each reader does what the service will: drain the socket in batches, feed the events to
-ptfast.act.schedule.Schedule (PT_LIMIT 60) and take what is due. Readers: "ptfast"
-(ptfast.scan.procevents, socket and struct) and "pyroute2" (pyroute2.ProcEventSocket, when
-installed; the same gap accounting over its decoded messages). The machine's load (loadavg,
+Each reader does what the service will: wait for events, let more gather for
+--batch-interval (0.1 s), drain the socket, feed the events to ptfast.act.schedule.Schedule
+(PT_LIMIT 60) and take what is due. Readers: "ptfast" (ptfast.scan.procevents: socket and
+struct), "compiled" (benchmarks/cn_recvmmsg.pyx, built here with Cython: recvmmsg() of 64
+datagrams per call, parsed in C, on the socket ProcEvents opened) and "pyroute2"
+(pyroute2.ProcEventSocket, when installed; the same gap accounting over its decoded messages;
+its get() blocks, so it is called in a loop without the batching wait). The machine's load (loadavg,
 and the share of all CPUs busy during each part, /proc/stat) is recorded, since these hosts are
 shared. Writes benchmarks/results/live-*.json. Root only; not part of the test suite.
 """
@@ -38,10 +41,25 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(1, os.path.dirname(HERE))
 
-READERS = ("ptfast", "pyroute2")
+READERS = ("ptfast", "compiled", "pyroute2")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PT_LIMIT = 60
 BATCH_INTERVAL = 0.1       # set from --batch-interval
+BUILD = os.path.join(HERE, "build")
+
+
+def build_compiled_reader() -> bool:
+    """benchmarks/cn_recvmmsg.pyx built into build/ (Cython and a compiler needed)."""
+    os.makedirs(BUILD, exist_ok=True)
+    source = os.path.join(HERE, "cn_recvmmsg.pyx")
+    copy = os.path.join(BUILD, "cn_recvmmsg.pyx")
+    with open(source, "rb") as handle, open(copy, "wb") as out:
+        out.write(handle.read())
+    done = subprocess.run([sys.executable, "-m", "Cython.Build.Cythonize", "-q", "-i", "-3",
+                           copy], cwd=BUILD, capture_output=True, text=True)
+    if done.returncode:
+        print(f"the compiled reader was not built: {done.stderr[-2000:]}", file=sys.stderr)
+    return done.returncode == 0
 
 
 def cpu_seconds() -> float:
@@ -149,8 +167,14 @@ def listen(reader_name: str, batch_interval: float) -> int:
     has read something: it is called in a loop, without that wait."""
     from ptfast.act.schedule import Schedule
     from ptfast.scan.procevents import DEFAULT_RECEIVE_BUFFER, FORK, ProcEvents
-    reader = (ProcEvents(DEFAULT_RECEIVE_BUFFER) if reader_name == "ptfast"
-              else Pyroute2Reader(DEFAULT_RECEIVE_BUFFER))
+    if reader_name == "pyroute2":
+        reader = Pyroute2Reader(DEFAULT_RECEIVE_BUFFER)
+    else:
+        reader = ProcEvents(DEFAULT_RECEIVE_BUFFER)
+        if reader_name == "compiled":
+            sys.path.insert(0, BUILD)
+            from cn_recvmmsg import CompiledRead
+            reader.read = CompiledRead(reader).read
     schedule = Schedule(PT_LIMIT)
     forks_by_parent: dict = {}
     resyncs = due = batches = 0
@@ -257,6 +281,8 @@ def available_readers(wanted: list) -> list:
             except ImportError:
                 print("pyroute2 is not installed: its reader is left out", file=sys.stderr)
                 continue
+        if name == "compiled" and not build_compiled_reader():
+            continue
         found.append(name)
     return found
 
@@ -274,9 +300,12 @@ def report(part: dict, title: str) -> list:
             f"{result['overruns']} overruns, {result['gaps']} gaps, {result['missed']:,} "
             f"events missed, {result['resyncs']} resyncs, peak RSS "
             f"{result['peak_rss_mb']:.1f} MB")
-    if len(part["readers"]) == 2:
-        a, b = (part["readers"][name]["cpu_ms_per_1000_events"] for name in READERS)
-        lines.append(f"   pyroute2 / ptfast CPU per event: {b / a:.1f}x")
+    per_event = {name: result["cpu_ms_per_1000_events"]
+                 for name, result in part["readers"].items()}
+    if "ptfast" in per_event and len(per_event) > 1:
+        lines.append("   CPU per event against ptfast's: " + ", ".join(
+            f"{name} {value / per_event['ptfast']:.2f}x" for name, value in per_event.items()
+            if name != "ptfast"))
     return lines
 
 
