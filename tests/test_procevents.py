@@ -151,19 +151,29 @@ def run_on_every_cpu() -> None:
                        preexec_fn=lambda cpu=cpu: os.sched_setaffinity(0, {cpu}))
 
 
+def run_marker(reader: procevents.ProcEvents) -> list:
+    """Events until a new process's exit: everything before it has come."""
+    marker = subprocess.Popen(["true"])
+    marker.wait()
+    return read_until(reader, process_exit_of(marker.pid))
+
+
 def test_an_overrun_is_detected_and_counted():
-    reader = procevents.ProcEvents(receive_buffer=1)   # the kernel's minimum: a few events
+    reader = procevents.ProcEvents()
     forks = 3000
     try:
-        subprocess.run([sys.executable, "-c", BURST, str(forks)], check=True)
-        # what the queue kept; reading it empty ends the overrun (until then the kernel drops
-        # every new event for this socket), and from now on the rest must come
-        events = reader.read(limit=10 ** 6)
-        reader.set_receive_buffer(procevents.DEFAULT_RECEIVE_BUFFER)
+        # every CPU's numbering known before the loss (a CPU first heard from after it
+        # cannot say how much it lost)
         run_on_every_cpu()
-        marker = subprocess.Popen(["true"])
-        marker.wait()
-        events += read_until(reader, process_exit_of(marker.pid))
+        run_marker(reader)
+        reader.set_receive_buffer(1)       # the kernel's minimum: a few events
+        subprocess.run([sys.executable, "-c", BURST, str(forks)], check=True)
+        # from now on the rest must come: a buffer that holds it, and the queue read empty,
+        # which ends the overrun (until then the kernel drops every new event for the socket)
+        reader.set_receive_buffer(procevents.DEFAULT_RECEIVE_BUFFER)
+        events = reader.read(limit=10 ** 6)
+        run_on_every_cpu()
+        events += run_marker(reader)
     finally:
         reader.close()
     assert reader.overruns >= 1
@@ -264,3 +274,40 @@ def test_exited_processes_do_not_pile_up():
         schedule.feed([event(FORK, pid, pid), event(EXIT, pid, pid + 1)])
     assert len(schedule) == 0
     assert len(schedule._heap) <= 1024 + 1
+
+
+def forged_fork(tgid: int) -> bytes:
+    """A datagram that looks like the kernel's fork event of ``tgid``."""
+    import struct
+    header = struct.pack("=IHHII IIIIHH IIQ", 68, 3, 0, 0, 0, 1, 1, 0, 0, 32, 0, FORK, 0, 0)
+    return header + struct.pack("=iiii", 1, 1, tgid, tgid)
+
+
+def test_a_forged_event_from_another_socket_is_ignored(reader):
+    import socket
+    forger = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, procevents.NETLINK_CONNECTOR)
+    marker = None
+    try:
+        forger.bind((0, 0))
+        # root may send to the reader's port; the reader must not believe it
+        forger.sendto(forged_fork(4_000_000), (reader.sock.getsockname()[0], 0))
+        marker = subprocess.Popen(["true"])
+        marker.wait()
+        events = read_until(reader, process_exit_of(marker.pid))
+    finally:
+        forger.close()
+    assert not any(event.tgid == 4_000_000 for event in events)
+
+
+def test_another_uid_cannot_send_to_the_reader(reader):
+    uid = uid_for(712)
+    code = (f"import os, socket; s = socket.socket(16, socket.SOCK_DGRAM, 11)\n"
+            f"os.setgroups([]); os.setgid({uid}); os.setuid({uid})\n"
+            f"try:\n"
+            f"    s.sendto({forged_fork(4_000_001)!r}, ({reader.sock.getsockname()[0]}, 0))\n"
+            f"    print('sent')\n"
+            f"except PermissionError:\n"
+            f"    print('refused')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "refused"

@@ -149,7 +149,8 @@ class ProcEvents:
 
     Counters (for the metrics): ``received`` events, ``overruns`` (ENOBUFS: the receive
     buffer overflowed), ``gaps`` (jumps in a CPU's numbering) and ``missed`` (the events those
-    jumps skipped). Any loss sets ``resync_needed`` until ``take_resync`` is called."""
+    jumps skipped: a lower bound, since a CPU's numbering is known from its first event heard,
+    and a loss shows once that CPU's next event arrives). Any loss sets ``resync_needed`` until ``take_resync`` is called."""
 
     def __init__(self, receive_buffer: int = DEFAULT_RECEIVE_BUFFER,
                  answer_timeout: float = 2.0) -> None:
@@ -206,12 +207,12 @@ class ProcEvents:
                 raise Unavailable("the kernel did not answer the proc connector's listen "
                                   "request (no CONFIG_PROC_EVENTS, or another namespace)")
             try:
-                data = self.sock.recv(_DATAGRAM)
+                data, (sender, _) = self.sock.recvfrom(_DATAGRAM)
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:
                     continue          # others' events overran us meanwhile: keep waiting
                 raise Unavailable(_socket_error_reason(exc, "recv")) from None
-            if len(data) < _DATA + 4:
+            if len(data) < _DATA + 4 or sender != 0:
                 continue
             fields = _HEADER.unpack_from(data)
             if fields[11] != NONE or fields[8] != ack + 1:
@@ -231,13 +232,13 @@ class ProcEvents:
     def read(self, limit: int = 4096) -> List[Event]:
         """The events waiting now, at most ``limit``; an empty list when none wait."""
         events: List[Event] = []
-        buffer, recv_into, next_seq = self._buffer, self.sock.recv_into, self._next_seq
+        buffer, recvfrom_into, next_seq = self._buffer, self.sock.recvfrom_into, self._next_seq
         header, data_at = _HEADER.unpack_from, _DATA
         numbered = self.acknowledgements_numbered
         append = events.append
         while len(events) < limit:
             try:
-                size = recv_into(buffer)
+                size, (sender, _) = recvfrom_into(buffer)
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -246,8 +247,8 @@ class ProcEvents:
                 self.overruns += 1
                 self.resync_needed = True
                 continue
-            if size < data_at:
-                continue
+            if size < data_at or sender != 0:
+                continue          # only the kernel (port 0) speaks for the connector
             (_, _, _, _, _, idx, val, seq, _, _, _, what, cpu, stamp) = header(buffer)
             if idx != CN_IDX_PROC or val != CN_VAL_PROC:
                 continue
