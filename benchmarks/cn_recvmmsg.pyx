@@ -1,6 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """A compiled twin of ptfast.scan.procevents.ProcEvents.read, for benchmarks/live.py only:
-recvmmsg() takes up to 64 datagrams per system call and C parses them. It reads the socket
+recvmmsg() takes up to 64 datagrams per system call and C parses them (believing, like it,
+only the kernel's). It reads the socket
 that a ProcEvents opened (which did the listen request) and keeps the same counters."""
 
 from libc.stdint cimport int32_t, uint16_t, uint32_t, uint64_t
@@ -28,6 +29,12 @@ cdef extern from "<sys/socket.h>":
     int recvmmsg(int fd, mmsghdr *vec, unsigned int vlen, int flags, void *timeout) nogil
     int MSG_DONTWAIT
 
+cdef extern from "<linux/netlink.h>":
+    struct sockaddr_nl:
+        unsigned short nl_family
+        uint32_t nl_pid
+        uint32_t nl_groups
+
 cdef extern from "<errno.h>":
     int errno
     int EAGAIN, ENOBUFS, EINTR
@@ -50,6 +57,7 @@ cdef class CompiledRead:
     cdef unsigned char buffers[BATCH][DATAGRAM]
     cdef mmsghdr headers[BATCH]
     cdef iovec vectors[BATCH]
+    cdef sockaddr_nl senders[BATCH]
     cdef uint32_t next_seq[CPUS]
     cdef unsigned char seen[CPUS]
     cdef object owner
@@ -65,8 +73,8 @@ cdef class CompiledRead:
         for i in range(BATCH):
             self.vectors[i].iov_base = self.buffers[i]
             self.vectors[i].iov_len = DATAGRAM
-            self.headers[i].msg_hdr.msg_name = NULL
-            self.headers[i].msg_hdr.msg_namelen = 0
+            self.headers[i].msg_hdr.msg_name = &self.senders[i]
+            self.headers[i].msg_hdr.msg_namelen = sizeof(sockaddr_nl)
             self.headers[i].msg_hdr.msg_iov = &self.vectors[i]
             self.headers[i].msg_hdr.msg_iovlen = 1
             self.headers[i].msg_hdr.msg_control = NULL
@@ -84,6 +92,8 @@ cdef class CompiledRead:
         cdef long gaps = 0, missed = 0, overruns = 0
         new = tuple.__new__
         while len(events) < limit:
+            for i in range(BATCH):      # the kernel shortens it to what it wrote
+                self.headers[i].msg_hdr.msg_namelen = sizeof(sockaddr_nl)
             got = recvmmsg(self.fd, self.headers, BATCH, MSG_DONTWAIT, NULL)
             if got < 0:
                 if errno == ENOBUFS:
@@ -95,7 +105,8 @@ cdef class CompiledRead:
             for i in range(got):
                 size = self.headers[i].msg_len
                 p = self.buffers[i]
-                if size < 52 or read_u32(p, 16) != 1 or read_u32(p, 20) != 1:
+                if (size < 52 or self.senders[i].nl_pid != 0 or read_u32(p, 16) != 1
+                        or read_u32(p, 20) != 1):
                     continue
                 seq = read_u32(p, 24)
                 what = read_u32(p, 36)
