@@ -143,6 +143,31 @@ def test_a_process_is_due_at_its_start_plus_the_limit(reader):
     assert sleeper.pid not in later and short.pid not in later
 
 
+# the main thread ends alone (exit, not exit_group): the process runs on in its other thread
+LEADER_LEAVES = textwrap.dedent("""
+    import ctypes, os, threading, time
+    threading.Thread(target=time.sleep, args=(1000,)).start()
+    print(os.getpid(), flush=True)
+    ctypes.CDLL(None).syscall(60, 0)
+""")
+
+
+def test_a_process_whose_main_thread_ended_is_still_due(reader):
+    schedule = Schedule(LIMIT_SECONDS)
+    script = subprocess.Popen([sys.executable, "-c", LEADER_LEAVES], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        events = read_until(reader, process_exit_of(script.pid))
+        schedule.feed(events)
+        assert os.path.exists(f"/proc/{script.pid}/task")      # it runs on
+    finally:
+        script.kill()
+        script.wait()
+    born = next(event for event in events if event.kind == FORK and event.tgid == script.pid)
+    due = dict(schedule.due(born.timestamp_ns + LIMIT_SECONDS * 1_000_000_000))
+    assert due.get(script.pid) == born.timestamp_ns
+
+
 def run_on_every_cpu() -> None:
     """An exec and an exit on each CPU, so that a loss at the end of a CPU's numbering shows
     as a gap too."""
@@ -311,3 +336,15 @@ def test_another_uid_cannot_send_to_the_reader(reader):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == "refused"
+
+
+def test_a_threaded_process_is_forgotten_once_its_last_thread_ends():
+    schedule = Schedule(1)
+    schedule.feed([event(FORK, 100, 0), event(FORK, 100, 1, pid=101),
+                   event(EXIT, 100, 2)])               # the main thread first
+    assert len(schedule) == 1
+    schedule.feed([event(EXIT, 100, 3, pid=101)])
+    assert len(schedule) == 0
+    schedule.feed([event(FORK, 200, 0), event(FORK, 200, 1, pid=201),
+                   event(EXIT, 200, 2, pid=201), event(EXIT, 200, 3)])
+    assert len(schedule) == 0

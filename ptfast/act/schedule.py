@@ -4,7 +4,8 @@ Fed with the proc connector's events (scan/procevents), it keeps a heap of due t
 is due once, at the moment it becomes old enough to be judged, as lfd's PT_LIMIT counts age
 from the start; a process that exits first is forgotten. A process that execs or changes uid
 after its check is due again (what it runs, or whose it is, changed), at once if it is old
-enough. Threads are not processes: their events are ignored.
+enough. Threads are not processes, but a waiting process's threads are counted: its main thread
+may end while the others run on, and then its check stays due.
 
 Memory is bounded: at most ``capacity`` processes wait (each about 200 bytes: 100,000 are
 ~20 MB). A new process past the bound is not scheduled; ``overflows`` counts it and
@@ -15,7 +16,7 @@ the full walk every PT_INTERVAL stays the backstop for whatever is not scheduled
 from __future__ import annotations
 
 import heapq
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, List, Set, Tuple
 
 from ptfast.scan.procevents import EXEC, EXIT, FORK, UID, Event
 
@@ -30,6 +31,10 @@ class Schedule:
         #: (a process that exited or was rescheduled), skipped when they come up
         self._waiting: Dict[int, Tuple[int, int]] = {}
         self._heap: List[Tuple[int, int, int]] = []     # (due_ns, tgid, start_ns)
+        #: live threads besides the main one, of waiting processes that made any; and those
+        #: whose main thread ended while others run
+        self._threads: Dict[int, int] = {}
+        self._leader_gone: Set[int] = set()
         self.overflows = 0
         self.resync_needed = False
 
@@ -48,18 +53,35 @@ class Schedule:
 
     def forget(self, tgid: int) -> None:
         self._waiting.pop(tgid, None)
+        self._threads.pop(tgid, None)
+        self._leader_gone.discard(tgid)
 
     def feed(self, events: Iterable[Event]) -> None:
         """Take the reader's events, in the order they came."""
         limit, waiting = self.limit_ns, self._waiting
+        threads, leader_gone = self._threads, self._leader_gone
         for event in events:
-            if event.pid != event.tgid:
-                continue          # a thread's birth, exec, uid change or end
-            kind = event.kind
+            kind, tgid = event.kind, event.tgid
+            if event.pid != tgid:
+                # a thread: counted for a waiting process, since its main thread may end
+                # first and leave the process running on its other threads
+                if tgid in waiting:
+                    if kind == FORK:
+                        threads[tgid] = threads.get(tgid, 0) + 1
+                    elif kind == EXIT:
+                        left = threads.get(tgid, 1) - 1
+                        threads[tgid] = left
+                        if left <= 0 and tgid in leader_gone:
+                            self.forget(tgid)
+                continue
             if kind == FORK:
-                self.add(event.tgid, event.timestamp_ns, event.timestamp_ns + limit)
+                self.forget(tgid)         # a reused pid: whatever waited under it is gone
+                self.add(tgid, event.timestamp_ns, event.timestamp_ns + limit)
             elif kind == EXIT:
-                waiting.pop(event.tgid, None)
+                if threads.get(tgid, 0) > 0 and tgid in waiting:
+                    leader_gone.add(tgid)     # still running: its check stays due
+                else:
+                    self.forget(tgid)
             elif kind == EXEC or kind == UID:
                 if event.tgid in waiting:
                     continue      # still waiting: its check will see what it runs then
@@ -74,7 +96,7 @@ class Schedule:
         while heap and heap[0][0] <= now_ns:
             due_ns, tgid, start_ns = heapq.heappop(heap)
             if waiting.get(tgid) == (due_ns, start_ns):
-                del waiting[tgid]
+                self.forget(tgid)
                 ready.append((tgid, start_ns))
         return ready
 
@@ -91,6 +113,8 @@ class Schedule:
         still younger than the limit, given as (tgid, start_ns); the walk judged the rest."""
         self._waiting.clear()
         self._heap.clear()
+        self._threads.clear()
+        self._leader_gone.clear()
         self.resync_needed = False
         for tgid, start_ns in young:
             self.add(tgid, start_ns, start_ns + self.limit_ns)
