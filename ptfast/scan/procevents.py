@@ -14,7 +14,10 @@ walk /proc at once, since it no longer knows every process. After an overrun the
 every new event for the socket until its queue is read empty, so the reader drains it in
 batches and a loss shows up as one gap per CPU.
 
-Pure Python (socket and struct): measured against pyroute2's reader in benchmarks/live.py.
+Pure Python (socket and struct), chosen by measure (benchmarks/live.py, docs/benchmarks.md):
+2.7 ms of CPU per 1,000 events in a storm of 5,000 forks/s, 0.23% of a core at 50 execs/s when
+woken at most every 0.1 s; a compiled reader (recvmmsg) saved 0.05% of a core there, and
+pyroute2's cost 14-17 times more per event.
 """
 
 from __future__ import annotations
