@@ -20,7 +20,9 @@ from ptfast.foundation.escape import escape_line, escape_text
 from ptfast.decide.findings import CHECK_LOAD, REMEMBER_LISTENER, Remember, outlived, process_key
 from ptfast.decide.judgement import Judgement, load_finding
 from ptfast.decide.policy import build_policy
+from ptfast.act import looking
 from ptfast.act.respond import Responder
+from ptfast.decide.lifetimes import Lifetimes
 from ptfast.channels.spool import MAIL, channel_of, spooled_at
 from ptfast.decide.state import MAX_LISTENERS, MAX_LISTENERS_PER_ACCOUNT
 from ptfast.channels.status import (PassRecord, last_written, load_totals, status_document,
@@ -70,6 +72,8 @@ class Tracker:
         #: as failed by that flush (or by the run that wrote the previous status)
         self._last_flush = last_written(spool.state_dir)
         self._bound_logged: set = set()     # uids said to have reached their listener share
+        #: connections' first sightings and calls to other hosts, from the socket dumps
+        self.lifetimes = Lifetimes(lambda: procfs.host_addresses(proc_root))
 
     def settings_changed(self) -> None:
         """After a reload: accounts may have been renamed or added."""
@@ -77,7 +81,7 @@ class Tracker:
 
     def _policy(self, settings):
         return build_policy(settings.config, settings.rules, memory=self.state,
-                            user_names=self.user_names)
+                            user_names=self.user_names, lifetimes=self.lifetimes)
 
     def _carry_out(self, settings, findings: list) -> None:
         responder = Responder(settings, self.log, self.spool, self.state, self.actions,
@@ -94,14 +98,20 @@ class Tracker:
         record = PassRecord(started, 0.0, policy.enabled)
         self.unrecorded, self.unwritable = 0, set()
         if policy.enabled:
+            if not self.lifetimes.last_dump:        # the first look: connections' ages
+                looking.warm_up(self.lifetimes, policy, self.proc_root)
+                policy = self._policy(settings)
             judgement = Judgement(policy)
             snapshot = procfs.scan(self.proc_root, judgement.want_fds)
+            self._observe(policy, snapshot)
             findings = judgement.findings(snapshot)
             for problem in settings.rules.take_match_problems():    # rules switched off
                 self.log(escape_line(str(problem)))
             self._carry_out(settings, findings)
             findings += self._hopping_listeners(settings, policy, snapshot)
-            self.state.forget_gone({process_key(proc) for proc in snapshot.processes})
+            live = {process_key(proc) for proc in snapshot.processes}
+            self.state.forget_gone(live)
+            self.lifetimes.forget_gone(live)
             left_out = self.state.observe_listeners(
                 (sock for sock in snapshot.socket_table.values()
                  if is_listening(sock) and sock.uid != 0
@@ -120,6 +130,32 @@ class Tracker:
         self.totals.findings.update(record.findings)
         self.publish(settings)
         return self._summary(record, spooled, flushed, failed)
+
+    def _observe(self, policy, snapshot) -> None:
+        """The pass's own tables and fd walk, for the connections' lifetimes."""
+        self.lifetimes.observe(snapshot.socket_table.values(), time.time(),
+                               lambda uid: policy.tracked_user(uid) is not None, dump=False)
+        self.lifetimes.attribute(snapshot.processes, process_key)
+
+    def dump_sockets(self, settings) -> None:
+        """Between passes (every lifetimes.DUMP_EVERY s): a socket dump; the processes of
+        accounts with a connection that just reached PT_CONN_AGE, or a new call to another
+        host, are judged at once (the suspicious check alone)."""
+        policy = self._policy(settings)
+        if not policy.enabled:
+            return
+        uids = looking.dump(self.lifetimes, policy, self.proc_root)
+        if not uids:
+            return
+        policy = self._policy(settings)
+        judgement = Judgement(policy)
+        walk = procfs.scan(self.proc_root, lambda proc: proc.uid in uids and
+                           judgement.want_fds(proc),
+                           pids=procfs.newest_pids_of(uids, self.proc_root))
+        found = judgement.findings(walk, checks=(SUSPICIOUS,))
+        if found:
+            self._carry_out(settings, found)
+            self.deliver(settings)
 
     def not_written(self) -> set:
         """Files the service could not write lately ("PATH: why"): the log, the events file."""

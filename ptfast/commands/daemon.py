@@ -32,6 +32,7 @@ from ptfast.channels.spool import Spool
 from ptfast.decide.state import ReportedState
 from ptfast.channels.status import LOCK_FILE, ONCE, SERVICE
 from ptfast.act.tracking import Tracker
+from ptfast.decide.lifetimes import DUMP_EVERY
 
 
 class AlreadyRunning(Exception):
@@ -178,7 +179,7 @@ class Service:
             os.close(wake_write)
 
     def _loop(self, wake_read: int) -> None:
-        next_pass = next_load = time.monotonic()
+        next_pass = next_load = next_dump = time.monotonic()
         while True:
             while self._signals:
                 signum = self._signals.pop(0)
@@ -205,7 +206,12 @@ class Service:
                 self.guarded(self.check_load)
                 next_load = now + load_every
                 continue
-            wake_at = min(next_pass, next_load) if load_every > 0 else next_pass
+            if now >= next_dump:                    # sockets' lifetimes (PT_CONN_AGE)
+                self.guarded(lambda: self.tracker.dump_sockets(self.settings))
+                next_dump = now + DUMP_EVERY
+                continue
+            wake_at = min(next_pass, next_dump)
+            wake_at = min(wake_at, next_load) if load_every > 0 else wake_at
             select.select([wake_read], [], [], max(0.0, wake_at - now))
             try:
                 os.read(wake_read, 512)

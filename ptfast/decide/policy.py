@@ -51,7 +51,8 @@ class Policy:
                  file_identity: Callable[[str], Optional[FileIdentity]] = lambda path: None,
                  uid_min: int = DEFAULT_UID_MIN, now: Optional[float] = None,
                  host_addresses: Callable[[], frozenset] = frozenset,
-                 customer_code_uids: frozenset = frozenset(), aged_by: float = 0.0) -> None:
+                 customer_code_uids: frozenset = frozenset(), aged_by: float = 0.0,
+                 lifetimes=None) -> None:
         # ``limit`` replaces PT_LIMIT: `ptfast tune` tries other values under the same rules
         self.limit = config["PT_LIMIT"] if limit is None else limit
         self.config = config
@@ -71,6 +72,9 @@ class Policy:
         # test-only (age_offset_for_tests): seconds a process's age counts more against PT_LIMIT.
         # Never negative: it can make a process look older, never younger.
         self.aged_by = max(0.0, aged_by)
+        # decide.lifetimes.Lifetimes: connections' ages and calls to other hosts (None: no
+        # sighting of sockets over time, every connection counts at once, as lfd)
+        self.lifetimes = lifetimes
         # when this judgment is made (the memory's listener ages are measured to it)
         self.now = time.time() if now is None else now
         # accounts that created or held a listener that outlived PT_LIMIT: their young
@@ -226,11 +230,12 @@ def age_offset_for_tests(text: Optional[str] = None) -> float:
 
 
 def build_policy(config: Config, rules: IgnoreRules, memory=NOTHING_REMEMBERED,
-                 limit: Optional[float] = None, user_names=None) -> Policy:
+                 limit: Optional[float] = None, user_names=None, lifetimes=None) -> Policy:
     """The one place a Policy is made from settings (scan, tune and run), with this host's
     accounts and files."""
     from ptfast.scan.procfs import FileIdentities, host_addresses
     from ptfast.foundation.users import UserNames, accounts_to_track, customer_code_uids, uid_min
     return Policy(config, rules, user_names or UserNames(), accounts_to_track(config), memory,
                   limit, FileIdentities(), uid_min(), host_addresses=host_addresses,
-                  customer_code_uids=customer_code_uids(config), aged_by=age_offset_for_tests())
+                  customer_code_uids=customer_code_uids(config), aged_by=age_offset_for_tests(),
+                  lifetimes=lifetimes)

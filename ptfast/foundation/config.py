@@ -55,6 +55,8 @@ SETTINGS: dict[str, tuple[object, str]] = {
     "PT_SSHDHUNG": (0, INT),
     # ptfast's own (ptfast.conf): lfd has no such settings
     "PT_SERVICE_SOCKETS": (1, INT),
+    # seconds a connection must be held before it counts (listeners count at once)
+    "PT_CONN_AGE": (5, INT),
     # accounts besides the web server's and nobody that run customers' code (comma separated)
     "PT_CUSTOMER_CODE_USERS": ("", TEXT),
     "PT_DIGEST_AFTER": (10, INT),
@@ -102,6 +104,7 @@ LIMITS: dict[str, tuple] = {
     "PT_FORKBOMB": (0, PID_MAX_LIMIT),
     "PT_SSHDHUNG": FLAG,
     "PT_SERVICE_SOCKETS": FLAG,
+    "PT_CONN_AGE": (0, 3600),
     "PT_DIGEST_AFTER": (0, PID_MAX_LIMIT),
     "LF_FLUSH": (0, YEAR),
     "SYSLOG": FLAG,
