@@ -9,7 +9,7 @@ import time
 from typing import Callable, Optional
 
 from ptfast.decide.findings import process_key
-from ptfast.decide.lifetimes import DUMP_EVERY, Lifetimes
+from ptfast.decide.lifetimes import Lifetimes, dump_delay
 from ptfast.scan import procfs
 
 
@@ -38,7 +38,7 @@ def dump(lifetimes: Lifetimes, policy, proc_root: str = "/proc") -> Optional[set
 
 def warm_up(lifetimes: Lifetimes, policy, proc_root: str = "/proc",
             sleep: Callable[[float], None] = time.sleep) -> float:
-    """Before a first look: dump every DUMP_EVERY seconds for PT_CONN_AGE seconds, when a
+    """Before a first look: dump about every second (lifetimes.dump_delay) for PT_CONN_AGE seconds, when a
     tracked account holds a connection (else at once), so that a connection counts only when
     it was there all along, as in ``ptfast run``. Returns the seconds it took."""
     conn_age = policy.config["PT_CONN_AGE"]
@@ -52,6 +52,6 @@ def warm_up(lifetimes: Lifetimes, policy, proc_root: str = "/proc",
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        sleep(min(DUMP_EVERY, left))
+        sleep(min(dump_delay(), left))
         dump(lifetimes, policy, proc_root)
     return time.monotonic() - started

@@ -32,7 +32,7 @@ from ptfast.channels.spool import Spool
 from ptfast.decide.state import ReportedState
 from ptfast.channels.status import LOCK_FILE, ONCE, SERVICE
 from ptfast.act.tracking import Tracker
-from ptfast.decide.lifetimes import DUMP_EVERY
+from ptfast.decide.lifetimes import dump_delay
 
 
 class AlreadyRunning(Exception):
@@ -208,7 +208,7 @@ class Service:
                 continue
             if now >= next_dump:                    # sockets' lifetimes (PT_CONN_AGE)
                 self.guarded(lambda: self.tracker.dump_sockets(self.settings))
-                next_dump = now + DUMP_EVERY
+                next_dump = now + dump_delay()
                 continue
             wake_at = min(next_pass, next_dump)
             wake_at = min(wake_at, next_load) if load_every > 0 else wake_at

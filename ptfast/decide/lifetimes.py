@@ -21,15 +21,24 @@ counts at once: a flood cannot make connections look young), MAX_CALLERS process
 from __future__ import annotations
 
 import ipaddress
+import random
 from collections import OrderedDict, deque
 from typing import Callable, Iterable, Optional
 
 #: seconds between two socket dumps of ``ptfast run`` (measured: about 1 ms a dump of a few
 #: hundred sockets with the compiled core, see docs/detection.md)
 DUMP_EVERY = 1.0
+
+
+def dump_delay() -> float:
+    """Seconds to the next dump: DUMP_EVERY on average, jittered by half of it either way, so
+    that a beacon whose period matches the cadence cannot keep its calls between two dumps."""
+    return DUMP_EVERY * random.uniform(0.5, 1.5)
+
+
 #: calls to remote peers within REMOTE_WINDOW seconds that make a process count as connecting out
 REMOTE_CALLS = 3
-REMOTE_WINDOW = 60.0
+REMOTE_WINDOW = 300.0
 MAX_CONNECTIONS = 200_000
 MAX_CALLERS = 10_000
 MAX_CALLS_KEPT = 32
