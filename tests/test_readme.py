@@ -99,8 +99,8 @@ def test_every_setting_has_a_row_with_its_default():
             documented[name] = row[1]
     missing = set(config.SETTINGS) - set(documented)
     assert not missing, f"settings without a row in the README's reference: {sorted(missing)}"
-    for name, (default, _kind) in config.SETTINGS.items():
-        assert documented[name].startswith(shown_default(default)), (name, documented[name])
+    for name, setting in config.SETTINGS.items():
+        assert documented[name].startswith(shown_default(setting.default)), (name, documented[name])
 
 
 def anchors(text: str) -> set:

@@ -259,7 +259,7 @@ def test_bad_webhook_settings_are_problems_with_their_line(tmp_path):
     [problem] = loaded.problems
     assert (problem.path, problem.line) == (str(override), 1)
     assert "3 formats for 2" in problem.message and TOKEN not in str(problem)
-    assert loaded["PT_WEBHOOK_URL"] == ""                   # nothing sent in the wrong shape
+    assert loaded.settings.PT_WEBHOOK_URL == ""                   # nothing sent in the wrong shape
     override.write_text('PT_WEBHOOK_FORMAT = "mattermost"\n')
     [problem] = config.load(os.devnull, override_path=str(override)).problems
     assert "'mattermost' is not one of json, slack, discord, teams, telegram" in problem.message

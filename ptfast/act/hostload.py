@@ -10,6 +10,7 @@ import uuid
 
 import psutil
 
+from ptfast.foundation.config import Config
 from ptfast.foundation.escape import escape_block, escape_text
 
 STATUS_TIMEOUT = 5.0
@@ -88,7 +89,7 @@ def status_page(url: str) -> str:
         return f"(the status page {escape_text(url)} did not answer: {escape_text(str(exc))})"
 
 
-def load_alert_values(config, hostname: str, loadavg: tuple, totprocs: str,
+def load_alert_values(config: Config, hostname: str, loadavg: tuple, totprocs: str,
                       minutes: int) -> dict:
     """The placeholders of loadalert.txt (lfd's names)."""
     return {
@@ -101,6 +102,6 @@ def load_alert_values(config, hostname: str, loadavg: tuple, totprocs: str,
         "processlist": process_list(),
         "vmstat": memory_cpu_summary(),
         "netstat": connections(),
-        "apache": status_page(config["PT_APACHESTATUS"]),
+        "apache": status_page(config.settings.load.PT_APACHESTATUS),
         "boundary": f"ptfast-{uuid.uuid4().hex}-{int(time.time())}",
     }

@@ -248,14 +248,14 @@ class Tracker:
         """The status file for ``ptfast status``, and PT_METRICS_FILE for Prometheus."""
         config = settings.config
         document = status_document(
-            service=self.service, interval=config_mod.effective_interval(config),
+            service=self.service, interval=config.settings.service.interval,
             last_pass=self.last_pass, totals=self.totals, waiting=self.waiting,
             rules_switched_off=settings.rules.switched_off(),
             routes=Routes(config).shown(), unwritable=sorted(self.not_written()))
         state_dir = self.spool.state_dir
         self._attempt(status_path(state_dir), lambda: write_status(state_dir, document),
                       "`ptfast status` shows the pass before")
-        metrics_file = config["PT_METRICS_FILE"].strip()
+        metrics_file = config.settings.metrics.PT_METRICS_FILE
         if metrics_file:
             from ptfast.channels.metrics import metrics_text, write_metrics
             self._attempt(metrics_file, lambda: write_metrics(

@@ -45,7 +45,8 @@ class Customers:
     def of_host(cls, uid_min: int, config=None) -> "Customers":
         """This host's customers; with ``config``, PT_CUSTOMER_CODE_USERS's accounts too."""
         from ptfast.foundation.users import customer_code_accounts
-        code_accounts = customer_code_accounts(config)
+        code_accounts = customer_code_accounts(
+            config.settings.accounts if config is not None else None)
         accounts = [entry for entry in pwd.getpwall()
                     if entry.pw_uid >= uid_min or entry.pw_name in code_accounts]
         names = frozenset(entry.pw_name for entry in accounts)
