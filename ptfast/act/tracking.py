@@ -246,7 +246,7 @@ class Tracker:
 
     def publish(self, settings) -> None:
         """The status file for ``ptfast status``, and PT_METRICS_FILE for Prometheus."""
-        config = settings.config
+        config: config_mod.Config = settings.config
         document = status_document(
             service=self.service, interval=config.settings.service.interval,
             last_pass=self.last_pass, totals=self.totals, waiting=self.waiting,

@@ -21,6 +21,7 @@ from typing import Callable, Optional
 
 from ptfast.decide.checks import is_listening, socket_text
 from ptfast.foundation.escape import escape_text
+from ptfast.foundation.config import Config
 
 #: Programs that run whatever code they are given: an exe: rule for one would hide every
 #: script of every user.
@@ -42,7 +43,7 @@ class Customers:
         self.code_accounts = code_accounts      # of them, those that run customers' code
 
     @classmethod
-    def of_host(cls, uid_min: int, config=None) -> "Customers":
+    def of_host(cls, uid_min: int, config: Config | None = None) -> "Customers":
         """This host's customers; with ``config``, PT_CUSTOMER_CODE_USERS's accounts too."""
         from ptfast.foundation.users import customer_code_accounts
         code_accounts = customer_code_accounts(

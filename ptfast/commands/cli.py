@@ -26,7 +26,7 @@ from ptfast.foundation.paths import (DEFAULT_EVENTS_FILE, DEFAULT_LOG_FILE, DEFA
                                      DEFAULT_TEMPLATE_DIR)
 from ptfast.decide.policy import build_policy
 from ptfast.decide.report import finding_record, json_line, table
-from ptfast.commands.settings import load_settings
+from ptfast.commands.settings import Loaded, load_settings
 from ptfast.commands.tune import DEFAULT_DURATION, DEFAULT_LIMITS, DEFAULT_SAMPLE
 from ptfast.foundation.users import UserNames, customer_code_user_problems
 from ptfast.foundation.words import counted
@@ -115,7 +115,7 @@ def add_path_options(parser: argparse.ArgumentParser) -> None:
                         help=f"one JSON line per alert (default {DEFAULT_EVENTS_FILE})")
 
 
-def load_checked_settings(args):
+def load_checked_settings(args) -> Loaded | None:
     """Settings with every problem said on stderr; None when one of them is fatal (a file
     unreadable, an unknown setting name, a refused --set)."""
     settings = load_settings(args)

@@ -76,7 +76,7 @@ class Service:
 
     # -- settings -------------------------------------------------------------------------
     @property
-    def config(self):
+    def config(self) -> config_mod.Config:
         return self.settings.config
 
     def interval(self) -> int:
