@@ -10,7 +10,7 @@ import uuid
 
 import psutil
 
-from ptfast.foundation.config import Config
+from ptfast.foundation.config import LoadSettings
 from ptfast.foundation.escape import escape_block, escape_text
 
 STATUS_TIMEOUT = 5.0
@@ -89,9 +89,9 @@ def status_page(url: str) -> str:
         return f"(the status page {escape_text(url)} did not answer: {escape_text(str(exc))})"
 
 
-def load_alert_values(config: Config, hostname: str, loadavg: tuple, totprocs: str,
-                      minutes: int) -> dict:
+def load_alert_values(load: LoadSettings, hostname: str, loadavg: tuple, totprocs: str) -> dict:
     """The placeholders of loadalert.txt (lfd's names)."""
+    minutes = load.minutes
     return {
         "hostname": hostname,
         "loadavg": str(minutes),
@@ -102,6 +102,6 @@ def load_alert_values(config: Config, hostname: str, loadavg: tuple, totprocs: s
         "processlist": process_list(),
         "vmstat": memory_cpu_summary(),
         "netstat": connections(),
-        "apache": status_page(config.settings.load.PT_APACHESTATUS),
+        "apache": status_page(load.PT_APACHESTATUS),
         "boundary": f"ptfast-{uuid.uuid4().hex}-{int(time.time())}",
     }

@@ -23,6 +23,7 @@ from ptfast.foundation.bounds import bounded_digest
 from ptfast.decide.checks import BY_NAME
 from ptfast.foundation.escape import escape_text
 from ptfast.channels.events import append_event, event_record
+from ptfast.foundation.config import Settings
 from ptfast.foundation.destinations import destinations
 from ptfast.decide.findings import DIGEST_TEMPLATE
 from ptfast.channels.spool import WEBHOOK
@@ -42,7 +43,10 @@ class Responder:
         self.user_names = user_names
         self.proc_root = proc_root
         self.events_file = events_file
-        self.destinations = destinations(settings.config)
+        whole: Settings = settings.config.settings
+        self.mail = whole.mail
+        self.load = whole.load
+        self.destinations = destinations(whole.webhooks)
         #: findings not remembered because their log line or event could not be written, and
         #: the files that could not be ("PATH: why")
         self.unrecorded = 0
@@ -139,20 +143,18 @@ class Responder:
             proc = finding.process
             return procfs.read_maps(proc.pid, proc.start_time, self.proc_root)
         if check.attachment == "host_load":
-            from ptfast.decide.checks import load_minutes
             # psutil and urllib: only when one fires
             from ptfast.act.hostload import load_alert_values
             details = finding.details
-            return load_alert_values(self.settings.config, self.hostname, details["loadavg"],
-                                     details["processes"], load_minutes(self.settings.config))
+            return load_alert_values(self.load, self.hostname, details["loadavg"],
+                                     details["processes"])
         return None
 
     def _spool(self, template_file: str, values: dict) -> tuple:
         """Render and spool a mail (before anything can lose it); (the message, (template
         source, spool entry name))."""
-        config = self.settings.config
         template = self.settings.templates[template_file]
-        message = render(template, values, config["LF_ALERT_TO"], config["LF_ALERT_FROM"])
+        message = render(template, values, self.mail.LF_ALERT_TO, self.mail.LF_ALERT_FROM)
         return message, (template.source, os.path.basename(self.spool.add(message)))
 
     def _event(self, finding, spooled: tuple) -> dict:
