@@ -34,7 +34,7 @@ from ptfast.decide.pignore import IgnoreRules
 from ptfast.foundation.users import DEFAULT_UID_MIN
 
 if TYPE_CHECKING:
-    from ptfast.foundation.config import Config
+    from ptfast.foundation.config import Config, TrackingSettings
     from ptfast.scan.procfs import FileIdentity, Snapshot
 
 
@@ -66,7 +66,8 @@ class Policy:
                  host_addresses: Callable[[], frozenset] = frozenset,
                  customer_code_uids: frozenset = frozenset()) -> None:
         # ``limit`` replaces PT_LIMIT: `ptfast tune` tries other values under the same rules
-        self.limit = config["PT_LIMIT"] if limit is None else limit
+        self.settings: TrackingSettings = config.settings.tracking
+        self.limit = self.settings.PT_LIMIT if limit is None else limit
         self.config = config
         self.rules = rules
         self.user_name = user_name
@@ -79,8 +80,8 @@ class Policy:
         self.host_addresses = host_addresses
         # accounts that run customers' code (web server users, nobody, PT_CUSTOMER_CODE_USERS)
         self.customer_code_uids = customer_code_uids
-        self.generic = bool(config["GENERIC"])
-        self.all_users = bool(config["PT_ALL_USERS"])
+        self.generic = self.settings.GENERIC
+        self.all_users = self.settings.PT_ALL_USERS
         # process key -> the suspicious check's verdict from want_fds (None: not a candidate)
         self._verdicts: dict = {}
         # what checks work out once per snapshot and share (cleared with the verdicts)
@@ -224,7 +225,7 @@ class Policy:
                 found.append(finding)
         self._verdicts.clear()
         self.scratch.clear()
-        return digest_beyond(found, self.config["PT_DIGEST_AFTER"], self.host_addresses)
+        return digest_beyond(found, self.settings.PT_DIGEST_AFTER, self.host_addresses)
 
     def load_finding(self, loadavg: tuple, processes: str, now: float) -> Optional[Finding]:
         """PT_LOAD: a finding (with its response) when the load average is high, outside the
@@ -327,6 +328,7 @@ def build_policy(config: Config, rules: IgnoreRules, memory=NOTHING_REMEMBERED,
     accounts and files."""
     from ptfast.scan.procfs import FileIdentities, host_addresses
     from ptfast.foundation.users import UserNames, accounts_to_track, customer_code_uids, uid_min
-    return Policy(config, rules, user_names or UserNames(), accounts_to_track(config), memory,
+    accounts = config.settings.accounts
+    return Policy(config, rules, user_names or UserNames(), accounts_to_track(accounts), memory,
                   limit, FileIdentities(), uid_min(), host_addresses=host_addresses,
-                  customer_code_uids=customer_code_uids(config))
+                  customer_code_uids=customer_code_uids(accounts))

@@ -196,13 +196,14 @@ class Settings:
                                 help="json, slack, discord, teams or telegram: one for all "
                                      "URLs, or one per URL")
 
-    __slots__ = ("_values", "service", "accounts", "actions", "load", "mail", "webhooks",
-                 "metrics")
+    __slots__ = ("_values", "service", "accounts", "actions", "load", "tracking", "mail",
+                 "webhooks", "metrics")
     _values: dict[str, object]
     service: ServiceSettings
     accounts: users.AccountSettings
     actions: ActionSettings
     load: LoadSettings
+    tracking: TrackingSettings
     mail: MailSettings
     webhooks: destinations.WebhookSettings
     metrics: MetricsSettings
@@ -230,6 +231,16 @@ class Settings:
             PT_LOAD=self.PT_LOAD, PT_LOAD_LEVEL=self.PT_LOAD_LEVEL,
             PT_LOAD_SKIP=self.PT_LOAD_SKIP, PT_APACHESTATUS=self.PT_APACHESTATUS,
             minutes=self.PT_LOAD_AVG if self.PT_LOAD_AVG in (1, 5, 15) else 5))
+        init("tracking", TrackingSettings(
+            PT_LIMIT=self.PT_LIMIT, interval=self.service.interval, GENERIC=self.accounts.GENERIC,
+            PT_ALL_USERS=bool(self.PT_ALL_USERS), PT_SKIP_HTTP=bool(self.PT_SKIP_HTTP),
+            PT_DELETED=bool(self.PT_DELETED), PT_SERVICE_SOCKETS=bool(self.PT_SERVICE_SOCKETS),
+            PT_USERPROC=self.PT_USERPROC, PT_USERMEM=self.PT_USERMEM,
+            PT_USERRSS=self.PT_USERRSS, PT_USERTIME=self.PT_USERTIME,
+            PT_USERKILL=bool(self.PT_USERKILL), PT_USERKILL_ALERT=bool(self.PT_USERKILL_ALERT),
+            LF_FLUSH=self.LF_FLUSH, PT_FORKBOMB=self.PT_FORKBOMB,
+            PT_SSHDHUNG=bool(self.PT_SSHDHUNG), PT_DIGEST_AFTER=self.PT_DIGEST_AFTER,
+            load=self.load, actions=self.actions))
         init("mail", MailSettings(LF_ALERT_TO=self.LF_ALERT_TO, LF_ALERT_FROM=self.LF_ALERT_FROM,
                                   LF_ALERT_SMTP=self.LF_ALERT_SMTP.strip(),
                                   SENDMAIL=self.SENDMAIL.strip()))
@@ -294,6 +305,31 @@ class LoadSettings:
     PT_LOAD_SKIP: int
     PT_APACHESTATUS: str
     minutes: int                    #: PT_LOAD_AVG in force: 1, 5 or 15 (anything else: 5)
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """What the policy and its checks judge with (decide/policy.py, decide/checks.py)."""
+
+    PT_LIMIT: int
+    interval: int                   #: PT_INTERVAL in force (the service's slice says why)
+    GENERIC: bool
+    PT_ALL_USERS: bool
+    PT_SKIP_HTTP: bool
+    PT_DELETED: bool
+    PT_SERVICE_SOCKETS: bool
+    PT_USERPROC: int
+    PT_USERMEM: int
+    PT_USERRSS: int
+    PT_USERTIME: int
+    PT_USERKILL: bool
+    PT_USERKILL_ALERT: bool
+    LF_FLUSH: int
+    PT_FORKBOMB: int
+    PT_SSHDHUNG: bool
+    PT_DIGEST_AFTER: int
+    load: LoadSettings
+    actions: ActionSettings         #: the scripts a planned response names
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ import os
 import pwd
 
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 from ptfast.foundation.problems import problem_at
 
@@ -52,18 +51,9 @@ class AccountSettings:
     PT_CUSTOMER_CODE_USERS: tuple[str, ...]     #: the names, stripped, none empty
 
 
-class _WholeConfig(Protocol):
-    # stage 1 of the typed settings: the callers not converted yet give the whole Config
-    settings: Any
-
-
-def _slice(accounts: AccountSettings | _WholeConfig) -> AccountSettings:
-    return accounts if isinstance(accounts, AccountSettings) else accounts.settings.accounts
-
-
-def accounts_to_track(accounts: AccountSettings | _WholeConfig) -> frozenset:
+def accounts_to_track(accounts: AccountSettings) -> frozenset:
     """Panel accounts tracked besides nobody; none to list in generic mode (every user is)."""
-    return frozenset() if _slice(accounts).GENERIC else panel_accounts()
+    return frozenset() if accounts.GENERIC else panel_accounts()
 
 
 LOGIN_DEFS = "/etc/login.defs"
@@ -100,12 +90,12 @@ def gid_min(path: str = LOGIN_DEFS) -> int:
 CUSTOMER_CODE_ACCOUNTS = ("www-data", "apache", "nobody", "httpd")
 
 
-def customer_code_accounts(accounts: AccountSettings | _WholeConfig | None = None) -> frozenset:
+def customer_code_accounts(accounts: AccountSettings | None = None) -> frozenset:
     """The names of the accounts that run customers' code and exist on this host:
     CUSTOMER_CODE_ACCOUNTS, and those PT_CUSTOMER_CODE_USERS names when ``accounts`` is given.
     Never root, whatever the setting says."""
     present = set()
-    named = _slice(accounts).PT_CUSTOMER_CODE_USERS if accounts is not None else ()
+    named = accounts.PT_CUSTOMER_CODE_USERS if accounts is not None else ()
     for name in (*CUSTOMER_CODE_ACCOUNTS, *named):
         try:
             uid = pwd.getpwnam(name).pw_uid
@@ -116,7 +106,7 @@ def customer_code_accounts(accounts: AccountSettings | _WholeConfig | None = Non
     return frozenset(present)
 
 
-def customer_code_uids(accounts: AccountSettings | _WholeConfig) -> frozenset:
+def customer_code_uids(accounts: AccountSettings) -> frozenset:
     """The uids of ``customer_code_accounts(accounts)``: a socket one of them created is a
     customer's, never a service's."""
     return frozenset(pwd.getpwnam(name).pw_uid for name in customer_code_accounts(accounts))
