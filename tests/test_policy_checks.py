@@ -121,4 +121,4 @@ def test_load_average_check():
 
 
 def load_finding(conf, loadavg, now, quiet_until=0.0):
-    return checks.LOAD.evaluate_load(conf, loadavg, "1/100", now, quiet_until)
+    return checks.LOAD.evaluate_load(conf.settings.load, loadavg, "1/100", now, quiet_until)

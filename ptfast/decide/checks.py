@@ -13,7 +13,7 @@ import os
 from collections import Counter
 from typing import TYPE_CHECKING, Callable, Optional, Protocol
 
-from ptfast.foundation import config as config_mod
+from ptfast.foundation.config import Setting, Settings
 from ptfast.scan._corespec import FDS_GONE, has_ports
 from ptfast.foundation.bounds import bounded_lines, bounded_text
 from ptfast.foundation.escape import escape_text
@@ -27,7 +27,7 @@ from ptfast.decide.findings import (CHECK_FORKBOMB, CHECK_LOAD, CHECK_RESOURCE, 
 
 if TYPE_CHECKING:
     from ptfast.decide.pignore import IgnoreRules
-    from ptfast.foundation.config import Config
+    from ptfast.foundation.config import LoadSettings, TrackingSettings
     from ptfast.scan.procfs import Process
 
 
@@ -36,7 +36,7 @@ class Judging(Protocol):
     the one): declared here, so that the checks need not import the policy that runs them."""
 
     @property
-    def config(self) -> Config: ...
+    def settings(self) -> TrackingSettings: ...
     @property
     def rules(self) -> IgnoreRules: ...
     @property
@@ -92,6 +92,12 @@ RESOURCES = {
     "resident memory": ("PT_USERRSS", "vm_rss_bytes", 1 << 20, "MB", "RSS"),
     "run time": ("PT_USERTIME", "age", 1, "secs", "Time"),
 }
+
+
+def resource_limits(settings: TrackingSettings) -> dict:
+    """RESOURCES name -> its limit in force (0: off)."""
+    return {"virtual memory": settings.PT_USERMEM, "resident memory": settings.PT_USERRSS,
+            "run time": settings.PT_USERTIME}
 
 
 def resource_amount(proc, resource: str) -> int:
@@ -151,10 +157,10 @@ def process_of(finding: Finding) -> Process:
     return finding.process
 
 
-def action_for(config, setting: str, args) -> Optional[Action]:
-    """The action script ``setting`` names, with ``args``; None when the setting is empty."""
-    path = config[setting].strip()
-    return Action(setting, path, tuple(args)) if path else None
+def action_for(setting: Setting[str], path: str, args) -> Optional[Action]:
+    """The action script ``path`` (the value of ``setting``), with ``args``; None when the
+    setting is empty."""
+    return Action(setting.name, path, tuple(args)) if path else None
 
 
 def forked_by_root_service(proc, by_pid: dict) -> bool:
@@ -201,7 +207,7 @@ class Check:
     def evaluate(self, policy: Judging, snapshot) -> list:
         raise NotImplementedError
 
-    def respond(self, finding: Finding, config) -> Response:
+    def respond(self, finding: Finding, settings: TrackingSettings) -> Response:
         raise NotImplementedError
 
     def log_lines(self, finding: Finding, killed: bool, user_name) -> list:
@@ -237,7 +243,7 @@ class Suspicious(Check):
         if user is None or policy.memory.was_reported(key):
             return None
         ignored = policy.ignores_process(proc)
-        if proc.exe_deleted and policy.config["PT_DELETED"]:
+        if proc.exe_deleted and policy.settings.PT_DELETED:
             return (user, ignored)
         return None if ignored else (user, False)
 
@@ -245,7 +251,7 @@ class Suspicious(Check):
         """Suspicious processes of one snapshot, one deleted-executable report per family."""
         if not policy.enabled:
             return []
-        skip_http = bool(policy.config["PT_SKIP_HTTP"])
+        skip_http = policy.settings.PT_SKIP_HTTP
         by_pid = snapshot.by_pid()
         findings = []
         for proc in snapshot.processes:
@@ -261,7 +267,7 @@ class Suspicious(Check):
             if skip_http and is_web_server_child(policy, proc, by_pid):
                 continue
             reasons = []
-            if proc.exe_deleted and policy.config["PT_DELETED"]:
+            if proc.exe_deleted and policy.settings.PT_DELETED:
                 reasons.append(REASON_DELETED)
             if proc.incomplete and proc.incomplete != FDS_GONE and not ignored:
                 reasons.append(REASON_INCOMPLETE)
@@ -318,9 +324,9 @@ class Suspicious(Check):
             kept.append(finding)
         return kept
 
-    def respond(self, finding: Finding, config) -> Response:
+    def respond(self, finding: Finding, settings: TrackingSettings) -> Response:
         proc = process_of(finding)
-        action = (action_for(config, "PT_DELETED_ACTION",
+        action = (action_for(Settings.PT_DELETED_ACTION, settings.actions.PT_DELETED_ACTION,
                              (proc.exe, proc.pid, finding.user, proc.ppid))
                   if REASON_DELETED in finding.reasons else None)
         # a listener that outlived its holders is reported once, not again with each holder
@@ -379,7 +385,7 @@ def judge_sockets(policy: Judging, proc, by_pid: dict, skip_http: bool) -> tuple
         return ()
     handed = [policy.handed_over(sock, proc) for sock in sockets]
     master = None
-    if policy.config["PT_SERVICE_SOCKETS"] and any(handed):
+    if policy.settings.PT_SERVICE_SOCKETS and any(handed):
         master = policy.service_master(proc, by_pid)
     judged = []
     service_listeners = []
@@ -456,7 +462,7 @@ def _user_processes(policy: Judging, snapshot) -> dict:
 
 
 def _count_user_processes(policy: Judging, snapshot) -> dict:
-    skip_http = bool(policy.config["PT_SKIP_HTTP"])
+    skip_http = policy.settings.PT_SKIP_HTTP
     by_pid = snapshot.by_pid() if skip_http else {}
     per_user: dict = {}
     for proc in snapshot.processes:
@@ -471,9 +477,9 @@ def _count_user_processes(policy: Judging, snapshot) -> dict:
     return per_user
 
 
-def _user_kill(config, procs) -> tuple:
+def _user_kill(settings: TrackingSettings, procs) -> tuple:
     """PT_USERKILL: (processes to kill, (their uid,)); nothing without it."""
-    if not config["PT_USERKILL"]:
+    if not settings.PT_USERKILL:
         return (), ()
     return tuple(kill_key(proc) for proc in procs), (procs[0].uid,)
 
@@ -485,7 +491,7 @@ class UserProcesses(Check):
     template = "usertracking.txt"
 
     def evaluate(self, policy: Judging, snapshot) -> list:
-        limit = policy.config["PT_USERPROC"]
+        limit = policy.settings.PT_USERPROC
         if not policy.enabled or limit <= 0:
             return []
         findings = []
@@ -496,14 +502,14 @@ class UserProcesses(Check):
                                         tuple(procs), f"{len(procs)} > PT_USERPROC {limit}"))
         return findings
 
-    def respond(self, finding: Finding, config) -> Response:
-        kill, uids = _user_kill(config, finding.processes)
+    def respond(self, finding: Finding, settings: TrackingSettings) -> Response:
+        kill, uids = _user_kill(settings, finding.processes)
         return Response(
-            alert=self.template if not kill or config["PT_USERKILL_ALERT"] else None,
+            alert=self.template if not kill or settings.PT_USERKILL_ALERT else None,
             kill=kill, kill_uids=uids,
             remember=(Remember(REMEMBER_USER_QUIET, (finding.user,),
-                               float(config["LF_FLUSH"])),),
-            action=action_for(config, "PT_USER_ACTION",
+                               float(settings.LF_FLUSH)),),
+            action=action_for(Settings.PT_USER_ACTION, settings.actions.PT_USER_ACTION,
                               (",".join(str(p.pid) for p in finding.processes),)))
 
     def log_lines(self, finding: Finding, killed: bool, user_name) -> list:
@@ -527,10 +533,10 @@ class Resource(Check):
     template = "resalert.txt"
 
     def evaluate(self, policy: Judging, snapshot) -> list:
-        config = policy.config
-        limits = [(resource, setting, unit, config[setting])
+        given = resource_limits(policy.settings)
+        limits = [(resource, setting, unit, given[resource])
                   for resource, (setting, _attribute, _divisor, unit, _field) in RESOURCES.items()
-                  if config[setting] > 0]
+                  if given[resource] > 0]
         if not policy.enabled or not limits:
             return []
         per_user = _user_processes(policy, snapshot)
@@ -551,14 +557,15 @@ class Resource(Check):
                                             level=f"{amount} {unit} > {setting} {limit} {unit}"))
         return findings
 
-    def respond(self, finding: Finding, config) -> Response:
+    def respond(self, finding: Finding, settings: TrackingSettings) -> Response:
         proc = process_of(finding)
-        kill, uids = _user_kill(config, (proc,))
+        kill, uids = _user_kill(settings, (proc,))
         return Response(
-            alert=self.template if not kill or config["PT_USERKILL_ALERT"] else None,
+            alert=self.template if not kill or settings.PT_USERKILL_ALERT else None,
             kill=kill, kill_uids=uids,
             remember=(Remember(REMEMBER_RESOURCE, (*process_key(proc), finding.reasons[0])),),
-            action=action_for(config, "PT_USER_ACTION", (str(proc.pid),)))
+            action=action_for(Settings.PT_USER_ACTION, settings.actions.PT_USER_ACTION,
+                              (str(proc.pid),)))
 
     def log_lines(self, finding: Finding, killed: bool, user_name) -> list:
         proc, resource = process_of(finding), finding.reasons[0]
@@ -590,7 +597,7 @@ class ForkBomb(Check):
     template = "forkbombalert.txt"
 
     def evaluate(self, policy: Judging, snapshot) -> list:
-        threshold = policy.config["PT_FORKBOMB"]
+        threshold = policy.settings.PT_FORKBOMB
         if not policy.enabled or threshold <= 0:
             return []
         rules = policy.rules
@@ -606,7 +613,7 @@ class ForkBomb(Check):
             sessions.setdefault(proc.session, []).append(proc)
         findings = []
         by_pid = None
-        young_age = config_mod.effective_interval(policy.config) * YOUNG_INTERVALS
+        young_age = policy.settings.interval * YOUNG_INTERVALS
         for session, procs in sessions.items():
             if len(procs) >= threshold:
                 if by_pid is None:      # every process, ignored ones too: parents are facts
@@ -620,7 +627,7 @@ class ForkBomb(Check):
                                                                     threshold)}))
         return findings
 
-    def respond(self, finding: Finding, config) -> Response:
+    def respond(self, finding: Finding, settings: TrackingSettings) -> Response:
         uids = finding.details.get("forkers", ())
         kill = tuple(kill_key(p) for p in finding.processes if p.uid in uids and p.uid != 0)
         if not kill:        # no forker: root's alone, or nothing a user forked is a bomb
@@ -653,7 +660,7 @@ class SshdHung(Check):
     name = CHECK_SSHD_HUNG
 
     def evaluate(self, policy: Judging, snapshot) -> list:
-        if not policy.enabled or not policy.config["PT_SSHDHUNG"]:
+        if not policy.enabled or not policy.settings.PT_SSHDHUNG:
             return []
         findings = []
         for proc in snapshot.processes:
@@ -665,7 +672,7 @@ class SshdHung(Check):
                                                   f"{SSHD_HUNG_AFTER} secs"))
         return findings
 
-    def respond(self, finding: Finding, config) -> Response:
+    def respond(self, finding: Finding, settings: TrackingSettings) -> Response:
         proc = process_of(finding)
         if proc.uid == 0:
             return Response()
@@ -682,11 +689,6 @@ class SshdHung(Check):
         raise ValueError("PT_SSHDHUNG mails nothing")
 
 
-def load_minutes(config) -> int:
-    """PT_LOAD_AVG: the 1, 5 or 15 minute average; anything else means 5, as in lfd."""
-    return config["PT_LOAD_AVG"] if config["PT_LOAD_AVG"] in (1, 5, 15) else 5
-
-
 class Load(Check):
     """PT_LOAD: the host's load average, on its own timer (not per snapshot)."""
 
@@ -697,26 +699,27 @@ class Load(Check):
     def evaluate(self, policy: Judging, snapshot) -> list:
         return []           # not a per-snapshot check: see evaluate_load
 
-    def evaluate_load(self, config, loadavg: tuple, processes: str, now: float,
+    def evaluate_load(self, load: LoadSettings, loadavg: tuple, processes: str, now: float,
                       quiet_until: float = 0.0) -> Optional[Finding]:
         """A finding when the chosen load average (PT_LOAD_AVG) is at least PT_LOAD_LEVEL,
         outside the quiet period; else None. ``processes`` is /proc/loadavg's
         "running/total"."""
-        if config["PT_LOAD"] <= 0 or now < quiet_until:
+        if load.PT_LOAD <= 0 or now < quiet_until:
             return None
-        minutes = load_minutes(config)
+        minutes = load.minutes          # PT_LOAD_AVG: 1, 5 or 15; anything else means 5
         value = loadavg[(1, 5, 15).index(minutes)]
-        if value < config["PT_LOAD_LEVEL"]:
+        if value < load.PT_LOAD_LEVEL:
             return None
         return Finding(self.name, (f"{minutes} minute load average",), None, "",
-                       level=f"{value:.2f} >= PT_LOAD_LEVEL {config['PT_LOAD_LEVEL']:g}",
+                       level=f"{value:.2f} >= PT_LOAD_LEVEL {load.PT_LOAD_LEVEL:g}",
                        details={"loadavg": loadavg, "processes": processes})
 
-    def respond(self, finding: Finding, config) -> Response:
+    def respond(self, finding: Finding, settings: TrackingSettings) -> Response:
         return Response(alert=self.template,
                         remember=(Remember(REMEMBER_LOAD_QUIET, (),
-                                           float(config["PT_LOAD_SKIP"])),),
-                        action=action_for(config, "PT_LOAD_ACTION", ()))
+                                           float(settings.load.PT_LOAD_SKIP)),),
+                        action=action_for(Settings.PT_LOAD_ACTION,
+                                          settings.actions.PT_LOAD_ACTION, ()))
 
     def log_lines(self, finding: Finding, killed: bool, user_name) -> list:
         return [f"*LOAD* {finding.reasons[0]}: {finding.level}"]

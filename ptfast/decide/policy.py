@@ -68,7 +68,6 @@ class Policy:
         # ``limit`` replaces PT_LIMIT: `ptfast tune` tries other values under the same rules
         self.settings: TrackingSettings = config.settings.tracking
         self.limit = self.settings.PT_LIMIT if limit is None else limit
-        self.config = config
         self.rules = rules
         self.user_name = user_name
         self.panel_users = panel_users
@@ -221,7 +220,7 @@ class Policy:
         found = []
         for check in checks or SNAPSHOT_CHECKS:
             for finding in check.evaluate(self, snapshot):
-                finding.response = check.respond(finding, self.config)
+                finding.response = check.respond(finding, self.settings)
                 found.append(finding)
         self._verdicts.clear()
         self.scratch.clear()
@@ -230,10 +229,10 @@ class Policy:
     def load_finding(self, loadavg: tuple, processes: str, now: float) -> Optional[Finding]:
         """PT_LOAD: a finding (with its response) when the load average is high, outside the
         quiet period; else None."""
-        finding = LOAD.evaluate_load(self.config, loadavg, processes, now,
+        finding = LOAD.evaluate_load(self.settings.load, loadavg, processes, now,
                                      self.memory.load_quiet_until)
         if finding is not None:
-            finding.response = LOAD.respond(finding, self.config)
+            finding.response = LOAD.respond(finding, self.settings)
         return finding
 
 
