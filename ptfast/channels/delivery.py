@@ -45,7 +45,7 @@ class Routes:
     """The routes of one set of settings."""
 
     def __init__(self, config) -> None:
-        self.mailer = Mailer(config)
+        self.mailer = Mailer(config.settings.mail)
         self.webhooks = Webhooks(config)
 
     def shown(self) -> list:
