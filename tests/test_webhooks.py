@@ -450,7 +450,7 @@ def test_a_route_that_takes_too_long_in_one_flush_waits_for_the_next_pass(tmp_pa
         settings = config.load(os.devnull, override_path=os.devnull,
                                overrides=[f"PT_WEBHOOK_URL={server.url('/hook/' + TOKEN)}"])
         spool = Spool(str(tmp_path / "state"))
-        [destination] = destinations.destinations(settings)
+        [destination] = destinations.destinations(settings.settings.webhooks)
         for number in range(5):
             [data] = webhooks.entries(destination, [{"n": number}], "", "host", [])
             spool.add(data, WEBHOOK)

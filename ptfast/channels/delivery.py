@@ -46,7 +46,7 @@ class Routes:
 
     def __init__(self, config) -> None:
         self.mailer = Mailer(config.settings.mail)
-        self.webhooks = Webhooks(config)
+        self.webhooks = Webhooks(config.settings.webhooks)
 
     def shown(self) -> list:
         """Every route as the log and the status show it: the mail route, then each webhook

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import orjson
 
 from ptfast.foundation.destinations import (DISCORD, JSON, SLACK, TEAMS, TELEGRAM, Destination,
-                                            destinations, is_loopback, redact)
+                                            WebhookSettings, destinations, is_loopback, redact)
 from ptfast.foundation.escape import escape_text
 from ptfast.foundation.problems import DeliveryError
 
@@ -325,8 +325,8 @@ class Gone:
 class Webhooks:
     """The webhook routes of one set of settings."""
 
-    def __init__(self, config) -> None:
-        self.by_key = {d.key: Webhook(d) for d in destinations(config)}
+    def __init__(self, settings: WebhookSettings) -> None:
+        self.by_key = {d.key: Webhook(d) for d in destinations(settings)}
 
     def shown(self) -> list:
         return [route.shown for route in self.by_key.values()]

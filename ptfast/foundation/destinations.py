@@ -172,8 +172,6 @@ def pair(urls_text: str, formats_text: str) -> list:
 
 def destinations(webhooks: WebhookSettings) -> list:
     """The webhooks of settings already checked (config.load dropped what did not pair)."""
-    # stage 1 of the typed settings: the callers not converted yet give the whole Config
-    webhooks = getattr(getattr(webhooks, "settings", None), "webhooks", webhooks)
     try:
         return pair(webhooks.PT_WEBHOOK_URL, webhooks.PT_WEBHOOK_FORMAT)
     except ValueError:
