@@ -454,7 +454,7 @@ def test_a_route_that_takes_too_long_in_one_flush_waits_for_the_next_pass(tmp_pa
         for number in range(5):
             [data] = webhooks.entries(destination, [{"n": number}], "", "host", [])
             spool.add(data, WEBHOOK)
-        flushed = delivery.flush(spool, delivery.Routes(settings), said.append)
+        flushed = delivery.flush(spool, delivery.Routes(settings.settings), said.append)
     assert server.bodies() == [{"n": 0}, {"n": 1}, {"n": 2}]       # 0 to 50, 50 to 100, 100 to 150
     assert flushed.waiting == 5 and len(spool.pending()) == 5
     assert any(f"{delivery.ROUTE_BUDGET:g} s spent on it in this pass; 2 alert(s) kept" in line

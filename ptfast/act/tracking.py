@@ -223,7 +223,7 @@ class Tracker:
         what the flush did, alerts that failed for the first time by channel)."""
         self.save_state()
         spooled = self.spool.take_added()
-        routes = Routes(settings.config)
+        routes = Routes(settings.config.settings)
         flush_started = time.time()
         flushed = flush(self.spool, routes, self.log)
         self.waiting = flushed.waiting
@@ -251,7 +251,7 @@ class Tracker:
             service=self.service, interval=config.settings.service.interval,
             last_pass=self.last_pass, totals=self.totals, waiting=self.waiting,
             rules_switched_off=settings.rules.switched_off(),
-            routes=Routes(config).shown(), unwritable=sorted(self.not_written()))
+            routes=Routes(config.settings).shown(), unwritable=sorted(self.not_written()))
         state_dir = self.spool.state_dir
         self._attempt(status_path(state_dir), lambda: write_status(state_dir, document),
                       "`ptfast status` shows the pass before")

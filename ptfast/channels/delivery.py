@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ptfast.foundation.config import Settings
 from ptfast.foundation.escape import escape_text
 from ptfast.channels.mail import Mailer
 from ptfast.channels.spool import MAIL, Spool, channel_of
@@ -44,9 +45,9 @@ class Flushed:
 class Routes:
     """The routes of one set of settings."""
 
-    def __init__(self, config) -> None:
-        self.mailer = Mailer(config.settings.mail)
-        self.webhooks = Webhooks(config.settings.webhooks)
+    def __init__(self, settings: Settings) -> None:
+        self.mailer = Mailer(settings.mail)
+        self.webhooks = Webhooks(settings.webhooks)
 
     def shown(self) -> list:
         """Every route as the log and the status show it: the mail route, then each webhook

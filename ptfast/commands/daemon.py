@@ -96,7 +96,7 @@ class Service:
                     else "process tracking disabled (PT_LIMIT=0)")
         return (f"{tracking} PT_INTERVAL={self.interval()}, config "
                 f"{config.path or 'built-in defaults'}, {rules.rule_count()} ignore rules, "
-                f"alerts via {', '.join(Routes(config).shown())}")
+                f"alerts via {', '.join(Routes(config.settings).shown())}")
 
     def reload(self) -> None:
         """SIGHUP: read everything again; with any problem, keep what runs now (said in one
