@@ -41,8 +41,8 @@ def test_real_csf_conf_loads_cleanly(name):
     conf = load(path)
     assert conf.problems == []
     assert conf.settings.PT_USERTIME == 1800 and conf.settings.PT_LOAD_SKIP == 3600
-    assert conf.sources["PT_USERPROC"].startswith(path + ":")
-    line = int(conf.sources["PT_USERPROC"].rsplit(":", 1)[1])
+    assert conf.where(config.Settings.PT_USERPROC).startswith(path + ":")
+    line = int(conf.where(config.Settings.PT_USERPROC).rsplit(":", 1)[1])
     with open(path) as handle:
         assert handle.readlines()[line - 1].startswith('PT_USERPROC = "10"')
 
@@ -53,7 +53,7 @@ def test_values_and_lfd_syntax(tmp_path):
                            '  PT_INTERVAL = "99"\nPT_DELETED_ACTION = "/usr/local/bin/a b"\n')
     conf = load(path)
     assert conf.problems == []
-    assert conf.settings.PT_LIMIT == 120 and conf.sources["PT_LIMIT"] == f"{path}:3"
+    assert conf.settings.PT_LIMIT == 120 and conf.where(config.Settings.PT_LIMIT) == f"{path}:3"
     assert conf.settings.PT_LOAD_LEVEL == 2.5
     assert conf.settings.PT_INTERVAL == 60          # lfd ignores lines starting with white space
     assert conf.settings.PT_DELETED_ACTION == "/usr/local/bin/a b"
@@ -80,7 +80,7 @@ def test_pt_limit_zero_in_csf_conf_hands_tracking_to_ptfast(tmp_path):
     csf = write(tmp_path, 'PT_LIMIT = "0"\n')
     conf = config.load(csf, override_path=os.devnull, panel=False)
     assert conf.settings.PT_LIMIT == 60
-    assert "lfd's tracking is off" in conf.sources["PT_LIMIT"]
+    assert "lfd's tracking is off" in conf.where(config.Settings.PT_LIMIT)
     own = write(tmp_path, 'PT_LIMIT = "45"\n', "ptfast.conf")
     assert config.load(csf, override_path=own, panel=False).settings.PT_LIMIT == 45
     off = write(tmp_path, 'PT_LIMIT = "0"\n', "off.conf")
@@ -91,7 +91,7 @@ def test_pt_limit_zero_in_csf_conf_hands_tracking_to_ptfast(tmp_path):
 def test_set_overrides(tmp_path):
     conf = load(write(tmp_path, 'PT_LIMIT = "120"\n'), overrides=["PT_LIMIT=5", "NOPE=1",
                                                                    "PT_USERPROC=x"])
-    assert conf.settings.PT_LIMIT == 5 and conf.sources["PT_LIMIT"] == "--set"
+    assert conf.settings.PT_LIMIT == 5 and conf.where(config.Settings.PT_LIMIT) == "--set"
     assert [p.path for p in conf.problems] == ["--set", "--set"]
 
 

@@ -50,7 +50,7 @@ def test_bom_does_not_hide_the_first_setting(tmp_path, check):
     path.write_text(f'{BOM}PT_LIMIT = "120"\nPT_INTERVAL = "90"\n', encoding="utf-8")
     conf = config.load(str(path), override_path=os.devnull, panel=False)
     assert conf.problems == []
-    assert conf.settings.PT_LIMIT == 120 and conf.sources["PT_LIMIT"] == f"{path}:1"
+    assert conf.settings.PT_LIMIT == 120 and conf.where(config.Settings.PT_LIMIT) == f"{path}:1"
     result = check("--config", str(path), "--pignore", os.devnull)
     assert re.search(r"^PT_LIMIT +=  *120 ", result.stdout, re.MULTILINE)
 

@@ -398,10 +398,6 @@ class Config:
         """A problem with a setting, at the file and line that gave it."""
         return problem_at(self.where(setting), message)
 
-    def __getitem__(self, name: str):
-        # stage 1 of the typed settings: the parts not converted yet read by name
-        return self.settings.value_of(SETTINGS[name])
-
 
 def effective_interval(config: "Config") -> int:
     return config.settings.service.interval
