@@ -442,7 +442,8 @@ def unknown_name(name: str) -> str:
 
 
 def parse_lines(lines, path: str, config: Config, strict: bool = False) -> None:
-    """Apply csf.conf lines to ``config``, recording every problem with its line number.
+    """Apply csf.conf lines to ``config.values``, recording every problem with its line number
+    (``config.settle()`` then makes them the settings in force, as ``load`` does).
     ``strict`` (ptfast.conf, which holds only ptfast's settings): an unknown name is a fatal
     problem, not the firewall part of csf.conf to pass over."""
     seen: dict[str, int] = {}
