@@ -399,10 +399,6 @@ class Config:
         return problem_at(self.where(setting), message)
 
 
-def effective_interval(config: "Config") -> int:
-    return config.settings.service.interval
-
-
 def host_is_panel(markers=PANEL_MARKERS) -> bool:
     return any(os.path.exists(path) for path in markers)
 
@@ -421,11 +417,6 @@ def defaults(panel: bool | None = None) -> Config:
     config = _defaults(panel)
     config.settle()
     return config
-
-
-def convert(name: str, text: str) -> object:
-    """Turn a raw value into the setting's type; ValueError says why not."""
-    return SETTINGS[name].convert(text)
 
 
 def did_you_mean(name: str) -> str:
@@ -473,7 +464,7 @@ def parse_lines(lines, path: str, config: Config, strict: bool = False) -> None:
                                                fatal=True))
             continue
         try:
-            config.values[name] = convert(name, quoted.group(1))
+            config.values[name] = SETTINGS[name].convert(quoted.group(1))
         except ValueError as exc:
             config.problems.append(Problem(path, number, str(exc), consequence="using the "
                                            f"default {config.values[name]!r}"))
@@ -555,7 +546,7 @@ def load(path: str | None = None, overrides=(), panel: bool | None = None,
             config.problems.append(Problem("--set", 0, why, fatal=True))
             continue
         try:
-            config.values[name] = convert(name, value.strip().strip('"'))
+            config.values[name] = SETTINGS[name].convert(value.strip().strip('"'))
         except ValueError as exc:
             config.problems.append(Problem("--set", 0, str(exc), fatal=True))
             continue
