@@ -16,19 +16,23 @@ import socket
 import struct
 import subprocess
 import sys
-import time
 
 import pytest
 
 from ptfast.foundation import config, users
 from ptfast.decide import findings, pignore, policy
-from ptfast.decide.checks import SUSPICIOUS, accepted_on
+from ptfast.decide.judgement import Judgement
+from ptfast.decide.checks import SUSPICIOUS
+from ptfast.decide.checks.suspicious import accepted_on
 from ptfast.scan.procfs import Snapshot
 
 from helpers.procs import kill_uid, public_tempdir, start_python, wait_until
 from helpers.service import free_port, only_users_rule
 from helpers.snapshots import HOST_FILES, USERS, proc, sock
 from helpers.uids import uid_for
+
+# aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
+pytestmark = pytest.mark.usefixtures("aged")
 
 UID = uid_for(240)
 CORES = {"compiled": {}, "pure-python": {"PTFAST_NO_EXTENSIONS": "1"}}
@@ -174,7 +178,6 @@ def master():
         # the forged layout is the master's where the kernel lets any process rewrite it
         # (CONFIG_CHECKPOINT_RESTORE): a layout proves nothing there
         info["forged"] = wait_until(lambda: _layout(info["exec"]) == _layout(started.pid), 5)
-        time.sleep(1.2)
         yield info
     finally:
         started.stop()
@@ -391,7 +394,6 @@ def php_pool():
             # it runs on the inherited listener: its own worker has forked
             assert wait_until(lambda: _children(started[name]) != [], 30), \
                 open(os.path.join(customer, f"{name}-log")).read()
-        time.sleep(1.2)
         yield {"master": master.pid, "worker": worker, "port": port, **started}
     finally:
         if master is not None:
@@ -425,7 +427,7 @@ def judge(processes, customer_code_uids=frozenset()):
                         frozenset(), findings.NOTHING_REMEMBERED, file_identity=HOST_FILES.get,
                         customer_code_uids=customer_code_uids)
     snapshot = Snapshot(processes=list(processes), socket_table={}, stats={}, core="test")
-    return {f.process.pid: f for f in pol.findings(snapshot, checks=(SUSPICIOUS,))}
+    return {f.process.pid: f for f in Judgement(pol).findings(snapshot, checks=(SUSPICIOUS,))}
 
 
 def test_a_direct_child_running_the_masters_file_that_exec_d_is_no_worker():

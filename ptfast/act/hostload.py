@@ -89,9 +89,10 @@ def status_page(url: str) -> str:
         return f"(the status page {escape_text(url)} did not answer: {escape_text(str(exc))})"
 
 
-def load_alert_values(load: LoadSettings, hostname: str, loadavg: tuple, totprocs: str) -> dict:
-    """The placeholders of loadalert.txt (lfd's names)."""
-    minutes = load.minutes
+def load_alert_values(load: LoadSettings, hostname: str, loadavg: tuple, totprocs: str,
+                      minutes: int) -> dict:
+    """The placeholders of loadalert.txt (lfd's names); ``minutes``: the load average the
+    check chose (PT_LOAD_AVG in force)."""
     return {
         "hostname": hostname,
         "loadavg": str(minutes),

@@ -13,10 +13,12 @@ from collections import Counter
 
 from ptfast.foundation import config as config_mod
 from ptfast.scan import procfs
-from ptfast.decide.checks import SUSPICIOUS, is_listening
-from ptfast.channels.delivery import Flushed, Routes, flush
+from ptfast.decide.checks import SUSPICIOUS
+from ptfast.decide.checks.sockets import is_listening
+from ptfast.channels.delivery import Channels, Flushed, flush
 from ptfast.foundation.escape import escape_line, escape_text
 from ptfast.decide.findings import CHECK_LOAD, REMEMBER_LISTENER, Remember, outlived, process_key
+from ptfast.decide.judgement import Judgement, load_finding
 from ptfast.decide.policy import build_policy
 from ptfast.act.respond import Responder
 from ptfast.channels.spool import MAIL, channel_of, spooled_at
@@ -92,8 +94,9 @@ class Tracker:
         record = PassRecord(started, 0.0, policy.enabled)
         self.unrecorded, self.unwritable = 0, set()
         if policy.enabled:
-            snapshot = procfs.scan(self.proc_root, policy.want_fds)
-            findings = policy.findings(snapshot)
+            judgement = Judgement(policy)
+            snapshot = procfs.scan(self.proc_root, judgement.want_fds)
+            findings = judgement.findings(snapshot)
             for problem in settings.rules.take_match_problems():    # rules switched off
                 self.log(escape_line(str(problem)))
             self._carry_out(settings, findings)
@@ -180,7 +183,7 @@ class Tracker:
         findings: list = []
         for want, newest_pids in walks:
             rewalk = procfs.scan(self.proc_root, want, pids=newest_pids())
-            found = second.findings(rewalk, checks=(SUSPICIOUS,))
+            found = Judgement(second).findings(rewalk, checks=(SUSPICIOUS,))
             self._carry_out(settings, found)
             findings += found
             holders = listener_holders(rewalk.processes, pending)
@@ -200,7 +203,7 @@ class Tracker:
     def check_load(self, settings) -> None:
         """PT_LOAD: alert (with the host's state attached) when the load average is high."""
         loadavg, processes = procfs.read_loadavg(self.proc_root)
-        finding = self._policy(settings).load_finding(loadavg, processes, time.time())
+        finding = load_finding(self._policy(settings), loadavg, processes, time.time())
         if finding is None:
             return
         self._carry_out(settings, [finding])
@@ -223,16 +226,16 @@ class Tracker:
         what the flush did, alerts that failed for the first time by channel)."""
         self.save_state()
         spooled = self.spool.take_added()
-        routes = Routes(settings.config.settings)
+        channels = Channels(settings.config.settings)
         flush_started = time.time()
-        flushed = flush(self.spool, routes, self.log)
+        flushed = flush(self.spool, channels, self.log)
         self.waiting = flushed.waiting
         self.totals.spooled.update(spooled)
         self.totals.delivered.update(flushed.delivered)
         failed = self.count_failed(flushed.kept, flush_started)
         self.totals.failed.update(failed)
         for channel, delivered in sorted(flushed.delivered.items()):
-            route = routes.mailer.route if channel == MAIL else channel
+            route = channels.mail.shown if channel == MAIL else channel
             self.log(f"{delivered} alert(s) delivered via {escape_text(route)}")
         return spooled, flushed, failed
 
@@ -251,7 +254,7 @@ class Tracker:
             service=self.service, interval=config.settings.service.interval,
             last_pass=self.last_pass, totals=self.totals, waiting=self.waiting,
             rules_switched_off=settings.rules.switched_off(),
-            routes=Routes(config.settings).shown(), unwritable=sorted(self.not_written()))
+            routes=Channels(config.settings).shown(), unwritable=sorted(self.not_written()))
         state_dir = self.spool.state_dir
         self._attempt(status_path(state_dir), lambda: write_status(state_dir, document),
                       "`ptfast status` shows the pass before")

@@ -74,10 +74,17 @@ class Spool:
         safepaths.make_private_directory(self.directory)
         self._added: Counter = Counter()
 
-    def add(self, data: bytes, channel: str = MAIL) -> str:
-        """Spool one entry; returns its path."""
-        name = (f"{time.time_ns():020d}-{os.getpid()}-{next(self._sequence):06d}."
+    def new_name(self, channel: str = MAIL) -> str:
+        """A name for an entry not spooled yet (an alert's mail, which its event records
+        name before it is written): the time now, so it sorts as spooled now."""
+        return (f"{time.time_ns():020d}-{os.getpid()}-{next(self._sequence):06d}."
                 f"{EXTENSIONS[channel]}")
+
+    def add(self, data: bytes, channel: str = MAIL, name: str | None = None) -> str:
+        """Spool one entry, under ``name`` (new_name's) or a new one; returns its path."""
+        if name is None:
+            name = self.new_name(channel)
+        assert SPOOL_NAME.fullmatch(name) and channel_of(name) == channel, name
         path = os.path.join(self.directory, name)
         write_atomically(path, data)
         self._added[channel] += 1

@@ -24,6 +24,7 @@ from ptfast.decide.findings import CHECK_SUSPICIOUS
 from ptfast.foundation.problems import Problem
 from ptfast.foundation.paths import (DEFAULT_EVENTS_FILE, DEFAULT_LOG_FILE, DEFAULT_STATE_DIR,
                                      DEFAULT_TEMPLATE_DIR)
+from ptfast.decide.judgement import Judgement, load_finding
 from ptfast.decide.policy import build_policy
 from ptfast.decide.report import finding_record, json_line, table
 from ptfast.commands.settings import Loaded, load_settings
@@ -189,15 +190,16 @@ def cmd_scan(args) -> int:
         return EXIT_ERROR
     rules = settings.rules
     policy = build_policy(settings.config, rules)
+    judgement = Judgement(policy)
     try:
-        snapshot = procfs.scan(args.proc_root, policy.want_fds)
+        snapshot = procfs.scan(args.proc_root, judgement.want_fds)
     except OSError as exc:
         warn(f"cannot read {escape_text(args.proc_root)}: {exc.strerror}")
         return EXIT_ERROR
-    findings = policy.findings(snapshot)
+    findings = judgement.findings(snapshot)
     try:
         loadavg, processes = procfs.read_loadavg(args.proc_root)
-        load = policy.load_finding(loadavg, processes, snapshot.taken_at)
+        load = load_finding(policy, loadavg, processes, snapshot.taken_at)
     except (OSError, ValueError, IndexError):       # a prepared tree without loadavg
         load = None
     if load is not None:
@@ -258,12 +260,13 @@ def cmd_baseline(args) -> int:
     if settings is None:
         return EXIT_ERROR
     policy = build_policy(settings.config, settings.rules)
+    judgement = Judgement(policy)
     try:
-        snapshot = procfs.scan(args.proc_root, policy.want_fds)
+        snapshot = procfs.scan(args.proc_root, judgement.want_fds)
     except OSError as exc:
         warn(f"cannot read {escape_text(args.proc_root)}: {exc.strerror}")
         return EXIT_ERROR
-    findings = policy.findings(snapshot, checks=(SUSPICIOUS,))
+    findings = judgement.findings(snapshot, checks=(SUSPICIOUS,))
     sys.stdout.buffer.write(draft(findings, socket.gethostname(), uid_min(),
                                   policy.file_identity,
                                   Customers.of_host(uid_min(), settings.config)).encode())

@@ -1,7 +1,7 @@
 """The vocabulary of decisions: checks, reasons, findings and the planned responses.
 
-Plain data, shared by the checks that make them (ptfast.decide.checks), the policy that runs the
-checks (ptfast.decide.policy), the code that carries responses out (ptfast.act.respond) and the
+Plain data, shared by the checks that make them (ptfast.decide.checks), the judgement that runs
+them (ptfast.decide.judgement), the code that carries responses out (ptfast.act.respond) and the
 reports.
 """
 
@@ -123,7 +123,6 @@ class Response:
         return record
 
 
-
 @dataclass
 class Finding:
     """Something to report, with what an alert needs and the planned response."""
@@ -141,7 +140,7 @@ class Finding:
     details: dict = field(default_factory=dict)
     #: suspicious: every socket of the process as (socket, counted, why)
     judged_sockets: tuple = ()
-    #: policy.severity's rank (0 most severe), set when a pass has more mails than
+    #: digest.severity's rank (0 most severe), set when a pass has more mails than
     #: PT_DIGEST_AFTER: it chooses the single mails and orders the digest
     severity: Optional[int] = None
 
@@ -172,6 +171,8 @@ class MemoryQuestions:
     resources: Collection
     quiet_users: dict
     listeners: dict
+    #: until when the load check stays quiet (PT_LOAD_SKIP)
+    load_quiet_until: float
 
     def was_reported(self, key: tuple) -> bool:
         return key in self.reported

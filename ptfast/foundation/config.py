@@ -298,7 +298,7 @@ class ActionSettings:
 
 @dataclass(frozen=True)
 class LoadSettings:
-    """The load check and what its alert attaches (decide/checks.py, act/hostload.py)."""
+    """The load check and what its alert attaches (decide/checks/load.py, act/hostload.py)."""
 
     PT_LOAD: int
     PT_LOAD_LEVEL: float
@@ -309,7 +309,8 @@ class LoadSettings:
 
 @dataclass(frozen=True)
 class TrackingSettings:
-    """What the policy and its checks judge with (decide/policy.py, decide/checks.py)."""
+    """What the policy and its checks judge with (decide/policy.py, decide/judgement.py,
+    decide/checks/: ``Judging.settings``)."""
 
     PT_LIMIT: int
     interval: int                   #: PT_INTERVAL in force (the service's slice says why)

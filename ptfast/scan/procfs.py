@@ -175,7 +175,7 @@ def host_addresses(proc_root: str = "/proc") -> frozenset:
     """This host's own addresses (``ipaddress`` objects) in ptfast's network namespace: IPv4
     from the kernel's local routes (``/proc/net/fib_trie``: an address followed by ``/32 host
     LOCAL``), IPv6 from ``/proc/net/if_inet6``. Only root can add one. What cannot be read is
-    left out: a peer then ranks as elsewhere, more urgent, never less (policy.severity)."""
+    left out: a peer then ranks as elsewhere, more urgent, never less (digest.severity)."""
     import ipaddress  # here: only a pass with more mails than PT_DIGEST_AFTER asks
     found: set = set()
     try:
