@@ -70,8 +70,9 @@ def test_digest_is_planned_by_the_policy_and_off_at_zero():
                                 response=findings.Response(alert="processtracking.txt"))
                for _ in range(12)]
     planned.insert(5, findings.Finding("sshd_hung", ("x",), None, "sshd"))   # mails nothing
-    alerts = [f.response.alert for f in digest.digest_beyond(planned, conf["PT_DIGEST_AFTER"])]
-    assert conf["PT_DIGEST_AFTER"] == 10
+    alerts = [f.response.alert for f in digest.digest_beyond(planned,
+                                                             conf.settings.PT_DIGEST_AFTER)]
+    assert conf.settings.PT_DIGEST_AFTER == 10
     assert alerts.count("processtracking.txt") == 10 and alerts.count("digest.txt") == 2
     assert alerts[5] is None
     again = [findings.Finding("suspicious", ("socket",), None, "alice",
@@ -312,7 +313,7 @@ def respond_to(tmp_path, found) -> str:
     """Carry ``found`` out with a real spool in ``tmp_path``; the digest as the spool reads it
     back (OSError when it does not fit)."""
     conf = config.load(os.devnull, [], override_path=os.devnull)
-    the_settings = settings.Settings(conf, pignore.IgnoreRules(), alerts.Templates(None))
+    the_settings = settings.Loaded(conf, pignore.IgnoreRules(), alerts.Templates(None))
     the_spool = spool.Spool(str(tmp_path))
     responder = Responder(the_settings, lambda line: None, the_spool, _Memory(), _Actions(),
                           hostname="host", user_names=lambda uid: "\u202e\U0001d4c1" * 50,

@@ -509,7 +509,7 @@ def test_accepted_connections_are_matched_in_their_own_table():
 def test_customer_code_accounts_are_the_web_servers_nobody_and_the_settings():
     conf = config.load(os.devnull, ["PT_CUSTOMER_CODE_USERS=daemon, no-such-account"],
                        override_path=os.devnull)
-    uids = users.customer_code_uids(conf)
+    uids = users.customer_code_uids(conf.settings.accounts)
     assert DAEMON_UID in uids and 0 not in uids
     for name in users.CUSTOMER_CODE_ACCOUNTS:
         try:
@@ -518,7 +518,7 @@ def test_customer_code_accounts_are_the_web_servers_nobody_and_the_settings():
             continue
     bad = config.load(os.devnull, ["PT_CUSTOMER_CODE_USERS=www-data,$(reboot)"],
                       override_path=os.devnull)
-    assert bad["PT_CUSTOMER_CODE_USERS"] == ""
+    assert bad.settings.PT_CUSTOMER_CODE_USERS == ""
     assert "is not a user name" in str(bad.problems[0])
 
 

@@ -226,7 +226,7 @@ class Tracker:
         what the flush did, alerts that failed for the first time by channel)."""
         self.save_state()
         spooled = self.spool.take_added()
-        channels = Channels(settings.config)
+        channels = Channels(settings.config.settings)
         flush_started = time.time()
         flushed = flush(self.spool, channels, self.log)
         self.waiting = flushed.waiting
@@ -249,16 +249,16 @@ class Tracker:
 
     def publish(self, settings) -> None:
         """The status file for ``ptfast status``, and PT_METRICS_FILE for Prometheus."""
-        config = settings.config
+        config: config_mod.Config = settings.config
         document = status_document(
-            service=self.service, interval=config_mod.effective_interval(config),
+            service=self.service, interval=config.settings.service.interval,
             last_pass=self.last_pass, totals=self.totals, waiting=self.waiting,
             rules_switched_off=settings.rules.switched_off(),
-            routes=Channels(config).shown(), unwritable=sorted(self.not_written()))
+            routes=Channels(config.settings).shown(), unwritable=sorted(self.not_written()))
         state_dir = self.spool.state_dir
         self._attempt(status_path(state_dir), lambda: write_status(state_dir, document),
                       "`ptfast status` shows the pass before")
-        metrics_file = config["PT_METRICS_FILE"].strip()
+        metrics_file = config.settings.metrics.PT_METRICS_FILE
         if metrics_file:
             from ptfast.channels.metrics import metrics_text, write_metrics
             self._attempt(metrics_file, lambda: write_metrics(

@@ -11,6 +11,7 @@ ptfast never starts: measured, 80 ms and 6-7 MB more for `run --once`).
 from __future__ import annotations
 
 from ptfast.foundation import safepaths
+from ptfast.foundation.config import Config, Settings
 from ptfast.decide.findings import (CHECK_FORKBOMB, CHECK_LOAD, CHECK_RESOURCE, CHECK_SSHD_HUNG,
                                     CHECK_SUSPICIOUS, CHECK_USER_PROCESSES)
 from ptfast.channels.spool import CHANNELS
@@ -97,14 +98,14 @@ def metrics_text(document: dict, spool_entries: int, oldest_spooled_at: float | 
     return prometheus_client.generate_latest(registry)
 
 
-def metrics_problems(config) -> list:
+def metrics_problems(config: Config) -> list:
     """What would keep PT_METRICS_FILE from being written (for ``ptfast check``)."""
     import os
     from ptfast.foundation.problems import Problem
-    path = config["PT_METRICS_FILE"].strip()
+    path = config.settings.metrics.PT_METRICS_FILE
     if not path:
         return []
-    where = config.sources["PT_METRICS_FILE"]
+    where = config.where(Settings.PT_METRICS_FILE)
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
         return [Problem(where, 0, f"PT_METRICS_FILE {path}: the directory {directory} does not "

@@ -27,7 +27,7 @@ from ptfast.act.actions import Actions
 from ptfast.foundation.escape import escape_line, escape_text
 from ptfast.channels.logfile import LogFile
 from ptfast.channels.delivery import Channels
-from ptfast.commands.settings import Settings, load_settings, route_problems
+from ptfast.commands.settings import Loaded, load_settings, route_problems
 from ptfast.channels.spool import Spool
 from ptfast.decide.state import ReportedState
 from ptfast.channels.status import LOCK_FILE, ONCE, SERVICE
@@ -39,7 +39,7 @@ class AlreadyRunning(Exception):
 
 
 class SettingsRefused(Exception):
-    """A fatal problem in the settings or rules (ptfast.commands.settings.Settings.fatal): tracking
+    """A fatal problem in the settings or rules (ptfast.commands.settings.Loaded.fatal): tracking
     on what is left (no ignore rules at all, a default in place of a mistyped setting) would alert
     on every daemon or watch the wrong thing."""
 
@@ -68,7 +68,7 @@ class Service:
         self.args = args
         self.state_dir = args.state_dir
         self.log = LogFile(args.log_file, echo=not args.quiet)
-        self.settings: Settings = None  # type: ignore[assignment]   # set by start()
+        self.settings: Loaded = None  # type: ignore[assignment]   # set by start()
         self.state = ReportedState(self.state_dir)
         self.actions = Actions(self.log)
         self.tracker: Tracker = None  # type: ignore[assignment]     # set by start()
@@ -77,27 +77,27 @@ class Service:
 
     # -- settings -------------------------------------------------------------------------
     @property
-    def config(self):
+    def config(self) -> config_mod.Config:
         return self.settings.config
 
     def interval(self) -> int:
-        return config_mod.effective_interval(self.config)
+        return self.config.settings.service.interval
 
-    def _log_problems(self, settings: Settings) -> None:
+    def _log_problems(self, settings: Loaded) -> None:
         for problem in settings.problems:
             self.log(escape_line(str(problem)))
 
     def _settings_summary(self) -> str:
         config, rules = self.config, self.settings.rules
-        interval = config["PT_INTERVAL"]
-        if interval < config_mod.MIN_INTERVAL:
-            self.log(f"PT_INTERVAL is {interval}, less than {config_mod.MIN_INTERVAL}: "
-                     f"using {config_mod.RAISED_INTERVAL} seconds")
-        tracking = (f"PT_LIMIT={config['PT_LIMIT']}" if config["PT_LIMIT"] > 0
+        service = config.settings.service
+        if service.PT_INTERVAL < config_mod.MIN_INTERVAL:
+            self.log(f"PT_INTERVAL is {service.PT_INTERVAL}, less than "
+                     f"{config_mod.MIN_INTERVAL}: using {config_mod.RAISED_INTERVAL} seconds")
+        tracking = (f"PT_LIMIT={service.PT_LIMIT}" if service.PT_LIMIT > 0
                     else "process tracking disabled (PT_LIMIT=0)")
         return (f"{tracking} PT_INTERVAL={self.interval()}, config "
                 f"{config.path or 'built-in defaults'}, {rules.rule_count()} ignore rules, "
-                f"alerts via {', '.join(Channels(config).shown())}")
+                f"alerts via {', '.join(Channels(config.settings).shown())}")
 
     def reload(self) -> None:
         """SIGHUP: read everything again; with any problem, keep what runs now (said in one
@@ -110,7 +110,7 @@ class Service:
             self.log(f"reload refused, the previous settings stay in force: {said}")
             return
         self.settings = settings
-        self.log.to_syslog = bool(self.config["SYSLOG"])
+        self.log.to_syslog = self.config.settings.service.SYSLOG
         self.tracker.settings_changed()
         self.log(f"settings reloaded: {self._settings_summary()}")
 
@@ -126,7 +126,7 @@ class Service:
                                proc_root=self.args.proc_root, events_file=self.args.events_file,
                                service=ONCE if self.args.once else SERVICE)
         self.settings = load_settings(self.args, templates=True)
-        self.log.to_syslog = bool(self.config["SYSLOG"])
+        self.log.to_syslog = self.config.settings.service.SYSLOG
         self._log_problems(self.settings)
         for problem in route_problems(self.config):     # said now, not at the first alert
             self.log(escape_line(str(problem)))
@@ -150,7 +150,7 @@ class Service:
     # -- the work, as scheduled -------------------------------------------------------------
     def run_pass(self) -> str:
         summary = self.tracker.run_pass(self.settings)
-        if self.config["PT_PASS_SUMMARY"]:
+        if self.config.settings.service.PT_PASS_SUMMARY:
             self.log(f"pass done: {summary}")
         return summary
 
@@ -200,7 +200,7 @@ class Service:
                              "after it ended")
                     next_pass = ended + self.interval()
                 continue
-            load_every = self.config["PT_LOAD"]
+            load_every = self.config.settings.service.PT_LOAD
             if load_every > 0 and now >= next_load:
                 self.guarded(self.check_load)
                 next_load = now + load_every
@@ -217,7 +217,7 @@ class Service:
         could not be written, or alerts could not be delivered (they stay in the spool for the
         next run), so that cron says so."""
         passed = self.guarded(self.run_pass)[0]
-        if self.config["PT_LOAD"] > 0:
+        if self.config.settings.service.PT_LOAD > 0:
             passed = self.guarded(self.check_load)[0] and passed
         if self.tracker.unrecorded or self.tracker.not_written():
             passed = False

@@ -53,10 +53,10 @@ class Judgement:
         found = []
         for check in checks or SNAPSHOT_CHECKS:
             for finding in check.evaluate(policy, snapshot, self.work):
-                finding.response = check.respond(finding, policy.config)
+                finding.response = check.respond(finding, policy.settings)
                 found.append(finding)
         self.work = PassWork()
-        return digest_beyond(found, policy.config["PT_DIGEST_AFTER"], policy.host_addresses)
+        return digest_beyond(found, policy.settings.PT_DIGEST_AFTER, policy.host_addresses)
 
 
 def load_finding(policy: Policy, loadavg: tuple, processes: str,
@@ -65,5 +65,5 @@ def load_finding(policy: Policy, loadavg: tuple, processes: str,
     period; else None. ``processes`` is /proc/loadavg's "running/total"."""
     finding = LOAD.evaluate(policy, LoadReading(loadavg, processes), now)
     if finding is not None:
-        finding.response = LOAD.respond(finding, policy.config)
+        finding.response = LOAD.respond(finding, policy.settings)
     return finding

@@ -25,7 +25,7 @@ from ptfast.foundation.escape import escape_text
 from ptfast.foundation.users import DEFAULT_UID_MIN
 
 if TYPE_CHECKING:
-    from ptfast.foundation.config import Config
+    from ptfast.foundation.config import Config, TrackingSettings
     from ptfast.scan.procfs import FileIdentity
 
 
@@ -53,8 +53,8 @@ class Policy:
                  host_addresses: Callable[[], frozenset] = frozenset,
                  customer_code_uids: frozenset = frozenset(), aged_by: float = 0.0) -> None:
         # ``limit`` replaces PT_LIMIT: `ptfast tune` tries other values under the same rules
-        self.limit = config["PT_LIMIT"] if limit is None else limit
-        self.config = config
+        self.settings: TrackingSettings = config.settings.tracking
+        self.limit = self.settings.PT_LIMIT if limit is None else limit
         self.rules = rules
         self.user_name = user_name
         self.panel_users = panel_users
@@ -66,8 +66,8 @@ class Policy:
         self.host_addresses = host_addresses
         # accounts that run customers' code (web server users, nobody, PT_CUSTOMER_CODE_USERS)
         self.customer_code_uids = customer_code_uids
-        self.generic = bool(config["GENERIC"])
-        self.all_users = bool(config["PT_ALL_USERS"])
+        self.generic = self.settings.GENERIC
+        self.all_users = self.settings.PT_ALL_USERS
         # test-only (age_offset_for_tests): seconds a process's age counts more against PT_LIMIT.
         # Never negative: it can make a process look older, never younger.
         self.aged_by = max(0.0, aged_by)
@@ -231,6 +231,7 @@ def build_policy(config: Config, rules: IgnoreRules, memory=NOTHING_REMEMBERED,
     accounts and files."""
     from ptfast.scan.procfs import FileIdentities, host_addresses
     from ptfast.foundation.users import UserNames, accounts_to_track, customer_code_uids, uid_min
-    return Policy(config, rules, user_names or UserNames(), accounts_to_track(config), memory,
+    accounts = config.settings.accounts
+    return Policy(config, rules, user_names or UserNames(), accounts_to_track(accounts), memory,
                   limit, FileIdentities(), uid_min(), host_addresses=host_addresses,
-                  customer_code_uids=customer_code_uids(config), aged_by=age_offset_for_tests())
+                  customer_code_uids=customer_code_uids(accounts), aged_by=age_offset_for_tests())

@@ -16,7 +16,7 @@ from ptfast.decide.findings import Action, Finding, MemoryQuestions, Response
 
 if TYPE_CHECKING:
     from ptfast.decide.pignore import IgnoreRules
-    from ptfast.foundation.config import Config
+    from ptfast.foundation.config import Setting, TrackingSettings
     from ptfast.scan.procfs import Process, Snapshot
 
 
@@ -26,7 +26,7 @@ class Judging(Protocol):
     it."""
 
     @property
-    def config(self) -> Config: ...
+    def settings(self) -> TrackingSettings: ...
     @property
     def rules(self) -> IgnoreRules: ...
     @property
@@ -78,7 +78,7 @@ class Check(ABC):
     name: ClassVar[str]
 
     @abstractmethod
-    def respond(self, finding: Finding, config) -> Response:
+    def respond(self, finding: Finding, settings: TrackingSettings) -> Response:
         """What ``ptfast run`` does about the finding."""
 
     @abstractmethod
@@ -109,7 +109,7 @@ class Alerting(ABC):
 
     template: ClassVar[str]
 
-    def attachment(self, finding: Finding, config, host: HostReader):
+    def attachment(self, finding: Finding, settings: TrackingSettings, host: HostReader):
         """What the alert attaches, read from ``host`` when it is sent: nothing, unless the
         check says otherwise."""
         return None
@@ -128,7 +128,7 @@ def process_of(finding: Finding) -> Process:
     return finding.process
 
 
-def action_for(config, setting: str, args) -> Optional[Action]:
-    """The action script ``setting`` names, with ``args``; None when the setting is empty."""
-    path = config[setting].strip()
-    return Action(setting, path, tuple(args)) if path else None
+def action_for(setting: Setting[str], path: str, args) -> Optional[Action]:
+    """The action script ``path`` (the value of ``setting``), with ``args``; None when the
+    setting is empty."""
+    return Action(setting.name, path, tuple(args)) if path else None

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from ptfast.decide.checks.base import Alerting, Judging, PassWork, SnapshotCheck
 from ptfast.decide.checks.shown import process_line, shown_exe, yes_no
 from ptfast.decide.findings import CHECK_FORKBOMB, Finding, Response, kill_key
-from ptfast.foundation import config as config_mod
 from ptfast.foundation.bounds import bounded_lines, bounded_text
 from ptfast.foundation.escape import escape_text
+
+if TYPE_CHECKING:
+    from ptfast.foundation.config import TrackingSettings
 
 NO_SESSIONS = frozenset({0, 1})     # the kernel's and init's: never a fork bomb
 MAX_LOGGED_FORKBOMB_PROCESSES = 100
@@ -69,7 +72,7 @@ class ForkBomb(SnapshotCheck, Alerting):
     template = "forkbombalert.txt"
 
     def evaluate(self, policy: Judging, snapshot, work: PassWork) -> list:
-        threshold = policy.config["PT_FORKBOMB"]
+        threshold = policy.settings.PT_FORKBOMB
         if not policy.enabled or threshold <= 0:
             return []
         rules = policy.rules
@@ -85,7 +88,7 @@ class ForkBomb(SnapshotCheck, Alerting):
             sessions.setdefault(proc.session, []).append(proc)
         findings = []
         by_pid = None
-        young_age = config_mod.effective_interval(policy.config) * YOUNG_INTERVALS
+        young_age = policy.settings.interval * YOUNG_INTERVALS
         for session, procs in sessions.items():
             if len(procs) >= threshold:
                 if by_pid is None:      # every process, ignored ones too: parents are facts
@@ -99,7 +102,7 @@ class ForkBomb(SnapshotCheck, Alerting):
                                                                     threshold)}))
         return findings
 
-    def respond(self, finding: Finding, config) -> Response:
+    def respond(self, finding: Finding, settings: TrackingSettings) -> Response:
         uids = finding.details.get("forkers", ())
         kill = tuple(kill_key(p) for p in finding.processes if p.uid in uids and p.uid != 0)
         if not kill:        # no forker: root's alone, or nothing a user forked is a bomb

@@ -4,7 +4,7 @@ it judges each socket (a root service's socket handed to its own worker does not
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from ptfast.decide.checks.base import (Alerting, HostReader, Judging, PassWork, SnapshotCheck,
                                        action_for, process_of)
@@ -15,8 +15,12 @@ from ptfast.decide.findings import (CHECK_SUSPICIOUS, REASON_DELETED, REASON_INC
                                     REASON_LISTENING, REASON_SOCKET, REMEMBER_LISTENER,
                                     REMEMBER_PROCESS, Finding, Remember, Response, process_key)
 from ptfast.foundation.bounds import bounded_lines, bounded_text
+from ptfast.foundation.config import Settings
 from ptfast.foundation.escape import escape_text
 from ptfast.scan._corespec import FDS_GONE
+
+if TYPE_CHECKING:
+    from ptfast.foundation.config import TrackingSettings
 
 #: take_verdict's mark for a process want_fds was not asked about (None is a verdict)
 _NOT_ASKED = object()
@@ -42,7 +46,7 @@ class Suspicious(SnapshotCheck, Alerting):
         if user is None or policy.memory.was_reported(key):
             return None
         ignored = policy.ignores_process(proc)
-        if proc.exe_deleted and policy.config["PT_DELETED"]:
+        if proc.exe_deleted and policy.settings.PT_DELETED:
             return (user, ignored)
         return None if ignored else (user, False)
 
@@ -57,7 +61,7 @@ class Suspicious(SnapshotCheck, Alerting):
         """Suspicious processes of one snapshot, one deleted-executable report per family."""
         if not policy.enabled:
             return []
-        skip_http = bool(policy.config["PT_SKIP_HTTP"])
+        skip_http = policy.settings.PT_SKIP_HTTP
         by_pid = snapshot.by_pid()
         findings = []
         for proc in snapshot.processes:
@@ -73,7 +77,7 @@ class Suspicious(SnapshotCheck, Alerting):
             if skip_http and is_web_server_child(policy, proc, by_pid):
                 continue
             reasons = []
-            if proc.exe_deleted and policy.config["PT_DELETED"]:
+            if proc.exe_deleted and policy.settings.PT_DELETED:
                 reasons.append(REASON_DELETED)
             if proc.incomplete and proc.incomplete != FDS_GONE and not ignored:
                 reasons.append(REASON_INCOMPLETE)
@@ -130,9 +134,9 @@ class Suspicious(SnapshotCheck, Alerting):
             kept.append(finding)
         return kept
 
-    def respond(self, finding: Finding, config) -> Response:
+    def respond(self, finding: Finding, settings: TrackingSettings) -> Response:
         proc = process_of(finding)
-        action = (action_for(config, "PT_DELETED_ACTION",
+        action = (action_for(Settings.PT_DELETED_ACTION, settings.actions.PT_DELETED_ACTION,
                              (proc.exe, proc.pid, finding.user, proc.ppid))
                   if REASON_DELETED in finding.reasons else None)
         # a listener that outlived its holders is reported once, not again with each holder
@@ -149,7 +153,7 @@ class Suspicious(SnapshotCheck, Alerting):
                 f"User:{escape_text(finding.user)} Uptime:{int(proc.age)} secs "
                 f"EXE:{shown_exe(proc)} CMD:{bounded_text(proc.cmdline)}"]
 
-    def attachment(self, finding: Finding, config, host: HostReader):
+    def attachment(self, finding: Finding, settings: TrackingSettings, host: HostReader):
         """The process's memory maps."""
         return host.process_maps(process_of(finding))
 
@@ -187,7 +191,7 @@ def judge_sockets(policy: Judging, proc, by_pid: dict, skip_http: bool) -> tuple
         return ()
     handed = [policy.handed_over(sock, proc) for sock in sockets]
     master = None
-    if policy.config["PT_SERVICE_SOCKETS"] and any(handed):
+    if policy.settings.PT_SERVICE_SOCKETS and any(handed):
         master = policy.service_master(proc, by_pid)
     judged = []
     service_listeners = []
