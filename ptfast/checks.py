@@ -370,7 +370,8 @@ def judge_sockets(policy: Policy, proc, by_pid: dict, skip_http: bool) -> tuple:
             judged.append((sock, True, f"created by uid {sock.uid}, another customer"))
     if master is not None:
         for number, (sock, counts, _why) in enumerate(judged):
-            listener = accepted_on(sock, service_listeners) if counts else None
+            listener = (accepted_on(sock, service_listeners, policy.dual_stack) if counts
+                        else None)
             if listener is not None:
                 judged[number] = (sock, False, "service socket: accepted on the listener "
                                                f"{endpoint(listener.local_ip, listener.local_port)}"
@@ -378,31 +379,38 @@ def judge_sockets(policy: Policy, proc, by_pid: dict, skip_http: bool) -> tuple:
     return tuple(judged)
 
 
-def accepted_on(sock, listeners):
+def accepted_on(sock, listeners, dual_stack=lambda listener: False):
     """The listener among ``listeners`` that ``sock`` is a connection accepted on, or None: same
     network namespace, same table (family and protocol: a tcp listener accepts only tcp
     connections, a tcp6 one only tcp6 ones, IPv4-mapped included), same local port, and the
     listener's address or its family's wildcard. An outgoing connection cannot borrow the
     port: bind() refuses a port another uid's listener holds in that family (a tcp6 socket
-    may bind [::1]:P beside a tcp listener on 0.0.0.0:P, which is why the table counts)."""
+    may bind [::1]:P beside a tcp listener on 0.0.0.0:P, which is why the table counts).
+    ``dual_stack(listener)``: a tcp6 listener known not to be IPV6_V6ONLY (see _accepts_at)."""
     if sock.state in ("LISTEN", "UNCONN") or not sock.proto.startswith("tcp"):
         return None
     for listener in listeners:
         if (listener.netns == sock.netns and listener.proto == sock.proto
-                and listener.local_port == sock.local_port and _accepts_at(listener, sock)):
+                and listener.local_port == sock.local_port
+                and _accepts_at(listener, sock, dual_stack)):
             return listener
     return None
 
 
-def _accepts_at(listener, sock) -> bool:
+def _accepts_at(listener, sock, dual_stack) -> bool:
     """A listener of ``sock``'s table accepts connections to ``sock``'s local address: its own
     address, or its wildcard. IPv4-mapped addresses are shown as IPv4, so in tcp6 "0.0.0.0"
-    (::ffff:0.0.0.0) is the wildcard of the mapped addresses only, and "::" of all of them."""
+    (::ffff:0.0.0.0) is the wildcard of the mapped addresses only, and "::" of the IPv6 ones,
+    and of the mapped ones only when it is known not to be IPV6_V6ONLY (``dual_stack``): a
+    v6only [::]:P leaves [::ffff:A]:P free for a customer's worker to bind and connect out
+    from (the kernel refuses that bind beside a dual-stack [::]:P)."""
     if listener.local_ip == sock.local_ip:
         return True
     if listener.local_ip == "0.0.0.0":
         return ":" not in sock.local_ip
-    return listener.local_ip == "::" and sock.proto == "tcp6"
+    if listener.local_ip != "::" or sock.proto != "tcp6":
+        return False
+    return ":" in sock.local_ip or dual_stack(listener)
 
 
 def judged_socket_text(sock, counts: bool, why: str) -> str:

@@ -64,7 +64,8 @@ class Policy:
                  file_identity: Callable[[str], Optional[FileIdentity]] = lambda path: None,
                  uid_min: int = DEFAULT_UID_MIN, now: Optional[float] = None,
                  host_addresses: Callable[[], frozenset] = frozenset,
-                 customer_code_uids: frozenset = frozenset()) -> None:
+                 customer_code_uids: frozenset = frozenset(),
+                 v6only_listeners: Callable[[], dict] = dict) -> None:
         # ``limit`` replaces PT_LIMIT: `ptfast tune` tries other values under the same rules
         self.limit = config["PT_LIMIT"] if limit is None else limit
         self.config = config
@@ -79,6 +80,8 @@ class Policy:
         self.host_addresses = host_addresses
         # accounts that run customers' code (web server users, nobody, PT_CUSTOMER_CODE_USERS)
         self.customer_code_uids = customer_code_uids
+        # (netns, inode) -> IPV6_V6ONLY of the tcp6 listeners, read when a pass needs it
+        self.v6only_listeners = v6only_listeners
         self.generic = bool(config["GENERIC"])
         self.all_users = bool(config["PT_ALL_USERS"])
         # process key -> the suspicious check's verdict from want_fds (None: not a candidate)
@@ -198,6 +201,15 @@ class Policy:
         worker_file, directory = self.file_identity(proc.exe), self.file_identity(worker_dir)
         return (worker_file is not None and worker_file.is_system_file()
                 and directory is not None and directory.is_system_file())
+
+    def dual_stack(self, listener) -> bool:
+        """``listener`` (tcp6) is known not to be IPV6_V6ONLY: it accepts IPv4 connections,
+        and no one else can bind an IPv4-mapped address of its port. Unknown (another network
+        namespace, netlink refused) is no: a mapped connection is then not taken for its."""
+        known = self.scratch.get("v6only")
+        if known is None:
+            known = self.scratch["v6only"] = self.v6only_listeners()
+        return known.get((listener.netns, listener.inode)) is False
 
     def want_fds(self, proc) -> bool:
         """Predicate for the scanner: inspect fds only of candidates older than PT_LIMIT, so
@@ -325,8 +337,9 @@ def build_policy(config: Config, rules: IgnoreRules, memory=NOTHING_REMEMBERED,
                  limit: Optional[float] = None, user_names=None) -> Policy:
     """The one place a Policy is made from settings (scan, tune and run), with this host's
     accounts and files."""
-    from .procfs import FileIdentities, host_addresses
+    from .procfs import FileIdentities, host_addresses, v6only_listeners
     from .users import UserNames, accounts_to_track, customer_code_uids, uid_min
     return Policy(config, rules, user_names or UserNames(), accounts_to_track(config), memory,
                   limit, FileIdentities(), uid_min(), host_addresses=host_addresses,
-                  customer_code_uids=customer_code_uids(config))
+                  customer_code_uids=customer_code_uids(config),
+                  v6only_listeners=v6only_listeners)
