@@ -317,18 +317,26 @@ def _is_this_host(ip: str, host_addresses: frozenset) -> bool:
 def digest_beyond(found: list, mails: int,
                   host_addresses: Callable[[], frozenset] = frozenset) -> list:
     """One pass is not a mail flood: the ``mails`` most severe findings that mail
-    (PT_DIGEST_AFTER; ``severity``, then lfd's order) are mailed one by one, as lfd does, the
-    rest in one digest mail listing them, most severe first (0: every one on its own). Each is
+    (PT_DIGEST_AFTER; ``severity``, then the accounts in turn, then lfd's order) are mailed
+    one by one, as lfd does, the rest in one digest mail listing them, most severe first (0:
+    every one on its own). Each is
     still logged, written to the events file and remembered. ``found`` keeps lfd's order;
     each mailing finding's ``severity`` is set when some go to the digest."""
     mailing = [finding for finding in found if finding.response.alert is not None]
     if mails <= 0 or len(mailing) <= mails:
         return found
     addresses = host_addresses()
+    # within a rank, the accounts take turns: one account's flood of listeners cannot push
+    # another account's backdoor of the same rank out of the single mails
+    turns: dict = {}
+    turn_of = {}
     for finding in mailing:
         finding.severity = severity(finding, addresses)
-    # sorted() is stable: within a rank, lfd's order
-    for finding in sorted(mailing, key=lambda finding: finding.severity)[mails:]:
+        account = (finding.severity, finding.user)
+        turn_of[id(finding)] = turns[account] = turns.get(account, -1) + 1
+    # sorted() is stable: within a rank and a turn, lfd's order
+    for finding in sorted(mailing, key=lambda finding: (finding.severity,
+                                                        turn_of[id(finding)]))[mails:]:
         finding.response.alert = DIGEST_TEMPLATE
     return found
 

@@ -17,7 +17,7 @@ from helpers.service import only_users_rule
 from helpers.uids import uid_for
 from test_provenance import CORES, _uid_of, verdicts
 
-UID = uid_for(241)
+UID = uid_for(242)
 
 # The root master makes a v6only pool listener and a dual-stack one, a peer for the worker to
 # reach, and a client already queued on the dual-stack pool over IPv4; then forks its workers,
