@@ -19,7 +19,8 @@ from .bounds import bounded_lines, bounded_text
 from .escape import escape_text
 from .findings import (CHECK_FORKBOMB, CHECK_LOAD, CHECK_RESOURCE, CHECK_SSHD_HUNG,
                        CHECK_SUSPICIOUS, CHECK_USER_PROCESSES, NOBODY, REASON_DELETED,
-                       REASON_INCOMPLETE, REASON_LISTENING, REASON_SOCKET, REMEMBER_LISTENER,
+                       REASON_INCOMPLETE, REASON_LISTENING, REASON_SOCKET, REASON_UNHELD,
+                       REMEMBER_LISTENER,
                        REMEMBER_LOAD_QUIET, REMEMBER_PROCESS, REMEMBER_RESOURCE,
                        REMEMBER_USER_QUIET, Action, Finding, Remember, Response, kill_key,
                        process_key)
@@ -298,6 +299,10 @@ class Suspicious(Check):
                         action=action)
 
     def log_lines(self, finding: Finding, killed: bool, user_name) -> list:
+        if finding.process is None:         # a listener held by no process: lfd's shape kept
+            return [f"*Suspicious Process* PID:- PPID:- User:{escape_text(finding.user)} "
+                    f"Uptime:{finding.details['open_for']} secs EXE:- CMD:- "
+                    f"{REASON_UNHELD}: {judged_socket_text(*finding.judged_sockets[0])}"]
         proc = process_of(finding)
         return [f"*Suspicious Process* PID:{proc.pid} PPID:{proc.ppid} "
                 f"User:{escape_text(finding.user)} Uptime:{int(proc.age)} secs "
@@ -305,6 +310,11 @@ class Suspicious(Check):
 
     def alert_values(self, finding: Finding, hostname: str, killed: bool, attached,
                      user_name) -> dict:
+        if finding.process is None:
+            return {"hostname": hostname, "pid": f"none: {REASON_UNHELD}",
+                    "user": escape_text(finding.user), "uptime": str(finding.details["open_for"]),
+                    "exe": "-", "cmdline": "-", "files": "", "maps": "",
+                    "sockets": judged_socket_text(*finding.judged_sockets[0])}
         proc = process_of(finding)
         return {
             "hostname": hostname,
@@ -318,6 +328,25 @@ class Suspicious(Check):
             "files": "\n".join(bounded_lines(finding.open_files, bounded_text)),
             "maps": "\n".join(bounded_lines(attached or (), bounded_text)),
         }
+
+
+def unheld_listener(policy: Policy, sock, first_seen: float) -> Finding:
+    """A tracked account's listener (``sock``, first seen at ``first_seen``) that outlived
+    PT_LIMIT and that no process of a tracked account holds, after the hopping walks looked
+    at every one of them: parked in flight in a unix socket's queue (the kernel still
+    completes handshakes into its backlog, and its owner takes it back to accept whenever it
+    likes), or handed to root or an untracked account. Reported once, for the account that
+    created it (the ``uid`` of its table record, which only that account can be)."""
+    why = (f"created by uid {sock.uid}, open for more than PT_LIMIT ({policy.limit:g} s); "
+           "no process of a tracked account holds it")
+    finding = Finding(CHECK_SUSPICIOUS, (REASON_UNHELD,), None,
+                      policy.user_name(sock.uid), judged_sockets=((sock, True, why),),
+                      details={"uid": sock.uid,
+                               "open_for": max(0, int(policy.now - first_seen))})
+    finding.response = Response(alert=SUSPICIOUS.template,
+                                remember=(Remember(REMEMBER_LISTENER,
+                                                   (sock.netns, sock.inode)),))
+    return finding
 
 
 def is_web_server_child(policy: Policy, proc, by_pid: dict) -> bool:

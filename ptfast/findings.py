@@ -24,6 +24,9 @@ REASON_LISTENING = "listening socket"
 REASON_SOCKET = "socket"
 REASON_DELETED = "deleted executable"
 REASON_INCOMPLETE = "not fully inspected"     # what could not be read may be what hides
+#: a tracked account's listener that outlived PT_LIMIT and that no process it tracks holds (parked
+#: in flight in a unix socket's queue): a suspicious finding without a process
+REASON_UNHELD = "listening socket held by no process"
 
 NOBODY = "nobody"
 

@@ -135,6 +135,8 @@ class Responder:
         """What the check's alert attaches, read now."""
         if check.attachment == "maps":
             proc = finding.process
+            if proc is None:            # a listener held by no process
+                return None
             return procfs.read_maps(proc.pid, proc.start_time, self.proc_root)
         if check.attachment == "host_load":
             from .checks import load_minutes

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 
 from . import config as config_mod, procfs
-from .checks import SUSPICIOUS, is_listening
+from .checks import SUSPICIOUS, is_listening, unheld_listener
 from .delivery import Flushed, Routes, flush
 from .escape import escape_line, escape_text
 from .findings import CHECK_LOAD, REMEMBER_LISTENER, Remember, outlived, process_key
@@ -161,7 +161,10 @@ class Tracker:
         tracked account's processes, as the holder may be any account's now (handed over a
         unix socket). Whoever holds one is remembered as its holder, so the next passes walk
         that account's young processes from the start. A listener held only by processes the
-        rules ignore is then remembered as reported, so that it costs no second walk again."""
+        rules ignore is then remembered as reported, so that it costs no second walk again.
+        One that no walked process holds and that is still there (parked in flight in a unix
+        socket's queue, where the kernel still completes handshakes) is reported as held by
+        no process, for the account that created it (checks.unheld_listener)."""
         held = {(sock.netns, sock.inode) for proc in snapshot.processes
                 for sock in proc.sockets or ()}
         pending = {key: seen for key, seen in self.state.listeners.items()
@@ -193,8 +196,15 @@ class Tracker:
             for key in holders:
                 pending.pop(key, None)
             if not pending:
-                break
-        return findings
+                return findings
+        # held by no process a walk saw, and still there: parked in a unix socket's queue
+        unheld = []
+        for key, seen in pending.items():
+            sock = rewalk.socket_table.get(key[1])
+            if sock is not None and sock.netns == key[0] and is_listening(sock):
+                unheld.append(unheld_listener(second, sock, seen[1]))
+        self._carry_out(settings, unheld)
+        return findings + unheld
 
     def check_load(self, settings) -> None:
         """PT_LOAD: alert (with the host's state attached) when the load average is high."""
