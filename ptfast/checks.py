@@ -18,10 +18,9 @@ from ._corespec import FDS_GONE, has_ports
 from .bounds import bounded_lines, bounded_text
 from .escape import escape_text
 from .findings import (CHECK_FORKBOMB, CHECK_LOAD, CHECK_RESOURCE, CHECK_SSHD_HUNG,
-                       CHECK_SUSPICIOUS, CHECK_USER_PROCESSES, NOBODY, REASON_DELETED,
-                       REASON_INCOMPLETE, REASON_LISTENING, REASON_SOCKET, REASON_UNHELD,
-                       REMEMBER_LISTENER,
-                       REMEMBER_LOAD_QUIET, REMEMBER_PROCESS, REMEMBER_RESOURCE,
+                       CHECK_SUSPICIOUS, CHECK_UNHELD_LISTENER, CHECK_USER_PROCESSES, NOBODY,
+                       REASON_DELETED, REASON_INCOMPLETE, REASON_LISTENING, REASON_SOCKET,
+                       REASON_UNHELD, REMEMBER_LISTENER, REMEMBER_LOAD_QUIET, REMEMBER_PROCESS, REMEMBER_RESOURCE,
                        REMEMBER_USER_QUIET, Action, Finding, Remember, Response, kill_key,
                        process_key)
 
@@ -299,10 +298,6 @@ class Suspicious(Check):
                         action=action)
 
     def log_lines(self, finding: Finding, killed: bool, user_name) -> list:
-        if finding.process is None:         # a listener held by no process: lfd's shape kept
-            return [f"*Suspicious Process* PID:- PPID:- User:{escape_text(finding.user)} "
-                    f"Uptime:{finding.details['open_for']} secs EXE:- CMD:- "
-                    f"{REASON_UNHELD}: {judged_socket_text(*finding.judged_sockets[0])}"]
         proc = process_of(finding)
         return [f"*Suspicious Process* PID:{proc.pid} PPID:{proc.ppid} "
                 f"User:{escape_text(finding.user)} Uptime:{int(proc.age)} secs "
@@ -310,11 +305,6 @@ class Suspicious(Check):
 
     def alert_values(self, finding: Finding, hostname: str, killed: bool, attached,
                      user_name) -> dict:
-        if finding.process is None:
-            return {"hostname": hostname, "pid": f"none: {REASON_UNHELD}",
-                    "user": escape_text(finding.user), "uptime": str(finding.details["open_for"]),
-                    "exe": "-", "cmdline": "-", "files": "", "maps": "",
-                    "sockets": judged_socket_text(*finding.judged_sockets[0])}
         proc = process_of(finding)
         return {
             "hostname": hostname,
@@ -330,6 +320,36 @@ class Suspicious(Check):
         }
 
 
+class UnheldListener(Check):
+    """``ptfast run`` only (found by the hopping walks, ptfast.tracking): a tracked account's
+    listener that outlived PT_LIMIT and that no process of a tracked account holds. Its own
+    check name, as it has no process (its events have no pid); the suspicious process mail."""
+
+    name = CHECK_UNHELD_LISTENER
+    template = Suspicious.template
+
+    def evaluate(self, policy: Policy, snapshot) -> list:
+        return []                   # not a snapshot check: see unheld_listener
+
+    def respond(self, finding: Finding, config) -> Response:
+        return Response(alert=self.template,
+                        remember=tuple(Remember(REMEMBER_LISTENER, key)
+                                       for key in finding.details["outlived"]))
+
+    def log_lines(self, finding: Finding, killed: bool, user_name) -> list:
+        # lfd's shape kept, so that admins' greps for suspicious processes still match
+        return [f"*Suspicious Process* PID:- PPID:- User:{escape_text(finding.user)} "
+                f"Uptime:{finding.details['open_for']} secs EXE:- CMD:- "
+                f"{REASON_UNHELD}: {judged_socket_text(*finding.judged_sockets[0])}"]
+
+    def alert_values(self, finding: Finding, hostname: str, killed: bool, attached,
+                     user_name) -> dict:
+        return {"hostname": hostname, "pid": f"none: {REASON_UNHELD}",
+                "user": escape_text(finding.user), "uptime": str(finding.details["open_for"]),
+                "exe": "-", "cmdline": "-", "files": "", "maps": "",
+                "sockets": judged_socket_text(*finding.judged_sockets[0])}
+
+
 def unheld_listener(policy: Policy, sock, first_seen: float) -> Finding:
     """A tracked account's listener (``sock``, first seen at ``first_seen``) that outlived
     PT_LIMIT and that no process of a tracked account holds, after the hopping walks looked
@@ -339,13 +359,11 @@ def unheld_listener(policy: Policy, sock, first_seen: float) -> Finding:
     created it (the ``uid`` of its table record, which only that account can be)."""
     why = (f"created by uid {sock.uid}, open for more than PT_LIMIT ({policy.limit:g} s); "
            "no process of a tracked account holds it")
-    finding = Finding(CHECK_SUSPICIOUS, (REASON_UNHELD,), None,
+    finding = Finding(CHECK_UNHELD_LISTENER, (REASON_UNHELD,), None,
                       policy.user_name(sock.uid), judged_sockets=((sock, True, why),),
-                      details={"uid": sock.uid,
+                      details={"uid": sock.uid, "outlived": [(sock.netns, sock.inode)],
                                "open_for": max(0, int(policy.now - first_seen))})
-    finding.response = Response(alert=SUSPICIOUS.template,
-                                remember=(Remember(REMEMBER_LISTENER,
-                                                   (sock.netns, sock.inode)),))
+    finding.response = UNHELD_LISTENER.respond(finding, policy.config)
     return finding
 
 
@@ -777,4 +795,5 @@ LOAD = Load()
 #: Checks run on every snapshot, in lfd's order.
 SNAPSHOT_CHECKS = (SSHD_HUNG, FORKBOMB, SUSPICIOUS, USER_PROCESSES, RESOURCE)
 #: Every check by name.
-BY_NAME = {check.name: check for check in (*SNAPSHOT_CHECKS, LOAD)}
+UNHELD_LISTENER = UnheldListener()
+BY_NAME = {check.name: check for check in (*SNAPSHOT_CHECKS, LOAD, UNHELD_LISTENER)}

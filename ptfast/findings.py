@@ -19,6 +19,7 @@ CHECK_RESOURCE = "resource"                 # PT_USERMEM, PT_USERRSS, PT_USERTIM
 CHECK_FORKBOMB = "forkbomb"                 # PT_FORKBOMB
 CHECK_SSHD_HUNG = "sshd_hung"               # PT_SSHDHUNG
 CHECK_LOAD = "load"                         # PT_LOAD
+CHECK_UNHELD_LISTENER = "unheld_listener"   # PT_LIMIT: a listener no process holds (run)
 
 REASON_LISTENING = "listening socket"
 REASON_SOCKET = "socket"

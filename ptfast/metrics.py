@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from . import safepaths
 from .findings import (CHECK_FORKBOMB, CHECK_LOAD, CHECK_RESOURCE, CHECK_SSHD_HUNG,
-                       CHECK_SUSPICIOUS, CHECK_USER_PROCESSES)
+                       CHECK_SUSPICIOUS, CHECK_UNHELD_LISTENER, CHECK_USER_PROCESSES)
 from .spool import CHANNELS
 from .state import write_atomically
 
 CHECKS = (CHECK_SUSPICIOUS, CHECK_USER_PROCESSES, CHECK_RESOURCE, CHECK_FORKBOMB,
-          CHECK_SSHD_HUNG, CHECK_LOAD)
+          CHECK_SSHD_HUNG, CHECK_LOAD, CHECK_UNHELD_LISTENER)
 #: node_exporter runs as its own user: the file is readable by all (it holds no secret)
 METRICS_MODE = 0o644
 

@@ -58,7 +58,8 @@ def test_a_listener_parked_in_a_unix_socket_queue_is_reported_with_its_owner(tmp
                          for sock in event.get("sockets", ()))]
         assert len(events) == 1, service.events()
         [event] = events
-        assert event["check"] == "suspicious" and event["uid"] == UID
+        assert event["check"] == "unheld_listener" and event["uid"] == UID
+        assert "pid" not in event
         assert event["reasons"] == ["listening socket held by no process"]
         [sock] = event["sockets"]
         assert sock["local"] == f"0.0.0.0:{parker.info['port']}" and sock["counted"]
