@@ -1,7 +1,7 @@
 """Build the compiled scanner core.
 
 The extension is optional: if it cannot be compiled (no compiler, no Python headers), ptfast
-still installs and runs on its pure-Python twin (ptfast/_procscan_py.py) and says so in
+still installs and runs on its pure-Python twin (ptfast/scan/_procscan_py.py) and says so in
 `ptfast --version`. PTFAST_REQUIRE_COMPILED=1 makes a failed compile fail the build (CI, wheels).
 """
 import os
@@ -14,7 +14,7 @@ from setuptools.command.build_ext import build_ext
 compiled_core_required = bool(os.environ.get("PTFAST_REQUIRE_COMPILED"))
 
 extensions = cythonize(
-    [Extension("ptfast._procscan", sources=["src_pyx/_procscan.pyx"],
+    [Extension("ptfast.scan._procscan", sources=["src_pyx/_procscan.pyx"],
                extra_compile_args=["-O2"])],
     include_path=["src_pyx"],
     compiler_directives={

@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ptfast import _procscan_py  # noqa: E402
+from ptfast.scan import _procscan_py  # noqa: E402
 
 WAYS = {"sock_diag": "/proc", "proc_net": "/proc/."}
 
@@ -27,7 +27,7 @@ WAYS = {"sock_diag": "/proc", "proc_net": "/proc/."}
 def cores() -> dict:
     found = {"twin": _procscan_py}
     try:
-        from ptfast import _procscan
+        from ptfast.scan import _procscan
         found = {"compiled": _procscan, **found}
     except ImportError:
         pass

@@ -18,9 +18,10 @@ import sys
 import tempfile
 import time
 
-from ptfast import daemon, procfs
-from ptfast.cli import build_parser
-from ptfast.policy import build_policy
+from ptfast.commands import daemon
+from ptfast.scan import procfs
+from ptfast.commands.cli import build_parser
+from ptfast.decide.policy import build_policy
 
 
 def main() -> int:

@@ -1,9 +1,9 @@
 # cython: language_level=3
 """Compiled scanner core: walk /proc and return plain facts about every process.
 
-Same API and same results as the pure-Python twin ``ptfast/_procscan_py.py``, which is the
+Same API and same results as the pure-Python twin ``ptfast/scan/_procscan_py.py``, which is the
 reference (read its docstring for the contract); constants, tables and record fields come from
-``ptfast._corespec``. This one does the same work with raw system calls:
+``ptfast.scan._corespec``. This one does the same work with raw system calls:
 
 * every per-process file is opened relative to a directory fd of ``/proc/PID``, so all reads of
   one process refer to the same task: if the PID dies and is reused mid-scan, reads fail instead
@@ -30,9 +30,9 @@ from _libc cimport (AF_NETLINK, MSG_TRUNC, NETLINK_SOCK_DIAG, NLM_F_DUMP, NLM_F_
                     SOCK_DIAG_BY_FAMILY, SOCK_RAW, inet_diag_msg, inet_diag_req_v2, nlmsghdr,
                     ntohs, recv, sendto, sockaddr, sockaddr_nl, socket)
 
-from ptfast import _corespec, _sockprobe
+from ptfast.scan import _corespec, _sockprobe
 
-# -- the contract, as C values (ptfast/_corespec.py defines them once) ----------------------
+# -- the contract, as C values (ptfast/scan/_corespec.py defines them once) ----------------------
 cdef int STAT_PPID = _corespec.STAT_PPID
 cdef int STAT_PGRP = _corespec.STAT_PGRP
 cdef int STAT_SESSION = _corespec.STAT_SESSION
@@ -66,7 +66,7 @@ cdef unsigned long long NETNS_UNKNOWN = _corespec.NETNS_UNKNOWN
 cdef int NO_PORT = _corespec.NO_PORT
 
 cdef enum:
-    # Sizes of C arrays, so compiled in: ptfast._corespec defines each (the twin applies the
+    # Sizes of C arrays, so compiled in: ptfast.scan._corespec defines each (the twin applies the
     # same limits), and the import below fails when the two differ.
     SMALL_FILE_MAX = 4096
     LINK_MAX = 4096
@@ -79,7 +79,7 @@ cdef enum:
     NETLINK_BUFFER = 65536          # the kernel puts at most 32 KB of a dump in one datagram
 
 #: The values compiled into this core (C array sizes, the C headers' constants), by their
-#: ptfast._corespec names; tests/test_contract.py compares them too. SYS_kcmp: the number the
+#: ptfast.scan._corespec names; tests/test_contract.py compares them too. SYS_kcmp: the number the
 #: twin takes from its own table.
 COMPILED_CONSTANTS = {"SMALL_FILE_MAX": SMALL_FILE_MAX, "LINK_MAX": LINK_MAX,
                       "UPTIME_MAX": UPTIME_MAX, "MAX_FD_TABLES": MAX_FD_TABLES,
@@ -88,9 +88,9 @@ COMPILED_CONSTANTS = {"SMALL_FILE_MAX": SMALL_FILE_MAX, "LINK_MAX": LINK_MAX,
 
 
 def _contract_mismatches() -> list:
-    """The compiled-in values that differ from ptfast._corespec's (an ``assert`` would vanish
+    """The compiled-in values that differ from ptfast.scan._corespec's (an ``assert`` would vanish
     under python -O: this check must not)."""
-    wrong = [f"{name} is {value} here, {getattr(_corespec, name)} in ptfast._corespec"
+    wrong = [f"{name} is {value} here, {getattr(_corespec, name)} in ptfast.scan._corespec"
              for name, value in COMPILED_CONSTANTS.items()
              if hasattr(_corespec, name) and getattr(_corespec, name) != value]
     if STAT_FIELDS_NEEDED > MAX_STAT_FIELDS:
@@ -100,7 +100,7 @@ def _contract_mismatches() -> list:
 
 _mismatches = _contract_mismatches()
 if _mismatches:
-    raise ImportError("the compiled core was built against another ptfast._corespec "
+    raise ImportError("the compiled core was built against another ptfast.scan._corespec "
                       "(rebuild it): " + "; ".join(_mismatches))
 
 cdef enum Outcome:
@@ -637,7 +637,7 @@ cdef int parse_inode_column(const char* data, Py_ssize_t n, int column, set inod
 
 
 cdef Socket socket_of(tuple record):
-    """A Socket from a record tuple in SOCKET_FIELDS order (ptfast._sockprobe's)."""
+    """A Socket from a record tuple in SOCKET_FIELDS order (ptfast.scan._sockprobe's)."""
     cdef Socket sock = Socket.__new__(Socket)
     (sock.inode, sock.proto, sock.local_ip, sock.local_port, sock.remote_ip, sock.remote_port,
      sock.state, sock.uid, sock.netns) = record
@@ -1268,7 +1268,7 @@ cdef class _Scanner:
 
 def scan(str proc_root="/proc", want_fds=True, pids=None):
     """Walk ``proc_root`` once (or only ``pids``, in that order). See
-    ``ptfast._procscan_py.scan`` for the contract.
+    ``ptfast.scan._procscan_py.scan`` for the contract.
 
     Returns ``(processes, socket_table, stats)``.
     """

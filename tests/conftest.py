@@ -6,10 +6,10 @@ import pytest
 from helpers.procs import kill_uids
 from helpers.uids import BASE, BLOCK
 
-from ptfast import _procscan_py
+from ptfast.scan import _procscan_py
 
 try:
-    from ptfast import _procscan as _compiled
+    from ptfast.scan import _procscan as _compiled
     COMPILED_MISSING = None
 except ImportError as exc:     # not built here (no compiler): ptfast runs on the twin
     _compiled = None

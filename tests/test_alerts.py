@@ -7,9 +7,9 @@ import os
 import orjson
 import pytest
 
-from ptfast import alerts, mail
-from ptfast.findings import REMEMBER_PROCESS, Remember
-from ptfast.state import ReportedState
+from ptfast.channels import alerts, mail
+from ptfast.decide.findings import REMEMBER_PROCESS, Remember
+from ptfast.decide.state import ReportedState
 from helpers.realworld import REALWORLD, needs_realworld
 
 
@@ -137,7 +137,7 @@ def test_state_round_trip_and_forgetting(tmp_path):
 
 def test_listener_memory_is_bounded_and_forgets_what_closed(tmp_path, monkeypatch):
     from types import SimpleNamespace
-    from ptfast import state as state_mod
+    from ptfast.decide import state as state_mod
     monkeypatch.setattr(state_mod, "MAX_LISTENERS", 3)
     state = ReportedState(str(tmp_path))
     sockets = [SimpleNamespace(netns=1, inode=inode, uid=1000) for inode in range(5)]
@@ -149,7 +149,7 @@ def test_listener_memory_is_bounded_and_forgets_what_closed(tmp_path, monkeypatc
 
 
 def test_a_planned_kill_list_is_bounded_in_json():
-    from ptfast.findings import ProcessKey, Response
+    from ptfast.decide.findings import ProcessKey, Response
     record = Response(kill=tuple(ProcessKey(pid, 1) for pid in range(1, 1201)),
                       kill_uids=(1000,)).as_record()
     assert len(record["kill"]) == 500 and record["kill_left_out"] == 700

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from ptfast.baseline import Customers
+from ptfast.commands.baseline import Customers
 
 from helpers.procs import start_copied_python, start_python
 from helpers.scan import CORES, core_env

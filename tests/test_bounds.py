@@ -12,8 +12,9 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from ptfast import alerts, bounds
-from ptfast.escape import escape_text
+from ptfast.channels import alerts
+from ptfast.foundation import bounds
+from ptfast.foundation.escape import escape_text
 from helpers.procs import public_tempdir, start_python
 from helpers.service import SendmailRecorder, ServiceDir
 from helpers.uids import uid_for

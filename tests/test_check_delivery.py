@@ -108,7 +108,7 @@ def test_webhooks_are_checked_and_never_printed_whole(tmp_path, sendmail):
 def test_a_loopback_webhook_on_a_port_any_user_may_take(tmp_path, sendmail):
     """On a shared host, loopback is not private: while the receiver is down, a customer may
     listen on an unprivileged port and be sent every alert and the token."""
-    from ptfast.destinations import unprivileged_port_start
+    from ptfast.channels.destinations import unprivileged_port_start
     lowest = unprivileged_port_start()
     if lowest > 65535:
         pytest.skip("no port is unprivileged here")
@@ -149,7 +149,7 @@ def test_metrics_file_directory(tmp_path, sendmail):
 def test_metrics_file_must_be_a_prom_file(tmp_path, sendmail):
     """A careless admin names ptfast's own state (or any root file) as PT_METRICS_FILE: it
     would be overwritten with metrics every pass (reported.json: every alert again)."""
-    from ptfast import config
+    from ptfast.foundation import config
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     reported = state / "reported.json"

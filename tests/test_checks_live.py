@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from ptfast import checks
+from ptfast.decide import checks
 
 from helpers.uids import uid_for
 from helpers.procs import (alive, kill_uid, pids_of_uid, process_age, start_python,

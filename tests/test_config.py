@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from ptfast import config
+from ptfast.foundation import config
 from helpers.realworld import REALWORLD, needs_realworld
 from helpers.service import CHECKED_SENDMAIL
 

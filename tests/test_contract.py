@@ -1,4 +1,4 @@
-"""The scanner cores' contract is defined once (ptfast._corespec): the compiled classes, the
+"""The scanner cores' contract is defined once (ptfast.scan._corespec): the compiled classes, the
 twin's records and the .pyi stubs must all carry exactly its field lists, and every limit and
 sentinel is _corespec's, in both cores and everywhere else."""
 
@@ -11,12 +11,13 @@ import types
 
 import pytest
 
-from ptfast import _corespec, _procscan_py, config
+from ptfast.scan import _corespec, _procscan_py
+from ptfast.foundation import config
 
 from helpers.proctree import TCP_HEADER, stat_line, write
 
 PACKAGE = os.path.dirname(_procscan_py.__file__)
-PYX = os.path.join(PACKAGE, "..", "src_pyx", "_procscan.pyx")
+PYX = os.path.join(PACKAGE, "..", "..", "src_pyx", "_procscan.pyx")
 #: _corespec's constants: its upper-case names
 CONTRACT_CONSTANTS = {name for name in vars(_corespec) if name.isupper()}
 
@@ -151,13 +152,13 @@ def test_an_unreadable_network_namespace_is_the_same_sentinel_in_both_cores(core
 
 def test_the_compiled_core_refuses_to_import_against_another_contract(compiled_core):
     """Its check is no assert: python -O keeps it."""
-    code = ("from ptfast import _corespec\n"
+    code = ("from ptfast.scan import _corespec\n"
             "_corespec.MAX_FD_TABLES += 1\n"
             "try:\n"
-            "    from ptfast import _procscan\n"
+            "    from ptfast.scan import _procscan\n"
             "except ImportError as exc:\n"
             "    print(exc)\n")
     result = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
-    assert f"MAX_FD_TABLES is {_corespec.MAX_FD_TABLES} here, {_corespec.MAX_FD_TABLES + 1} in ptfast._corespec" in result.stdout
+    assert f"MAX_FD_TABLES is {_corespec.MAX_FD_TABLES} here, {_corespec.MAX_FD_TABLES + 1} in ptfast.scan._corespec" in result.stdout

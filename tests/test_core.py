@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from ptfast import _procscan_py, procfs
-from ptfast._corespec import PF_KTHREAD, STAT_FLAGS, parse_stat, stat_field
+from ptfast.scan import _procscan_py, procfs
+from ptfast.scan._corespec import PF_KTHREAD, STAT_FLAGS, parse_stat, stat_field
 from helpers.uids import uid_for
 from helpers.pidns import PidNamespace
 from helpers.procs import start_copied_python, start_python

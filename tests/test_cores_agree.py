@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from ptfast import _corespec, _procscan_py
+from ptfast.scan import _corespec, _procscan_py
 
 from helpers.native import needs_gcc, ping_group_range_allowing, program_fixtures, start
 from helpers.procs import kill_uid, start_python

@@ -6,8 +6,8 @@ import signal
 import threading
 import time
 
-from ptfast import daemon
-from ptfast.cli import build_parser
+from ptfast.commands import daemon
+from ptfast.commands.cli import build_parser
 
 INTERVAL = 0.3
 

@@ -14,11 +14,14 @@ import time
 
 import pytest
 
-from ptfast import (alerts, bounds, config, findings, pignore, policy, procfs, settings,
-                    spool)
-from ptfast.checks import MAX_LOGGED_FORKBOMB_PROCESSES, SUSPICIOUS
-from ptfast.procfs import Snapshot
-from ptfast.respond import Responder
+from ptfast.channels import alerts, spool
+from ptfast.foundation import bounds, config
+from ptfast.decide import findings, pignore, policy
+from ptfast.scan import procfs
+from ptfast.commands import settings
+from ptfast.decide.checks import MAX_LOGGED_FORKBOMB_PROCESSES, SUSPICIOUS
+from ptfast.scan.procfs import Snapshot
+from ptfast.act.respond import Responder
 
 from helpers.procs import kill_uid, start_copied_python, start_python
 from helpers.service import LISTEN_ANY, SendmailRecorder, ServiceDir

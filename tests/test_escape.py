@@ -2,7 +2,7 @@
 
 import orjson
 
-from ptfast.escape import escape_text
+from ptfast.foundation.escape import escape_text
 
 
 def test_plain_text_is_unchanged():

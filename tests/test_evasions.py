@@ -346,7 +346,8 @@ def test_an_account_filling_the_listener_memory_hides_no_other_accounts_hopping(
     here, 30 real listeners); another account's listener then hops between young processes.
     The flooder may use up its own share only: the hopper is still reported, and the log says
     once that the flooder hit its bound."""
-    from ptfast import procfs, state
+    from ptfast.scan import procfs
+    from ptfast.decide import state
     monkeypatch.setattr(state, "MAX_LISTENERS", 8)
     monkeypatch.setattr(state, "MAX_LISTENERS_PER_ACCOUNT", 4, raising=False)
     monkeypatch.setattr(procfs, "_core", core)

@@ -13,8 +13,8 @@ from helpers.procs import start_python
 from helpers.service import LISTEN_ANY, recorded_service
 from helpers.uids import uid_for
 
-from ptfast.events import SCHEMA_VERSION
-from ptfast.spool import SPOOL_NAME
+from ptfast.channels.events import SCHEMA_VERSION
+from ptfast.channels.spool import SPOOL_NAME
 
 pytestmark = pytest.mark.needs_root
 

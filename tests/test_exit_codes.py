@@ -7,8 +7,8 @@ import textwrap
 
 FAILING_SCAN = textwrap.dedent("""
     import os, sys
-    from ptfast import procfs
-    from ptfast.cli import main
+    from ptfast.scan import procfs
+    from ptfast.commands.cli import main
 
     def scan(*args, **kwargs):
         raise RuntimeError("unexpected failure planted by the test")

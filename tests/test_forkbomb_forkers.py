@@ -8,8 +8,10 @@ import subprocess
 
 import pytest
 
-from ptfast import checks, config, findings, kills, pignore, policy
-from ptfast.procfs import Snapshot
+from ptfast.decide import checks, findings, pignore, policy
+from ptfast.foundation import config
+from ptfast.act import kills
+from ptfast.scan.procfs import Snapshot
 from helpers.procs import alive, wait_until
 from helpers.service import start_time_of
 from helpers.snapshots import HOST_FILES, USERS, proc

@@ -14,7 +14,9 @@ import sysconfig
 import pytest
 
 from helpers.native import needs_program
-from ptfast import __version__, config, install
+from ptfast import __version__
+from ptfast.foundation import config
+from ptfast.commands import install
 
 UNIT = "etc/systemd/system/ptfast.service"
 SAMPLE_CONFIG = "etc/ptfast/ptfast.conf"
@@ -205,7 +207,7 @@ def man_sections(text: str) -> dict:
 
 def cli_commands() -> dict:
     """Subcommand name -> its parser, as ptfast's command line defines them."""
-    from ptfast.cli import build_parser
+    from ptfast.commands.cli import build_parser
     return dict(next(action for action in build_parser()._actions
                      if isinstance(action, argparse._SubParsersAction)).choices)
 
@@ -235,7 +237,7 @@ def test_man_finds_the_page_and_it_documents_every_command(tmp_path):
 def test_the_man_page_says_what_an_admin_looks_for(tmp_path):
     """The hand-over, the pignore syntax, the signals, the files and every exit status."""
     sections = man_sections(rendered_man_page(
-        os.path.join(os.path.dirname(install.__file__), "man", "ptfast.8")))
+        os.path.join(os.path.dirname(install.__file__), "..", "man", "ptfast.8")))
     exit_tags = re.findall(r"^([0-9]) ", sections["EXIT STATUS"], re.MULTILINE)
     sections = {heading: " ".join(text.split()) for heading, text in sections.items()}
     handover = sections["HANDING TRACKING OVER FROM LFD"]

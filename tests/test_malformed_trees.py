@@ -20,7 +20,7 @@ import tempfile
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
-from ptfast._corespec import PF_FORKNOEXEC
+from ptfast.scan._corespec import PF_FORKNOEXEC
 
 from helpers.proctree import TCP_HEADER, stat_line, tcp_line
 from helpers.scan import CORES, core_env
@@ -29,9 +29,9 @@ SCAN_TIMEOUT = 5.0       # seconds; a scan of these few files takes milliseconds
 
 WORKER = r"""
 import json, sys
-from ptfast import _procscan_py
+from ptfast.scan import _procscan_py
 if sys.argv[1] == "compiled":
-    from ptfast import _procscan as core
+    from ptfast.scan import _procscan as core
 else:
     core = _procscan_py
 

@@ -11,8 +11,8 @@ import pytest
 from helpers.procs import start_python
 from helpers.service import ServiceDir, free_port
 from helpers.uids import uid_for
-from ptfast import status
-from ptfast.words import counted
+from ptfast.channels import status
+from ptfast.foundation.words import counted
 
 LISTEN_ANY = 'info["port"] = listen(socket.AF_INET, "0.0.0.0").getsockname()[1]'
 

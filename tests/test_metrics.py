@@ -15,7 +15,8 @@ from helpers.procs import wait_until
 from helpers.service import bindshell_fixture, free_port, recorded_service
 from helpers.uids import uid_for
 
-from ptfast import procfs, status
+from ptfast.scan import procfs
+from ptfast.channels import status
 
 pytestmark = pytest.mark.needs_root
 

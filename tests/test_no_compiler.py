@@ -18,7 +18,7 @@ def test_version_says_what_to_install_when_the_core_was_not_built(tmp_path):
     # the copy alone: an editable install's finder would supply this checkout's core
     code = ("import sys; sys.path.insert(0, sys.argv[1]); "
             "sys.meta_path[:] = [f for f in sys.meta_path if 'Editable' not in repr(f)]; "
-            "from ptfast.cli import main; sys.exit(main(['--version']))")
+            "from ptfast.commands.cli import main; sys.exit(main(['--version']))")
     result = subprocess.run([sys.executable, "-I", "-c", code, str(tmp_path)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -13,7 +13,7 @@ import pytest
 
 from helpers.service import bindshell_fixture, recorded_service
 from helpers.uids import uid_for
-from ptfast.status import ONCE
+from ptfast.channels.status import ONCE
 
 pytestmark = pytest.mark.needs_root
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from ptfast import pignore
+from ptfast.decide import pignore
 from helpers.realworld import REALWORLD, needs_realworld
 
 

@@ -4,11 +4,12 @@ import os
 
 import pytest
 
-from ptfast import config, findings, pignore, policy
-from ptfast.checks import SUSPICIOUS
-from ptfast.procfs import Snapshot
+from ptfast.foundation import config
+from ptfast.decide import findings, pignore, policy
+from ptfast.decide.checks import SUSPICIOUS
+from ptfast.scan.procfs import Snapshot
 
-from ptfast.findings import FileIdentity
+from ptfast.decide.findings import FileIdentity
 
 from helpers.snapshots import HOST_FILES, USERS, proc, sock
 

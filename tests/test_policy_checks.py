@@ -2,8 +2,9 @@
 
 import os
 
-from ptfast import checks, config, findings, pignore, policy
-from ptfast.procfs import Snapshot
+from ptfast.decide import checks, findings, pignore, policy
+from ptfast.foundation import config
+from ptfast.scan.procfs import Snapshot
 from helpers.snapshots import HOST_FILES, USERS, proc
 
 MB = 1 << 20

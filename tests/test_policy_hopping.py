@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import orjson
 import pytest
 
-from ptfast import state as state_mod
-from ptfast.findings import REMEMBER_LISTENER, Remember
-from ptfast.state import ReportedState
+from ptfast.decide import state as state_mod
+from ptfast.decide.findings import REMEMBER_LISTENER, Remember
+from ptfast.decide.state import ReportedState
 
 FLOODER, OTHER, THIRD = 2001, 2002, 2003
 

@@ -2,7 +2,7 @@
 
 import os
 
-from ptfast import procfs
+from ptfast.scan import procfs
 
 from helpers.proctree import TCP_HEADER, stat_line, tcp_line, write
 

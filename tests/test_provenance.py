@@ -20,9 +20,10 @@ import time
 
 import pytest
 
-from ptfast import config, findings, pignore, policy, users
-from ptfast.checks import SUSPICIOUS, accepted_on
-from ptfast.procfs import Snapshot
+from ptfast.foundation import config, users
+from ptfast.decide import findings, pignore, policy
+from ptfast.decide.checks import SUSPICIOUS, accepted_on
+from ptfast.scan.procfs import Snapshot
 
 from helpers.procs import kill_uid, public_tempdir, start_python, wait_until
 from helpers.service import free_port, only_users_rule
@@ -475,11 +476,11 @@ def test_both_cores_read_whether_a_process_exec_d_since_its_fork(core_module):
 
 @pytest.fixture(params=["compiled", "pure-python"])
 def core_module(request):
-    from ptfast import _procscan_py
+    from ptfast.scan import _procscan_py
     if request.param == "pure-python":
         return _procscan_py
     try:
-        from ptfast import _procscan
+        from ptfast.scan import _procscan
     except ImportError:
         pytest.skip("compiled core not built")
     return _procscan

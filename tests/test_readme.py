@@ -6,8 +6,8 @@ import argparse
 import os
 import re
 
-from ptfast import config
-from ptfast.cli import build_parser
+from ptfast.foundation import config
+from ptfast.commands.cli import build_parser
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 README = os.path.join(ROOT, "README.md")

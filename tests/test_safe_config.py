@@ -13,7 +13,8 @@ import tracemalloc
 import pytest
 import regex
 
-from ptfast import config, pignore
+from ptfast.foundation import config
+from ptfast.decide import pignore
 from helpers.procs import start_python
 from helpers.service import ServiceDir, recorded_command
 from helpers.uids import uid_for

@@ -1,5 +1,5 @@
 """Kills that never hit root or an ignored process, with and without pidfds (issue 13, items 1
-and 2): reproducers with real processes. They failed on the code before ptfast.kills (the root
+and 2): reproducers with real processes. They failed on the code before ptfast.act.kills (the root
 master was killed; without pidfds nothing was).
 
 A kernel without pidfds (before 5.3: AlmaLinux/CloudLinux 8 run 4.18) is simulated for the whole

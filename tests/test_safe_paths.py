@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from ptfast import state
+from ptfast.decide import state
 from helpers.service import (CHECKED_SENDMAIL, ServiceDir, SmtpServer, free_port,
                              recorded_command)
 from helpers.uids import uid_for
@@ -232,7 +232,7 @@ def test_safe_paths_under_tmp_and_root_owned_files_are_accepted(service):
 
 
 def test_path_rules_sticky_links_and_groups(tmp_path, customer_dir):
-    from ptfast.safepaths import DIRECTORY, FILE, PROGRAM, path_problem
+    from ptfast.foundation.safepaths import DIRECTORY, FILE, PROGRAM, path_problem
     sticky = tmp_path / "sticky"
     sticky.mkdir()
     sticky.chmod(0o1777)

@@ -8,10 +8,11 @@ customer can create a socket of another uid, nor bind a port another uid's liste
 
 import os
 
-from ptfast import config, findings, pignore, policy
-from ptfast.checks import SUSPICIOUS
-from ptfast.findings import FileIdentity
-from ptfast.procfs import Snapshot
+from ptfast.foundation import config
+from ptfast.decide import findings, pignore, policy
+from ptfast.decide.checks import SUSPICIOUS
+from ptfast.decide.findings import FileIdentity
+from ptfast.scan.procfs import Snapshot
 
 from helpers.snapshots import HOST_FILES, USERS, host_file, proc, sock
 

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from ptfast import procfs
-from ptfast._corespec import SOCK_DIAG_TABLES, SOCKET_FIELDS
+from ptfast.scan import procfs
+from ptfast.scan._corespec import SOCK_DIAG_TABLES, SOCKET_FIELDS
 from helpers import nonetlink
 from helpers.proctree import TCP_HEADER, stat_line, tcp_line, write
 from helpers.procs import start_python
@@ -147,9 +147,9 @@ def test_a_prepared_tree_reads_its_own_tables_not_the_hosts(core, children, tmp_
 
 SCAN_IN_CHILD = """
 import json, sys
-from ptfast import procfs, _procscan_py
-from ptfast._corespec import SOCKET_FIELDS
-core = _procscan_py if sys.argv[1] == "pure-python" else __import__("ptfast._procscan").\\
+from ptfast.scan import procfs, _procscan_py
+from ptfast.scan._corespec import SOCKET_FIELDS
+core = _procscan_py if sys.argv[1] == "pure-python" else __import__("ptfast.scan._procscan").scan.\\
     _procscan
 uid = int(sys.argv[2])
 snapshot = procfs.scan("/proc", False, core=core)

@@ -14,7 +14,8 @@ from helpers.procs import start_python, wait_until
 from helpers.service import ServiceDir, bindshell_fixture, free_port, recorded_service
 from helpers.uids import uid_for
 
-from ptfast import procfs, status
+from ptfast.scan import procfs
+from ptfast.channels import status
 
 pytestmark = pytest.mark.needs_root
 

@@ -18,7 +18,7 @@ from helpers.service import (LISTEN_ANY, WebhookServer, bindshell_fixture, recor
                              self_signed_certificate)
 from helpers.uids import uid_for
 
-from ptfast import destinations, webhooks
+from ptfast.channels import destinations, webhooks
 
 pytestmark = pytest.mark.needs_root
 
@@ -250,7 +250,7 @@ def test_shown_and_redacted_urls_carry_no_secret():
 
 
 def test_bad_webhook_settings_are_problems_with_their_line(tmp_path):
-    from ptfast import config
+    from ptfast.foundation import config
     override = tmp_path / "ptfast.conf"
     override.write_text(f'PT_WEBHOOK_URL = "https://a.example/{TOKEN},https://b.example/x"\n'
                         'PT_WEBHOOK_FORMAT = "slack,json,teams"\n')
@@ -267,7 +267,7 @@ def test_bad_webhook_settings_are_problems_with_their_line(tmp_path):
 def test_webhook_url_in_the_format_setting_is_not_quoted_back(tmp_path):
     """A careless admin swaps the two settings: the problem (printed by check, logged by the
     service) must not carry the URL's token."""
-    from ptfast import config
+    from ptfast.foundation import config
     override = tmp_path / "ptfast.conf"
     override.write_text(f'PT_WEBHOOK_FORMAT = "https://hooks.example.com/services/{TOKEN}"\n'
                         'PT_WEBHOOK_URL = "slack"\n')
@@ -279,7 +279,7 @@ def test_webhook_url_in_the_format_setting_is_not_quoted_back(tmp_path):
 
 
 def test_a_mistyped_set_name_does_not_quote_its_value():
-    from ptfast import config
+    from ptfast.foundation import config
     loaded = config.load(os.devnull, override_path=os.devnull,
                          overrides=[f"PT_WEBHOOK_UR=https://hooks.example.com/{TOKEN}",
                                     f"https://hooks.example.com/{TOKEN}"])
@@ -375,7 +375,7 @@ def test_teams_gets_no_markdown_from_a_process():
 def test_a_command_line_of_quotes_keeps_a_teams_post_under_its_size_limit():
     """Teams refuses a message over 28 KB (and ptfast would keep retrying it): escaped quotes and
     backslashes take two bytes each in JSON, so the cut is made on the post's bytes."""
-    from ptfast.escape import escape_text
+    from ptfast.foundation.escape import escape_text
     line = "*Suspicious Process* PID:1 CMD:" + escape_text('"\\' * 4096)
     for lines in ([line], [line] * 5):
         [data] = webhooks.entries(destinations.Destination("https://chat.example/h", "teams"),
@@ -437,8 +437,9 @@ def test_a_route_that_takes_too_long_in_one_flush_waits_for_the_next_pass(tmp_pa
     """Refused posts stay in the spool and are tried every pass: a receiver refusing each one
     slowly must not hold the pass until every one was tried. The clock is a stand-in that
     says each post took 50 s."""
-    from ptfast import config, delivery
-    from ptfast.spool import WEBHOOK, Spool
+    from ptfast.foundation import config
+    from ptfast.channels import delivery
+    from ptfast.channels.spool import WEBHOOK, Spool
 
     ticks = iter(range(0, 10_000, 50))     # read before and after each post: 50 s each
     monkeypatch.setattr(delivery, "clock", lambda: float(next(ticks)), raising=False)

@@ -21,7 +21,7 @@ sys.path.insert(0, HERE)
 
 import task_walk  # noqa: E402
 
-from ptfast import procfs  # noqa: E402
+from ptfast.scan import procfs  # noqa: E402
 
 LISTEN = ("import socket, time\n"
           "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); time.sleep(60)\n")

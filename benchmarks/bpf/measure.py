@@ -8,12 +8,12 @@ sockets), so that other work on the machine is neither walked nor read; the CPU 
 shared. For each size it starts benchmarks/population.c through benchmarks/run.py's helpers
 (raising the host's kernel.pid_max when the population would not fit, restoring it after), then:
 
-1. checks that the iterators find what ``ptfast.procfs.scan('/proc', True)`` finds: the same
+1. checks that the iterators find what ``ptfast.scan.procfs.scan('/proc', True)`` finds: the same
    (pid, socket inode) pairs for every process of the population (and for every process seen
    by both with the same start time), and says how the other fields compare;
 2. times, interleaved, ROUNDS times:
      floor        benchmarks/floor.c (a process of its own, as in run.py)
-     scan         ptfast.procfs.scan('/proc', True) in this process, compiled core
+     scan         ptfast.scan.procfs.scan('/proc', True) in this process, compiled core
      bpf-read     the two iterators read to their end (kernel work only, records not parsed)
      bpf-walk     the same, parsed into Python records (task_walk.walk)
      bpf-files    processes and every fd's path (what scan's open_files holds), parsed
@@ -43,8 +43,8 @@ sys.path.insert(0, HERE)
 import run  # noqa: E402  (benchmarks/run.py)
 import task_walk  # noqa: E402
 
-from ptfast import procfs  # noqa: E402
-from ptfast.escape import escape_text  # noqa: E402
+from ptfast.scan import procfs  # noqa: E402
+from ptfast.foundation.escape import escape_text  # noqa: E402
 
 PID_MAX = "/proc/sys/kernel/pid_max"
 PID_HEADROOM = 20_000

@@ -77,7 +77,7 @@ class PidNamespace:
         return self._ask("reuse", pid, marker)["pid"]
 
     def start_time(self, pid: int) -> int:
-        from ptfast._corespec import STAT_STARTTIME, parse_stat, stat_field
+        from ptfast.scan._corespec import STAT_STARTTIME, parse_stat, stat_field
         with open(f"{self.proc_root}/{pid}/stat", "rb") as handle:
             return int(stat_field(parse_stat(handle.read()), STAT_STARTTIME))
 

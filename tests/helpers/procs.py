@@ -18,7 +18,7 @@ import tempfile
 import textwrap
 import time
 
-from ptfast._corespec import STAT_STARTTIME, parse_stat, stat_field
+from ptfast.scan._corespec import STAT_STARTTIME, parse_stat, stat_field
 
 CHILD_PRELUDE = textwrap.dedent("""
     # modules setups use, imported while still root (the interpreter lives under /root)
@@ -244,8 +244,11 @@ def process_age(pid: int) -> float:
 AS_USER_IMPORTS = textwrap.dedent("""
     import argparse, os, shutil, socket, statistics, sys, traceback
     import orjson, regex
-    from ptfast import (_procscan_py, _sockprobe, baseline, checks, cli, findings, policy,
-                        report, status, tune, users)
+    from ptfast.scan import _procscan_py, _sockprobe
+    from ptfast.commands import baseline, cli, tune
+    from ptfast.decide import checks, findings, policy, report
+    from ptfast.channels import status
+    from ptfast.foundation import users
 """)
 
 

@@ -3,8 +3,8 @@ for real (``--proc-root``)."""
 
 import os
 
-from ptfast._corespec import (FIRST_AFTER_COMM, STAT_FLAGS, STAT_PGRP, STAT_PPID, STAT_RSS,
-                             STAT_SESSION, STAT_STARTTIME, STAT_STATE, STAT_VSIZE)
+from ptfast.scan._corespec import (FIRST_AFTER_COMM, STAT_FLAGS, STAT_PGRP, STAT_PPID, STAT_RSS,
+                                   STAT_SESSION, STAT_STARTTIME, STAT_STATE, STAT_VSIZE)
 
 STAT_TPGID = 8            # proc(5); ptfast does not read it
 

@@ -16,7 +16,7 @@ import time
 
 from aiosmtpd.controller import Controller
 
-from ptfast._corespec import STAT_STARTTIME, parse_stat, stat_field
+from ptfast.scan._corespec import STAT_STARTTIME, parse_stat, stat_field
 
 
 def free_port() -> int:
@@ -162,8 +162,8 @@ class ServiceDir:
     def in_process(self, *settings: str):
         """The same service, started in this process (for time seams and fault injection);
         the caller stops it."""
-        from ptfast import daemon
-        from ptfast.cli import build_parser
+        from ptfast.commands import daemon
+        from ptfast.commands.cli import build_parser
         args = build_parser().parse_args(self.command(*settings, once=False)[3:] + ["--quiet"])
         running = daemon.Service(args)
         running.start()

@@ -4,9 +4,9 @@ host's files as the policy would stat() them (``HOST_FILES``; a policy gets
 
 import itertools
 
-from ptfast._corespec import PROCESS_FIELDS, SOCKET_FIELDS
-from ptfast._procscan_py import Process, Socket
-from ptfast.findings import FileIdentity
+from ptfast.scan._corespec import PROCESS_FIELDS, SOCKET_FIELDS
+from ptfast.scan._procscan_py import Process, Socket
+from ptfast.decide.findings import FileIdentity
 
 USERS = {0: "root", 65534: "nobody", 1001: "alice", 1002: "bob", 48: "apache"}
 
