@@ -83,7 +83,8 @@ def environment(python: str = sys.executable) -> dict:
         "memory_mb": {"total": meminfo.get("MemTotal"), "available": meminfo.get("MemAvailable")},
         "load_average_at_start": [float(x) for x in load[:3]],
         "python": _in_python(python, "import sys; print(sys.version.split()[0], sys.executable)"),
-        "ptfast": _in_python(python, "from ptfast.commands.cli import version_text; print(version_text())"),
+        "ptfast": _in_python(python, "from ptfast.commands.cli import version_text; "
+                                     "print(version_text())"),
         "psutil": _in_python(python, "import psutil; print(psutil.__version__)"),
         "core_file": _in_python(python, "import ptfast.scan.procfs as p; print(p._core.__file__)"),
         "cython_of_core": _cython_of_core(),

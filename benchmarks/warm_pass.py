@@ -21,6 +21,7 @@ import time
 from ptfast.commands import daemon
 from ptfast.scan import procfs
 from ptfast.commands.cli import build_parser
+from ptfast.decide.judgement import Judgement
 from ptfast.decide.policy import build_policy
 
 
@@ -47,9 +48,9 @@ def main() -> int:
             started = time.perf_counter()
             if mode == "warm":
                 # nothing remembered as reported, the service's warm caches
-                policy = build_policy(service.config, service.settings.rules,
-                                      user_names=service.tracker.user_names)
-                policy.findings(procfs.scan(args.proc_root, policy.want_fds))
+                judgement = Judgement(build_policy(service.config, service.settings.rules,
+                                                   user_names=service.tracker.user_names))
+                judgement.findings(procfs.scan(args.proc_root, judgement.want_fds))
             else:
                 service.run_pass()
             elapsed = time.perf_counter() - started

@@ -1,12 +1,15 @@
 import compileall
 import os
+import shutil
 
 import pytest
 
-from helpers.procs import kill_uids
+from helpers.procs import kill_uids, public_tempdir
+from helpers.scan import AGED_BY
 from helpers.uids import BASE, BLOCK
 
 from ptfast.scan import _procscan_py
+from ptfast.decide import policy
 
 try:
     from ptfast.scan import _procscan as _compiled
@@ -41,6 +44,30 @@ def pytest_report_header(config):
 def core(request):
     """Every core test runs against both the compiled core and its pure-Python twin."""
     return _compiled if request.param == "compiled" else _procscan_py
+
+
+@pytest.fixture
+def aged(monkeypatch):
+    """Every process counts AGED_BY seconds older against PT_LIMIT, in each `ptfast` this test
+    runs (subprocesses through the environment, in-process through build_policy), instead of
+    the test sleeping past PT_LIMIT=1. Only PT_LIMIT's comparison moves: PT_USERTIME, the
+    hung-sshd grace, young forkers and the listener memory see real ages (tests of those, and
+    a few of PT_LIMIT itself, really wait: marked ``ageing``)."""
+    monkeypatch.setenv(policy.TEST_AGE_OFFSET, str(AGED_BY))
+    monkeypatch.setattr(policy, "age_offset_for_tests", lambda text=None: AGED_BY)
+    return AGED_BY
+
+
+@pytest.fixture(scope="session")
+def compiled_programs():
+    """``compiled_programs(names)``: name -> path of each C program of tests/evasions, each
+    compiled once a session into a directory other uids can traverse (helpers.native)."""
+    from helpers.native import Programs
+    directory = public_tempdir()
+    try:
+        yield Programs(directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ from helpers.scan import CORES, core_env
 from helpers.service import free_port
 from helpers.uids import uid_for
 
-pytestmark = pytest.mark.needs_root
+# aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
+pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
 
 CUSTOMER = uid_for(230)
 SYSTEM_ACCOUNT = 1              # "daemon" on Debian and EL alike: below UID_MIN
@@ -52,7 +53,6 @@ def test_baseline_groups_and_leaves_only_unborrowable_lines_active(tmp_path, chi
     app = start_copied_python("appserver", LISTEN, uid=CUSTOMER)   # root's file, root's dir
     children.append(app)
     os.chmod(app.info["exe"], 0o700)        # started by root's doing; no customer can run it
-    time.sleep(1.2)
     pignore = tmp_path / "pignore"
     pignore.write_text(f"puser:(?!(?:{CUSTOMER}|daemon)$).*\n")
     result = subprocess.run(
@@ -98,7 +98,6 @@ def test_no_active_exe_line_for_a_program_any_customer_can_run(tmp_path, core):
                               extra_groups=[])
     try:
         _wait_listening(port)
-        time.sleep(1.2)                     # older than PT_LIMIT
         pignore = tmp_path / "pignore"
         pignore.write_text(f"puser:(?!(?:{OPENSSL_UID})$).*\n")
         result = run_baseline(pignore, core)
@@ -121,7 +120,6 @@ def test_no_active_user_line_for_an_account_that_runs_customers_code(tmp_path, c
     """Issue 20.6: www-data runs customers' PHP and CGI scripts: `user:www-data` would hide
     every webshell's listener. The line stays commented, saying why."""
     children.append(start_python(LISTEN, uid=pwd.getpwnam(WEB_SERVER_USER).pw_uid))
-    time.sleep(1.2)
     pignore = tmp_path / "pignore"
     pignore.write_text(f"puser:(?!(?:{WEB_SERVER_USER})$).*\n")
     result = run_baseline(pignore, core)

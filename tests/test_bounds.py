@@ -7,7 +7,6 @@ import re
 import resource
 import shutil
 import subprocess
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -18,6 +17,9 @@ from ptfast.foundation.escape import escape_text
 from helpers.procs import public_tempdir, start_python
 from helpers.service import SendmailRecorder, ServiceDir
 from helpers.uids import uid_for
+
+# aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
+pytestmark = pytest.mark.usefixtures("aged")
 
 LONG_ARGS = 46                       # arguments of 128 KiB - 1 (the kernel's most for one)
 ARG_CHARS = 128 * 1024 - 1
@@ -154,7 +156,6 @@ resource.setrlimit(resource.RLIMIT_NOFILE, ({FDS + 100}, {FDS + 100}))
 """))
         with open(f"/proc/{children[0].pid}/cmdline", "rb") as handle:
             cmdline_chars = len(handle.read().rstrip(b"\0"))
-        time.sleep(1.2)
         code, stderr, peak_mb = run_once_measured(service, f"SENDMAIL={recorder.path}",
                                                   "PT_USERPROC=0", "PT_USERMEM=0",
                                                   "PT_USERRSS=0", "PT_USERTIME=0")

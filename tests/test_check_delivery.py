@@ -108,7 +108,7 @@ def test_webhooks_are_checked_and_never_printed_whole(tmp_path, sendmail):
 def test_a_loopback_webhook_on_a_port_any_user_may_take(tmp_path, sendmail):
     """On a shared host, loopback is not private: while the receiver is down, a customer may
     listen on an unprivileged port and be sent every alert and the token."""
-    from ptfast.channels.destinations import unprivileged_port_start
+    from ptfast.foundation.destinations import unprivileged_port_start
     lowest = unprivileged_port_start()
     if lowest > 65535:
         pytest.skip("no port is unprivileged here")

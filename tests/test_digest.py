@@ -10,16 +10,17 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
 from ptfast.channels import alerts, spool
 from ptfast.foundation import bounds, config
-from ptfast.decide import findings, pignore, policy
+from ptfast.decide import digest, findings, pignore, policy
+from ptfast.decide.judgement import Judgement
 from ptfast.scan import procfs
 from ptfast.commands import settings
-from ptfast.decide.checks import MAX_LOGGED_FORKBOMB_PROCESSES, SUSPICIOUS
+from ptfast.decide.checks import SUSPICIOUS
+from ptfast.decide.checks.forkbomb import MAX_LOGGED_FORKBOMB_PROCESSES
 from ptfast.scan.procfs import Snapshot
 from ptfast.act.respond import Responder
 
@@ -28,7 +29,8 @@ from helpers.service import LISTEN_ANY, SendmailRecorder, ServiceDir
 from helpers.snapshots import HOST_FILES, USERS, proc, sock
 from helpers.uids import uid_for
 
-pytestmark = pytest.mark.needs_root
+# aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
+pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
 
 UID = uid_for(210)
 LISTENERS = 7
@@ -37,7 +39,6 @@ LISTENERS = 7
 def test_past_pt_digest_after_one_mail_lists_the_rest(tmp_path, children):
     for _ in range(LISTENERS):
         children.append(start_python('listen(socket.AF_INET, "127.0.0.1")', uid=UID))
-    time.sleep(1.2)                                  # older than PT_LIMIT=1
     service = ServiceDir(tmp_path, UID)
     recorder = SendmailRecorder(str(tmp_path))
     settings = (f"SENDMAIL={recorder.path}", "PT_DIGEST_AFTER=3", "PT_USERPROC=0")
@@ -69,7 +70,7 @@ def test_digest_is_planned_by_the_policy_and_off_at_zero():
                                 response=findings.Response(alert="processtracking.txt"))
                for _ in range(12)]
     planned.insert(5, findings.Finding("sshd_hung", ("x",), None, "sshd"))   # mails nothing
-    alerts = [f.response.alert for f in policy.digest_beyond(planned, conf["PT_DIGEST_AFTER"])]
+    alerts = [f.response.alert for f in digest.digest_beyond(planned, conf["PT_DIGEST_AFTER"])]
     assert conf["PT_DIGEST_AFTER"] == 10
     assert alerts.count("processtracking.txt") == 10 and alerts.count("digest.txt") == 2
     assert alerts[5] is None
@@ -77,7 +78,7 @@ def test_digest_is_planned_by_the_policy_and_off_at_zero():
                               response=findings.Response(alert="processtracking.txt"))
              for _ in range(12)]
     assert all(f.response.alert == "processtracking.txt"
-               for f in policy.digest_beyond(again, 0))
+               for f in digest.digest_beyond(again, 0))
 
 
 # -- every alert delivered (issue 20, item 7) ----------------------------------------------------
@@ -145,7 +146,6 @@ def flood(tmp_path_factory):
         started.append(backdoor)
         for _ in range(2):
             started.append(start_copied_python("worker", uid=FLOOD_UID, delete=True))
-        time.sleep(1.2)
         yield info["pids"], backdoor, started[1:]
     finally:
         for child in started:
@@ -227,7 +227,6 @@ def test_a_connection_to_another_host_gets_the_single_mail_before_local_ones(
     remote = start_python(UDP_PEER.format("198.18.0.9"), uid=REMOTE_UID, netns=True,
                           root_setup=REMOTE_NETNS_SETUP)
     children.append(remote)
-    time.sleep(1.2)
     if core_name == "pure-python":
         monkeypatch.setenv("PTFAST_NO_EXTENSIONS", "1")
     service = ServiceDir(tmp_path, REMOTE_UID)
@@ -261,7 +260,7 @@ def plan(processes, settings=()):
                         frozenset(), findings.NOTHING_REMEMBERED, file_identity=HOST_FILES.get,
                         host_addresses=lambda: HOST_ADDRESSES)
     snapshot = Snapshot(processes=list(processes), socket_table={}, stats={}, core="test")
-    return pol.findings(snapshot, checks=(SUSPICIOUS,))
+    return Judgement(pol).findings(snapshot, checks=(SUSPICIOUS,))
 
 
 def test_single_mails_go_to_the_most_severe_findings_not_the_lowest_pids():
@@ -283,9 +282,9 @@ def test_single_mails_go_to_the_most_severe_findings_not_the_lowest_pids():
     mailed = {f.process.pid for f in found if f.response.alert == "processtracking.txt"}
     assert mailed == {900, 901, 902, 903}
     ranks = {f.process.pid: f.severity for f in found}
-    assert ranks[900] == ranks[903] == policy.OPEN_TO_NETWORK
-    assert ranks[140] == policy.LOOPBACK_LISTENER
-    assert {ranks[pid] for pid in (100, 119, 130, 131, 132, 133, 134)} == {policy.LOCAL_ONLY}
+    assert ranks[900] == ranks[903] == digest.OPEN_TO_NETWORK
+    assert ranks[140] == digest.LOOPBACK_LISTENER
+    assert {ranks[pid] for pid in (100, 119, 130, 131, 132, 133, 134)} == {digest.LOCAL_ONLY}
 
 
 def test_the_digest_lists_the_most_severe_first(tmp_path):
@@ -393,7 +392,6 @@ def test_one_accounts_flood_cannot_push_another_accounts_backdoor_out_of_the_sin
         children.append(start_python(LISTEN_ANY, uid=FLOODER_UID))
     backdoor = start_python(LISTEN_ANY, uid=NEIGHBOUR_UID)
     children.append(backdoor)
-    time.sleep(1.2)                                  # older than PT_LIMIT=1
     if core_name == "pure-python":
         monkeypatch.setenv("PTFAST_NO_EXTENSIONS", "1")
     service = ServiceDir(tmp_path, FLOODER_UID, NEIGHBOUR_UID)
@@ -406,3 +404,16 @@ def test_one_accounts_flood_cannot_push_another_accounts_backdoor_out_of_the_sin
     assert len(singles) == 2
     assert any(f"Process:     {backdoor.pid} (Parent PID:" in mail for mail in singles)
     assert any(f"Process:     {children[0].pid} (Parent PID:" in mail for mail in singles)
+
+
+def test_a_listener_held_by_no_process_is_ranked_by_its_socket():
+    """An unheld listener (its own check, no process) open to the network is as urgent as a
+    process's backdoor listener, not a usage limit: parking it in a unix socket's queue must
+    not also push it into the digest."""
+    unheld = findings.Finding(findings.CHECK_UNHELD_LISTENER, (findings.REASON_UNHELD,), None,
+                              "alice", judged_sockets=((sock(4444, uid=1001), True, "unheld"),))
+    assert digest.severity(unheld, frozenset()) == digest.OPEN_TO_NETWORK
+    loopback = findings.Finding(findings.CHECK_UNHELD_LISTENER, (findings.REASON_UNHELD,), None,
+                                "alice", judged_sockets=((sock(4444, local_ip="127.0.0.1",
+                                                               uid=1001), True, "unheld"),))
+    assert digest.severity(loopback, frozenset()) == digest.LOOPBACK_LISTENER

@@ -10,6 +10,7 @@ not what it sees today: until issue 12 is fixed they fail.
 import errno
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -119,7 +120,7 @@ def start_io_uring(program: str, uid: int):
 
 @pytest.fixture(scope="module")
 def attacks(programs, workdir):
-    """Every evasion started once, then older than PT_LIMIT; name -> Child or Unavailable."""
+    """Every evasion started once; name -> Child or Unavailable."""
     started = {}
     try:
         started["zombie_leader"] = start([programs["zombie_leader"], UIDS["zombie_leader"]])
@@ -151,7 +152,6 @@ def attacks(programs, workdir):
         started["hidden_hard_link"] = start_with_hidden_link(
             programs["listener"], os.path.join(workdir, "hidden"), UIDS["hidden_hard_link"])
         started["control"] = start([programs["listener"], UIDS["control"]])
-        time.sleep(PT_LIMIT + 0.3)
         yield started
     finally:
         for child in started.values():
@@ -174,7 +174,8 @@ def scans(workdir, attacks):
         key = (core, settings)
         if key not in done:
             extra = [f"--set={setting}" for setting in ("GENERIC=1", *settings)]
-            result = run_scan("--json", "--pignore", pignore, *extra, core=core)
+            # aged: the processes count as older than PT_LIMIT (no sleeping past it)
+            result = run_scan("--json", "--pignore", pignore, *extra, core=core, aged=True)
             assert result.returncode in (0, 1), result.stderr.decode(errors="replace")
             done[key] = suspicious_by_pid(result)
         return done[key]
@@ -231,15 +232,26 @@ def test_deleted_executable_kept_by_a_hidden_hard_link(attacks, scans, core):
     assert findings[pid]["exe_deleted"] is True
 
 
-def run_service_once(service: ServiceDir, core: str, *settings: str):
+def run_service_once(service: ServiceDir, core: str, *settings: str, aged: bool = False):
     result = subprocess.run(service.command(*settings), capture_output=True, timeout=120,
-                            env=core_env(core))
+                            env=core_env(core, aged))
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     return result
 
 
 def suspicious_events(service: ServiceDir) -> dict:
     return {event["pid"]: event for event in service.events() if event["check"] == "suspicious"}
+
+
+def next_holders(chain, timeout: float = 10.0) -> list:
+    """The holders the chain printed since the last call, waiting until there is at least one:
+    the listener has been handed on (it outlived the holder that had it before)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        printed = printed_so_far(chain)
+        if printed or time.monotonic() > deadline:
+            return [line["holder"] for line in printed]
+        select.select([chain.popen.stdout], [], [], max(0.0, deadline - time.monotonic()))
 
 
 def printed_so_far(child) -> list:
@@ -262,8 +274,8 @@ def test_listener_handed_between_young_processes_is_reported(programs, tmp_path,
     try:
         chain = start([programs["hop"], HOPPING_UID, 400])
         run_service_once(service, core, *settings)
-        time.sleep(PT_LIMIT + 0.5)
-        holders_before = [line["holder"] for line in printed_so_far(chain)]
+        service.age_listener_memory(PT_LIMIT + 0.5)     # the second pass, later than PT_LIMIT
+        holders_before = next_holders(chain)            # handed on since the first pass
         run_service_once(service, core, *settings)
         holders_during = [line["holder"] for line in printed_so_far(chain)]
         candidates = set(holders_before[-1:] + holders_during)
@@ -289,12 +301,11 @@ def test_child_that_opens_a_listener_after_its_family_was_reported(programs, tmp
     try:
         family = start_deleted(programs["family"], str(tmp_path / "exe"), "family",
                                FAMILY_SERVICE_UID)
-        time.sleep(PT_LIMIT + 0.3)
-        run_service_once(service, core, *settings)
+        run_service_once(service, core, *settings, aged=True)
         assert family.info["pid"] in suspicious_events(service)
         os.kill(family.info["child"], signal.SIGUSR1)
         family.info.update(_wait_ready(family.popen))
-        run_service_once(service, core, *settings)
+        run_service_once(service, core, *settings, aged=True)
         events = suspicious_events(service)
         assert family.info["child"] in events, f"child not reported; events: {service.events()}"
         assert SOCKET_REASONS & set(events[family.info["child"]]["reasons"])
@@ -319,8 +330,8 @@ def test_listener_hopping_across_accounts_is_reported(programs, tmp_path, core, 
     try:
         chain = start([programs["hop_across"], HOP_CREATOR_UID, 300, *holders])
         run_service_once(service, core, *settings)
-        time.sleep(PT_LIMIT + 0.5)
-        holders_before = [line["holder"] for line in printed_so_far(chain)]
+        service.age_listener_memory(PT_LIMIT + 0.5)     # the second pass, later than PT_LIMIT
+        holders_before = next_holders(chain)            # handed on since the first pass
         run_service_once(service, core, *settings)
         holders_during = [line["holder"] for line in printed_so_far(chain)]
         candidates = set(holders_before[-1:] + holders_during)
@@ -361,8 +372,9 @@ def test_an_account_filling_the_listener_memory_hides_no_other_accounts_hopping(
         running.run_pass()
         chain = start([programs["hop"], FLOODED_OUT_UID, 300])
         running.run_pass()                  # the hopper's listener is first seen
-        time.sleep(PT_LIMIT + 0.5)
-        holders_before = [line["holder"] for line in printed_so_far(chain)]
+        for entry in running.state.listeners.values():      # [uid, first seen, ...]
+            entry[1] -= PT_LIMIT + 0.5      # the next pass, later than PT_LIMIT
+        holders_before = next_holders(chain)            # handed on since it was first seen
         running.run_pass()
         holders_during = [line["holder"] for line in printed_so_far(chain)]
         candidates = set(holders_before[-1:] + holders_during)

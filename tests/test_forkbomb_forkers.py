@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from ptfast.decide import checks, findings, pignore, policy
+from ptfast.decide.judgement import Judgement
 from ptfast.foundation import config
 from ptfast.act import kills
 from ptfast.scan.procfs import Snapshot
@@ -30,7 +31,7 @@ def plan(processes, settings=("PT_FORKBOMB=20",), rules_text=""):
                             findings.Remembered(), file_identity=HOST_FILES.get)
     snapshot = Snapshot(processes=list(processes), socket_table={}, stats={}, core="test",
                         taken_at=1000.0)
-    return decider.findings(checks=(checks.FORKBOMB,), snapshot=snapshot)
+    return Judgement(decider).findings(checks=(checks.FORKBOMB,), snapshot=snapshot)
 
 
 def in_session(procs, session=MASTER):

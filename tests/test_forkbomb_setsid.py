@@ -24,11 +24,19 @@ pytestmark = [pytest.mark.needs_root,
 BOMBER, NEIGHBOUR = uid_for(662), uid_for(663)
 CORES = {"compiled": {}, "pure-python": {"PTFAST_NO_EXTENSIONS": "1"}}
 THRESHOLD = 20
+#: seconds after which every process of the bomb ends by itself (SIGALRM), whatever becomes of
+#: the test: a run killed before its cleanup once left setsid'd processes behind, adopted by
+#: init, for half an hour. Far beyond the test's own waits, so it cannot stand in for ptfast's
+#: kill (and the log must say Killed:Yes anyway).
+LIFETIME = 600
 # each child leaves its parent's session at once; the parent forks the next
 SESSIONS = """
 import os, signal, sys
+lifetime = int(sys.argv[2])
+signal.alarm(lifetime)
 for _ in range(int(sys.argv[1])):
     if os.fork() == 0:
+        signal.alarm(lifetime)                          # alarms are not inherited
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)    # the test reads "ready" to its end
         os.setsid()
         signal.pause()
@@ -38,10 +46,24 @@ signal.pause()
 """
 
 
+@pytest.fixture(autouse=True)
+def no_process_left():
+    """Every process of the test uids is killed before and after, by uid: setsid'd ones are in
+    no process group or session the test could name, and their parent may be gone."""
+    kill_uid(BOMBER)
+    kill_uid(NEIGHBOUR)
+    yield
+    kill_uid(BOMBER)
+    kill_uid(NEIGHBOUR)
+    left = pids_of_uid(BOMBER) + pids_of_uid(NEIGHBOUR)
+    assert not left, f"processes of the test uids left: {left}"
+
+
 def start_sessions(uid: int, count: int) -> subprocess.Popen:
     def bounded():
         resource.setrlimit(resource.RLIMIT_NPROC, (200, 200))
-    child = subprocess.Popen([SYSTEM_PYTHON, "-c", SESSIONS, str(count)], user=uid, group=uid,
+    child = subprocess.Popen([SYSTEM_PYTHON, "-c", SESSIONS, str(count), str(LIFETIME)],
+                             user=uid, group=uid,
                              extra_groups=[], preexec_fn=bounded, stdin=subprocess.DEVNULL,
                              stdout=subprocess.PIPE, cwd="/")
     ready, _, _ = select.select([child.stdout], [], [], 30)

@@ -4,7 +4,6 @@ counts alerts, not delivery attempts."""
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -13,6 +12,9 @@ from helpers.service import ServiceDir, free_port
 from helpers.uids import uid_for
 from ptfast.channels import status
 from ptfast.foundation.words import counted
+
+# aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
+pytestmark = pytest.mark.usefixtures("aged")
 
 LISTEN_ANY = 'info["port"] = listen(socket.AF_INET, "0.0.0.0").getsockname()[1]'
 
@@ -37,7 +39,6 @@ def test_failed_counts_alerts_not_attempts(tmp_path):
     uid = uid_for(241)
     children = [start_python(LISTEN_ANY, uid=uid) for _ in range(2)]
     try:
-        time.sleep(1.2)     # older than PT_LIMIT=1
         service = ServiceDir(tmp_path, uid)
         relay = f"LF_ALERT_SMTP=127.0.0.1:{free_port()}"      # nothing listens there
         first = service.run_once(relay)

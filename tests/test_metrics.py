@@ -18,7 +18,8 @@ from helpers.uids import uid_for
 from ptfast.scan import procfs
 from ptfast.channels import status
 
-pytestmark = pytest.mark.needs_root
+# aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
+pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
 
 UID = uid_for(820)
 

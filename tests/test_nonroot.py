@@ -8,14 +8,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
 from helpers.procs import ptfast_as, start_python
 from helpers.uids import uid_for
 
-pytestmark = pytest.mark.needs_root
+# aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
+pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
 
 OTHER, SCANNER = uid_for(640), uid_for(641)
 LISTEN = 'info["port"] = listen(socket.AF_INET, "127.0.0.1").getsockname()[1]'
@@ -26,7 +26,6 @@ ONLY_SUSPICIOUS = ["--set", "PT_LIMIT=1", "--set", "PT_LOAD=0", "--set", "PT_USE
 @pytest.fixture(scope="module")
 def other_users_listener():
     child = start_python(LISTEN, uid=OTHER)
-    time.sleep(1.2)
     yield child
     child.stop()
 
@@ -54,7 +53,6 @@ def test_non_root_scan_that_sees_nothing_is_not_clean(other_users_listener):
 def test_non_root_scan_with_findings_exits_1_and_still_warns(other_users_listener):
     own = start_python(LISTEN, uid=SCANNER)
     try:
-        time.sleep(1.2)
         result = scan_as(SCANNER)
     finally:
         own.stop()

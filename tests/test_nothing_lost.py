@@ -15,7 +15,8 @@ from helpers.service import bindshell_fixture, recorded_service
 from helpers.uids import uid_for
 from ptfast.channels.status import ONCE
 
-pytestmark = pytest.mark.needs_root
+# aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
+pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
 
 BINDSHELL_UID = uid_for(221)
 bindshell = bindshell_fixture(BINDSHELL_UID)

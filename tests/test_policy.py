@@ -6,10 +6,11 @@ import pytest
 
 from ptfast.foundation import config
 from ptfast.decide import findings, pignore, policy
+from ptfast.decide.judgement import Judgement
 from ptfast.decide.checks import SUSPICIOUS
 from ptfast.scan.procfs import Snapshot
 
-from ptfast.decide.findings import FileIdentity
+from ptfast.scan.procfs import FileIdentity
 
 from helpers.snapshots import HOST_FILES, USERS, proc, sock
 
@@ -22,7 +23,8 @@ def evaluate(processes, settings=(), rules_text="", panel_users=frozenset(), rep
     pol = policy.Policy(conf, rules, lambda uid: USERS.get(uid, str(uid)), panel_users, memory,
                         file_identity=HOST_FILES.get)
     snapshot = Snapshot(processes=list(processes), socket_table={}, stats={}, core="test")
-    return {f.process.pid: f for f in pol.findings(snapshot, checks=(SUSPICIOUS,))}, pol
+    found = Judgement(pol).findings(snapshot, checks=(SUSPICIOUS,))
+    return {f.process.pid: f for f in found}, pol
 
 
 def test_listening_and_connected_sockets_are_suspicious():
@@ -77,7 +79,7 @@ def test_ignores_skip_before_any_fd_walk():
              proc(14, age=5, sockets=[sock()])]
     found, pol = evaluate(procs, rules_text=rules)
     assert list(found) == [13]
-    assert [pol.want_fds(p) for p in procs] == [False, False, False, True, False]
+    assert [Judgement(pol).want_fds(p) for p in procs] == [False, False, False, True, False]
 
 
 def test_pt_skip_http():
@@ -211,9 +213,10 @@ def test_a_listener_that_outlives_its_young_holders_is_reported():
         memory = findings.Remembered(listeners={(1, listener.inode): seen})
         pol = policy.Policy(conf, rules, lambda uid: USERS.get(uid, str(uid)), frozenset(),
                             memory, file_identity=HOST_FILES.get, now=1000.0)
-        assert pol.want_fds(holder) == (holder.uid in pol.hopping_uids)
+        judgement = Judgement(pol)
+        assert judgement.want_fds(holder) == (holder.uid in pol.hopping_uids)
         snapshot = Snapshot(processes=[holder], socket_table={}, stats={}, core="test")
-        return {f.process.pid: f for f in pol.findings(snapshot, checks=(SUSPICIOUS,))}
+        return {f.process.pid: f for f in judgement.findings(snapshot, checks=(SUSPICIOUS,))}
 
     found = judge((1001, 1000.0 - 61, False))           # seen 61 s ago, PT_LIMIT 60
     assert found[70].reasons == ("listening socket",)

@@ -16,19 +16,24 @@ import socket
 import struct
 import subprocess
 import sys
-import time
 
 import pytest
 
 from ptfast.foundation import config, users
 from ptfast.decide import findings, pignore, policy
-from ptfast.decide.checks import SUSPICIOUS, accepted_on
+from ptfast.decide.judgement import Judgement
+from ptfast.decide.checks import SUSPICIOUS
+from ptfast.decide.checks.base import PassWork
+from ptfast.decide.checks.suspicious import accepted_on, known_dual_stack
 from ptfast.scan.procfs import Snapshot
 
 from helpers.procs import kill_uid, public_tempdir, start_python, wait_until
 from helpers.service import free_port, only_users_rule
 from helpers.snapshots import HOST_FILES, USERS, proc, sock
 from helpers.uids import uid_for
+
+# aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
+pytestmark = pytest.mark.usefixtures("aged")
 
 UID = uid_for(240)
 CORES = {"compiled": {}, "pure-python": {"PTFAST_NO_EXTENSIONS": "1"}}
@@ -174,7 +179,6 @@ def master():
         # the forged layout is the master's where the kernel lets any process rewrite it
         # (CONFIG_CHECKPOINT_RESTORE): a layout proves nothing there
         info["forged"] = wait_until(lambda: _layout(info["exec"]) == _layout(started.pid), 5)
-        time.sleep(1.2)
         yield info
     finally:
         started.stop()
@@ -391,7 +395,6 @@ def php_pool():
             # it runs on the inherited listener: its own worker has forked
             assert wait_until(lambda: _children(started[name]) != [], 30), \
                 open(os.path.join(customer, f"{name}-log")).read()
-        time.sleep(1.2)
         yield {"master": master.pid, "worker": worker, "port": port, **started}
     finally:
         if master is not None:
@@ -425,7 +428,7 @@ def judge(processes, customer_code_uids=frozenset()):
                         frozenset(), findings.NOTHING_REMEMBERED, file_identity=HOST_FILES.get,
                         customer_code_uids=customer_code_uids)
     snapshot = Snapshot(processes=list(processes), socket_table={}, stats={}, core="test")
-    return {f.process.pid: f for f in pol.findings(snapshot, checks=(SUSPICIOUS,))}
+    return {f.process.pid: f for f in Judgement(pol).findings(snapshot, checks=(SUSPICIOUS,))}
 
 
 def test_a_direct_child_running_the_masters_file_that_exec_d_is_no_worker():
@@ -505,6 +508,26 @@ def test_accepted_connections_are_matched_in_their_own_table():
     assert accepted_on(connection(9002, "127.0.0.1", "tcp"), [dual]) is None
     assert accepted_on(connection(9003, "127.0.0.1", "tcp6"), [mapped_any]) is mapped_any
     assert accepted_on(connection(9003, "::1", "tcp6"), [mapped_any]) is None
+
+
+def test_the_listeners_v6only_is_read_once_a_pass_and_unknown_is_not_dual_stack():
+    reads = []
+
+    def v6only_listeners():
+        reads.append(1)
+        return {(1, 10): False, (1, 11): True}
+    conf = config.load(os.devnull, [], override_path=os.devnull)
+    judging = policy.Policy(conf, pignore.IgnoreRules(), USERS.get,
+                            v6only_listeners=v6only_listeners)
+    dual, v6only, unknown = (sock(state="LISTEN", proto="tcp6", local_ip="::", uid=0)
+                             for _ in range(3))
+    dual.inode, v6only.inode, unknown.inode = 10, 11, 12
+    work = PassWork()
+    assert known_dual_stack(judging, work, dual)
+    assert not known_dual_stack(judging, work, v6only)
+    assert not known_dual_stack(judging, work, unknown)
+    assert len(reads) == 1                      # the pass's PassWork keeps it
+    assert known_dual_stack(judging, PassWork(), dual) and len(reads) == 2     # a new pass
 
 
 def test_customer_code_accounts_are_the_web_servers_nobody_and_the_settings():

@@ -7,7 +7,6 @@ import re
 import resource
 import subprocess
 import sys
-import time
 import tracemalloc
 
 import pytest
@@ -18,6 +17,9 @@ from ptfast.decide import pignore
 from helpers.procs import start_python
 from helpers.service import ServiceDir, recorded_command
 from helpers.uids import uid_for
+
+# aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
+pytestmark = pytest.mark.usefixtures("aged")
 
 BOM = "\ufeff"
 HANG_GUARD = 60         # seconds: a guard against a hang, not a speed requirement
@@ -276,7 +278,6 @@ def test_a_rule_switched_off_in_run_is_logged(tmp_path):
         handle.write(CATASTROPHIC)
     child = start_python("", uid=uid, argv=("a" * 5000 + "!",))
     try:
-        time.sleep(1.2)
         result = subprocess.run(recorded_command(service, "PT_USERPROC=0"),
                                 capture_output=True, text=True, timeout=120)
     finally:

@@ -11,12 +11,13 @@ import time
 import pytest
 
 from helpers.uids import uid_for
-from helpers.procs import start_copied_python, start_python
+from helpers.procs import start_copied_python, start_python, wait_until
 from helpers.proctree import TCP_HEADER, stat_line, write
 from helpers.service import (SendmailRecorder, ServiceDir, SmtpServer, free_port, record_action,
                      start_time_of)
 
-pytestmark = pytest.mark.needs_root
+# aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
+pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
 
 BINDSHELL_UID = uid_for(201)
 LISTEN_ANY = 'info["port"] = listen(socket.AF_INET, "0.0.0.0").getsockname()[1]'
@@ -26,7 +27,6 @@ LFD_LINE = re.compile(r"[A-Z][a-z]{2} [ 123]\d \d\d:\d\d:\d\d \S+ lfd\[\d+\]: (.
 @pytest.fixture(scope="module")
 def bindshell():
     child = start_python(LISTEN_ANY, uid=BINDSHELL_UID)
-    time.sleep(1.2)     # older than PT_LIMIT=1
     yield child
     child.stop()
 
@@ -247,7 +247,6 @@ def test_hostile_process_name_cannot_inject_headers(service):
     # the executable's file name, and so its command line, carries the injection
     child = start_copied_python(INJECTION, LISTEN_ANY, uid=uid)
     try:
-        time.sleep(1.2)
         with SmtpServer() as smtp:
             result = service.run_once(f"LF_ALERT_SMTP={smtp.relay}")
             assert result.returncode == 0, result.stderr.decode()
@@ -273,7 +272,6 @@ def run_with_deleted_executable(service, tmp_path, uid: int, action):
     recorder = SendmailRecorder(str(tmp_path))
     child = start_copied_python("miner", uid=uid, delete=True)
     try:
-        time.sleep(1.2)
         result = service.run_once("PT_DELETED=1", f"PT_DELETED_ACTION={action}",
                                   f"SENDMAIL={recorder.path}")
         assert result.returncode == 0, result.stderr.decode()
@@ -342,6 +340,26 @@ def test_daemon_sighup_lock_and_sigterm(service, bindshell, tmp_path):
     messages = log_messages(service)
     assert messages[-2:] == ["ptfast stopping on SIGTERM", "ptfast stopped"]
     assert len(recorder.calls()) == 1
+
+
+def test_sigusr1_runs_a_pass_now(service, bindshell, tmp_path):
+    """The pass clock's seam, for admins and tests alike: with PT_INTERVAL an hour, SIGUSR1
+    starts the next pass at once, and the service goes on."""
+    recorder = SendmailRecorder(str(tmp_path))
+
+    def passes() -> int:
+        return sum(message.startswith("pass done") for message in log_messages(service))
+
+    with service.started(f"SENDMAIL={recorder.path}", "PT_INTERVAL=3600",
+                         "PT_PASS_SUMMARY=1") as daemon:
+        wait_for_log(service, "pass done")
+        for expected in (2, 3):
+            daemon.send_signal(signal.SIGUSR1)
+            assert wait_until(lambda: passes() >= expected, 30), service.log()
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    assert passes() == 3
+    assert len(recorder.calls()) == 1            # the bindshell, reported once
 
 
 def test_nothing_is_killed_on_the_word_of_a_prepared_tree(service, tmp_path, children):

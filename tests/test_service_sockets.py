@@ -10,8 +10,9 @@ import os
 
 from ptfast.foundation import config
 from ptfast.decide import findings, pignore, policy
+from ptfast.decide.judgement import Judgement
 from ptfast.decide.checks import SUSPICIOUS
-from ptfast.decide.findings import FileIdentity
+from ptfast.scan.procfs import FileIdentity
 from ptfast.scan.procfs import Snapshot
 
 from helpers.snapshots import HOST_FILES, USERS, host_file, proc, sock
@@ -29,7 +30,7 @@ def judge(processes, settings=(), rules_text=""):
     pol = policy.Policy(conf, rules, lambda uid: USERS.get(uid, str(uid)), frozenset(),
                         findings.NOTHING_REMEMBERED, file_identity=HOST_FILES.get)
     snapshot = Snapshot(processes=list(processes), socket_table={}, stats={}, core="test")
-    return {f.process.pid: f for f in pol.findings(snapshot, checks=(SUSPICIOUS,))}
+    return {f.process.pid: f for f in Judgement(pol).findings(snapshot, checks=(SUSPICIOUS,))}
 
 
 def pool(worker_sockets=(), extra=()):

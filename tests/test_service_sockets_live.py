@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -14,7 +13,8 @@ from helpers.procs import kill_uid, start_python
 from helpers.service import only_users_rule
 from helpers.uids import uid_for
 
-pytestmark = pytest.mark.needs_root
+# aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
+pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
 
 UID = uid_for(220)
 
@@ -62,7 +62,6 @@ def test_the_worker_is_quiet_and_the_backdoor_it_started_is_reported(tmp_path):
     master = start_python(f"WORKER_UID = {UID}\n" + MASTER)      # root, as a real master
     try:
         worker, backdoor = master.info["worker"], master.info["backdoor"]
-        time.sleep(1.2)                                          # older than PT_LIMIT=1
         found = scan(tmp_path)
         assert worker not in found
         record = found[backdoor]

@@ -16,7 +16,8 @@ import pytest
 from helpers.service import bindshell_fixture, recorded_service
 from helpers.uids import uid_for
 
-pytestmark = pytest.mark.needs_root
+# aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
+pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
 
 UID = uid_for(830)
 USER_INFO = 1 * 8 + 6       # facility user (1), priority info (6)

@@ -18,9 +18,12 @@ from helpers.service import (LISTEN_ANY, WebhookServer, bindshell_fixture, recor
                              self_signed_certificate)
 from helpers.uids import uid_for
 
-from ptfast.channels import destinations, webhooks
+from ptfast.foundation import destinations
+from ptfast.channels import webhooks
+from ptfast.channels.channel import Alert
 
-pytestmark = pytest.mark.needs_root
+# aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
+pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
 
 UID = uid_for(800)
 TOKEN = "T0KEN-s3cr3t-abcdef"
@@ -122,7 +125,6 @@ def test_chat_formats_in_their_documented_shapes(service, tmp_path):
     service.track_only(uid)
     child = start_copied_python(HOSTILE, LISTEN_ANY, uid=uid)
     try:
-        time.sleep(1.2)
         with WebhookServer() as server:
             urls = ",".join([server.url("/slack/" + TOKEN), server.url("/discord/" + TOKEN),
                              server.url("/teams/" + TOKEN),
@@ -194,7 +196,7 @@ def test_a_webhook_that_never_answers_times_out_and_keeps_the_post(service, bind
                                                                   monkeypatch):
     with WebhookServer() as server:
         server.hang = threading.Event()
-        monkeypatch.setattr(webhooks, "TIMEOUT", 1.0)
+        monkeypatch.setattr(webhooks, "TIMEOUT", 0.3)
         running = service.in_process(service.sendmail,
                                      f"PT_WEBHOOK_URL={server.url('/hook/' + TOKEN)}")
         try:
@@ -328,7 +330,7 @@ def test_a_receiver_dribbling_its_answer_is_cut_off_at_the_deadline(monkeypatch)
     server = threading.Thread(target=dribble)
     server.start()
     monkeypatch.setattr(webhooks, "TIMEOUT", 30.0)
-    monkeypatch.setattr(webhooks, "DEADLINE", 1.0, raising=False)
+    monkeypatch.setattr(webhooks, "DEADLINE", 0.3, raising=False)
     port = listener.getsockname()[1]
     route = webhooks.Webhook(destinations.Destination(f"http://127.0.0.1:{port}/h/{TOKEN}",
                                                       destinations.JSON))
@@ -339,17 +341,24 @@ def test_a_receiver_dribbling_its_answer_is_cut_off_at_the_deadline(monkeypatch)
         server.join(60)
         listener.close()
     assert outcome == {"finished": False}
-    assert "no complete answer within 1 s" in str(raised.value)
+    assert "no complete answer within 0.3 s" in str(raised.value)
     assert raised.value.route_down and TOKEN not in str(raised.value)
     assert not any(isinstance(thread, threading.Timer) for thread in threading.enumerate())
+
+
+def entries(destination, records: list, subject: str, hostname: str, lines: list) -> list:
+    """The webhook's spool entries of an alert with this subject, host, records and lines."""
+    alert = Alert(template="built-in", subject=subject, message=b"", lines=tuple(lines),
+                  records=tuple(records), hostname=hostname, mail_entry="")
+    return webhooks.Webhook(destination).entries(alert)
 
 
 PHISHING = "[Your server is compromised: click to fix](https://evil.example/fix) # **@everyone**"
 
 
 def _hook(form: str, lines: list, subject: str = "suspicious process") -> dict:
-    [data] = webhooks.entries(destinations.Destination("https://chat.example/h", form), [],
-                              subject, "host", lines)
+    [data] = entries(destinations.Destination("https://chat.example/h", form), [],
+                     subject, "host", lines)
     return json.loads(json.loads(data)["body"])
 
 
@@ -378,8 +387,8 @@ def test_a_command_line_of_quotes_keeps_a_teams_post_under_its_size_limit():
     from ptfast.foundation.escape import escape_text
     line = "*Suspicious Process* PID:1 CMD:" + escape_text('"\\' * 4096)
     for lines in ([line], [line] * 5):
-        [data] = webhooks.entries(destinations.Destination("https://chat.example/h", "teams"),
-                                  [], "suspicious process", "host", lines)
+        [data] = entries(destinations.Destination("https://chat.example/h", "teams"),
+                         [], "suspicious process", "host", lines)
         body = json.loads(data)["body"].encode()
         assert len(body) <= webhooks.MAX_POST_BYTES["teams"] < 28 * 1024
         text = "\n".join(run["text"] for block in json.loads(body)["attachments"][0]["content"]
@@ -414,8 +423,8 @@ def test_a_telegram_url_cannot_turn_a_process_name_into_markup():
     arrive as text."""
     url = (f"https://api.telegram.org/bot{TOKEN}/sendMessage?chat_id=-100123&parse_mode=HTML"
            "&message_thread_id=7&entities=x&link_preview_options=y")
-    [data] = webhooks.entries(destinations.Destination(url, "telegram"), [], "suspicious",
-                              "host", ['CMD:<a href="https://evil.example">fix</a>'])
+    [data] = entries(destinations.Destination(url, "telegram"), [], "suspicious",
+                     "host", ['CMD:<a href="https://evil.example">fix</a>'])
     body = json.loads(json.loads(data)["body"])
     assert sorted(body) == ["chat_id", "link_preview_options", "message_thread_id", "text"]
     assert body["chat_id"] == "-100123" and '<a href="https://evil.example">' in body["text"]
@@ -451,9 +460,9 @@ def test_a_route_that_takes_too_long_in_one_flush_waits_for_the_next_pass(tmp_pa
         spool = Spool(str(tmp_path / "state"))
         [destination] = destinations.destinations(settings)
         for number in range(5):
-            [data] = webhooks.entries(destination, [{"n": number}], "", "host", [])
+            [data] = entries(destination, [{"n": number}], "", "host", [])
             spool.add(data, WEBHOOK)
-        flushed = delivery.flush(spool, delivery.Routes(settings), said.append)
+        flushed = delivery.flush(spool, delivery.Channels(settings), said.append)
     assert server.bodies() == [{"n": 0}, {"n": 1}, {"n": 2}]       # 0 to 50, 50 to 100, 100 to 150
     assert flushed.waiting == 5 and len(spool.pending()) == 5
     assert any(f"{delivery.ROUTE_BUDGET:g} s spent on it in this pass; 2 alert(s) kept" in line

@@ -1,2 +1,2 @@
-"""Acting on a judgement: the tracking loop runs a pass, respond alerts, kills and runs
-the admin's actions."""
+"""Acting on a judgement: the tracking loop runs a pass, respond alerts (with what a
+load alert attaches: hostload), kills and runs the admin's actions."""

@@ -17,7 +17,7 @@ import subprocess
 import threading
 
 from ptfast.foundation import safepaths
-from ptfast.foundation.config import Problem
+from ptfast.foundation.problems import Problem
 from ptfast.foundation.escape import escape_text
 
 ACTION_TIMEOUT = 60.0

@@ -2,7 +2,8 @@
 remember, run the action. Nothing is decided here.
 
 The order for each finding is what makes alerts survive anything: the log line first, then the
-alert mail and its webhook posts into the spool and its line in the events file, and only then
+alert (rendered once, ptfast.channels.channel.Alert) into the spool for every channel (mail,
+webhooks: ptfast.channels.delivery.Channels), then its line in the events file, and only then
 the finding is remembered as reported. A failure before the spool (a full disk) leaves the
 finding to the next pass instead of losing it; so does a log line or event that cannot be
 written (its spooled entries are taken back, so the next pass's alert is the only one); an entry
@@ -11,21 +12,16 @@ leaves the spool only once delivered.
 
 from __future__ import annotations
 
-import email.policy
-import os
-from email.parser import BytesHeaderParser
-
 from ptfast.act import kills
 from ptfast.scan import procfs
-from ptfast.channels import webhooks
-from ptfast.channels.alerts import render
+from ptfast.channels.alerts import render_alert
+from ptfast.channels.delivery import Channels
 from ptfast.foundation.bounds import bounded_digest
-from ptfast.decide.checks import BY_NAME
+from ptfast.decide.checks import ALERTING, BY_NAME
 from ptfast.foundation.escape import escape_text
 from ptfast.channels.events import append_event, event_record
-from ptfast.channels.destinations import destinations
 from ptfast.decide.findings import DIGEST_TEMPLATE
-from ptfast.channels.spool import WEBHOOK
+from ptfast.channels.spool import MAIL
 
 
 class Responder:
@@ -42,7 +38,9 @@ class Responder:
         self.user_names = user_names
         self.proc_root = proc_root
         self.events_file = events_file
-        self.destinations = destinations(settings.config)
+        self.channels = Channels(settings.config)
+        #: what an alert attaches (the check says what), read from this host when it is sent
+        self._host = ThisHost(settings.config, hostname, proc_root)
         #: findings not remembered because their log line or event could not be written, and
         #: the files that could not be ("PATH: why")
         self.unrecorded = 0
@@ -50,7 +48,7 @@ class Responder:
 
     def carry_out_all(self, findings: list) -> None:
         """Every finding of a pass, in lfd's order (so the log reads as lfd's); those planned
-        into the digest get one mail together, most severe first (policy.severity) and bounded
+        into the digest get one mail together, most severe first (digest.severity) and bounded
         (bounds.bounded_digest), spooled before any of them is remembered."""
         digest = []
         for finding in findings:
@@ -63,11 +61,10 @@ class Responder:
         if digest:
             digest.sort(key=lambda entry: entry[0].severity or 0)     # stable: lfd's order
             lines = bounded_digest(found_lines for _finding, found_lines in digest)
-            message, spooled = self._spool(DIGEST_TEMPLATE, {"hostname": self.hostname,
-                                                             "count": str(len(digest)),
-                                                             "text": "\n".join(lines)})
-            records = [self._event(finding, spooled) for finding, _lines in digest]
-            added = [self._spooled_path(spooled)] + self._spool_webhooks(records, message, lines)
+            records, added = self._spool(DIGEST_TEMPLATE, {"hostname": self.hostname,
+                                                           "count": str(len(digest)),
+                                                           "text": "\n".join(lines)},
+                                         [finding for finding, _lines in digest], lines)
             recorded = [(finding, record) for (finding, _lines), record in zip(digest, records)
                         if self._append_event(record)]
             if not recorded:         # the mail would list only findings the next pass repeats
@@ -85,12 +82,11 @@ class Responder:
         killed, lines = logged
         alert = finding.response.alert
         if alert:
-            check = BY_NAME[finding.check]
-            values = check.alert_values(finding, self.hostname, killed,
-                                        self._attachment(check, finding), self.user_names)
-            message, spooled = self._spool(alert, values)
-            record = self._event(finding, spooled)
-            added = [self._spooled_path(spooled)] + self._spool_webhooks([record], message, lines)
+            check = ALERTING[finding.check]
+            attached = check.attachment(finding, self.settings.config, self._host)
+            values = check.alert_values(finding, self.hostname, killed, attached,
+                                        self.user_names)
+            [record], added = self._spool(alert, values, [finding], lines)
             if not self._append_event(record):
                 self.spool.retract(added)
                 return
@@ -133,49 +129,19 @@ class Responder:
             return False
         return kills.kill_planned(response, self.log)
 
-    def _attachment(self, check, finding):
-        """What the check's alert attaches, read now."""
-        if check.attachment == "maps":
-            proc = finding.process
-            if proc is None:            # a listener held by no process
-                return None
-            return procfs.read_maps(proc.pid, proc.start_time, self.proc_root)
-        if check.attachment == "host_load":
-            from ptfast.decide.checks import load_minutes
-            from ptfast.scan.hostload import load_alert_values  # psutil and urllib: only when one fires
-            details = finding.details
-            return load_alert_values(self.settings.config, self.hostname, details["loadavg"],
-                                     details["processes"], load_minutes(self.settings.config))
-        return None
-
-    def _spool(self, template_file: str, values: dict) -> tuple:
-        """Render and spool a mail (before anything can lose it); (the message, (template
-        source, spool entry name))."""
+    def _spool(self, template_file: str, values: dict, findings: list, lines: list) -> tuple:
+        """Render the alert of ``findings`` once and spool it for every channel, before
+        anything can lose it; (their event records, the spool entries' paths). The records
+        name the mail's entry, so its name is chosen first."""
         config = self.settings.config
         template = self.settings.templates[template_file]
-        message = render(template, values, config["LF_ALERT_TO"], config["LF_ALERT_FROM"])
-        return message, (template.source, os.path.basename(self.spool.add(message)))
-
-    def _event(self, finding, spooled: tuple) -> dict:
-        source, name = spooled
-        return event_record(finding, self.hostname, source, name)
-
-    def _spooled_path(self, spooled: tuple) -> str:
-        return os.path.join(self.spool.directory, spooled[1])
-
-    def _spool_webhooks(self, records: list, message: bytes, lines: list) -> list:
-        """Every webhook's entries for one alert, spooled (like its mail) before anything is
-        remembered: ``json`` gets the event records, chats the subject and log lines. Returns
-        the entries' paths."""
-        if not self.destinations:
-            return []
-        subject = str(BytesHeaderParser(policy=email.policy.default)
-                      .parsebytes(message).get("Subject", ""))
-        added = []
-        for destination in self.destinations:
-            for data in webhooks.entries(destination, records, subject, self.hostname, lines):
-                added.append(self.spool.add(data, WEBHOOK))
-        return added
+        mail_entry = self.spool.new_name(MAIL)
+        records = [event_record(finding, self.hostname, template.source, mail_entry)
+                   for finding in findings]
+        alert = render_alert(template, values, config["LF_ALERT_TO"], config["LF_ALERT_FROM"],
+                             lines=lines, records=records, hostname=self.hostname,
+                             mail_entry=mail_entry)
+        return records, self.channels.spool(self.spool, alert)
 
     def _append_event(self, record: dict) -> bool:
         """False (said in the log, counted in ``unrecorded``) when it could not be written."""
@@ -189,3 +155,20 @@ class Responder:
             self._not_recorded(f"{self.events_file}: {exc.strerror}")
             return False
         return True
+
+
+class ThisHost:
+    """Reads from this host what a check's alert attaches (checks.base.HostReader)."""
+
+    def __init__(self, config, hostname: str, proc_root: str) -> None:
+        self.config = config
+        self.hostname = hostname
+        self.proc_root = proc_root
+
+    def process_maps(self, proc) -> list | None:
+        return procfs.read_maps(proc.pid, proc.start_time, self.proc_root)
+
+    def host_load(self, loadavg: tuple, processes: str, minutes: int) -> dict:
+        # psutil and urllib: only when one fires
+        from ptfast.act.hostload import load_alert_values
+        return load_alert_values(self.config, self.hostname, loadavg, processes, minutes)

@@ -1,7 +1,7 @@
 """The work of ``ptfast run``, one pass at a time: scan, let the policy decide, carry out its
-responses, forget processes that ended, save what was reported, deliver the spooled alerts,
-then publish what the pass did (the status file, the metrics file) and summarise it.
-The service around it (ptfast.commands.daemon) only schedules passes, reloads settings and holds the lock.
+responses, forget processes that ended, save what was reported, deliver the spooled alerts, then
+publish what the pass did (the status file, the metrics file) and summarise it. The service around
+it (ptfast.commands.daemon) only schedules passes, reloads settings and holds the lock.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ from collections import Counter
 
 from ptfast.foundation import config as config_mod
 from ptfast.scan import procfs
-from ptfast.decide.checks import SUSPICIOUS, is_listening, unheld_listener
-from ptfast.channels.delivery import Flushed, Routes, flush
+from ptfast.decide.checks import SUSPICIOUS
+from ptfast.decide.checks.sockets import is_listening
+from ptfast.channels.delivery import Channels, Flushed, flush
 from ptfast.foundation.escape import escape_line, escape_text
 from ptfast.decide.findings import CHECK_LOAD, REMEMBER_LISTENER, Remember, outlived, process_key
+from ptfast.decide.judgement import Judgement, load_finding, unheld_listener_finding
 from ptfast.decide.policy import build_policy
 from ptfast.act.respond import Responder
 from ptfast.channels.spool import MAIL, channel_of, spooled_at
@@ -104,8 +106,9 @@ class Tracker:
         record = PassRecord(started, 0.0, policy.enabled)
         self.unrecorded, self.unwritable = 0, set()
         if policy.enabled:
-            snapshot = procfs.scan(self.proc_root, policy.want_fds)
-            findings = policy.findings(snapshot)
+            judgement = Judgement(policy)
+            snapshot = procfs.scan(self.proc_root, judgement.want_fds)
+            findings = judgement.findings(snapshot)
             for problem in settings.rules.take_match_problems():    # rules switched off
                 self.log(escape_line(str(problem)))
             self._carry_out(settings, findings)
@@ -202,7 +205,7 @@ class Tracker:
                 time.sleep(UNHELD_PAUSE)
             for want, newest_pids in walks:
                 rewalk = procfs.scan(self.proc_root, want, pids=newest_pids())
-                found = second.findings(rewalk, checks=(SUSPICIOUS,))
+                found = Judgement(second).findings(rewalk, checks=(SUSPICIOUS,))
                 self._carry_out(settings, found)
                 findings += found
                 holders = listener_holders(rewalk.processes, pending)
@@ -223,14 +226,15 @@ class Tracker:
             if not pending:
                 return findings
         # held by no process any round saw, and still there: parked in a unix socket's queue
-        unheld = [unheld_listener(second, still[key], seen[1]) for key, seen in pending.items()]
+        unheld = [unheld_listener_finding(second, still[key], seen[1])
+                  for key, seen in pending.items()]
         self._carry_out(settings, unheld)
         return findings + unheld
 
     def check_load(self, settings) -> None:
         """PT_LOAD: alert (with the host's state attached) when the load average is high."""
         loadavg, processes = procfs.read_loadavg(self.proc_root)
-        finding = self._policy(settings).load_finding(loadavg, processes, time.time())
+        finding = load_finding(self._policy(settings), loadavg, processes, time.time())
         if finding is None:
             return
         self._carry_out(settings, [finding])
@@ -253,16 +257,16 @@ class Tracker:
         what the flush did, alerts that failed for the first time by channel)."""
         self.save_state()
         spooled = self.spool.take_added()
-        routes = Routes(settings.config)
+        channels = Channels(settings.config)
         flush_started = time.time()
-        flushed = flush(self.spool, routes, self.log)
+        flushed = flush(self.spool, channels, self.log)
         self.waiting = flushed.waiting
         self.totals.spooled.update(spooled)
         self.totals.delivered.update(flushed.delivered)
         failed = self.count_failed(flushed.kept, flush_started)
         self.totals.failed.update(failed)
         for channel, delivered in sorted(flushed.delivered.items()):
-            route = routes.mailer.route if channel == MAIL else channel
+            route = channels.mail.shown if channel == MAIL else channel
             self.log(f"{delivered} alert(s) delivered via {escape_text(route)}")
         return spooled, flushed, failed
 
@@ -281,7 +285,7 @@ class Tracker:
             service=self.service, interval=config_mod.effective_interval(config),
             last_pass=self.last_pass, totals=self.totals, waiting=self.waiting,
             rules_switched_off=settings.rules.switched_off(),
-            routes=Routes(config).shown(), unwritable=sorted(self.not_written()))
+            routes=Channels(config).shown(), unwritable=sorted(self.not_written()))
         state_dir = self.spool.state_dir
         self._attempt(status_path(state_dir), lambda: write_status(state_dir, document),
                       "`ptfast status` shows the pass before")

@@ -1,10 +1,12 @@
-"""Alert mails: lfd's templates, filled in, as a complete message ready for delivery.
+"""Alert mails: lfd's templates, filled in, as a complete message ready for delivery; and the
+alert rendered once for every channel (``render_alert``: a ptfast.channels.channel.Alert holding
+the mail, its subject, the log lines and the event records).
 
 A template is header lines (``From:``, ``To:``, ``Subject:``, ...), a blank line, then the body.
 ``[name]`` placeholders are replaced case-insensitively, in one pass, so a value that itself
 contains ``[user]`` is not expanded again. Admins edit lfd's templates in /usr/local/csf/tpl/, so
-those are used when present; otherwise ptfast's own (``ptfast/channels/templates/``), which have the same
-placeholders.
+those are used when present; otherwise ptfast's own (``ptfast/channels/templates/``), which have
+the same placeholders.
 
 Header safety: every attacker-chosen value is escaped to printable ASCII before it gets here
 (``escape_text``), and in the header block any line break a value still carries becomes a space,
@@ -20,14 +22,15 @@ import time
 from dataclasses import dataclass
 from email.header import Header
 
-from ptfast.foundation.config import Problem
+from ptfast.channels.channel import Alert
+from ptfast.foundation.problems import Problem
 from ptfast.foundation.safepaths import read_regular_file
 from ptfast.foundation.paths import DEFAULT_TEMPLATE_DIR
-from ptfast.decide.checks import BY_NAME
+from ptfast.decide.checks import ALERTING
 from ptfast.decide.findings import DIGEST_TEMPLATE
 
 #: check -> template file name (lfd's names), for the checks that mail; and ptfast's digest.
-TEMPLATE_FILES = {**{name: check.template for name, check in BY_NAME.items() if check.template},
+TEMPLATE_FILES = {**{name: check.template for name, check in ALERTING.items()},
                   "digest": DIGEST_TEMPLATE}
 
 MAX_LINE = 990          # SMTP allows 998 octets a line; lfd wraps long lines too
@@ -151,6 +154,34 @@ def _header_value(value: str) -> str:
 def render(template: Template, values: dict, alert_to: str = "", alert_from: str = "",
            now: float | None = None) -> bytes:
     """The complete message (LF line ends): headers, then the wrapped body."""
+    return _render(template, values, alert_to, alert_from, now)[0]
+
+
+def render_alert(template: Template, values: dict, alert_to: str, alert_from: str, *,
+                 lines: list, records: list, hostname: str, mail_entry: str,
+                 now: float | None = None) -> Alert:
+    """The alert, rendered once: the mail, and its subject as the mail says it (for the chat
+    channels), with the log lines and event records of its findings."""
+    message, subject = _render(template, values, alert_to, alert_from, now)
+    return Alert(template=template.source, subject=subject, message=message,
+                 lines=tuple(lines), records=tuple(records), hostname=hostname,
+                 mail_entry=mail_entry)
+
+
+def _subject(headers: list) -> str:
+    """The first Subject: header's value as a reader of the mail sees it: cut as the header
+    is, its folds undone."""
+    for name, value in headers:
+        if name.lower() == "subject":
+            if len(value) > MAX_HEADER_VALUE:
+                value = value[:MAX_HEADER_VALUE] + "..."
+            return value.replace("\n", "").lstrip()
+    return ""
+
+
+def _render(template: Template, values: dict, alert_to: str, alert_from: str,
+            now: float | None) -> tuple[bytes, str]:
+    """(the complete message, its subject)."""
     values = {"time": lfd_time(now), **values}
     headers = []
     for name, raw in template.headers:
@@ -179,4 +210,4 @@ def render(template: Template, values: dict, alert_to: str = "", alert_from: str
     text = "\n".join(lines) + "\n\n" + body
     if not text.endswith("\n"):
         text += "\n"
-    return text.encode("utf-8", "surrogateescape")
+    return text.encode("utf-8", "surrogateescape"), _subject(headers)

@@ -1,5 +1,6 @@
-"""Delivery of what waits in the spool, by the routes the settings give: mail (SENDMAIL or the
-LF_ALERT_SMTP relay) and webhooks (PT_WEBHOOK_URL).
+"""The channels the settings give (mail: SENDMAIL or the LF_ALERT_SMTP relay; a webhook for each
+destination of PT_WEBHOOK_URL): an alert spooled for all of them, and what waits in the spool
+delivered. (A channel is also called a route in what the admin reads: "delivered via ...".)
 
 Entries go oldest first. A route that is down (relay unreachable, a timeout, a webhook that
 refuses everything) is not tried again in the same flush: its entries wait for the next pass, and
@@ -15,10 +16,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ptfast.channels import webhooks
+from ptfast.channels.channel import Alert, Channel
+from ptfast.channels.mail import Mail
+from ptfast.channels.spool import MAIL, Spool, channel_of
+from ptfast.channels.webhooks import Webhook
+from ptfast.foundation.destinations import destinations
 from ptfast.foundation.escape import escape_text
-from ptfast.channels.mail import Mailer
-from ptfast.channels.spool import MAIL, DeliveryError, Spool, channel_of
-from ptfast.channels.webhooks import Webhooks
+from ptfast.foundation.problems import DeliveryError
 
 #: seconds one route may spend on one flush; past them, its entries left wait for the next
 #: pass. Refused entries stay in the spool and are tried again every pass: without a bound, a
@@ -30,7 +35,7 @@ clock = time.monotonic
 
 @dataclass
 class Flushed:
-    """What one flush did, by channel (MAIL, WEBHOOK)."""
+    """What one flush did, by the spool's channel of the entries (MAIL, WEBHOOK)."""
 
     delivered: Counter = field(default_factory=Counter)
     failed: Counter = field(default_factory=Counter)     # delivery attempts that failed
@@ -40,75 +45,87 @@ class Flushed:
     kept: list = field(default_factory=list)     # their paths
 
 
-class Routes:
-    """The routes of one set of settings."""
+class Channels:
+    """The channels of one set of settings: mail, then each webhook."""
 
     def __init__(self, config) -> None:
-        self.mailer = Mailer(config)
-        self.webhooks = Webhooks(config)
+        self.mail = Mail(config)
+        self.webhooks = {d.key: Webhook(d) for d in destinations(config)}
+
+    def all(self) -> list[Channel]:
+        return [self.mail, *self.webhooks.values()]
 
     def shown(self) -> list:
-        """Every route as the log and the status show it: the mail route, then each webhook
+        """Every channel as the log and the status show it: the mail route, then each webhook
         without its secrets."""
-        return [self.mailer.route, *self.webhooks.shown()]
+        return [channel.shown for channel in self.all()]
 
-    def open(self, channel: str, data: bytes) -> tuple:
-        """(route, payload) for a spooled entry; ValueError when it is not one ptfast wrote."""
-        if channel == MAIL:
-            return self.mailer, data
-        return self.webhooks.open_entry(data)
+    def spool(self, spool: Spool, alert: Alert) -> list[str]:
+        """Every channel's entries of ``alert`` into the spool, the mail under the name its
+        event records give (alert.mail_entry); their paths."""
+        added = [spool.add(self.mail.entries(alert)[0], MAIL, alert.mail_entry)]
+        for webhook in self.webhooks.values():
+            added.extend(spool.add(data, webhook.kind) for data in webhook.entries(alert))
+        return added
+
+    def open(self, kind: str, data: bytes) -> tuple[Channel, bytes]:
+        """(channel, entry) for a spooled entry of ``kind`` (spool.channel_of: MAIL or WEBHOOK);
+        ValueError when it is not one ptfast wrote."""
+        if kind == MAIL:
+            return self.mail, data
+        return webhooks.open_entry(self.webhooks, data)
 
 
-def flush(spool: Spool, routes: Routes, log) -> Flushed:
+def flush(spool: Spool, channels: Channels, log) -> Flushed:
     """Try every spooled entry, oldest first (see the module's docstring)."""
     result = Flushed()
-    down: dict = {}         # route key -> [route, why, entries kept]
-    spent: dict = {}        # route key -> seconds spent delivering, this flush
+    down: dict = {}         # channel key -> [channel, why, entries kept]
+    spent: dict = {}        # channel key -> seconds spent delivering, this flush
     directory = escape_text(spool.directory)
     for path in spool.pending():
-        channel = channel_of(path)
+        kind = channel_of(path)
         name = escape_text(os.path.basename(path))
-        if channel == MAIL and routes.mailer.key in down:    # no need to read it
-            down[routes.mailer.key][2] += 1
+        if kind == MAIL and channels.mail.key in down:    # no need to read it
+            down[channels.mail.key][2] += 1
             result.waiting += 1
             result.kept.append(path)
             continue
         try:
-            route, payload = routes.open(channel, spool.read(path))
+            channel, payload = channels.open(kind, spool.read(path))
         except (OSError, ValueError) as exc:     # not ptfast's own: never sent, not waiting
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             log(f"spooled alert {name} not sent: {escape_text(why)}; left in place")
             continue
-        if route.key in down:
-            down[route.key][2] += 1
+        if channel.key in down:
+            down[channel.key][2] += 1
             result.waiting += 1
             result.kept.append(path)
             continue
-        if spent.get(route.key, 0.0) >= ROUTE_BUDGET:
-            down[route.key] = [route, f"{ROUTE_BUDGET:g} s spent on it in this pass", 1]
+        if spent.get(channel.key, 0.0) >= ROUTE_BUDGET:
+            down[channel.key] = [channel, f"{ROUTE_BUDGET:g} s spent on it in this pass", 1]
             result.waiting += 1
             result.kept.append(path)
             continue
         started = clock()
         try:
-            note = route.deliver(payload)
+            note = channel.deliver(payload)
         except DeliveryError as exc:
-            spent[route.key] = spent.get(route.key, 0.0) + clock() - started
-            result.failed[channel] += 1
+            spent[channel.key] = spent.get(channel.key, 0.0) + clock() - started
+            result.failed[kind] += 1
             result.waiting += 1
             result.kept.append(path)
             if exc.route_down:
-                down[route.key] = [route, exc, 1]
+                down[channel.key] = [channel, exc, 1]
             else:
-                log(f"*Alert delivery failed* via {escape_text(route.shown)}: {exc}; "
+                log(f"*Alert delivery failed* via {escape_text(channel.shown)}: {exc}; "
                     f"{name} kept in {directory} for the next pass")
             continue
-        spent[route.key] = spent.get(route.key, 0.0) + clock() - started
+        spent[channel.key] = spent.get(channel.key, 0.0) + clock() - started
         if note:
             log(note)
         spool.remove(path)
-        result.delivered[channel] += 1
-    for route, why, kept in down.values():
-        log(f"*Alert delivery failed* via {escape_text(route.shown)}: {why}; {kept} alert(s) "
+        result.delivered[kind] += 1
+    for channel, why, kept in down.values():
+        log(f"*Alert delivery failed* via {escape_text(channel.shown)}: {why}; {kept} alert(s) "
             f"kept in {directory} for the next pass")
     return result

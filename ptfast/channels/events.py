@@ -1,10 +1,10 @@
 """The events file: one JSON object per line for every finding that was alerted, for log shippers
 and SIEMs (docs/observability.md, "Events for machines", documents every field).
 
-The record is ``ptfast scan --json``'s (ptfast.decide.report.finding_record) with ``schema``, ``time``,
-``host``, ``template`` and ``spooled`` added. ``schema`` says which version of this layout a
-line follows: fields may be added within a version, never renamed, removed or changed in type;
-anything else raises it. The same record is what a ``json`` webhook receives.
+The record is ``ptfast scan --json``'s (ptfast.decide.report.finding_record) with ``schema``,
+``time``, ``host``, ``template`` and ``spooled`` added. ``schema`` says which version of this
+layout a line follows: fields may be added within a version, never renamed, removed or changed in
+type; anything else raises it. The same record is what a ``json`` webhook receives.
 """
 
 from __future__ import annotations

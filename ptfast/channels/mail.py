@@ -1,7 +1,7 @@
 """Delivery of alert mails, through the SENDMAIL binary or the LF_ALERT_SMTP relay.
 
-Mails wait in the spool (ptfast.channels.spool) until delivered; ptfast.channels.delivery hands them to the
-Mailer, oldest first.
+Mails wait in the spool (ptfast.channels.spool) until delivered; ptfast.channels.delivery hands
+them to the Mail channel (ptfast.channels.channel.Channel), oldest first.
 """
 
 from __future__ import annotations
@@ -15,12 +15,17 @@ import subprocess
 
 from ptfast.foundation import safepaths
 from ptfast.channels.alerts import envelope_sender
-from ptfast.foundation.config import Problem
+from ptfast.channels.channel import Alert, Channel
+from ptfast.channels.spool import MAIL
 from ptfast.foundation.escape import escape_text
-from ptfast.channels.spool import MAIL, DeliveryError
+from ptfast.foundation.problems import DeliveryError, Problem
 
 SENDMAIL_TIMEOUT = 60
 SMTP_TIMEOUT = 30
+
+
+class MailError(DeliveryError):
+    """A mail was not accepted: by SENDMAIL, or by the LF_ALERT_SMTP relay."""
 
 
 def envelope(message: bytes) -> tuple[str, list[str]]:
@@ -43,7 +48,7 @@ def split_relay(relay: str) -> tuple[str, int]:
     else:
         host, port = relay, ""
     if port and not port.isdigit():
-        raise DeliveryError(f"LF_ALERT_SMTP {escape_text(relay)}: port is not a number")
+        raise MailError(f"LF_ALERT_SMTP {escape_text(relay)}: port is not a number")
     return host, int(port or 25)
 
 
@@ -67,12 +72,12 @@ def send_with_sendmail(binary: str, message: bytes, timeout: float = SENDMAIL_TI
     try:
         program = shlex.split(binary)
     except ValueError as exc:
-        raise DeliveryError(f"SENDMAIL {escape_text(binary)}: {exc}") from None
+        raise MailError(f"SENDMAIL {escape_text(binary)}: {exc}") from None
     if not program:
-        raise DeliveryError("SENDMAIL is empty")
+        raise MailError("SENDMAIL is empty")
     problem = sendmail_problem(binary)
     if problem:
-        raise DeliveryError(f"SENDMAIL {escape_text(binary)} not run: {escape_text(problem)}")
+        raise MailError(f"SENDMAIL {escape_text(binary)} not run: {escape_text(problem)}")
     # -t: recipients from the headers, as lfd; -oi: a line holding only "." does not end the
     # message early.
     command = [*program, "-oi", "-f", sender, "-t"]
@@ -80,17 +85,17 @@ def send_with_sendmail(binary: str, message: bytes, timeout: float = SENDMAIL_TI
         result = subprocess.run(command, input=message, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, timeout=timeout, close_fds=True)
     except FileNotFoundError:
-        raise DeliveryError(f"SENDMAIL {escape_text(binary)} does not exist") from None
+        raise MailError(f"SENDMAIL {escape_text(binary)} does not exist") from None
     except PermissionError:
-        raise DeliveryError(f"SENDMAIL {escape_text(binary)} is not executable") from None
+        raise MailError(f"SENDMAIL {escape_text(binary)} is not executable") from None
     except subprocess.TimeoutExpired:
-        raise DeliveryError(f"SENDMAIL {escape_text(binary)} did not finish within "
+        raise MailError(f"SENDMAIL {escape_text(binary)} did not finish within "
                             f"{timeout:g} s") from None
     except OSError as exc:
-        raise DeliveryError(f"SENDMAIL {escape_text(binary)}: {exc.strerror}") from None
+        raise MailError(f"SENDMAIL {escape_text(binary)}: {exc.strerror}") from None
     if result.returncode != 0:
         said = escape_text(result.stderr.decode("utf-8", "replace").strip()[-300:])
-        raise DeliveryError(f"SENDMAIL {escape_text(binary)} exited with status "
+        raise MailError(f"SENDMAIL {escape_text(binary)} exited with status "
                             f"{result.returncode}" + (f": {said}" if said else ""),
                             route_down=False)
     return ""
@@ -107,14 +112,14 @@ def send_with_smtp(relay: str, message: bytes, timeout: float = SMTP_TIMEOUT) ->
         with smtplib.SMTP(host, port, timeout=timeout) as smtp:
             refused = smtp.sendmail(sender, recipients, wire)
     except smtplib.SMTPRecipientsRefused as exc:
-        raise DeliveryError(f"relay {escape_text(relay)} refused every recipient: "
+        raise MailError(f"relay {escape_text(relay)} refused every recipient: "
                             f"{escape_text(str(list(exc.recipients)))}",
                             route_down=False) from None
     except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:   # this message only
-        raise DeliveryError(f"relay {escape_text(relay)} refused the message: "
+        raise MailError(f"relay {escape_text(relay)} refused the message: "
                             f"{escape_text(str(exc))}", route_down=False) from None
     except (OSError, smtplib.SMTPException) as exc:
-        raise DeliveryError(f"relay {escape_text(relay)}: "
+        raise MailError(f"relay {escape_text(relay)}: "
                             f"{escape_text(str(exc) or type(exc).__name__)}") from None
     if refused:
         return (f"relay {escape_text(relay)} refused {escape_text(', '.join(refused))}; "
@@ -122,23 +127,25 @@ def send_with_smtp(relay: str, message: bytes, timeout: float = SMTP_TIMEOUT) ->
     return ""
 
 
-class Mailer:
-    """Delivers one message by the configured route; raises DeliveryError."""
+class Mail(Channel):
+    """The mail channel: the alert's mail, through the LF_ALERT_SMTP relay when one is set,
+    else the SENDMAIL program; raises MailError."""
 
+    kind = MAIL
     key = MAIL      # one mail route: when it is down, every spooled mail waits
 
     def __init__(self, config) -> None:
         self.relay = config["LF_ALERT_SMTP"].strip()
         self.sendmail = config["SENDMAIL"].strip()
+        self.shown = f"relay {self.relay}" if self.relay else f"{self.sendmail}"
 
-    @property
-    def route(self) -> str:
-        return f"relay {self.relay}" if self.relay else f"{self.sendmail}"
+    def entries(self, alert: Alert) -> list[bytes]:
+        return [alert.message]
 
-    shown = route
-
-    def deliver(self, message: bytes) -> str:
-        """Send ``message``; returns a note for the log ("" when there is nothing to say)."""
+    def deliver(self, entry: bytes) -> str:
+        """Send the message ``entry``; returns a note for the log ("" when there is nothing
+        to say)."""
+        message = entry
         if self.relay:
             return send_with_smtp(self.relay, message)
         return send_with_sendmail(self.sendmail, message)
@@ -167,7 +174,7 @@ def relay_problem(relay: str) -> str | None:
     """What is wrong with LF_ALERT_SMTP's syntax (``host``, ``host:port``, ``[v6]:port``)."""
     try:
         host, port = split_relay(relay)
-    except DeliveryError:
+    except MailError:
         return "its port is not a number"
     if not host:
         return "has no host"

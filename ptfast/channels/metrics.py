@@ -2,10 +2,10 @@
 collector, written with the official client library (prometheus_client) at the end of every
 pass, atomically (node_exporter never reads half a file), through ptfast's safe paths.
 
-The figures are those of the status file (ptfast.channels.status), so ``ptfast status`` and Prometheus
-never disagree; counters carry on across restarts like the status's counts. prometheus_client
-is imported only when PT_METRICS_FILE is set (it loads ssl and an HTTP server ptfast never
-starts: measured, 80 ms and 6-7 MB more for `run --once`).
+The figures are those of the status file (ptfast.channels.status), so ``ptfast status`` and
+Prometheus never disagree; counters carry on across restarts like the status's counts.
+prometheus_client is imported only when PT_METRICS_FILE is set (it loads ssl and an HTTP server
+ptfast never starts: measured, 80 ms and 6-7 MB more for `run --once`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from ptfast.foundation import safepaths
 from ptfast.decide.findings import (CHECK_FORKBOMB, CHECK_LOAD, CHECK_RESOURCE, CHECK_SSHD_HUNG,
                                     CHECK_SUSPICIOUS, CHECK_UNHELD_LISTENER, CHECK_USER_PROCESSES)
 from ptfast.channels.spool import CHANNELS
-from ptfast.decide.state import write_atomically
+from ptfast.foundation.safepaths import write_atomically
 
 CHECKS = (CHECK_SUSPICIOUS, CHECK_USER_PROCESSES, CHECK_RESOURCE, CHECK_FORKBOMB,
           CHECK_SSHD_HUNG, CHECK_LOAD, CHECK_UNHELD_LISTENER)
@@ -100,7 +100,7 @@ def metrics_text(document: dict, spool_entries: int, oldest_spooled_at: float | 
 def metrics_problems(config) -> list:
     """What would keep PT_METRICS_FILE from being written (for ``ptfast check``)."""
     import os
-    from ptfast.foundation.config import Problem
+    from ptfast.foundation.problems import Problem
     path = config["PT_METRICS_FILE"].strip()
     if not path:
         return []

@@ -4,8 +4,8 @@ An alert is written here (atomically) before the first delivery attempt and remo
 delivered, so a relay or a webhook that is down, a missing sendmail binary or a crash in between
 loses nothing: the next pass retries whatever is still there, oldest first
 (``ptfast.channels.delivery``). Mails are ``*.eml`` (the message as sent), webhook posts ``*.hook``
-(``ptfast.channels.webhooks``). A name starts with the time the entry was spooled, in nanoseconds, so the
-directory listing alone tells how deep the spool is and how old its oldest entry.
+(``ptfast.channels.webhooks``). A name starts with the time the entry was spooled, in nanoseconds,
+so the directory listing alone tells how deep the spool is and how old its oldest entry.
 
 Only ptfast's own files are entries: a name of SPOOL_NAME's pattern, a regular file (not a
 symlink), owned by root, in a directory no one else can write (else UnsafePath at start).
@@ -21,7 +21,7 @@ import time
 from collections import Counter
 
 from ptfast.foundation import safepaths
-from ptfast.decide.state import write_atomically
+from ptfast.foundation.safepaths import write_atomically
 
 SPOOL_SUBDIR = "spool"
 MAIL, WEBHOOK = "mail", "webhook"
@@ -33,20 +33,6 @@ _CHANNEL_OF = {extension: channel for channel, extension in EXTENSIONS.items()}
 SPOOL_NAME = re.compile(r"([0-9]{20})-[0-9]+-[0-9]{6}\.(eml|hook)")
 # far above any alert ptfast renders (its lists are capped); a bound on what a planted file costs
 MAX_ENTRY_BYTES = 16 << 20
-
-
-class DeliveryError(Exception):
-    """An entry was not accepted; the text says why, ready for a log line (never a secret).
-
-    ``route_down``: the route itself failed (no binary, relay or web server unreachable, a
-    timeout, a destination that refuses everything), so its other entries would fail too and
-    wait for the next pass. Otherwise only this entry was refused, and the route's other
-    entries are still tried: one undeliverable alert must not hold up every later one.
-    """
-
-    def __init__(self, text: str, route_down: bool = True) -> None:
-        super().__init__(text)
-        self.route_down = route_down
 
 
 def channel_of(path: str) -> str:
@@ -88,10 +74,17 @@ class Spool:
         safepaths.make_private_directory(self.directory)
         self._added: Counter = Counter()
 
-    def add(self, data: bytes, channel: str = MAIL) -> str:
-        """Spool one entry; returns its path."""
-        name = (f"{time.time_ns():020d}-{os.getpid()}-{next(self._sequence):06d}."
+    def new_name(self, channel: str = MAIL) -> str:
+        """A name for an entry not spooled yet (an alert's mail, which its event records
+        name before it is written): the time now, so it sorts as spooled now."""
+        return (f"{time.time_ns():020d}-{os.getpid()}-{next(self._sequence):06d}."
                 f"{EXTENSIONS[channel]}")
+
+    def add(self, data: bytes, channel: str = MAIL, name: str | None = None) -> str:
+        """Spool one entry, under ``name`` (new_name's) or a new one; returns its path."""
+        if name is None:
+            name = self.new_name(channel)
+        assert SPOOL_NAME.fullmatch(name) and channel_of(name) == channel, name
         path = os.path.join(self.directory, name)
         write_atomically(path, data)
         self._added[channel] += 1

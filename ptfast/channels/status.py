@@ -26,7 +26,7 @@ import orjson
 from ptfast.foundation import safepaths
 from ptfast.foundation.escape import escape_text
 from ptfast.channels.spool import CHANNELS, census
-from ptfast.decide.state import write_atomically
+from ptfast.foundation.safepaths import write_atomically
 from ptfast.foundation.words import counted
 
 STATUS_FILE = "status.json"

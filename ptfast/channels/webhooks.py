@@ -13,7 +13,7 @@ delivered; 400, 413, 422 (this post refused) kept and logged, the next ones stil
 any other 4xx or 5xx, a redirect (never followed: the body would not follow), a timeout or no
 connection: kept, and the destination's other posts wait for the next pass. Every network step
 has TIMEOUT seconds, the whole exchange DEADLINE; https is verified against the system's CAs. A
-URL is never logged whole (ptfast.channels.destinations).
+URL is never logged whole (ptfast.foundation.destinations).
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import orjson
 
-from ptfast.channels.destinations import (DISCORD, JSON, SLACK, TEAMS, TELEGRAM, Destination,
-                                          destinations, is_loopback, redact)
+from ptfast.channels.channel import Alert, Channel
+from ptfast.channels.spool import WEBHOOK
+from ptfast.foundation.destinations import (DISCORD, JSON, SLACK, TEAMS, TELEGRAM, Destination,
+                                            is_loopback, redact)
 from ptfast.foundation.escape import escape_text
-from ptfast.channels.spool import DeliveryError
+from ptfast.foundation.problems import DeliveryError
 
 TIMEOUT = 10.0                  # seconds, for each network step of a post
 DEADLINE = 30.0                 # seconds, for the whole of a post once connected
@@ -36,6 +38,10 @@ ANSWER_SHOWN = 200              # characters of that answer in the log line
 CHAT_LIMITS = {SLACK: 3900, DISCORD: 2000, TEAMS: 20000, TELEGRAM: 4096}
 REFUSED_THIS_POST = {400, 413, 422}
 ENTRY_VERSION = 1
+
+
+class WebhookError(DeliveryError):
+    """A post was not accepted by its destination (said without the URL's secrets)."""
 
 
 # -- what is sent -------------------------------------------------------------------------------
@@ -129,15 +135,6 @@ def entry(destination: Destination, body: bytes) -> bytes:
     """A spool entry: the destination by its key (no secret), and the body to post."""
     return orjson.dumps({"version": ENTRY_VERSION, "destination": destination.key,
                          "shown": destination.shown, "body": body.decode()})
-
-
-def entries(destination: Destination, records: list, subject: str, hostname: str,
-            lines: list) -> list:
-    """The spool entries of one alert for one destination: one per event record for ``json``,
-    one chat message otherwise."""
-    if destination.form == JSON:
-        return [entry(destination, orjson.dumps(record)) for record in records]
-    return [entry(destination, chat_body(destination, subject, hostname, lines))]
 
 
 # -- how it is sent -----------------------------------------------------------------------------
@@ -283,13 +280,23 @@ def _answer_start(answer) -> bytes:
         return b""
 
 
-class Webhook:
-    """The route to one destination."""
+class Webhook(Channel):
+    """The channel to one destination of PT_WEBHOOK_URL, in its format; raises WebhookError."""
+
+    kind = WEBHOOK
 
     def __init__(self, destination: Destination) -> None:
         self.destination = destination
         self.key = destination.key
         self.shown = destination.shown
+
+    def entries(self, alert: Alert) -> list[bytes]:
+        """One per event record for ``json``; one chat message (the subject and the log
+        lines) otherwise."""
+        if self.destination.form == JSON:
+            return [entry(self.destination, orjson.dumps(record)) for record in alert.records]
+        return [entry(self.destination, chat_body(self.destination, alert.subject,
+                                                  alert.hostname, list(alert.lines)))]
 
     def _said(self, text: str) -> str:
         return escape_text(redact(text, self.destination.url))
@@ -298,7 +305,7 @@ class Webhook:
         try:
             status, answer = post(post_url(self.destination), body, TIMEOUT)
         except Exception as exc:    # OSError, HTTPException, ValueError: the route, not the post
-            raise DeliveryError(self._said(str(exc) or type(exc).__name__)) from None
+            raise WebhookError(self._said(str(exc) or type(exc).__name__)) from None
         if 200 <= status < 300:
             return ""
         # the secrets cut out of the whole answer first: cut short first, a token echoed
@@ -306,40 +313,37 @@ class Webhook:
         said = self._said(answer.decode("utf-8", "replace").strip())[:ANSWER_SHOWN]
         why = f"HTTP {status}" + (f": {said}" if said else "")
         if 300 <= status < 400:
-            raise DeliveryError(f"{why} (a redirect; not followed)")
-        raise DeliveryError(why, route_down=status not in REFUSED_THIS_POST)
+            raise WebhookError(f"{why} (a redirect; not followed)")
+        raise WebhookError(why, route_down=status not in REFUSED_THIS_POST)
 
 
-class Gone:
+class Gone(Channel):
     """A spooled post whose destination is no longer in PT_WEBHOOK_URL: kept (the admin may put
     it back, or delete the entry), never sent elsewhere."""
+
+    kind = WEBHOOK
 
     def __init__(self, key: str, shown: str) -> None:
         self.key = key
         self.shown = shown
 
-    def deliver(self, body: bytes) -> str:
-        raise DeliveryError("this destination is no longer in PT_WEBHOOK_URL")
+    def entries(self, alert: Alert) -> list[bytes]:
+        return []           # nothing new is spooled for a destination that is gone
+
+    def deliver(self, entry: bytes) -> str:
+        raise WebhookError("this destination is no longer in PT_WEBHOOK_URL")
 
 
-class Webhooks:
-    """The webhook routes of one set of settings."""
-
-    def __init__(self, config) -> None:
-        self.by_key = {d.key: Webhook(d) for d in destinations(config)}
-
-    def shown(self) -> list:
-        return [route.shown for route in self.by_key.values()]
-
-    def open_entry(self, data: bytes) -> tuple:
-        """(route, body) of a spool entry; ValueError when it is not one ptfast wrote."""
-        try:
-            document = orjson.loads(data)
-            key, shown, body = document["destination"], document["shown"], document["body"]
-            if document.get("version") != ENTRY_VERSION or not all(
-                    isinstance(value, str) for value in (key, shown, body)):
-                raise ValueError
-        except (ValueError, TypeError, KeyError):
-            raise ValueError("not a ptfast webhook entry") from None
-        route = self.by_key.get(key)
-        return (route if route is not None else Gone(key, escape_text(shown))), body.encode()
+def open_entry(webhooks: dict, data: bytes) -> tuple:
+    """(channel, body) of a spool entry, by ``webhooks`` (key -> Webhook): the destination's,
+    or Gone; ValueError when it is not one ptfast wrote."""
+    try:
+        document = orjson.loads(data)
+        key, shown, body = document["destination"], document["shown"], document["body"]
+        if document.get("version") != ENTRY_VERSION or not all(
+                isinstance(value, str) for value in (key, shown, body)):
+            raise ValueError
+    except (ValueError, TypeError, KeyError):
+        raise ValueError("not a ptfast webhook entry") from None
+    channel = webhooks.get(key)
+    return (channel if channel is not None else Gone(key, escape_text(shown))), body.encode()

@@ -19,7 +19,7 @@ import stat
 import time
 from typing import Callable, Optional
 
-from ptfast.decide.checks import is_listening, socket_text
+from ptfast.decide.checks.sockets import is_listening, socket_text
 from ptfast.foundation.escape import escape_text
 
 #: Programs that run whatever code they are given: an exe: rule for one would hide every

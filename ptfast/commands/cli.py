@@ -20,8 +20,10 @@ from ptfast.decide import pignore
 from ptfast.scan import procfs
 from ptfast.foundation.escape import escape_line, escape_text
 from ptfast.decide.findings import CHECK_SUSPICIOUS
+from ptfast.foundation.problems import Problem
 from ptfast.foundation.paths import (DEFAULT_EVENTS_FILE, DEFAULT_LOG_FILE, DEFAULT_STATE_DIR,
                                      DEFAULT_TEMPLATE_DIR)
+from ptfast.decide.judgement import Judgement, load_finding
 from ptfast.decide.policy import build_policy
 from ptfast.decide.report import finding_record, json_line, table
 from ptfast.commands.settings import load_settings
@@ -187,15 +189,16 @@ def cmd_scan(args) -> int:
         return EXIT_ERROR
     rules = settings.rules
     policy = build_policy(settings.config, rules)
+    judgement = Judgement(policy)
     try:
-        snapshot = procfs.scan(args.proc_root, policy.want_fds)
+        snapshot = procfs.scan(args.proc_root, judgement.want_fds)
     except OSError as exc:
         warn(f"cannot read {escape_text(args.proc_root)}: {exc.strerror}")
         return EXIT_ERROR
-    findings = policy.findings(snapshot)
+    findings = judgement.findings(snapshot)
     try:
         loadavg, processes = procfs.read_loadavg(args.proc_root)
-        load = policy.load_finding(loadavg, processes, snapshot.taken_at)
+        load = load_finding(policy, loadavg, processes, snapshot.taken_at)
     except (OSError, ValueError, IndexError):       # a prepared tree without loadavg
         load = None
     if load is not None:
@@ -240,7 +243,7 @@ def safety_problems(args, config) -> list:
     from ptfast.foundation import safepaths
     from ptfast.commands.settings import route_problems
     files = (args.log_file, args.events_file)
-    paths = [config_mod.Problem(path, 0, why) for path, why in
+    paths = [Problem(path, 0, why) for path, why in
              safepaths.service_path_problems(args.state_dir, files)
              + safepaths.service_write_problems(args.state_dir, files)]
     return paths + route_problems(config)
@@ -256,12 +259,13 @@ def cmd_baseline(args) -> int:
     if settings is None:
         return EXIT_ERROR
     policy = build_policy(settings.config, settings.rules)
+    judgement = Judgement(policy)
     try:
-        snapshot = procfs.scan(args.proc_root, policy.want_fds)
+        snapshot = procfs.scan(args.proc_root, judgement.want_fds)
     except OSError as exc:
         warn(f"cannot read {escape_text(args.proc_root)}: {exc.strerror}")
         return EXIT_ERROR
-    findings = policy.findings(snapshot, checks=(SUSPICIOUS,))
+    findings = judgement.findings(snapshot, checks=(SUSPICIOUS,))
     sys.stdout.buffer.write(draft(findings, socket.gethostname(), uid_min(),
                                   policy.file_identity,
                                   Customers.of_host(uid_min(), settings.config)).encode())
@@ -285,7 +289,7 @@ def cmd_check(args) -> int:
     for name in config_mod.SETTINGS:
         value = escape_text(str(config[name]))
         if name == "PT_WEBHOOK_URL":        # the URLs carry their tokens
-            from ptfast.channels.destinations import shown_url, split_list
+            from ptfast.foundation.destinations import shown_url, split_list
             value = ",".join(shown_url(url) for url in split_list(config[name]))
         print(f"{name:<{width}} = {value:<32} {config.sources[name]}")
     for name, source in config.left_to_lfd:
@@ -325,7 +329,7 @@ def cmd_run(args) -> int:
 
 def cmd_install_service(args) -> int:
     from ptfast.commands import install
-    return install.run(args)
+    return install.run(args, build_parser())
 
 
 def build_parser() -> argparse.ArgumentParser:

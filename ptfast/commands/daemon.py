@@ -4,9 +4,10 @@ This module is the service's life: the lock, the settings and their reload, sign
 timing of passes. What one pass does (scan, decide, respond, deliver) is ptfast.act.tracking's.
 
 Signals are noted by their handlers and acted on between passes (a wakeup fd ends the wait
-early): SIGHUP reloads settings, SIGTERM and SIGINT stop after the current pass. Passes never
-overlap: the next one is due PT_INTERVAL after the previous one started, or after it ended when
-it overran.
+early): SIGHUP reloads settings, SIGUSR1 asks for a pass now (the next is then due PT_INTERVAL
+after it; several asked during a pass make one), SIGTERM and SIGINT stop after the current
+pass. Passes never overlap: the next one is due PT_INTERVAL after the previous one started, or
+after it ended when it overran.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ptfast.scan import procfs
 from ptfast.act.actions import Actions
 from ptfast.foundation.escape import escape_line, escape_text
 from ptfast.channels.logfile import LogFile
-from ptfast.channels.delivery import Routes
+from ptfast.channels.delivery import Channels
 from ptfast.commands.settings import Settings, load_settings, route_problems
 from ptfast.channels.spool import Spool
 from ptfast.decide.state import ReportedState
@@ -38,8 +39,8 @@ class AlreadyRunning(Exception):
 
 
 class SettingsRefused(Exception):
-    """A fatal problem in the settings or rules (ptfast.commands.settings.Settings.fatal): tracking on
-    what is left (no ignore rules at all, a default in place of a mistyped setting) would alert
+    """A fatal problem in the settings or rules (ptfast.commands.settings.Settings.fatal): tracking
+    on what is left (no ignore rules at all, a default in place of a mistyped setting) would alert
     on every daemon or watch the wrong thing."""
 
 
@@ -96,7 +97,7 @@ class Service:
                     else "process tracking disabled (PT_LIMIT=0)")
         return (f"{tracking} PT_INTERVAL={self.interval()}, config "
                 f"{config.path or 'built-in defaults'}, {rules.rule_count()} ignore rules, "
-                f"alerts via {', '.join(Routes(config).shown())}")
+                f"alerts via {', '.join(Channels(config).shown())}")
 
     def reload(self) -> None:
         """SIGHUP: read everything again; with any problem, keep what runs now (said in one
@@ -161,10 +162,11 @@ class Service:
         self._signals.append(signum)
 
     def serve(self) -> None:
-        """Passes and load checks until SIGTERM or SIGINT; SIGHUP reloads."""
+        """Passes and load checks until SIGTERM or SIGINT; SIGHUP reloads, SIGUSR1 asks for a
+        pass now."""
         wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         previous_wakeup = signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
-        handled = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+        handled = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
         previous = {signum: signal.signal(signum, self._on_signal) for signum in handled}
         try:
             self._loop(wake_read)
@@ -182,6 +184,8 @@ class Service:
                 signum = self._signals.pop(0)
                 if signum == signal.SIGHUP:
                     self.reload()
+                elif signum == signal.SIGUSR1:
+                    next_pass = time.monotonic()    # due now; handled between passes
                 else:
                     self.log(f"ptfast stopping on {signal.Signals(signum).name}")
                     return

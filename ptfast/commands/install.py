@@ -10,6 +10,7 @@ while it is still the untouched sample) and leaves the state and the logs.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import subprocess
@@ -21,7 +22,7 @@ from importlib import resources
 from ptfast import __version__
 from ptfast.foundation.paths import (DEFAULT_EVENTS_FILE, DEFAULT_LOG_FILE, DEFAULT_OVERRIDE_PATH,
                                      DEFAULT_STATE_DIR)
-from ptfast.decide.state import write_atomically
+from ptfast.foundation.safepaths import write_atomically
 
 UNIT_PATH = "/etc/systemd/system/ptfast.service"
 LOGROTATE_PATH = "/etc/logrotate.d/ptfast"
@@ -114,20 +115,21 @@ def manual_page() -> str:
     return page.replace("@VERSION@", __version__)
 
 
-def bash_completion() -> str:
+def bash_completion(parser: argparse.ArgumentParser) -> str:
     import shtab
 
-    from ptfast.commands.cli import build_parser
-    return shtab.complete(build_parser(), shell="bash")
+    return shtab.complete(parser, shell="bash")
 
 
-def service_files(command: list) -> list:
+def service_files(command: list, parser: argparse.ArgumentParser) -> list:
+    """What install-service writes; ``parser`` is the command line the completion completes
+    (handed in by cli, which builds it: install does not reach back up to cli)."""
     return [
         ServiceFile(UNIT_PATH, unit_text(command), 0o644),
         ServiceFile(LOGROTATE_PATH, packaged_text("logrotate"), 0o644),
         ServiceFile(DEFAULT_OVERRIDE_PATH, sample_config_text(), 0o600, keep_existing=True),
         ServiceFile(MAN_PAGE_PATH, manual_page(), 0o644, summary="the man page, ptfast(8)"),
-        ServiceFile(COMPLETION_PATH, bash_completion(), 0o644, summary="bash completion"),
+        ServiceFile(COMPLETION_PATH, bash_completion(parser), 0o644, summary="bash completion"),
     ]
 
 
@@ -268,9 +270,9 @@ class Installer:
                  f"{DEFAULT_LOG_FILE}, {DEFAULT_EVENTS_FILE}")
 
 
-def run(args) -> int:
+def run(args, parser: argparse.ArgumentParser) -> int:
     installer = Installer(args.root, args.dry_run)
-    files = service_files(ptfast_command())
+    files = service_files(ptfast_command(), parser)
     if args.uninstall:
         installer.uninstall(files)
     else:

@@ -32,12 +32,18 @@ def route_problems(config: config_mod.Config) -> list:
     """What the settings name that the service could not use: a SENDMAIL or relay that is not
     there, action scripts, the metrics file and webhooks a customer could change. ``check``
     reports them; a reload with any of them is refused (the next alert would fail)."""
+    return [problem for diagnose in route_diagnostics() for problem in diagnose(config)]
+
+
+def route_diagnostics() -> tuple:
+    """Each part's own diagnosis of the settings it uses, in the order ``check`` says them: a
+    part with a setting that can name something unusable adds its function here. Imported when
+    asked: ``scan`` and ``tune`` load none of these parts."""
     from ptfast.act.actions import action_problems
-    from ptfast.channels.destinations import webhook_problems
     from ptfast.channels.mail import mail_problems
     from ptfast.channels.metrics import metrics_problems
-    return (action_problems(config) + mail_problems(config) + metrics_problems(config)
-            + webhook_problems(config))
+    from ptfast.foundation.destinations import webhook_problems
+    return (action_problems, mail_problems, metrics_problems, webhook_problems)
 
 
 def load_settings(args, templates: bool = False) -> Settings:

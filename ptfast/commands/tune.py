@@ -29,6 +29,7 @@ from typing import Iterator
 
 from ptfast.scan import procfs
 from ptfast.decide.checks import SUSPICIOUS
+from ptfast.decide.judgement import Judgement
 from ptfast.decide.findings import process_key
 from ptfast.foundation.words import counted
 
@@ -105,20 +106,22 @@ class Watch:
         limit in turn; returns the CPU seconds this took."""
         cpu_before = time.process_time()
         policy = self.make_policy(1e-9)     # inspect every tracked process, whatever its age
+        judgement = Judgement(policy)
         candidate_ages = []
+        aged_by = policy.aged_by            # the test-only age seam: 0 on a server
 
         def want_fds(proc) -> bool:
-            wanted = policy.want_fds(proc)
+            wanted = judgement.want_fds(proc)
             if wanted:
-                candidate_ages.append(proc.age)
+                candidate_ages.append(proc.age + aged_by)
                 self.tracked.add(process_key(proc))
             return wanted
 
         snapshot = procfs.scan(self.proc_root, want_fds)
         self.suspicious_now = set()
-        for finding in policy.findings(snapshot, checks=(SUSPICIOUS,)):
+        for finding in judgement.findings(snapshot, checks=(SUSPICIOUS,)):
             key = process_key(finding.process)
-            self.suspicious.setdefault(key, []).append(finding.process.age)
+            self.suspicious.setdefault(key, []).append(finding.process.age + aged_by)
             self.suspicious_now.add(key)
         for limit in self.limits:
             self.inspected_counts[limit].append(
@@ -133,9 +136,9 @@ class Watch:
             return
         limit = costed[self._next_costed % len(costed)]
         self._next_costed += 1
-        policy = self.make_policy(limit)
+        judgement = Judgement(self.make_policy(limit))
         wall, cpu = time.perf_counter(), time.process_time()
-        policy.findings(procfs.scan(self.proc_root, policy.want_fds), checks=(SUSPICIOUS,))
+        judgement.findings(procfs.scan(self.proc_root, judgement.want_fds), checks=(SUSPICIOUS,))
         self.scan_costs[limit].append((time.perf_counter() - wall, time.process_time() - cpu))
 
     def longest_finished(self) -> float:

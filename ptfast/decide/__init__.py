@@ -1,2 +1,2 @@
-"""Judging one pass: the policy and its checks turn a snapshot into findings; ignore
-rules and the memory of what was reported."""
+"""Judging one pass: a judgement runs the checks, with the policy (the judging context), on a
+snapshot and turns it into findings; ignore rules and the memory of what was reported."""

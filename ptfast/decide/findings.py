@@ -1,7 +1,8 @@
 """The vocabulary of decisions: checks, reasons, findings and the planned responses.
 
-Plain data, shared by the checks that make them (ptfast.decide.checks), the policy that runs the checks
-(ptfast.decide.policy), the code that carries responses out (ptfast.act.respond) and the reports.
+Plain data, shared by the checks that make them (ptfast.decide.checks), the judgement that runs
+them (ptfast.decide.judgement), the code that carries responses out (ptfast.act.respond) and the
+reports.
 """
 
 from __future__ import annotations
@@ -30,19 +31,6 @@ REASON_INCOMPLETE = "not fully inspected"     # what could not be read may be wh
 REASON_UNHELD = "listening socket held by no process"
 
 NOBODY = "nobody"
-
-
-class FileIdentity(NamedTuple):
-    """What stat() says of a file: which file it is (device, inode), who owns it, its mode."""
-
-    dev: int
-    ino: int
-    uid: int
-    mode: int
-
-    def is_system_file(self) -> bool:
-        """Owned by root and not writable by group or others: no customer can change it."""
-        return self.uid == 0 and not self.mode & 0o022
 
 
 class ProcessKey(NamedTuple):
@@ -118,7 +106,8 @@ class Response:
 
     def as_record(self) -> dict:
         """The plan as ``ptfast scan --json`` shows it."""
-        from ptfast.foundation.bounds import MAX_LIST_ITEMS     # a fork bomb's list is the bomb's to choose
+        # a fork bomb's list is the bomb's to choose
+        from ptfast.foundation.bounds import MAX_LIST_ITEMS
         record: dict = {"alert": self.alert,
                         "kill": [key.pid for key in self.kill[:MAX_LIST_ITEMS]]}
         if len(self.kill) > MAX_LIST_ITEMS:
@@ -138,7 +127,6 @@ class Response:
         return record
 
 
-
 @dataclass
 class Finding:
     """Something to report, with what an alert needs and the planned response."""
@@ -156,7 +144,7 @@ class Finding:
     details: dict = field(default_factory=dict)
     #: suspicious: every socket of the process as (socket, counted, why)
     judged_sockets: tuple = ()
-    #: policy.severity's rank (0 most severe), set when a pass has more mails than
+    #: digest.severity's rank (0 most severe), set when a pass has more mails than
     #: PT_DIGEST_AFTER: it chooses the single mails and orders the digest
     severity: Optional[int] = None
 
@@ -187,6 +175,8 @@ class MemoryQuestions:
     resources: Collection
     quiet_users: dict
     listeners: dict
+    #: until when the load check stays quiet (PT_LOAD_SKIP)
+    load_quiet_until: float
 
     def was_reported(self, key: tuple) -> bool:
         return key in self.reported

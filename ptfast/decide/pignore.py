@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Optional
 if TYPE_CHECKING:
     import regex
 
-from ptfast.foundation.config import Problem, read_lines, unreadable_reason
+from ptfast.foundation.problems import Problem
+from ptfast.foundation.config import read_lines, unreadable_reason
 from ptfast.foundation.paths import DEFAULT_PIGNORE_PATH
 KINDS = ("exe", "user", "cmd")
 REGEX_TIMEOUT = 0.05      # seconds one regex may spend on one value

@@ -1,45 +1,34 @@
-"""Decisions of process tracking: which processes to report, and what ``ptfast run`` does about
-each finding.
+"""The judging context of process tracking: the settings, the ignore rules, the user names,
+what was reported before (read-only: ``findings.Remembered`` or ``state.ReportedState``) and
+the host facts the checks ask about (is this a web server, a root service's worker, its socket
+handed over). Pure: no I/O; what it must know of the host's files is injected.
 
-Pure: no I/O. A ``Policy`` is the judgment of one scan: the settings, the ignore rules, the
-user names and what was reported before (read-only: ``findings.Remembered`` or
-``state.ReportedState``). Each check of lfd's process
-tracking (``ptfast.decide.checks``) finds what it finds in a snapshot and plans the response to each
-finding: what to kill (exact processes), which alert to mail, what to remember for how long,
-which action script to run. ``ptfast run`` only carries these plans out (``ptfast.act.respond``);
-``ptfast scan --json`` shows them, so an admin sees what ``run`` would do.
-
-lfd's order is kept (spec section 5); its defects (spec section 9) are not copied:
-
-* listening sockets and sockets of every address family count (lfd dropped all-zero and many
-  hex-looking addresses);
-* deletion comes from the scanner's link-count test, not from "(deleted)" in the path text;
-* what was reported is keyed by (pid, start time), so a reused PID is a new process;
-* user names and regexes are resolved once and cached, not per process.
+The checks (``ptfast.decide.checks``) read a ``Policy`` through ``checks.base.Judging``;
+``ptfast.decide.judgement`` runs them on one snapshot. lfd's defects (spec section 9) are not
+copied: what was reported is keyed by (pid, start time), so a reused PID is a new process; user
+names and regexes are resolved once and cached, not per process.
 """
 
 from __future__ import annotations
 
 import functools
-import ipaddress
+import math
 import os
+import sys
 import time
 from typing import TYPE_CHECKING, Callable, Optional
 
-from ptfast.decide.checks import LOAD, SNAPSHOT_CHECKS, SUSPICIOUS, WEB_SERVER_NAMES, is_listening
-from ptfast.decide.findings import (CHECK_FORKBOMB, CHECK_SUSPICIOUS, DIGEST_TEMPLATE, NOBODY,
-                                    NOTHING_REMEMBERED, REASON_INCOMPLETE, FileIdentity, Finding,
-                                    outlived, process_key)
+from ptfast.decide.checks.web_server import WEB_SERVER_NAMES
+from ptfast.decide.findings import NOBODY, NOTHING_REMEMBERED, outlived
 from ptfast.decide.pignore import IgnoreRules
+from ptfast.foundation.escape import escape_text
 from ptfast.foundation.users import DEFAULT_UID_MIN
 
 if TYPE_CHECKING:
     from ptfast.foundation.config import Config
-    from ptfast.scan.procfs import Snapshot
+    from ptfast.scan.procfs import FileIdentity
 
 
-#: take_verdict's mark for a process want_fds was not asked about (None is a verdict)
-_NOT_ASKED = object()
 #: The pid of init, which adopts every orphan: being its child proves nothing.
 INIT_PID = 1
 #: Directories shared by many packages: an executable beside the master's in one of these is
@@ -52,11 +41,9 @@ PACKAGE_DIR_PREFIXES = ("/usr/lib", "/usr/lib64", "/usr/libexec", "/usr/local/li
 
 
 class Policy:
-    """Settings, ignore rules, user names and memory, applied to one scan at a time.
-
-    During the walk the scanner asks ``want_fds(proc)`` (only candidates older than PT_LIMIT
-    get an fd walk); ``findings(snapshot)`` then reuses those verdicts and forgets them.
-    """
+    """Settings, ignore rules, user names, memory and host facts, which the checks read and
+    never change (a pass's working data is ``checks.base.PassWork``). Made afresh for each
+    pass, with that pass's settings and memory."""
 
     def __init__(self, config: Config, rules: IgnoreRules, user_name: Callable[[int], str],
                  panel_users: frozenset = frozenset(), memory=NOTHING_REMEMBERED,
@@ -64,7 +51,7 @@ class Policy:
                  file_identity: Callable[[str], Optional[FileIdentity]] = lambda path: None,
                  uid_min: int = DEFAULT_UID_MIN, now: Optional[float] = None,
                  host_addresses: Callable[[], frozenset] = frozenset,
-                 customer_code_uids: frozenset = frozenset(),
+                 customer_code_uids: frozenset = frozenset(), aged_by: float = 0.0,
                  v6only_listeners: Callable[[], dict] = dict) -> None:
         # ``limit`` replaces PT_LIMIT: `ptfast tune` tries other values under the same rules
         self.limit = config["PT_LIMIT"] if limit is None else limit
@@ -80,14 +67,14 @@ class Policy:
         self.host_addresses = host_addresses
         # accounts that run customers' code (web server users, nobody, PT_CUSTOMER_CODE_USERS)
         self.customer_code_uids = customer_code_uids
-        # (netns, inode) -> IPV6_V6ONLY of the tcp6 listeners, read when a pass needs it
+        # reads (netns, inode) -> IPV6_V6ONLY of the tcp6 listeners (procfs.v6only_listeners);
+        # a pass reads it once, only when it needs it (checks.suspicious.known_dual_stack)
         self.v6only_listeners = v6only_listeners
         self.generic = bool(config["GENERIC"])
         self.all_users = bool(config["PT_ALL_USERS"])
-        # process key -> the suspicious check's verdict from want_fds (None: not a candidate)
-        self._verdicts: dict = {}
-        # what checks work out once per snapshot and share (cleared with the verdicts)
-        self.scratch: dict = {}
+        # test-only (age_offset_for_tests): seconds a process's age counts more against PT_LIMIT.
+        # Never negative: it can make a process look older, never younger.
+        self.aged_by = max(0.0, aged_by)
         # when this judgment is made (the memory's listener ages are measured to it)
         self.now = time.time() if now is None else now
         # accounts that created or held a listener that outlived PT_LIMIT: their young
@@ -95,11 +82,16 @@ class Policy:
         # next (of the same account or another) must not hide
         self.hopping_uids = (memory.listener_uids(self.limit, self.now) if self.limit > 0
                              else set())
+        # uid -> tracked_user's answer: a fact of these settings, worked out once
         self._tracked_users: dict[int, Optional[str]] = {}
 
     @property
     def enabled(self) -> bool:
         return self.limit > 0
+
+    def within_limit(self, proc) -> bool:
+        """``proc`` is not older than PT_LIMIT (too young to be judged suspicious)."""
+        return proc.age + self.aged_by <= self.limit
 
     def tracked_user(self, uid: int) -> Optional[str]:
         """The name of a non-root, tracked, not ignored user; None for anyone else. Decided
@@ -202,143 +194,39 @@ class Policy:
         return (worker_file is not None and worker_file.is_system_file()
                 and directory is not None and directory.is_system_file())
 
-    def dual_stack(self, listener) -> bool:
-        """``listener`` (tcp6) is known not to be IPV6_V6ONLY: it accepts IPv4 connections,
-        and no one else can bind an IPv4-mapped address of its port. Unknown (another network
-        namespace, netlink refused) is no: a mapped connection is then not taken for its."""
-        known = self.scratch.get("v6only")
-        if known is None:
-            known = self.scratch["v6only"] = self.v6only_listeners()
-        return known.get((listener.netns, listener.inode)) is False
 
-    def want_fds(self, proc) -> bool:
-        """Predicate for the scanner: inspect fds only of candidates older than PT_LIMIT, so
-        ignored and young processes cost no fd walk."""
-        if not self.enabled or (proc.age <= self.limit and proc.uid not in self.hopping_uids):
-            return False
-        key = process_key(proc)
-        verdict = self._verdicts[key] = SUSPICIOUS.candidate(self, proc, key)
-        return verdict is not None
-
-    def take_verdict(self, proc):
-        """The verdict want_fds gave ``proc`` in this scan, or a fresh one."""
-        key = process_key(proc)
-        verdict = self._verdicts.pop(key, _NOT_ASKED)
-        return SUSPICIOUS.candidate(self, proc, key) if verdict is _NOT_ASKED else verdict
-
-    def findings(self, snapshot: Snapshot, checks=None) -> list:
-        """Every per-snapshot check (or those of ``checks``), in lfd's order, each finding with
-        its planned response."""
-        found = []
-        for check in checks or SNAPSHOT_CHECKS:
-            for finding in check.evaluate(self, snapshot):
-                finding.response = check.respond(finding, self.config)
-                found.append(finding)
-        self._verdicts.clear()
-        self.scratch.clear()
-        return digest_beyond(found, self.config["PT_DIGEST_AFTER"], self.host_addresses)
-
-    def load_finding(self, loadavg: tuple, processes: str, now: float) -> Optional[Finding]:
-        """PT_LOAD: a finding (with its response) when the load average is high, outside the
-        quiet period; else None."""
-        finding = LOAD.evaluate_load(self.config, loadavg, processes, now,
-                                     self.memory.load_quiet_until)
-        if finding is not None:
-            finding.response = LOAD.respond(finding, self.config)
-        return finding
+#: TEST-ONLY. Seconds added to a process's age where it is judged against PT_LIMIT or, by
+#: `ptfast tune`, against a candidate limit (and nowhere else: not PT_USERTIME, the hung-sshd
+#: grace, the fork bomb's young forkers, the listener memory, any age shown), so that the test suite need not sleep past PT_LIMIT before a
+#: `ptfast scan` or `ptfast run` subprocess judges a process it just started. It is read from
+#: the environment of the ptfast process alone (root's, set by whoever starts ptfast: no
+#: customer can set it) and only in [0, MAX_TEST_AGE_OFFSET]: it can make ptfast inspect and
+#: report more, and sooner, never less or later. Anything else is refused (ignored, said on
+#: stderr). Not a setting: never set it on a server.
+TEST_AGE_OFFSET = "PTFAST_TEST_AGE_OFFSET"
+MAX_TEST_AGE_OFFSET = 3600.0
 
 
-#: severity() ranks, most severe first
-OPEN_TO_NETWORK, CONCEALED, LOOPBACK_LISTENER, LOCAL_ONLY, USAGE = range(5)
-
-
-def severity(finding: Finding, host_addresses: frozenset) -> int:
-    """How urgently the admin must read about ``finding``: the order in which a pass's
-    findings get their single mails (the first PT_DIGEST_AFTER) and the digest lists the rest.
-
-    OPEN_TO_NETWORK: a counted listener on any address but loopback, or a counted socket whose
-        peer is not this host: what a bind shell, a reverse shell or a bot's C2 channel is.
-        A peer address that is no IP address (a packet socket's, a protocol ptfast cannot
-        classify) counts as elsewhere: what cannot be told local is not ranked as local.
-    CONCEALED: a fork bomb (the host's own availability, killed at once), or a process not
-        fully inspected (what could not be read may be that listener).
-    LOOPBACK_LISTENER: a listener only this host can reach (a tunnel's end, a dev server).
-    LOCAL_ONLY: connections to this host's own services (loopback or ``host_addresses``: a
-        site talking to its database), and deleted executables: most are an upgrade or a
-        build, and they stay in the log and events file whatever their rank.
-    USAGE: too many processes, too much memory or time: limits, not intrusions.
-
-    Without this, the single mails went to the first findings in PID order: a customer's
-    300 processes holding connections to the local database took them all, and the real
-    backdoor, started later, reached the admin only inside the digest.
-    """
-    if finding.check == CHECK_FORKBOMB:
-        return CONCEALED
-    if finding.check != CHECK_SUSPICIOUS:
-        return USAGE
-    rank = LOCAL_ONLY
-    for sock, counts, _why in finding.judged_sockets:
-        if not counts:
-            continue
-        if is_listening(sock):
-            if not _is_loopback(sock.local_ip):
-                return OPEN_TO_NETWORK
-            rank = min(rank, LOOPBACK_LISTENER)
-        elif not _is_this_host(sock.remote_ip, host_addresses):
-            return OPEN_TO_NETWORK
-    if REASON_INCOMPLETE in finding.reasons:
-        rank = min(rank, CONCEALED)
-    return rank
-
-
-@functools.lru_cache(maxsize=4096)
-def _address(text: str):
-    # cached: a flood of processes holds thousands of sockets to the same few peers
+@functools.lru_cache(maxsize=None)
+def age_offset_for_tests(text: Optional[str] = None) -> float:
+    """PTFAST_TEST_AGE_OFFSET's seconds (``text``, by default the environment's), or 0.0 when
+    it is unset or refused. Said once on stderr when in force or refused: it is never quiet."""
+    if text is None:
+        text = os.environ.get(TEST_AGE_OFFSET)
+        if text is None:
+            return 0.0
     try:
-        address = ipaddress.ip_address(text)
-    except ValueError:          # a packet socket's interface, an unknown family: not an IP
-        return None
-    mapped = getattr(address, "ipv4_mapped", None)
-    return mapped if mapped is not None else address
-
-
-def _is_loopback(ip: str) -> bool:
-    address = _address(ip)
-    return address is not None and address.is_loopback
-
-
-def _is_this_host(ip: str, host_addresses: frozenset) -> bool:
-    address = _address(ip)
-    # unspecified: no peer at all (a socket bound but neither listening nor connected)
-    return address is not None and (address.is_loopback or address.is_unspecified
-                                    or address in host_addresses)
-
-
-def digest_beyond(found: list, mails: int,
-                  host_addresses: Callable[[], frozenset] = frozenset) -> list:
-    """One pass is not a mail flood: the ``mails`` most severe findings that mail
-    (PT_DIGEST_AFTER; ``severity``, then the accounts in turn, then lfd's order) are mailed
-    one by one, as lfd does, the rest in one digest mail listing them, most severe first (0:
-    every one on its own). Each is
-    still logged, written to the events file and remembered. ``found`` keeps lfd's order;
-    each mailing finding's ``severity`` is set when some go to the digest."""
-    mailing = [finding for finding in found if finding.response.alert is not None]
-    if mails <= 0 or len(mailing) <= mails:
-        return found
-    addresses = host_addresses()
-    # within a rank, the accounts take turns: one account's flood of listeners cannot push
-    # another account's backdoor of the same rank out of the single mails
-    turns: dict = {}
-    turn_of = {}
-    for finding in mailing:
-        finding.severity = severity(finding, addresses)
-        account = (finding.severity, finding.user)
-        turn_of[id(finding)] = turns[account] = turns.get(account, -1) + 1
-    # sorted() is stable: within a rank and a turn, lfd's order
-    for finding in sorted(mailing, key=lambda finding: (finding.severity,
-                                                        turn_of[id(finding)]))[mails:]:
-        finding.response.alert = DIGEST_TEMPLATE
-    return found
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0.0 <= seconds <= MAX_TEST_AGE_OFFSET:     # NaN, inf and negatives too
+        print(f"ptfast: {TEST_AGE_OFFSET}={escape_text(text)} refused (test-only, seconds "
+              f"from 0 to {MAX_TEST_AGE_OFFSET:g}): process ages are read as they are",
+              file=sys.stderr)
+        return 0.0
+    print(f"ptfast: {TEST_AGE_OFFSET}={seconds:g} in force (test-only): every process counts "
+          f"{seconds:g} s older against PT_LIMIT", file=sys.stderr)
+    return seconds
 
 
 def build_policy(config: Config, rules: IgnoreRules, memory=NOTHING_REMEMBERED,
@@ -349,5 +237,5 @@ def build_policy(config: Config, rules: IgnoreRules, memory=NOTHING_REMEMBERED,
     from ptfast.foundation.users import UserNames, accounts_to_track, customer_code_uids, uid_min
     return Policy(config, rules, user_names or UserNames(), accounts_to_track(config), memory,
                   limit, FileIdentities(), uid_min(), host_addresses=host_addresses,
-                  customer_code_uids=customer_code_uids(config),
+                  customer_code_uids=customer_code_uids(config), aged_by=age_offset_for_tests(),
                   v6only_listeners=v6only_listeners)

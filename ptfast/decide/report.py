@@ -6,13 +6,14 @@ Every attacker-chosen string passes through ``escape_text`` first, in both forms
 from __future__ import annotations
 
 from ptfast.foundation.bounds import MAX_LIST_ITEMS, bounded_lines, bounded_text
-from ptfast.decide.checks import judged_socket_text, shown_exe, socket_endpoints
+from ptfast.decide.checks.shown import shown_exe
+from ptfast.decide.checks.sockets import judged_socket_text, socket_endpoints
 from ptfast.foundation.escape import escape_text
 
 
 def judged_socket_records(finding) -> list:
     """Each socket of the finding's process, and whether it counted toward the finding and
-    why (checks.judge_sockets); sockets no check judged are listed as they are."""
+    why (checks.suspicious.judge_sockets); sockets no check judged are listed as they are."""
     if finding.judged_sockets:
         return [{**socket_record(sock), "counted": counts, "why": why}
                 for sock, counts, why in finding.judged_sockets]

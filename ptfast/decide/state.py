@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import heapq
 import os
-import tempfile
 import time
 from collections import Counter
 
 import orjson
 
 from ptfast.foundation import safepaths
+from ptfast.foundation.safepaths import write_atomically
 from ptfast.decide.findings import (REMEMBER_LISTENER, REMEMBER_LOAD_QUIET, REMEMBER_PROCESS,
                                     REMEMBER_RESOURCE, REMEMBER_USER_QUIET, MemoryQuestions,
                                     Remember)
@@ -36,35 +36,6 @@ FORMAT_VERSION = 1
 # far above what tracking ever remembers (a few hundred bytes a process), and a bound on what
 # a planted file can make ptfast read
 MAX_STATE_BYTES = 64 << 20
-
-
-def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data``: readers see the old content or the new, never a mix.
-
-    The temporary file has a random name and is created with O_EXCL (``mkstemp``): nothing
-    planted in the directory (a symlink, a FIFO) is ever opened or truncated.
-    """
-    directory = os.path.dirname(path) or "."
-    fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                                     dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(fd, mode)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)   # make the rename itself durable
-    finally:
-        os.close(dir_fd)
 
 
 class _Largest:

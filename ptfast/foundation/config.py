@@ -17,8 +17,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from ptfast.channels import destinations
-from ptfast.foundation import safepaths
+from ptfast.foundation import destinations, safepaths
+from ptfast.foundation.problems import Problem, problem_at
 from ptfast.scan._corespec import PID_MAX_LIMIT
 from ptfast.foundation.paths import DEFAULT_CONFIG_PATH, DEFAULT_OVERRIDE_PATH
 
@@ -155,29 +155,6 @@ _QUOTED = re.compile(r'"(.*)"', re.DOTALL)
 _INTEGER = re.compile(r"[0-9]+")
 _NAME_LIKE = re.compile(r"[A-Za-z0-9_]{1,40}")
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Something wrong in an input file, said with where it is."""
-
-    path: str
-    line: int          # 0 when the problem is about the whole file
-    message: str
-    #: what the admin named cannot be used as meant (a file unreadable, a setting name unknown,
-    #: a --set refused): commands stop with exit 2 rather than run on what is left
-    fatal: bool = False
-    #: what ptfast does about it when it goes on ("using the default 60"): not said when a
-    #: reload is refused, since the previous settings stay instead
-    consequence: str = ""
-
-    def __str__(self) -> str:
-        return self.said(with_consequence=True)
-
-    def said(self, with_consequence: bool = True) -> str:
-        where = f"{self.path}:{self.line}" if self.line else self.path
-        then = f"; {self.consequence}" if self.consequence and with_consequence else ""
-        return f"{where}: {self.message}{then}"
 
 
 @dataclass
@@ -394,15 +371,6 @@ def double_tracking(config: Config) -> list:
                         "ptfast.conf) or hand it over (PT_LOAD = \"0\" in csf.conf, then "
                         "csf -ra)")
     return warnings
-
-
-def problem_at(config: Config, name: str, message: str) -> Problem:
-    """A problem with a setting, where that setting was given."""
-    source = config.sources[name]
-    path, _, line = source.rpartition(":")
-    if path and line.isdigit():
-        return Problem(path, int(line), message)
-    return Problem("--set", 0, message)
 
 
 def _check_webhooks(config: Config) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import tempfile
 
 DIRECTORY, FILE, PROGRAM = "directory", "file", "program"
 MAX_SYMLINKS = 40         # as the kernel's own limit on links followed in one lookup
@@ -314,3 +315,32 @@ def _file_type(mode: int) -> str:
         if test(mode):
             return name
     return "not a file"
+
+
+def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data``: readers see the old content or the new, never a mix.
+
+    The temporary file has a random name and is created with O_EXCL (``mkstemp``): nothing
+    planted in the directory (a symlink, a FIFO) is ever opened or truncated.
+    """
+    directory = os.path.dirname(path) or "."
+    fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                                     dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(fd, mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)   # make the rename itself durable
+    finally:
+        os.close(dir_fd)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import pwd
 
+from ptfast.foundation.problems import problem_at
+
 CPANEL_USERS_DIR = "/var/cpanel/users"
 DIRECTADMIN_USERS_DIR = "/usr/local/directadmin/data/users"
 
@@ -105,7 +107,6 @@ def customer_code_uids(config) -> frozenset:
 def customer_code_user_problems(config) -> list:
     """``ptfast check``: each name of PT_CUSTOMER_CODE_USERS that is no account of this host
     (a typo would leave the account it meant a service's), or is root (never a customer)."""
-    from ptfast.foundation.config import problem_at
     problems = []
     for name in _setting_names(config):
         try:

@@ -1,10 +1,11 @@
 """What both scanner cores agree on, defined once.
 
-The compiled core (``src_pyx/_procscan.pyx``) and its pure-Python twin (``ptfast/scan/_procscan_py.py``)
-take their constants, tables and record fields from here; ``ptfast/scan/_procscan.pyi`` describes the
-records for type checkers, and ``tests/test_contract.py`` checks that the three agree. Whatever
-else reads ``/proc/PID/stat`` (``ptfast.scan.procfs``, the tests) names its fields with the ``STAT_*``
-numbers below, never with bare indexes.
+The compiled core (``src_pyx/_procscan.pyx``) and its pure-Python twin
+(``ptfast/scan/_procscan_py.py``) take their constants, tables and record fields from here;
+``ptfast/scan/_procscan.pyi`` describes the records for type checkers, and
+``tests/test_contract.py`` checks that the three agree. Whatever else reads ``/proc/PID/stat``
+(``ptfast.scan.procfs``, the tests) names its fields with the ``STAT_*`` numbers below, never with
+bare indexes.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Type stubs of the compiled scanner core (src_pyx/_procscan.pyx).
 
 Same API and results as the pure-Python twin, ptfast.scan._procscan_py, whose docstring states the
-contract; constants, tables and the field lists are in ptfast.scan._corespec (tests/test_contract.py
-checks that these stubs, the twin and the compiled classes agree).
+contract; constants, tables and the field lists are in ptfast.scan._corespec
+(tests/test_contract.py checks that these stubs, the twin and the compiled classes agree).
 """
 
 from typing import Callable, Dict, List, Optional, Tuple, Union

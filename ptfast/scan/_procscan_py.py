@@ -1,8 +1,9 @@
 """Pure-Python twin of the compiled scanner core (src_pyx/_procscan.pyx).
 
-This is the reference: same API, same results, on real and on malformed input. ``ptfast.scan.procfs``
-picks the compiled core when it is importable and falls back to this module otherwise (or when
-PTFAST_NO_EXTENSIONS=1). Constants, tables and record fields come from ``ptfast.scan._corespec``.
+This is the reference: same API, same results, on real and on malformed input.
+``ptfast.scan.procfs`` picks the compiled core when it is importable and falls back to this module
+otherwise (or when PTFAST_NO_EXTENSIONS=1). Constants, tables and record fields come from
+``ptfast.scan._corespec``.
 
 Contract of ``scan(proc_root, want_fds, pids)``:
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Union
+from typing import TYPE_CHECKING, Callable, NamedTuple, Union
 
 from ptfast.scan._corespec import STAT_STARTTIME, parse_stat, stat_field
-from ptfast.decide.findings import FileIdentity
 
 CORE_FALLBACK_REASON: str | None = None
 #: what an admin does about a core that was not built (said by --version, check and the log)
@@ -100,6 +99,19 @@ def newest_pids_of(uids: set | None, proc_root: str = "/proc") -> list:
     return sorted(found, reverse=True)
 
 
+class FileIdentity(NamedTuple):
+    """What stat() says of a file: which file it is (device, inode), who owns it, its mode."""
+
+    dev: int
+    ino: int
+    uid: int
+    mode: int
+
+    def is_system_file(self) -> bool:
+        """Owned by root and not writable by group or others: no customer can change it."""
+        return self.uid == 0 and not self.mode & 0o022
+
+
 class FileIdentities:
     """stat() of host paths, each asked once (paths repeat: thousands of processes run a few
     hundred executables). A scan makes a new one: packages get upgraded between passes."""
@@ -163,7 +175,7 @@ def host_addresses(proc_root: str = "/proc") -> frozenset:
     """This host's own addresses (``ipaddress`` objects) in ptfast's network namespace: IPv4
     from the kernel's local routes (``/proc/net/fib_trie``: an address followed by ``/32 host
     LOCAL``), IPv6 from ``/proc/net/if_inet6``. Only root can add one. What cannot be read is
-    left out: a peer then ranks as elsewhere, more urgent, never less (policy.severity)."""
+    left out: a peer then ranks as elsewhere, more urgent, never less (digest.severity)."""
     import ipaddress  # here: only a pass with more mails than PT_DIGEST_AFTER asks
     found: set = set()
     try:

@@ -34,8 +34,9 @@ def needs_program(program: str, package: str):
 
 def program_fixtures(names):
     """Module-scoped ``workdir`` (a directory other uids can traverse, removed afterwards, deep
-    trees included) and ``programs`` (name -> path of each program, compiled into
-    WORKDIR/bin), for a test module to bind: ``workdir, programs = program_fixtures(...)``."""
+    trees included) and ``programs`` (name -> path of each program, compiled once a session
+    into a shared directory other uids can traverse), for a test module to bind:
+    ``workdir, programs = program_fixtures(...)``."""
 
     @pytest.fixture(scope="module")
     def workdir():
@@ -46,24 +47,41 @@ def program_fixtures(names):
             shutil.rmtree(path, ignore_errors=True)
 
     @pytest.fixture(scope="module")
-    def programs(workdir):
-        directory = os.path.join(workdir, "bin")
-        os.mkdir(directory)
-        os.chmod(directory, 0o755)
-        return {name: build(name, directory) for name in names}
+    def programs(compiled_programs):
+        return compiled_programs(names)
 
     return workdir, programs
 
 
-def build(name: str, directory: str) -> str:
-    """Compile tests/evasions/NAME.c into DIRECTORY/NAME; the path of the program."""
+class Programs:
+    """The C programs of tests/evasions, each compiled once a session (in parallel: several
+    modules share them, and gcc was a good part of their setup) into ``directory``."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.built: dict = {}
+
+    def __call__(self, names) -> dict:
+        missing = [name for name in names if name not in self.built]
+        compiling = {name: _start_build(name, self.directory) for name in missing}
+        failed = []
+        for name, (gcc, output) in compiling.items():
+            _out, err = gcc.communicate()
+            if gcc.returncode != 0:
+                failed.append(f"gcc failed for {name}.c:\n{err}")
+            else:
+                self.built[name] = output
+        if failed:
+            raise RuntimeError("\n".join(failed))
+        return {name: self.built[name] for name in names}
+
+
+def _start_build(name: str, directory: str) -> tuple:
     output = os.path.join(directory, name)
-    result = subprocess.run(["gcc", "-O2", "-Wall", "-pthread", "-o", output,
-                             os.path.join(SOURCES, name + ".c")],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"gcc failed for {name}.c:\n{result.stderr}")
-    return output
+    gcc = subprocess.Popen(["gcc", "-O2", "-Wall", "-pthread", "-o", output,
+                            os.path.join(SOURCES, name + ".c")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return gcc, output
 
 
 def start(argv: list, cleanup=None, **popen_options) -> Child:

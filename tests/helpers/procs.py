@@ -21,8 +21,10 @@ import time
 from ptfast.scan._corespec import STAT_STARTTIME, parse_stat, stat_field
 
 CHILD_PRELUDE = textwrap.dedent("""
-    # modules setups use, imported while still root (the interpreter lives under /root)
-    import ctypes, encodings.idna, json, os, resource, select, signal, socket, struct, sys
+    # modules setups use, imported while still root (the interpreter lives under /root); with
+    # -S no site runs, so the codecs Python 3.9 looks up lazily are imported here too
+    import ctypes, encodings.ascii, encodings.idna, encodings.latin_1, encodings.utf_8
+    import json, os, resource, select, signal, socket, struct, sys
     import threading, time
     libc = ctypes.CDLL(None, use_errno=True)
     PR_SET_DUMPABLE = 4
@@ -112,7 +114,9 @@ def start_python(setup: str = "", uid: int | None = None, non_dumpable: bool = F
         code += "assert libc.unshare(CLONE_NEWNET) == 0, ctypes.get_errno()\n"
     code += textwrap.dedent(root_setup) + "\n" + CHILD_BECOME
     code += textwrap.dedent(setup) + "\n" + CHILD_DROP
-    popen = subprocess.Popen([executable or sys.executable, "-c", code, *argv],
+    # -S: the child needs the standard library alone, and site's work (the editable install's
+    # import hook above all) is half of an interpreter's start, paid by hundreds of children
+    popen = subprocess.Popen([executable or sys.executable, "-S", "-c", code, *argv],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, env=env)
     try:
@@ -246,7 +250,9 @@ AS_USER_IMPORTS = textwrap.dedent("""
     import orjson, regex
     from ptfast.scan import _procscan_py, _sockprobe
     from ptfast.commands import baseline, cli, tune
-    from ptfast.decide import checks, findings, policy, report
+    from ptfast.decide import checks, digest, findings, judgement, policy, report
+    from ptfast.decide.checks import (base, forkbomb, load, per_user, resource, shown, sockets,
+                                      sshd_hung, suspicious, user_processes, web_server)
     from ptfast.channels import status
     from ptfast.foundation import users
 """)

@@ -7,20 +7,28 @@ import os
 import subprocess
 import sys
 
+from ptfast.decide.policy import TEST_AGE_OFFSET
+
 CORES = ("compiled", "pure-python")
+#: The age seam's offset (ptfast.decide.policy.TEST_AGE_OFFSET): more than the tests' PT_LIMIT=1, so a
+#: process started this instant already counts as older than PT_LIMIT.
+AGED_BY = 2.0
 
 
-def core_env(core):
-    """The environment that makes ptfast pick ``core`` ("compiled" or "pure-python")."""
+def core_env(core, aged=False):
+    """The environment that makes ptfast pick ``core`` ("compiled" or "pure-python"); with
+    ``aged``, every process counts AGED_BY s older against PT_LIMIT (no sleeping past it)."""
     env = dict(os.environ)
     env.pop("PTFAST_NO_EXTENSIONS", None)
     if core == "pure-python":
         env["PTFAST_NO_EXTENSIONS"] = "1"
+    if aged:
+        env[TEST_AGE_OFFSET] = str(AGED_BY)
     return env
 
 
-def run_scan(*args, core="compiled"):
-    env = core_env(core)
+def run_scan(*args, core="compiled", aged=False):
+    env = core_env(core, aged)
     # no csf.conf on the test machine, but never let a real one change the test's meaning.
     # Only the suspicious-process check: the machine's own load, users and old processes must
     # not add findings (test_checks_live covers the other checks).

@@ -6,7 +6,7 @@ import itertools
 
 from ptfast.scan._corespec import PROCESS_FIELDS, SOCKET_FIELDS
 from ptfast.scan._procscan_py import Process, Socket
-from ptfast.decide.findings import FileIdentity
+from ptfast.scan.procfs import FileIdentity
 
 USERS = {0: "root", 65534: "nobody", 1001: "alice", 1002: "bob", 48: "apache"}
 

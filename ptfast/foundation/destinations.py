@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
+from ptfast.foundation.problems import Problem
+
 JSON, SLACK, DISCORD, TEAMS, TELEGRAM = "json", "slack", "discord", "teams", "telegram"
 FORMATS = (JSON, SLACK, DISCORD, TEAMS, TELEGRAM)
 MAX_URLS = 16
@@ -190,7 +192,6 @@ def webhook_problems(config) -> list:
     on a port every user of this host may listen on. When the receiver there is down (a
     restart, a crash), a customer's process can take the port and be sent every alert, about
     every customer, with the URL's token; on loopback the connection is not private either."""
-    from ptfast.foundation.config import Problem
     lowest = unprivileged_port_start()
     problems = []
     for destination in destinations(config):

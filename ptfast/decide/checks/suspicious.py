@@ -1,0 +1,267 @@
+"""PT_LIMIT, PT_DELETED, PT_SKIP_HTTP, PT_SERVICE_SOCKETS: the suspicious process check, and how
+it judges each socket (a root service's socket handed to its own worker does not count)."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional
+
+from ptfast.decide.checks.base import (Alerting, HostReader, Judging, PassWork, SnapshotCheck,
+                                       action_for, process_of)
+from ptfast.decide.checks.shown import shown_exe
+from ptfast.decide.checks.sockets import endpoint, is_listening, judged_socket_text
+from ptfast.decide.checks.web_server import HTTP_PORTS, HTTP_PROTOCOLS, is_web_server_child
+from ptfast.decide.findings import (CHECK_SUSPICIOUS, REASON_DELETED, REASON_INCOMPLETE,
+                                    REASON_LISTENING, REASON_SOCKET, REMEMBER_LISTENER,
+                                    REMEMBER_PROCESS, Finding, Remember, Response, process_key)
+from ptfast.foundation.bounds import bounded_lines, bounded_text
+from ptfast.foundation.escape import escape_text
+from ptfast.scan._corespec import FDS_GONE
+
+#: take_verdict's mark for a process want_fds was not asked about (None is a verdict)
+_NOT_ASKED = object()
+
+
+class Suspicious(SnapshotCheck, Alerting):
+    """PT_LIMIT, PT_DELETED, PT_SKIP_HTTP: processes of tracked users older than PT_LIMIT with
+    network sockets, or running a deleted executable."""
+
+    name = CHECK_SUSPICIOUS
+    template = "processtracking.txt"
+
+    def candidate(self, policy: Judging, proc, key: tuple):
+        """(user, exe_or_cmd_ignored) when the process (``key``: its process_key) is worth a
+        look, else None.
+
+        Steps 2-3 of lfd's scan: tracked user, not yet reported, user not ignored, root never.
+        An ignored exe or cmd takes a process out, except that with PT_DELETED its deleted
+        executable is still reported. PT_DELETED=0 only removes that reason: a deleted
+        executable's sockets count like any other's (lfd skipped the process: an evasion).
+        """
+        user = policy.tracked_user(proc.uid)
+        if user is None or policy.memory.was_reported(key):
+            return None
+        ignored = policy.ignores_process(proc)
+        if proc.exe_deleted and policy.config["PT_DELETED"]:
+            return (user, ignored)
+        return None if ignored else (user, False)
+
+    def take_verdict(self, policy: Judging, proc, work: PassWork):
+        """The verdict want_fds gave ``proc`` in this pass (``work.verdicts``), or a fresh
+        one."""
+        key = process_key(proc)
+        verdict = work.verdicts.pop(key, _NOT_ASKED)
+        return self.candidate(policy, proc, key) if verdict is _NOT_ASKED else verdict
+
+    def evaluate(self, policy: Judging, snapshot, work: PassWork) -> list:
+        """Suspicious processes of one snapshot, one deleted-executable report per family."""
+        if not policy.enabled:
+            return []
+        skip_http = bool(policy.config["PT_SKIP_HTTP"])
+        by_pid = snapshot.by_pid()
+        findings = []
+        for proc in snapshot.processes:
+            if policy.within_limit(proc):
+                hopping = self._hopping(policy, proc, work)
+                if hopping is not None:
+                    findings.append(hopping)
+                continue
+            verdict = self.take_verdict(policy, proc, work)
+            if verdict is None:
+                continue
+            user, ignored = verdict
+            if skip_http and is_web_server_child(policy, proc, by_pid):
+                continue
+            reasons = []
+            if proc.exe_deleted and policy.config["PT_DELETED"]:
+                reasons.append(REASON_DELETED)
+            if proc.incomplete and proc.incomplete != FDS_GONE and not ignored:
+                reasons.append(REASON_INCOMPLETE)
+            judged: tuple = ()
+            if not ignored:
+                judged = judge_sockets(policy, proc, by_pid, skip_http, work)
+                counted = [sock for sock, counts, _why in judged if counts]
+                if any(is_listening(sock) for sock in counted):
+                    reasons.append(REASON_LISTENING)
+                if any(not is_listening(sock) for sock in counted):
+                    reasons.append(REASON_SOCKET)
+            if reasons:
+                findings.append(Finding(self.name, tuple(reasons), proc, user,
+                                        judged_sockets=judged))
+        return self._one_deleted_report_per_family(policy, findings, by_pid)
+
+    def _hopping(self, policy: Judging, proc, work: PassWork) -> Optional[Finding]:
+        """A young process holding a listener that outlived PT_LIMIT (handed from one short
+        -lived holder to the next, of any account): reported for that listener alone. Only
+        the young processes whose fds were walked (want_fds: those of the accounts that
+        created or held such a listener; the hopping walk: any) have sockets to judge."""
+        if proc.sockets is None:
+            return None
+        verdict = self.take_verdict(policy, proc, work)
+        if verdict is None or verdict[1]:
+            return None
+        outlived = [sock for sock in proc.sockets
+                    if is_listening(sock) and policy.outlived_holders(sock)]
+        if not outlived:
+            return None
+        judged = tuple((sock, sock in outlived,
+                        f"a listener open for more than PT_LIMIT ({policy.limit:g} s), handed "
+                        "between processes younger than that" if sock in outlived
+                        else "the process is younger than PT_LIMIT")
+                       for sock in proc.sockets)
+        return Finding(self.name, (REASON_LISTENING,), proc, verdict[0], judged_sockets=judged,
+                       details={"outlived": [(sock.netns, sock.inode) for sock in outlived]})
+
+    @staticmethod
+    def _one_deleted_report_per_family(policy: Judging, findings: list, by_pid: dict) -> list:
+        """A child of a deleted executable whose deleted executable is reported gets no second
+        report of it; its own sockets still count."""
+        reported_deleted = {process_of(f).pid for f in findings if REASON_DELETED in f.reasons}
+        kept = []
+        for finding in findings:
+            proc = process_of(finding)
+            parent = by_pid.get(proc.ppid)
+            if (REASON_DELETED in finding.reasons and parent is not None and parent.exe_deleted
+                    and (parent.pid in reported_deleted
+                         or policy.memory.was_reported(process_key(parent)))):
+                finding.reasons = tuple(r for r in finding.reasons if r != REASON_DELETED)
+                if not finding.reasons:
+                    continue
+            kept.append(finding)
+        return kept
+
+    def respond(self, finding: Finding, config) -> Response:
+        proc = process_of(finding)
+        action = (action_for(config, "PT_DELETED_ACTION",
+                             (proc.exe, proc.pid, finding.user, proc.ppid))
+                  if REASON_DELETED in finding.reasons else None)
+        # a listener that outlived its holders is reported once, not again with each holder
+        listeners = tuple(Remember(REMEMBER_LISTENER, key)
+                          for key in finding.details.get("outlived", ()))
+        return Response(alert=self.template,
+                        remember=(Remember(REMEMBER_PROCESS, process_key(proc)),
+                                  *listeners),
+                        action=action)
+
+    def log_lines(self, finding: Finding, killed: bool, user_name) -> list:
+        proc = process_of(finding)
+        return [f"*Suspicious Process* PID:{proc.pid} PPID:{proc.ppid} "
+                f"User:{escape_text(finding.user)} Uptime:{int(proc.age)} secs "
+                f"EXE:{shown_exe(proc)} CMD:{bounded_text(proc.cmdline)}"]
+
+    def attachment(self, finding: Finding, config, host: HostReader):
+        """The process's memory maps."""
+        return host.process_maps(process_of(finding))
+
+    def alert_values(self, finding: Finding, hostname: str, killed: bool, attached,
+                     user_name) -> dict:
+        proc = process_of(finding)
+        return {
+            "hostname": hostname,
+            "pid": f"{proc.pid} (Parent PID:{proc.ppid})",
+            "user": escape_text(finding.user),
+            "uptime": str(int(proc.age)),
+            "exe": shown_exe(proc),
+            "cmdline": bounded_text(proc.cmdline),
+            "sockets": "\n".join(bounded_lines(finding.judged_sockets,
+                                               lambda judged: judged_socket_text(*judged))),
+            "files": "\n".join(bounded_lines(finding.open_files, bounded_text)),
+            "maps": "\n".join(bounded_lines(attached or (), bounded_text)),
+        }
+
+
+def judge_sockets(policy: Judging, proc, by_pid: dict, skip_http: bool,
+                  work: PassWork) -> tuple:
+    """Every socket of ``proc`` as (socket, counted, why).
+
+    Not counted: tcp and udp sockets on local port 80/443 under PT_SKIP_HTTP, as lfd; and with
+    PT_SERVICE_SOCKETS (ptfast's, default on) the sockets a root service handed to its own
+    worker: one it did not create (root or a system account did, which no customer can) while
+    it is a worker of its root parent (policy.service_master: forked by it and not exec'd
+    since, or one of its package's own programs), and the connections it accepted on such a
+    listener. A process that holds an inherited listener but is no such worker (a backdoor
+    started from a php-fpm worker, php-fpm run again with LD_PRELOAD or a configuration of
+    its own) is no worker: all of its sockets count.
+    """
+    sockets = proc.sockets
+    if not sockets:
+        return ()
+    handed = [policy.handed_over(sock, proc) for sock in sockets]
+    master = None
+    if policy.config["PT_SERVICE_SOCKETS"] and any(handed):
+        master = policy.service_master(proc, by_pid)
+    judged = []
+    service_listeners = []
+    for sock, handed_over in zip(sockets, handed):
+        if skip_http and sock.proto in HTTP_PROTOCOLS and sock.local_port in HTTP_PORTS:
+            judged.append((sock, False, "local port 80/443 under PT_SKIP_HTTP"))
+        elif master is not None and handed_over:
+            kind = "listener" if is_listening(sock) else "socket"
+            judged.append((sock, False, f"service socket: {kind} of root pid {master.pid} "
+                                        f"({escape_text(os.path.basename(master.exe))})"))
+            if sock.state == "LISTEN":
+                service_listeners.append(sock)
+        elif handed_over:
+            judged.append((sock, True, f"handed over by uid {sock.uid} to a process that is "
+                                       "no worker of its root service"))
+        elif sock.uid == proc.uid:
+            judged.append((sock, True, "created by the process's own user"))
+        elif sock.uid in policy.customer_code_uids:
+            judged.append((sock, True, f"created by uid {sock.uid}, an account that runs "
+                                       "customers' code"))
+        else:
+            judged.append((sock, True, f"created by uid {sock.uid}, another customer"))
+    if master is not None:
+        for number, (sock, counts, _why) in enumerate(judged):
+            listener = (accepted_on(sock, service_listeners,
+                                    lambda listener: known_dual_stack(policy, work, listener))
+                        if counts else None)
+            if listener is not None:
+                judged[number] = (sock, False, "service socket: accepted on the listener "
+                                               f"{endpoint(listener.local_ip, listener.local_port)}"
+                                               f" of root pid {master.pid}")
+    return tuple(judged)
+
+
+def known_dual_stack(policy: Judging, work: PassWork, listener) -> bool:
+    """``listener`` (tcp6) is known not to be IPV6_V6ONLY: it accepts IPv4 connections, and no
+    one else can bind an IPv4-mapped address of its port. Unknown (another network namespace,
+    netlink refused) is no: a mapped connection is then not taken for its. The listeners are
+    read once a pass (``work.v6only``), and only by a pass that asks."""
+    if work.v6only is None:
+        work.v6only = policy.v6only_listeners()
+    return work.v6only.get((listener.netns, listener.inode)) is False
+
+
+def accepted_on(sock, listeners, dual_stack: Callable[[object], bool] = lambda listener: False):
+    """The listener among ``listeners`` that ``sock`` is a connection accepted on, or None: same
+    network namespace, same table (family and protocol: a tcp listener accepts only tcp
+    connections, a tcp6 one only tcp6 ones, IPv4-mapped included), same local port, and the
+    listener's address or its family's wildcard. An outgoing connection cannot borrow the
+    port: bind() refuses a port another uid's listener holds in that family (a tcp6 socket
+    may bind [::1]:P beside a tcp listener on 0.0.0.0:P, which is why the table counts).
+    ``dual_stack(listener)``: a tcp6 listener known not to be IPV6_V6ONLY (see _accepts_at)."""
+    if sock.state in ("LISTEN", "UNCONN") or not sock.proto.startswith("tcp"):
+        return None
+    for listener in listeners:
+        if (listener.netns == sock.netns and listener.proto == sock.proto
+                and listener.local_port == sock.local_port
+                and _accepts_at(listener, sock, dual_stack)):
+            return listener
+    return None
+
+
+def _accepts_at(listener, sock, dual_stack: Callable[[object], bool]) -> bool:
+    """A listener of ``sock``'s table accepts connections to ``sock``'s local address: its own
+    address, or its wildcard. IPv4-mapped addresses are shown as IPv4, so in tcp6 "0.0.0.0"
+    (::ffff:0.0.0.0) is the wildcard of the mapped addresses only, and "::" of the IPv6 ones,
+    and of the mapped ones only when it is known not to be IPV6_V6ONLY (``dual_stack``): a
+    v6only [::]:P leaves [::ffff:A]:P free for a customer's worker to bind and connect out
+    from (the kernel refuses that bind beside a dual-stack [::]:P)."""
+    if listener.local_ip == sock.local_ip:
+        return True
+    if listener.local_ip == "0.0.0.0":
+        return ":" not in sock.local_ip
+    if listener.local_ip != "::" or sock.proto != "tcp6":
+        return False
+    return ":" in sock.local_ip or dual_stack(listener)
