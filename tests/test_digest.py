@@ -379,3 +379,42 @@ def test_the_hosts_own_addresses_are_read_from_the_kernels_local_routes(tmp_path
                                                       "::1")}
     assert procfs.host_addresses(str(tmp_path / "nothing")) == frozenset()
     assert ipaddress.ip_address("127.0.0.1") in procfs.host_addresses()
+
+
+FLOODER_UID, NEIGHBOUR_UID = uid_for(213), uid_for(214)
+
+
+@pytest.mark.parametrize("core_name", ["compiled", "pure-python"])
+def test_one_accounts_flood_cannot_push_another_accounts_backdoor_out_of_the_single_mails(
+        tmp_path, children, core_name, monkeypatch):
+    """Same rank (listeners on 0.0.0.0), and the flood's PIDs come first: the accounts take
+    turns within a rank, so the other account's backdoor has a mail of its own."""
+    for _ in range(4):
+        children.append(start_python(LISTEN_ANY, uid=FLOODER_UID))
+    backdoor = start_python(LISTEN_ANY, uid=NEIGHBOUR_UID)
+    children.append(backdoor)
+    if core_name == "pure-python":
+        monkeypatch.setenv("PTFAST_NO_EXTENSIONS", "1")
+    service = ServiceDir(tmp_path, FLOODER_UID, NEIGHBOUR_UID)
+    recorder = SendmailRecorder(str(tmp_path))
+    result = service.run_once(f"SENDMAIL={recorder.path}", "PT_DIGEST_AFTER=2",
+                              "PT_USERPROC=0")
+    assert result.returncode == 0, result.stderr.decode()
+    singles = [call["parsed"].get_content() for call in recorder.calls()
+               if "suspicious process" in call["parsed"]["Subject"]]
+    assert len(singles) == 2
+    assert any(f"Process:     {backdoor.pid} (Parent PID:" in mail for mail in singles)
+    assert any(f"Process:     {children[0].pid} (Parent PID:" in mail for mail in singles)
+
+
+def test_a_listener_held_by_no_process_is_ranked_by_its_socket():
+    """An unheld listener (its own check, no process) open to the network is as urgent as a
+    process's backdoor listener, not a usage limit: parking it in a unix socket's queue must
+    not also push it into the digest."""
+    unheld = findings.Finding(findings.CHECK_UNHELD_LISTENER, (findings.REASON_UNHELD,), None,
+                              "alice", judged_sockets=((sock(4444, uid=1001), True, "unheld"),))
+    assert digest.severity(unheld, frozenset()) == digest.OPEN_TO_NETWORK
+    loopback = findings.Finding(findings.CHECK_UNHELD_LISTENER, (findings.REASON_UNHELD,), None,
+                                "alice", judged_sockets=((sock(4444, local_ip="127.0.0.1",
+                                                               uid=1001), True, "unheld"),))
+    assert digest.severity(loopback, frozenset()) == digest.LOOPBACK_LISTENER

@@ -18,7 +18,7 @@ from ptfast.decide.checks.sockets import is_listening
 from ptfast.channels.delivery import Channels, Flushed, flush
 from ptfast.foundation.escape import escape_line, escape_text
 from ptfast.decide.findings import CHECK_LOAD, REMEMBER_LISTENER, Remember, outlived, process_key
-from ptfast.decide.judgement import Judgement, load_finding
+from ptfast.decide.judgement import Judgement, load_finding, unheld_listener_finding
 from ptfast.decide.policy import build_policy
 from ptfast.act.respond import Responder
 from ptfast.channels.spool import MAIL, channel_of, spooled_at
@@ -27,6 +27,18 @@ from ptfast.channels.status import (PassRecord, last_written, load_totals, statu
                                     status_path, write_status)
 from ptfast.foundation.users import UserNames
 from ptfast.foundation.words import counted
+
+
+#: rounds of the hopping walks before a listener is reported as held by no process, and the
+#: pause between them
+UNHELD_ROUNDS = 3
+UNHELD_PAUSE = 0.1
+
+
+def _listening(socket_table: dict, key: tuple):
+    """The listener (netns, inode) ``key`` names when it is in ``socket_table``, or None."""
+    sock = socket_table.get(key[1])
+    return sock if sock is not None and sock.netns == key[0] and is_listening(sock) else None
 
 
 def listener_holders(processes, only=None) -> dict:
@@ -165,7 +177,12 @@ class Tracker:
         tracked account's processes, as the holder may be any account's now (handed over a
         unix socket). Whoever holds one is remembered as its holder, so the next passes walk
         that account's young processes from the start. A listener held only by processes the
-        rules ignore is then remembered as reported, so that it costs no second walk again."""
+        rules ignore is then remembered as reported, so that it costs no second walk again.
+        One that no round of these walks (UNHELD_ROUNDS, UNHELD_PAUSE apart: a listener being
+        handed on is in flight, or in a root parent's hands, for a moment only) finds held,
+        and that is still there (parked in flight in a unix socket's queue, where the kernel
+        still completes handshakes), is reported as held by no process, for the account that
+        created it (checks.unheld_listener)."""
         held = {(sock.netns, sock.inode) for proc in snapshot.processes
                 for sock in proc.sockets or ()}
         pending = {key: seen for key, seen in self.state.listeners.items()
@@ -181,24 +198,38 @@ class Tracker:
                  (lambda proc: proc.uid != 0 and second.tracked_user(proc.uid) is not None,
                   lambda: procfs.newest_pids_of(None, self.proc_root))]
         findings: list = []
-        for want, newest_pids in walks:
-            rewalk = procfs.scan(self.proc_root, want, pids=newest_pids())
-            found = Judgement(second).findings(rewalk, checks=(SUSPICIOUS,))
-            self._carry_out(settings, found)
-            findings += found
-            holders = listener_holders(rewalk.processes, pending)
-            self.state.held_by(holders)
-            for proc in rewalk.processes:
-                for sock in proc.sockets or ():
-                    key = (sock.netns, sock.inode)
-                    if (key in pending
-                            and SUSPICIOUS.candidate(second, proc, process_key(proc)) is None):
-                        self.state.remember(Remember(REMEMBER_LISTENER, key))
-            for key in holders:
-                pending.pop(key, None)
+        for attempt in range(UNHELD_ROUNDS):
+            if attempt:
+                # a listener handed on is in flight, or held by root, only for a moment: the
+                # next holder is walked on the next round
+                time.sleep(UNHELD_PAUSE)
+            for want, newest_pids in walks:
+                rewalk = procfs.scan(self.proc_root, want, pids=newest_pids())
+                found = Judgement(second).findings(rewalk, checks=(SUSPICIOUS,))
+                self._carry_out(settings, found)
+                findings += found
+                holders = listener_holders(rewalk.processes, pending)
+                self.state.held_by(holders)
+                for proc in rewalk.processes:
+                    for sock in proc.sockets or ():
+                        key = (sock.netns, sock.inode)
+                        if (key in pending and SUSPICIOUS.candidate(second, proc,
+                                                                    process_key(proc)) is None):
+                            self.state.remember(Remember(REMEMBER_LISTENER, key))
+                for key in holders:
+                    pending.pop(key, None)
+                if not pending:
+                    return findings
+            # what is no longer there (closed) needs no second look
+            still = {key: _listening(rewalk.socket_table, key) for key in pending}
+            pending = {key: seen for key, seen in pending.items() if still[key] is not None}
             if not pending:
-                break
-        return findings
+                return findings
+        # held by no process any round saw, and still there: parked in a unix socket's queue
+        unheld = [unheld_listener_finding(second, still[key], seen[1])
+                  for key, seen in pending.items()]
+        self._carry_out(settings, unheld)
+        return findings + unheld
 
     def check_load(self, settings) -> None:
         """PT_LOAD: alert (with the host's state attached) when the load average is high."""

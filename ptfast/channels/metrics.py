@@ -13,12 +13,12 @@ from __future__ import annotations
 from ptfast.foundation import safepaths
 from ptfast.foundation.config import Config, Settings
 from ptfast.decide.findings import (CHECK_FORKBOMB, CHECK_LOAD, CHECK_RESOURCE, CHECK_SSHD_HUNG,
-                                    CHECK_SUSPICIOUS, CHECK_USER_PROCESSES)
+                                    CHECK_SUSPICIOUS, CHECK_UNHELD_LISTENER, CHECK_USER_PROCESSES)
 from ptfast.channels.spool import CHANNELS
 from ptfast.foundation.safepaths import write_atomically
 
 CHECKS = (CHECK_SUSPICIOUS, CHECK_USER_PROCESSES, CHECK_RESOURCE, CHECK_FORKBOMB,
-          CHECK_SSHD_HUNG, CHECK_LOAD)
+          CHECK_SSHD_HUNG, CHECK_LOAD, CHECK_UNHELD_LISTENER)
 #: node_exporter runs as its own user: the file is readable by all (it holds no secret)
 METRICS_MODE = 0o644
 

@@ -1,6 +1,6 @@
 """What every check is, and what a check may read: the judging context (``Judging``), one pass's
-shared working data (``PassWork``), the two kinds of check (``SnapshotCheck``, ``TimedCheck``),
-and ``Alerting``, which only a check that sends an alert is.
+shared working data (``PassWork``), the three kinds of check (``SnapshotCheck``, ``TimedCheck``,
+``UnheldCheck``), and ``Alerting``, which only a check that sends an alert is.
 
 Pure: no I/O. What an alert attaches is read by ptfast.act.respond through ``HostReader``, the
 reading a check asks for (``Alerting.attachment``), so the checks need not import who reads it.
@@ -39,6 +39,10 @@ class Judging(Protocol):
     def customer_code_uids(self) -> frozenset: ...
     @property
     def user_name(self) -> Callable[[int], str]: ...
+    @property
+    def v6only_listeners(self) -> Callable[[], dict]: ...
+    @property
+    def now(self) -> float: ...
 
     def within_limit(self, proc) -> bool: ...
     def tracked_user(self, uid: int) -> Optional[str]: ...
@@ -56,10 +60,13 @@ class PassWork:
     ``verdicts``: the suspicious check's verdict on each process want_fds was asked about during
     the walk, by process key (None: not a candidate), so the check does not judge it twice.
     ``per_user``: the processes PT_USERPROC and the resource limits count, by user
-    (``per_user.counted_processes``), worked out by whichever of the two runs first."""
+    (``per_user.counted_processes``), worked out by whichever of the two runs first.
+    ``v6only``: IPV6_V6ONLY of the tcp6 listeners by (netns, inode), read once, when the
+    suspicious check first needs it (``suspicious.known_dual_stack``)."""
 
     verdicts: dict = field(default_factory=dict)
     per_user: Optional[dict] = None
+    v6only: Optional[dict] = None
 
 
 class HostReader(Protocol):
@@ -72,8 +79,8 @@ class HostReader(Protocol):
 
 class Check(ABC):
     """One check: ``name`` in findings and JSON; the response it plans to each finding and
-    lfd's log lines for it. A check is a ``SnapshotCheck`` or a ``TimedCheck``, and
-    ``Alerting`` too when it sends an alert."""
+    lfd's log lines for it. A check is a ``SnapshotCheck``, a ``TimedCheck`` or an
+    ``UnheldCheck``, and ``Alerting`` too when it sends an alert."""
 
     name: ClassVar[str]
 
@@ -101,6 +108,16 @@ class TimedCheck(Check):
     @abstractmethod
     def evaluate(self, judging: Judging, reading, now: float) -> Optional[Finding]:
         """A finding about ``reading``, taken at ``now``, or None."""
+
+
+class UnheldCheck(Check):
+    """A check of a tracked listener that ``ptfast run``'s hopping walks (ptfast.act.tracking)
+    looked for in every tracked account's processes and found held by none: not of a snapshot
+    (a snapshot cannot tell a listener no process holds from one it did not walk)."""
+
+    @abstractmethod
+    def evaluate(self, judging: Judging, sock, first_seen: float) -> Finding:
+        """The finding about listener ``sock``, first seen at ``first_seen``."""
 
 
 class Alerting(ABC):

@@ -4,7 +4,7 @@ it judges each socket (a root service's socket handed to its own worker does not
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from ptfast.decide.checks.base import (Alerting, HostReader, Judging, PassWork, SnapshotCheck,
                                        action_for, process_of)
@@ -83,7 +83,7 @@ class Suspicious(SnapshotCheck, Alerting):
                 reasons.append(REASON_INCOMPLETE)
             judged: tuple = ()
             if not ignored:
-                judged = judge_sockets(policy, proc, by_pid, skip_http)
+                judged = judge_sockets(policy, proc, by_pid, skip_http, work)
                 counted = [sock for sock, counts, _why in judged if counts]
                 if any(is_listening(sock) for sock in counted):
                     reasons.append(REASON_LISTENING)
@@ -174,7 +174,8 @@ class Suspicious(SnapshotCheck, Alerting):
         }
 
 
-def judge_sockets(policy: Judging, proc, by_pid: dict, skip_http: bool) -> tuple:
+def judge_sockets(policy: Judging, proc, by_pid: dict, skip_http: bool,
+                  work: PassWork) -> tuple:
     """Every socket of ``proc`` as (socket, counted, why).
 
     Not counted: tcp and udp sockets on local port 80/443 under PT_SKIP_HTTP, as lfd; and with
@@ -216,7 +217,9 @@ def judge_sockets(policy: Judging, proc, by_pid: dict, skip_http: bool) -> tuple
             judged.append((sock, True, f"created by uid {sock.uid}, another customer"))
     if master is not None:
         for number, (sock, counts, _why) in enumerate(judged):
-            listener = accepted_on(sock, service_listeners) if counts else None
+            listener = (accepted_on(sock, service_listeners,
+                                    lambda listener: known_dual_stack(policy, work, listener))
+                        if counts else None)
             if listener is not None:
                 judged[number] = (sock, False, "service socket: accepted on the listener "
                                                f"{endpoint(listener.local_ip, listener.local_port)}"
@@ -224,28 +227,45 @@ def judge_sockets(policy: Judging, proc, by_pid: dict, skip_http: bool) -> tuple
     return tuple(judged)
 
 
-def accepted_on(sock, listeners):
+def known_dual_stack(policy: Judging, work: PassWork, listener) -> bool:
+    """``listener`` (tcp6) is known not to be IPV6_V6ONLY: it accepts IPv4 connections, and no
+    one else can bind an IPv4-mapped address of its port. Unknown (another network namespace,
+    netlink refused) is no: a mapped connection is then not taken for its. The listeners are
+    read once a pass (``work.v6only``), and only by a pass that asks."""
+    if work.v6only is None:
+        work.v6only = policy.v6only_listeners()
+    return work.v6only.get((listener.netns, listener.inode)) is False
+
+
+def accepted_on(sock, listeners, dual_stack: Callable[[object], bool] = lambda listener: False):
     """The listener among ``listeners`` that ``sock`` is a connection accepted on, or None: same
     network namespace, same table (family and protocol: a tcp listener accepts only tcp
     connections, a tcp6 one only tcp6 ones, IPv4-mapped included), same local port, and the
     listener's address or its family's wildcard. An outgoing connection cannot borrow the
     port: bind() refuses a port another uid's listener holds in that family (a tcp6 socket
-    may bind [::1]:P beside a tcp listener on 0.0.0.0:P, which is why the table counts)."""
+    may bind [::1]:P beside a tcp listener on 0.0.0.0:P, which is why the table counts).
+    ``dual_stack(listener)``: a tcp6 listener known not to be IPV6_V6ONLY (see _accepts_at)."""
     if sock.state in ("LISTEN", "UNCONN") or not sock.proto.startswith("tcp"):
         return None
     for listener in listeners:
         if (listener.netns == sock.netns and listener.proto == sock.proto
-                and listener.local_port == sock.local_port and _accepts_at(listener, sock)):
+                and listener.local_port == sock.local_port
+                and _accepts_at(listener, sock, dual_stack)):
             return listener
     return None
 
 
-def _accepts_at(listener, sock) -> bool:
+def _accepts_at(listener, sock, dual_stack: Callable[[object], bool]) -> bool:
     """A listener of ``sock``'s table accepts connections to ``sock``'s local address: its own
     address, or its wildcard. IPv4-mapped addresses are shown as IPv4, so in tcp6 "0.0.0.0"
-    (::ffff:0.0.0.0) is the wildcard of the mapped addresses only, and "::" of all of them."""
+    (::ffff:0.0.0.0) is the wildcard of the mapped addresses only, and "::" of the IPv6 ones,
+    and of the mapped ones only when it is known not to be IPV6_V6ONLY (``dual_stack``): a
+    v6only [::]:P leaves [::ffff:A]:P free for a customer's worker to bind and connect out
+    from (the kernel refuses that bind beside a dual-stack [::]:P)."""
     if listener.local_ip == sock.local_ip:
         return True
     if listener.local_ip == "0.0.0.0":
         return ":" not in sock.local_ip
-    return listener.local_ip == "::" and sock.proto == "tcp6"
+    if listener.local_ip != "::" or sock.proto != "tcp6":
+        return False
+    return ":" in sock.local_ip or dual_stack(listener)
