@@ -171,3 +171,38 @@ def test_without_the_connector_the_service_polls_and_says_why(service):
         if daemon.poll() is None:
             daemon.kill()
             daemon.wait()
+
+
+class LosingReader:
+    """A reader that lost events whenever the test says so (live.Live's counters only)."""
+
+    overruns, gaps, missed = 1, 0, 0
+
+    def __init__(self) -> None:
+        self.lost = False
+
+    def take_resync(self) -> bool:
+        lost, self.lost = self.lost, False
+        return lost
+
+
+def test_resyncs_are_spaced_and_none_is_forgotten():
+    """Losses in a row make one full pass at once, then at most one per spacing, which grows
+    with the passes' duration (at most a tenth of the time walking); the reason waits."""
+    from ptfast.act import live as live_mod
+    reader = LosingReader()
+    live = live_mod.Live(reader, 2)     # type: ignore[arg-type]
+    reader.lost = True
+    assert live.resync_reason(100.0).startswith("process events were lost (1 overrun(s)")
+    reader.lost = True
+    assert live.resync_reason(101.0) is None                 # held back, not forgotten
+    assert live.resync_at() == 100.0 + live_mod.RESYNC_SPACING
+    assert live.resync_reason(100.0 + live_mod.RESYNC_SPACING) is not None
+    assert live.resync_reason(200.0) is None                 # nothing lost since
+    assert live.resyncs == 2
+    live.pass_took(3.0)                                      # a 3 s walk: 30 s apart
+    reader.lost = True
+    assert live.resync_reason(205.0 + live_mod.RESYNC_SPACING) is not None
+    reader.lost = True
+    assert live.resync_reason(205.0 + live_mod.RESYNC_SPACING + 29) is None
+    assert live.resync_reason(205.0 + live_mod.RESYNC_SPACING + 30) is not None

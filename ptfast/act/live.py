@@ -7,7 +7,8 @@ processes to check now: a walk of just those pids (Tracker.check_processes). The
 PT_INTERVAL stays as the backstop; after it, ``rebuild`` makes the schedule exactly the walk's
 processes still younger than PT_LIMIT. Lost events (an overrun of the socket's buffer, a gap in
 a CPU's numbering) or a full schedule ask for a full walk at once (``resync_reason``), at most
-one every RESYNC_SPACING seconds: a storm of losses must not become a storm of walks.
+one every RESYNC_SPACING seconds, and at most RESYNC_SHARE of the time: a storm of losses
+must not become a storm of walks.
 
 Without the connector (not root, a container, another pid, user or network namespace, an old
 kernel) there is no Live: the service polls exactly as before, and the status says why.
@@ -25,8 +26,11 @@ from ptfast.scan.procevents import Mode, ProcEvents
 
 #: after a wake-up, wait this long so that one walk checks a burst of events, not each one
 BATCH_SECONDS = 0.1
-#: at most one resync walk this often, however often events are lost
+#: at most one resync walk this often, however often events are lost; and at most
+#: RESYNC_SHARE of the time in resync walks (a customer's fork storm that overruns the buffer
+#: must not keep the service walking /proc)
 RESYNC_SPACING = 5.0
+RESYNC_SHARE = 0.1
 #: a process found still within PT_LIMIT when due (clock granularity: /proc counts start times
 #: in ticks) is checked again this long after it is old enough
 RECHECK_MARGIN = 0.05
@@ -49,7 +53,8 @@ class Live:
         self.clock_ticks = os.sysconf("SC_CLK_TCK")
         self.resyncs = 0            # full walks asked for because events were lost
         self.checks = 0             # processes checked at their PT_LIMIT
-        self.last_resync = -RESYNC_SPACING
+        self.spacing = RESYNC_SPACING
+        self.last_resync = float("-inf")
         self.pending_resync: Optional[str] = None   # why, while spacing holds a walk back
 
     def fileno(self) -> int:
@@ -81,7 +86,7 @@ class Live:
             self.pending_resync = (f"the schedule of new processes is full "
                                    f"({self.schedule.capacity}; {self.schedule.overflows} "
                                    "not scheduled so far)")
-        if self.pending_resync is None or now - self.last_resync < RESYNC_SPACING:
+        if self.pending_resync is None or now - self.last_resync < self.spacing:
             return None
         why, self.pending_resync = self.pending_resync, None
         self.last_resync = now
@@ -90,7 +95,12 @@ class Live:
 
     def resync_at(self) -> Optional[float]:
         """When a resync held back by the spacing may run (monotonic seconds), or None."""
-        return self.last_resync + RESYNC_SPACING if self.pending_resync else None
+        return self.last_resync + self.spacing if self.pending_resync else None
+
+    def pass_took(self, seconds: float) -> None:
+        """A full pass's duration: resyncs are spaced so that they take at most RESYNC_SHARE
+        of the time."""
+        self.spacing = max(RESYNC_SPACING, seconds / RESYNC_SHARE)
 
     def due(self, now_ns: int) -> List[int]:
         return [tgid for tgid, _start in self.schedule.due(now_ns)]

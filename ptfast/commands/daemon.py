@@ -233,9 +233,10 @@ class Service:
                     next_pass = now
             if now >= next_pass:
                 self.guarded(self.run_pass)
+                ended = time.monotonic()
                 if live is not None:     # what the walk judged waits no more; the young do
                     live.rebuild(self.tracker.young)
-                ended = time.monotonic()
+                    live.pass_took(ended - now)
                 next_pass = now + self.interval()
                 if ended > next_pass:
                     self.log(f"a pass took {ended - now:.1f} s, longer than PT_INTERVAL "
