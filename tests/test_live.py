@@ -206,3 +206,19 @@ def test_resyncs_are_spaced_and_none_is_forgotten():
     reader.lost = True
     assert live.resync_reason(205.0 + live_mod.RESYNC_SPACING + 29) is None
     assert live.resync_reason(205.0 + live_mod.RESYNC_SPACING + 30) is not None
+
+
+def test_due_processes_are_checked_together():
+    """A check walks the socket tables whatever the number of pids: processes due close
+    together are checked in one walk, CHECK_BATCH_SECONDS after the first is due."""
+    from ptfast.act import live as live_mod
+    from ptfast.scan.procevents import FORK, Event
+    live = live_mod.Live(LosingReader(), 2)     # type: ignore[arg-type]
+    second = live_mod.NS
+    live.schedule.feed([Event(FORK, pid, pid, 1, 1, -1, -1, at * second // 10)
+                        for pid, at in ((101, 0), (102, 2), (103, 30))])   # 0, 0.2, 3.0 s
+    first_due = 2.0
+    assert live.check_at() == first_due + live_mod.CHECK_BATCH_SECONDS
+    assert live.due(first_due + 0.3) == []
+    assert live.due(first_due + live_mod.CHECK_BATCH_SECONDS) == [101, 102]
+    assert live.check_at() == 5.0 + live_mod.CHECK_BATCH_SECONDS

@@ -252,14 +252,14 @@ class Service:
             wake_at = min(next_pass, next_load) if load_every > 0 else next_pass
             waiting_on = [wake_read]
             if live is not None:
-                due = live.due(time.monotonic_ns())
+                due = live.due(time.monotonic())
                 if due:
                     def check_processes_due(due=due) -> None:
                         self.check_due(due)
                     self.guarded(check_processes_due)
                     continue
                 waiting_on.append(live.fileno())
-                for moment in (live.next_due(), live.resync_at()):
+                for moment in (live.check_at(), live.resync_at()):
                     if moment is not None:
                         wake_at = min(wake_at, moment)
             readable = select.select(waiting_on, [], [], max(0.0, wake_at - now))[0]
