@@ -3,6 +3,7 @@ polling (issue 21, item 6: the first half).
 
     sudo python3 benchmarks/latency.py                       # PT_LIMIT 2, PT_INTERVAL 30, 6 each
     sudo python3 benchmarks/latency.py --limit 10 --interval 60 --attacks 8
+    sudo python3 benchmarks/latency.py --attacks 2 --churn 50 --churn-seconds 30   # and CPU
 
 For each mode it starts its own `ptfast run` (a private state directory, log and events file,
 alerts to /bin/true, ignore rules that track only one test uid), waits for its first pass,
@@ -12,6 +13,8 @@ appears in the events file (read every 10 ms). Latency is reported after PT_LIMI
 from the process's start to its event, less PT_LIMIT (what live mode can at best make 0).
 Polling mode is the same service with its netlink sockets refused by a seccomp filter
 (tests/helpers/nonetlink.py), as on a host whose policy refuses the proc connector.
+With --churn EXECS, benchmarks/spawn.c then runs EXECS programs a second (built here with cc)
+and the service's own CPU (utime + stime) is measured meanwhile.
 Writes benchmarks/results/latency-*.json. Root only; not part of the test suite.
 """
 
@@ -60,7 +63,22 @@ def events_of(path: str) -> dict:
     return found
 
 
-def measure(mode: str, limit: int, interval: int, attacks: int) -> dict:
+def cpu_seconds_of(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def spawner() -> str:
+    """benchmarks/spawn.c, built into benchmarks/build/."""
+    binary = os.path.join(HERE, "build", "spawn")
+    os.makedirs(os.path.dirname(binary), exist_ok=True)
+    subprocess.run(["cc", "-O2", "-o", binary, os.path.join(HERE, "spawn.c")], check=True)
+    return binary
+
+
+def measure(mode: str, limit: int, interval: int, attacks: int,
+            churn: tuple = (0, 0.0)) -> dict:
     work = tempfile.mkdtemp(prefix=f"ptfast-latency-{mode}-")
     events_file, log_file = os.path.join(work, "events.jsonl"), os.path.join(work, "log")
     pignore, override = os.path.join(work, "pignore"), os.path.join(work, "ptfast.conf")
@@ -108,6 +126,16 @@ def measure(mode: str, limit: int, interval: int, attacks: int) -> dict:
             children.append(child)
             started[child.pid] = at
         watch(time.monotonic() + limit + 2 * interval + 30)
+        execs, churn_seconds = churn
+        cpu = None
+        if execs:
+            # the service's own CPU while spawn.c runs EXECS programs a second (root's: they
+            # are scheduled and checked like any, then ignored)
+            before = cpu_seconds_of(service.pid)
+            subprocess.run([spawner(), "exec", str(execs), str(churn_seconds)], check=True,
+                           stdout=subprocess.DEVNULL)
+            time.sleep(limit + 1)       # the last ones' checks
+            cpu = 100 * (cpu_seconds_of(service.pid) - before) / (churn_seconds + limit + 1)
         latencies = sorted(seen[pid] - started[pid] - limit for pid in seen)
     finally:
         for child in children:
@@ -127,7 +155,9 @@ def measure(mode: str, limit: int, interval: int, attacks: int) -> dict:
             "attacks": attacks, "reported": len(latencies),
             "after_limit_seconds": [round(value, 3) for value in latencies],
             "median": round(statistics.median(latencies), 3) if latencies else None,
-            "max": round(max(latencies), 3) if latencies else None}
+            "max": round(max(latencies), 3) if latencies else None,
+            "churn_execs_per_second": churn[0],
+            "service_cpu_percent_of_one_core": None if cpu is None else round(cpu, 2)}
 
 
 def main() -> int:
@@ -136,6 +166,9 @@ def main() -> int:
     parser.add_argument("--interval", type=int, default=30, help="PT_INTERVAL (10 or more)")
     parser.add_argument("--attacks", type=int, default=6)
     parser.add_argument("--modes", default="live,polling")
+    parser.add_argument("--churn", type=int, default=0, help="then EXECS programs a second "
+                        "for --churn-seconds, and the service's CPU meanwhile")
+    parser.add_argument("--churn-seconds", type=float, default=30)
     parser.add_argument("--keep", action="store_true", help="keep each service's directory "
                         "(its log and events) and say where")
     args = parser.parse_args()
@@ -150,11 +183,15 @@ def main() -> int:
         if mode == "polling" and not nonetlink.SUPPORTED:
             print("polling: no seccomp filter for this machine, skipped")
             continue
-        result = measure(mode, args.limit, args.interval, args.attacks)
+        result = measure(mode, args.limit, args.interval, args.attacks,
+                         (args.churn, args.churn_seconds))
         results["modes"].append(result)
         print(f"{mode:8} {result['reported']}/{result['attacks']} reported; after PT_LIMIT: "
               f"median {result['median']} s, max {result['max']} s "
               f"({', '.join(map(str, result['after_limit_seconds']))}) [{result['said']}]")
+        if result["service_cpu_percent_of_one_core"] is not None:
+            print(f"{mode:8} at {args.churn} execs/s: the service used "
+                  f"{result['service_cpu_percent_of_one_core']}% of one core")
     out = os.path.join(HERE, "results", f"latency-{time.strftime('%Y%m%d-%H%M%S')}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as handle:
