@@ -73,7 +73,15 @@ def status_text(service) -> str:
                            service.state_dir], capture_output=True, text=True).stdout
 
 
-def test_a_new_listener_is_reported_at_its_limit_not_at_the_next_pass(service):
+@pytest.mark.parametrize("core_name", ["compiled", "pure-python"])
+def test_a_new_listener_is_reported_at_its_limit_not_at_the_next_pass(service, core_name,
+                                                                      monkeypatch):
+    """On both cores (the check is a walk of just the pids due)."""
+    if core_name == "pure-python":
+        monkeypatch.setenv("PTFAST_NO_EXTENSIONS", "1")
+    else:
+        pytest.importorskip("ptfast.scan._procscan", reason="no compiled core")
+        monkeypatch.delenv("PTFAST_NO_EXTENSIONS", raising=False)
     with service.started(service.sendmail, *SETTINGS,
                          f"PT_METRICS_FILE={service.metrics_file}") as daemon:
         assert wait_until(lambda: passes(service) == 1, PATIENCE), service.log()
@@ -89,6 +97,7 @@ def test_a_new_listener_is_reported_at_its_limit_not_at_the_next_pass(service):
             listener.stop()
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
+    assert read_status(service)["core"] == core_name
     live = read_status(service)["live"]
     assert live["mode"] == "live" and live["checks"] >= 1 and live["events"] >= 1
     shown = status_text(service)
