@@ -10,6 +10,7 @@ import socket
 import time
 
 from collections import Counter
+from typing import Callable
 
 from ptfast.foundation import config as config_mod
 from ptfast.scan import procfs
@@ -82,6 +83,11 @@ class Tracker:
         #: as failed by that flush (or by the run that wrote the previous status)
         self._last_flush = last_written(spool.state_dir)
         self._bound_logged: set = set()     # uids said to have reached their listener share
+        #: live mode (ptfast.act.live): (pid, start ticks) of the last full walk's processes
+        #: still within PT_LIMIT, and what the status says of the mode (a callable: the
+        #: counters as of each publish)
+        self.young: list = []
+        self.live_status: Callable[[], dict] | None = None
 
     def settings_changed(self) -> None:
         """After a reload: accounts may have been renamed or added."""
@@ -109,6 +115,8 @@ class Tracker:
             judgement = Judgement(policy)
             snapshot = procfs.scan(self.proc_root, judgement.want_fds)
             findings = judgement.findings(snapshot)
+            self.young = [(proc.pid, proc.start_time) for proc in snapshot.processes
+                          if policy.within_limit(proc)]
             for problem in settings.rules.take_match_problems():    # rules switched off
                 self.log(escape_line(str(problem)))
             self._carry_out(settings, findings)
@@ -231,6 +239,27 @@ class Tracker:
         self._carry_out(settings, unheld)
         return findings + unheld
 
+    def check_processes(self, settings, pids: list) -> list:
+        """Live mode: the processes of ``pids`` that just reached PT_LIMIT, walked alone and
+        judged by the PT_LIMIT check, their findings carried out and delivered as a pass's are.
+        Returns (pid, start ticks, age) of those still within PT_LIMIT (the clocks' ticks),
+        to be checked again."""
+        policy = self._policy(settings)
+        if not policy.enabled or not pids:
+            return []
+        judgement = Judgement(policy)
+        snapshot = procfs.scan(self.proc_root, judgement.want_fds, pids=pids)
+        findings = judgement.findings(snapshot, checks=(SUSPICIOUS,))
+        self._carry_out(settings, findings)
+        if findings:
+            if self.last_pass is not None:
+                self.last_pass.unrecorded = self.unrecorded
+            self.totals.findings.update(finding.check for finding in findings)
+            self.deliver(settings)
+            self.publish(settings)
+        return [(proc.pid, proc.start_time, proc.age) for proc in snapshot.processes
+                if policy.within_limit(proc)]
+
     def check_load(self, settings) -> None:
         """PT_LOAD: alert (with the host's state attached) when the load average is high."""
         loadavg, processes = procfs.read_loadavg(self.proc_root)
@@ -285,7 +314,8 @@ class Tracker:
             service=self.service, interval=config.settings.service.interval,
             last_pass=self.last_pass, totals=self.totals, waiting=self.waiting,
             rules_switched_off=settings.rules.switched_off(),
-            routes=Channels(config.settings).shown(), unwritable=sorted(self.not_written()))
+            routes=Channels(config.settings).shown(), unwritable=sorted(self.not_written()),
+            live=self.live_status() if self.live_status is not None else None)
         state_dir = self.spool.state_dir
         self._attempt(status_path(state_dir), lambda: write_status(state_dir, document),
                       "`ptfast status` shows the pass before")

@@ -8,6 +8,10 @@ early): SIGHUP reloads settings, SIGUSR1 asks for a pass now (the next is then d
 after it; several asked during a pass make one), SIGTERM and SIGINT stop after the current
 pass. Passes never overlap: the next one is due PT_INTERVAL after the previous one started, or
 after it ended when it overran.
+
+Live mode (ptfast.act.live), where the kernel's proc connector serves: the loop also waits on
+its reader, and checks each new process when it reaches PT_LIMIT (a walk of just the processes
+due); lost events ask for a full walk at once. Without it, the loop polls as above.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from ptfast.channels.spool import Spool
 from ptfast.decide.state import ReportedState
 from ptfast.channels.status import LOCK_FILE, ONCE, SERVICE
 from ptfast.act.tracking import Tracker
+from ptfast.act import live as live_mod
+from ptfast.scan import procevents
 
 
 class AlreadyRunning(Exception):
@@ -74,6 +80,9 @@ class Service:
         self.tracker: Tracker = None  # type: ignore[assignment]     # set by start()
         self._signals: list[int] = []
         self._lock_fd: int | None = None
+        #: opens the proc connector (a seam: tests make it say why it cannot)
+        self.open_events = procevents.open_reader
+        self.live: live_mod.Live | None = None
 
     # -- settings -------------------------------------------------------------------------
     @property
@@ -112,6 +121,8 @@ class Service:
         self.settings = settings
         self.log.to_syslog = self.config.settings.service.SYSLOG
         self.tracker.settings_changed()
+        if self.live is not None:
+            self.live.set_limit(self.config.settings.service.PT_LIMIT)
         self.log(f"settings reloaded: {self._settings_summary()}")
 
     # -- start and stop -------------------------------------------------------------------
@@ -168,17 +179,42 @@ class Service:
         previous_wakeup = signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
         handled = (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
         previous = {signum: signal.signal(signum, self._on_signal) for signum in handled}
+        self.open_live()
         try:
             self._loop(wake_read)
         finally:
+            if self.live is not None:
+                self.live.close()
+                self.live = None
             signal.set_wakeup_fd(previous_wakeup)
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             os.close(wake_read)
             os.close(wake_write)
 
+    def open_live(self) -> None:
+        """Live mode when the proc connector serves; otherwise polling, and the log and the
+        status say why."""
+        self.live, mode = live_mod.open_live(self.config.settings.service.PT_LIMIT, opener=self.open_events)
+        if self.live is not None:
+            self.tracker.live_status = self.live.status
+            self.log("mode: live (the kernel's proc connector: each new process is checked "
+                     "when it reaches PT_LIMIT; a full pass every PT_INTERVAL)")
+        else:
+            polling = live_mod.polling_status(mode)
+            self.tracker.live_status = lambda: polling
+            self.log(f"mode: {escape_text(str(mode))}: passes every PT_INTERVAL only")
+
+    def check_due(self, pids: list) -> None:
+        """Live mode: the processes that reached PT_LIMIT now."""
+        assert self.live is not None
+        self.live.checks += len(pids)
+        young = self.tracker.check_processes(self.settings, pids)
+        self.live.recheck(young, self.config.settings.service.PT_LIMIT)
+
     def _loop(self, wake_read: int) -> None:
         next_pass = next_load = time.monotonic()
+        live = self.live
         while True:
             while self._signals:
                 signum = self._signals.pop(0)
@@ -190,9 +226,17 @@ class Service:
                     self.log(f"ptfast stopping on {signal.Signals(signum).name}")
                     return
             now = time.monotonic()
+            if live is not None:
+                why = live.resync_reason(now)
+                if why:
+                    self.log(f"a full pass now: {why}")
+                    next_pass = now
             if now >= next_pass:
                 self.guarded(self.run_pass)
                 ended = time.monotonic()
+                if live is not None:     # what the walk judged waits no more; the young do
+                    live.rebuild(self.tracker.young)
+                    live.pass_took(ended - now)
                 next_pass = now + self.interval()
                 if ended > next_pass:
                     self.log(f"a pass took {ended - now:.1f} s, longer than PT_INTERVAL "
@@ -206,7 +250,22 @@ class Service:
                 next_load = now + load_every
                 continue
             wake_at = min(next_pass, next_load) if load_every > 0 else next_pass
-            select.select([wake_read], [], [], max(0.0, wake_at - now))
+            waiting_on = [wake_read]
+            if live is not None:
+                due = live.due(time.monotonic())
+                if due:
+                    def check_processes_due(due=due) -> None:
+                        self.check_due(due)
+                    self.guarded(check_processes_due)
+                    continue
+                waiting_on.append(live.fileno())
+                for moment in (live.check_at(), live.resync_at()):
+                    if moment is not None:
+                        wake_at = min(wake_at, moment)
+            readable = select.select(waiting_on, [], [], max(0.0, wake_at - now))[0]
+            if live is not None and live.fileno() in readable:
+                time.sleep(live_mod.BATCH_SECONDS)  # a burst of events: one batch, one check
+                self.guarded(live.take_events)
             try:
                 os.read(wake_read, 512)
             except BlockingIOError:
