@@ -110,7 +110,7 @@ def test_every_channel_declares_the_interface_and_makes_its_entries_from_the_ale
         "SENDMAIL=/bin/true",
         "PT_WEBHOOK_URL=https://a.example/h/" + TOKEN + ",https://b.example/h/" + TOKEN,
         "PT_WEBHOOK_FORMAT=json,slack"])
-    channels = delivery.Channels(settings_)
+    channels = delivery.Channels(settings_.settings)
     assert all(isinstance(channel, Channel) for channel in channels.all())
     assert [type(channel).__name__ for channel in channels.all()] == ["Mail", "Webhook",
                                                                      "Webhook"]
@@ -129,7 +129,7 @@ def test_every_channel_declares_the_interface_and_makes_its_entries_from_the_ale
 
 def test_each_channel_raises_its_own_delivery_error(tmp_path):
     missing = mail.Mail(config.load(os.devnull, override_path=os.devnull,
-                                    overrides=[f"SENDMAIL={tmp_path}/no-sendmail"]))
+                                    overrides=[f"SENDMAIL={tmp_path}/no-sendmail"]).settings.mail)
     with pytest.raises(mail.MailError) as raised:
         missing.deliver(b"To: root\n\nx\n")
     assert isinstance(raised.value, DeliveryError) and raised.value.route_down

@@ -156,7 +156,7 @@ def test_metrics_file_must_be_a_prom_file(tmp_path, sendmail):
     reported.write_text("{}")
     loaded = config.load(os.devnull, override_path=os.devnull,
                          overrides=[f"PT_METRICS_FILE={reported}"])
-    assert loaded["PT_METRICS_FILE"] == ""
+    assert loaded.settings.PT_METRICS_FILE == ""
     assert any("PT_METRICS_FILE must end with .prom" in str(problem)
                for problem in loaded.problems), loaded.problems
     result = check(tmp_path, f"SENDMAIL={sendmail}", f"PT_METRICS_FILE={reported}")

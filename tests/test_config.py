@@ -23,15 +23,15 @@ def load(path, **kw):
 
 def test_defaults_without_any_file():
     conf = config.load(os.devnull, override_path=os.devnull, panel=False)
-    assert conf["PT_LIMIT"] == 60 and conf["PT_INTERVAL"] == 60 and conf["GENERIC"] == 1
-    assert conf["PT_USERMEM"] == 512 and conf["PT_LOAD_LEVEL"] == 6.0
-    assert conf["SENDMAIL"] == "/usr/sbin/sendmail"
+    assert conf.settings.PT_LIMIT == 60 and conf.settings.PT_INTERVAL == 60 and conf.settings.GENERIC == 1
+    assert conf.settings.PT_USERMEM == 512 and conf.settings.PT_LOAD_LEVEL == 6.0
+    assert conf.settings.SENDMAIL == "/usr/sbin/sendmail"
     assert not conf.problems
     assert all(source == "default" for source in conf.sources.values())
 
 
 def test_panel_hosts_default_to_non_generic():
-    assert config.defaults(panel=True)["GENERIC"] == 0
+    assert config.defaults(panel=True).settings.GENERIC == 0
 
 
 @needs_realworld
@@ -40,9 +40,9 @@ def test_real_csf_conf_loads_cleanly(name):
     path = os.path.join(REALWORLD, name)
     conf = load(path)
     assert conf.problems == []
-    assert conf["PT_USERTIME"] == 1800 and conf["PT_LOAD_SKIP"] == 3600
-    assert conf.sources["PT_USERPROC"].startswith(path + ":")
-    line = int(conf.sources["PT_USERPROC"].rsplit(":", 1)[1])
+    assert conf.settings.PT_USERTIME == 1800 and conf.settings.PT_LOAD_SKIP == 3600
+    assert conf.where(config.Settings.PT_USERPROC).startswith(path + ":")
+    line = int(conf.where(config.Settings.PT_USERPROC).rsplit(":", 1)[1])
     with open(path) as handle:
         assert handle.readlines()[line - 1].startswith('PT_USERPROC = "10"')
 
@@ -53,10 +53,10 @@ def test_values_and_lfd_syntax(tmp_path):
                            '  PT_INTERVAL = "99"\nPT_DELETED_ACTION = "/usr/local/bin/a b"\n')
     conf = load(path)
     assert conf.problems == []
-    assert conf["PT_LIMIT"] == 120 and conf.sources["PT_LIMIT"] == f"{path}:3"
-    assert conf["PT_LOAD_LEVEL"] == 2.5
-    assert conf["PT_INTERVAL"] == 60          # lfd ignores lines starting with white space
-    assert conf["PT_DELETED_ACTION"] == "/usr/local/bin/a b"
+    assert conf.settings.PT_LIMIT == 120 and conf.where(config.Settings.PT_LIMIT) == f"{path}:3"
+    assert conf.settings.PT_LOAD_LEVEL == 2.5
+    assert conf.settings.PT_INTERVAL == 60          # lfd ignores lines starting with white space
+    assert conf.settings.PT_DELETED_ACTION == "/usr/local/bin/a b"
 
 
 @pytest.mark.parametrize("text, line, words", [
@@ -73,25 +73,25 @@ def test_errors_name_file_and_line_and_keep_defaults(tmp_path, text, line, words
     assert (problem.path, problem.line) == (path, line)
     assert words in problem.message
     assert str(problem).startswith(f"{path}:{line}: ")
-    assert conf["PT_USERMEM"] == 512 and conf["PT_LOAD_LEVEL"] == 6.0
+    assert conf.settings.PT_USERMEM == 512 and conf.settings.PT_LOAD_LEVEL == 6.0
 
 
 def test_pt_limit_zero_in_csf_conf_hands_tracking_to_ptfast(tmp_path):
     csf = write(tmp_path, 'PT_LIMIT = "0"\n')
     conf = config.load(csf, override_path=os.devnull, panel=False)
-    assert conf["PT_LIMIT"] == 60
-    assert "lfd's tracking is off" in conf.sources["PT_LIMIT"]
+    assert conf.settings.PT_LIMIT == 60
+    assert "lfd's tracking is off" in conf.where(config.Settings.PT_LIMIT)
     own = write(tmp_path, 'PT_LIMIT = "45"\n', "ptfast.conf")
-    assert config.load(csf, override_path=own, panel=False)["PT_LIMIT"] == 45
+    assert config.load(csf, override_path=own, panel=False).settings.PT_LIMIT == 45
     off = write(tmp_path, 'PT_LIMIT = "0"\n', "off.conf")
-    assert config.load(csf, override_path=off, panel=False)["PT_LIMIT"] == 0
-    assert config.load(csf, ["PT_LIMIT=0"], override_path=os.devnull, panel=False)["PT_LIMIT"] == 0
+    assert config.load(csf, override_path=off, panel=False).settings.PT_LIMIT == 0
+    assert config.load(csf, ["PT_LIMIT=0"], override_path=os.devnull, panel=False).settings.PT_LIMIT == 0
 
 
 def test_set_overrides(tmp_path):
     conf = load(write(tmp_path, 'PT_LIMIT = "120"\n'), overrides=["PT_LIMIT=5", "NOPE=1",
                                                                    "PT_USERPROC=x"])
-    assert conf["PT_LIMIT"] == 5 and conf.sources["PT_LIMIT"] == "--set"
+    assert conf.settings.PT_LIMIT == 5 and conf.where(config.Settings.PT_LIMIT) == "--set"
     assert [p.path for p in conf.problems] == ["--set", "--set"]
 
 

@@ -70,8 +70,9 @@ def test_digest_is_planned_by_the_policy_and_off_at_zero():
                                 response=findings.Response(alert="processtracking.txt"))
                for _ in range(12)]
     planned.insert(5, findings.Finding("sshd_hung", ("x",), None, "sshd"))   # mails nothing
-    alerts = [f.response.alert for f in digest.digest_beyond(planned, conf["PT_DIGEST_AFTER"])]
-    assert conf["PT_DIGEST_AFTER"] == 10
+    alerts = [f.response.alert for f in digest.digest_beyond(planned,
+                                                             conf.settings.PT_DIGEST_AFTER)]
+    assert conf.settings.PT_DIGEST_AFTER == 10
     assert alerts.count("processtracking.txt") == 10 and alerts.count("digest.txt") == 2
     assert alerts[5] is None
     again = [findings.Finding("suspicious", ("socket",), None, "alice",
@@ -312,7 +313,7 @@ def respond_to(tmp_path, found) -> str:
     """Carry ``found`` out with a real spool in ``tmp_path``; the digest as the spool reads it
     back (OSError when it does not fit)."""
     conf = config.load(os.devnull, [], override_path=os.devnull)
-    the_settings = settings.Settings(conf, pignore.IgnoreRules(), alerts.Templates(None))
+    the_settings = settings.Loaded(conf, pignore.IgnoreRules(), alerts.Templates(None))
     the_spool = spool.Spool(str(tmp_path))
     responder = Responder(the_settings, lambda line: None, the_spool, _Memory(), _Actions(),
                           hostname="host", user_names=lambda uid: "\u202e\U0001d4c1" * 50,
@@ -378,3 +379,42 @@ def test_the_hosts_own_addresses_are_read_from_the_kernels_local_routes(tmp_path
                                                       "::1")}
     assert procfs.host_addresses(str(tmp_path / "nothing")) == frozenset()
     assert ipaddress.ip_address("127.0.0.1") in procfs.host_addresses()
+
+
+FLOODER_UID, NEIGHBOUR_UID = uid_for(213), uid_for(214)
+
+
+@pytest.mark.parametrize("core_name", ["compiled", "pure-python"])
+def test_one_accounts_flood_cannot_push_another_accounts_backdoor_out_of_the_single_mails(
+        tmp_path, children, core_name, monkeypatch):
+    """Same rank (listeners on 0.0.0.0), and the flood's PIDs come first: the accounts take
+    turns within a rank, so the other account's backdoor has a mail of its own."""
+    for _ in range(4):
+        children.append(start_python(LISTEN_ANY, uid=FLOODER_UID))
+    backdoor = start_python(LISTEN_ANY, uid=NEIGHBOUR_UID)
+    children.append(backdoor)
+    if core_name == "pure-python":
+        monkeypatch.setenv("PTFAST_NO_EXTENSIONS", "1")
+    service = ServiceDir(tmp_path, FLOODER_UID, NEIGHBOUR_UID)
+    recorder = SendmailRecorder(str(tmp_path))
+    result = service.run_once(f"SENDMAIL={recorder.path}", "PT_DIGEST_AFTER=2",
+                              "PT_USERPROC=0")
+    assert result.returncode == 0, result.stderr.decode()
+    singles = [call["parsed"].get_content() for call in recorder.calls()
+               if "suspicious process" in call["parsed"]["Subject"]]
+    assert len(singles) == 2
+    assert any(f"Process:     {backdoor.pid} (Parent PID:" in mail for mail in singles)
+    assert any(f"Process:     {children[0].pid} (Parent PID:" in mail for mail in singles)
+
+
+def test_a_listener_held_by_no_process_is_ranked_by_its_socket():
+    """An unheld listener (its own check, no process) open to the network is as urgent as a
+    process's backdoor listener, not a usage limit: parking it in a unix socket's queue must
+    not also push it into the digest."""
+    unheld = findings.Finding(findings.CHECK_UNHELD_LISTENER, (findings.REASON_UNHELD,), None,
+                              "alice", judged_sockets=((sock(4444, uid=1001), True, "unheld"),))
+    assert digest.severity(unheld, frozenset()) == digest.OPEN_TO_NETWORK
+    loopback = findings.Finding(findings.CHECK_UNHELD_LISTENER, (findings.REASON_UNHELD,), None,
+                                "alice", judged_sockets=((sock(4444, local_ip="127.0.0.1",
+                                                               uid=1001), True, "unheld"),))
+    assert digest.severity(loopback, frozenset()) == digest.LOOPBACK_LISTENER

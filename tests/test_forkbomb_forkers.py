@@ -196,3 +196,23 @@ def test_a_kill_for_several_forkers_hits_each_of_their_processes_and_no_other():
         sleeper.kill()
         sleeper.wait()
         assert wait_until(lambda: not alive(sleeper.pid))
+
+
+def test_sessions_a_user_started_count_together_but_a_few_logins_do_not():
+    """A bomb of a session per process (setsid): 20 young sessions of one user are a bomb of
+    that user, with the process that forked them; 19 are not; a root master's session and a
+    user's old sessions are never counted."""
+    forker = proc(500, uid=ALICE, age=5.0, ppid=1)
+    forker.session = 400                                   # the user's login session
+    sessions = [proc(501 + i, uid=ALICE, age=2.0, ppid=500) for i in range(20)]
+    for p in sessions:
+        p.session = p.pid
+    old = [proc(600 + i, uid=BOB, age=86400.0, ppid=1) for i in range(25)]
+    for p in old:
+        p.session = p.pid
+    [found] = plan([forker, *sessions, *old, *master(), *pool(CAROL, 700, 15, age=2.0)],
+                   ("PT_FORKBOMB=20",))
+    assert "started 20 sessions of its own" in found.level
+    assert killed(found) == {500, *pids(sessions)}
+    assert found.response.kill_uids == (ALICE,)
+    assert plan([forker, *sessions[:19]], ("PT_FORKBOMB=20",)) == []

@@ -159,7 +159,7 @@ def test_the_sample_config_lists_every_setting_with_its_default(tmp_path):
     assert active.problems == []
     assert {name for name, source in active.sources.items() if source != "default"} \
         == set(config.SETTINGS)
-    assert active.values == {name: default for name, (default, _) in config.SETTINGS.items()}
+    assert active.values == {name: setting.default for name, setting in config.SETTINGS.items()}
 
 
 @needs_program("logrotate", "logrotate")

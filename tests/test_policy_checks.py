@@ -133,6 +133,10 @@ def test_each_check_declares_its_kind_and_only_alerting_ones_alert():
     # check that plans one must be Alerting, and one that never does has no alert methods
     assert all(isinstance(check, base.SnapshotCheck) for check in checks.SNAPSHOT_CHECKS)
     assert isinstance(checks.LOAD, base.TimedCheck)
+    # found by `ptfast run`'s hopping walks, not in a snapshot; its alert attaches nothing
+    assert isinstance(checks.UNHELD_LISTENER, base.UnheldCheck)
+    assert not isinstance(checks.UNHELD_LISTENER, base.SnapshotCheck)
+    assert checks.UNHELD_LISTENER not in checks.SNAPSHOT_CHECKS
     assert set(checks.ALERTING) == set(checks.BY_NAME) - {findings.CHECK_SSHD_HUNG}
     assert not hasattr(checks.SSHD_HUNG, "alert_values")
     assert not hasattr(checks.SSHD_HUNG, "template")

@@ -23,7 +23,8 @@ from ptfast.foundation import config, users
 from ptfast.decide import findings, pignore, policy
 from ptfast.decide.judgement import Judgement
 from ptfast.decide.checks import SUSPICIOUS
-from ptfast.decide.checks.suspicious import accepted_on
+from ptfast.decide.checks.base import PassWork
+from ptfast.decide.checks.suspicious import accepted_on, known_dual_stack
 from ptfast.scan.procfs import Snapshot
 
 from helpers.procs import kill_uid, public_tempdir, start_python, wait_until
@@ -500,16 +501,39 @@ def test_accepted_connections_are_matched_in_their_own_table():
     assert accepted_on(connection(9001, "::1", "tcp6"), [v4]) is None
     assert accepted_on(connection(9001, "127.0.0.1", "tcp6"), [v4]) is None    # mapped
     assert accepted_on(connection(9002, "::1", "tcp6"), [dual]) is dual
-    assert accepted_on(connection(9002, "127.0.0.1", "tcp6"), [dual]) is dual  # mapped
+    # mapped: only on a listener known not to be IPV6_V6ONLY (a v6only [::]:P leaves
+    # [::ffff:A]:P free for anyone to bind and connect out from)
+    assert accepted_on(connection(9002, "127.0.0.1", "tcp6"), [dual], lambda l: True) is dual
+    assert accepted_on(connection(9002, "127.0.0.1", "tcp6"), [dual]) is None
     assert accepted_on(connection(9002, "127.0.0.1", "tcp"), [dual]) is None
     assert accepted_on(connection(9003, "127.0.0.1", "tcp6"), [mapped_any]) is mapped_any
     assert accepted_on(connection(9003, "::1", "tcp6"), [mapped_any]) is None
 
 
+def test_the_listeners_v6only_is_read_once_a_pass_and_unknown_is_not_dual_stack():
+    reads = []
+
+    def v6only_listeners():
+        reads.append(1)
+        return {(1, 10): False, (1, 11): True}
+    conf = config.load(os.devnull, [], override_path=os.devnull)
+    judging = policy.Policy(conf, pignore.IgnoreRules(), USERS.get,
+                            v6only_listeners=v6only_listeners)
+    dual, v6only, unknown = (sock(state="LISTEN", proto="tcp6", local_ip="::", uid=0)
+                             for _ in range(3))
+    dual.inode, v6only.inode, unknown.inode = 10, 11, 12
+    work = PassWork()
+    assert known_dual_stack(judging, work, dual)
+    assert not known_dual_stack(judging, work, v6only)
+    assert not known_dual_stack(judging, work, unknown)
+    assert len(reads) == 1                      # the pass's PassWork keeps it
+    assert known_dual_stack(judging, PassWork(), dual) and len(reads) == 2     # a new pass
+
+
 def test_customer_code_accounts_are_the_web_servers_nobody_and_the_settings():
     conf = config.load(os.devnull, ["PT_CUSTOMER_CODE_USERS=daemon, no-such-account"],
                        override_path=os.devnull)
-    uids = users.customer_code_uids(conf)
+    uids = users.customer_code_uids(conf.settings.accounts)
     assert DAEMON_UID in uids and 0 not in uids
     for name in users.CUSTOMER_CODE_ACCOUNTS:
         try:
@@ -518,7 +542,7 @@ def test_customer_code_accounts_are_the_web_servers_nobody_and_the_settings():
             continue
     bad = config.load(os.devnull, ["PT_CUSTOMER_CODE_USERS=www-data,$(reboot)"],
                       override_path=os.devnull)
-    assert bad["PT_CUSTOMER_CODE_USERS"] == ""
+    assert bad.settings.PT_CUSTOMER_CODE_USERS == ""
     assert "is not a user name" in str(bad.problems[0])
 
 

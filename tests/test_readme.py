@@ -99,8 +99,23 @@ def test_every_setting_has_a_row_with_its_default():
             documented[name] = row[1]
     missing = set(config.SETTINGS) - set(documented)
     assert not missing, f"settings without a row in the README's reference: {sorted(missing)}"
-    for name, (default, _kind) in config.SETTINGS.items():
-        assert documented[name].startswith(shown_default(default)), (name, documented[name])
+    for name, setting in config.SETTINGS.items():
+        assert documented[name].startswith(shown_default(setting.default)), (name, documented[name])
+
+
+def test_lfds_settings_and_ptfasts_own_are_in_tables_of_their_own():
+    """Admins read in the README which settings are lfd's (at home in csf.conf) and which are
+    ptfast's own (put in ptfast.conf): as declared (config.Setting.lfd)."""
+    tables = re.split(r"\n(?!\|)[^\n]*\n", section(readme(), "### Settings"))
+    whose = []
+    for table in tables:
+        names = {name for row in table_rows(table) for name in re.findall(r"`([A-Z_]+)`", row[0])
+                 if name in config.SETTINGS}
+        if names:
+            whose.append({name: config.SETTINGS[name].lfd for name in names})
+    assert len(whose) == 2, whose
+    for table in whose:
+        assert len(set(table.values())) == 1, table
 
 
 def anchors(text: str) -> set:

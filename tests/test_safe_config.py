@@ -52,7 +52,7 @@ def test_bom_does_not_hide_the_first_setting(tmp_path, check):
     path.write_text(f'{BOM}PT_LIMIT = "120"\nPT_INTERVAL = "90"\n', encoding="utf-8")
     conf = config.load(str(path), override_path=os.devnull, panel=False)
     assert conf.problems == []
-    assert conf["PT_LIMIT"] == 120 and conf.sources["PT_LIMIT"] == f"{path}:1"
+    assert conf.settings.PT_LIMIT == 120 and conf.where(config.Settings.PT_LIMIT) == f"{path}:1"
     result = check("--config", str(path), "--pignore", os.devnull)
     assert re.search(r"^PT_LIMIT +=  *120 ", result.stdout, re.MULTILINE)
 
@@ -167,19 +167,19 @@ def test_a_diamond_of_includes_reads_each_file_once(tmp_path):
 # -- numbers in range ---------------------------------------------------------------------
 
 def numeric_settings():
-    return [name for name, (_default, kind) in config.SETTINGS.items()
-            if kind in (config.INT, config.FLOAT)]
+    return [name for name, setting in config.SETTINGS.items()
+            if setting.kind in (config.INT, config.FLOAT)]
 
 
 def test_every_numeric_setting_has_a_range_holding_its_default():
     for name in numeric_settings():
-        lowest, highest = config.LIMITS[name]
-        assert lowest <= config.SETTINGS[name][0] <= highest, name
+        lowest, highest = config.SETTINGS[name].limits
+        assert lowest <= config.SETTINGS[name].default <= highest, name
 
 
 @pytest.mark.parametrize("name", numeric_settings())
 def test_values_outside_the_range_are_problems_with_file_and_line(tmp_path, name):
-    lowest, highest = config.LIMITS[name]
+    lowest, highest = config.SETTINGS[name].limits
     path = tmp_path / "csf.conf"
     too_big = int(highest) + 1
     path.write_text(f'# {name} one above its range\n{name} = "{too_big}"\n')
@@ -187,10 +187,10 @@ def test_values_outside_the_range_are_problems_with_file_and_line(tmp_path, name
     (problem,) = conf.problems
     assert (problem.path, problem.line) == (str(path), 2)
     assert f"{name} must be between {lowest} and {highest}" in problem.message
-    assert conf[name] == config.SETTINGS[name][0]
+    assert conf.settings.value_of(config.SETTINGS[name]) == config.SETTINGS[name].default
     accepted = config.load(os.devnull, [f"{name}={highest}"], override_path=os.devnull,
                            panel=False)
-    assert accepted.problems == [] and accepted[name] == highest
+    assert accepted.problems == [] and accepted.settings.value_of(config.SETTINGS[name]) == highest
 
 
 def test_a_huge_interval_is_a_problem_for_check_and_not_used_by_run(tmp_path, check):
@@ -202,7 +202,7 @@ def test_a_huge_interval_is_a_problem_for_check_and_not_used_by_run(tmp_path, ch
     # a million digits is not even parsed
     conf = config.load(os.devnull, ["PT_LIMIT=" + "9" * 1_000_000], override_path=os.devnull,
                        panel=False)
-    assert conf["PT_LIMIT"] == 60 and "must be between" in conf.problems[0].message
+    assert conf.settings.PT_LIMIT == 60 and "must be between" in conf.problems[0].message
 
 
 @pytest.mark.needs_root

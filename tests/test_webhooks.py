@@ -260,7 +260,7 @@ def test_bad_webhook_settings_are_problems_with_their_line(tmp_path):
     [problem] = loaded.problems
     assert (problem.path, problem.line) == (str(override), 1)
     assert "3 formats for 2" in problem.message and TOKEN not in str(problem)
-    assert loaded["PT_WEBHOOK_URL"] == ""                   # nothing sent in the wrong shape
+    assert loaded.settings.PT_WEBHOOK_URL == ""                   # nothing sent in the wrong shape
     override.write_text('PT_WEBHOOK_FORMAT = "mattermost"\n')
     [problem] = config.load(os.devnull, override_path=str(override)).problems
     assert "'mattermost' is not one of json, slack, discord, teams, telegram" in problem.message
@@ -458,11 +458,11 @@ def test_a_route_that_takes_too_long_in_one_flush_waits_for_the_next_pass(tmp_pa
         settings = config.load(os.devnull, override_path=os.devnull,
                                overrides=[f"PT_WEBHOOK_URL={server.url('/hook/' + TOKEN)}"])
         spool = Spool(str(tmp_path / "state"))
-        [destination] = destinations.destinations(settings)
+        [destination] = destinations.destinations(settings.settings.webhooks)
         for number in range(5):
             [data] = entries(destination, [{"n": number}], "", "host", [])
             spool.add(data, WEBHOOK)
-        flushed = delivery.flush(spool, delivery.Channels(settings), said.append)
+        flushed = delivery.flush(spool, delivery.Channels(settings.settings), said.append)
     assert server.bodies() == [{"n": 0}, {"n": 1}, {"n": 2}]       # 0 to 50, 50 to 100, 100 to 150
     assert flushed.waiting == 5 and len(spool.pending()) == 5
     assert any(f"{delivery.ROUTE_BUDGET:g} s spent on it in this pass; 2 alert(s) kept" in line

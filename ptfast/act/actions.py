@@ -17,11 +17,11 @@ import subprocess
 import threading
 
 from ptfast.foundation import safepaths
+from ptfast.foundation.config import Config, Settings
 from ptfast.foundation.problems import Problem
 from ptfast.foundation.escape import escape_text
 
 ACTION_TIMEOUT = 60.0
-ACTION_SETTINGS = ("PT_DELETED_ACTION", "PT_USER_ACTION", "PT_LOAD_ACTION")
 
 
 def script_problem(path: str) -> str | None:
@@ -35,15 +35,17 @@ def script_problem(path: str) -> str | None:
     return safepaths.path_problem(path, safepaths.PROGRAM)
 
 
-def action_problems(config) -> list:
+def action_problems(config: Config) -> list:
     """Problems of every *_ACTION setting that names a script (for ``ptfast check``)."""
     problems = []
-    for setting in ACTION_SETTINGS:
-        path = config[setting].strip()
+    actions = config.settings.actions
+    for setting, path in ((Settings.PT_DELETED_ACTION, actions.PT_DELETED_ACTION),
+                          (Settings.PT_USER_ACTION, actions.PT_USER_ACTION),
+                          (Settings.PT_LOAD_ACTION, actions.PT_LOAD_ACTION)):
         problem = script_problem(path) if path else None
         if problem:
-            problems.append(Problem(config.sources[setting], 0,
-                                    f"{setting} {path} will not be run: {problem}"))
+            problems.append(Problem(config.where(setting), 0,
+                                    f"{setting.name} {path} will not be run: {problem}"))
     return problems
 
 

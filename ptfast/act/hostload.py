@@ -10,6 +10,7 @@ import uuid
 
 import psutil
 
+from ptfast.foundation.config import LoadSettings
 from ptfast.foundation.escape import escape_block, escape_text
 
 STATUS_TIMEOUT = 5.0
@@ -88,9 +89,10 @@ def status_page(url: str) -> str:
         return f"(the status page {escape_text(url)} did not answer: {escape_text(str(exc))})"
 
 
-def load_alert_values(config, hostname: str, loadavg: tuple, totprocs: str,
+def load_alert_values(load: LoadSettings, hostname: str, loadavg: tuple, totprocs: str,
                       minutes: int) -> dict:
-    """The placeholders of loadalert.txt (lfd's names)."""
+    """The placeholders of loadalert.txt (lfd's names); ``minutes``: the load average the
+    check chose (PT_LOAD_AVG in force)."""
     return {
         "hostname": hostname,
         "loadavg": str(minutes),
@@ -101,6 +103,6 @@ def load_alert_values(config, hostname: str, loadavg: tuple, totprocs: str,
         "processlist": process_list(),
         "vmstat": memory_cpu_summary(),
         "netstat": connections(),
-        "apache": status_page(config["PT_APACHESTATUS"]),
+        "apache": status_page(load.PT_APACHESTATUS),
         "boundary": f"ptfast-{uuid.uuid4().hex}-{int(time.time())}",
     }

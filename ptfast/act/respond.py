@@ -20,6 +20,7 @@ from ptfast.foundation.bounds import bounded_digest
 from ptfast.decide.checks import ALERTING, BY_NAME
 from ptfast.foundation.escape import escape_text
 from ptfast.channels.events import append_event, event_record
+from ptfast.foundation.config import LoadSettings, Settings
 from ptfast.decide.findings import DIGEST_TEMPLATE
 from ptfast.channels.spool import MAIL
 
@@ -38,9 +39,12 @@ class Responder:
         self.user_names = user_names
         self.proc_root = proc_root
         self.events_file = events_file
-        self.channels = Channels(settings.config)
+        whole: Settings = settings.config.settings
+        self.mail = whole.mail
+        self.tracking = whole.tracking
+        self.channels = Channels(whole)
         #: what an alert attaches (the check says what), read from this host when it is sent
-        self._host = ThisHost(settings.config, hostname, proc_root)
+        self._host = ThisHost(whole.load, hostname, proc_root)
         #: findings not remembered because their log line or event could not be written, and
         #: the files that could not be ("PATH: why")
         self.unrecorded = 0
@@ -83,7 +87,7 @@ class Responder:
         alert = finding.response.alert
         if alert:
             check = ALERTING[finding.check]
-            attached = check.attachment(finding, self.settings.config, self._host)
+            attached = check.attachment(finding, self.tracking, self._host)
             values = check.alert_values(finding, self.hostname, killed, attached,
                                         self.user_names)
             [record], added = self._spool(alert, values, [finding], lines)
@@ -133,12 +137,11 @@ class Responder:
         """Render the alert of ``findings`` once and spool it for every channel, before
         anything can lose it; (their event records, the spool entries' paths). The records
         name the mail's entry, so its name is chosen first."""
-        config = self.settings.config
         template = self.settings.templates[template_file]
         mail_entry = self.spool.new_name(MAIL)
         records = [event_record(finding, self.hostname, template.source, mail_entry)
                    for finding in findings]
-        alert = render_alert(template, values, config["LF_ALERT_TO"], config["LF_ALERT_FROM"],
+        alert = render_alert(template, values, self.mail.LF_ALERT_TO, self.mail.LF_ALERT_FROM,
                              lines=lines, records=records, hostname=self.hostname,
                              mail_entry=mail_entry)
         return records, self.channels.spool(self.spool, alert)
@@ -160,8 +163,8 @@ class Responder:
 class ThisHost:
     """Reads from this host what a check's alert attaches (checks.base.HostReader)."""
 
-    def __init__(self, config, hostname: str, proc_root: str) -> None:
-        self.config = config
+    def __init__(self, load: LoadSettings, hostname: str, proc_root: str) -> None:
+        self.load = load
         self.hostname = hostname
         self.proc_root = proc_root
 
@@ -171,4 +174,4 @@ class ThisHost:
     def host_load(self, loadavg: tuple, processes: str, minutes: int) -> dict:
         # psutil and urllib: only when one fires
         from ptfast.act.hostload import load_alert_values
-        return load_alert_values(self.config, self.hostname, loadavg, processes, minutes)
+        return load_alert_values(self.load, self.hostname, loadavg, processes, minutes)

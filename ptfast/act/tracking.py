@@ -10,6 +10,7 @@ import socket
 import time
 
 from collections import Counter
+from typing import Callable
 
 from ptfast.foundation import config as config_mod
 from ptfast.scan import procfs
@@ -18,7 +19,7 @@ from ptfast.decide.checks.sockets import is_listening
 from ptfast.channels.delivery import Channels, Flushed, flush
 from ptfast.foundation.escape import escape_line, escape_text
 from ptfast.decide.findings import CHECK_LOAD, REMEMBER_LISTENER, Remember, outlived, process_key
-from ptfast.decide.judgement import Judgement, load_finding
+from ptfast.decide.judgement import Judgement, load_finding, unheld_listener_finding
 from ptfast.decide.policy import build_policy
 from ptfast.act import looking
 from ptfast.act.respond import Responder
@@ -29,6 +30,18 @@ from ptfast.channels.status import (PassRecord, last_written, load_totals, statu
                                     status_path, write_status)
 from ptfast.foundation.users import UserNames
 from ptfast.foundation.words import counted
+
+
+#: rounds of the hopping walks before a listener is reported as held by no process, and the
+#: pause between them
+UNHELD_ROUNDS = 3
+UNHELD_PAUSE = 0.1
+
+
+def _listening(socket_table: dict, key: tuple):
+    """The listener (netns, inode) ``key`` names when it is in ``socket_table``, or None."""
+    sock = socket_table.get(key[1])
+    return sock if sock is not None and sock.netns == key[0] and is_listening(sock) else None
 
 
 def listener_holders(processes, only=None) -> dict:
@@ -74,6 +87,11 @@ class Tracker:
         self._bound_logged: set = set()     # uids said to have reached their listener share
         #: connections' first sightings and calls to other hosts, from the socket dumps
         self.lifetimes = Lifetimes(lambda: procfs.host_addresses(proc_root))
+        #: live mode (ptfast.act.live): (pid, start ticks) of the last full walk's processes
+        #: still within PT_LIMIT, and what the status says of the mode (a callable: the
+        #: counters as of each publish)
+        self.young: list = []
+        self.live_status: Callable[[], dict] | None = None
 
     def settings_changed(self) -> None:
         """After a reload: accounts may have been renamed or added."""
@@ -105,6 +123,8 @@ class Tracker:
             snapshot = procfs.scan(self.proc_root, judgement.want_fds)
             self._observe(policy, snapshot)
             findings = judgement.findings(snapshot)
+            self.young = [(proc.pid, proc.start_time) for proc in snapshot.processes
+                          if policy.within_limit(proc)]
             for problem in settings.rules.take_match_problems():    # rules switched off
                 self.log(escape_line(str(problem)))
             self._carry_out(settings, findings)
@@ -201,7 +221,12 @@ class Tracker:
         tracked account's processes, as the holder may be any account's now (handed over a
         unix socket). Whoever holds one is remembered as its holder, so the next passes walk
         that account's young processes from the start. A listener held only by processes the
-        rules ignore is then remembered as reported, so that it costs no second walk again."""
+        rules ignore is then remembered as reported, so that it costs no second walk again.
+        One that no round of these walks (UNHELD_ROUNDS, UNHELD_PAUSE apart: a listener being
+        handed on is in flight, or in a root parent's hands, for a moment only) finds held,
+        and that is still there (parked in flight in a unix socket's queue, where the kernel
+        still completes handshakes), is reported as held by no process, for the account that
+        created it (checks.unheld_listener)."""
         held = {(sock.netns, sock.inode) for proc in snapshot.processes
                 for sock in proc.sockets or ()}
         pending = {key: seen for key, seen in self.state.listeners.items()
@@ -217,24 +242,62 @@ class Tracker:
                  (lambda proc: proc.uid != 0 and second.tracked_user(proc.uid) is not None,
                   lambda: procfs.newest_pids_of(None, self.proc_root))]
         findings: list = []
-        for want, newest_pids in walks:
-            rewalk = procfs.scan(self.proc_root, want, pids=newest_pids())
-            found = Judgement(second).findings(rewalk, checks=(SUSPICIOUS,))
-            self._carry_out(settings, found)
-            findings += found
-            holders = listener_holders(rewalk.processes, pending)
-            self.state.held_by(holders)
-            for proc in rewalk.processes:
-                for sock in proc.sockets or ():
-                    key = (sock.netns, sock.inode)
-                    if (key in pending
-                            and SUSPICIOUS.candidate(second, proc, process_key(proc)) is None):
-                        self.state.remember(Remember(REMEMBER_LISTENER, key))
-            for key in holders:
-                pending.pop(key, None)
+        for attempt in range(UNHELD_ROUNDS):
+            if attempt:
+                # a listener handed on is in flight, or held by root, only for a moment: the
+                # next holder is walked on the next round
+                time.sleep(UNHELD_PAUSE)
+            for want, newest_pids in walks:
+                rewalk = procfs.scan(self.proc_root, want, pids=newest_pids())
+                found = Judgement(second).findings(rewalk, checks=(SUSPICIOUS,))
+                self._carry_out(settings, found)
+                findings += found
+                holders = listener_holders(rewalk.processes, pending)
+                self.state.held_by(holders)
+                for proc in rewalk.processes:
+                    for sock in proc.sockets or ():
+                        key = (sock.netns, sock.inode)
+                        if (key in pending and SUSPICIOUS.candidate(second, proc,
+                                                                    process_key(proc)) is None):
+                            self.state.remember(Remember(REMEMBER_LISTENER, key))
+                for key in holders:
+                    pending.pop(key, None)
+                if not pending:
+                    return findings
+            # what is no longer there (closed) needs no second look
+            still = {key: _listening(rewalk.socket_table, key) for key in pending}
+            pending = {key: seen for key, seen in pending.items() if still[key] is not None}
             if not pending:
-                break
-        return findings
+                return findings
+        # held by no process any round saw, and still there: parked in a unix socket's queue
+        unheld = [unheld_listener_finding(second, still[key], seen[1])
+                  for key, seen in pending.items()]
+        self._carry_out(settings, unheld)
+        return findings + unheld
+
+    def check_processes(self, settings, pids: list) -> list:
+        """Live mode: the processes of ``pids`` that just reached PT_LIMIT, walked alone and
+        judged by the PT_LIMIT check, their findings carried out and delivered as a pass's are.
+        Returns (pid, start ticks, age) of those still within PT_LIMIT (the clocks' ticks),
+        to be checked again."""
+        policy = self._policy(settings)
+        if not policy.enabled or not pids:
+            return []
+        judgement = Judgement(policy)
+        snapshot = procfs.scan(self.proc_root, judgement.want_fds, pids=pids)
+        # as a pass does: a connection first seen now is young (PT_CONN_AGE), so that live
+        # mode and polling judge connections alike
+        self._observe(policy, snapshot)
+        findings = judgement.findings(snapshot, checks=(SUSPICIOUS,))
+        self._carry_out(settings, findings)
+        if findings:
+            if self.last_pass is not None:
+                self.last_pass.unrecorded = self.unrecorded
+            self.totals.findings.update(finding.check for finding in findings)
+            self.deliver(settings)
+            self.publish(settings)
+        return [(proc.pid, proc.start_time, proc.age) for proc in snapshot.processes
+                if policy.within_limit(proc)]
 
     def check_load(self, settings) -> None:
         """PT_LOAD: alert (with the host's state attached) when the load average is high."""
@@ -262,7 +325,7 @@ class Tracker:
         what the flush did, alerts that failed for the first time by channel)."""
         self.save_state()
         spooled = self.spool.take_added()
-        channels = Channels(settings.config)
+        channels = Channels(settings.config.settings)
         flush_started = time.time()
         flushed = flush(self.spool, channels, self.log)
         self.waiting = flushed.waiting
@@ -285,16 +348,17 @@ class Tracker:
 
     def publish(self, settings) -> None:
         """The status file for ``ptfast status``, and PT_METRICS_FILE for Prometheus."""
-        config = settings.config
+        config: config_mod.Config = settings.config
         document = status_document(
-            service=self.service, interval=config_mod.effective_interval(config),
+            service=self.service, interval=config.settings.service.interval,
             last_pass=self.last_pass, totals=self.totals, waiting=self.waiting,
             rules_switched_off=settings.rules.switched_off(),
-            routes=Channels(config).shown(), unwritable=sorted(self.not_written()))
+            routes=Channels(config.settings).shown(), unwritable=sorted(self.not_written()),
+            live=self.live_status() if self.live_status is not None else None)
         state_dir = self.spool.state_dir
         self._attempt(status_path(state_dir), lambda: write_status(state_dir, document),
                       "`ptfast status` shows the pass before")
-        metrics_file = config["PT_METRICS_FILE"].strip()
+        metrics_file = config.settings.metrics.PT_METRICS_FILE
         if metrics_file:
             from ptfast.channels.metrics import metrics_text, write_metrics
             self._attempt(metrics_file, lambda: write_metrics(

@@ -87,7 +87,9 @@ class Templates:
     def __init__(self, directory: str | None = DEFAULT_TEMPLATE_DIR) -> None:
         self.problems: list = []
         self.by_file: dict[str, Template] = {}
-        for filename in TEMPLATE_FILES.values():
+        # each file once: checks may share one (an unheld listener mails as a suspicious
+        # process), and its problems are said once
+        for filename in dict.fromkeys(TEMPLATE_FILES.values()):
             self.by_file[filename] = self._load(directory, filename)
 
     def _load(self, directory: str | None, filename: str) -> Template:

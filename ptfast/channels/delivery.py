@@ -21,6 +21,7 @@ from ptfast.channels.channel import Alert, Channel
 from ptfast.channels.mail import Mail
 from ptfast.channels.spool import MAIL, Spool, channel_of
 from ptfast.channels.webhooks import Webhook
+from ptfast.foundation.config import Settings
 from ptfast.foundation.destinations import destinations
 from ptfast.foundation.escape import escape_text
 from ptfast.foundation.problems import DeliveryError
@@ -48,9 +49,9 @@ class Flushed:
 class Channels:
     """The channels of one set of settings: mail, then each webhook."""
 
-    def __init__(self, config) -> None:
-        self.mail = Mail(config)
-        self.webhooks = {d.key: Webhook(d) for d in destinations(config)}
+    def __init__(self, settings: Settings) -> None:
+        self.mail = Mail(settings.mail)
+        self.webhooks = {d.key: Webhook(d) for d in destinations(settings.webhooks)}
 
     def all(self) -> list[Channel]:
         return [self.mail, *self.webhooks.values()]

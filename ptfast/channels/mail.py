@@ -17,6 +17,7 @@ from ptfast.foundation import safepaths
 from ptfast.channels.alerts import envelope_sender
 from ptfast.channels.channel import Alert, Channel
 from ptfast.channels.spool import MAIL
+from ptfast.foundation.config import Config, MailSettings, Settings
 from ptfast.foundation.escape import escape_text
 from ptfast.foundation.problems import DeliveryError, Problem
 
@@ -134,9 +135,9 @@ class Mail(Channel):
     kind = MAIL
     key = MAIL      # one mail route: when it is down, every spooled mail waits
 
-    def __init__(self, config) -> None:
-        self.relay = config["LF_ALERT_SMTP"].strip()
-        self.sendmail = config["SENDMAIL"].strip()
+    def __init__(self, mail: MailSettings) -> None:
+        self.relay = mail.LF_ALERT_SMTP
+        self.sendmail = mail.SENDMAIL
         self.shown = f"relay {self.relay}" if self.relay else f"{self.sendmail}"
 
     def entries(self, alert: Alert) -> list[bytes]:
@@ -185,21 +186,20 @@ def relay_problem(relay: str) -> str | None:
     return None
 
 
-def mail_problems(config) -> list:
+def mail_problems(config: Config) -> list:
     """Problems of the delivery route (for ``ptfast check``)."""
-    relay = config["LF_ALERT_SMTP"].strip()
+    relay = config.settings.mail.LF_ALERT_SMTP
     if relay:
         problem = relay_problem(relay)
-        return [Problem(config.sources["LF_ALERT_SMTP"], 0, f"LF_ALERT_SMTP "
-                                                            f"{escape_text(relay)} {problem}")
-                ] if problem else []
-    binary = config["SENDMAIL"].strip()
+        return [Problem(config.where(Settings.LF_ALERT_SMTP), 0,
+                        f"LF_ALERT_SMTP {escape_text(relay)} {problem}")] if problem else []
+    binary = config.settings.mail.SENDMAIL
+    sendmail_given_at = config.where(Settings.SENDMAIL)
     missing = sendmail_missing(binary)
     if missing:
-        return [Problem(config.sources["SENDMAIL"], 0, f"SENDMAIL {escape_text(binary)} "
-                                                      f"{missing}: no alert mail can be sent")]
+        return [Problem(sendmail_given_at, 0, f"SENDMAIL {escape_text(binary)} {missing}: no "
+                                              "alert mail can be sent")]
     problem = sendmail_problem(binary)
     if problem:
-        return [Problem(config.sources["SENDMAIL"], 0, f"SENDMAIL {binary} will not be run: "
-                                                      f"{problem}")]
+        return [Problem(sendmail_given_at, 0, f"SENDMAIL {binary} will not be run: {problem}")]
     return []

@@ -11,13 +11,15 @@ ptfast never starts: measured, 80 ms and 6-7 MB more for `run --once`).
 from __future__ import annotations
 
 from ptfast.foundation import safepaths
+from ptfast.foundation.config import Config, Settings
 from ptfast.decide.findings import (CHECK_FORKBOMB, CHECK_LOAD, CHECK_RESOURCE, CHECK_SSHD_HUNG,
-                                    CHECK_SUSPICIOUS, CHECK_USER_PROCESSES)
+                                    CHECK_SUSPICIOUS, CHECK_UNHELD_LISTENER, CHECK_USER_PROCESSES)
 from ptfast.channels.spool import CHANNELS
+from ptfast.channels.status import LIVE_COUNTERS
 from ptfast.foundation.safepaths import write_atomically
 
 CHECKS = (CHECK_SUSPICIOUS, CHECK_USER_PROCESSES, CHECK_RESOURCE, CHECK_FORKBOMB,
-          CHECK_SSHD_HUNG, CHECK_LOAD)
+          CHECK_SSHD_HUNG, CHECK_LOAD, CHECK_UNHELD_LISTENER)
 #: node_exporter runs as its own user: the file is readable by all (it holds no secret)
 METRICS_MODE = 0o644
 
@@ -50,8 +52,29 @@ def metrics_text(document: dict, spool_entries: int, oldest_spooled_at: float | 
             family.add_metric([key], values.get(key, 0))
         return family
 
+    live = document.get("live") or {}
+    live_docs = {"events": "process events received from the proc connector",
+                 "overruns": "overruns of the proc connector's receive buffer (events lost)",
+                 "gaps": "gaps in a CPU's numbering of process events (events lost)",
+                 "missed": "process events the gaps skipped",
+                 "resyncs": "full walks of /proc done at once because events were lost",
+                 "schedule_overflows": "new processes not scheduled: the schedule was full",
+                 "checks": "processes checked at their own PT_LIMIT"}
+
     class PassCollector:
         def collect(self):
+            if live:
+                yield core.InfoMetricFamily(
+                    "ptfast_mode", "which source of process events runs (live: the proc "
+                    "connector; polling: passes only), and why",
+                    value={"mode": str(live.get("mode")), "reason": str(live.get("reason"))})
+                yield gauge("ptfast_live", "1 when each process is checked at its own "
+                            "PT_LIMIT (the proc connector), 0 when polling",
+                            1 if live.get("mode") == "live" else 0)
+                for name in LIVE_COUNTERS:
+                    yield core.CounterMetricFamily(
+                        f"ptfast_live_{name}", live_docs[name] + " (since the service "
+                        "started)", value=int(live.get(name) or 0))
             yield core.InfoMetricFamily("ptfast", "ptfast's version and the core in use",
                                         value={"version": document["version"],
                                                "core": document["core"]})
@@ -97,14 +120,14 @@ def metrics_text(document: dict, spool_entries: int, oldest_spooled_at: float | 
     return prometheus_client.generate_latest(registry)
 
 
-def metrics_problems(config) -> list:
+def metrics_problems(config: Config) -> list:
     """What would keep PT_METRICS_FILE from being written (for ``ptfast check``)."""
     import os
     from ptfast.foundation.problems import Problem
-    path = config["PT_METRICS_FILE"].strip()
+    path = config.settings.metrics.PT_METRICS_FILE
     if not path:
         return []
-    where = config.sources["PT_METRICS_FILE"]
+    where = config.where(Settings.PT_METRICS_FILE)
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
         return [Problem(where, 0, f"PT_METRICS_FILE {path}: the directory {directory} does not "

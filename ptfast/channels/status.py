@@ -124,9 +124,12 @@ def last_written(state_dir: str) -> float:
 
 def status_document(*, service: str, interval: int, last_pass: PassRecord | None,
                     totals: Totals, waiting: int, rules_switched_off: list, routes: list,
-                    unwritable: tuple | list = (), now: float | None = None) -> dict:
+                    unwritable: tuple | list = (), now: float | None = None,
+                    live: dict | None = None) -> dict:
     """What a pass leaves for ``ptfast status`` (docs/observability.md, "ptfast status", shows
-    the fields)."""
+    the fields). ``live`` is the service's mode (ptfast.act.live: "live" with the proc
+    connector's counters since the service started, or "polling" and why); None for
+    ``run --once``."""
     from ptfast import __version__
     from ptfast.scan import procfs
     return {"schema": SCHEMA_VERSION, "written_at": time.time() if now is None else now,
@@ -135,7 +138,8 @@ def status_document(*, service: str, interval: int, last_pass: PassRecord | None
             "last_pass": last_pass.as_dict() if last_pass is not None else None,
             "totals": totals.as_dict(), "spool_waiting": waiting,
             "rules_switched_off": [escape_text(rule) for rule in rules_switched_off],
-            "alerts_via": routes, "unwritable": [escape_text(why) for why in unwritable]}
+            "alerts_via": routes, "unwritable": [escape_text(why) for why in unwritable],
+            "live": live}
 
 
 def write_status(state_dir: str, document: dict) -> None:
@@ -274,6 +278,20 @@ def judge(document: dict, holder: int | None, entries: int, oldest: float | None
     return code, problems
 
 
+def mode_line(live: dict) -> str:
+    """"live (events ...)" or "polling, because ..."."""
+    if live.get("mode") != "live":
+        return f"polling, because {escape_text(str(live.get('reason') or 'unknown'))}"
+    counts = ", ".join(f"{name.replace('_', ' ')} {int(live.get(name) or 0)}"
+                       for name in LIVE_COUNTERS)
+    return f"live (since the service started: {counts})"
+
+
+#: what live mode counts (ptfast.act.live.Live.status), for the status and the metrics
+LIVE_COUNTERS = ("events", "overruns", "gaps", "missed", "resyncs", "schedule_overflows",
+                 "checks")
+
+
 def ago(seconds: float) -> str:
     seconds = max(0, int(seconds))
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
@@ -317,6 +335,9 @@ def text(result: Report) -> str:
             return f"{name} {sum(counts.values())}" + (f" ({parts})" if parts else "")
         lines.append(f"  alerts:      {by_channel('spooled')}, {by_channel('delivered')}, "
                      f"{by_channel('failed')} since {moment(totals['since'])}")
+    live = document.get("live")
+    if live:
+        lines.append(f"  mode:        {mode_line(live)}")
     if document.get("alerts_via"):
         lines.append(f"  alerts via:  {', '.join(document['alerts_via'])}")
     if result.oldest_spooled_at is not None:

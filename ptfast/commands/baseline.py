@@ -21,6 +21,7 @@ from typing import Callable, Optional
 
 from ptfast.decide.checks.sockets import is_listening, socket_text
 from ptfast.foundation.escape import escape_text
+from ptfast.foundation.config import Config
 
 #: Programs that run whatever code they are given: an exe: rule for one would hide every
 #: script of every user.
@@ -42,10 +43,11 @@ class Customers:
         self.code_accounts = code_accounts      # of them, those that run customers' code
 
     @classmethod
-    def of_host(cls, uid_min: int, config=None) -> "Customers":
+    def of_host(cls, uid_min: int, config: Config | None = None) -> "Customers":
         """This host's customers; with ``config``, PT_CUSTOMER_CODE_USERS's accounts too."""
         from ptfast.foundation.users import customer_code_accounts
-        code_accounts = customer_code_accounts(config)
+        code_accounts = customer_code_accounts(
+            config.settings.accounts if config is not None else None)
         accounts = [entry for entry in pwd.getpwall()
                     if entry.pw_uid >= uid_min or entry.pw_name in code_accounts]
         names = frozenset(entry.pw_name for entry in accounts)

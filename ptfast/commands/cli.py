@@ -17,6 +17,7 @@ import time
 
 from ptfast import __version__
 from ptfast.foundation import config as config_mod
+from ptfast.foundation.config import Settings
 from ptfast.decide import pignore
 from ptfast.scan import procfs
 from ptfast.foundation.escape import escape_line, escape_text
@@ -29,7 +30,7 @@ from ptfast.foundation.paths import (DEFAULT_EVENTS_FILE, DEFAULT_LOG_FILE, DEFA
 from ptfast.decide.judgement import Judgement, load_finding
 from ptfast.decide.policy import build_policy
 from ptfast.decide.report import finding_record, json_line, table
-from ptfast.commands.settings import load_settings
+from ptfast.commands.settings import Loaded, load_settings
 from ptfast.commands.tune import DEFAULT_DURATION, DEFAULT_LIMITS, DEFAULT_SAMPLE
 from ptfast.foundation.users import UserNames, customer_code_user_problems
 from ptfast.foundation.words import counted
@@ -118,7 +119,7 @@ def add_path_options(parser: argparse.ArgumentParser) -> None:
                         help=f"one JSON line per alert (default {DEFAULT_EVENTS_FILE})")
 
 
-def load_checked_settings(args):
+def load_checked_settings(args) -> Loaded | None:
     """Settings with every problem said on stderr; None when one of them is fatal (a file
     unreadable, an unknown setting name, a refused --set)."""
     settings = load_settings(args)
@@ -161,7 +162,7 @@ def cmd_tune(args) -> int:
     def make_policy(limit):      # the run's settings and rules, with PT_LIMIT replaced
         return build_policy(config, rules, limit=limit, user_names=user_names)
 
-    pt_interval = config_mod.effective_interval(config)
+    pt_interval = config.settings.service.interval
     try:
         result = tune.watch(make_policy, args.proc_root, pt_interval, limits, args.duration,
                             args.sample, tune.terminal_progress(args.duration))
@@ -298,12 +299,12 @@ def cmd_check(args) -> int:
     print(f"core:         {version_text()}")
     print()
     width = max(len(name) for name in config_mod.SETTINGS)
-    for name in config_mod.SETTINGS:
-        value = escape_text(str(config[name]))
-        if name == "PT_WEBHOOK_URL":        # the URLs carry their tokens
+    for name, setting in config_mod.SETTINGS.items():
+        value = escape_text(str(config.settings.value_of(setting)))
+        if setting is Settings.PT_WEBHOOK_URL:      # the URLs carry their tokens
             from ptfast.foundation.destinations import shown_url, split_list
-            value = ",".join(shown_url(url) for url in split_list(config[name]))
-        print(f"{name:<{width}} = {value:<32} {config.sources[name]}")
+            value = ",".join(shown_url(url) for url in split_list(config.settings.PT_WEBHOOK_URL))
+        print(f"{name:<{width}} = {value:<32} {config.where(setting)}")
     for name, source in config.left_to_lfd:
         print(f"\n{name} ({source}) is lfd's: it {config_mod.LEFT_TO_LFD[name]}")
     warnings = config_mod.double_tracking(config)
@@ -311,7 +312,8 @@ def cmd_check(args) -> int:
         print(f"\n{len(warnings)} warning(s):")
         for warning in warnings:
             print(f"  {escape_line(warning)}")
-    problems = (settings.problems + customer_code_user_problems(config)
+    problems = (settings.problems + customer_code_user_problems(
+        config.settings.accounts, config.where(Settings.PT_CUSTOMER_CODE_USERS))
                 + safety_problems(args, config))
     if problems:
         print(f"\n{len(problems)} problem(s):")

@@ -104,7 +104,7 @@ def sample_config_text() -> str:
         "# control panel). Remove the '# ' before a line to set it here:",
         "#",
     ]
-    lines += [f'# {name} = "{default}"' for name, (default, _kind) in SETTINGS.items()]
+    lines += [f'# {name} = "{setting.default}"' for name, setting in SETTINGS.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -14,8 +14,9 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class Settings:
-    """Replaced as a whole on SIGHUP. ``templates`` is None for commands that mail nothing."""
+class Loaded:
+    """Everything a load read (the settings in force are ``config.settings``). Replaced as a
+    whole on SIGHUP. ``templates`` is None for commands that mail nothing."""
 
     config: config_mod.Config
     rules: pignore.IgnoreRules
@@ -43,10 +44,15 @@ def route_diagnostics() -> tuple:
     from ptfast.channels.mail import mail_problems
     from ptfast.channels.metrics import metrics_problems
     from ptfast.foundation.destinations import webhook_problems
-    return (action_problems, mail_problems, metrics_problems, webhook_problems)
+
+    def webhook_route_problems(config: config_mod.Config) -> list:
+        # destinations lies below config (config checks URLs with it), so it gets the slice
+        return webhook_problems(config.settings.webhooks,
+                                config.where(config_mod.Settings.PT_WEBHOOK_URL))
+    return (action_problems, mail_problems, metrics_problems, webhook_route_problems)
 
 
-def load_settings(args, templates: bool = False) -> Settings:
+def load_settings(args, templates: bool = False) -> Loaded:
     """From the command line's ``--config``, ``--override``, ``--set``, ``--pignore`` (and
     ``--templates`` when ``templates``)."""
     config = config_mod.load(args.config, args.set, override_path=args.override)
@@ -57,4 +63,4 @@ def load_settings(args, templates: bool = False) -> Settings:
         from ptfast.channels.alerts import Templates
         loaded = Templates(args.templates)
         problems = problems + loaded.problems
-    return Settings(config, rules, loaded, problems)
+    return Loaded(config, rules, loaded, problems)

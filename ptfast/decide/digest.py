@@ -8,8 +8,8 @@ import ipaddress
 from typing import Callable
 
 from ptfast.decide.checks.sockets import is_listening
-from ptfast.decide.findings import (CHECK_FORKBOMB, CHECK_SUSPICIOUS, DIGEST_TEMPLATE,
-                                    REASON_INCOMPLETE, Finding)
+from ptfast.decide.findings import (CHECK_FORKBOMB, CHECK_SUSPICIOUS, CHECK_UNHELD_LISTENER,
+                                    DIGEST_TEMPLATE, REASON_INCOMPLETE, Finding)
 
 
 #: severity() ranks, most severe first
@@ -20,7 +20,8 @@ def severity(finding: Finding, host_addresses: frozenset) -> int:
     """How urgently the admin must read about ``finding``: the order in which a pass's
     findings get their single mails (the first PT_DIGEST_AFTER) and the digest lists the rest.
 
-    OPEN_TO_NETWORK: a counted listener on any address but loopback, or a counted socket whose
+    OPEN_TO_NETWORK: a counted listener on any address but loopback (one held by no process
+        too: ranked by its socket like a suspicious process), or a counted socket whose
         peer is not this host: what a bind shell, a reverse shell or a bot's C2 channel is.
         A peer address that is no IP address (a packet socket's, a protocol ptfast cannot
         classify) counts as elsewhere: what cannot be told local is not ranked as local.
@@ -38,7 +39,7 @@ def severity(finding: Finding, host_addresses: frozenset) -> int:
     """
     if finding.check == CHECK_FORKBOMB:
         return CONCEALED
-    if finding.check != CHECK_SUSPICIOUS:
+    if finding.check not in (CHECK_SUSPICIOUS, CHECK_UNHELD_LISTENER):
         return USAGE
     rank = LOCAL_ONLY
     for sock, counts, _why in finding.judged_sockets:
@@ -81,13 +82,28 @@ def _is_this_host(ip: str, host_addresses: frozenset) -> bool:
 def digest_beyond(found: list, mails: int,
                   host_addresses: Callable[[], frozenset] = frozenset) -> list:
     """One pass is not a mail flood: the ``mails`` most severe findings that mail
-    (PT_DIGEST_AFTER; ``severity``, then lfd's order) are mailed one by one, as lfd does, the
-    rest in one digest mail listing them, most severe first (0: every one on its own). Each is
-    still logged, written to the events file and remembered. ``found`` keeps lfd's order;
-    each mailing finding's ``severity`` is set when some go to the digest."""
+    (PT_DIGEST_AFTER; ``severity``, then the accounts in turn, then lfd's order) are mailed
+    one by one, as lfd does, the rest in one digest mail listing them, most severe first (0:
+    every one on its own). Each is still logged, written to the events file and remembered.
+    ``found`` keeps lfd's order; each mailing finding's ``severity`` is set when some go to
+    the digest."""
     mailing = [finding for finding in found if finding.response.alert is not None]
     if mails <= 0 or len(mailing) <= mails:
         return found
+    addresses = host_addresses()
+    # within a rank, the accounts take turns: one account's flood of listeners cannot push
+    # another account's backdoor of the same rank out of the single mails
+    turns: dict = {}
+    turn_of = {}
+    for finding in mailing:
+        finding.severity = severity(finding, addresses)
+        account = (finding.severity, finding.user)
+        turn_of[id(finding)] = turns[account] = turns.get(account, -1) + 1
+    # sorted() is stable: within a rank and a turn, lfd's order
+    for finding in sorted(mailing, key=lambda finding: (finding.severity,
+                                                        turn_of[id(finding)]))[mails:]:
+        finding.response.alert = DIGEST_TEMPLATE
+    return found
     addresses = host_addresses()
     for finding in mailing:
         finding.severity = severity(finding, addresses)

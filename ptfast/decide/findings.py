@@ -20,11 +20,15 @@ CHECK_RESOURCE = "resource"                 # PT_USERMEM, PT_USERRSS, PT_USERTIM
 CHECK_FORKBOMB = "forkbomb"                 # PT_FORKBOMB
 CHECK_SSHD_HUNG = "sshd_hung"               # PT_SSHDHUNG
 CHECK_LOAD = "load"                         # PT_LOAD
+CHECK_UNHELD_LISTENER = "unheld_listener"   # PT_LIMIT: a listener no process holds (run)
 
 REASON_LISTENING = "listening socket"
 REASON_SOCKET = "socket"
 REASON_DELETED = "deleted executable"
 REASON_INCOMPLETE = "not fully inspected"     # what could not be read may be what hides
+#: a tracked account's listener that outlived PT_LIMIT and that no process it tracks holds (parked
+#: in flight in a unix socket's queue): a suspicious finding without a process
+REASON_UNHELD = "listening socket held by no process"
 
 NOBODY = "nobody"
 

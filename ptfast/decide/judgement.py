@@ -1,5 +1,6 @@
 """Judging one pass: the checks run on a snapshot, each finding with the response its check
-plans, then the digest applied (ptfast.decide.digest); and the timed load check.
+plans, then the digest applied (ptfast.decide.digest); the timed load check; and a listener
+the hopping walks found held by no process.
 
 A ``Judgement`` is one pass's: the scanner asks its ``want_fds(proc)`` during the walk (only
 candidates older than PT_LIMIT get an fd walk), and ``findings(snapshot)`` then reuses those
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable, Optional
 
-from ptfast.decide.checks import LOAD, SNAPSHOT_CHECKS, SUSPICIOUS
+from ptfast.decide.checks import LOAD, SNAPSHOT_CHECKS, SUSPICIOUS, UNHELD_LISTENER
 from ptfast.decide.checks.base import PassWork, SnapshotCheck
 from ptfast.decide.checks.load import LoadReading
 from ptfast.decide.digest import digest_beyond
@@ -53,10 +54,10 @@ class Judgement:
         found = []
         for check in checks or SNAPSHOT_CHECKS:
             for finding in check.evaluate(policy, snapshot, self.work):
-                finding.response = check.respond(finding, policy.config)
+                finding.response = check.respond(finding, policy.settings)
                 found.append(finding)
         self.work = PassWork()
-        return digest_beyond(found, policy.config["PT_DIGEST_AFTER"], policy.host_addresses)
+        return digest_beyond(found, policy.settings.PT_DIGEST_AFTER, policy.host_addresses)
 
 
 def load_finding(policy: Policy, loadavg: tuple, processes: str,
@@ -65,5 +66,14 @@ def load_finding(policy: Policy, loadavg: tuple, processes: str,
     period; else None. ``processes`` is /proc/loadavg's "running/total"."""
     finding = LOAD.evaluate(policy, LoadReading(loadavg, processes), now)
     if finding is not None:
-        finding.response = LOAD.respond(finding, policy.config)
+        finding.response = LOAD.respond(finding, policy.settings)
+    return finding
+
+
+def unheld_listener_finding(policy: Policy, sock, first_seen: float) -> Finding:
+    """A tracked account's listener ``sock`` (first seen at ``first_seen``) that outlived
+    PT_LIMIT and that ``ptfast run``'s hopping walks found held by no process: the finding,
+    with its response."""
+    finding = UNHELD_LISTENER.evaluate(policy, sock, first_seen)
+    finding.response = UNHELD_LISTENER.respond(finding, policy.settings)
     return finding

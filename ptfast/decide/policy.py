@@ -25,7 +25,7 @@ from ptfast.foundation.escape import escape_text
 from ptfast.foundation.users import DEFAULT_UID_MIN
 
 if TYPE_CHECKING:
-    from ptfast.foundation.config import Config
+    from ptfast.foundation.config import Config, TrackingSettings
     from ptfast.scan.procfs import FileIdentity
 
 
@@ -52,10 +52,10 @@ class Policy:
                  uid_min: int = DEFAULT_UID_MIN, now: Optional[float] = None,
                  host_addresses: Callable[[], frozenset] = frozenset,
                  customer_code_uids: frozenset = frozenset(), aged_by: float = 0.0,
-                 lifetimes=None) -> None:
+                 v6only_listeners: Callable[[], dict] = dict, lifetimes=None) -> None:
         # ``limit`` replaces PT_LIMIT: `ptfast tune` tries other values under the same rules
-        self.limit = config["PT_LIMIT"] if limit is None else limit
-        self.config = config
+        self.settings: TrackingSettings = config.settings.tracking
+        self.limit = self.settings.PT_LIMIT if limit is None else limit
         self.rules = rules
         self.user_name = user_name
         self.panel_users = panel_users
@@ -67,8 +67,11 @@ class Policy:
         self.host_addresses = host_addresses
         # accounts that run customers' code (web server users, nobody, PT_CUSTOMER_CODE_USERS)
         self.customer_code_uids = customer_code_uids
-        self.generic = bool(config["GENERIC"])
-        self.all_users = bool(config["PT_ALL_USERS"])
+        # reads (netns, inode) -> IPV6_V6ONLY of the tcp6 listeners (procfs.v6only_listeners);
+        # a pass reads it once, only when it needs it (checks.suspicious.known_dual_stack)
+        self.v6only_listeners = v6only_listeners
+        self.generic = self.settings.GENERIC
+        self.all_users = self.settings.PT_ALL_USERS
         # test-only (age_offset_for_tests): seconds a process's age counts more against PT_LIMIT.
         # Never negative: it can make a process look older, never younger.
         self.aged_by = max(0.0, aged_by)
@@ -233,9 +236,10 @@ def build_policy(config: Config, rules: IgnoreRules, memory=NOTHING_REMEMBERED,
                  limit: Optional[float] = None, user_names=None, lifetimes=None) -> Policy:
     """The one place a Policy is made from settings (scan, tune and run), with this host's
     accounts and files."""
-    from ptfast.scan.procfs import FileIdentities, host_addresses
+    from ptfast.scan.procfs import FileIdentities, host_addresses, v6only_listeners
     from ptfast.foundation.users import UserNames, accounts_to_track, customer_code_uids, uid_min
-    return Policy(config, rules, user_names or UserNames(), accounts_to_track(config), memory,
+    accounts = config.settings.accounts
+    return Policy(config, rules, user_names or UserNames(), accounts_to_track(accounts), memory,
                   limit, FileIdentities(), uid_min(), host_addresses=host_addresses,
-                  customer_code_uids=customer_code_uids(config), aged_by=age_offset_for_tests(),
-                  lifetimes=lifetimes)
+                  customer_code_uids=customer_code_uids(accounts), aged_by=age_offset_for_tests(),
+                  v6only_listeners=v6only_listeners, lifetimes=lifetimes)

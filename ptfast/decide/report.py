@@ -50,6 +50,9 @@ def finding_record(finding) -> dict:
         if len(sockets) > MAX_LIST_ITEMS:
             record["sockets_left_out"] = len(sockets) - MAX_LIST_ITEMS
         record["open_files"] = bounded_lines(finding.open_files, bounded_text)
+    elif proc is None and finding.judged_sockets:      # a listener held by no process
+        record["uid"] = finding.details["uid"]
+        record["sockets"] = judged_socket_records(finding)
     if finding.processes:       # a user's or a session's: the PIDs (each has its own record
         record["count"] = len(finding.processes)     # in `scan` when it is suspicious itself)
         record["pids"] = [p.pid for p in finding.processes[:MAX_LIST_ITEMS]]

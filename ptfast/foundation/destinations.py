@@ -170,12 +170,21 @@ def pair(urls_text: str, formats_text: str) -> list:
     return destinations
 
 
-def destinations(config) -> list:
+def destinations(webhooks: WebhookSettings) -> list:
     """The webhooks of settings already checked (config.load dropped what did not pair)."""
     try:
-        return pair(config["PT_WEBHOOK_URL"], config["PT_WEBHOOK_FORMAT"])
+        return pair(webhooks.PT_WEBHOOK_URL, webhooks.PT_WEBHOOK_FORMAT)
     except ValueError:
         return []
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """The webhook settings, the slice of ``config.Settings`` that webhooks read (declared here:
+    config reads its checks from this module)."""
+
+    PT_WEBHOOK_URL: str
+    PT_WEBHOOK_FORMAT: str
 
 
 def unprivileged_port_start(path: str = "/proc/sys/net/ipv4/ip_unprivileged_port_start") -> int:
@@ -187,19 +196,19 @@ def unprivileged_port_start(path: str = "/proc/sys/net/ipv4/ip_unprivileged_port
         return 1024
 
 
-def webhook_problems(config) -> list:
+def webhook_problems(webhooks: WebhookSettings, given_at: str) -> list:
     """What ``ptfast check`` says of the webhooks beyond their syntax: a plain-http loopback URL
     on a port every user of this host may listen on. When the receiver there is down (a
     restart, a crash), a customer's process can take the port and be sent every alert, about
     every customer, with the URL's token; on loopback the connection is not private either."""
     lowest = unprivileged_port_start()
     problems = []
-    for destination in destinations(config):
+    for destination in destinations(webhooks):
         parts = urlsplit(destination.url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         if parts.scheme == "http" and port >= lowest:
             problems.append(Problem(
-                config.sources["PT_WEBHOOK_URL"], 0,
+                given_at, 0,
                 f"PT_WEBHOOK_URL {shown_url(destination.url)}: port {port} is one any user may "
                 f"listen on (from {lowest}); while the receiver is down, a customer's process "
                 "could take it and be sent the alerts and the URL's token: use https, or a port "

@@ -5,7 +5,6 @@ these, so they live on the ground floor and import nothing of ptfast."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -31,15 +30,9 @@ class Problem:
         return f"{where}: {self.message}{then}"
 
 
-class HasSources(Protocol):
-    """Settings that know where each one was given (config.Config)."""
-
-    sources: dict
-
-
-def problem_at(config: HasSources, name: str, message: str) -> Problem:
-    """A problem with a setting, where that setting was given."""
-    source = config.sources[name]
+def problem_at(source: str, message: str) -> Problem:
+    """A problem with a setting given at ``source`` ("FILE:LINE", "--set" or "default": see
+    ``config.Config.where``)."""
     path, _, line = source.rpartition(":")
     if path and line.isdigit():
         return Problem(path, int(line), message)

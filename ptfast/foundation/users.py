@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import pwd
 
+from dataclasses import dataclass
+
 from ptfast.foundation.problems import problem_at
 
 CPANEL_USERS_DIR = "/var/cpanel/users"
@@ -39,9 +41,19 @@ def panel_accounts(dirs=(CPANEL_USERS_DIR, DIRECTADMIN_USERS_DIR)) -> frozenset:
     return frozenset(names)
 
 
-def accounts_to_track(config) -> frozenset:
+@dataclass(frozen=True)
+class AccountSettings:
+    """Whose processes are tracked and who runs customers' code: the slice of
+    ``config.Settings`` that this module reads (declared here: safepaths, below config, uses
+    this module)."""
+
+    GENERIC: bool
+    PT_CUSTOMER_CODE_USERS: tuple[str, ...]     #: the names, stripped, none empty
+
+
+def accounts_to_track(accounts: AccountSettings) -> frozenset:
     """Panel accounts tracked besides nobody; none to list in generic mode (every user is)."""
-    return frozenset() if config["GENERIC"] else panel_accounts()
+    return frozenset() if accounts.GENERIC else panel_accounts()
 
 
 LOGIN_DEFS = "/etc/login.defs"
@@ -78,17 +90,13 @@ def gid_min(path: str = LOGIN_DEFS) -> int:
 CUSTOMER_CODE_ACCOUNTS = ("www-data", "apache", "nobody", "httpd")
 
 
-def _setting_names(config) -> list:
-    names = config["PT_CUSTOMER_CODE_USERS"].split(",") if config is not None else []
-    return [name.strip() for name in names if name.strip()]
-
-
-def customer_code_accounts(config=None) -> frozenset:
+def customer_code_accounts(accounts: AccountSettings | None = None) -> frozenset:
     """The names of the accounts that run customers' code and exist on this host:
-    CUSTOMER_CODE_ACCOUNTS, and those PT_CUSTOMER_CODE_USERS names when ``config`` is given.
+    CUSTOMER_CODE_ACCOUNTS, and those PT_CUSTOMER_CODE_USERS names when ``accounts`` is given.
     Never root, whatever the setting says."""
     present = set()
-    for name in (*CUSTOMER_CODE_ACCOUNTS, *_setting_names(config)):
+    named = accounts.PT_CUSTOMER_CODE_USERS if accounts is not None else ()
+    for name in (*CUSTOMER_CODE_ACCOUNTS, *named):
         try:
             uid = pwd.getpwnam(name).pw_uid
         except KeyError:        # not on this host
@@ -98,26 +106,24 @@ def customer_code_accounts(config=None) -> frozenset:
     return frozenset(present)
 
 
-def customer_code_uids(config) -> frozenset:
-    """The uids of ``customer_code_accounts(config)``: a socket one of them created is a
+def customer_code_uids(accounts: AccountSettings) -> frozenset:
+    """The uids of ``customer_code_accounts(accounts)``: a socket one of them created is a
     customer's, never a service's."""
-    return frozenset(pwd.getpwnam(name).pw_uid for name in customer_code_accounts(config))
+    return frozenset(pwd.getpwnam(name).pw_uid for name in customer_code_accounts(accounts))
 
 
-def customer_code_user_problems(config) -> list:
+def customer_code_user_problems(accounts: AccountSettings, given_at: str) -> list:
     """``ptfast check``: each name of PT_CUSTOMER_CODE_USERS that is no account of this host
     (a typo would leave the account it meant a service's), or is root (never a customer)."""
     problems = []
-    for name in _setting_names(config):
+    for name in accounts.PT_CUSTOMER_CODE_USERS:
         try:
             uid = pwd.getpwnam(name).pw_uid
         except KeyError:
-            problems.append(problem_at(config, "PT_CUSTOMER_CODE_USERS",
-                                       f"PT_CUSTOMER_CODE_USERS: no account {name} on this "
-                                       "host"))
+            problems.append(problem_at(given_at, f"PT_CUSTOMER_CODE_USERS: no account {name} "
+                                                 "on this host"))
             continue
         if uid == 0:
-            problems.append(problem_at(config, "PT_CUSTOMER_CODE_USERS",
-                                       f"PT_CUSTOMER_CODE_USERS: {name} is root, which runs "
-                                       "no customer's code; ignored"))
+            problems.append(problem_at(given_at, f"PT_CUSTOMER_CODE_USERS: {name} is root, "
+                                                 "which runs no customer's code; ignored"))
     return problems

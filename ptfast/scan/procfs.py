@@ -198,3 +198,57 @@ def host_addresses(proc_root: str = "/proc") -> frozenset:
     except (OSError, ValueError):
         pass
     return frozenset(found)
+
+
+def v6only_listeners() -> dict:
+    """(netns, inode) -> whether the socket is IPV6_V6ONLY, for every tcp6 listener of
+    ptfast's own network namespace, from NETLINK_SOCK_DIAG (INET_DIAG_SKV6ONLY, which the
+    kernel adds to every AF_INET6 record). /proc/net/tcp6 does not say it. Empty when netlink
+    is refused or fails: a caller then knows nothing of any listener.
+
+    Why it matters: a tcp6 listener on [::] with IPV6_V6ONLY accepts no IPv4 connection, and
+    leaves every IPv4-mapped address of its port free for anyone to bind (policy: an outgoing
+    connection from [::ffff:A]:P is no connection accepted on such a listener)."""
+    import socket
+    import struct
+    header = struct.Struct("=IHHII")                # nlmsghdr
+    request = struct.Struct("=BB2xI48x")            # inet_diag_req_v2, no filter
+    message = struct.Struct("=72x")                 # inet_diag_msg
+    attribute = struct.Struct("=HH")                # rtattr: length, type
+    sock_diag_by_family, done, error = 20, 3, 2
+    skv6only, tcp_listen = 11, 10
+    try:
+        netns = os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return {}
+    found: dict = {}
+    query = (header.pack(header.size + request.size, sock_diag_by_family, 0x1 | 0x300, 1, 0)
+             + request.pack(socket.AF_INET6, socket.IPPROTO_TCP, 1 << tcp_listen))
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4) as link:
+            link.sendto(query, (0, 0))
+            while True:
+                data, _, flags, _ = link.recvmsg(65536)
+                if not data or flags & socket.MSG_TRUNC:
+                    return {}
+                offset = 0
+                while offset + header.size <= len(data):
+                    length, kind = header.unpack_from(data, offset)[:2]
+                    if length < header.size or length > len(data) - offset or kind == error:
+                        return {}
+                    if kind == done:
+                        return found
+                    body = offset + header.size
+                    if kind == sock_diag_by_family and length >= header.size + message.size:
+                        inode = struct.unpack_from("=I", data, body + 68)[0]
+                        at, end = body + message.size, offset + length
+                        while at + attribute.size <= end:
+                            size, kind_of = attribute.unpack_from(data, at)
+                            if size < attribute.size:
+                                break
+                            if kind_of == skv6only and size > attribute.size:
+                                found[(netns, inode)] = data[at + attribute.size] != 0
+                            at += (size + 3) & ~3
+                    offset += (length + 3) & ~3
+    except OSError:
+        return {}

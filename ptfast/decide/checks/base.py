@@ -1,6 +1,6 @@
 """What every check is, and what a check may read: the judging context (``Judging``), one pass's
-shared working data (``PassWork``), the two kinds of check (``SnapshotCheck``, ``TimedCheck``),
-and ``Alerting``, which only a check that sends an alert is.
+shared working data (``PassWork``), the three kinds of check (``SnapshotCheck``, ``TimedCheck``,
+``UnheldCheck``), and ``Alerting``, which only a check that sends an alert is.
 
 Pure: no I/O. What an alert attaches is read by ptfast.act.respond through ``HostReader``, the
 reading a check asks for (``Alerting.attachment``), so the checks need not import who reads it.
@@ -16,7 +16,7 @@ from ptfast.decide.findings import Action, Finding, MemoryQuestions, Response
 
 if TYPE_CHECKING:
     from ptfast.decide.pignore import IgnoreRules
-    from ptfast.foundation.config import Config
+    from ptfast.foundation.config import Setting, TrackingSettings
     from ptfast.scan.procfs import Process, Snapshot
 
 
@@ -26,7 +26,7 @@ class Judging(Protocol):
     it."""
 
     @property
-    def config(self) -> Config: ...
+    def settings(self) -> TrackingSettings: ...
     @property
     def rules(self) -> IgnoreRules: ...
     @property
@@ -39,6 +39,8 @@ class Judging(Protocol):
     def customer_code_uids(self) -> frozenset: ...
     @property
     def user_name(self) -> Callable[[int], str]: ...
+    @property
+    def v6only_listeners(self) -> Callable[[], dict]: ...
     @property
     def now(self) -> float: ...
     @property
@@ -60,10 +62,13 @@ class PassWork:
     ``verdicts``: the suspicious check's verdict on each process want_fds was asked about during
     the walk, by process key (None: not a candidate), so the check does not judge it twice.
     ``per_user``: the processes PT_USERPROC and the resource limits count, by user
-    (``per_user.counted_processes``), worked out by whichever of the two runs first."""
+    (``per_user.counted_processes``), worked out by whichever of the two runs first.
+    ``v6only``: IPV6_V6ONLY of the tcp6 listeners by (netns, inode), read once, when the
+    suspicious check first needs it (``suspicious.known_dual_stack``)."""
 
     verdicts: dict = field(default_factory=dict)
     per_user: Optional[dict] = None
+    v6only: Optional[dict] = None
 
 
 class HostReader(Protocol):
@@ -76,13 +81,13 @@ class HostReader(Protocol):
 
 class Check(ABC):
     """One check: ``name`` in findings and JSON; the response it plans to each finding and
-    lfd's log lines for it. A check is a ``SnapshotCheck`` or a ``TimedCheck``, and
-    ``Alerting`` too when it sends an alert."""
+    lfd's log lines for it. A check is a ``SnapshotCheck``, a ``TimedCheck`` or an
+    ``UnheldCheck``, and ``Alerting`` too when it sends an alert."""
 
     name: ClassVar[str]
 
     @abstractmethod
-    def respond(self, finding: Finding, config) -> Response:
+    def respond(self, finding: Finding, settings: TrackingSettings) -> Response:
         """What ``ptfast run`` does about the finding."""
 
     @abstractmethod
@@ -107,13 +112,23 @@ class TimedCheck(Check):
         """A finding about ``reading``, taken at ``now``, or None."""
 
 
+class UnheldCheck(Check):
+    """A check of a tracked listener that ``ptfast run``'s hopping walks (ptfast.act.tracking)
+    looked for in every tracked account's processes and found held by none: not of a snapshot
+    (a snapshot cannot tell a listener no process holds from one it did not walk)."""
+
+    @abstractmethod
+    def evaluate(self, judging: Judging, sock, first_seen: float) -> Finding:
+        """The finding about listener ``sock``, first seen at ``first_seen``."""
+
+
 class Alerting(ABC):
     """A check that sends an alert: ``template`` is the lfd alert file it mails
     (ptfast/channels/templates/). A check that sends none is no ``Alerting``."""
 
     template: ClassVar[str]
 
-    def attachment(self, finding: Finding, config, host: HostReader):
+    def attachment(self, finding: Finding, settings: TrackingSettings, host: HostReader):
         """What the alert attaches, read from ``host`` when it is sent: nothing, unless the
         check says otherwise."""
         return None
@@ -132,7 +147,7 @@ def process_of(finding: Finding) -> Process:
     return finding.process
 
 
-def action_for(config, setting: str, args) -> Optional[Action]:
-    """The action script ``setting`` names, with ``args``; None when the setting is empty."""
-    path = config[setting].strip()
-    return Action(setting, path, tuple(args)) if path else None
+def action_for(setting: Setting[str], path: str, args) -> Optional[Action]:
+    """The action script ``path`` (the value of ``setting``), with ``args``; None when the
+    setting is empty."""
+    return Action(setting.name, path, tuple(args)) if path else None

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from ptfast.decide.checks.base import Alerting, Judging, PassWork, SnapshotCheck
 from ptfast.decide.checks.shown import process_line, shown_exe, yes_no
 from ptfast.decide.findings import CHECK_FORKBOMB, Finding, Response, kill_key
-from ptfast.foundation import config as config_mod
 from ptfast.foundation.bounds import bounded_lines, bounded_text
 from ptfast.foundation.escape import escape_text
+
+if TYPE_CHECKING:
+    from ptfast.foundation.config import TrackingSettings
 
 NO_SESSIONS = frozenset({0, 1})     # the kernel's and init's: never a fork bomb
 MAX_LOGGED_FORKBOMB_PROCESSES = 100
@@ -69,7 +72,7 @@ class ForkBomb(SnapshotCheck, Alerting):
     template = "forkbombalert.txt"
 
     def evaluate(self, policy: Judging, snapshot, work: PassWork) -> list:
-        threshold = policy.config["PT_FORKBOMB"]
+        threshold = policy.settings.PT_FORKBOMB
         if not policy.enabled or threshold <= 0:
             return []
         rules = policy.rules
@@ -84,12 +87,11 @@ class ForkBomb(SnapshotCheck, Alerting):
                 continue
             sessions.setdefault(proc.session, []).append(proc)
         findings = []
-        by_pid = None
-        young_age = config_mod.effective_interval(policy.config) * YOUNG_INTERVALS
+        # every process, ignored ones too: parents and session leaders are facts
+        by_pid = {proc.pid: proc for proc in snapshot.processes}
+        young_age = policy.settings.interval * YOUNG_INTERVALS
         for session, procs in sessions.items():
             if len(procs) >= threshold:
-                if by_pid is None:      # every process, ignored ones too: parents are facts
-                    by_pid = {proc.pid: proc for proc in snapshot.processes}
                 leader = next((p for p in procs if p.pid == session), procs[0])
                 findings.append(Finding(self.name, ("fork bomb",), leader,
                                         policy.user_name(leader.uid), tuple(procs),
@@ -97,9 +99,48 @@ class ForkBomb(SnapshotCheck, Alerting):
                                         f"PT_FORKBOMB {threshold}",
                                         details={"forkers": forkers(procs, by_pid, young_age,
                                                                     threshold)}))
+        return findings + self._spread_over_sessions(policy, sessions, by_pid, young_age,
+                                                     threshold)
+
+    def _spread_over_sessions(self, policy: Judging, sessions: dict, by_pid: dict,
+                              young_age: float, threshold: int) -> list:
+        """A bomb whose processes each call setsid() holds no session big enough: each is a
+        session of its own. So a user that started at least PT_FORKBOMB sessions of its own
+        (led by one of its young processes) that no finding counted has forked a bomb, and is
+        its only forker; the bomb is its young processes in those sessions. A user starts
+        that many sessions within two intervals only by forking them (cron jobs and ssh
+        logins come one at a time); root masters' sessions (php-fpm's, a web server's) are
+        led by root."""
+        spread: dict = {}
+        for session, procs in sessions.items():
+            leader = by_pid.get(session)
+            if (len(procs) >= threshold or leader is None or leader.uid == 0
+                    or leader.age >= young_age):
+                continue                    # reported as a session already, or no bomb's
+            group = [proc for proc in procs if proc.uid == leader.uid and proc.age < young_age]
+            if group:                       # else: an untracked user's, or ignored
+                spread.setdefault(leader.uid, []).append((leader, group))
+        findings = []
+        for uid, groups in sorted(spread.items()):
+            if len(groups) < threshold:
+                continue
+            procs = [proc for _leader, group in groups for proc in group]
+            # and the user's processes that forked them, which fork on (in any session)
+            members = {proc.pid for proc in procs}
+            for leader, _group in groups:
+                parent = by_pid.get(leader.ppid)
+                if (parent is not None and parent.uid == uid and parent.pid not in members
+                        and not policy.ignores_process(parent)):
+                    members.add(parent.pid)
+                    procs.append(parent)
+            findings.append(Finding(self.name, ("fork bomb",), procs[0], policy.user_name(uid),
+                                    tuple(procs),
+                                    f"one user started {len(groups)} sessions of its own >= "
+                                    f"PT_FORKBOMB {threshold}",
+                                    details={"forkers": (uid,)}))
         return findings
 
-    def respond(self, finding: Finding, config) -> Response:
+    def respond(self, finding: Finding, settings: TrackingSettings) -> Response:
         uids = finding.details.get("forkers", ())
         kill = tuple(kill_key(p) for p in finding.processes if p.uid in uids and p.uid != 0)
         if not kill:        # no forker: root's alone, or nothing a user forked is a bomb

@@ -3,9 +3,14 @@ count for each user, worked out once a pass for both checks, and PT_USERKILL's k
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ptfast.decide.checks.base import Judging, PassWork
 from ptfast.decide.checks.web_server import is_web_server_child
 from ptfast.decide.findings import NOBODY, kill_key
+
+if TYPE_CHECKING:
+    from ptfast.foundation.config import TrackingSettings
 
 
 def counted_processes(policy: Judging, snapshot, work: PassWork) -> dict:
@@ -18,7 +23,7 @@ def counted_processes(policy: Judging, snapshot, work: PassWork) -> dict:
 
 
 def _count_user_processes(policy: Judging, snapshot) -> dict:
-    skip_http = bool(policy.config["PT_SKIP_HTTP"])
+    skip_http = policy.settings.PT_SKIP_HTTP
     by_pid = snapshot.by_pid() if skip_http else {}
     per_user: dict = {}
     for proc in snapshot.processes:
@@ -33,8 +38,8 @@ def _count_user_processes(policy: Judging, snapshot) -> dict:
     return per_user
 
 
-def user_kill(config, procs) -> tuple:
+def user_kill(settings: TrackingSettings, procs) -> tuple:
     """PT_USERKILL: (processes to kill, (their uid,)); nothing without it."""
-    if not config["PT_USERKILL"]:
+    if not settings.PT_USERKILL:
         return (), ()
     return tuple(kill_key(proc) for proc in procs), (procs[0].uid,)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ptfast.decide.checks.base import (Alerting, Judging, PassWork, SnapshotCheck, action_for,
                                        process_of)
 from ptfast.decide.checks.per_user import counted_processes, user_kill
@@ -9,7 +11,11 @@ from ptfast.decide.checks.shown import shown_exe, yes_no
 from ptfast.decide.findings import (CHECK_RESOURCE, REMEMBER_RESOURCE, Finding, Remember, Response,
                                     process_key)
 from ptfast.foundation.bounds import bounded_text
+from ptfast.foundation.config import Settings
 from ptfast.foundation.escape import escape_text
+
+if TYPE_CHECKING:
+    from ptfast.foundation.config import TrackingSettings
 
 #: resource name -> (setting, Process attribute, unit divisor, unit, lfd log field)
 RESOURCES = {
@@ -17,6 +23,12 @@ RESOURCES = {
     "resident memory": ("PT_USERRSS", "vm_rss_bytes", 1 << 20, "MB", "RSS"),
     "run time": ("PT_USERTIME", "age", 1, "secs", "Time"),
 }
+
+
+def resource_limits(settings: TrackingSettings) -> dict:
+    """RESOURCES name -> its limit in force (0: off)."""
+    return {"virtual memory": settings.PT_USERMEM, "resident memory": settings.PT_USERRSS,
+            "run time": settings.PT_USERTIME}
 
 
 def resource_amount(proc, resource: str) -> int:
@@ -33,10 +45,10 @@ class Resource(SnapshotCheck, Alerting):
     template = "resalert.txt"
 
     def evaluate(self, policy: Judging, snapshot, work: PassWork) -> list:
-        config = policy.config
-        limits = [(resource, setting, unit, config[setting])
+        given = resource_limits(policy.settings)
+        limits = [(resource, setting, unit, given[resource])
                   for resource, (setting, _attribute, _divisor, unit, _field) in RESOURCES.items()
-                  if config[setting] > 0]
+                  if given[resource] > 0]
         if not policy.enabled or not limits:
             return []
         per_user = counted_processes(policy, snapshot, work)
@@ -57,14 +69,15 @@ class Resource(SnapshotCheck, Alerting):
                                             level=f"{amount} {unit} > {setting} {limit} {unit}"))
         return findings
 
-    def respond(self, finding: Finding, config) -> Response:
+    def respond(self, finding: Finding, settings: TrackingSettings) -> Response:
         proc = process_of(finding)
-        kill, uids = user_kill(config, (proc,))
+        kill, uids = user_kill(settings, (proc,))
         return Response(
-            alert=self.template if not kill or config["PT_USERKILL_ALERT"] else None,
+            alert=self.template if not kill or settings.PT_USERKILL_ALERT else None,
             kill=kill, kill_uids=uids,
             remember=(Remember(REMEMBER_RESOURCE, (*process_key(proc), finding.reasons[0])),),
-            action=action_for(config, "PT_USER_ACTION", (str(proc.pid),)))
+            action=action_for(Settings.PT_USER_ACTION, settings.actions.PT_USER_ACTION,
+                              (str(proc.pid),)))
 
     def log_lines(self, finding: Finding, killed: bool, user_name) -> list:
         proc, resource = process_of(finding), finding.reasons[0]

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ptfast.decide.checks.base import Judging, PassWork, SnapshotCheck, process_of
 from ptfast.decide.checks.shown import yes_no
 from ptfast.decide.findings import CHECK_SSHD_HUNG, Finding, Response, kill_key
 from ptfast.foundation.bounds import bounded_text
 from ptfast.foundation.escape import escape_text
+
+if TYPE_CHECKING:
+    from ptfast.foundation.config import TrackingSettings
 
 #: The two command lines of an sshd child that has not authenticated anyone, exactly. lfd's
 #: pattern lacked a group around its alternation and also matched any line ending in "[priv]",
@@ -22,7 +27,7 @@ class SshdHung(SnapshotCheck):
     name = CHECK_SSHD_HUNG
 
     def evaluate(self, policy: Judging, snapshot, work: PassWork) -> list:
-        if not policy.enabled or not policy.config["PT_SSHDHUNG"]:
+        if not policy.enabled or not policy.settings.PT_SSHDHUNG:
             return []
         findings = []
         for proc in snapshot.processes:
@@ -34,7 +39,7 @@ class SshdHung(SnapshotCheck):
                                                   f"{SSHD_HUNG_AFTER} secs"))
         return findings
 
-    def respond(self, finding: Finding, config) -> Response:
+    def respond(self, finding: Finding, settings: TrackingSettings) -> Response:
         proc = process_of(finding)
         if proc.uid == 0:
             return Response()

@@ -4,7 +4,7 @@ it judges each socket (a root service's socket handed to its own worker does not
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from ptfast.decide.checks.base import (Alerting, HostReader, Judging, PassWork, SnapshotCheck,
                                        action_for, process_of)
@@ -16,8 +16,12 @@ from ptfast.decide.findings import (EVERYTHING, CHECK_SUSPICIOUS, REASON_DELETED
                                     REASON_LISTENING, REASON_SOCKET, REMEMBER_LISTENER,
                                     REMEMBER_PROCESS, Finding, Remember, Response, process_key)
 from ptfast.foundation.bounds import bounded_lines, bounded_text
+from ptfast.foundation.config import Settings
 from ptfast.foundation.escape import escape_text
 from ptfast.scan._corespec import FDS_GONE
+
+if TYPE_CHECKING:
+    from ptfast.foundation.config import TrackingSettings
 
 #: take_verdict's mark for a process want_fds was not asked about (None is a verdict)
 _NOT_ASKED = object()
@@ -45,7 +49,7 @@ class Suspicious(SnapshotCheck, Alerting):
         if user is None or policy.memory.reported_what(key) is EVERYTHING:
             return None
         ignored = policy.ignores_process(proc)
-        if proc.exe_deleted and policy.config["PT_DELETED"]:
+        if proc.exe_deleted and policy.settings.PT_DELETED:
             return (user, ignored)
         return None if ignored else (user, False)
 
@@ -60,7 +64,7 @@ class Suspicious(SnapshotCheck, Alerting):
         """Suspicious processes of one snapshot, one deleted-executable report per family."""
         if not policy.enabled:
             return []
-        skip_http = bool(policy.config["PT_SKIP_HTTP"])
+        skip_http = policy.settings.PT_SKIP_HTTP
         by_pid = snapshot.by_pid()
         findings = []
         for proc in snapshot.processes:
@@ -76,13 +80,13 @@ class Suspicious(SnapshotCheck, Alerting):
             if skip_http and is_web_server_child(policy, proc, by_pid):
                 continue
             reasons = []
-            if proc.exe_deleted and policy.config["PT_DELETED"]:
+            if proc.exe_deleted and policy.settings.PT_DELETED:
                 reasons.append(REASON_DELETED)
             if proc.incomplete and proc.incomplete != FDS_GONE and not ignored:
                 reasons.append(REASON_INCOMPLETE)
             judged: tuple = ()
             if not ignored:
-                judged = judge_sockets(policy, proc, by_pid, skip_http)
+                judged = judge_sockets(policy, proc, by_pid, skip_http, work)
                 counted = [sock for sock, counts, _why in judged if counts]
                 if any(is_listening(sock) for sock in counted):
                     reasons.append(REASON_LISTENING)
@@ -111,12 +115,12 @@ class Suspicious(SnapshotCheck, Alerting):
         sockets, when there are REMOTE_CALLS or more within REMOTE_WINDOW; none when it is a
         service worker whose calls all went to one host (its database)."""
         lifetimes = policy.lifetimes
-        if lifetimes is None or not policy.config["PT_CONN_AGE"]:
+        if lifetimes is None or not policy.settings.PT_CONN_AGE:
             return ()
         calls = lifetimes.recent_calls(process_key(proc), policy.now)
         if len(calls) < REMOTE_CALLS:
             return ()
-        if (len({sock.remote_ip for sock in calls}) == 1 and policy.config["PT_SERVICE_SOCKETS"]
+        if (len({sock.remote_ip for sock in calls}) == 1 and policy.settings.PT_SERVICE_SOCKETS
                 and policy.service_master(proc, by_pid) is not None):
             return ()
         held = {(sock.netns, sock.inode) for sock, _counts, _why in judged}
@@ -165,9 +169,9 @@ class Suspicious(SnapshotCheck, Alerting):
             kept.append(finding)
         return kept
 
-    def respond(self, finding: Finding, config) -> Response:
+    def respond(self, finding: Finding, settings: TrackingSettings) -> Response:
         proc = process_of(finding)
-        action = (action_for(config, "PT_DELETED_ACTION",
+        action = (action_for(Settings.PT_DELETED_ACTION, settings.actions.PT_DELETED_ACTION,
                              (proc.exe, proc.pid, finding.user, proc.ppid))
                   if REASON_DELETED in finding.reasons else None)
         # a listener that outlived its holders is reported once, not again with each holder
@@ -185,7 +189,7 @@ class Suspicious(SnapshotCheck, Alerting):
                 f"User:{escape_text(finding.user)} Uptime:{int(proc.age)} secs "
                 f"EXE:{shown_exe(proc)} CMD:{bounded_text(proc.cmdline)}"]
 
-    def attachment(self, finding: Finding, config, host: HostReader):
+    def attachment(self, finding: Finding, settings: TrackingSettings, host: HostReader):
         """The process's memory maps."""
         return host.process_maps(process_of(finding))
 
@@ -221,7 +225,8 @@ def reported_what(reasons, judged) -> list:
     return what
 
 
-def judge_sockets(policy: Judging, proc, by_pid: dict, skip_http: bool) -> tuple:
+def judge_sockets(policy: Judging, proc, by_pid: dict, skip_http: bool,
+                  work: PassWork) -> tuple:
     """Every socket of ``proc`` as (socket, counted, why).
 
     Not counted: tcp and udp sockets on local port 80/443 under PT_SKIP_HTTP, as lfd; and with
@@ -238,7 +243,7 @@ def judge_sockets(policy: Judging, proc, by_pid: dict, skip_http: bool) -> tuple
         return ()
     handed = [policy.handed_over(sock, proc) for sock in sockets]
     master = None
-    if policy.config["PT_SERVICE_SOCKETS"] and any(handed):
+    if policy.settings.PT_SERVICE_SOCKETS and any(handed):
         master = policy.service_master(proc, by_pid)
     judged = []
     service_listeners = []
@@ -261,7 +266,7 @@ def judge_sockets(policy: Judging, proc, by_pid: dict, skip_http: bool) -> tuple
                                        "customers' code"))
         else:
             judged.append((sock, True, f"created by uid {sock.uid}, another customer"))
-    conn_age = policy.config["PT_CONN_AGE"]
+    conn_age = policy.settings.PT_CONN_AGE
     if policy.lifetimes is not None and conn_age:
         for number, (sock, counts, _why) in enumerate(judged):
             age = policy.lifetimes.age(sock, policy.now) if counts and is_connection(sock) else None
@@ -270,7 +275,9 @@ def judge_sockets(policy: Judging, proc, by_pid: dict, skip_http: bool) -> tuple
                                                f"than PT_CONN_AGE ({conn_age} s)")
     if master is not None:
         for number, (sock, counts, _why) in enumerate(judged):
-            listener = accepted_on(sock, service_listeners) if counts else None
+            listener = (accepted_on(sock, service_listeners,
+                                    lambda listener: known_dual_stack(policy, work, listener))
+                        if counts else None)
             if listener is not None:
                 judged[number] = (sock, False, "service socket: accepted on the listener "
                                                f"{endpoint(listener.local_ip, listener.local_port)}"
@@ -278,28 +285,45 @@ def judge_sockets(policy: Judging, proc, by_pid: dict, skip_http: bool) -> tuple
     return tuple(judged)
 
 
-def accepted_on(sock, listeners):
+def known_dual_stack(policy: Judging, work: PassWork, listener) -> bool:
+    """``listener`` (tcp6) is known not to be IPV6_V6ONLY: it accepts IPv4 connections, and no
+    one else can bind an IPv4-mapped address of its port. Unknown (another network namespace,
+    netlink refused) is no: a mapped connection is then not taken for its. The listeners are
+    read once a pass (``work.v6only``), and only by a pass that asks."""
+    if work.v6only is None:
+        work.v6only = policy.v6only_listeners()
+    return work.v6only.get((listener.netns, listener.inode)) is False
+
+
+def accepted_on(sock, listeners, dual_stack: Callable[[object], bool] = lambda listener: False):
     """The listener among ``listeners`` that ``sock`` is a connection accepted on, or None: same
     network namespace, same table (family and protocol: a tcp listener accepts only tcp
     connections, a tcp6 one only tcp6 ones, IPv4-mapped included), same local port, and the
     listener's address or its family's wildcard. An outgoing connection cannot borrow the
     port: bind() refuses a port another uid's listener holds in that family (a tcp6 socket
-    may bind [::1]:P beside a tcp listener on 0.0.0.0:P, which is why the table counts)."""
+    may bind [::1]:P beside a tcp listener on 0.0.0.0:P, which is why the table counts).
+    ``dual_stack(listener)``: a tcp6 listener known not to be IPV6_V6ONLY (see _accepts_at)."""
     if sock.state in ("LISTEN", "UNCONN") or not sock.proto.startswith("tcp"):
         return None
     for listener in listeners:
         if (listener.netns == sock.netns and listener.proto == sock.proto
-                and listener.local_port == sock.local_port and _accepts_at(listener, sock)):
+                and listener.local_port == sock.local_port
+                and _accepts_at(listener, sock, dual_stack)):
             return listener
     return None
 
 
-def _accepts_at(listener, sock) -> bool:
+def _accepts_at(listener, sock, dual_stack: Callable[[object], bool]) -> bool:
     """A listener of ``sock``'s table accepts connections to ``sock``'s local address: its own
     address, or its wildcard. IPv4-mapped addresses are shown as IPv4, so in tcp6 "0.0.0.0"
-    (::ffff:0.0.0.0) is the wildcard of the mapped addresses only, and "::" of all of them."""
+    (::ffff:0.0.0.0) is the wildcard of the mapped addresses only, and "::" of the IPv6 ones,
+    and of the mapped ones only when it is known not to be IPV6_V6ONLY (``dual_stack``): a
+    v6only [::]:P leaves [::ffff:A]:P free for a customer's worker to bind and connect out
+    from (the kernel refuses that bind beside a dual-stack [::]:P)."""
     if listener.local_ip == sock.local_ip:
         return True
     if listener.local_ip == "0.0.0.0":
         return ":" not in sock.local_ip
-    return listener.local_ip == "::" and sock.proto == "tcp6"
+    if listener.local_ip != "::" or sock.proto != "tcp6":
+        return False
+    return ":" in sock.local_ip or dual_stack(listener)

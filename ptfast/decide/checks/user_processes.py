@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ptfast.decide.checks.base import Alerting, Judging, PassWork, SnapshotCheck, action_for
 from ptfast.decide.checks.per_user import counted_processes, user_kill
 from ptfast.decide.checks.shown import process_line, yes_no
 from ptfast.decide.findings import (CHECK_USER_PROCESSES, REMEMBER_USER_QUIET, Finding, Remember,
                                     Response)
 from ptfast.foundation.bounds import bounded_lines
+from ptfast.foundation.config import Settings
 from ptfast.foundation.escape import escape_text
+
+if TYPE_CHECKING:
+    from ptfast.foundation.config import TrackingSettings
 
 
 class UserProcesses(SnapshotCheck, Alerting):
@@ -18,7 +24,7 @@ class UserProcesses(SnapshotCheck, Alerting):
     template = "usertracking.txt"
 
     def evaluate(self, policy: Judging, snapshot, work: PassWork) -> list:
-        limit = policy.config["PT_USERPROC"]
+        limit = policy.settings.PT_USERPROC
         if not policy.enabled or limit <= 0:
             return []
         findings = []
@@ -29,14 +35,14 @@ class UserProcesses(SnapshotCheck, Alerting):
                                         tuple(procs), f"{len(procs)} > PT_USERPROC {limit}"))
         return findings
 
-    def respond(self, finding: Finding, config) -> Response:
-        kill, uids = user_kill(config, finding.processes)
+    def respond(self, finding: Finding, settings: TrackingSettings) -> Response:
+        kill, uids = user_kill(settings, finding.processes)
         return Response(
-            alert=self.template if not kill or config["PT_USERKILL_ALERT"] else None,
+            alert=self.template if not kill or settings.PT_USERKILL_ALERT else None,
             kill=kill, kill_uids=uids,
             remember=(Remember(REMEMBER_USER_QUIET, (finding.user,),
-                               float(config["LF_FLUSH"])),),
-            action=action_for(config, "PT_USER_ACTION",
+                               float(settings.LF_FLUSH)),),
+            action=action_for(Settings.PT_USER_ACTION, settings.actions.PT_USER_ACTION,
                               (",".join(str(p.pid) for p in finding.processes),)))
 
     def log_lines(self, finding: Finding, killed: bool, user_name) -> list:

@@ -1,0 +1,233 @@
+"""`ptfast run` in live mode (ptfast/act/live.py): a process started after the service is
+checked when it reaches PT_LIMIT, not at the next pass; lost process events make a full pass at
+once, counted in the status; where the proc connector is unavailable the service polls as
+before and the status and the log say why.
+
+No age seam here: the processes really reach PT_LIMIT=2 (so these tests wait for real time).
+PT_INTERVAL is 60, so no regular pass comes during a test: a finding before the second pass is
+live mode's."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from helpers import nonetlink
+from helpers.procs import start_python, wait_until
+from helpers.service import LISTEN_ANY, recorded_service
+from helpers.uids import uid_for
+from ptfast.channels import status
+
+pytestmark = [pytest.mark.needs_root, pytest.mark.ageing]
+
+UID = uid_for(960)
+#: only a guard against a hang, well below PT_INTERVAL: no assertion depends on it
+PATIENCE = 40.0
+SETTINGS = ("PT_LIMIT=2", "PT_INTERVAL=60", "PT_PASS_SUMMARY=1")
+
+# forks N children that exit at once, then reaps them all
+BURST = textwrap.dedent("""
+    import os, sys
+    children = []
+    for _ in range(int(sys.argv[1])):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        children.append(pid)
+    for pid in children:
+        os.waitpid(pid, 0)
+""")
+
+
+@pytest.fixture
+def service(tmp_path):
+    service = recorded_service(tmp_path, UID)
+    service.metrics_file = os.path.join(service.root, "textfile", "ptfast.prom")
+    os.makedirs(os.path.dirname(service.metrics_file))
+    return service
+
+
+def passes(service) -> int:
+    return service.log().count("pass done")
+
+
+def reported_pids(service) -> set:
+    return {event.get("pid") for event in service.events()}
+
+
+def read_status(service) -> dict:
+    return orjson.loads(open(status.status_path(service.state_dir), "rb").read())
+
+
+def status_text(service) -> str:
+    return subprocess.run([sys.executable, "-m", "ptfast", "status", "--state-dir",
+                           service.state_dir], capture_output=True, text=True).stdout
+
+
+@pytest.mark.parametrize("core_name", ["compiled", "pure-python"])
+def test_a_new_listener_is_reported_at_its_limit_not_at_the_next_pass(service, core_name,
+                                                                      monkeypatch):
+    """On both cores (the check is a walk of just the pids due)."""
+    if core_name == "pure-python":
+        monkeypatch.setenv("PTFAST_NO_EXTENSIONS", "1")
+    else:
+        pytest.importorskip("ptfast.scan._procscan", reason="no compiled core")
+        monkeypatch.delenv("PTFAST_NO_EXTENSIONS", raising=False)
+    with service.started(service.sendmail, *SETTINGS,
+                         f"PT_METRICS_FILE={service.metrics_file}") as daemon:
+        assert wait_until(lambda: passes(service) == 1, PATIENCE), service.log()
+        assert "mode: live" in service.log()
+        listener = start_python(LISTEN_ANY, uid=UID)
+        try:
+            assert wait_until(lambda: listener.pid in reported_pids(service), PATIENCE), \
+                service.log()
+            # reported before any second pass: by its own check at PT_LIMIT
+            assert passes(service) == 1, service.log()
+            assert wait_until(lambda: len(service.recorder.calls()) == 1, PATIENCE)
+        finally:
+            listener.stop()
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    assert read_status(service)["core"] == core_name
+    live = read_status(service)["live"]
+    assert live["mode"] == "live" and live["checks"] >= 1 and live["events"] >= 1
+    shown = status_text(service)
+    assert "  mode:        live (since the service started: events " in shown
+    with open(service.metrics_file) as handle:
+        found = {sample.name: sample.value
+                 for family in text_string_to_metric_families(handle.read())
+                 for sample in family.samples}
+    assert found["ptfast_live"] == 1
+    assert found["ptfast_live_checks_total"] >= 1
+    assert found["ptfast_live_resyncs_total"] == 0
+
+
+def test_lost_events_make_a_full_pass_at_once(service):
+    """In process, to shrink the reader's buffer to the kernel's minimum during a fork burst
+    (as tests/test_procevents.py does): the events overrun it, and a full pass follows at
+    once, long before PT_INTERVAL."""
+    running = service.in_process(service.sendmail, *SETTINGS)
+    failures: list = []
+
+    def burst_then_stop() -> None:
+        try:
+            assert wait_until(lambda: passes(service) == 1, PATIENCE), service.log()
+            reader = running.live.reader
+            reader.set_receive_buffer(1)
+            subprocess.run([sys.executable, "-c", BURST, "3000"], check=True)
+            reader.set_receive_buffer(4 * 1024 * 1024)
+            assert wait_until(lambda: passes(service) == 2, PATIENCE), service.log()
+        except BaseException as exc:         # said by the test, in the main thread
+            failures.append(exc)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    worker = threading.Thread(target=burst_then_stop)
+    guard = threading.Timer(3 * PATIENCE, os.kill, (os.getpid(), signal.SIGTERM))
+    worker.start()
+    guard.start()
+    try:
+        running.serve()
+    finally:
+        guard.cancel()
+        worker.join()
+        running.stop()
+    if failures:
+        raise failures[0]
+    assert "a full pass now: process events were lost (" in service.log()
+    live = read_status(service)["live"]
+    assert live["mode"] == "live"
+    assert live["resyncs"] >= 1 and live["overruns"] + live["gaps"] >= 1
+    assert read_status(service)["totals"]["passes"] == 2
+
+
+@pytest.mark.skipif(not nonetlink.SUPPORTED, reason="no seccomp filter for this machine")
+def test_without_the_connector_the_service_polls_and_says_why(service):
+    """Netlink sockets refused (as a seccomp or LSM policy may): no live mode; a new listener
+    is found by the next pass (asked for with SIGUSR1), exactly as before."""
+    daemon = subprocess.Popen(service.command(service.sendmail, *SETTINGS, once=False),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              preexec_fn=nonetlink.REFUSALS["socket"])
+    listener = None
+    try:
+        assert wait_until(lambda: passes(service) == 1, PATIENCE), service.log()
+        why = ("polling, because the kernel refused the proc connector (socket: Permission "
+               "denied; no CAP_NET_ADMIN, or a seccomp or LSM policy)")
+        assert f"mode: {why}: passes every PT_INTERVAL only" in service.log()
+        assert read_status(service)["live"] == {
+            "mode": "polling", "reason": why[len("polling, because "):]}
+        assert f"  mode:        {why}\n" in status_text(service)
+        listener = start_python(LISTEN_ANY, uid=UID)
+        time.sleep(2.5)         # past its PT_LIMIT: then a pass reports it
+        daemon.send_signal(signal.SIGUSR1)
+        assert wait_until(lambda: listener.pid in reported_pids(service), PATIENCE), \
+            service.log()
+        assert passes(service) == 2
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    finally:
+        if listener is not None:
+            listener.stop()
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+
+
+class LosingReader:
+    """A reader that lost events whenever the test says so (live.Live's counters only)."""
+
+    overruns, gaps, missed = 1, 0, 0
+
+    def __init__(self) -> None:
+        self.lost = False
+
+    def take_resync(self) -> bool:
+        lost, self.lost = self.lost, False
+        return lost
+
+
+def test_resyncs_are_spaced_and_none_is_forgotten():
+    """Losses in a row make one full pass at once, then at most one per spacing, which grows
+    with the passes' duration (at most a tenth of the time walking); the reason waits."""
+    from ptfast.act import live as live_mod
+    reader = LosingReader()
+    live = live_mod.Live(reader, 2)     # type: ignore[arg-type]
+    reader.lost = True
+    assert live.resync_reason(100.0).startswith("process events were lost (1 overrun(s)")
+    reader.lost = True
+    assert live.resync_reason(101.0) is None                 # held back, not forgotten
+    assert live.resync_at() == 100.0 + live_mod.RESYNC_SPACING
+    assert live.resync_reason(100.0 + live_mod.RESYNC_SPACING) is not None
+    assert live.resync_reason(200.0) is None                 # nothing lost since
+    assert live.resyncs == 2
+    live.pass_took(3.0)                                      # a 3 s walk: 30 s apart
+    reader.lost = True
+    assert live.resync_reason(205.0 + live_mod.RESYNC_SPACING) is not None
+    reader.lost = True
+    assert live.resync_reason(205.0 + live_mod.RESYNC_SPACING + 29) is None
+    assert live.resync_reason(205.0 + live_mod.RESYNC_SPACING + 30) is not None
+
+
+def test_due_processes_are_checked_together():
+    """A check walks the socket tables whatever the number of pids: processes due close
+    together are checked in one walk, CHECK_BATCH_SECONDS after the first is due."""
+    from ptfast.act import live as live_mod
+    from ptfast.scan.procevents import FORK, Event
+    live = live_mod.Live(LosingReader(), 2)     # type: ignore[arg-type]
+    second = live_mod.NS
+    live.schedule.feed([Event(FORK, pid, pid, 1, 1, -1, -1, at * second // 10)
+                        for pid, at in ((101, 0), (102, 2), (103, 30))])   # 0, 0.2, 3.0 s
+    first_due = 2.0
+    assert live.check_at() == first_due + live_mod.CHECK_BATCH_SECONDS
+    assert live.due(first_due + 0.3) == []
+    assert live.due(first_due + live_mod.CHECK_BATCH_SECONDS) == [101, 102]
+    assert live.check_at() == 5.0 + live_mod.CHECK_BATCH_SECONDS
