@@ -32,8 +32,7 @@ def dump(lifetimes: Lifetimes, policy, proc_root: str = "/proc") -> Optional[set
         walk = procfs.scan(proc_root, lambda proc: proc.uid in callers,
                            pids=procfs.newest_pids_of(callers, proc_root))
         lifetimes.attribute(walk.processes, process_key)
-    conn_age = policy.settings.PT_CONN_AGE
-    return callers | lifetimes.came_of_age(since, now, conn_age)
+    return callers | lifetimes.came_of_age(since, now, policy.conn_age_wait)
 
 
 def warm_up(lifetimes: Lifetimes, policy, proc_root: str = "/proc",
@@ -41,7 +40,7 @@ def warm_up(lifetimes: Lifetimes, policy, proc_root: str = "/proc",
     """Before a first look: dump about every second (lifetimes.dump_delay) for PT_CONN_AGE seconds, when a
     tracked account holds a connection (else at once), so that a connection counts only when
     it was there all along, as in ``ptfast run``. Returns the seconds it took."""
-    conn_age = policy.settings.PT_CONN_AGE
+    conn_age = policy.conn_age_wait      # PT_CONN_AGE (less the test-only age offset)
     started = time.monotonic()
     if not policy.enabled or not conn_age or dump(lifetimes, policy, proc_root) is None:
         return 0.0

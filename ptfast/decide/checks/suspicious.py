@@ -270,7 +270,7 @@ def judge_sockets(policy: Judging, proc, by_pid: dict, skip_http: bool,
     if policy.lifetimes is not None and conn_age:
         for number, (sock, counts, _why) in enumerate(judged):
             age = policy.lifetimes.age(sock, policy.now) if counts and is_connection(sock) else None
-            if age is not None and age < conn_age:
+            if age is not None and policy.young_connection(age):
                 judged[number] = (sock, False, f"a connection held {age:.0f} s so far, less "
                                                f"than PT_CONN_AGE ({conn_age} s)")
     if master is not None:
