@@ -8,8 +8,15 @@ import shutil
 import signal
 import socket
 import threading
+import time
 
 import pytest
+
+from ptfast.act import looking
+from ptfast.decide import pignore, policy
+from ptfast.decide.lifetimes import Lifetimes
+from ptfast.foundation import config
+from ptfast.scan import procfs
 
 from helpers.procs import public_tempdir, start_python, wait_until
 from helpers.scan import run_scan, suspicious_by_pid
@@ -123,8 +130,9 @@ def reported_pids(service) -> list:
 @pytest.mark.parametrize("core_name", ["compiled", "pure-python"])
 def test_young_connections_are_not_reported_held_ones_are_and_scan_agrees_with_run(
         tmp_path, database, children, core_name, monkeypatch):
-    """PT_CONN_AGE=4: a worker whose 1.5 s queries come and go is reported neither by scan nor
-    by run; a process holding its connection is reported by both."""
+    """PT_CONN_AGE=6 (4 s with the `aged` fixture's 2): a worker whose 1.5 s queries come and
+    go is reported neither by scan nor by run; a process holding its connection is reported by
+    both."""
     use_core(monkeypatch, core_name)
     young = start_python(YOUNG_QUERIES, uid=YOUNG_UID, argv=[str(database)])
     children.append(young)
@@ -132,11 +140,11 @@ def test_young_connections_are_not_reported_held_ones_are_and_scan_agrees_with_r
     children.append(held)
     assert wait_until(lambda: socket_fds(held.pid) and socket_fds(young.pid), 10)
     service = ServiceDir(tmp_path, YOUNG_UID, HELD_UID)
-    scanned = run_scan("--json", "--pignore", service.pignore, "--set", "PT_CONN_AGE=4",
+    scanned = run_scan("--json", "--pignore", service.pignore, "--set", "PT_CONN_AGE=6",
                        core=core_name, aged=True)
     assert scanned.returncode in (0, 1), scanned.stderr.decode()
     recorder = SendmailRecorder(str(tmp_path))
-    result = service.run_once(f"SENDMAIL={recorder.path}", "PT_CONN_AGE=4", "PT_USERPROC=0")
+    result = service.run_once(f"SENDMAIL={recorder.path}", "PT_CONN_AGE=6", "PT_USERPROC=0")
     assert result.returncode == 0, result.stderr.decode()
     by_scan = set(suspicious_by_pid(scanned)) & {young.pid, held.pid}
     assert by_scan == {held.pid}, (scanned.stdout.decode(), scanned.stderr.decode())
@@ -153,7 +161,7 @@ def test_run_reports_a_connection_once_held_past_conn_age_without_waiting_for_a_
     children.append(held)
     service = ServiceDir(tmp_path, HELD_UID)
     recorder = SendmailRecorder(str(tmp_path))
-    with service.started(f"SENDMAIL={recorder.path}", "PT_INTERVAL=3600", "PT_CONN_AGE=2",
+    with service.started(f"SENDMAIL={recorder.path}", "PT_INTERVAL=3600", "PT_CONN_AGE=4",
                          "PT_USERPROC=0", "PT_PASS_SUMMARY=1") as daemon:
         assert wait_until(lambda: "pass done" in service.log(), 60), service.log()
         assert held.pid not in reported_pids(service)
@@ -216,3 +224,32 @@ def test_a_reported_process_is_reported_again_for_a_new_listener(tmp_path, child
     assert reported_pids(service) == [child.pid, child.pid], service.log()
     assert service.run_once(*settings).returncode == 0
     assert reported_pids(service) == [child.pid, child.pid], service.log()
+
+
+def test_the_warm_up_counts_from_when_its_first_dump_saw_the_connections(database, children,
+                                                                         monkeypatch):
+    """A slow first dump (a cold pure-Python read of many sockets: the digest's flood) must
+    not leave the connections it saw younger than PT_CONN_AGE when the warm-up ends: it
+    waits PT_CONN_AGE from when that dump saw them, not from when it began."""
+    held = start_python(HELD, uid=HELD_UID, argv=[str(database), "now"])
+    children.append(held)
+    assert wait_until(lambda: socket_fds(held.pid), 10)
+    conf = config.load(os.devnull, ["GENERIC=1", "PT_LIMIT=1", "PT_CONN_AGE=2"],
+                       override_path=os.devnull)
+    lifetimes = Lifetimes()
+
+    def judging() -> policy.Policy:
+        return policy.Policy(conf, pignore.IgnoreRules(),
+                             lambda uid: "holder" if uid == HELD_UID else None,
+                             lifetimes=lifetimes)
+    read_tables, slow = procfs.scan, [1.0]
+
+    def first_read_slow(*args, **kwargs):
+        snapshot = read_tables(*args, **kwargs)
+        time.sleep(slow.pop() if slow else 0.0)
+        return snapshot
+    monkeypatch.setattr(procfs, "scan", first_read_slow)
+    looking.warm_up(lifetimes, judging())
+    look = judging()
+    ages = [look.now - seen for seen, uid in lifetimes.first_seen.values() if uid == HELD_UID]
+    assert ages and not any(look.young_connection(age) for age in ages), ages

@@ -46,9 +46,12 @@ def warm_up(lifetimes: Lifetimes, policy, proc_root: str = "/proc",
         return 0.0
     if not lifetimes.first_seen:
         return time.monotonic() - started
-    deadline = started + conn_age
+    # from when the first dump saw them (its first_seen, time.time()), not from when it began:
+    # a slow first dump (a cold pure-Python read of many sockets) would otherwise leave the
+    # connections it saw a hair younger than PT_CONN_AGE at the look
+    deadline = lifetimes.last_dump + conn_age
     while True:
-        left = deadline - time.monotonic()
+        left = deadline - time.time()
         if left <= 0:
             break
         sleep(min(dump_delay(), left))
