@@ -124,8 +124,9 @@ class ServiceDir:
         self.override = os.path.join(self.root, "ptfast.conf")
         self.track_only(*uids)
         with open(self.override, "w") as handle:
-            # no load alerts unless a test asks: a busy CI machine must not add mail
-            handle.write('PT_LIMIT = "1"\nPT_LOAD = "0"\n')
+            # no load alerts unless a test asks: a busy CI machine must not add mail; connections
+            # count at once unless a test sets PT_CONN_AGE (helpers.scan.CONNECTIONS_AT_ONCE)
+            handle.write('PT_LIMIT = "1"\nPT_LOAD = "0"\nPT_CONN_AGE = "0"\n')
 
     def track_only(self, *uids: int) -> None:
         with open(self.pignore, "w") as handle:
