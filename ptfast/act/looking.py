@@ -46,12 +46,13 @@ def warm_up(lifetimes: Lifetimes, policy, proc_root: str = "/proc",
         return 0.0
     if not lifetimes.first_seen:
         return time.monotonic() - started
-    # from when the first dump saw them (its first_seen, time.time()), not from when it began:
-    # a slow first dump (a cold pure-Python read of many sockets) would otherwise leave the
-    # connections it saw a hair younger than PT_CONN_AGE at the look
-    deadline = lifetimes.last_dump + conn_age
+    # from when the first dump ended (it saw them before), not from when it began: a slow
+    # first dump (a cold pure-Python read of many sockets) would otherwise leave the
+    # connections it saw a hair younger than PT_CONN_AGE at the look. The monotonic clock: a
+    # step of the wall clock cannot stretch the wait.
+    deadline = time.monotonic() + conn_age
     while True:
-        left = deadline - time.time()
+        left = deadline - time.monotonic()
         if left <= 0:
             break
         sleep(min(dump_delay(), left))
