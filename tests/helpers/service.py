@@ -17,6 +17,8 @@ from aiosmtpd.controller import Controller
 
 from ptfast.scan._corespec import STAT_STARTTIME, parse_stat, stat_field
 
+from helpers.scan import CONNECTIONS_AT_ONCE
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -124,9 +126,8 @@ class ServiceDir:
         self.override = os.path.join(self.root, "ptfast.conf")
         self.track_only(*uids)
         with open(self.override, "w") as handle:
-            # no load alerts unless a test asks: a busy CI machine must not add mail; connections
-            # count at once unless a test sets PT_CONN_AGE (helpers.scan.CONNECTIONS_AT_ONCE)
-            handle.write('PT_LIMIT = "1"\nPT_LOAD = "0"\nPT_CONN_AGE = "0"\n')
+            # no load alerts unless a test asks: a busy CI machine must not add mail
+            handle.write('PT_LIMIT = "1"\nPT_LOAD = "0"\n')
 
     def track_only(self, *uids: int) -> None:
         with open(self.pignore, "w") as handle:
@@ -137,7 +138,8 @@ class ServiceDir:
                    "--override", self.override, "--pignore", self.pignore,
                    "--state-dir", self.state_dir, "--log-file", self.log_file,
                    "--events-file", self.events_file, "--templates", self.templates]
-        for setting in settings:
+        # connections count at once unless the test sets PT_CONN_AGE (a later --set wins)
+        for setting in (CONNECTIONS_AT_ONCE, *settings):
             command += ["--set", setting]
         if once:
             command.append("--once")
