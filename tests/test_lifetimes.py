@@ -50,16 +50,17 @@ def hold(port, when):
     KEEP.append(socket.create_connection(("127.0.0.1", port)))
 threading.Thread(target=hold, args=(int(sys.argv[1]), sys.argv[2]), daemon=True).start()
 """
-#: a beacon: a UDP "connection" to a documentation-range host every second, held 0.3 s; a UDP
-#: connect() sends no packet, so nothing leaves the machine
+#: a beacon: a UDP "connection" to a documentation-range host every second, held 0.7 s (never
+#: PT_CONN_AGE, even 2 s older under the age seam; most dumps see a call, so the test is short);
+#: a UDP connect() sends no packet, so nothing leaves the machine
 BEACON = """
 def beacon():
     while True:
         call = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         call.connect(("198.18.0.9", 53))
-        time.sleep(0.3)
-        call.close()
         time.sleep(0.7)
+        call.close()
+        time.sleep(0.3)
 threading.Thread(target=beacon, daemon=True).start()
 """
 #: a listener now, and a second one once sys.argv[1] exists
@@ -187,7 +188,7 @@ def can_call_other_hosts() -> bool:
 @pytest.mark.parametrize("core_name", ["compiled", "pure-python"])
 def test_a_beacon_of_short_calls_is_reported_by_run(tmp_path, children, core_name,
                                                     monkeypatch):
-    """A process that connects out every second and holds each call 0.3 s (never PT_CONN_AGE)
+    """A process that connects out every second and holds each call 0.7 s (never PT_CONN_AGE)
     is reported within a few dumps, with no pass (PT_INTERVAL an hour)."""
     if not can_call_other_hosts():
         pytest.skip("no route to 198.18.0.9 for a UDP connect()")
