@@ -164,7 +164,7 @@ def test_run_reports_a_connection_once_held_past_conn_age_without_waiting_for_a_
     children.append(held)
     service = ServiceDir(tmp_path, HELD_UID)
     recorder = SendmailRecorder(str(tmp_path))
-    with service.started(f"SENDMAIL={recorder.path}", "PT_INTERVAL=3600", "PT_CONN_AGE=4",
+    with service.started(f"SENDMAIL={recorder.path}", "PT_INTERVAL=3600", "PT_CONN_AGE=3",
                          "PT_USERPROC=0", "PT_PASS_SUMMARY=1") as daemon:
         assert wait_until(lambda: "pass done" in service.log(), 60), service.log()
         assert held.pid not in reported_pids(service)
@@ -237,7 +237,7 @@ def test_the_warm_up_counts_from_when_its_first_dump_saw_the_connections(databas
     held = start_python(HELD, uid=HELD_UID, argv=[str(database), "now"])
     children.append(held)
     assert wait_until(lambda: socket_fds(held.pid), 10)
-    conf = config.load(os.devnull, ["GENERIC=1", "PT_LIMIT=1", "PT_CONN_AGE=2"],
+    conf = config.load(os.devnull, ["GENERIC=1", "PT_LIMIT=1", "PT_CONN_AGE=1"],
                        override_path=os.devnull)
     lifetimes = Lifetimes()
 
@@ -245,7 +245,7 @@ def test_the_warm_up_counts_from_when_its_first_dump_saw_the_connections(databas
         return policy.Policy(conf, pignore.IgnoreRules(),
                              lambda uid: "holder" if uid == HELD_UID else None,
                              lifetimes=lifetimes)
-    read_tables, slow = procfs.scan, [1.0]
+    read_tables, slow = procfs.scan, [0.5]
 
     def first_read_slow(*args, **kwargs):
         snapshot = read_tables(*args, **kwargs)
