@@ -100,3 +100,17 @@ def test_pt_limit_on_real_ages_end_to_end(tmp_path, children, monkeypatch):
         found, said = scan_findings(tmp_path, core, aged=False)
         assert old.pid in found and young.pid not in found, core
         assert "PTFAST_TEST_AGE_OFFSET=-100 refused" in said
+
+
+def test_the_offset_makes_connections_count_sooner_never_later():
+    conf = config.load(os.devnull, ["GENERIC=1", "PT_LIMIT=1", "PT_CONN_AGE=5"],
+                       override_path=os.devnull)
+
+    def judging(aged_by: float) -> policy.Policy:
+        return policy.Policy(conf, pignore.IgnoreRules(), lambda uid: USERS.get(uid, str(uid)),
+                             aged_by=aged_by)
+    assert judging(0.0).young_connection(4.0) and not judging(0.0).young_connection(5.0)
+    assert not judging(AGED_BY).young_connection(5.0 - AGED_BY)
+    assert judging(AGED_BY).conn_age_wait == 5.0 - AGED_BY
+    assert judging(-100.0).young_connection(4.0) and judging(-100.0).conn_age_wait == 5.0
+    assert judging(3600.0).conn_age_wait == 0.0

@@ -28,6 +28,7 @@ from ptfast.decide.checks.suspicious import accepted_on, known_dual_stack
 from ptfast.scan.procfs import Snapshot
 
 from helpers.procs import kill_uid, public_tempdir, start_python, wait_until
+from helpers.scan import CONNECTIONS_AT_ONCE
 from helpers.service import free_port, only_users_rule
 from helpers.snapshots import HOST_FILES, USERS, proc, sock
 from helpers.uids import uid_for
@@ -49,7 +50,8 @@ def scan(tmp_path, core, *settings):
     pignore_file.write_text(only_users_rule(UID))
     command = [sys.executable, "-m", "ptfast", "scan", "--json", "--config", os.devnull,
                "--override", os.devnull, "--pignore", str(pignore_file), "--set", "PT_LIMIT=1",
-               "--set", "PT_LOAD=0", "--set", "PT_USERPROC=0", *settings]
+               "--set", "PT_LOAD=0", "--set", "PT_USERPROC=0",
+               "--set", CONNECTIONS_AT_ONCE, *settings]
     result = subprocess.run(command, capture_output=True, timeout=120,
                             env={**os.environ, **CORES[core]})
     assert result.returncode in (0, 1), result.stderr.decode()

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from helpers.procs import kill_uid, start_python, wait_until
+from helpers.scan import CONNECTIONS_AT_ONCE
 from helpers.service import only_users_rule
 from helpers.uids import uid_for
 from test_provenance import CORES, _uid_of, verdicts
@@ -66,7 +67,8 @@ def scan(tmp_path, core) -> dict:
     pignore_file.write_text(only_users_rule(UID))
     command = [sys.executable, "-m", "ptfast", "scan", "--json", "--config", os.devnull,
                "--override", os.devnull, "--pignore", str(pignore_file), "--set", "PT_LIMIT=1",
-               "--set", "PT_LOAD=0", "--set", "PT_USERPROC=0"]
+               "--set", "PT_LOAD=0", "--set", "PT_USERPROC=0",
+               "--set", CONNECTIONS_AT_ONCE]
     result = subprocess.run(command, capture_output=True, timeout=120,
                             env={**os.environ, **CORES[core]})
     assert result.returncode in (0, 1), result.stderr.decode()

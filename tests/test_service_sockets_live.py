@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from helpers.procs import kill_uid, start_python
+from helpers.scan import CONNECTIONS_AT_ONCE
 from helpers.service import only_users_rule
 from helpers.uids import uid_for
 
@@ -52,7 +53,8 @@ def scan(tmp_path, *settings):
     pignore.write_text(only_users_rule(UID))
     command = [sys.executable, "-m", "ptfast", "scan", "--json", "--config", os.devnull,
                "--override", os.devnull, "--pignore", str(pignore), "--set", "PT_LIMIT=1",
-               "--set", "PT_LOAD=0", "--set", "PT_USERPROC=0", *settings]
+               "--set", "PT_LOAD=0", "--set", "PT_USERPROC=0",
+               "--set", CONNECTIONS_AT_ONCE, *settings]
     result = subprocess.run(command, capture_output=True, timeout=120)
     assert result.returncode in (0, 1), result.stderr.decode()
     return {record["pid"]: record for record in map(json.loads, result.stdout.splitlines())}

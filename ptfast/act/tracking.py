@@ -21,7 +21,9 @@ from ptfast.foundation.escape import escape_line, escape_text
 from ptfast.decide.findings import CHECK_LOAD, REMEMBER_LISTENER, Remember, outlived, process_key
 from ptfast.decide.judgement import Judgement, load_finding, unheld_listener_finding
 from ptfast.decide.policy import build_policy
+from ptfast.act import looking
 from ptfast.act.respond import Responder
+from ptfast.decide.lifetimes import Lifetimes
 from ptfast.channels.spool import MAIL, channel_of, spooled_at
 from ptfast.decide.state import MAX_LISTENERS, MAX_LISTENERS_PER_ACCOUNT
 from ptfast.channels.status import (PassRecord, last_written, load_totals, status_document,
@@ -83,6 +85,8 @@ class Tracker:
         #: as failed by that flush (or by the run that wrote the previous status)
         self._last_flush = last_written(spool.state_dir)
         self._bound_logged: set = set()     # uids said to have reached their listener share
+        #: connections' first sightings and calls to other hosts, from the socket dumps
+        self.lifetimes = Lifetimes(lambda: procfs.host_addresses(proc_root))
         #: live mode (ptfast.act.live): (pid, start ticks) of the last full walk's processes
         #: still within PT_LIMIT, and what the status says of the mode (a callable: the
         #: counters as of each publish)
@@ -95,7 +99,7 @@ class Tracker:
 
     def _policy(self, settings):
         return build_policy(settings.config, settings.rules, memory=self.state,
-                            user_names=self.user_names)
+                            user_names=self.user_names, lifetimes=self.lifetimes)
 
     def _carry_out(self, settings, findings: list) -> None:
         responder = Responder(settings, self.log, self.spool, self.state, self.actions,
@@ -112,8 +116,12 @@ class Tracker:
         record = PassRecord(started, 0.0, policy.enabled)
         self.unrecorded, self.unwritable = 0, set()
         if policy.enabled:
+            if not self.lifetimes.last_dump:        # the first look: connections' ages
+                looking.warm_up(self.lifetimes, policy, self.proc_root)
+                policy = self._policy(settings)
             judgement = Judgement(policy)
             snapshot = procfs.scan(self.proc_root, judgement.want_fds)
+            self._observe(policy, snapshot)
             findings = judgement.findings(snapshot)
             self.young = [(proc.pid, proc.start_time) for proc in snapshot.processes
                           if policy.within_limit(proc)]
@@ -121,7 +129,9 @@ class Tracker:
                 self.log(escape_line(str(problem)))
             self._carry_out(settings, findings)
             findings += self._hopping_listeners(settings, policy, snapshot)
-            self.state.forget_gone({process_key(proc) for proc in snapshot.processes})
+            live = {process_key(proc) for proc in snapshot.processes}
+            self.state.forget_gone(live)
+            self.lifetimes.forget_gone(live)
             left_out = self.state.observe_listeners(
                 (sock for sock in snapshot.socket_table.values()
                  if is_listening(sock) and sock.uid != 0
@@ -140,6 +150,32 @@ class Tracker:
         self.totals.findings.update(record.findings)
         self.publish(settings)
         return self._summary(record, spooled, flushed, failed)
+
+    def _observe(self, policy, snapshot) -> None:
+        """The pass's own tables and fd walk, for the connections' lifetimes."""
+        self.lifetimes.observe(snapshot.socket_table.values(), time.time(),
+                               lambda uid: policy.tracked_user(uid) is not None, dump=False)
+        self.lifetimes.attribute(snapshot.processes, process_key)
+
+    def dump_sockets(self, settings) -> None:
+        """Between passes (every lifetimes.DUMP_EVERY s): a socket dump; the processes of
+        accounts with a connection that just reached PT_CONN_AGE, or a new call to another
+        host, are judged at once (the suspicious check alone)."""
+        policy = self._policy(settings)
+        if not policy.enabled:
+            return
+        uids = looking.dump(self.lifetimes, policy, self.proc_root)
+        if not uids:
+            return
+        policy = self._policy(settings)
+        judgement = Judgement(policy)
+        walk = procfs.scan(self.proc_root, lambda proc: proc.uid in uids and
+                           judgement.want_fds(proc),
+                           pids=procfs.newest_pids_of(uids, self.proc_root))
+        found = judgement.findings(walk, checks=(SUSPICIOUS,))
+        if found:
+            self._carry_out(settings, found)
+            self.deliver(settings)
 
     def not_written(self) -> set:
         """Files the service could not write lately ("PATH: why"): the log, the events file."""
@@ -249,6 +285,9 @@ class Tracker:
             return []
         judgement = Judgement(policy)
         snapshot = procfs.scan(self.proc_root, judgement.want_fds, pids=pids)
+        # as a pass does: a connection first seen now is young (PT_CONN_AGE), so that live
+        # mode and polling judge connections alike
+        self._observe(policy, snapshot)
         findings = judgement.findings(snapshot, checks=(SUSPICIOUS,))
         self._carry_out(settings, findings)
         if findings:

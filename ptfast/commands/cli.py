@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 from ptfast import __version__
 from ptfast.foundation import config as config_mod
@@ -20,7 +21,9 @@ from ptfast.foundation.config import Settings
 from ptfast.decide import pignore
 from ptfast.scan import procfs
 from ptfast.foundation.escape import escape_line, escape_text
-from ptfast.decide.findings import CHECK_SUSPICIOUS
+from ptfast.act.looking import warm_up
+from ptfast.decide.findings import CHECK_SUSPICIOUS, process_key
+from ptfast.decide.lifetimes import Lifetimes
 from ptfast.foundation.problems import Problem
 from ptfast.foundation.paths import (DEFAULT_EVENTS_FILE, DEFAULT_LOG_FILE, DEFAULT_STATE_DIR,
                                      DEFAULT_TEMPLATE_DIR)
@@ -189,10 +192,19 @@ def cmd_scan(args) -> int:
     if settings is None:
         return EXIT_ERROR
     rules = settings.rules
-    policy = build_policy(settings.config, rules)
+    # a first look, as ptfast run's: connections are judged by how long they were held
+    lifetimes = Lifetimes(lambda: procfs.host_addresses(args.proc_root))
+    try:
+        warm_up(lifetimes, build_policy(settings.config, rules), args.proc_root)
+    except OSError:
+        pass                            # said below, by the scan itself
+    policy = build_policy(settings.config, rules, lifetimes=lifetimes)
     judgement = Judgement(policy)
     try:
         snapshot = procfs.scan(args.proc_root, judgement.want_fds)
+        lifetimes.observe(snapshot.socket_table.values(), time.time(),
+                          lambda uid: policy.tracked_user(uid) is not None, dump=False)
+        lifetimes.attribute(snapshot.processes, process_key)
     except OSError as exc:
         warn(f"cannot read {escape_text(args.proc_root)}: {exc.strerror}")
         return EXIT_ERROR

@@ -36,6 +36,7 @@ from ptfast.channels.spool import Spool
 from ptfast.decide.state import ReportedState
 from ptfast.channels.status import LOCK_FILE, ONCE, SERVICE
 from ptfast.act.tracking import Tracker
+from ptfast.decide.lifetimes import dump_delay
 from ptfast.act import live as live_mod
 from ptfast.scan import procevents
 
@@ -213,7 +214,7 @@ class Service:
         self.live.recheck(young, self.config.settings.service.PT_LIMIT)
 
     def _loop(self, wake_read: int) -> None:
-        next_pass = next_load = time.monotonic()
+        next_pass = next_load = next_dump = time.monotonic()
         live = self.live
         while True:
             while self._signals:
@@ -249,7 +250,14 @@ class Service:
                 self.guarded(self.check_load)
                 next_load = now + load_every
                 continue
-            wake_at = min(next_pass, next_load) if load_every > 0 else next_pass
+            if now >= next_dump:                    # sockets' lifetimes (PT_CONN_AGE)
+                self.guarded(lambda: self.tracker.dump_sockets(self.settings))
+                next_dump = now + dump_delay()
+                continue
+            # the earliest of: the next pass, load check, socket dump, and in live mode the
+            # next due check and resync (the proc connector's events wake the select too)
+            wake_at = min(next_pass, next_dump)
+            wake_at = min(wake_at, next_load) if load_every > 0 else wake_at
             waiting_on = [wake_read]
             if live is not None:
                 due = live.due(time.monotonic())

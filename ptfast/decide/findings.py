@@ -63,6 +63,11 @@ REMEMBER_LOAD_QUIET = "load_quiet"     # key (): quiet for ``seconds``
 REMEMBER_LISTENER = "listener"         # key (netns, inode): a hopping listener, reported
 
 
+#: reported_what's answer for a process reported for good (memory kept before what was reported
+#: was remembered): never reported again
+EVERYTHING = frozenset({"*"})
+
+
 @dataclass(frozen=True)
 class Remember:
     """What the state records so that a finding is not reported again."""
@@ -70,11 +75,14 @@ class Remember:
     kind: str              # REMEMBER_*
     key: tuple
     seconds: float = 0.0   # quiet periods: how long from now
+    what: tuple = ()       # REMEMBER_PROCESS: what was reported (checks.suspicious.reported_what)
 
     def as_record(self) -> dict:
         record: dict = {"kind": self.kind, "key": list(self.key)}
         if self.seconds:
             record["seconds"] = self.seconds
+        if self.what:
+            record["what"] = list(self.what)
         return record
 
 
@@ -180,6 +188,11 @@ class MemoryQuestions:
 
     def was_reported(self, key: tuple) -> bool:
         return key in self.reported
+
+    def reported_what(self, key: tuple):
+        """What the process was reported for (a frozenset of reported_what's words), None when
+        it was not reported, EVERYTHING when it is never to be reported again."""
+        return EVERYTHING if key in self.reported else None
 
     def resource_reported(self, key: tuple, resource: str) -> bool:
         return (*key, resource) in self.resources

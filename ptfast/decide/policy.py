@@ -52,7 +52,7 @@ class Policy:
                  uid_min: int = DEFAULT_UID_MIN, now: Optional[float] = None,
                  host_addresses: Callable[[], frozenset] = frozenset,
                  customer_code_uids: frozenset = frozenset(), aged_by: float = 0.0,
-                 v6only_listeners: Callable[[], dict] = dict) -> None:
+                 v6only_listeners: Callable[[], dict] = dict, lifetimes=None) -> None:
         # ``limit`` replaces PT_LIMIT: `ptfast tune` tries other values under the same rules
         self.settings: TrackingSettings = config.settings.tracking
         self.limit = self.settings.PT_LIMIT if limit is None else limit
@@ -72,9 +72,13 @@ class Policy:
         self.v6only_listeners = v6only_listeners
         self.generic = self.settings.GENERIC
         self.all_users = self.settings.PT_ALL_USERS
-        # test-only (age_offset_for_tests): seconds a process's age counts more against PT_LIMIT.
-        # Never negative: it can make a process look older, never younger.
+        # test-only (age_offset_for_tests): seconds a process's age counts more against PT_LIMIT,
+        # and a connection's against PT_CONN_AGE. Never negative: it can make a process or a
+        # connection look older (count sooner), never younger.
         self.aged_by = max(0.0, aged_by)
+        # decide.lifetimes.Lifetimes: connections' ages and calls to other hosts (None: no
+        # sighting of sockets over time, every connection counts at once, as lfd)
+        self.lifetimes = lifetimes
         # when this judgment is made (the memory's listener ages are measured to it)
         self.now = time.time() if now is None else now
         # accounts that created or held a listener that outlived PT_LIMIT: their young
@@ -92,6 +96,17 @@ class Policy:
     def within_limit(self, proc) -> bool:
         """``proc`` is not older than PT_LIMIT (too young to be judged suspicious)."""
         return proc.age + self.aged_by <= self.limit
+
+    def young_connection(self, age: float) -> bool:
+        """A connection held ``age`` s so far is younger than PT_CONN_AGE: it does not count
+        yet."""
+        return age + self.aged_by < self.settings.PT_CONN_AGE
+
+    @property
+    def conn_age_wait(self) -> float:
+        """Seconds a connection must be seen held before it counts: PT_CONN_AGE, less the
+        test-only age offset (never below 0)."""
+        return max(0.0, self.settings.PT_CONN_AGE - self.aged_by)
 
     def tracked_user(self, uid: int) -> Optional[str]:
         """The name of a non-root, tracked, not ignored user; None for anyone else. Decided
@@ -225,12 +240,13 @@ def age_offset_for_tests(text: Optional[str] = None) -> float:
               file=sys.stderr)
         return 0.0
     print(f"ptfast: {TEST_AGE_OFFSET}={seconds:g} in force (test-only): every process counts "
-          f"{seconds:g} s older against PT_LIMIT", file=sys.stderr)
+          f"{seconds:g} s older against PT_LIMIT, every connection against PT_CONN_AGE",
+          file=sys.stderr)
     return seconds
 
 
 def build_policy(config: Config, rules: IgnoreRules, memory=NOTHING_REMEMBERED,
-                 limit: Optional[float] = None, user_names=None) -> Policy:
+                 limit: Optional[float] = None, user_names=None, lifetimes=None) -> Policy:
     """The one place a Policy is made from settings (scan, tune and run), with this host's
     accounts and files."""
     from ptfast.scan.procfs import FileIdentities, host_addresses, v6only_listeners
@@ -239,4 +255,4 @@ def build_policy(config: Config, rules: IgnoreRules, memory=NOTHING_REMEMBERED,
     return Policy(config, rules, user_names or UserNames(), accounts_to_track(accounts), memory,
                   limit, FileIdentities(), uid_min(), host_addresses=host_addresses,
                   customer_code_uids=customer_code_uids(accounts), aged_by=age_offset_for_tests(),
-                  v6only_listeners=v6only_listeners)
+                  v6only_listeners=v6only_listeners, lifetimes=lifetimes)

@@ -18,7 +18,8 @@ import orjson
 
 from ptfast.foundation import safepaths
 from ptfast.foundation.safepaths import write_atomically
-from ptfast.decide.findings import (REMEMBER_LISTENER, REMEMBER_LOAD_QUIET, REMEMBER_PROCESS,
+from ptfast.decide.findings import (EVERYTHING, REMEMBER_LISTENER, REMEMBER_LOAD_QUIET,
+                                    REMEMBER_PROCESS,
                                     REMEMBER_RESOURCE, REMEMBER_USER_QUIET, MemoryQuestions,
                                     Remember)
 
@@ -32,6 +33,9 @@ MAX_LISTENERS_PER_ACCOUNT = 1_000
 #: Accounts remembered as having held one listener (the latest ones): a listener handed across
 #: accounts is followed into each of them.
 MAX_HOLDERS = 8
+#: what is remembered of each reported process (its listeners' ports, its peers...): its oldest
+#: are forgotten first (reported again at worst, and the digest carries the volume)
+MAX_WHAT_PER_PROCESS = 64
 FORMAT_VERSION = 1
 # far above what tracking ever remembers (a few hundred bytes a process), and a bound on what
 # a planted file can make ptfast read
@@ -80,6 +84,9 @@ class ReportedState(MemoryQuestions):
     def __init__(self, state_dir: str) -> None:
         self.path = os.path.join(state_dir, REPORTED_FILE)
         self.reported: dict[tuple, float] = {}
+        #: (pid, start_time) -> what it was reported for; a reported process not here (its
+        #: memory predates this) is never reported again
+        self.what: dict[tuple, list] = {}
         self.resources: dict[tuple, float] = {}
         self.quiet_users: dict[str, float] = {}
         self.load_quiet_until = 0.0
@@ -103,8 +110,12 @@ class ReportedState(MemoryQuestions):
             if not isinstance(document, dict) or document.get("version") != FORMAT_VERSION:
                 raise ValueError("not a ptfast state file of version 1")
             keys = {}
-            for pid, start_time, reported_at in document["reported"]:
+            what = {}
+            for pid, start_time, reported_at, *words in document["reported"]:
                 keys[(int(pid), int(start_time))] = float(reported_at)
+                if words:       # since issue 21
+                    what[(int(pid), int(start_time))] = [
+                        str(word) for word in words[0]][-MAX_WHAT_PER_PROCESS:]
             resources = {}
             for pid, start_time, resource, reported_at in document.get("resources", ()):
                 resources[(int(pid), int(start_time), str(resource))] = float(reported_at)
@@ -120,6 +131,7 @@ class ReportedState(MemoryQuestions):
         except (ValueError, TypeError, KeyError) as exc:
             return self._set_aside(str(exc))
         self.reported, self.resources, self.quiet_users = keys, resources, quiet_users
+        self.what = what
         self.load_quiet_until = load_quiet_until
         self.listeners = listeners
         return None
@@ -130,6 +142,12 @@ class ReportedState(MemoryQuestions):
         self._dirty = True
         return (f"{self.path}: corrupt state file ({why}); moved to {kept} and started "
                 "afresh, so processes reported before may be reported once more")
+
+    def reported_what(self, key: tuple):
+        if key not in self.reported:
+            return None
+        words = self.what.get(key)
+        return EVERYTHING if words is None else frozenset(words)
 
     # -- what a pass observes ---------------------------------------------------------
     def observe_listeners(self, sockets, holders=None, now: float | None = None) -> Counter:
@@ -213,7 +231,12 @@ class ReportedState(MemoryQuestions):
         """Record ``memo`` (a finding's ``response.remember``)."""
         now = time.time() if now is None else now
         if memo.kind == REMEMBER_PROCESS:
-            self.reported[tuple(memo.key)] = now
+            key = tuple(memo.key)
+            if key not in self.reported or key in self.what:
+                words = self.what.setdefault(key, [])
+                words.extend(word for word in memo.what if word not in words)
+                del words[:-MAX_WHAT_PER_PROCESS]
+            self.reported[key] = now
         elif memo.kind == REMEMBER_RESOURCE:
             self.resources[tuple(memo.key)] = now
         elif memo.kind == REMEMBER_USER_QUIET:
@@ -234,6 +257,7 @@ class ReportedState(MemoryQuestions):
         gone = [key for key in self.reported if key not in live_keys]
         for key in gone:
             del self.reported[key]
+            self.what.pop(key, None)
         gone_resources = [key for key in self.resources if key[:2] not in live_keys]
         for key in gone_resources:
             del self.resources[key]
@@ -249,7 +273,9 @@ class ReportedState(MemoryQuestions):
         if not self._dirty:
             return
         document = {"version": FORMAT_VERSION,
-                    "reported": [[pid, start, at] for (pid, start), at in self.reported.items()],
+                    "reported": [[pid, start, at, *([self.what[(pid, start)]]
+                                                    if (pid, start) in self.what else [])]
+                                 for (pid, start), at in self.reported.items()],
                     "resources": [[pid, start, resource, at]
                                   for (pid, start, resource), at in self.resources.items()],
                     "quiet_users": self.quiet_users,

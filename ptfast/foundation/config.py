@@ -170,6 +170,9 @@ class Settings:
     PT_SSHDHUNG = Setting(0, FLAG, help="1: kill sshd children unauthenticated for over 60 s")
     PT_SERVICE_SOCKETS = Setting(1, FLAG, lfd=False, help="sockets a root service created and "
                                  "handed to its workers do not count; 0: every socket counts")
+    PT_CONN_AGE = Setting(5, (0, 3600), lfd=False, help="seconds a connection must be held "
+                          "before it counts (listeners count at once; a process that keeps "
+                          "calling other hosts counts anyway); 0: every connection at once")
     PT_CUSTOMER_CODE_USERS = Setting(
         "", lfd=False, check=check_user_names("PT_CUSTOMER_CODE_USERS"),
         help="accounts (comma separated) besides the web server's and nobody that run "
@@ -235,6 +238,7 @@ class Settings:
             PT_LIMIT=self.PT_LIMIT, interval=self.service.interval, GENERIC=self.accounts.GENERIC,
             PT_ALL_USERS=bool(self.PT_ALL_USERS), PT_SKIP_HTTP=bool(self.PT_SKIP_HTTP),
             PT_DELETED=bool(self.PT_DELETED), PT_SERVICE_SOCKETS=bool(self.PT_SERVICE_SOCKETS),
+            PT_CONN_AGE=self.PT_CONN_AGE,
             PT_USERPROC=self.PT_USERPROC, PT_USERMEM=self.PT_USERMEM,
             PT_USERRSS=self.PT_USERRSS, PT_USERTIME=self.PT_USERTIME,
             PT_USERKILL=bool(self.PT_USERKILL), PT_USERKILL_ALERT=bool(self.PT_USERKILL_ALERT),
@@ -319,6 +323,7 @@ class TrackingSettings:
     PT_SKIP_HTTP: bool
     PT_DELETED: bool
     PT_SERVICE_SOCKETS: bool
+    PT_CONN_AGE: int                #: seconds a connection is held before it counts
     PT_USERPROC: int
     PT_USERMEM: int
     PT_USERRSS: int

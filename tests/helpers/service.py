@@ -17,6 +17,8 @@ from aiosmtpd.controller import Controller
 
 from ptfast.scan._corespec import STAT_STARTTIME, parse_stat, stat_field
 
+from helpers.scan import CONNECTIONS_AT_ONCE
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -136,7 +138,8 @@ class ServiceDir:
                    "--override", self.override, "--pignore", self.pignore,
                    "--state-dir", self.state_dir, "--log-file", self.log_file,
                    "--events-file", self.events_file, "--templates", self.templates]
-        for setting in settings:
+        # connections count at once unless the test sets PT_CONN_AGE (a later --set wins)
+        for setting in (CONNECTIONS_AT_ONCE, *settings):
             command += ["--set", setting]
         if once:
             command.append("--once")

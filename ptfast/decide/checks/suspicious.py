@@ -11,7 +11,8 @@ from ptfast.decide.checks.base import (Alerting, HostReader, Judging, PassWork, 
 from ptfast.decide.checks.shown import shown_exe
 from ptfast.decide.checks.sockets import endpoint, is_listening, judged_socket_text
 from ptfast.decide.checks.web_server import HTTP_PORTS, HTTP_PROTOCOLS, is_web_server_child
-from ptfast.decide.findings import (CHECK_SUSPICIOUS, REASON_DELETED, REASON_INCOMPLETE,
+from ptfast.decide.lifetimes import REMOTE_CALLS, REMOTE_WINDOW, is_connection
+from ptfast.decide.findings import (EVERYTHING, CHECK_SUSPICIOUS, REASON_DELETED, REASON_INCOMPLETE,
                                     REASON_LISTENING, REASON_SOCKET, REMEMBER_LISTENER,
                                     REMEMBER_PROCESS, Finding, Remember, Response, process_key)
 from ptfast.foundation.bounds import bounded_lines, bounded_text
@@ -37,13 +38,15 @@ class Suspicious(SnapshotCheck, Alerting):
         """(user, exe_or_cmd_ignored) when the process (``key``: its process_key) is worth a
         look, else None.
 
-        Steps 2-3 of lfd's scan: tracked user, not yet reported, user not ignored, root never.
+        Steps 2-3 of lfd's scan: tracked user, user not ignored, root never. A process reported
+        before is looked at again (what it holds now may be new: see ``evaluate``), unless its
+        memory predates what-was-reported (then it is never reported again, as before).
         An ignored exe or cmd takes a process out, except that with PT_DELETED its deleted
         executable is still reported. PT_DELETED=0 only removes that reason: a deleted
         executable's sockets count like any other's (lfd skipped the process: an evasion).
         """
         user = policy.tracked_user(proc.uid)
-        if user is None or policy.memory.was_reported(key):
+        if user is None or policy.memory.reported_what(key) is EVERYTHING:
             return None
         ignored = policy.ignores_process(proc)
         if proc.exe_deleted and policy.settings.PT_DELETED:
@@ -89,10 +92,41 @@ class Suspicious(SnapshotCheck, Alerting):
                     reasons.append(REASON_LISTENING)
                 if any(not is_listening(sock) for sock in counted):
                     reasons.append(REASON_SOCKET)
-            if reasons:
-                findings.append(Finding(self.name, tuple(reasons), proc, user,
-                                        judged_sockets=judged))
+                calls = self._calls(policy, proc, by_pid, judged)
+                if calls:
+                    judged += calls
+                    if REASON_SOCKET not in reasons:
+                        reasons.append(REASON_SOCKET)
+            if not reasons:
+                continue
+            what = reported_what(reasons, judged)
+            known = policy.memory.reported_what(process_key(proc))
+            if known is not None and not set(what) - known:
+                continue        # reported before, and it holds nothing new
+            findings.append(Finding(self.name, tuple(reasons), proc, user,
+                                    judged_sockets=judged,
+                                    details={"what": what} if known is None else
+                                    {"what": what, "new": [w for w in what if w not in known]}))
         return self._one_deleted_report_per_family(policy, findings, by_pid)
+
+    @staticmethod
+    def _calls(policy: Judging, proc, by_pid: dict, judged: tuple) -> tuple:
+        """The process's short connections to other hosts (decide.lifetimes), as judged
+        sockets, when there are REMOTE_CALLS or more within REMOTE_WINDOW; none when it is a
+        service worker whose calls all went to one host (its database)."""
+        lifetimes = policy.lifetimes
+        if lifetimes is None or not policy.settings.PT_CONN_AGE:
+            return ()
+        calls = lifetimes.recent_calls(process_key(proc), policy.now)
+        if len(calls) < REMOTE_CALLS:
+            return ()
+        if (len({sock.remote_ip for sock in calls}) == 1 and policy.settings.PT_SERVICE_SOCKETS
+                and policy.service_master(proc, by_pid) is not None):
+            return ()
+        held = {(sock.netns, sock.inode) for sock, _counts, _why in judged}
+        why = (f"one of {len(calls)} connections to other hosts within {REMOTE_WINDOW:g} s, "
+               "each held less than PT_CONN_AGE")
+        return tuple((sock, True, why) for sock in calls if (sock.netns, sock.inode) not in held)
 
     def _hopping(self, policy: Judging, proc, work: PassWork) -> Optional[Finding]:
         """A young process holding a listener that outlived PT_LIMIT (handed from one short
@@ -114,7 +148,8 @@ class Suspicious(SnapshotCheck, Alerting):
                         else "the process is younger than PT_LIMIT")
                        for sock in proc.sockets)
         return Finding(self.name, (REASON_LISTENING,), proc, verdict[0], judged_sockets=judged,
-                       details={"outlived": [(sock.netns, sock.inode) for sock in outlived]})
+                       details={"outlived": [(sock.netns, sock.inode) for sock in outlived],
+                                "what": reported_what((REASON_LISTENING,), judged)})
 
     @staticmethod
     def _one_deleted_report_per_family(policy: Judging, findings: list, by_pid: dict) -> list:
@@ -143,7 +178,8 @@ class Suspicious(SnapshotCheck, Alerting):
         listeners = tuple(Remember(REMEMBER_LISTENER, key)
                           for key in finding.details.get("outlived", ()))
         return Response(alert=self.template,
-                        remember=(Remember(REMEMBER_PROCESS, process_key(proc)),
+                        remember=(Remember(REMEMBER_PROCESS, process_key(proc),
+                                           what=tuple(finding.details.get("what", ()))),
                                   *listeners),
                         action=action)
 
@@ -172,6 +208,21 @@ class Suspicious(SnapshotCheck, Alerting):
             "files": "\n".join(bounded_lines(finding.open_files, bounded_text)),
             "maps": "\n".join(bounded_lines(attached or (), bounded_text)),
         }
+
+
+def reported_what(reasons, judged) -> list:
+    """What a finding reports, in words its memory keeps (state.ReportedState): a process
+    reported before is reported again only for something not among them: a listener on
+    another port, a connection to another peer, a reason it did not have."""
+    what = [reason for reason in (REASON_DELETED, REASON_INCOMPLETE) if reason in reasons]
+    for sock, counts, _why in judged:
+        if not counts:
+            continue
+        word = (f"listener {sock.proto} {sock.local_port}" if is_listening(sock)
+                else f"peer {sock.remote_ip}")
+        if word not in what:
+            what.append(word)
+    return what
 
 
 def judge_sockets(policy: Judging, proc, by_pid: dict, skip_http: bool,
@@ -215,6 +266,13 @@ def judge_sockets(policy: Judging, proc, by_pid: dict, skip_http: bool,
                                        "customers' code"))
         else:
             judged.append((sock, True, f"created by uid {sock.uid}, another customer"))
+    conn_age = policy.settings.PT_CONN_AGE
+    if policy.lifetimes is not None and conn_age:
+        for number, (sock, counts, _why) in enumerate(judged):
+            age = policy.lifetimes.age(sock, policy.now) if counts and is_connection(sock) else None
+            if age is not None and policy.young_connection(age):
+                judged[number] = (sock, False, f"a connection held {age:.0f} s so far, less "
+                                               f"than PT_CONN_AGE ({conn_age} s)")
     if master is not None:
         for number, (sock, counts, _why) in enumerate(judged):
             listener = (accepted_on(sock, service_listeners,
