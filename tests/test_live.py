@@ -22,7 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import nonetlink
-from helpers.procs import start_python, wait_until
+from helpers.procs import kill_uid, start_python, wait_until
 from helpers.service import LISTEN_ANY, recorded_service
 from helpers.uids import uid_for
 from ptfast.channels import status
@@ -231,3 +231,45 @@ def test_due_processes_are_checked_together():
     assert live.due(first_due + 0.3) == []
     assert live.due(first_due + live_mod.CHECK_BATCH_SECONDS) == [101, 102]
     assert live.check_at() == 5.0 + live_mod.CHECK_BATCH_SECONDS
+
+
+# a root master of our own: its pool listener on 0.0.0.0, and a worker it forks that drops to
+# the customer's uid and keeps the listener, never exec'ing (a pre-fork worker, as php-fpm's)
+ROOT_MASTER_AND_WORKER = """
+pool = socket.socket()
+pool.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+pool.bind(("0.0.0.0", 0))
+pool.listen(8)
+worker = os.fork()
+if worker == 0:
+    os.setgroups([]); os.setresgid(WORKER_UID, WORKER_UID, WORKER_UID)
+    os.setresuid(WORKER_UID, WORKER_UID, WORKER_UID)
+    while True:
+        signal.pause()
+info["worker"] = worker
+"""
+
+
+def test_a_root_services_new_worker_is_judged_beside_its_master(service):
+    """A check of just the due pids must see each one's parent: the service-socket rule proves
+    a worker by its root master. Without it, a pool worker forked after the service started
+    was reported for its pool's listener in live mode, though a full pass leaves it alone
+    (the hosting bed's dovecot, pure-ftpd, sshd sessions and apache2 workers). A backdoor
+    started at the same moment shows that the live check ran."""
+    with service.started(service.sendmail, *SETTINGS):
+        assert wait_until(lambda: passes(service) == 1, PATIENCE), service.log()
+        assert "mode: live" in service.log()
+        master = start_python(f"WORKER_UID = {UID}\n" + ROOT_MASTER_AND_WORKER)
+        # the backdoor due a batch later than the worker (CHECK_BATCH_SECONDS): once it is
+        # reported, the worker's check is done
+        time.sleep(1.5)
+        backdoor = start_python(LISTEN_ANY, uid=UID)
+        try:
+            assert wait_until(lambda: backdoor.pid in reported_pids(service), PATIENCE), \
+                service.log()
+            assert passes(service) == 1, service.log()
+            assert master.info["worker"] not in reported_pids(service), service.log()
+        finally:
+            backdoor.stop()
+            master.stop()
+            kill_uid(UID)

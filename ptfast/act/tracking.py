@@ -284,11 +284,17 @@ class Tracker:
         if not policy.enabled or not pids:
             return []
         judgement = Judgement(policy)
-        snapshot = procfs.scan(self.proc_root, judgement.want_fds, pids=pids)
+        due = set(pids)
+        # each one's parent and group leader beside it, as in a full walk (a worker is proven
+        # by its root master, PT_SKIP_HTTP looks at both), but only the due ones' fds walked
+        snapshot = procfs.scan(self.proc_root,
+                               lambda proc: proc.pid in due and judgement.want_fds(proc),
+                               pids=procfs.with_relatives(pids, self.proc_root))
         # as a pass does: a connection first seen now is young (PT_CONN_AGE), so that live
         # mode and polling judge connections alike
         self._observe(policy, snapshot)
-        findings = judgement.findings(snapshot, checks=(SUSPICIOUS,))
+        findings = [finding for finding in judgement.findings(snapshot, checks=(SUSPICIOUS,))
+                    if finding.process is not None and finding.process.pid in due]
         self._carry_out(settings, findings)
         if findings:
             if self.last_pass is not None:
@@ -297,7 +303,7 @@ class Tracker:
             self.deliver(settings)
             self.publish(settings)
         return [(proc.pid, proc.start_time, proc.age) for proc in snapshot.processes
-                if policy.within_limit(proc)]
+                if proc.pid in due and policy.within_limit(proc)]
 
     def check_load(self, settings) -> None:
         """PT_LOAD: alert (with the host's state attached) when the load average is high."""

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, NamedTuple, Union
 
-from ptfast.scan._corespec import STAT_STARTTIME, parse_stat, stat_field
+from ptfast.scan._corespec import STAT_PGRP, STAT_PPID, STAT_STARTTIME, parse_stat, stat_field
 
 CORE_FALLBACK_REASON: str | None = None
 #: what an admin does about a core that was not built (said by --version, check and the log)
@@ -169,6 +169,28 @@ def read_maps(pid: int, start_time: int, proc_root: str = "/proc") -> list[str] 
     if len(lines) > MAX_MAPS_LINES:
         lines = lines[:MAX_MAPS_LINES] + [f"... {len(lines) - MAX_MAPS_LINES} more lines"]
     return lines
+
+
+def with_relatives(pids: list, proc_root: str = "/proc") -> list:
+    """``pids``, then each one's parent and process-group leader not already among them. A
+    walk of a few processes (live mode's due checks) judges them as a full walk does only with
+    these beside them: the service-socket rule proves a worker by its root parent, PT_SKIP_HTTP
+    looks at the parent and the group leader. A process that is gone adds nothing."""
+    wanted = list(pids)
+    seen = set(wanted)
+    for pid in pids:
+        try:
+            with open(f"{proc_root}/{pid}/stat", "rb") as handle:
+                fields = parse_stat(handle.read())
+            relatives = ((int(stat_field(fields, STAT_PPID)), int(stat_field(fields, STAT_PGRP)))
+                         if fields else ())
+        except (OSError, ValueError):
+            continue
+        for relative in relatives:
+            if relative > 0 and relative not in seen:
+                seen.add(relative)
+                wanted.append(relative)
+    return wanted
 
 
 def host_addresses(proc_root: str = "/proc") -> frozenset:
