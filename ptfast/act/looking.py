@@ -1,7 +1,8 @@
 """Looking at sockets over time (decide.lifetimes): a sock_diag dump of ptfast's own network
 namespace between passes, the walk that attributes short connections to other hosts to the
-processes holding them, and the warm-up before a first look (``ptfast scan``, the first pass of
-``ptfast run``), so that both judge connections by how long they were held."""
+processes holding them (or, where the BPF connect hook runs, its record of every connect()),
+and the warm-up before a first look (``ptfast scan``, the first pass of ``ptfast run``), so
+that both judge connections by how long they were held."""
 
 from __future__ import annotations
 
@@ -9,21 +10,29 @@ import time
 from typing import Callable, Optional
 
 from ptfast.decide.findings import process_key
-from ptfast.decide.lifetimes import Lifetimes, dump_delay
+from ptfast.decide.lifetimes import Call, Lifetimes, dump_delay
 from ptfast.scan import procfs
+from ptfast.scan.connecthook import ConnectHook
+
+#: a process whose start the clocks put this much after a connect() still made it (the start
+#: time is in clock ticks; the two clocks are read a moment apart)
+START_SLACK = 0.5
 
 
-def dump(lifetimes: Lifetimes, policy, proc_root: str = "/proc") -> Optional[set]:
+def dump(lifetimes: Lifetimes, policy, proc_root: str = "/proc",
+         hook: Optional[ConnectHook] = None) -> Optional[set]:
     """One dump: record the connections of tracked accounts; attribute their new calls to
-    other hosts by a walk of those accounts' processes. Returns the uids worth judging now
-    (their processes hold a connection that just reached PT_CONN_AGE, or made a call), or
-    None when the tables cannot be dumped (a prepared /proc has no sock_diag)."""
+    other hosts, from the connect hook when it runs, else by a walk of those accounts'
+    processes. Returns the uids worth judging now (their processes hold a connection that
+    just reached PT_CONN_AGE, or made a call), or None when the tables cannot be dumped (a
+    prepared /proc has no sock_diag)."""
     if proc_root != "/proc":
         return None
     table = procfs.scan(proc_root, False, pids=[]).socket_table
     now = time.time()
     since = lifetimes.last_dump or now
     lifetimes.last_dump = now
+    lifetimes.hooked = hook is not None
 
     def tracked(uid: int) -> bool:
         return policy.tracked_user(uid) is not None
@@ -32,17 +41,47 @@ def dump(lifetimes: Lifetimes, policy, proc_root: str = "/proc") -> Optional[set
         walk = procfs.scan(proc_root, lambda proc: proc.uid in callers,
                            pids=procfs.newest_pids_of(callers, proc_root))
         lifetimes.attribute(walk.processes, process_key)
+    if hook is not None:
+        callers |= hooked_calls(lifetimes, hook, tracked, proc_root)
     return callers | lifetimes.came_of_age(since, now, policy.conn_age_wait)
 
 
+def hooked_calls(lifetimes: Lifetimes, hook: ConnectHook, tracked: Callable[[int], bool],
+                 proc_root: str = "/proc") -> set:
+    """The hook's connect()s to other hosts by tracked accounts, each a call of the process
+    that made it (when that process still runs, and is the same one: its start, uid); returns
+    the uids of the callers."""
+    connects = [connect for connect in hook.drain()
+                if connect.uid != 0 and tracked(connect.uid)
+                and lifetimes.is_remote(connect.remote_ip)]
+    if not connects:
+        return set()
+    walk = procfs.scan(proc_root, False, pids=sorted({connect.pid for connect in connects}))
+    by_pid = {proc.pid: proc for proc in walk.processes}
+    wall, monotonic = time.time(), time.monotonic()
+    callers = set()
+    for connect in connects:
+        proc = by_pid.get(connect.pid)
+        if proc is None or proc.uid != connect.uid:
+            continue            # gone, or another process now (its pid reused), or setuid
+        if monotonic - proc.age > connect.monotonic + START_SLACK:
+            continue            # started after the connect(): a reused pid
+        lifetimes.add_call(process_key(proc), wall - (monotonic - connect.monotonic),
+                           Call(connect.proto, connect.remote_ip, connect.remote_port,
+                                connect.uid))
+        callers.add(proc.uid)
+    return callers
+
+
 def warm_up(lifetimes: Lifetimes, policy, proc_root: str = "/proc",
-            sleep: Callable[[float], None] = time.sleep) -> float:
+            sleep: Callable[[float], None] = time.sleep,
+            hook: Optional[ConnectHook] = None) -> float:
     """Before a first look: dump about every second (lifetimes.dump_delay) for PT_CONN_AGE seconds, when a
     tracked account holds a connection (else at once), so that a connection counts only when
     it was there all along, as in ``ptfast run``. Returns the seconds it took."""
     conn_age = policy.conn_age_wait      # PT_CONN_AGE (less the test-only age offset)
     started = time.monotonic()
-    if not policy.enabled or not conn_age or dump(lifetimes, policy, proc_root) is None:
+    if not policy.enabled or not conn_age or dump(lifetimes, policy, proc_root, hook) is None:
         return 0.0
     if not lifetimes.first_seen:
         return time.monotonic() - started
@@ -56,5 +95,5 @@ def warm_up(lifetimes: Lifetimes, policy, proc_root: str = "/proc",
         if left <= 0:
             break
         sleep(min(dump_delay(), left))
-        dump(lifetimes, policy, proc_root)
+        dump(lifetimes, policy, proc_root, hook)
     return time.monotonic() - started

@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Callable
 
 from ptfast.foundation import config as config_mod
-from ptfast.scan import procfs
+from ptfast.scan import connecthook, procfs
 from ptfast.decide.checks import SUSPICIOUS
 from ptfast.decide.checks.sockets import is_listening
 from ptfast.channels.delivery import Channels, Flushed, flush
@@ -92,6 +92,25 @@ class Tracker:
         #: counters as of each publish)
         self.young: list = []
         self.live_status: Callable[[], dict] | None = None
+        #: the BPF connect hook (every connect(), with its process) when it runs; else why not
+        self.connect_hook: connecthook.ConnectHook | None = None
+        self.connect_hook_off = "only the service opens it"
+
+    def open_connect_hook(self) -> str:
+        """Open the connect hook for the service's life; a line for the log."""
+        self.connect_hook, why = connecthook.open_hook()
+        if self.connect_hook is not None:
+            return ("connects: the BPF connect hook runs (every connect() to another host "
+                    "is a call, however short)")
+        self.connect_hook_off = why
+        return (f"connects: no BPF connect hook, because {escape_line(why)}: a short call to "
+                "another host is seen only when a socket dump finds it held")
+
+    def close_connect_hook(self) -> None:
+        if self.connect_hook is not None:
+            self.connect_hook.close()
+            self.connect_hook = None
+            self.connect_hook_off = "the service stopped"
 
     def settings_changed(self) -> None:
         """After a reload: accounts may have been renamed or added."""
@@ -117,7 +136,8 @@ class Tracker:
         self.unrecorded, self.unwritable = 0, set()
         if policy.enabled:
             if not self.lifetimes.last_dump:        # the first look: connections' ages
-                looking.warm_up(self.lifetimes, policy, self.proc_root)
+                looking.warm_up(self.lifetimes, policy, self.proc_root,
+                                hook=self.connect_hook)
                 policy = self._policy(settings)
             judgement = Judgement(policy)
             snapshot = procfs.scan(self.proc_root, judgement.want_fds)
@@ -164,7 +184,7 @@ class Tracker:
         policy = self._policy(settings)
         if not policy.enabled:
             return
-        uids = looking.dump(self.lifetimes, policy, self.proc_root)
+        uids = looking.dump(self.lifetimes, policy, self.proc_root, self.connect_hook)
         if not uids:
             return
         policy = self._policy(settings)
@@ -360,7 +380,9 @@ class Tracker:
             last_pass=self.last_pass, totals=self.totals, waiting=self.waiting,
             rules_switched_off=settings.rules.switched_off(),
             routes=Channels(config.settings).shown(), unwritable=sorted(self.not_written()),
-            live=self.live_status() if self.live_status is not None else None)
+            live=self.live_status() if self.live_status is not None else None,
+            connect_hook=(self.connect_hook.status() if self.connect_hook is not None
+                          else connecthook.off_status(self.connect_hook_off)))
         state_dir = self.spool.state_dir
         self._attempt(status_path(state_dir), lambda: write_status(state_dir, document),
                       "`ptfast status` shows the pass before")

@@ -75,6 +75,20 @@ def metrics_text(document: dict, spool_entries: int, oldest_spooled_at: float | 
                     yield core.CounterMetricFamily(
                         f"ptfast_live_{name}", live_docs[name] + " (since the service "
                         "started)", value=int(live.get(name) or 0))
+            hook = document.get("connect_hook")
+            if hook and live:
+                yield gauge("ptfast_connect_hook", "1 when the BPF connect hook records every "
+                            "connect() (short calls to other hosts), 0 when only socket dumps "
+                            "see them", 1 if hook.get("on") else 0)
+                if hook.get("on"):
+                    yield core.CounterMetricFamily(
+                        "ptfast_connect_hook_connects", "process-and-peer records the connect "
+                        "hook gave (since the service started)",
+                        value=int(hook.get("connects") or 0))
+                    yield core.CounterMetricFamily(
+                        "ptfast_connect_hook_overflows", "drains that found the hook's map "
+                        "full (the oldest records were lost; since the service started)",
+                        value=int(hook.get("overflows") or 0))
             yield core.InfoMetricFamily("ptfast", "ptfast's version and the core in use",
                                         value={"version": document["version"],
                                                "core": document["core"]})

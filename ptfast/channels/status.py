@@ -125,11 +125,12 @@ def last_written(state_dir: str) -> float:
 def status_document(*, service: str, interval: int, last_pass: PassRecord | None,
                     totals: Totals, waiting: int, rules_switched_off: list, routes: list,
                     unwritable: tuple | list = (), now: float | None = None,
-                    live: dict | None = None) -> dict:
+                    live: dict | None = None, connect_hook: dict | None = None) -> dict:
     """What a pass leaves for ``ptfast status`` (docs/observability.md, "ptfast status", shows
     the fields). ``live`` is the service's mode (ptfast.act.live: "live" with the proc
     connector's counters since the service started, or "polling" and why); None for
-    ``run --once``."""
+    ``run --once``. ``connect_hook``: whether the BPF connect hook runs (scan.connecthook),
+    what it counted, or why not."""
     from ptfast import __version__
     from ptfast.scan import procfs
     return {"schema": SCHEMA_VERSION, "written_at": time.time() if now is None else now,
@@ -139,7 +140,7 @@ def status_document(*, service: str, interval: int, last_pass: PassRecord | None
             "totals": totals.as_dict(), "spool_waiting": waiting,
             "rules_switched_off": [escape_text(rule) for rule in rules_switched_off],
             "alerts_via": routes, "unwritable": [escape_text(why) for why in unwritable],
-            "live": live}
+            "live": live, "connect_hook": connect_hook}
 
 
 def write_status(state_dir: str, document: dict) -> None:
@@ -287,6 +288,15 @@ def mode_line(live: dict) -> str:
     return f"live (since the service started: {counts})"
 
 
+def connect_hook_line(hook: dict) -> str:
+    """"BPF connect hook (...)" or "socket dumps only, because ..."."""
+    if not hook.get("on"):
+        return ("socket dumps only, because "
+                f"{escape_text(str(hook.get('reason') or 'unknown'))}")
+    return (f"BPF connect hook (since the service started: connects "
+            f"{int(hook.get('connects') or 0)}, overflows {int(hook.get('overflows') or 0)})")
+
+
 #: what live mode counts (ptfast.act.live.Live.status), for the status and the metrics
 LIVE_COUNTERS = ("events", "overruns", "gaps", "missed", "resyncs", "schedule_overflows",
                  "checks")
@@ -338,6 +348,9 @@ def text(result: Report) -> str:
     live = document.get("live")
     if live:
         lines.append(f"  mode:        {mode_line(live)}")
+    hook = document.get("connect_hook")
+    if hook and live:
+        lines.append(f"  connects:    {connect_hook_line(hook)}")
     if document.get("alerts_via"):
         lines.append(f"  alerts via:  {', '.join(document['alerts_via'])}")
     if result.oldest_spooled_at is not None:

@@ -22,6 +22,7 @@ from ptfast.decide import pignore
 from ptfast.scan import procfs
 from ptfast.foundation.escape import escape_line, escape_text
 from ptfast.act.looking import warm_up
+from ptfast.scan.connecthook import open_hook
 from ptfast.decide.findings import CHECK_SUSPICIOUS, process_key
 from ptfast.decide.lifetimes import Lifetimes
 from ptfast.foundation.problems import Problem
@@ -194,10 +195,18 @@ def cmd_scan(args) -> int:
     rules = settings.rules
     # a first look, as ptfast run's: connections are judged by how long they were held
     lifetimes = Lifetimes(lambda: procfs.host_addresses(args.proc_root))
+    first_look = build_policy(settings.config, rules)
+    # the connect hook, as the service's, sees the short calls made while the scan waits
+    hook = None
+    if args.proc_root == "/proc" and first_look.enabled and first_look.conn_age_wait:
+        hook, _why = open_hook()
     try:
-        warm_up(lifetimes, build_policy(settings.config, rules), args.proc_root)
+        warm_up(lifetimes, first_look, args.proc_root, hook=hook)
     except OSError:
         pass                            # said below, by the scan itself
+    finally:
+        if hook is not None:
+            hook.close()
     policy = build_policy(settings.config, rules, lifetimes=lifetimes)
     judgement = Judgement(policy)
     try:

@@ -155,6 +155,7 @@ class Service:
         self.actions.wait()
         if self.tracker is not None:
             self.tracker.save_state()
+            self.tracker.close_connect_hook()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -197,6 +198,7 @@ class Service:
         """Live mode when the proc connector serves; otherwise polling, and the log and the
         status say why."""
         self.live, mode = live_mod.open_live(self.config.settings.service.PT_LIMIT, opener=self.open_events)
+        self.log(self.tracker.open_connect_hook())
         if self.live is not None:
             self.tracker.live_status = self.live.status
             self.log("mode: live (the kernel's proc connector: each new process is checked "

@@ -2,14 +2,17 @@
 connecting out to other hosts (so that a stream of short connections is no hiding place).
 
 Fed by socket table dumps (sock_diag, every DUMP_EVERY seconds between passes, and each pass's
-own tables) and by fd walks (which process holds which inode). No I/O here: ptfast.act.looking
-reads the host and hands the tables in.
+own tables), by fd walks (which process holds which inode) and, where it runs, by the BPF
+connect hook (scan.connecthook: every connect(), however short, with its process). No I/O here:
+ptfast.act.looking reads the host and hands the tables in.
 
 The rule for short connections: a connection to a remote peer (an address that is none of
 this host's and no loopback) is a *call*. A call seen in a dump is attributed to the process
 holding its inode (a walk of that account's processes right after the dump). A process with
 REMOTE_CALLS calls or more within REMOTE_WINDOW seconds counts as connecting out, however short
-each was: a spam sender's SMTP sessions, a beacon. A service worker (see
+each was: a spam sender's SMTP sessions, a beacon. With the hook, the calls are its connect()s (the dumps
+then attribute none, so that a call is not counted twice); without it, a call is seen only
+when a dump finds it held. A service worker (see
 checks.suspicious.judge_sockets) whose calls all went to one host is querying its database and
 does not count; a second remote host makes it count.
 
@@ -23,7 +26,7 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections import OrderedDict, deque
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, NamedTuple, Optional
 
 #: seconds between two socket dumps of ``ptfast run`` (measured: about 1 ms a dump of a few
 #: hundred sockets with the compiled core, see docs/detection.md)
@@ -44,6 +47,20 @@ MAX_CALLERS = 10_000
 MAX_CALLS_KEPT = 32
 #: the socket tables whose records are connections with a lifetime
 CONNECTION_PROTOCOLS = frozenset(("tcp", "tcp6", "udp", "udp6"))
+
+
+class Call(NamedTuple):
+    """A connect() the hook saw, in the shape of a socket record (its local end and inode are
+    not known: the socket may be long closed)."""
+    proto: str
+    remote_ip: str
+    remote_port: int
+    uid: int
+    inode: int = 0
+    local_ip: str = ""
+    local_port: int = 0
+    state: str = "connect()"
+    netns: int = 0
 
 
 def is_connection(sock) -> bool:
@@ -68,6 +85,8 @@ class Lifetimes:
         self.calls: OrderedDict = OrderedDict()
         self.connections_left_out = 0
         self.last_dump = 0.0
+        #: the connect hook runs: calls come from it, not from the dumps
+        self.hooked = False
 
     # -- what the dumps and walks tell -------------------------------------------------------
     def is_remote(self, ip: str) -> bool:
@@ -107,7 +126,7 @@ class Lifetimes:
                 self.connections_left_out += 1
                 continue
             self.first_seen[key] = (now, sock.uid)
-            if self.is_remote(sock.remote_ip):
+            if not self.hooked and self.is_remote(sock.remote_ip):
                 self.unattributed[key] = (sock, now)
         if dump:
             for key in [key for key in self.first_seen
@@ -127,12 +146,15 @@ class Lifetimes:
                 call = self.unattributed.pop((sock.netns, sock.inode), None)
                 if call is None:
                     continue
-                key = key_of(proc)
-                calls = self.calls.pop(key, None) or deque(maxlen=MAX_CALLS_KEPT)
-                calls.append((call[1], call[0]))
-                self.calls[key] = calls         # the newest caller last
-                while len(self.calls) > MAX_CALLERS:
-                    self.calls.popitem(last=False)
+                self.add_call(key_of(proc), call[1], call[0])
+
+    def add_call(self, key, when: float, sock) -> None:
+        """A call by the process ``key`` at ``when``: a socket record, or a hook's Call."""
+        calls = self.calls.pop(key, None) or deque(maxlen=MAX_CALLS_KEPT)
+        calls.append((when, sock))
+        self.calls[key] = calls         # the newest caller last
+        while len(self.calls) > MAX_CALLERS:
+            self.calls.popitem(last=False)
 
     def forget_gone(self, live_keys) -> None:
         for key in [key for key in self.calls if key not in live_keys]:

@@ -1,0 +1,154 @@
+"""The BPF connect hook (issue 21): every connect() is seen with its process, however short the
+connection, and `ptfast run` reports a process whose calls to other hosts last milliseconds.
+Real processes; the hook is the kernel's own cgroup BPF hook."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from ptfast.scan import connecthook
+
+from helpers.procs import start_python, wait_until
+from helpers.service import SendmailRecorder, ServiceDir
+from helpers.uids import uid_for
+
+pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
+
+CALLER_UID = uid_for(241)
+SPAMMER_UID = uid_for(242)
+
+#: once the child runs as its uid alone (the hook records the real uid): connect() and close
+#: at once, a TCP call to a local listener (argv[1]), UDP "calls" (no packet leaves: a UDP
+#: connect() sends nothing) to a documentation-range host, v4 and v6
+CALLS = """
+def calls():
+    while os.getuid() == 0:
+        time.sleep(0.01)
+    client = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    client.close()
+    for family, host in ((socket.AF_INET, "198.18.7.7"), (socket.AF_INET6, "2001:db8::7")):
+        call = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            call.connect((host, 25))
+        except OSError:
+            pass        # no route: the hook ran before the kernel looked for one
+        call.close()
+threading.Thread(target=calls, daemon=True).start()
+"""
+
+#: a spam sender that holds each call for no time at all, to a new host each time
+SPAMMER = """
+def spam():
+    host = 0
+    while True:
+        host += 1
+        call = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            call.connect((f"198.18.{8 + host // 250 % 8}.{1 + host % 250}", 25))
+        except OSError:
+            pass
+        call.close()
+        time.sleep(0.3)
+threading.Thread(target=spam, daemon=True).start()
+"""
+
+
+@pytest.fixture
+def hook():
+    opened, why = connecthook.open_hook()
+    if opened is None:
+        if os.environ.get("PTFAST_REQUIRE_CONNECT_HOOK") == "1":
+            pytest.fail(f"the BPF connect hook does not run here: {why}")
+        pytest.skip(f"the BPF connect hook does not run here: {why}")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def listener():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(server.accept()[0]), daemon=True).start()
+    yield server.getsockname()[1]
+    server.close()
+    for conn in accepted:
+        conn.close()
+
+
+def test_the_hook_records_each_connect_with_its_process_uid_and_peer(hook, listener):
+    caller = start_python(CALLS, uid=CALLER_UID, argv=[str(listener)])
+    try:
+        found = []
+        assert wait_until(lambda: found.extend(hook.drain()) or
+                          len([c for c in found if c.pid == caller.pid]) >= 3, 10), found
+        mine = {(c.proto, c.remote_ip, c.remote_port, c.uid)
+                for c in found if c.pid == caller.pid}
+    finally:
+        caller.stop()
+    assert mine == {("tcp", "127.0.0.1", listener, CALLER_UID),
+                    ("udp", "198.18.7.7", 25, CALLER_UID),
+                    ("udp6", "2001:db8::7", 25, CALLER_UID)}
+    # drained: a second drain has none of them
+    assert not [c for c in hook.drain() if c.pid == caller.pid]
+
+
+HOLDER = """
+import sys
+from ptfast.scan import connecthook
+hook, why = connecthook.open_hook()
+print(" ".join(map(str, hook.program_ids())) if hook else "none: " + why, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_killed_holder_leaves_no_program_attached(hook):
+    """The programs hang on a BPF link: the kernel detaches them when ptfast dies, however."""
+    root = connecthook.cgroup2_root()
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        ids = [int(word) for word in holder.stdout.readline().split()]
+        assert len(ids) == 2, ids
+        attached = connecthook.attached_program_ids(root)
+        assert set(ids) <= attached, (ids, attached)
+        # the hook of this test (the fixture's) is attached beside it: each has its own
+        assert set(hook.program_ids()) <= attached
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert wait_until(lambda: not set(ids) & connecthook.attached_program_ids(root), 10)
+    assert set(hook.program_ids()) <= connecthook.attached_program_ids(root)
+
+
+def test_a_stream_of_millisecond_calls_to_other_hosts_is_reported_by_run(tmp_path, hook):
+    """A process that never holds a call for a dump to see is reported for its connect()s,
+    with no pass (PT_INTERVAL an hour), naming the hosts it called."""
+    hook.close()        # the service opens its own
+    service = ServiceDir(tmp_path, SPAMMER_UID)
+    recorder = SendmailRecorder(str(tmp_path))
+    spammer = None
+    with service.started(f"SENDMAIL={recorder.path}", "PT_INTERVAL=3600", "PT_CONN_AGE=5",
+                         "PT_USERPROC=0", "PT_PASS_SUMMARY=1") as daemon:
+        try:
+            assert wait_until(lambda: "pass done" in service.log(), 60), service.log()
+            assert "connects: the BPF connect hook runs" in service.log(), service.log()
+            spammer = start_python(SPAMMER, uid=SPAMMER_UID)
+            assert wait_until(lambda: f"*Suspicious Process* PID:{spammer.pid} " in
+                              service.log(), 60), service.log()
+            status = subprocess.run([sys.executable, "-m", "ptfast", "status", "--state-dir",
+                                     service.state_dir], capture_output=True, text=True)
+        finally:
+            if spammer is not None:
+                spammer.stop()
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    mail = recorder.calls()[0]["parsed"].get_content()
+    assert "-> 198.18.8." in mail and "(connect())" in mail, mail[:1500]
+    assert "BPF connect hook" in status.stdout, status.stdout + status.stderr
