@@ -8,9 +8,11 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
+from ptfast.act import looking
 from ptfast.scan import connecthook
 
 from helpers.procs import start_python, wait_until
@@ -21,6 +23,7 @@ pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
 
 CALLER_UID = uid_for(241)
 SPAMMER_UID = uid_for(242)
+RESOLVING_UID = uid_for(243)
 
 #: once the child runs as its uid alone (the hook records the real uid): connect() and close
 #: at once, a TCP call to a local listener (argv[1]), UDP "calls" (no packet leaves: a UDP
@@ -55,6 +58,22 @@ def spam():
         call.close()
         time.sleep(0.3)
 threading.Thread(target=spam, daemon=True).start()
+"""
+
+
+#: name lookups, as glibc makes them: a UDP connect() to the host's resolver (argv[1]), port 53
+LOOKUPS = """
+def lookups():
+    while True:
+        call = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET,
+                             socket.SOCK_DGRAM)
+        try:
+            call.connect((sys.argv[1], 53))
+        except OSError:
+            pass
+        call.close()
+        time.sleep(0.3)
+threading.Thread(target=lookups, daemon=True).start()
 """
 
 
@@ -101,6 +120,7 @@ def test_the_hook_records_each_connect_with_its_process_uid_and_peer(hook, liste
 
 HOLDER = """
 import sys
+from ptfast.act import looking
 from ptfast.scan import connecthook
 hook, why = connecthook.open_hook()
 print(" ".join(map(str, hook.program_ids())) if hook else "none: " + why, flush=True)
@@ -131,22 +151,31 @@ def test_a_stream_of_millisecond_calls_to_other_hosts_is_reported_by_run(tmp_pat
     """A process that never holds a call for a dump to see is reported for its connect()s,
     with no pass (PT_INTERVAL an hour), naming the hosts it called."""
     hook.close()        # the service opens its own
-    service = ServiceDir(tmp_path, SPAMMER_UID)
+    resolvers = [address for address in looking.nameservers()
+                 if not (address.is_loopback or address.is_link_local)]
+    service = ServiceDir(tmp_path, SPAMMER_UID, RESOLVING_UID)
     recorder = SendmailRecorder(str(tmp_path))
-    spammer = None
+    spammer = resolving = None
     with service.started(f"SENDMAIL={recorder.path}", "PT_INTERVAL=3600", "PT_CONN_AGE=5",
                          "PT_USERPROC=0", "PT_PASS_SUMMARY=1") as daemon:
         try:
             assert wait_until(lambda: "pass done" in service.log(), 60), service.log()
             assert "connects: the BPF connect hook runs" in service.log(), service.log()
+            if resolvers:       # a process resolving names is not calling other hosts
+                resolving = start_python(LOOKUPS, uid=RESOLVING_UID, argv=[str(resolvers[0])])
             spammer = start_python(SPAMMER, uid=SPAMMER_UID)
             assert wait_until(lambda: f"*Suspicious Process* PID:{spammer.pid} " in
                               service.log(), 60), service.log()
+            if resolving is not None:
+                # its lookups began first; a few more dumps (about one a second) for it
+                time.sleep(3)
+                assert f"PID:{resolving.pid} " not in service.log(), service.log()
             status = subprocess.run([sys.executable, "-m", "ptfast", "status", "--state-dir",
                                      service.state_dir], capture_output=True, text=True)
         finally:
-            if spammer is not None:
-                spammer.stop()
+            for child in (spammer, resolving):
+                if child is not None:
+                    child.stop()
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
     mail = recorder.calls()[0]["parsed"].get_content()

@@ -6,6 +6,7 @@ that both judge connections by how long they were held."""
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import Callable, Optional
 
@@ -53,7 +54,7 @@ def hooked_calls(lifetimes: Lifetimes, hook: ConnectHook, tracked: Callable[[int
     the uids of the callers."""
     connects = [connect for connect in hook.drain()
                 if connect.uid != 0 and tracked(connect.uid)
-                and lifetimes.is_remote(connect.remote_ip)]
+                and lifetimes.is_call(connect.remote_ip, connect.remote_port, connect.proto)]
     if not connects:
         return set()
     walk = procfs.scan(proc_root, False, pids=sorted({connect.pid for connect in connects}))
@@ -71,6 +72,24 @@ def hooked_calls(lifetimes: Lifetimes, hook: ConnectHook, tracked: Callable[[int
                                 connect.uid))
         callers.add(proc.uid)
     return callers
+
+
+def nameservers(path: str = "/etc/resolv.conf") -> frozenset:
+    """The DNS resolvers (``ipaddress`` objects) the host's own resolv.conf names (root's file: a customer cannot add
+    one); none when it cannot be read."""
+    found = set()
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                words = line.split()
+                if len(words) >= 2 and words[0] == "nameserver":
+                    try:            # without a link-local's %scope
+                        found.add(ipaddress.ip_address(words[1].split("%")[0]))
+                    except ValueError:
+                        continue
+    except OSError:
+        pass
+    return frozenset(found)
 
 
 def warm_up(lifetimes: Lifetimes, policy, proc_root: str = "/proc",

@@ -86,7 +86,7 @@ class Tracker:
         self._last_flush = last_written(spool.state_dir)
         self._bound_logged: set = set()     # uids said to have reached their listener share
         #: connections' first sightings and calls to other hosts, from the socket dumps
-        self.lifetimes = Lifetimes(lambda: procfs.host_addresses(proc_root))
+        self.lifetimes = Lifetimes(lambda: procfs.host_addresses(proc_root), looking.nameservers)
         #: live mode (ptfast.act.live): (pid, start ticks) of the last full walk's processes
         #: still within PT_LIMIT, and what the status says of the mode (a callable: the
         #: counters as of each publish)

@@ -21,7 +21,7 @@ from ptfast.foundation.config import Settings
 from ptfast.decide import pignore
 from ptfast.scan import procfs
 from ptfast.foundation.escape import escape_line, escape_text
-from ptfast.act.looking import warm_up
+from ptfast.act.looking import nameservers, warm_up
 from ptfast.scan.connecthook import open_hook
 from ptfast.decide.findings import CHECK_SUSPICIOUS, process_key
 from ptfast.decide.lifetimes import Lifetimes
@@ -194,7 +194,7 @@ def cmd_scan(args) -> int:
         return EXIT_ERROR
     rules = settings.rules
     # a first look, as ptfast run's: connections are judged by how long they were held
-    lifetimes = Lifetimes(lambda: procfs.host_addresses(args.proc_root))
+    lifetimes = Lifetimes(lambda: procfs.host_addresses(args.proc_root), nameservers)
     first_look = build_policy(settings.config, rules)
     # the connect hook, as the service's, sees the short calls made while the scan waits
     hook = None

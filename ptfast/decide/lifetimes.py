@@ -72,9 +72,12 @@ def is_connection(sock) -> bool:
 class Lifetimes:
     """First sightings of connections, and calls to remote peers by process."""
 
-    def __init__(self, host_addresses: Callable[[], frozenset] = frozenset) -> None:
+    def __init__(self, host_addresses: Callable[[], frozenset] = frozenset,
+                 nameservers: Callable[[], frozenset] = frozenset) -> None:
         self._host_addresses = host_addresses
         self._hosts: Optional[frozenset] = None
+        self._nameservers = nameservers
+        self._resolvers: Optional[frozenset] = None
         #: (netns, inode) -> (when first seen, uid that created it)
         self.first_seen: dict = {}
         #: the network namespaces the dumps read (ptfast's own)
@@ -99,6 +102,18 @@ class Lifetimes:
         if self._hosts is None:
             self._hosts = self._host_addresses()
         return address not in self._hosts
+
+    def is_call(self, ip: str, port: int, proto: str) -> bool:
+        """A connection to ``ip``:``port`` is a call to another host: the peer is remote and
+        not one of the host's own DNS resolvers (every name lookup asks one, by a UDP or TCP
+        connect() to its port 53: the system's service, not a call out)."""
+        if not self.is_remote(ip):
+            return False
+        if port != 53 or proto not in CONNECTION_PROTOCOLS:
+            return True
+        if self._resolvers is None:
+            self._resolvers = frozenset(self._nameservers())
+        return ipaddress.ip_address(ip) not in self._resolvers
 
     def observe(self, sockets: Iterable, now: float, tracked: Callable[[int], bool],
                 dump: bool) -> set:
@@ -126,7 +141,7 @@ class Lifetimes:
                 self.connections_left_out += 1
                 continue
             self.first_seen[key] = (now, sock.uid)
-            if not self.hooked and self.is_remote(sock.remote_ip):
+            if not self.hooked and self.is_call(sock.remote_ip, sock.remote_port, sock.proto):
                 self.unattributed[key] = (sock, now)
         if dump:
             for key in [key for key in self.first_seen
