@@ -31,6 +31,7 @@ YOUNG_UID = uid_for(231)
 HELD_UID = uid_for(232)
 BEACON_UID = uid_for(233)
 NEWS_UID = uid_for(234)
+OPENER_UID = uid_for(235)
 
 #: a worker's database queries: a 1-2 s connection to a local listener, again and again
 YOUNG_QUERIES = """
@@ -62,6 +63,14 @@ def beacon():
         call.close()
         time.sleep(0.3)
 threading.Thread(target=beacon, daemon=True).start()
+"""
+#: no socket at all until sys.argv[1] exists, then a listener
+LATE_LISTENER = """
+def later(path):
+    while not os.path.exists(path):
+        time.sleep(0.1)
+    listen(socket.AF_INET, "127.0.0.1")
+threading.Thread(target=later, args=(sys.argv[1],), daemon=True).start()
 """
 #: a listener now, and a second one once sys.argv[1] exists
 NEW_LISTENER = """
@@ -227,6 +236,25 @@ def test_a_reported_process_is_reported_again_for_a_new_listener(tmp_path, child
     assert reported_pids(service) == [child.pid, child.pid], service.log()
     assert service.run_once(*settings).returncode == 0
     assert reported_pids(service) == [child.pid, child.pid], service.log()
+
+
+def test_a_listener_opened_by_an_old_process_is_reported_at_the_next_dump(tmp_path, children,
+                                                                          go):
+    """Issue 21: "a new socket in an old process is found at the next socket dump". The
+    process was checked (nothing to report) long before; no pass comes (PT_INTERVAL an hour)
+    and it forks and execs nothing, so only the dump can find its new listener."""
+    child = start_python(LATE_LISTENER, uid=OPENER_UID, argv=[str(go)])
+    children.append(child)
+    service = ServiceDir(tmp_path, OPENER_UID)
+    recorder = SendmailRecorder(str(tmp_path))
+    with service.started(f"SENDMAIL={recorder.path}", "PT_INTERVAL=3600", "PT_USERPROC=0",
+                         "PT_PASS_SUMMARY=1") as daemon:
+        assert wait_until(lambda: "pass done" in service.log(), 60), service.log()
+        assert reported_pids(service) == []
+        open(go, "w").close()
+        assert wait_until(lambda: reported_pids(service) == [child.pid], 30), service.log()
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
 
 
 def test_the_warm_up_counts_from_when_its_first_dump_saw_the_connections(database, children,

@@ -1,7 +1,7 @@
 """Looking at sockets over time (decide.lifetimes): a sock_diag dump of ptfast's own network
 namespace between passes, the walk that attributes short connections to other hosts to the
 processes holding them (or, where the BPF connect hook runs, its record of every connect()),
-and the warm-up before a first look (``ptfast scan``, the first pass of ``ptfast run``), so
+the listeners opened since the last dump (judged at once), and the warm-up before a first look (``ptfast scan``, the first pass of ``ptfast run``), so
 that both judge connections by how long they were held."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import ipaddress
 import time
 from typing import Callable, Optional
 
+from ptfast.decide.checks.sockets import is_listening
 from ptfast.decide.findings import process_key
 from ptfast.decide.lifetimes import Call, Lifetimes, dump_delay
 from ptfast.scan import procfs
@@ -37,6 +38,7 @@ def dump(lifetimes: Lifetimes, policy, proc_root: str = "/proc",
 
     def tracked(uid: int) -> bool:
         return policy.tracked_user(uid) is not None
+    opened = new_listeners(lifetimes, table, tracked)
     callers = lifetimes.observe(table.values(), now, tracked, dump=True)
     if callers:
         walk = procfs.scan(proc_root, lambda proc: proc.uid in callers,
@@ -44,7 +46,19 @@ def dump(lifetimes: Lifetimes, policy, proc_root: str = "/proc",
         lifetimes.attribute(walk.processes, process_key)
     if hook is not None:
         callers |= hooked_calls(lifetimes, hook, tracked, proc_root)
-    return callers | lifetimes.came_of_age(since, now, policy.conn_age_wait)
+    return callers | opened | lifetimes.came_of_age(since, now, policy.conn_age_wait)
+
+
+def new_listeners(lifetimes: Lifetimes, table: dict, tracked: Callable[[int], bool]) -> set:
+    """The uids of tracked accounts with a listener the last dump did not have: a listener
+    counts at once, so an old process that opens one is judged now, not at the next pass.
+    None at the first dump (nothing to compare with: the pass judges what it finds)."""
+    listening = {(sock.netns, sock.inode): sock.uid for sock in table.values()
+                 if sock.uid != 0 and is_listening(sock)}
+    before, lifetimes.listening = lifetimes.listening, set(listening)
+    if before is None:
+        return set()
+    return {uid for key, uid in listening.items() if key not in before and tracked(uid)}
 
 
 def hooked_calls(lifetimes: Lifetimes, hook: ConnectHook, tracked: Callable[[int], bool],

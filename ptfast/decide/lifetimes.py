@@ -90,6 +90,8 @@ class Lifetimes:
         self.last_dump = 0.0
         #: the connect hook runs: calls come from it, not from the dumps
         self.hooked = False
+        #: (netns, inode) of the non-root listeners in the last dump (None before the first)
+        self.listening: Optional[set] = None
 
     # -- what the dumps and walks tell -------------------------------------------------------
     def is_remote(self, ip: str) -> bool:
