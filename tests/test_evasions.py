@@ -20,7 +20,7 @@ import pytest
 
 from helpers.native import (needs_gcc, ping_group_range_allowing, program_fixtures, start,
                             start_deleted, start_from_deep_path, start_with_hidden_link)
-from helpers.procs import _wait_ready, kill_uid, start_python
+from helpers.procs import _wait_ready, kill_uid, start_python, wait_until
 from helpers.scan import CORES, core_env, run_scan, suspicious_by_pid
 from helpers.service import SendmailRecorder, ServiceDir, only_users_rule
 from helpers.uids import uid_for
@@ -119,8 +119,38 @@ def start_io_uring(program: str, uid: int):
 
 
 @pytest.fixture(scope="module")
-def attacks(programs, workdir):
-    """Every evasion started once; name -> Child or Unavailable."""
+def live_services(workdir):
+    """core -> ServiceDir of a `ptfast run` in live mode started before the evasions, with
+    no pass due for an hour: what it reports of them, its live layer found (issue 21)."""
+    services, daemons = {}, []
+    try:
+        for core in CORES:
+            root = os.path.join(workdir, f"live-{core}")
+            os.makedirs(root)
+            service = ServiceDir(root, *UIDS.values())
+            daemons.append(subprocess.Popen(
+                service.command("SENDMAIL=/bin/true", "GENERIC=1", "PT_INTERVAL=3600",
+                                "PT_USERPROC=0", "PT_PASS_SUMMARY=1", once=False),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=core_env(core)))
+            services[core] = service
+        for service in services.values():
+            assert wait_until(lambda: "pass done" in service.log(), 60), service.log()
+            assert "mode: live" in service.log(), service.log()
+        yield services
+    finally:
+        for daemon in daemons:
+            daemon.send_signal(signal.SIGTERM)
+        for daemon in daemons:
+            try:
+                daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+
+
+@pytest.fixture(scope="module")
+def attacks(programs, workdir, live_services):
+    """Every evasion started once (after the live services); name -> Child or Unavailable."""
     started = {}
     try:
         started["zombie_leader"] = start([programs["zombie_leader"], UIDS["zombie_leader"]])
@@ -210,6 +240,21 @@ def test_evasion_is_reported_with_its_socket(attacks, scans, name, core):
     finding = assert_reported_with_socket(scans(core), child.info["pid"], UIDS[name])
     # PT_DELETED (0 here) adds or removes the "deleted executable" reason, nothing else
     assert REASON_DELETED not in finding["reasons"]
+
+
+@pytest.mark.parametrize("core", CORES)
+@pytest.mark.parametrize("name", ("control", *SOCKET_EVASIONS))
+def test_evasion_is_reported_with_its_socket_by_run_in_live_mode(attacks, live_services, name,
+                                                                  core):
+    """The same evasions against the service: started after its only pass, each must be
+    reported by the live layer (its check at PT_LIMIT, or a socket dump) with its socket."""
+    child = running(attacks, name)
+    service = live_services[core]
+    pid = child.info["pid"]
+    assert wait_until(lambda: pid in suspicious_events(service), 30), \
+        f"pid {pid} not reported; reported: {sorted(suspicious_events(service))}"
+    assert_reported_with_socket(suspicious_events(service), pid, UIDS[name])
+    assert service.log().count("pass done") == 1, service.log()     # no pass found it
 
 
 @pytest.mark.parametrize("core", CORES)
