@@ -181,3 +181,26 @@ def test_a_stream_of_millisecond_calls_to_other_hosts_is_reported_by_run(tmp_pat
     mail = recorder.calls()[0]["parsed"].get_content()
     assert "-> 198.18.8." in mail and "(connect())" in mail, mail[:1500]
     assert "BPF connect hook" in status.stdout, status.stdout + status.stderr
+
+
+IN_A_PID_NAMESPACE = """
+import ctypes, os, sys
+from ptfast.scan import connecthook
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.unshare(0x20000000) == 0, ctypes.get_errno()      # CLONE_NEWPID: for children
+pid = os.fork()
+if pid == 0:
+    hook, why = connecthook.open_hook()
+    print("opened" if hook else why, flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+def test_in_a_pid_namespace_of_its_own_the_hook_is_not_used_and_says_why(hook):
+    """The programs record the host's process ids; in a container's pid namespace they would
+    name other processes, or none."""
+    result = subprocess.run([sys.executable, "-c", IN_A_PID_NAMESPACE], capture_output=True,
+                            text=True, timeout=60)
+    assert result.stdout.strip() == ("it runs in a pid namespace other than the host's "
+                                     "(a container?)"), result.stdout + result.stderr

@@ -27,6 +27,8 @@ import socket
 import struct
 from typing import Iterator, List, NamedTuple, Optional, Tuple
 
+from ptfast.scan import procevents
+
 #: the bpf() system call's number by architecture (asm-generic: 280)
 SYS_BPF = {"x86_64": 321, "aarch64": 280, "i686": 357, "i386": 357, "ppc64le": 361,
            "s390x": 351}
@@ -343,6 +345,10 @@ def open_hook(cgroup_root: Optional[str] = None) -> Tuple[Optional[ConnectHook],
     """The hook and "", or None and why it does not run."""
     if os.environ.get("PTFAST_NO_CONNECT_HOOK") == "1":
         return None, "PTFAST_NO_CONNECT_HOOK=1 turned it off"
+    pid_ns = procevents.namespace_inode("pid")
+    if pid_ns is not None and pid_ns != procevents.INITIAL_PID_NS:
+        # the programs see the host's process ids, which mean nothing in here
+        return None, "it runs in a pid namespace other than the host's (a container?)"
     try:
         return ConnectHook(cgroup_root), ""
     except Unavailable as exc:

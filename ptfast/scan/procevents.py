@@ -93,7 +93,7 @@ class Unavailable(Exception):
     """The connector cannot be used here; the message says why, for an admin."""
 
 
-def _namespace_inode(kind: str, pid: str = "self") -> Optional[int]:
+def namespace_inode(kind: str, pid: str = "self") -> Optional[int]:
     try:
         link = os.readlink(f"/proc/{pid}/ns/{kind}")
     except OSError:
@@ -121,14 +121,14 @@ def unavailable_reason() -> Optional[str]:
     these must be known beforehand.)"""
     if not _has_net_admin():
         return "the service lacks CAP_NET_ADMIN (not root?)"
-    user_ns = _namespace_inode("user")
+    user_ns = namespace_inode("user")
     if user_ns is not None and user_ns != INITIAL_USER_NS:
         return "it runs in a user namespace other than the host's (a container?)"
-    pid_ns = _namespace_inode("pid")
+    pid_ns = namespace_inode("pid")
     if pid_ns is not None and pid_ns != INITIAL_PID_NS:
         return "it runs in a pid namespace other than the host's (a container?)"
     # in the initial pid namespace /proc/1 is the host's init
-    net_ns, host_net_ns = _namespace_inode("net"), _namespace_inode("net", "1")
+    net_ns, host_net_ns = namespace_inode("net"), namespace_inode("net", "1")
     if net_ns is not None and host_net_ns is not None and net_ns != host_net_ns:
         return "it runs in a network namespace other than the host's"
     return None
