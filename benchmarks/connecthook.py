@@ -19,7 +19,6 @@ benchmarks/results/connecthook-*.json. Root only; not part of the test suite.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import statistics
@@ -31,7 +30,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+sys.path.insert(0, HERE)
+
 from ptfast.scan import connecthook  # noqa: E402
+from record import environment, results_path, spread, write_results  # noqa: E402
 
 
 TCP_COUNT = 3000         # below the listener's backlog (4096): nothing accepts them
@@ -49,10 +51,6 @@ def per_connect(binary: str, kind: str, count: int, port: int) -> float:
     return float(out)
 
 
-def spread(values: list) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
@@ -62,8 +60,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("root only", file=sys.stderr)
         return 2
-    load_before = os.getloadavg()
-    results: dict = {"count": args.count, "rounds": args.rounds, "load_before": load_before}
+    results: dict = {"environment": environment(), "options": vars(args)}
     with tempfile.TemporaryDirectory() as directory:
         binary = build(directory)
         server = socket.socket()
@@ -123,12 +120,10 @@ def main() -> int:
               f"({min(times):.1f}-{max(times):.1f}), "
               f"{statistics.median(times) / records * 1000:.2f} ms per 1,000")
     results["load_after"] = os.getloadavg()
-    print(f"load average {load_before[0]:.1f} -> {results['load_after'][0]:.1f}")
-    out_dir = os.path.join(HERE, "results")
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, time.strftime("connecthook-%Y%m%d-%H%M%S.json"))
-    with open(path, "w") as handle:
-        json.dump(results, handle, indent=1)
+    print(f"load average {results['environment']['load_average_at_start'][0]:.1f} -> "
+          f"{results['load_after'][0]:.1f}")
+    path = results_path("connecthook", results)
+    write_results(path, results)
     print(f"written: {path}")
     return 0
 
