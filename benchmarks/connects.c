@@ -1,6 +1,6 @@
 /* connect() in a loop, for benchmarks/connecthook.py: COUNT times, a UDP socket connect()ed to
  * 198.18.0.9:PORT (a UDP connect() sends nothing) and closed, or with "tcp" a TCP connection to
- * 127.0.0.1:PORT (a listener the caller holds) opened and closed. Prints the nanoseconds per
+ * 127.0.0.1:PORT (a listener the caller holds) opened and reset (no TIME_WAIT left). Prints the nanoseconds per
  * iteration. With "spread", each connect() goes to another port, so that each is a record of
  * its own in the hook's map. */
 #include <arpa/inet.h>
@@ -35,6 +35,10 @@ int main(int argc, char **argv) {
         if (fd < 0 || connect(fd, (struct sockaddr *)&peer, sizeof peer) < 0) {
             perror("connect");
             return 1;
+        }
+        if (tcp) {      /* a reset, not TIME_WAIT: the next run's port search stays the same */
+            struct linger reset = {1, 0};
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
         }
         close(fd);
     }
