@@ -94,12 +94,12 @@ class Suspicious(SnapshotCheck, Alerting):
                     reasons.append(REASON_SOCKET)
                 calls = self._calls(policy, proc, by_pid, judged)
                 if calls:
-                    judged += calls
                     if REASON_SOCKET not in reasons:
                         reasons.append(REASON_SOCKET)
             if not reasons:
                 continue
-            what = reported_what(reasons, judged)
+            what = reported_what(reasons, judged, calls)
+            judged += calls
             known = policy.memory.reported_what(process_key(proc))
             if known is not None and not set(what) - known:
                 continue        # reported before, and it holds nothing new
@@ -210,11 +210,19 @@ class Suspicious(SnapshotCheck, Alerting):
         }
 
 
-def reported_what(reasons, judged) -> list:
+#: the word for a process's calls to other hosts, whichever hosts: a spam sender reported
+#: for them is not reported again for each next mail host (the digest carries the volume)
+CALLS_WORD = "calls to other hosts"
+
+
+def reported_what(reasons, judged, calls=()) -> list:
     """What a finding reports, in words its memory keeps (state.ReportedState): a process
     reported before is reported again only for something not among them: a listener on
-    another port, a connection to another peer, a reason it did not have."""
+    another port, a connection to another peer, calls to other hosts, a reason it did not
+    have."""
     what = [reason for reason in (REASON_DELETED, REASON_INCOMPLETE) if reason in reasons]
+    if calls:
+        what.append(CALLS_WORD)
     for sock, counts, _why in judged:
         if not counts:
             continue
