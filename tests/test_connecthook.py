@@ -3,6 +3,7 @@ connection, and `ptfast run` reports a process whose calls to other hosts last m
 Real processes; the hook is the kernel's own cgroup BPF hook."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 from ptfast.act import looking
 from ptfast.scan import connecthook
 
-from helpers.procs import start_python, wait_until
+from helpers.procs import kill_uid, public_tempdir, start_python, wait_until
 from helpers.service import SendmailRecorder, ServiceDir
 from helpers.uids import uid_for
 
@@ -24,6 +25,7 @@ pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
 CALLER_UID = uid_for(241)
 SPAMMER_UID = uid_for(242)
 RESOLVING_UID = uid_for(243)
+WORKERS_UID = uid_for(244)
 
 #: once the child runs as its uid alone (the hook records the real uid): connect() and close
 #: at once, a TCP call to a local listener (argv[1]), UDP "calls" (no packet leaves: a UDP
@@ -74,6 +76,32 @@ def lookups():
         call.close()
         time.sleep(0.3)
 threading.Thread(target=lookups, daemon=True).start()
+"""
+
+
+#: a root master (this child, root) and two workers it forks, which drop to argv[1]'s uid and
+#: never exec (service workers, by provenance): "querying" calls its database, one host,
+#: every 0.2 s; "wandering" does the same, then once sys.argv[2] exists calls a second host too
+MASTER_AND_WORKERS = """
+def worker(hosts_now):
+    pid = os.fork()
+    if pid:
+        return pid
+    uid = int(sys.argv[1])
+    os.setgroups([]); os.setresgid(uid, uid, uid); os.setresuid(uid, uid, uid)
+    libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+    while True:
+        for host in hosts_now():
+            call = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                call.connect((host, 3306))
+            except OSError:
+                pass
+            call.close()
+        time.sleep(0.2)
+info["querying"] = worker(lambda: ["198.18.20.1"])
+info["wandering"] = worker(lambda: ["198.18.20.1"] + (["198.18.20.2"]
+                                                      if os.path.exists(sys.argv[2]) else []))
 """
 
 
@@ -199,6 +227,39 @@ if pid == 0:
     os._exit(0)
 os.waitpid(pid, 0)
 """
+
+
+def test_a_workers_calls_to_its_one_database_do_not_count_a_second_host_does(tmp_path, hook):
+    """Service workers (forked by a root master, never exec'd) calling one remote host again
+    and again are querying their database: not reported, however many calls. One that then
+    calls a second host is reported for it at once (no pass: PT_INTERVAL an hour)."""
+    hook.close()        # the service opens its own
+    public = public_tempdir()           # the workers must see the file appear
+    go = os.path.join(public, "second-host")
+    service = ServiceDir(tmp_path, WORKERS_UID)
+    recorder = SendmailRecorder(str(tmp_path))
+    master = None
+    with service.started(f"SENDMAIL={recorder.path}", "PT_INTERVAL=3600", "PT_CONN_AGE=5",
+                         "PT_USERPROC=0", "PT_PASS_SUMMARY=1") as daemon:
+        try:
+            assert wait_until(lambda: "pass done" in service.log(), 60), service.log()
+            master = start_python(MASTER_AND_WORKERS, argv=[str(WORKERS_UID), go])
+            querying, wandering = master.info["querying"], master.info["wandering"]
+            time.sleep(3)       # some 15 calls each, and three dumps
+            open(go, "w").close()
+            assert wait_until(lambda: f"*Suspicious Process* PID:{wandering} " in
+                              service.log(), 30), service.log()
+            time.sleep(2)
+            assert f"PID:{querying} " not in service.log(), service.log()
+        finally:
+            if master is not None:
+                master.stop()
+            kill_uid(WORKERS_UID)           # the workers outlive their master
+            shutil.rmtree(public, ignore_errors=True)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    mail = recorder.calls()[0]["parsed"].get_content()
+    assert "198.18.20.2:3306" in mail, mail[:1500]
 
 
 def test_in_a_pid_namespace_of_its_own_the_hook_is_not_used_and_says_why(hook):

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 from ptfast.decide.checks.sockets import is_listening
 from ptfast.decide.findings import process_key
-from ptfast.decide.lifetimes import Call, Lifetimes, dump_delay
+from ptfast.decide.lifetimes import REMOTE_CALLS, Call, Lifetimes, dump_delay
 from ptfast.scan import procfs
 from ptfast.scan.connecthook import ConnectHook
 
@@ -21,13 +21,19 @@ from ptfast.scan.connecthook import ConnectHook
 START_SLACK = 0.5
 
 
+class Looked(NamedTuple):
+    """What a dump found worth judging now."""
+    uids: set       # accounts to walk: a connection came of age, a new listener, a call a
+                    # dump attributed (which process holds an inode: only a walk can tell)
+    pids: set       # processes the connect hook saw calling, whose verdict may change now
+
+
 def dump(lifetimes: Lifetimes, policy, proc_root: str = "/proc",
-         hook: Optional[ConnectHook] = None) -> Optional[set]:
+         hook: Optional[ConnectHook] = None) -> Optional[Looked]:
     """One dump: record the connections of tracked accounts; attribute their new calls to
     other hosts, from the connect hook when it runs, else by a walk of those accounts'
-    processes. Returns the uids worth judging now (their processes hold a connection that
-    just reached PT_CONN_AGE, or made a call), or None when the tables cannot be dumped (a
-    prepared /proc has no sock_diag)."""
+    processes. Returns what is worth judging now, or None when the tables cannot be dumped
+    (a prepared /proc has no sock_diag)."""
     if proc_root != "/proc":
         return None
     table = procfs.scan(proc_root, False, pids=[]).socket_table
@@ -44,15 +50,15 @@ def dump(lifetimes: Lifetimes, policy, proc_root: str = "/proc",
         walk = procfs.scan(proc_root, lambda proc: proc.uid in callers,
                            pids=procfs.newest_pids_of(callers, proc_root))
         lifetimes.attribute(walk.processes, process_key)
-    if hook is not None:
-        callers |= hooked_calls(lifetimes, hook, tracked, proc_root)
-    return callers | opened | lifetimes.came_of_age(since, now, policy.conn_age_wait)
+    pids = hooked_calls(lifetimes, hook, tracked, proc_root) if hook is not None else set()
+    return Looked(callers | opened | lifetimes.came_of_age(since, now, policy.conn_age_wait),
+                  pids)
 
 
 def new_listeners(lifetimes: Lifetimes, table: dict, tracked: Callable[[int], bool]) -> set:
     """The uids of tracked accounts with a listener the last dump did not have: a listener
     counts at once, so an old process that opens one is judged now, not at the next pass.
-    None at the first dump (nothing to compare with: the pass judges what it finds)."""
+    Nothing at the first dump (nothing to compare with: the pass judges what it finds)."""
     listening = {(sock.netns, sock.inode): sock.uid for sock in table.values()
                  if sock.uid != 0 and is_listening(sock)}
     before, lifetimes.listening = lifetimes.listening, set(listening)
@@ -64,8 +70,10 @@ def new_listeners(lifetimes: Lifetimes, table: dict, tracked: Callable[[int], bo
 def hooked_calls(lifetimes: Lifetimes, hook: ConnectHook, tracked: Callable[[int], bool],
                  proc_root: str = "/proc") -> set:
     """The hook's connect()s to other hosts by tracked accounts, each a call of the process
-    that made it (when that process still runs, and is the same one: its start, uid); returns
-    the uids of the callers."""
+    that made it (when that process still runs, and is the same one: its start, uid).
+    Returns the pids whose calls could change their verdict now: they reached REMOTE_CALLS,
+    or a second host (a worker's calls to its one database do not count). Judging every
+    caller at every dump would walk a busy host's workers each second."""
     connects = [connect for connect in hook.drain()
                 if connect.uid != 0 and tracked(connect.uid)
                 and lifetimes.is_call(connect.remote_ip, connect.remote_port, connect.proto)]
@@ -74,23 +82,37 @@ def hooked_calls(lifetimes: Lifetimes, hook: ConnectHook, tracked: Callable[[int
     walk = procfs.scan(proc_root, False, pids=sorted({connect.pid for connect in connects}))
     by_pid = {proc.pid: proc for proc in walk.processes}
     wall, monotonic = time.time(), time.monotonic()
-    callers = set()
+    before: dict = {}
     for connect in connects:
         proc = by_pid.get(connect.pid)
         if proc is None or proc.uid != connect.uid:
             continue            # gone, or another process now (its pid reused), or setuid
         if monotonic - proc.age > connect.monotonic + START_SLACK:
             continue            # started after the connect(): a reused pid
-        lifetimes.add_call(process_key(proc), wall - (monotonic - connect.monotonic),
+        key = process_key(proc)
+        if key not in before:
+            before[key] = (proc.pid, lifetimes.recent_calls(key, wall))
+        lifetimes.add_call(key, wall - (monotonic - connect.monotonic),
                            Call(connect.proto, connect.remote_ip, connect.remote_port,
                                 connect.uid))
-        callers.add(proc.uid)
-    return callers
+    return {pid for key, (pid, earlier) in before.items()
+            if verdict_may_change(earlier, lifetimes.recent_calls(key, wall))}
+
+
+def verdict_may_change(earlier: list, now: list) -> bool:
+    """Calls (socket records) before and after a drain: the count reached REMOTE_CALLS, or,
+    past it, the calls reached a second host."""
+    if len(now) < REMOTE_CALLS:
+        return False
+    if len(earlier) < REMOTE_CALLS:
+        return True
+    hosts = {sock.remote_ip for sock in earlier}
+    return len(hosts) == 1 and any(sock.remote_ip not in hosts for sock in now)
 
 
 def nameservers(path: str = "/etc/resolv.conf") -> frozenset:
-    """The DNS resolvers (``ipaddress`` objects) the host's own resolv.conf names (root's file: a customer cannot add
-    one); none when it cannot be read."""
+    """The DNS resolvers (``ipaddress`` objects) the host's own resolv.conf names (root's
+    file: a customer cannot add one); none when it cannot be read."""
     found = set()
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:

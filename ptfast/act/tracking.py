@@ -184,7 +184,12 @@ class Tracker:
         policy = self._policy(settings)
         if not policy.enabled:
             return
-        uids = looking.dump(self.lifetimes, policy, self.proc_root, self.connect_hook)
+        looked = looking.dump(self.lifetimes, policy, self.proc_root, self.connect_hook)
+        if looked is None:
+            return
+        if looked.pids:
+            self.check_processes(settings, sorted(looked.pids))
+        uids = looked.uids
         if not uids:
             return
         policy = self._policy(settings)
@@ -296,8 +301,9 @@ class Tracker:
         return findings + unheld
 
     def check_processes(self, settings, pids: list) -> list:
-        """Live mode: the processes of ``pids`` that just reached PT_LIMIT, walked alone and
-        judged by the PT_LIMIT check, their findings carried out and delivered as a pass's are.
+        """The processes of ``pids`` (live mode: they just reached PT_LIMIT; a dump: the connect
+        hook saw them calling), walked alone and judged by the PT_LIMIT check, their findings
+        carried out and delivered as a pass's are.
         Returns (pid, start ticks, age) of those still within PT_LIMIT (the clocks' ticks),
         to be checked again."""
         policy = self._policy(settings)
