@@ -17,8 +17,8 @@ processes over many uids), then:
 
 Each reader does what the service will: wait for events, let more gather for
 --batch-interval (0.1 s), drain the socket, feed the events to ptfast.act.schedule.Schedule
-(PT_LIMIT 60) and take what is due. Readers: "ptfast" (ptfast.scan.procevents: socket and
-struct), "compiled" (benchmarks/cn_recvmmsg.pyx, built here with Cython: recvmmsg() of 64
+(PT_LIMIT 60) and to ptfast.act.live.Parents (who forked whom), and take what is due.
+Readers: "ptfast" (ptfast.scan.procevents: socket and struct), "compiled" (benchmarks/cn_recvmmsg.pyx, built here with Cython: recvmmsg() of 64
 datagrams per call, parsed in C, on the socket ProcEvents opened) and "pyroute2"
 (pyroute2.ProcEventSocket, when installed; the same gap accounting over its decoded messages;
 its get() blocks, so it is called in a loop without the batching wait). The machine's load (loadavg,
@@ -165,6 +165,7 @@ def listen(reader_name: str, batch_interval: float) -> int:
     ``batch_interval`` for more events to gather, as the service will (one wake-up per event
     costs more than reading it). pyroute2's synchronous get() blocks until its asyncio core
     has read something: it is called in a loop, without that wait."""
+    from ptfast.act.live import Parents
     from ptfast.act.schedule import Schedule
     from ptfast.scan.procevents import DEFAULT_RECEIVE_BUFFER, FORK, ProcEvents
     if reader_name == "pyroute2":
@@ -175,7 +176,7 @@ def listen(reader_name: str, batch_interval: float) -> int:
             sys.path.insert(0, BUILD)
             from cn_recvmmsg import CompiledRead
             reader.read = CompiledRead(reader).read
-    schedule = Schedule(PT_LIMIT)
+    schedule, parents = Schedule(PT_LIMIT), Parents()
     forks_by_parent: dict = {}
     resyncs = due = batches = 0
     print(json.dumps({"ready": os.getpid()}), flush=True)
@@ -201,6 +202,7 @@ def listen(reader_name: str, batch_interval: float) -> int:
             last_ns = events[-1].timestamp_ns
             batches += 1
             schedule.feed(events)
+            parents.feed(events)        # as ptfast.act.live.Live.take_events
             for event in events:
                 if event.kind == FORK and event.pid == event.tgid:
                     forks_by_parent[event.parent_tgid] = forks_by_parent.get(

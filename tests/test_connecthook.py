@@ -26,6 +26,7 @@ CALLER_UID = uid_for(241)
 SPAMMER_UID = uid_for(242)
 RESOLVING_UID = uid_for(243)
 WORKERS_UID = uid_for(244)
+LOOPER_UID = uid_for(245)
 
 #: once the child runs as its uid alone (the hook records the real uid): connect() and close
 #: at once, a TCP call to a local listener (argv[1]), UDP "calls" (no packet leaves: a UDP
@@ -102,6 +103,27 @@ def worker(hosts_now):
 info["querying"] = worker(lambda: ["198.18.20.1"])
 info["wandering"] = worker(lambda: ["198.18.20.1"] + (["198.18.20.2"]
                                                       if os.path.exists(sys.argv[2]) else []))
+"""
+
+
+#: a loop that never connects itself: every 0.3 s it forks a child that makes one call (to
+#: a new host) and exits at once, long before any drain, as a shell running curl would
+LOOPER = """
+def loop():
+    host = 0
+    while True:
+        host += 1
+        child = os.fork()
+        if child == 0:
+            call = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                call.connect((f"198.18.30.{1 + host % 250}", 443))
+            except OSError:
+                pass
+            os._exit(0)
+        os.waitpid(child, 0)
+        time.sleep(0.3)
+threading.Thread(target=loop, daemon=True).start()
 """
 
 
@@ -260,6 +282,31 @@ def test_a_workers_calls_to_its_one_database_do_not_count_a_second_host_does(tmp
         assert daemon.wait(timeout=30) == 0
     mail = recorder.calls()[0]["parsed"].get_content()
     assert "198.18.20.2:3306" in mail, mail[:1500]
+
+
+def test_calls_of_children_gone_before_the_drain_count_for_the_loop_that_forked_them(tmp_path,
+                                                                                     hook):
+    """Live mode knows who forked each process: the calls of a child that exited before the
+    hook's map was drained are its parent's, so the loop is reported."""
+    hook.close()        # the service opens its own
+    service = ServiceDir(tmp_path, LOOPER_UID)
+    recorder = SendmailRecorder(str(tmp_path))
+    looper = None
+    with service.started(f"SENDMAIL={recorder.path}", "PT_INTERVAL=3600", "PT_CONN_AGE=5",
+                         "PT_USERPROC=0", "PT_PASS_SUMMARY=1") as daemon:
+        try:
+            assert wait_until(lambda: "pass done" in service.log(), 60), service.log()
+            assert "mode: live" in service.log(), service.log()
+            looper = start_python(LOOPER, uid=LOOPER_UID)
+            assert wait_until(lambda: f"*Suspicious Process* PID:{looper.pid} " in
+                              service.log(), 30), service.log()
+        finally:
+            if looper is not None:
+                looper.stop()
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    mail = recorder.calls()[0]["parsed"].get_content()
+    assert "-> 198.18.30." in mail and "(connect())" in mail, mail[:1500]
 
 
 def test_in_a_pid_namespace_of_its_own_the_hook_is_not_used_and_says_why(hook):

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections import OrderedDict
 from typing import Iterable, List, Optional, Tuple
 
 from ptfast.act.schedule import Schedule
 from ptfast.scan import procevents
-from ptfast.scan.procevents import Mode, ProcEvents
+from ptfast.scan.procevents import FORK, Event, Mode, ProcEvents
 
 #: after a wake-up, wait this long so that one walk checks a burst of events, not each one
 BATCH_SECONDS = 0.1
@@ -49,12 +50,38 @@ def boot_to_monotonic_ns() -> int:
         time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
 
+class Parents:
+    """Who forked each process lately (the proc connector's fork events): a call the connect
+    hook saw from a process that exited before the drain (a ``curl`` a shell loop runs, a
+    child forked per mail) belongs to the ancestor that is still running. Bounded: the oldest
+    forgotten first (at 5,000 forks a second, the last 13 s are kept; a drain comes every
+    second)."""
+
+    CAPACITY = 65536
+
+    def __init__(self) -> None:
+        self._parent: OrderedDict = OrderedDict()
+
+    def feed(self, events: Iterable[Event]) -> None:
+        parent, capacity = self._parent, self.CAPACITY
+        for event in events:
+            if event.kind == FORK and event.pid == event.tgid:   # a process, not a thread
+                parent.pop(event.tgid, None)                      # a reused pid: its newest
+                parent[event.tgid] = event.parent_tgid
+                if len(parent) > capacity:
+                    parent.popitem(last=False)
+
+    def get(self, pid: int) -> Optional[int]:
+        return self._parent.get(pid)
+
+
 class Live:
     """The reader, the schedule and what they counted, for the status and the metrics."""
 
     def __init__(self, reader: ProcEvents, limit_seconds: float) -> None:
         self.reader = reader
         self.schedule = Schedule(limit_seconds)
+        self.parents = Parents()
         self.clock_ticks = os.sysconf("SC_CLK_TCK")
         self.resyncs = 0            # full walks asked for because events were lost
         self.checks = 0             # processes checked at their PT_LIMIT
@@ -78,6 +105,7 @@ class Live:
             if not events:
                 return
             self.schedule.feed(events)
+            self.parents.feed(events)
 
     def resync_reason(self, now: float) -> Optional[str]:
         """Why a full walk is needed now (events lost, or the schedule full), or None; when

@@ -29,11 +29,14 @@ class Looked(NamedTuple):
 
 
 def dump(lifetimes: Lifetimes, policy, proc_root: str = "/proc",
-         hook: Optional[ConnectHook] = None) -> Optional[Looked]:
+         hook: Optional[ConnectHook] = None,
+         parent_of: Callable[[int], Optional[int]] = lambda pid: None) -> Optional[Looked]:
     """One dump: record the connections of tracked accounts; attribute their new calls to
     other hosts, from the connect hook when it runs, else by a walk of those accounts'
-    processes. Returns what is worth judging now, or None when the tables cannot be dumped
-    (a prepared /proc has no sock_diag)."""
+    processes. ``parent_of`` says who forked a process lately (live mode's fork events), so
+    that a call from a process already gone counts for its running ancestor. Returns what is
+    worth judging now, or None when the tables cannot be dumped (a prepared /proc has no
+    sock_diag)."""
     if proc_root != "/proc":
         return None
     table = procfs.scan(proc_root, False, pids=[]).socket_table
@@ -50,7 +53,8 @@ def dump(lifetimes: Lifetimes, policy, proc_root: str = "/proc",
         walk = procfs.scan(proc_root, lambda proc: proc.uid in callers,
                            pids=procfs.newest_pids_of(callers, proc_root))
         lifetimes.attribute(walk.processes, process_key)
-    pids = hooked_calls(lifetimes, hook, tracked, proc_root) if hook is not None else set()
+    pids = (hooked_calls(lifetimes, hook, tracked, proc_root, parent_of) if hook is not None
+            else set())
     return Looked(callers | opened | lifetimes.came_of_age(since, now, policy.conn_age_wait),
                   pids)
 
@@ -67,10 +71,18 @@ def new_listeners(lifetimes: Lifetimes, table: dict, tracked: Callable[[int], bo
     return {uid for key, uid in listening.items() if key not in before and tracked(uid)}
 
 
+#: how far up a gone caller's ancestry its call is carried (a shell loop, its subshell, the
+#: command the subshell ran: three)
+ANCESTRY = 4
+
+
 def hooked_calls(lifetimes: Lifetimes, hook: ConnectHook, tracked: Callable[[int], bool],
-                 proc_root: str = "/proc") -> set:
+                 proc_root: str = "/proc",
+                 parent_of: Callable[[int], Optional[int]] = lambda pid: None) -> set:
     """The hook's connect()s to other hosts by tracked accounts, each a call of the process
-    that made it (when that process still runs, and is the same one: its start, uid).
+    that made it (when that process still runs, and is the same one: its start, uid), or,
+    when it is gone, of its nearest running ancestor of the same uid that ``parent_of``
+    knows (a loop that runs a short-lived ``curl`` for each call).
     Returns the pids whose calls could change their verdict now: they reached REMOTE_CALLS,
     or a second host (a worker's calls to its one database do not count). Judging every
     caller at every dump would walk a busy host's workers each second."""
@@ -79,16 +91,16 @@ def hooked_calls(lifetimes: Lifetimes, hook: ConnectHook, tracked: Callable[[int
                 and lifetimes.is_call(connect.remote_ip, connect.remote_port, connect.proto)]
     if not connects:
         return set()
-    walk = procfs.scan(proc_root, False, pids=sorted({connect.pid for connect in connects}))
+    lines = {connect.pid: ancestry(connect.pid, parent_of) for connect in connects}
+    walk = procfs.scan(proc_root, False,
+                       pids=sorted({pid for line in lines.values() for pid in line}))
     by_pid = {proc.pid: proc for proc in walk.processes}
     wall, monotonic = time.time(), time.monotonic()
     before: dict = {}
     for connect in connects:
-        proc = by_pid.get(connect.pid)
-        if proc is None or proc.uid != connect.uid:
-            continue            # gone, or another process now (its pid reused), or setuid
-        if monotonic - proc.age > connect.monotonic + START_SLACK:
-            continue            # started after the connect(): a reused pid
+        proc = caller(lines[connect.pid], by_pid, connect, monotonic)
+        if proc is None:
+            continue
         key = process_key(proc)
         if key not in before:
             before[key] = (proc.pid, lifetimes.recent_calls(key, wall))
@@ -97,6 +109,32 @@ def hooked_calls(lifetimes: Lifetimes, hook: ConnectHook, tracked: Callable[[int
                                 connect.uid))
     return {pid for key, (pid, earlier) in before.items()
             if verdict_may_change(earlier, lifetimes.recent_calls(key, wall))}
+
+
+def ancestry(pid: int, parent_of: Callable[[int], Optional[int]]) -> list:
+    """``pid`` and the ancestors ``parent_of`` knows, nearest first (ANCESTRY at most)."""
+    line = [pid]
+    while len(line) < ANCESTRY:
+        parent = parent_of(line[-1])
+        if parent is None or parent <= 1 or parent in line:
+            break
+        line.append(parent)
+    return line
+
+
+def caller(line: list, by_pid: dict, connect, monotonic: float):
+    """The process a connect() counts for: the first of ``line`` still running, of the
+    caller's uid, started before the call (not a reused pid); None when there is none. Only
+    the caller itself may have changed uid since: an ancestor of another uid is another
+    account's (or root's) and gets no call."""
+    for pid in line:
+        proc = by_pid.get(pid)
+        if proc is None:
+            continue            # gone: its parent, if known
+        if proc.uid != connect.uid or monotonic - proc.age > connect.monotonic + START_SLACK:
+            return None         # another account's, a setuid, or a reused pid
+        return proc
+    return None
 
 
 def verdict_may_change(earlier: list, now: list) -> bool:

@@ -95,6 +95,8 @@ class Tracker:
         #: the BPF connect hook (every connect(), with its process) when it runs; else why not
         self.connect_hook: connecthook.ConnectHook | None = None
         self.connect_hook_off = "only the service opens it"
+        #: who forked a process lately (live mode's fork events), else nobody knows
+        self.parent_of: Callable[[int], int | None] = lambda pid: None
 
     def open_connect_hook(self) -> str:
         """Open the connect hook for the service's life; a line for the log."""
@@ -184,7 +186,8 @@ class Tracker:
         policy = self._policy(settings)
         if not policy.enabled:
             return
-        looked = looking.dump(self.lifetimes, policy, self.proc_root, self.connect_hook)
+        looked = looking.dump(self.lifetimes, policy, self.proc_root, self.connect_hook,
+                              self.parent_of)
         if looked is None:
             return
         if looked.pids:

@@ -201,6 +201,7 @@ class Service:
         self.log(self.tracker.open_connect_hook())
         if self.live is not None:
             self.tracker.live_status = self.live.status
+            self.tracker.parent_of = self.live.parents.get
             self.log("mode: live (the kernel's proc connector: each new process is checked "
                      "when it reaches PT_LIMIT; a full pass every PT_INTERVAL)")
         else:
