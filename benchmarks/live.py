@@ -18,8 +18,9 @@ processes over many uids), then:
 Each reader does what the service will: wait for events, let more gather for
 --batch-interval (0.1 s), drain the socket, feed the events to ptfast.act.schedule.Schedule
 (PT_LIMIT 60) and to ptfast.act.live.Parents (who forked whom), and take what is due.
-Readers: "ptfast" (ptfast.scan.procevents: socket and struct), "compiled" (benchmarks/cn_recvmmsg.pyx, built here with Cython: recvmmsg() of 64
-datagrams per call, parsed in C, on the socket ProcEvents opened) and "pyroute2"
+Readers: "ptfast" (ptfast.scan.procevents: socket and struct), "compiled"
+(benchmarks/cn_recvmmsg.pyx, built here with Cython: recvmmsg() of 64 datagrams per call,
+parsed in C, on the socket ProcEvents opened) and "pyroute2"
 (pyroute2.ProcEventSocket, when installed; the same gap accounting over its decoded messages;
 its get() blocks, so it is called in a loop without the batching wait). The machine's load (loadavg,
 and the share of all CPUs busy during each part, /proc/stat) is recorded, since these hosts are
