@@ -1,6 +1,7 @@
 import compileall
 import os
 import shutil
+import sys
 
 import pytest
 
@@ -32,6 +33,10 @@ def pytest_configure(config):
     # for a regular install (a no-op there).
     import ptfast
     compileall.compile_dir(os.path.dirname(ptfast.__file__), quiet=1)
+    # The same for the test modules: pytest caches their assertion rewrite as bytecode unless
+    # PYTHONDONTWRITEBYTECODE is set, and each xdist worker would rewrite all of them again
+    # (seconds of CPU each). Only this process stops honouring it; the ptfast it starts do.
+    sys.dont_write_bytecode = False
 
 
 def pytest_report_header(config):
@@ -91,7 +96,15 @@ def _needs_compiled(item) -> bool:
     return "compiled_core" in getattr(item, "fixturenames", ())
 
 
+@pytest.hookimpl(tryfirst=True)         # before xdist's own, which reads the groups
 def pytest_collection_modifyitems(config, items):
+    # --dist loadgroup (pyproject's addopts): the tests sharing a module-scoped fixture (real
+    # processes, compiled programs) run in one worker, which sets it up once, not once each
+    for item in items:
+        fixturedefs = getattr(item, "_fixtureinfo", None)
+        fixturedefs = fixturedefs.name2fixturedefs if fixturedefs else {}
+        if any(defs[-1].scope == "module" for defs in fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     if COMPILED_MISSING and not REQUIRE_COMPILED:
         # without the compiled core its tests are deselected (not errors); the twin's still run
         kept = [item for item in items if not _needs_compiled(item)]

@@ -90,13 +90,20 @@ def test_pt_limit_on_real_ages_end_to_end(tmp_path, children, monkeypatch):
     old = start_python(LISTEN, uid=OLD_UID)
     children.append(old)
     time.sleep(1.2)                                     # really older than PT_LIMIT=1
-    young = start_python(LISTEN, uid=YOUNG_UID)
-    children.append(young)
+
+    def young_one():
+        # a new one for each scan: four scans in a row on a busy machine (xdist) can take
+        # PT_LIMIT, and a young process started before the first would be old by the last
+        young = start_python(LISTEN, uid=YOUNG_UID)
+        children.append(young)
+        return young
     for core in CORES:
+        young = young_one()
         found, _said = scan_findings(tmp_path, core, aged=False)
         assert old.pid in found and young.pid not in found, core
     monkeypatch.setenv(policy.TEST_AGE_OFFSET, "-100")
     for core in CORES:
+        young = young_one()
         found, said = scan_findings(tmp_path, core, aged=False)
         assert old.pid in found and young.pid not in found, core
         assert "PTFAST_TEST_AGE_OFFSET=-100 refused" in said

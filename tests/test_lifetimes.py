@@ -112,9 +112,21 @@ def use_core(monkeypatch, core_name):
 
 
 def socket_fds(pid: int) -> int:
+    """The TCP sockets ``pid`` holds connected or listening: a socket's fd comes before its
+    connect() or listen(), and a dump between the two sees no connection (a busy machine, xdist,
+    made that happen)."""
     fd_dir = f"/proc/{pid}/fd"
-    return sum(os.readlink(os.path.join(fd_dir, fd)).startswith("socket:")
-               for fd in os.listdir(fd_dir))
+    inodes = set()
+    for fd in os.listdir(fd_dir):
+        target = os.readlink(os.path.join(fd_dir, fd))
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    ready = 0
+    with open(f"/proc/{pid}/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            ready += fields[3] in ("01", "0A") and fields[9] in inodes    # ESTABLISHED, LISTEN
+    return ready
 
 
 @pytest.fixture
