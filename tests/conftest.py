@@ -105,6 +105,9 @@ def pytest_collection_modifyitems(config, items):
         fixturedefs = fixturedefs.name2fixturedefs if fixturedefs else {}
         if any(defs[-1].scope == "module" for defs in fixturedefs.values()):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    # the tests that wait for real time start first, the short ones fill the workers beside
+    # them, rather than one worker waiting alone at the end
+    items.sort(key=lambda item: "ageing" not in item.keywords)
     if COMPILED_MISSING and not REQUIRE_COMPILED:
         # without the compiled core its tests are deselected (not errors); the twin's still run
         kept = [item for item in items if not _needs_compiled(item)]

@@ -142,6 +142,7 @@ def reported_pids(service) -> list:
             if "*Suspicious Process* PID:" in line]
 
 
+@pytest.mark.ageing         # connections really held past PT_CONN_AGE
 @pytest.mark.parametrize("core_name", ["compiled", "pure-python"])
 def test_young_connections_are_not_reported_held_ones_are_and_scan_agrees_with_run(
         tmp_path, database, children, core_name, monkeypatch):
@@ -166,6 +167,7 @@ def test_young_connections_are_not_reported_held_ones_are_and_scan_agrees_with_r
     assert set(reported_pids(service)) == by_scan, service.log()
 
 
+@pytest.mark.ageing         # connections really held past PT_CONN_AGE
 @pytest.mark.parametrize("core_name", ["compiled", "pure-python"])
 def test_run_reports_a_connection_once_held_past_conn_age_without_waiting_for_a_pass(
         tmp_path, database, children, go, core_name, monkeypatch):
@@ -197,6 +199,7 @@ def can_call_other_hosts() -> bool:
     return True
 
 
+@pytest.mark.ageing         # connections really held past PT_CONN_AGE
 @pytest.mark.parametrize("core_name", ["compiled", "pure-python"])
 def test_a_beacon_of_short_calls_is_reported_by_run(tmp_path, children, core_name,
                                                     monkeypatch):
