@@ -39,6 +39,27 @@ def pytest_configure(config):
     sys.dont_write_bytecode = False
 
 
+#: xdist workers by default: the suite mostly waits (for processes, daemons, sockets), so four
+#: keep two cores busy. Tests share nothing a worker changes: each worker picks its own block of
+#: uids (helpers.uids), the one host-wide setting is changed under a lock (helpers.native)
+WORKERS = 4
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """``-n 4`` unless the command line chose (``-n 0``, ``-n 2``, ``--dist``, ``--pdb``,
+    ``-p no:xdist``); not in addopts, so that pytest without xdist (the sdist's and the wheels'
+    core tests) still runs the tests, one at a time."""
+    option = config.option
+    if (not config.pluginmanager.hasplugin("xdist") or "PYTEST_XDIST_WORKER" in os.environ
+            or option.numprocesses is not None or option.dist != "no"
+            or getattr(option, "tx", None) or option.usepdb):
+        return
+    option.numprocesses = WORKERS
+    option.dist = "load"
+    option.tx = ["popen"] * WORKERS
+
+
 def pytest_report_header(config):
     if COMPILED_MISSING:
         return f"ptfast cores: pure-python only (compiled core not importable: {COMPILED_MISSING})"
@@ -96,15 +117,7 @@ def _needs_compiled(item) -> bool:
     return "compiled_core" in getattr(item, "fixturenames", ())
 
 
-@pytest.hookimpl(tryfirst=True)         # before xdist's own, which reads the groups
 def pytest_collection_modifyitems(config, items):
-    # --dist loadgroup (pyproject's addopts): the tests sharing a module-scoped fixture (real
-    # processes, compiled programs) run in one worker, which sets it up once, not once each
-    for item in items:
-        fixturedefs = getattr(item, "_fixtureinfo", None)
-        fixturedefs = fixturedefs.name2fixturedefs if fixturedefs else {}
-        if any(defs[-1].scope == "module" for defs in fixturedefs.values()):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     # the tests that wait for real time start first, the short ones fill the workers beside
     # them, rather than one worker waiting alone at the end
     items.sort(key=lambda item: "ageing" not in item.keywords)
