@@ -1,6 +1,7 @@
 import compileall
 import os
 import shutil
+import sys
 
 import pytest
 
@@ -32,6 +33,31 @@ def pytest_configure(config):
     # for a regular install (a no-op there).
     import ptfast
     compileall.compile_dir(os.path.dirname(ptfast.__file__), quiet=1)
+    # The same for the test modules: pytest caches their assertion rewrite as bytecode unless
+    # PYTHONDONTWRITEBYTECODE is set, and each xdist worker would rewrite all of them again
+    # (seconds of CPU each). Only this process stops honouring it; the ptfast it starts do.
+    sys.dont_write_bytecode = False
+
+
+#: xdist workers by default: the suite mostly waits (for processes, daemons, sockets), so four
+#: keep two cores busy. Tests share nothing a worker changes: each worker picks its own block of
+#: uids (helpers.uids), the one host-wide setting is changed under a lock (helpers.native)
+WORKERS = 4
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """``-n 4`` unless the command line chose (``-n 0``, ``-n 2``, ``--dist``, ``--pdb``,
+    ``-p no:xdist``); not in addopts, so that pytest without xdist (the sdist's and the wheels'
+    core tests) still runs the tests, one at a time."""
+    option = config.option
+    if (not config.pluginmanager.hasplugin("xdist") or "PYTEST_XDIST_WORKER" in os.environ
+            or option.numprocesses is not None or option.dist != "no"
+            or getattr(option, "tx", None) or option.usepdb):
+        return
+    option.numprocesses = WORKERS
+    option.dist = "load"
+    option.tx = ["popen"] * WORKERS
 
 
 def pytest_report_header(config):
@@ -92,6 +118,9 @@ def _needs_compiled(item) -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
+    # the tests that wait for real time start first, the short ones fill the workers beside
+    # them, rather than one worker waiting alone at the end
+    items.sort(key=lambda item: "ageing" not in item.keywords)
     if COMPILED_MISSING and not REQUIRE_COMPILED:
         # without the compiled core its tests are deselected (not errors); the twin's still run
         kept = [item for item in items if not _needs_compiled(item)]

@@ -3,6 +3,7 @@
 import os
 import time
 
+import psutil
 import pytest
 
 from ptfast.scan import _procscan_py, procfs
@@ -40,6 +41,16 @@ def stable_records(before, after):
     later = {proc.pid: comparable(proc) for proc in after.processes}
     return {proc.pid: record for proc in before.processes
             if (record := comparable(proc)) == later.get(proc.pid)}
+
+
+def the_suites_other_processes() -> set:
+    """Under xdist, the controller and all below it (this worker too): the other workers and
+    their tests' daemons read /proc all the time, and one may open and close a file during the
+    twin's scan alone, standing still at both ends of the window."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return set()
+    controller = psutil.Process(os.getppid())
+    return {controller.pid} | {child.pid for child in controller.children(recursive=True)}
 
 
 def kernel_thread_pids():
@@ -317,14 +328,30 @@ def test_both_cores_return_the_same_records(children, compiled_core):
     _procscan = compiled_core
     children.append(start_python(SOCKETS_SETUP, uid=UID))
     children.append(start_copied_python("gone", uid=UID, delete=True))
-    before = scan(_procscan)
-    twin = {p.pid: comparable(p) for p in scan(_procscan_py).processes}
-    compiled = stable_records(before, scan(_procscan))   # the twin's scan ran in this window
-    compiled.pop(os.getpid(), None)                      # our own fds change between scans
-    assert {child.pid for child in children} <= compiled.keys()
-    assert len(compiled) >= len(children)
-    for pid, record in compiled.items():
-        assert twin.get(pid) == record
+    mine = {child.pid for child in children}
+
+    def compared() -> tuple:
+        suite = the_suites_other_processes()
+        before = scan(_procscan)
+        twin = {p.pid: comparable(p) for p in scan(_procscan_py).processes}
+        compiled = stable_records(before, scan(_procscan))   # the twin's scan ran in between
+        compiled.pop(os.getpid(), None)                      # our own fds change between scans
+        for pid in (suite | the_suites_other_processes()) - mine:
+            compiled.pop(pid, None)
+        return twin, compiled
+    twin, compiled = compared()
+    assert mine <= compiled.keys()
+    differing = {pid for pid, record in compiled.items() if twin.get(pid) != record}
+    # A host process may change and change back inside the window (an sshd's title counting
+    # its startups, a shell's fds): those are looked at again; a core's mistake stays.
+    for _ in range(3):
+        if not differing:
+            break
+        twin, compiled = compared()
+        differing = {pid for pid in differing
+                     if pid in compiled and twin.get(pid) != compiled[pid]}
+    for pid in differing:
+        assert twin.get(pid) == compiled[pid]
 
 
 def test_socket_tables_longer_than_one_read_are_read_whole(core, children):

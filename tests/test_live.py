@@ -169,9 +169,11 @@ def test_without_the_connector_the_service_polls_and_says_why(service):
         listener = start_python(LISTEN_ANY, uid=UID)
         time.sleep(2.5)         # past its PT_LIMIT: then a pass reports it
         daemon.send_signal(signal.SIGUSR1)
-        # the pass writes its events before its "pass done" line
+        assert wait_until(lambda: listener.pid in reported_pids(service), PATIENCE), \
+            service.log()
+        # the pass logs "pass done" after its events: wait for it (live mode would report
+        # with no second pass at all, and this wait fail)
         assert wait_until(lambda: passes(service) == 2, PATIENCE), service.log()
-        assert listener.pid in reported_pids(service), service.log()
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
     finally:

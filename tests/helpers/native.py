@@ -6,6 +6,7 @@ ready and exits on EOF on its stdin (see tests/evasions/evasion.h)."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
@@ -17,6 +18,8 @@ from .procs import Child, _wait_ready, public_tempdir
 DEEP_DIRECTORY = "d" * 200
 DEEP_LEVELS = 25          # 25 * 201 bytes: the path is longer than PATH_MAX (4096)
 PING_GROUP_RANGE = "/proc/sys/net/ipv4/ping_group_range"
+#: root's own directory: no other user can take the lock's name
+PING_GROUP_RANGE_LOCK = "/run/ptfast-tests-ping_group_range.lock"
 
 SOURCES = os.path.join(os.path.dirname(__file__), "..", "evasions")
 
@@ -153,13 +156,17 @@ def start_with_hidden_link(program: str, directory: str, uid: int):
 @contextlib.contextmanager
 def ping_group_range_allowing(*gids: int):
     """net.ipv4.ping_group_range covering ``gids`` (so they may make ICMP ping sockets) for the
-    time of the ``with`` block; the previous range is restored whatever happens."""
-    with open(PING_GROUP_RANGE) as handle:
-        previous = handle.read()
-    with open(PING_GROUP_RANGE, "w") as handle:
-        handle.write(f"{min(gids)} {max(gids)}\n")
-    try:
-        yield
-    finally:
+    time of the ``with`` block; the previous range is restored whatever happens. The host has
+    one range: a lock keeps other tests (other xdist workers, another run of the suite) from
+    changing it meanwhile, or from restoring ours as their "previous" one."""
+    with open(PING_GROUP_RANGE_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with open(PING_GROUP_RANGE) as handle:
+            previous = handle.read()
         with open(PING_GROUP_RANGE, "w") as handle:
-            handle.write(previous)
+            handle.write(f"{min(gids)} {max(gids)}\n")
+        try:
+            yield
+        finally:
+            with open(PING_GROUP_RANGE, "w") as handle:
+                handle.write(previous)
