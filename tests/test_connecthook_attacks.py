@@ -4,12 +4,14 @@ hook; no packet leaves the host (a UDP connect() sends nothing; loopback)."""
 
 import os
 import shutil
+import signal
 
 import pytest
 
 from ptfast.scan import connecthook, procfs
 
-from helpers.procs import public_tempdir, start_python, wait_until
+from helpers.procs import kill_uid, public_tempdir, start_python, wait_until
+from helpers.service import SendmailRecorder, ServiceDir
 from helpers.uids import uid_for
 
 pytestmark = [pytest.mark.needs_root]
@@ -141,3 +143,58 @@ def test_a_drain_of_a_nearly_full_map_counts_as_an_overflow(hook):
         shutil.rmtree(public)
     assert len(found) < connecthook.MAX_ENTRIES       # some were evicted
     assert hook.overflowed == 1, len(found)
+
+
+DEEP_UID = uid_for(605)
+
+#: a loop that never connects itself: every 0.3 s its child forks five generations deep, each
+#: exiting as soon as it forked, and the last makes one call (to a new host) and exits, long
+#: before any drain
+DEEP_LOOPER = """
+def loop():
+    host = 0
+    while True:
+        host += 1
+        child = os.fork()
+        if child == 0:
+            for _ in range(5):
+                if os.fork():
+                    os._exit(0)
+            call = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                call.connect((f"198.18.41.{1 + host % 250}", 443))
+            except OSError:
+                pass
+            os._exit(0)
+        os.waitpid(child, 0)
+        time.sleep(0.3)
+threading.Thread(target=loop, daemon=True).start()
+"""
+
+
+@pytest.mark.usefixtures("aged")
+def test_calls_made_six_generations_below_a_running_loop_count_for_it(tmp_path, hook):
+    """A call from a process gone before the drain counts for its nearest running ancestor.
+    Carried four generations up at most, a beacon's calls were lost when it forked five deep
+    for each (each exiting at once: `sh -c 'sh -c ...'` does as much): the walk now goes up
+    as far as the fork events reach, to the first running one."""
+    hook.close()        # the service opens its own
+    service = ServiceDir(tmp_path, DEEP_UID)
+    recorder = SendmailRecorder(str(tmp_path))
+    looper = None
+    with service.started(f"SENDMAIL={recorder.path}", "PT_INTERVAL=3600", "PT_CONN_AGE=5",
+                         "PT_USERPROC=0", "PT_PASS_SUMMARY=1") as daemon:
+        try:
+            assert wait_until(lambda: "pass done" in service.log(), 60), service.log()
+            assert "mode: live" in service.log(), service.log()
+            looper = start_python(DEEP_LOOPER, uid=DEEP_UID)
+            assert wait_until(lambda: f"*Suspicious Process* PID:{looper.pid} " in
+                              service.log(), 30), service.log()
+        finally:
+            if looper is not None:
+                looper.stop()
+            kill_uid(DEEP_UID)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    mail = recorder.calls()[0]["parsed"].get_content()
+    assert "-> 198.18.41." in mail and "(connect())" in mail, mail[:1500]

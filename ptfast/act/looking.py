@@ -7,6 +7,7 @@ that both judge connections by how long they were held."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import time
 from typing import Callable, NamedTuple, Optional
 
@@ -71,9 +72,11 @@ def new_listeners(lifetimes: Lifetimes, table: dict, tracked: Callable[[int], bo
     return {uid for key, uid in listening.items() if key not in before and tracked(uid)}
 
 
-#: how far up a gone caller's ancestry its call is carried (a shell loop, its subshell, the
-#: command the subshell ran: three)
-ANCESTRY = 4
+#: how far up a gone caller's ancestry its call may be carried: as far as the fork events
+#: reach (live.Parents keeps 65,536). No smaller bound: a chain of processes that each fork
+#: and exit at once costs a customer a fork a step, and a bound of four let a beacon that
+#: forks five deep for each call lose every call; the walk stops at the first running one.
+MAX_ANCESTRY = 65536
 
 
 def hooked_calls(lifetimes: Lifetimes, hook: ConnectHook, tracked: Callable[[int], bool],
@@ -91,7 +94,13 @@ def hooked_calls(lifetimes: Lifetimes, hook: ConnectHook, tracked: Callable[[int
                 and lifetimes.is_call(connect.remote_ip, connect.remote_port, connect.proto)]
     if not connects:
         return set()
-    lines = {connect.pid: ancestry(connect.pid, parent_of) for connect in connects}
+    running: dict = {}
+
+    def runs(pid: int) -> bool:
+        if pid not in running:
+            running[pid] = os.path.exists(os.path.join(proc_root, str(pid)))
+        return running[pid]
+    lines = {connect.pid: ancestry(connect.pid, parent_of, runs) for connect in connects}
     walk = procfs.scan(proc_root, False,
                        pids=sorted({pid for line in lines.values() for pid in line}))
     by_pid = {proc.pid: proc for proc in walk.processes}
@@ -111,14 +120,17 @@ def hooked_calls(lifetimes: Lifetimes, hook: ConnectHook, tracked: Callable[[int
             if verdict_may_change(earlier, lifetimes.recent_calls(key, wall))}
 
 
-def ancestry(pid: int, parent_of: Callable[[int], Optional[int]]) -> list:
-    """``pid`` and the ancestors ``parent_of`` knows, nearest first (ANCESTRY at most)."""
-    line = [pid]
-    while len(line) < ANCESTRY:
+def ancestry(pid: int, parent_of: Callable[[int], Optional[int]],
+             runs: Callable[[int], bool] = lambda pid: True) -> list:
+    """``pid`` and the ancestors ``parent_of`` knows, nearest first, up to the first that
+    ``runs`` (MAX_ANCESTRY at most)."""
+    line, seen = [pid], {pid}
+    while len(line) < MAX_ANCESTRY and not runs(line[-1]):
         parent = parent_of(line[-1])
-        if parent is None or parent <= 1 or parent in line:
+        if parent is None or parent <= 1 or parent in seen:
             break
         line.append(parent)
+        seen.add(parent)
     return line
 
 
