@@ -56,14 +56,17 @@ threading.Thread(target=calls, daemon=True).start()
 #: thread that entered it: the rest of the child stays in the host's
 IN_NETNS = """
 _requests, _replies = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+_entered = threading.Event()
 def _maker():
     assert libc.unshare(CLONE_NEWNET) == 0, ctypes.get_errno()     # this thread alone
+    _entered.set()
     while True:
         family, kind = struct.unpack("=ii", _requests.recv(8))
         made = socket.socket(family, kind)
         socket.send_fds(_requests, [b"x"], [made.fileno()])
         made.close()
 threading.Thread(target=_maker, daemon=True).start()
+_entered.wait()         # while still root: the drop applies to every thread
 def in_netns(family, kind):
     _replies.send(struct.pack("=ii", family, kind))
     return socket.recv_fds(_replies, 1, 1)[1][0]
