@@ -198,3 +198,70 @@ def test_calls_made_six_generations_below_a_running_loop_count_for_it(tmp_path, 
         assert daemon.wait(timeout=30) == 0
     mail = recorder.calls()[0]["parsed"].get_content()
     assert "-> 198.18.41." in mail and "(connect())" in mail, mail[:1500]
+
+
+BATCH_UID = uid_for(606)
+
+#: a loop that never connects itself: it forks a child for each batch, which makes three calls
+#: (to new hosts) over 2.4 s and exits, younger than PT_LIMIT (5 s): alive at the drains that
+#: take its calls, gone before its own PT_LIMIT check
+BATCHER = """
+def loop():
+    batch = 0
+    while True:
+        batch += 1
+        child = os.fork()
+        if child == 0:
+            for n in range(3):
+                call = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                try:
+                    call.connect((f"198.18.42.{1 + (batch * 3 + n) % 250}", 25))
+                except OSError:
+                    pass
+                call.close()
+                time.sleep(1.2)
+            os._exit(0)
+        os.waitpid(child, 0)
+threading.Thread(target=loop, daemon=True).start()
+"""
+
+
+@pytest.mark.ageing
+def test_calls_of_a_child_that_exits_before_its_pt_limit_count_for_the_loop(tmp_path, hook):
+    """A child that outlives the drain of its calls but exits before PT_LIMIT is never
+    judged: a spam loop forking one per batch of mails was never reported. When a caller
+    exits, its calls count for its nearest running ancestor of the same account."""
+    hook.close()        # the service opens its own
+    service = ServiceDir(tmp_path, BATCH_UID)
+    recorder = SendmailRecorder(str(tmp_path))
+    looper = None
+    with service.started(f"SENDMAIL={recorder.path}", "PT_INTERVAL=3600", "PT_CONN_AGE=5",
+                         "PT_LIMIT=5", "PT_USERPROC=0", "PT_PASS_SUMMARY=1") as daemon:
+        try:
+            assert wait_until(lambda: "pass done" in service.log(), 60), service.log()
+            assert "mode: live" in service.log(), service.log()
+            looper = start_python(BATCHER, uid=BATCH_UID)
+            assert wait_until(lambda: f"*Suspicious Process* PID:{looper.pid} " in
+                              service.log(), 30), service.log()
+        finally:
+            if looper is not None:
+                looper.stop()
+            kill_uid(BATCH_UID)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    mail = recorder.calls()[0]["parsed"].get_content()
+    assert "-> 198.18.42." in mail and "(connect())" in mail, mail[:1500]
+
+
+def test_parents_keep_the_processes_that_exited_until_asked():
+    """Exits of processes (not of threads) since the last ask: the callers whose calls go to
+    their running ancestor."""
+    from ptfast.act.live import Parents
+    from ptfast.scan.procevents import EXIT, FORK, Event
+    parents = Parents()
+    parents.feed([Event(FORK, 700, 700, 600, 600, -1, -1, 1),
+                  Event(EXIT, 701, 700, 0, 0, -1, -1, 2),        # a thread of 700
+                  Event(EXIT, 700, 700, 600, 600, -1, -1, 3)])
+    assert parents.get(700) == 600
+    assert parents.take_exited() == {700}
+    assert parents.take_exited() == set()
