@@ -29,16 +29,21 @@ WORKERS_UID = uid_for(244)
 LOOPER_UID = uid_for(245)
 
 #: once the child runs as its uid alone (the hook records the real uid): connect() and close
-#: at once, a TCP call to a local listener (argv[1]), UDP "calls" (no packet leaves: a UDP
-#: connect() sends nothing) to a documentation-range host, v4 and v6
+#: at once, a TCP call to a local listener (argv[1]: loopback, not recorded), then, in a
+#: network namespace of its own with no route (no packet leaves), a TCP call and UDP calls
+#: to a documentation-range host, v4 and v6
 CALLS = """
 def calls():
     while os.getuid() == 0:
         time.sleep(0.01)
     client = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
     client.close()
-    for family, host in ((socket.AF_INET, "198.18.7.7"), (socket.AF_INET6, "2001:db8::7")):
-        call = socket.socket(family, socket.SOCK_DGRAM)
+    sockets = [(socket.AF_INET, socket.SOCK_STREAM, "198.18.7.7")]
+    sockets += [(family, socket.SOCK_DGRAM, host)
+                for family, host in ((socket.AF_INET, "198.18.7.7"),
+                                     (socket.AF_INET6, "2001:db8::7"))]
+    for family, kind, host in sockets:
+        call = socket.socket(family, kind, fileno=in_netns(family, kind))
         try:
             call.connect((host, 25))
         except OSError:
@@ -46,6 +51,27 @@ def calls():
         call.close()
 threading.Thread(target=calls, daemon=True).start()
 """
+
+#: (root, before the drop) sockets made in a network namespace of its own, from a helper
+#: thread that entered it: the rest of the child stays in the host's
+IN_NETNS = """
+_requests, _replies = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+_entered = threading.Event()
+def _maker():
+    assert libc.unshare(CLONE_NEWNET) == 0, ctypes.get_errno()     # this thread alone
+    _entered.set()
+    while True:
+        family, kind = struct.unpack("=ii", _requests.recv(8))
+        made = socket.socket(family, kind)
+        socket.send_fds(_requests, [b"x"], [made.fileno()])
+        made.close()
+threading.Thread(target=_maker, daemon=True).start()
+_entered.wait()         # while still root: the drop applies to every thread
+def in_netns(family, kind):
+    _replies.send(struct.pack("=ii", family, kind))
+    return socket.recv_fds(_replies, 1, 1)[1][0]
+"""
+
 
 #: a spam sender that holds each call for no time at all, to a new host each time
 SPAMMER = """
@@ -152,7 +178,7 @@ def listener():
 
 
 def test_the_hook_records_each_connect_with_its_process_uid_and_peer(hook, listener):
-    caller = start_python(CALLS, uid=CALLER_UID, argv=[str(listener)])
+    caller = start_python(CALLS, uid=CALLER_UID, argv=[str(listener)], root_setup=IN_NETNS)
     try:
         found = []
         assert wait_until(lambda: found.extend(hook.drain()) or
@@ -161,7 +187,7 @@ def test_the_hook_records_each_connect_with_its_process_uid_and_peer(hook, liste
                 for c in found if c.pid == caller.pid}
     finally:
         caller.stop()
-    assert mine == {("tcp", "127.0.0.1", listener, CALLER_UID),
+    assert mine == {("tcp", "198.18.7.7", 25, CALLER_UID),
                     ("udp", "198.18.7.7", 25, CALLER_UID),
                     ("udp6", "2001:db8::7", 25, CALLER_UID)}
     # drained: a second drain has none of them

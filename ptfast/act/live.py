@@ -23,7 +23,7 @@ from typing import Iterable, List, Optional, Tuple
 
 from ptfast.act.schedule import Schedule
 from ptfast.scan import procevents
-from ptfast.scan.procevents import FORK, Event, Mode, ProcEvents
+from ptfast.scan.procevents import EXIT, FORK, Event, Mode, ProcEvents
 
 #: after a wake-up, wait this long so that one walk checks a burst of events, not each one
 BATCH_SECONDS = 0.1
@@ -61,15 +61,27 @@ class Parents:
 
     def __init__(self) -> None:
         self._parent: OrderedDict = OrderedDict()
+        #: processes that exited since the last take_exited (a caller's calls then go to its
+        #: running ancestor: looking.carry_calls); CAPACITY at most, the rest not kept
+        self._exited: set = set()
 
     def feed(self, events: Iterable[Event]) -> None:
-        parent, capacity = self._parent, self.CAPACITY
+        parent, capacity, exited = self._parent, self.CAPACITY, self._exited
         for event in events:
-            if event.kind == FORK and event.pid == event.tgid:   # a process, not a thread
+            if event.pid != event.tgid:
+                continue                                          # a thread, not a process
+            if event.kind == FORK:
                 parent.pop(event.tgid, None)                      # a reused pid: its newest
                 parent[event.tgid] = event.parent_tgid
                 if len(parent) > capacity:
                     parent.popitem(last=False)
+            elif event.kind == EXIT and len(exited) < capacity:
+                exited.add(event.tgid)
+
+    def take_exited(self) -> set:
+        """The processes that exited since the last call."""
+        exited, self._exited = self._exited, set()
+        return exited
 
     def get(self, pid: int) -> Optional[int]:
         return self._parent.get(pid)

@@ -7,14 +7,15 @@ that both judge connections by how long they were held."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import time
 from typing import Callable, NamedTuple, Optional
 
 from ptfast.decide.checks.sockets import is_listening
 from ptfast.decide.findings import process_key
-from ptfast.decide.lifetimes import REMOTE_CALLS, Call, Lifetimes, dump_delay
+from ptfast.decide.lifetimes import REMOTE_CALLS, REMOTE_WINDOW, Call, Lifetimes, dump_delay
 from ptfast.scan import procfs
-from ptfast.scan.connecthook import ConnectHook
+from ptfast.scan.connecthook import Connect, ConnectHook
 
 #: a process whose start the clocks put this much after a connect() still made it (the start
 #: time is in clock ticks; the two clocks are read a moment apart)
@@ -30,11 +31,15 @@ class Looked(NamedTuple):
 
 def dump(lifetimes: Lifetimes, policy, proc_root: str = "/proc",
          hook: Optional[ConnectHook] = None,
-         parent_of: Callable[[int], Optional[int]] = lambda pid: None) -> Optional[Looked]:
+         parent_of: Callable[[int], Optional[int]] = lambda pid: None,
+         exited: Callable[[], set] = set) -> Optional[Looked]:
     """One dump: record the connections of tracked accounts; attribute their new calls to
     other hosts, from the connect hook when it runs, else by a walk of those accounts'
     processes. ``parent_of`` says who forked a process lately (live mode's fork events), so
-    that a call from a process already gone counts for its running ancestor. Returns what is
+    that a call from a process already gone counts for its running ancestor; ``exited``, which
+    processes exited since the last dump (its exit events), so that the calls of a caller
+    that exited after the drain count for it too (a child forked for a batch of mails, gone
+    before its PT_LIMIT: never judged itself). Returns what is
     worth judging now, or None when the tables cannot be dumped (a prepared /proc has no
     sock_diag)."""
     if proc_root != "/proc":
@@ -55,6 +60,16 @@ def dump(lifetimes: Lifetimes, policy, proc_root: str = "/proc",
         lifetimes.attribute(walk.processes, process_key)
     pids = (hooked_calls(lifetimes, hook, tracked, proc_root, parent_of) if hook is not None
             else set())
+    gone = exited()
+    if gone:
+        ticks, boot = os.sysconf("SC_CLK_TCK"), time.clock_gettime(time.CLOCK_BOOTTIME)
+
+        def unjudged(key: tuple) -> bool:
+            """Exited within PT_LIMIT (never judged) and never reported: a reported caller
+            killed must not pass its calls up to its shell, then the shell's to its session."""
+            return (boot - key[1] / ticks + policy.aged_by <= policy.limit
+                    and policy.memory.reported_what(key) is None)
+        pids |= carry_calls(lifetimes, gone, unjudged, proc_root, parent_of)
     return Looked(callers | opened | lifetimes.came_of_age(since, now, policy.conn_age_wait),
                   pids)
 
@@ -71,9 +86,11 @@ def new_listeners(lifetimes: Lifetimes, table: dict, tracked: Callable[[int], bo
     return {uid for key, uid in listening.items() if key not in before and tracked(uid)}
 
 
-#: how far up a gone caller's ancestry its call is carried (a shell loop, its subshell, the
-#: command the subshell ran: three)
-ANCESTRY = 4
+#: how far up a gone caller's ancestry its call may be carried: as far as the fork events
+#: reach (live.Parents keeps 65,536). No smaller bound: a chain of processes that each fork
+#: and exit at once costs a customer a fork a step, and a bound of four let a beacon that
+#: forks five deep for each call lose every call; the walk stops at the first running one.
+MAX_ANCESTRY = 65536
 
 
 def hooked_calls(lifetimes: Lifetimes, hook: ConnectHook, tracked: Callable[[int], bool],
@@ -91,7 +108,8 @@ def hooked_calls(lifetimes: Lifetimes, hook: ConnectHook, tracked: Callable[[int
                 and lifetimes.is_call(connect.remote_ip, connect.remote_port, connect.proto)]
     if not connects:
         return set()
-    lines = {connect.pid: ancestry(connect.pid, parent_of) for connect in connects}
+    runs = Running(proc_root)
+    lines = {connect.pid: ancestry(connect.pid, parent_of, runs) for connect in connects}
     walk = procfs.scan(proc_root, False,
                        pids=sorted({pid for line in lines.values() for pid in line}))
     by_pid = {proc.pid: proc for proc in walk.processes}
@@ -111,14 +129,78 @@ def hooked_calls(lifetimes: Lifetimes, hook: ConnectHook, tracked: Callable[[int
             if verdict_may_change(earlier, lifetimes.recent_calls(key, wall))}
 
 
-def ancestry(pid: int, parent_of: Callable[[int], Optional[int]]) -> list:
-    """``pid`` and the ancestors ``parent_of`` knows, nearest first (ANCESTRY at most)."""
-    line = [pid]
-    while len(line) < ANCESTRY:
+def carry_calls(lifetimes: Lifetimes, exited: set, carries: Callable[[tuple], bool],
+                proc_root: str = "/proc",
+                parent_of: Callable[[int], Optional[int]] = lambda pid: None) -> set:
+    """The recent calls of each caller that exited and ``carries`` says yes to (its process
+    key), to its nearest running ancestor of the same uid (as a call of a process gone before
+    the drain). Returns the ancestors whose verdict may change now."""
+    gone = [key for key in lifetimes.calls if key[0] in exited and carries(key)]
+    if not gone:
+        return set()
+    runs = Running(proc_root)
+    wall, monotonic = time.time(), time.monotonic()
+    moving = []
+    for key in gone:
+        calls = [(when, sock) for when, sock in lifetimes.calls.pop(key)
+                 if wall - when <= REMOTE_WINDOW]
+        parent = parent_of(key[0])
+        if calls and parent is not None and parent > 1:
+            moving.append((calls, ancestry(parent, parent_of, runs)))
+    if not moving:
+        return set()
+    walk = procfs.scan(proc_root, False,
+                       pids=sorted({pid for _calls, line in moving for pid in line}))
+    by_pid = {proc.pid: proc for proc in walk.processes}
+    before: dict = {}
+    for calls, line in moving:
+        first_when, first = calls[0]        # the ancestor must have started before it
+        proc = caller(line, by_pid, Connect(line[0], first.uid, first.proto, first.remote_ip,
+                                            first.remote_port,
+                                            monotonic - (wall - first_when)), monotonic)
+        if proc is None:
+            continue
+        key = process_key(proc)
+        if key not in before:
+            before[key] = (proc.pid, lifetimes.recent_calls(key, wall))
+        for when, sock in calls:
+            lifetimes.add_call(key, when, sock)
+    return {pid for key, (pid, earlier) in before.items()
+            if verdict_may_change(earlier, lifetimes.recent_calls(key, wall))}
+
+
+class Running:
+    """Whether a pid runs (a zombie does not: its calls belong to its parent), each pid read
+    once."""
+
+    def __init__(self, proc_root: str) -> None:
+        self._proc_root = proc_root
+        self._known: dict = {}
+
+    def __call__(self, pid: int) -> bool:
+        known = self._known.get(pid)
+        if known is None:
+            try:
+                with open(os.path.join(self._proc_root, str(pid), "stat"), "rb") as handle:
+                    stat = handle.read()
+                known = stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X", b"")
+            except OSError:
+                known = False
+            self._known[pid] = known
+        return known
+
+
+def ancestry(pid: int, parent_of: Callable[[int], Optional[int]],
+             runs: Callable[[int], bool] = lambda pid: True) -> list:
+    """``pid`` and the ancestors ``parent_of`` knows, nearest first, up to the first that
+    ``runs`` (MAX_ANCESTRY at most)."""
+    line, seen = [pid], {pid}
+    while len(line) < MAX_ANCESTRY and not runs(line[-1]):
         parent = parent_of(line[-1])
-        if parent is None or parent <= 1 or parent in line:
+        if parent is None or parent <= 1 or parent in seen:
             break
         line.append(parent)
+        seen.add(parent)
     return line
 
 

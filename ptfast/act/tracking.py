@@ -97,6 +97,8 @@ class Tracker:
         self.connect_hook_off = "only the service opens it"
         #: who forked a process lately (live mode's fork events), else nobody knows
         self.parent_of: Callable[[int], int | None] = lambda pid: None
+        #: the processes that exited since it was last asked (live mode's exit events)
+        self.exited: Callable[[], set] = set
 
     def open_connect_hook(self) -> str:
         """Open the connect hook for the service's life; a line for the log."""
@@ -187,7 +189,7 @@ class Tracker:
         if not policy.enabled:
             return
         looked = looking.dump(self.lifetimes, policy, self.proc_root, self.connect_hook,
-                              self.parent_of)
+                              self.parent_of, self.exited)
         if looked is None:
             return
         if looked.pids:

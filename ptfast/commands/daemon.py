@@ -202,6 +202,7 @@ class Service:
         if self.live is not None:
             self.tracker.live_status = self.live.status
             self.tracker.parent_of = self.live.parents.get
+            self.tracker.exited = self.live.parents.take_exited
             self.log("mode: live (the kernel's proc connector: each new process is checked "
                      "when it reaches PT_LIMIT; a full pass every PT_INTERVAL)")
         else:

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import ipaddress
 import os
 import socket
 import struct
-from typing import Iterator, List, NamedTuple, Optional, Tuple
+from typing import Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
-from ptfast.scan import procevents
+from ptfast.scan import procevents, procfs
 
 #: the bpf() system call's number by architecture (asm-generic: 280)
 SYS_BPF = {"x86_64": 321, "aarch64": 280, "i686": 357, "i386": 357, "ppc64le": 361,
@@ -38,12 +39,16 @@ BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_PROG_QUERY = 16
 BPF_MAP_LOOKUP_AND_DELETE_BATCH = 25
 BPF_LINK_CREATE = 28
+BPF_MAP_TYPE_HASH = 1
 BPF_MAP_TYPE_LRU_HASH = 9
+BPF_F_NO_PREALLOC = 1
+BPF_MAP_UPDATE_ELEM = 2
 BPF_PROG_TYPE_CGROUP_SOCK_ADDR = 18
 BPF_CGROUP_INET4_CONNECT = 10
 BPF_CGROUP_INET6_CONNECT = 11
 BPF_PSEUDO_MAP_FD = 1
 # helpers
+BPF_FUNC_map_lookup_elem = 1
 BPF_FUNC_map_update_elem = 2
 BPF_FUNC_ktime_get_ns = 5
 BPF_FUNC_get_current_pid_tgid = 14
@@ -51,6 +56,12 @@ BPF_FUNC_get_current_uid_gid = 15
 
 #: processes x peers remembered between two drains (about 100 bytes each in the kernel)
 MAX_ENTRIES = 16384
+#: a drain this close to MAX_ENTRIES counts as an overflow: the kernel's LRU evicts before the
+#: map is quite full (its per-CPU free lists hold some nodes back; 20,000 distinct connect()s
+#: left 16,240 entries on a 2-CPU host)
+NEAR_FULL = MAX_ENTRIES - 1024
+#: host addresses the programs skip (no call: ptfast's own addresses); more are left out
+MAX_HOST_ADDRESSES = 16384
 #: key: tgid, peer port (network order), family (4 or 6), protocol, peer address (16 bytes)
 _KEY = struct.Struct("=IHBB16s")
 #: value: when (CLOCK_MONOTONIC ns, the kernel's ktime), uid and gid of the caller
@@ -79,17 +90,33 @@ def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> 
 
 
 # opcodes (include/uapi/linux/bpf.h, bpf_common.h)
-_MOV64_REG, _MOV64_IMM, _RSH64_IMM, _ADD64_IMM = 0xBF, 0xB7, 0x77, 0x07
+_MOV64_REG, _MOV64_IMM, _RSH64_IMM, _ADD64_IMM, _MOV32_REG = 0xBF, 0xB7, 0x77, 0x07, 0xBC
 _LDX_W, _STX_W, _STX_DW, _ST_B, _ST_W, _ST_DW, _STX_H = 0x61, 0x63, 0x7B, 0x72, 0x62, 0x7A, 0x6B
+_LDX_B, _LDX_H, _LDX_DW = 0x71, 0x69, 0x79
+_JEQ_IMM, _JNE_IMM = 0x15, 0x55
 _LD_IMM64, _CALL, _EXIT = 0x18, 0x85, 0x95
-_R0, _R1, _R2, _R3, _R4, _R6, _FP = 0, 1, 2, 3, 4, 6, 10
+_R0, _R1, _R2, _R3, _R4, _R6, _R7, _FP = 0, 1, 2, 3, 4, 6, 7, 10
 _KEY_AT, _VALUE_AT = -24, -40          # the key and the value on the program's stack
+_PEER_AT = _KEY_AT + 8                 # the peer address within the key (16 bytes)
+_ALLOW = "allow"
 
 
-def program(family: int, map_fd: int) -> bytes:
-    """The connect() program for ``family`` 4 or 6: record, then allow."""
-    code = [
+def _jump(code: int, dst: int, imm: int, label: str) -> tuple:
+    return (code, dst, imm, label)
+
+
+def program(family: int, map_fd: int, skip_fd: int = -1) -> bytes:
+    """The connect() program for ``family`` 4 or 6: record, then allow. What can never be a
+    call is not recorded, so that no account can fill the map (and evict another's calls
+    before the drain) with connect()s that cost nothing and count for nothing: root's,
+    loopback's (127/8, ::ffff:127/104) and, with ``skip_fd``, those to an address in that map
+    (the host's own, ::1, the unspecified)."""
+    code: list = [
         _insn(_MOV64_REG, _R6, _R1),                           # r6 = ctx
+        _insn(_CALL, imm=BPF_FUNC_get_current_uid_gid),
+        _insn(_MOV64_REG, _R7, _R0),                           # r7 = uid and gid, kept
+        _insn(_MOV32_REG, _R1, _R0),                           # the uid
+        _jump(_JEQ_IMM, _R1, 0, _ALLOW),                       # root's: never a call
         _insn(_CALL, imm=BPF_FUNC_get_current_pid_tgid),
         _insn(_RSH64_IMM, _R0, imm=32),                        # the tgid
         _insn(_STX_W, _FP, _R0, _KEY_AT),
@@ -101,27 +128,65 @@ def program(family: int, map_fd: int) -> bytes:
     ]
     if family == 4:
         code += [_insn(_LDX_W, _R1, _R6, _USER_IP4),
-                 _insn(_STX_W, _FP, _R1, _KEY_AT + 8),
-                 _insn(_ST_W, _FP, off=_KEY_AT + 12, imm=0),
-                 _insn(_ST_DW, _FP, off=_KEY_AT + 16, imm=0)]
+                 _insn(_STX_W, _FP, _R1, _PEER_AT),
+                 _insn(_ST_W, _FP, off=_PEER_AT + 4, imm=0),
+                 _insn(_ST_DW, _FP, off=_PEER_AT + 8, imm=0),
+                 # byte by byte from the stack: the same test on either byte order
+                 _insn(_LDX_B, _R1, _FP, _PEER_AT),
+                 _jump(_JEQ_IMM, _R1, 127, _ALLOW)]           # 127/8: loopback
     else:
         for word in range(4):
             code += [_insn(_LDX_W, _R1, _R6, _USER_IP6 + 4 * word),
-                     _insn(_STX_W, _FP, _R1, _KEY_AT + 8 + 4 * word)]
+                     _insn(_STX_W, _FP, _R1, _PEER_AT + 4 * word)]
+        code += [_insn(_LDX_DW, _R1, _FP, _PEER_AT),
+                 _jump(_JNE_IMM, _R1, 0, "kept"),
+                 _insn(_LDX_H, _R1, _FP, _PEER_AT + 8),
+                 _jump(_JNE_IMM, _R1, 0, "kept"),
+                 _insn(_LDX_H, _R1, _FP, _PEER_AT + 10),
+                 _jump(_JNE_IMM, _R1, 0xFFFF, "kept"),          # ::ffff:0:0/96, v4-mapped
+                 _insn(_LDX_B, _R1, _FP, _PEER_AT + 12),
+                 _jump(_JEQ_IMM, _R1, 127, _ALLOW),             # ::ffff:127/104
+                 ("label", "kept")]
+    if skip_fd >= 0:
+        code += [_insn(_LD_IMM64, _R1, BPF_PSEUDO_MAP_FD, imm=skip_fd), _insn(0),
+                 _insn(_MOV64_REG, _R2, _FP), _insn(_ADD64_IMM, _R2, imm=_PEER_AT),
+                 _insn(_CALL, imm=BPF_FUNC_map_lookup_elem),
+                 _jump(_JNE_IMM, _R0, 0, _ALLOW)]              # one of the host's own
     code += [
         _insn(_CALL, imm=BPF_FUNC_ktime_get_ns),
         _insn(_STX_DW, _FP, _R0, _VALUE_AT),
-        _insn(_CALL, imm=BPF_FUNC_get_current_uid_gid),
-        _insn(_STX_DW, _FP, _R0, _VALUE_AT + 8),
+        _insn(_STX_DW, _FP, _R7, _VALUE_AT + 8),
         _insn(_LD_IMM64, _R1, BPF_PSEUDO_MAP_FD, imm=map_fd), _insn(0),
         _insn(_MOV64_REG, _R2, _FP), _insn(_ADD64_IMM, _R2, imm=_KEY_AT),
         _insn(_MOV64_REG, _R3, _FP), _insn(_ADD64_IMM, _R3, imm=_VALUE_AT),
         _insn(_MOV64_IMM, _R4, imm=0),                         # BPF_ANY: the last one wins
         _insn(_CALL, imm=BPF_FUNC_map_update_elem),            # a full map evicts, never fails
+        ("label", _ALLOW),
         _insn(_MOV64_IMM, _R0, imm=1),                         # allow, whatever happened
         _insn(_EXIT),
     ]
-    return b"".join(code)
+    return _assemble(code)
+
+
+def _assemble(code: list) -> bytes:
+    """Instructions and jumps to labels, as bytes (a jump's offset counts the slots after it)."""
+    labels, slot = {}, 0
+    for item in code:
+        if isinstance(item, tuple) and item[0] == "label":
+            labels[item[1]] = slot
+        else:
+            slot += 1
+    out, slot = [], 0
+    for item in code:
+        if isinstance(item, bytes):
+            out.append(item)
+        elif item[0] != "label":
+            opcode, dst, imm, label = item
+            out.append(_insn(opcode, dst, off=labels[label] - slot - 1, imm=imm))
+        else:
+            continue
+        slot += 1
+    return b"".join(out)
 
 
 # -- the system call ----------------------------------------------------------------------------
@@ -167,7 +232,8 @@ def cgroup2_root(mountinfo: str = "/proc/self/mountinfo") -> Optional[str]:
 class ConnectHook:
     """The attached programs and their map; ``drain`` reads what they recorded."""
 
-    def __init__(self, cgroup_root: Optional[str] = None) -> None:
+    def __init__(self, cgroup_root: Optional[str] = None,
+                 host_addresses: Iterable = ()) -> None:
         self._fds: List[int] = []           # every fd, closed together
         self._programs: List[int] = []
         self.drained = 0            # entries drained since the hook was opened
@@ -178,6 +244,8 @@ class ConnectHook:
         try:
             self._map = self._create_map()
             self._fds.append(self._map)
+            self._skip = self._create_skip_map(host_addresses)
+            self._fds.append(self._skip)
             cgroup = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 for family, attach_type in ((4, BPF_CGROUP_INET4_CONNECT),
@@ -202,8 +270,36 @@ class ConnectHook:
         struct.pack_into("16s", attr, 28, b"ptfast_connects")
         return _bpf(BPF_MAP_CREATE, attr)
 
+    @staticmethod
+    def _create_skip_map(host_addresses: Iterable) -> int:
+        """The addresses a connect() to is no call: the host's own (and, for a v4 one, its
+        v4-mapped v6 form), ::1, the unspecified (:: and 0.0.0.0 are the same key)."""
+        attr = _attr()
+        struct.pack_into("=IIIII", attr, 0, BPF_MAP_TYPE_HASH, 16, 1, MAX_HOST_ADDRESSES,
+                         BPF_F_NO_PREALLOC)
+        struct.pack_into("16s", attr, 28, b"ptfast_hosts")
+        fd = _bpf(BPF_MAP_CREATE, attr)
+        keys = {ipaddress.IPv6Address("::1").packed, bytes(16)}
+        for address in host_addresses:
+            if address.version == 4:
+                keys.add(address.packed + bytes(12))
+                keys.add(bytes(10) + b"\xff\xff" + address.packed)
+            else:
+                keys.add(address.packed)
+        value = ctypes.create_string_buffer(b"\x01", 1)
+        for key in sorted(keys)[:MAX_HOST_ADDRESSES]:
+            buffer = ctypes.create_string_buffer(key, 16)
+            attr = _attr()
+            struct.pack_into("=IIQQQ", attr, 0, fd, 0, _address(buffer), _address(value), 0)
+            try:
+                _bpf(BPF_MAP_UPDATE_ELEM, attr)
+            except OSError:
+                os.close(fd)
+                raise
+        return fd
+
     def _load(self, family: int, attach_type: int) -> int:
-        code = ctypes.create_string_buffer(program(family, self._map))
+        code = ctypes.create_string_buffer(program(family, self._map, self._skip))
         license_ = ctypes.create_string_buffer(b"Dual MIT/GPL")
         log = ctypes.create_string_buffer(65536)
         attr = _attr()
@@ -256,7 +352,7 @@ class ConnectHook:
                 break
             first = False
             ctypes.memmove(batch_in, batch_out, 8)
-        if len(found) >= MAX_ENTRIES:
+        if len(found) >= NEAR_FULL:
             self.overflowed += 1
         self.drained += len(found)
         return found
@@ -350,6 +446,6 @@ def open_hook(cgroup_root: Optional[str] = None) -> Tuple[Optional[ConnectHook],
         # the programs see the host's process ids, which mean nothing in here
         return None, "it runs in a pid namespace other than the host's (a container?)"
     try:
-        return ConnectHook(cgroup_root), ""
+        return ConnectHook(cgroup_root, procfs.host_addresses()), ""
     except Unavailable as exc:
         return None, str(exc)

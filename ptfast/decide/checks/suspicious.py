@@ -85,7 +85,7 @@ class Suspicious(SnapshotCheck, Alerting):
             if proc.incomplete and proc.incomplete != FDS_GONE and not ignored:
                 reasons.append(REASON_INCOMPLETE)
             judged: tuple = ()
-            calls: tuple = ()
+            calls: tuple = ()       # an ignored process's calls do not count
             if not ignored:
                 judged = judge_sockets(policy, proc, by_pid, skip_http, work)
                 counted = [sock for sock, counts, _why in judged if counts]

@@ -1,0 +1,267 @@
+"""Attacks on the BPF connect hook (issue 21) by a customer with a shell: what one account can
+do to hide another's calls to other hosts from `ptfast run`. Real processes, the kernel's own
+hook; no packet leaves the host (a UDP connect() sends nothing; loopback)."""
+
+import os
+import shutil
+import signal
+
+import pytest
+
+from ptfast.scan import connecthook, procfs
+
+from helpers.procs import kill_uid, public_tempdir, start_python, wait_until
+from helpers.service import SendmailRecorder, ServiceDir
+from helpers.uids import uid_for
+
+pytestmark = [pytest.mark.needs_root]
+
+SPAMMER_UID = uid_for(601)
+FLOODER_UID = uid_for(602)
+WIDE_UID = uid_for(603)
+
+#: three calls (UDP connect()s: nothing sent) to documentation-range hosts, then a mark file
+#: (argv[1]) once made
+SPAMMER = """
+def spam():
+    while os.getuid() == 0:
+        time.sleep(0.01)
+    for host in ("198.18.60.1", "198.18.60.2", "198.18.60.3"):
+        call = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            call.connect((host, 25))
+        except OSError:
+            pass
+        call.close()
+    open(sys.argv[1], "w").close()
+threading.Thread(target=spam, daemon=True).start()
+"""
+
+#: connect()s that are no call and cost nothing, more of them (distinct peers) than the hook's
+#: map holds: loopback v4, loopback v4-mapped in v6, ::1 on every port, the host's own
+#: address (argv[2], if any) on every port; then a mark file (argv[1])
+FLOOD = """
+def flood():
+    while os.getuid() == 0:
+        time.sleep(0.01)
+    def udp(family, peer):
+        call = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            call.connect(peer)
+        except OSError:
+            pass
+        call.close()
+    for n in range(10000):
+        udp(socket.AF_INET, (f"127.1.{n >> 8}.{n & 255}", 9))
+    for n in range(4000):
+        udp(socket.AF_INET6, (f"::ffff:127.2.{n >> 8}.{n & 255}", 9))
+    for port in range(1, 4001):
+        udp(socket.AF_INET6, ("::1", port))
+    if sys.argv[2]:
+        for port in range(1, 4001):
+            udp(socket.AF_INET6 if ":" in sys.argv[2] else socket.AF_INET, (sys.argv[2], port))
+    open(sys.argv[1], "w").close()
+threading.Thread(target=flood, daemon=True).start()
+"""
+
+#: distinct remote peers (calls, each), more than the map holds; then a mark file (argv[1])
+WIDE = """
+def wide():
+    while os.getuid() == 0:
+        time.sleep(0.01)
+    for n in range(20000):
+        call = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            call.connect((f"198.18.{64 + (n >> 8)}.{n & 255}", 25))
+        except OSError:
+            pass
+        call.close()
+    open(sys.argv[1], "w").close()
+threading.Thread(target=wide, daemon=True).start()
+"""
+
+
+@pytest.fixture
+def hook():
+    opened, why = connecthook.open_hook()
+    if opened is None:
+        if os.environ.get("PTFAST_REQUIRE_CONNECT_HOOK") == "1":
+            pytest.fail(f"the BPF connect hook does not run here: {why}")
+        pytest.skip(f"the BPF connect hook does not run here: {why}")
+    yield opened
+    opened.close()
+
+
+def _own_address() -> str:
+    """One of the host's own addresses that is no loopback, or "" when it has none."""
+    for address in sorted(procfs.host_addresses(), key=lambda a: (a.version, int(a))):
+        if not (address.is_loopback or address.is_link_local):
+            return str(address)
+    return ""
+
+
+def test_another_accounts_flood_of_connects_that_are_no_calls_cannot_evict_calls(hook):
+    """The map holds 16,384 process x peer entries between two drains, least recently
+    written evicted first. A customer's 20,000 connect()s in a fraction of a second to
+    loopback and the host's own addresses (no call: never reported) evicted a spammer's three
+    calls before the drain. They are not recorded now, and the calls survive."""
+    public = public_tempdir()
+    os.chmod(public, 0o1777)            # the children leave their marks there
+    spammed, flooded = os.path.join(public, "spammed"), os.path.join(public, "flooded")
+    hook.drain()
+    spammer = start_python(SPAMMER, uid=SPAMMER_UID, argv=[spammed])
+    flooder = None
+    try:
+        assert wait_until(lambda: os.path.exists(spammed), 10)
+        flooder = start_python(FLOOD, uid=FLOODER_UID, argv=[flooded, _own_address()])
+        assert wait_until(lambda: os.path.exists(flooded), 60)
+        found = hook.drain()
+    finally:
+        for child in (spammer, flooder):
+            if child is not None:
+                child.stop()
+        shutil.rmtree(public)
+    calls = {c.remote_ip for c in found if c.pid == spammer.pid}
+    assert calls == {"198.18.60.1", "198.18.60.2", "198.18.60.3"}, len(found)
+    assert not [c for c in found if c.uid == FLOODER_UID][:5]
+    assert hook.overflowed == 0
+
+
+def test_a_drain_of_a_nearly_full_map_counts_as_an_overflow(hook):
+    """The kernel's LRU evicts before the map is quite full (20,000 distinct calls left
+    16,240 entries on a 2-CPU host): such a drain is an overflow in the status, not none."""
+    public = public_tempdir()
+    os.chmod(public, 0o1777)            # the children leave their marks there
+    done = os.path.join(public, "done")
+    hook.drain()
+    wide = start_python(WIDE, uid=WIDE_UID, argv=[done])
+    try:
+        assert wait_until(lambda: os.path.exists(done), 60)
+        found = hook.drain()
+    finally:
+        wide.stop()
+        shutil.rmtree(public)
+    assert len(found) < connecthook.MAX_ENTRIES       # some were evicted
+    assert hook.overflowed == 1, len(found)
+
+
+DEEP_UID = uid_for(605)
+
+#: a loop that never connects itself: every 0.3 s its child forks five generations deep, each
+#: exiting as soon as it forked, and the last makes one call (to a new host) and exits, long
+#: before any drain
+DEEP_LOOPER = """
+def loop():
+    host = 0
+    while True:
+        host += 1
+        child = os.fork()
+        if child == 0:
+            for _ in range(5):
+                if os.fork():
+                    os._exit(0)
+            call = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                call.connect((f"198.18.41.{1 + host % 250}", 443))
+            except OSError:
+                pass
+            os._exit(0)
+        os.waitpid(child, 0)
+        time.sleep(0.3)
+threading.Thread(target=loop, daemon=True).start()
+"""
+
+
+@pytest.mark.usefixtures("aged")
+def test_calls_made_six_generations_below_a_running_loop_count_for_it(tmp_path, hook):
+    """A call from a process gone before the drain counts for its nearest running ancestor.
+    Carried four generations up at most, a beacon's calls were lost when it forked five deep
+    for each (each exiting at once: `sh -c 'sh -c ...'` does as much): the walk now goes up
+    as far as the fork events reach, to the first running one."""
+    hook.close()        # the service opens its own
+    service = ServiceDir(tmp_path, DEEP_UID)
+    recorder = SendmailRecorder(str(tmp_path))
+    looper = None
+    with service.started(f"SENDMAIL={recorder.path}", "PT_INTERVAL=3600", "PT_CONN_AGE=5",
+                         "PT_USERPROC=0", "PT_PASS_SUMMARY=1") as daemon:
+        try:
+            assert wait_until(lambda: "pass done" in service.log(), 60), service.log()
+            assert "mode: live" in service.log(), service.log()
+            looper = start_python(DEEP_LOOPER, uid=DEEP_UID)
+            assert wait_until(lambda: f"*Suspicious Process* PID:{looper.pid} " in
+                              service.log(), 30), service.log()
+        finally:
+            if looper is not None:
+                looper.stop()
+            kill_uid(DEEP_UID)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    mail = recorder.calls()[0]["parsed"].get_content()
+    assert "-> 198.18.41." in mail and "(connect())" in mail, mail[:1500]
+
+
+BATCH_UID = uid_for(606)
+
+#: a loop that never connects itself: it forks a child for each batch, which makes three calls
+#: (to new hosts) over 2.4 s and exits, younger than PT_LIMIT (5 s): alive at the drains that
+#: take its calls, gone before its own PT_LIMIT check
+BATCHER = """
+def loop():
+    batch = 0
+    while True:
+        batch += 1
+        child = os.fork()
+        if child == 0:
+            for n in range(3):
+                call = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                try:
+                    call.connect((f"198.18.42.{1 + (batch * 3 + n) % 250}", 25))
+                except OSError:
+                    pass
+                call.close()
+                time.sleep(1.2)
+            os._exit(0)
+        os.waitpid(child, 0)
+threading.Thread(target=loop, daemon=True).start()
+"""
+
+
+@pytest.mark.ageing
+def test_calls_of_a_child_that_exits_before_its_pt_limit_count_for_the_loop(tmp_path, hook):
+    """A child that outlives the drain of its calls but exits before PT_LIMIT is never
+    judged: a spam loop forking one per batch of mails was never reported. When a caller
+    exits, its calls count for its nearest running ancestor of the same account."""
+    hook.close()        # the service opens its own
+    service = ServiceDir(tmp_path, BATCH_UID)
+    recorder = SendmailRecorder(str(tmp_path))
+    looper = None
+    with service.started(f"SENDMAIL={recorder.path}", "PT_INTERVAL=3600", "PT_CONN_AGE=5",
+                         "PT_LIMIT=5", "PT_USERPROC=0", "PT_PASS_SUMMARY=1") as daemon:
+        try:
+            assert wait_until(lambda: "pass done" in service.log(), 60), service.log()
+            assert "mode: live" in service.log(), service.log()
+            looper = start_python(BATCHER, uid=BATCH_UID)
+            assert wait_until(lambda: f"*Suspicious Process* PID:{looper.pid} " in
+                              service.log(), 30), service.log()
+        finally:
+            if looper is not None:
+                looper.stop()
+            kill_uid(BATCH_UID)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    mail = recorder.calls()[0]["parsed"].get_content()
+    assert "-> 198.18.42." in mail and "(connect())" in mail, mail[:1500]
+
+
+def test_parents_keep_the_processes_that_exited_until_asked():
+    """Exits of processes (not of threads) since the last ask: the callers whose calls go to
+    their running ancestor."""
+    from ptfast.act.live import Parents
+    from ptfast.scan.procevents import EXIT, FORK, Event
+    parents = Parents()
+    parents.feed([Event(FORK, 700, 700, 600, 600, -1, -1, 1),
+                  Event(EXIT, 701, 700, 0, 0, -1, -1, 2),        # a thread of 700
+                  Event(EXIT, 700, 700, 600, 600, -1, -1, 3)])
+    assert parents.get(700) == 600
+    assert parents.take_exited() == {700}
+    assert parents.take_exited() == set()
