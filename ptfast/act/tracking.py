@@ -172,6 +172,9 @@ class Tracker:
         walk = procfs.scan(self.proc_root, lambda proc: proc.uid in uids and
                            judgement.want_fds(proc),
                            pids=procfs.newest_pids_of(uids, self.proc_root))
+        # a connection opened since the dump is first seen now, young, as a pass or a live
+        # check judges it (else a worker's new database query counted at once)
+        self._observe(policy, walk)
         found = judgement.findings(walk, checks=(SUSPICIOUS,))
         if found:
             self._carry_out(settings, found)
