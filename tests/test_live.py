@@ -176,7 +176,11 @@ def test_without_the_connector_the_service_polls_and_says_why(service):
         daemon.send_signal(signal.SIGUSR1)
         assert wait_until(lambda: listener.pid in reported_pids(service), PATIENCE), \
             service.log()
-        assert passes(service) == 2
+        # the pass writes its events before its "pass done" line: wait for the line, which
+        # says that this pass found it
+        assert wait_until(lambda: passes(service) == 2, PATIENCE), service.log()
+        second = [line for line in service.log().splitlines() if "pass done" in line][1]
+        assert "1 finding(s) (suspicious 1)" in second, service.log()
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
     finally:
