@@ -10,6 +10,7 @@ live mode's."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -31,6 +32,7 @@ from ptfast.act import looking
 from ptfast.channels import status
 from ptfast.commands import daemon
 from ptfast.commands.cli import build_parser
+from ptfast.scan import procfs
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.ageing]
 
@@ -352,3 +354,81 @@ def test_a_connection_opened_after_the_dump_is_young_in_the_walk_that_follows_it
     reported = [int(line.split("PID:")[1].split()[0]) for line in log.splitlines()
                 if "*Suspicious Process* PID:" in line]
     assert reported == [listener.pid], log
+
+
+#: a listener no process holds (parked in the queue of a unix socket the process keeps): each
+#: pass of `ptfast run` then walks the account's processes again, and all accounts' ones
+PARKED_LISTENER = textwrap.dedent("""
+    parked = socket.socket()
+    parked.bind(("127.0.0.1", 0))
+    parked.listen(8)
+    queue, sender = socket.socketpair()
+    socket.send_fds(sender, [b"x"], [parked.fileno()])
+    parked.close()
+    sender.close()
+    KEEP.append(queue)
+""")
+#: a database query (a TCP connection to sys.argv[1]) opened once the file sys.argv[2] exists
+QUERY_LATER = textwrap.dedent("""
+    def query(port, go):
+        while not os.path.exists(go):
+            time.sleep(0.05)
+        KEEP.append(socket.create_connection(("127.0.0.1", port)))
+    threading.Thread(target=query, args=(int(sys.argv[1]), sys.argv[2]), daemon=True).start()
+""")
+
+
+def test_a_connection_opened_after_the_pass_is_young_in_the_walks_for_unheld_listeners(
+        tmp_path, monkeypatch):
+    """A pass that finds a listener outlived PT_LIMIT and held by none of the processes it
+    walked walks the accounts' processes again at once (Tracker._hopping_listeners), judging
+    them. A connection opened between the pass's walk and that one was seen by neither: it is
+    first seen now, young (PT_CONN_AGE); it counted at once before, which on the hosting bed
+    reported a php-fpm worker for a database query at the pass (CI). The listener is still
+    reported, held by no process: the walks ran."""
+    database = socket.socket()
+    database.bind(("127.0.0.1", 0))
+    database.listen(8)
+    go_dir = public_tempdir()
+    go = os.path.join(go_dir, "go")
+    pignore_file = tmp_path / "pignore"
+    pignore_file.write_text(only_users_rule(CALLER_UID))
+    recorder = SendmailRecorder(str(tmp_path))
+    args = build_parser().parse_args([
+        "run", "--config", os.devnull, "--override", os.devnull, "--pignore", str(pignore_file),
+        "--set", "PT_LOAD=0", "--set", "PT_LIMIT=1", "--set", "PT_USERPROC=0",
+        "--set", "PT_CONN_AGE=30", "--set", f"SENDMAIL={recorder.path}",
+        "--state-dir", str(tmp_path / "state"), "--log-file", str(tmp_path / "log"),
+        "--events-file", str(tmp_path / "events"), "--templates", str(tmp_path), "--quiet"])
+    parker = worker = None
+    scan = procfs.scan
+
+    def full_walk_then_query(*args, **kwargs):
+        snapshot = scan(*args, **kwargs)
+        if kwargs.get("pids") is None and not os.path.exists(go):   # the pass's own walk
+            open(go, "w").close()
+            assert wait_until(lambda: len(os.listdir(f"/proc/{worker.pid}/fd")) > fds, 10)
+        return snapshot
+    service = daemon.Service(args)
+    service.start()
+    try:
+        parker = start_python(PARKED_LISTENER, uid=CALLER_UID)
+        worker = start_python(QUERY_LATER, uid=CALLER_UID,
+                              argv=[str(database.getsockname()[1]), go])
+        fds = len(os.listdir(f"/proc/{worker.pid}/fd"))
+        service.run_pass()                       # the listener first seen
+        assert wait_until(lambda: process_age(worker.pid) > 1.2, 10)
+        time.sleep(1.2)                          # the listener outlives PT_LIMIT=1
+        monkeypatch.setattr(procfs, "scan", full_walk_then_query)
+        service.run_pass()
+        assert os.path.exists(go)
+    finally:
+        service.stop()
+        for child in (parker, worker):
+            if child is not None:
+                child.stop()
+        database.close()
+        shutil.rmtree(go_dir, ignore_errors=True)
+    log = (tmp_path / "log").read_text()
+    reported = [int(pid) for pid in re.findall(r"\*Suspicious Process\* PID:(\d+)", log)]
+    assert reported == [] and "held by no process" in log, log

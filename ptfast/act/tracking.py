@@ -252,6 +252,8 @@ class Tracker:
                 time.sleep(UNHELD_PAUSE)
             for want, newest_pids in walks:
                 rewalk = procfs.scan(self.proc_root, want, pids=newest_pids())
+                # a connection opened since the pass's walk is first seen now, young
+                self._observe(second, rewalk)
                 found = Judgement(second).findings(rewalk, checks=(SUSPICIOUS,))
                 self._carry_out(settings, found)
                 findings += found

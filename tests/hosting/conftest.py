@@ -86,7 +86,14 @@ def hosting(request):
                              watch_workers=WATCH_WORKERS_SECONDS)
         measured = time.monotonic()
         outcomes = served.outcomes
-        REPORTS.append(service_table(served.results) + "\n" + table(outcomes) + details(outcomes)
+        longest: dict = {}
+        for conn in served.held:
+            longest[conn.remote] = max(longest.get(conn.remote, 0.0), conn.seen_for)
+        held = ", ".join(f"{remote} {seconds:.1f} s" for remote, seconds in sorted(longest.items()))
+        REPORTS.append(service_table(served.results)
+                       + f"the pool workers' connections under the load, longest seen held over "
+                         f"{WATCH_WORKERS_SECONDS} s: {held}\n\n"
+                       + table(outcomes) + details(outcomes)
                        + "\nwho holds which socket:\n"
                        + socket_ownership(bed, planter, served.samples))
         timings.append(f"install {sum(bed.install_timings.values()):.0f} s, build "
