@@ -10,7 +10,10 @@ live mode's."""
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -22,10 +25,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import nonetlink
-from helpers.procs import kill_uid, start_python, wait_until
-from helpers.service import LISTEN_ANY, recorded_service
+from helpers.procs import kill_uid, process_age, public_tempdir, start_python, wait_until
+from helpers.service import LISTEN_ANY, SendmailRecorder, only_users_rule, recorded_service
 from helpers.uids import uid_for
+from ptfast.act import looking
 from ptfast.channels import status
+from ptfast.commands import daemon
+from ptfast.commands.cli import build_parser
+from ptfast.scan import procfs
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.ageing]
 
@@ -171,9 +178,11 @@ def test_without_the_connector_the_service_polls_and_says_why(service):
         daemon.send_signal(signal.SIGUSR1)
         assert wait_until(lambda: listener.pid in reported_pids(service), PATIENCE), \
             service.log()
-        # the pass logs "pass done" after its events: wait for it (live mode would report
-        # with no second pass at all, and this wait fail)
+        # the pass writes its events before its "pass done" line: wait for the line, which
+        # says that this pass found it
         assert wait_until(lambda: passes(service) == 2, PATIENCE), service.log()
+        second = [line for line in service.log().splitlines() if "pass done" in line][1]
+        assert "1 finding(s) (suspicious 1)" in second, service.log()
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
     finally:
@@ -275,3 +284,151 @@ def test_a_root_services_new_worker_is_judged_beside_its_master(service):
             backdoor.stop()
             master.stop()
             kill_uid(UID)
+
+
+CALLER_UID = uid_for(961)
+#: a pool worker's day: one short call to another host now (a UDP connect() sends no packet, so
+#: nothing leaves the machine), and a database query (a TCP connection to sys.argv[1]) opened
+#: once the file sys.argv[2] exists
+CALLS_THEN_QUERIES = textwrap.dedent("""
+    call = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    call.connect(("198.18.0.9", 53))
+    KEEP.append(call)
+    def query(port, go):
+        while not os.path.exists(go):
+            time.sleep(0.05)
+        KEEP.append(socket.create_connection(("127.0.0.1", port)))
+    threading.Thread(target=query, args=(int(sys.argv[1]), sys.argv[2]), daemon=True).start()
+""")
+
+
+def test_a_connection_opened_after_the_dump_is_young_in_the_walk_that_follows_it(
+        tmp_path, monkeypatch):
+    """Between passes, a socket dump names the accounts worth judging (a call to another host,
+    a connection of age) and a walk of their processes judges them. A connection opened
+    between the dump and the walk was seen by no dump: it is first seen by the walk, so young
+    (PT_CONN_AGE), as a pass and a live check judge it; it counted at once before, and
+    `ptfast run` reported the hosting bed's php-fpm workers for their database queries, though
+    no pass or scan did. The account's listener, judged by the same walk, shows it ran."""
+    database = socket.socket()
+    database.bind(("127.0.0.1", 0))
+    database.listen(8)
+    go_dir = public_tempdir()
+    go = os.path.join(go_dir, "go")
+    pignore_file = tmp_path / "pignore"
+    pignore_file.write_text(only_users_rule(CALLER_UID))
+    recorder = SendmailRecorder(str(tmp_path))
+    args = build_parser().parse_args([
+        "run", "--config", os.devnull, "--override", os.devnull, "--pignore", str(pignore_file),
+        "--set", "PT_LOAD=0", "--set", "PT_LIMIT=1", "--set", "PT_USERPROC=0",
+        "--set", "PT_CONN_AGE=30", "--set", f"SENDMAIL={recorder.path}",
+        "--state-dir", str(tmp_path / "state"), "--log-file", str(tmp_path / "log"),
+        "--events-file", str(tmp_path / "events"), "--templates", str(tmp_path), "--quiet"])
+    worker = listener = None
+    dump = looking.dump
+
+    def dump_then_query(*args, **kwargs):
+        uids = dump(*args, **kwargs)
+        open(go, "w").close()            # the query starts after the dump read the tables
+        assert wait_until(lambda: len(os.listdir(f"/proc/{worker.pid}/fd")) > fds, 10)
+        return uids
+    service = daemon.Service(args)
+    service.start()
+    try:
+        worker = start_python(CALLS_THEN_QUERIES, uid=CALLER_UID,
+                              argv=[str(database.getsockname()[1]), go])
+        listener = start_python(LISTEN_ANY, uid=CALLER_UID)
+        fds = len(os.listdir(f"/proc/{worker.pid}/fd"))
+        assert wait_until(lambda: min(process_age(worker.pid),
+                                      process_age(listener.pid)) > 1.2, 10)
+        monkeypatch.setattr(looking, "dump", dump_then_query)
+        service.tracker.dump_sockets(service.settings)
+    finally:
+        service.stop()
+        for child in (worker, listener):
+            if child is not None:
+                child.stop()
+        database.close()
+        shutil.rmtree(go_dir, ignore_errors=True)
+    log = (tmp_path / "log").read_text()
+    reported = [int(line.split("PID:")[1].split()[0]) for line in log.splitlines()
+                if "*Suspicious Process* PID:" in line]
+    assert reported == [listener.pid], log
+
+
+#: a listener no process holds (parked in the queue of a unix socket the process keeps): each
+#: pass of `ptfast run` then walks the account's processes again, and all accounts' ones
+PARKED_LISTENER = textwrap.dedent("""
+    parked = socket.socket()
+    parked.bind(("127.0.0.1", 0))
+    parked.listen(8)
+    queue, sender = socket.socketpair()
+    socket.send_fds(sender, [b"x"], [parked.fileno()])
+    parked.close()
+    sender.close()
+    KEEP.append(queue)
+""")
+#: a database query (a TCP connection to sys.argv[1]) opened once the file sys.argv[2] exists
+QUERY_LATER = textwrap.dedent("""
+    def query(port, go):
+        while not os.path.exists(go):
+            time.sleep(0.05)
+        KEEP.append(socket.create_connection(("127.0.0.1", port)))
+    threading.Thread(target=query, args=(int(sys.argv[1]), sys.argv[2]), daemon=True).start()
+""")
+
+
+def test_a_connection_opened_after_the_pass_is_young_in_the_walks_for_unheld_listeners(
+        tmp_path, monkeypatch):
+    """A pass that finds a listener outlived PT_LIMIT and held by none of the processes it
+    walked walks the accounts' processes again at once (Tracker._hopping_listeners), judging
+    them. A connection opened between the pass's walk and that one was seen by neither: it is
+    first seen now, young (PT_CONN_AGE); it counted at once before, which on the hosting bed
+    reported a php-fpm worker for a database query at the pass (CI). The listener is still
+    reported, held by no process: the walks ran."""
+    database = socket.socket()
+    database.bind(("127.0.0.1", 0))
+    database.listen(8)
+    go_dir = public_tempdir()
+    go = os.path.join(go_dir, "go")
+    pignore_file = tmp_path / "pignore"
+    pignore_file.write_text(only_users_rule(CALLER_UID))
+    recorder = SendmailRecorder(str(tmp_path))
+    args = build_parser().parse_args([
+        "run", "--config", os.devnull, "--override", os.devnull, "--pignore", str(pignore_file),
+        "--set", "PT_LOAD=0", "--set", "PT_LIMIT=1", "--set", "PT_USERPROC=0",
+        "--set", "PT_CONN_AGE=30", "--set", f"SENDMAIL={recorder.path}",
+        "--state-dir", str(tmp_path / "state"), "--log-file", str(tmp_path / "log"),
+        "--events-file", str(tmp_path / "events"), "--templates", str(tmp_path), "--quiet"])
+    parker = worker = None
+    scan = procfs.scan
+
+    def full_walk_then_query(*args, **kwargs):
+        snapshot = scan(*args, **kwargs)
+        if kwargs.get("pids") is None and not os.path.exists(go):   # the pass's own walk
+            open(go, "w").close()
+            assert wait_until(lambda: len(os.listdir(f"/proc/{worker.pid}/fd")) > fds, 10)
+        return snapshot
+    service = daemon.Service(args)
+    service.start()
+    try:
+        parker = start_python(PARKED_LISTENER, uid=CALLER_UID)
+        worker = start_python(QUERY_LATER, uid=CALLER_UID,
+                              argv=[str(database.getsockname()[1]), go])
+        fds = len(os.listdir(f"/proc/{worker.pid}/fd"))
+        service.run_pass()                       # the listener first seen
+        assert wait_until(lambda: process_age(worker.pid) > 1.2, 10)
+        time.sleep(1.2)                          # the listener outlives PT_LIMIT=1
+        monkeypatch.setattr(procfs, "scan", full_walk_then_query)
+        service.run_pass()
+        assert os.path.exists(go)
+    finally:
+        service.stop()
+        for child in (parker, worker):
+            if child is not None:
+                child.stop()
+        database.close()
+        shutil.rmtree(go_dir, ignore_errors=True)
+    log = (tmp_path / "log").read_text()
+    reported = [int(pid) for pid in re.findall(r"\*Suspicious Process\* PID:(\d+)", log)]
+    assert reported == [] and "held by no process" in log, log

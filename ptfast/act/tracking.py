@@ -202,6 +202,9 @@ class Tracker:
         walk = procfs.scan(self.proc_root, lambda proc: proc.uid in uids and
                            judgement.want_fds(proc),
                            pids=procfs.newest_pids_of(uids, self.proc_root))
+        # a connection opened since the dump is first seen now, young, as a pass or a live
+        # check judges it (else a worker's new database query counted at once)
+        self._observe(policy, walk)
         found = judgement.findings(walk, checks=(SUSPICIOUS,))
         if found:
             self._carry_out(settings, found)
@@ -279,6 +282,8 @@ class Tracker:
                 time.sleep(UNHELD_PAUSE)
             for want, newest_pids in walks:
                 rewalk = procfs.scan(self.proc_root, want, pids=newest_pids())
+                # a connection opened since the pass's walk is first seen now, young
+                self._observe(second, rewalk)
                 found = Judgement(second).findings(rewalk, checks=(SUSPICIOUS,))
                 self._carry_out(settings, found)
                 findings += found

@@ -57,7 +57,7 @@ def main(argv=None) -> int:
         built = time.monotonic()
         if args.service:
             results = run_service(bed, Planter(bed), args.limit, args.interval, args.window,
-                                  args.spacing, progress=bed.progress)
+                                  args.spacing, progress=bed.progress).results
             print(service_table(results))
             print(f"build: {built - began:.1f} s")
             if args.json:

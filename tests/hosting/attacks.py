@@ -30,6 +30,11 @@ BEACON_PORT = 443           # the beacon's home: answers one request per connect
 BEACON_EVERY = 3            # seconds between a beacon's calls
 SPAM_PAUSE = 0.2            # seconds between a spam sender's sessions
 
+#: the attacks, in the order ``Planter.attack_plan`` plants them
+ATTACK_NAMES = ("reverse_shell", "bind_shell_v4", "bind_shell_v6", "irc_bot", "deleted_miner",
+                "renamed_perl", "memfd", "netns_listener", "nginx_named", "httpd_child",
+                "webshell_backdoor", "spam_sender", "beacon", "worker_c2")
+
 BIND_SHELL_PORT = 31337
 BIND_SHELL_V6_PORT = 31338
 RENAMED_PORT = 9100

@@ -782,10 +782,22 @@ class Bed:
     FTP_SESSION_ACCOUNT = 5
     SLOW_REQUEST_ACCOUNT = 6
 
+    #: the accounts of the sessions ``log_in`` opens while ``ptfast run`` runs (its live mode
+    #: judges each new session at its PT_LIMIT; the ones above are older than the service)
+    LATER_SESSION_ACCOUNTS = {"ssh": 7, "imap": 8, "pop3": 9, "ftp": 18}
+
     def _sessions(self) -> None:
         """Logged-in users and mail clients, as at any moment on a real host."""
-        account = self.accounts[self.SSH_SESSION_ACCOUNT]
-        client = self.spawn("ssh session", [
+        self.log_in({"ssh": self.SSH_SESSION_ACCOUNT, "imap": self.IMAP_SESSION_ACCOUNT,
+                     "pop3": self.POP3_SESSION_ACCOUNT, "ftp": self.FTP_SESSION_ACCOUNT})
+        self._other_clients()
+
+    def log_in(self, accounts: dict, role_suffix: str = "") -> None:
+        """An ssh login, IMAP and POP3 mail clients and an FTP client, each logged in as the
+        account of its index in ``accounts`` ({"ssh": 2, ...}) and left open: new sessions of
+        root services (sshd, dovecot, pure-ftpd), their login processes too."""
+        account = self.accounts[accounts["ssh"]]
+        client = self.spawn("ssh session" + role_suffix, [
             "/usr/bin/ssh", "-F", "/dev/null", "-i", self.path("ssh", "client_ed25519"),
             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", "BatchMode=yes", "-p", str(PORTS["ssh"]), f"{account.name}@{LOCALHOST}",
@@ -793,26 +805,27 @@ class Bed:
         wait_for(lambda: any(f"sshd: {account.name}@notty" == cmdline(pid)
                              for pid in self.bed_pids()), 30, "ssh session", client)
 
-        imap_account = self.accounts[self.IMAP_SESSION_ACCOUNT]
+        imap_account = self.accounts[accounts["imap"]]
         imap = imaplib.IMAP4(LOCALHOST, PORTS["imap"], timeout=10)
         self.clients.append(imap)
         imap.login(imap_account.name, imap_account.password)
         imap.select("INBOX")        # logged in and idle: a mail client left open
 
-        pop_account = self.accounts[self.POP3_SESSION_ACCOUNT]
+        pop_account = self.accounts[accounts["pop3"]]
         pop = poplib.POP3(LOCALHOST, PORTS["pop3"], timeout=10)
         self.clients.append(pop)
         pop.user(pop_account.name)
         pop.pass_(pop_account.password)
 
         if "pure-ftpd" not in self.without:
-            ftp_account = self.accounts[self.FTP_SESSION_ACCOUNT]
+            ftp_account = self.accounts[accounts["ftp"]]
             ftp = ftplib.FTP()
             self.clients.append(ftp)
             ftp.connect(LOCALHOST, PORTS["ftp"], timeout=10)
             ftp.login(ftp_account.name, FTP_PASSWORD)
             ftp.pwd()
 
+    def _other_clients(self) -> None:
         smtp = smtplib.SMTP(LOCALHOST, PORTS["smtp"], timeout=10)
         self.clients.append(smtp)
         smtp.ehlo("client.test")         # a connection in the middle of its dialogue
@@ -836,6 +849,12 @@ class Bed:
                      "Connection: keep-alive\r\n\r\n".encode())
         if b"200 OK" not in idle.recv(65536):
             raise BedError("nginx did not answer the keep-alive client")
+
+    def restart_apache_gracefully(self) -> None:
+        """What logrotate does every night: apache2's parent (root) re-reads its configuration
+        and replaces its workers with new ones, finishing the requests in flight."""
+        started = self.started["apache2"]
+        os.kill(started.popen.pid, signal.SIGUSR1)
 
     # ---------------------------------------------------------------- web load
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 from .attacks import Planter
 from .bed import ACCOUNT_COUNT, IN_CGROUP, POOL_WORKERS, Bed
-from .measure import BUILTIN, SETTINGS, ignore_file_path, measure, role_of
+from .measure import (BUILTIN, SETTINGS, ignore_file_path, measure, observe_worker_connections,
+                      role_of)
 from .procfacts import read_processes
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -177,6 +178,21 @@ class LiveService:
         except OSError:
             return f"exited {self.popen.returncode}"
 
+    def events_of(self, pids) -> list:
+        """The events file's records of ``pids`` (why each was reported, its sockets), trimmed
+        to what says why."""
+        found = []
+        try:
+            with open(os.path.join(self.dir, "events.jsonl")) as handle:
+                for line in handle:
+                    record = json.loads(line)
+                    if record.get("pid") in pids:
+                        found.append({key: record.get(key) for key in
+                                      ("pid", "uptime", "reasons", "cmdline", "sockets")})
+        except (OSError, ValueError):
+            pass
+        return found
+
     def mails(self) -> list:
         """(time handed to sendmail, subject, pids named) per mail, oldest first."""
         found = []
@@ -210,10 +226,23 @@ def _first_alert(alerts: list, planted) -> float | None:
     return min(times) if times else None
 
 
+@dataclass
+class Served:
+    """What ``run_service`` measured: the results (JSON-ready), and the one-shot scans' outcomes
+    and the facts read after each (measure.measure), for the tests of the bed and the scan."""
+    results: dict
+    outcomes: list
+    samples: list
+    held: list                   # HeldConnection: what the pool workers held under the load
+
+
 def run_service(bed: Bed, planter: Planter, limit: int = 10, interval: int = 60,
                 window: float = 150, spacing: float = 4, first_at: float = 5,
-                progress=lambda text: None) -> dict:
-    """The whole measurement, on a started bed; the results as a JSON-ready dict."""
+                progress=lambda text: None, watch_workers: float = 0) -> Served:
+    """The whole measurement, on a started bed: ``ptfast run`` with the attacks planted while
+    it runs, then new sessions of the root services and new apache2 workers (a graceful
+    restart), which live mode judges at their PT_LIMIT; then, under the same load,
+    ``watch_workers`` seconds of watching the pool workers' connections and one-shot scans."""
     planter.prepare()
     planter.plant_customer_apps()
     bed.start_load(seconds=window + 240)         # bounded even if nobody stops it
@@ -239,7 +268,17 @@ def run_service(bed: Bed, planter: Planter, limit: int = 10, interval: int = 60,
             time.sleep(max(0.0, began + first_at + number * spacing - time.time()))
             planted = planter.plant(attack)
             progress(f"  planted {planted.name} at +{planted.started_at - began:.1f} s")
+        # new sessions and workers of root services: benign, each judged by a live check
+        time.sleep(max(0.0, began + first_at + len(planter.attack_plan()) * spacing
+                       - time.time()))
+        before = set(bed.bed_pids())
+        bed.log_in(Bed.LATER_SESSION_ACCOUNTS, " (while ptfast runs)")
+        bed.restart_apache_gracefully()
+        progress(f"  new sessions and apache2 workers at +{time.time() - began:.1f} s")
         time.sleep(max(0.0, began + window - time.time()))
+        # the new ones that lived past PT_LIMIT: each was due for a live check
+        new_roles = Counter(role_of(fact, bed, planter) for fact in read_processes(
+            [pid for pid in bed.bed_pids() if pid not in before]).values())
         stop_polling.set()
         poller.join()
         for service in services:
@@ -252,9 +291,13 @@ def run_service(bed: Bed, planter: Planter, limit: int = 10, interval: int = 60,
                 service.popen.kill()
                 service.popen.wait()
     progress("ptfast run stopped; one-shot scans under the same load")
-    outcomes, _samples = measure(bed, planter)
+    held = observe_worker_connections(bed, watch_workers) if watch_workers else []
+    outcomes, samples = measure(bed, planter)
     bed.stop_load()
-    return _results(bed, planter, services, began, window, limit, interval, outcomes, failures)
+    results = _results(bed, planter, services, began, window, limit, interval, outcomes,
+                       failures)
+    results["new_while_running"] = dict(new_roles)
+    return Served(results, outcomes, samples, held)
 
 
 def _results(bed, planter, services, began, window, limit, interval, outcomes,
@@ -297,6 +340,7 @@ def _results(bed, planter, services, began, window, limit, interval, outcomes,
             "false_positive_roles": dict(Counter(alert.role for alert in benign)),
             "pool_workers_reported": len(workers),
             "false_positive_pids": sorted(alert.pid for alert in benign),
+            "false_positive_events": service.events_of({alert.pid for alert in benign}),
             "outside_bed": len({alert.pid for alert in in_window if not alert.in_bed}),
         }
     scans = {}
@@ -353,11 +397,20 @@ def service_table(results: dict) -> str:
         lines.append(f"  {name}: {service['false_positives']} "
                      f"({service['pool_workers_reported']} pool workers) "
                      f"{service['false_positive_roles']}{failure}")
+        for event in service.get("false_positive_events", ()):
+            sockets = ", ".join(f"{sock.get('state', '')} {sock.get('local', '')}"
+                                f"->{sock.get('remote', '')}"
+                                for sock in (event.get("sockets") or [])[:4])
+            lines.append(f"    pid {event['pid']} ({event['cmdline'][:40]}), uptime "
+                         f"{event['uptime']} s: {', '.join(event['reasons'] or ())}; {sockets}")
     lines.append("false positives of one-shot ptfast scan (PT_LIMIT=1), same load:")
     for name, scan in results["scan"].items():
         missed = f", misses {scan['attacks_missed']}" if scan["attacks_missed"] else ""
         lines.append(f"  {name}: {scan['false_positives']} {scan['false_positive_roles']}"
                      f"{missed}")
+    if "new_while_running" in results:
+        lines.append("processes of the bed started after the attacks, alive at the window's "
+                     f"end (each judged by a live check): {results['new_while_running']}")
     load = results["settings"]["web_load"]
     lines.append(f"web load: {load['requests']} requests {load['pages']}, "
                  f"{load['errors']} errors")
