@@ -7,7 +7,6 @@ file that must come out of every test unchanged.
 
 import os
 import subprocess
-import sys
 import threading
 
 import pytest
@@ -16,6 +15,7 @@ from ptfast.decide import state
 from helpers.service import (CHECKED_SENDMAIL, ServiceDir, SmtpServer, free_port,
                              recorded_command)
 from helpers.uids import uid_for
+from helpers.inproc import run_ptfast
 
 pytestmark = pytest.mark.needs_root
 
@@ -62,12 +62,11 @@ def run_once(service, *settings, extra=()):
 
 
 def check(service, *extra):
-    command = [sys.executable, "-m", "ptfast", "check", "--config", os.devnull,
-               "--override", service.override, "--pignore", service.pignore,
+    command = ["check", "--config", os.devnull, "--override", service.override, "--pignore", service.pignore,
                "--templates", service.templates, "--state-dir", service.state_dir,
                "--log-file", service.log_file, "--events-file", service.events_file,
                "--set", CHECKED_SENDMAIL, *extra]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+    return run_ptfast(command, text=True)
 
 
 def test_state_dir_in_a_customer_directory_is_refused(service, customer_dir):
