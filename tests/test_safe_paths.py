@@ -60,7 +60,8 @@ def run_once(service, *settings, extra=()):
 
 
 def check(service, *extra):
-    command = ["check", "--config", os.devnull, "--override", service.override, "--pignore", service.pignore,
+    command = ["check", "--config", os.devnull, "--override", service.override,
+               "--pignore", service.pignore,
                "--templates", service.templates, "--state-dir", service.state_dir,
                "--log-file", service.log_file, "--events-file", service.events_file,
                "--set", CHECKED_SENDMAIL, *extra]
