@@ -8,13 +8,17 @@ import sys
 import pytest
 
 from helpers.service import CHECKED_SENDMAIL
+from helpers.inproc import run_ptfast
 
 PROC_TREE_ARGS = ("--proc-root", "/proc")
 
 
 def ptfast(*args, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ptfast", *args], capture_output=True,
-                          text=True, timeout=120, **kwargs)
+    """In this process (helpers.inproc), but `run` (a service: lock, signals, spool) as one."""
+    if args[0] == "run" and "--help" not in args:
+        return subprocess.run([sys.executable, "-m", "ptfast", *args], capture_output=True,
+                              text=True, timeout=120, **kwargs)
+    return run_ptfast(args, text=True, **kwargs)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from helpers.procs import start_copied_python, start_python
 from helpers.scan import CORES, core_env
 from helpers.service import free_port
 from helpers.uids import uid_for
+from helpers.inproc import run_ptfast
 
 # aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
@@ -55,10 +56,9 @@ def test_baseline_groups_and_leaves_only_unborrowable_lines_active(tmp_path, chi
     os.chmod(app.info["exe"], 0o700)        # started by root's doing; no customer can run it
     pignore = tmp_path / "pignore"
     pignore.write_text(f"puser:(?!(?:{CUSTOMER}|daemon)$).*\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "ptfast", "baseline", "--config", os.devnull, "--override",
-         os.devnull, "--pignore", str(pignore), "--set", "PT_LIMIT=1"],
-        capture_output=True, text=True, timeout=120)
+    result = run_ptfast(
+        ["baseline", "--config", os.devnull, "--override", os.devnull, "--pignore", str(pignore),
+         "--set", "PT_LIMIT=1"], text=True)
     assert result.returncode == 0, result.stderr
     text = result.stdout
     assert "a DRAFT, never applied" in text and "Anything already compromised" in text
@@ -79,10 +79,9 @@ WEB_SERVER_USER = "www-data"
 
 
 def run_baseline(pignore, core: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ptfast", "baseline", "--config", os.devnull, "--override",
-         os.devnull, "--pignore", str(pignore), "--set", "PT_LIMIT=1"],
-        capture_output=True, text=True, timeout=120, env=core_env(core))
+    return run_ptfast(
+        ["baseline", "--config", os.devnull, "--override", os.devnull, "--pignore", str(pignore),
+         "--set", "PT_LIMIT=1"], env=core_env(core), text=True)
 
 
 @pytest.mark.skipif(not os.access(OPENSSL, os.X_OK), reason="no /usr/bin/openssl (Debian "

@@ -3,21 +3,22 @@ webhook URLs and formats (never printing a token), PT_METRICS_FILE's directory."
 
 import os
 import subprocess
-import sys
 
 import pytest
+
+from helpers.inproc import run_ptfast
 
 TOKEN = "T0KEN-s3cr3t-abcdef"
 
 
 def check(tmp_path, *settings) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "ptfast", "check", "--config", os.devnull, "--override",
+    command = ["check", "--config", os.devnull, "--override",
                os.devnull, "--pignore", os.devnull, "--state-dir", str(tmp_path / "state"),
                "--log-file", str(tmp_path / "ptfast.log"), "--events-file",
                str(tmp_path / "events.jsonl")]
     for setting in settings:
         command += ["--set", setting]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+    return run_ptfast(command, text=True)
 
 
 def problems(result) -> list:

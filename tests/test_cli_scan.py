@@ -9,7 +9,7 @@ import pytest
 
 from helpers.uids import uid_for
 from helpers.procs import process_age, ptfast_as, start_copied_python, start_python
-from helpers.scan import core_env, run_scan
+from helpers.scan import CORES, core_env, run_scan
 
 # aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
@@ -153,13 +153,15 @@ def test_hostile_name_is_escaped_in_json_and_table(population):
     assert not [row for row in run_scan().stdout.splitlines() if row.startswith(b"*Suspicious*")]
 
 
-def test_table_output(population):
-    result = run_scan()
+@pytest.mark.parametrize("core", CORES)
+def test_table_output(population, core):
+    result = run_scan(core=core)
     text = result.stdout.decode()
     assert result.returncode == 1
     assert "PID" in text and "listening socket" in text
     assert f"{population['bindshell'].pid}" in text
     assert "suspicious of" in text
+    assert f"({core} core, " in text            # PTFAST_NO_EXTENSIONS chose the scan's core
 
 
 def test_version_names_the_core():

@@ -1,14 +1,13 @@
 """csf.conf reading and `ptfast check`."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 
 from ptfast.foundation import config
 from helpers.realworld import REALWORLD, needs_realworld
 from helpers.service import CHECKED_SENDMAIL
+from helpers.inproc import run_ptfast
 
 
 def write(tmp_path, text, name="csf.conf"):
@@ -96,9 +95,8 @@ def test_set_overrides(tmp_path):
 
 
 def run_check(*args):
-    return subprocess.run([sys.executable, "-m", "ptfast", "check", "--override", os.devnull,
-                           "--pignore", os.devnull, "--set", CHECKED_SENDMAIL, *args],
-                          capture_output=True, text=True)
+    return run_ptfast(["check", "--override", os.devnull, "--pignore", os.devnull, "--set",
+                       CHECKED_SENDMAIL, *args], text=True)
 
 
 def test_check_prints_settings_with_sources_and_exits_clean(tmp_path):
@@ -113,9 +111,8 @@ def test_check_prints_settings_with_sources_and_exits_clean(tmp_path):
 def test_check_reports_problems_with_file_and_line(tmp_path):
     path = write(tmp_path, 'PT_LIMIT = "60"\nPT_LIMIT = "61"\n')
     rules = write(tmp_path, "exe:/bin/ok\npexe:/usr/(bin\n", "csf.pignore")
-    result = subprocess.run([sys.executable, "-m", "ptfast", "check", "--config", path,
-                             "--override", os.devnull, "--pignore", rules],
-                            capture_output=True, text=True)
+    result = run_ptfast(["check", "--config", path, "--override", os.devnull, "--pignore",
+                         rules], text=True)
     assert result.returncode == 2
     assert f"{path}:2: PT_LIMIT is repeated" in result.stdout
     assert f"{rules}:2: invalid pexe regex" in result.stdout

@@ -24,6 +24,7 @@ from helpers.procs import _wait_ready, kill_uid, start_python, wait_until
 from helpers.scan import CORES, core_env, run_scan, suspicious_by_pid
 from helpers.service import SendmailRecorder, ServiceDir, only_users_rule
 from helpers.uids import uid_for
+from helpers.inproc import run_ptfast
 
 pytestmark = [pytest.mark.needs_root, needs_gcc]
 
@@ -278,8 +279,7 @@ def test_deleted_executable_kept_by_a_hidden_hard_link(attacks, scans, core):
 
 
 def run_service_once(service: ServiceDir, core: str, *settings: str, aged: bool = False):
-    result = subprocess.run(service.command(*settings), capture_output=True, timeout=120,
-                            env=core_env(core, aged))
+    result = run_ptfast(service.command(*settings)[3:], env=core_env(core, aged))
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     return result
 

@@ -21,13 +21,13 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 
 import pytest
 
 from helpers.procs import alive, kill_uid, pids_of_uid, public_tempdir, wait_until
 from helpers.service import SendmailRecorder, ServiceDir, free_port, start_time_of
 from helpers.uids import uid_for
+from helpers.inproc import run_ptfast
 
 PHP_FPM = sorted(glob.glob("/usr/sbin/php-fpm*"))
 # the bomb runs as a customer, who cannot reach an interpreter under /root (a venv's)
@@ -216,11 +216,10 @@ def ptfast_plan_and_run(tmp_path, core_env: dict, *settings: str):
     settings = ("PT_USERPROC=0", "PT_USERMEM=0", "PT_USERRSS=0", "PT_USERTIME=0",
                 f"SENDMAIL={recorder.path}", *settings)
     env = dict(os.environ, **core_env)
-    plan = subprocess.run(
-        [sys.executable, "-m", "ptfast", "scan", "--json", "--config", os.devnull,
-         "--override", service.override, "--pignore", service.pignore,
-         *[argument for setting in settings for argument in ("--set", setting)]],
-        capture_output=True, text=True, timeout=120, env=env)
+    plan = run_ptfast(
+        ["scan", "--json", "--config", os.devnull, "--override", service.override, "--pignore",
+         service.pignore, *[argument for setting in settings for argument in ("--set", setting)]],
+        env=env, text=True)
     assert plan.returncode == 1, plan.stderr
     [bomb_record] = [record for record in map(json.loads, plan.stdout.splitlines())
                      if record["check"] == "forkbomb"]

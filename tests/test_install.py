@@ -14,6 +14,7 @@ import sysconfig
 import pytest
 
 from helpers.native import needs_program
+from helpers.inproc import run_ptfast
 from ptfast import __version__
 from ptfast.foundation import config
 from ptfast.commands import install
@@ -24,9 +25,11 @@ MAN_DIR = "usr/local/share/man"
 
 
 def install_service(root, *args, program=None):
-    command = program or [sys.executable, "-m", "ptfast"]
-    result = subprocess.run([*command, "install-service", "--root", str(root), *args],
-                            capture_output=True, text=True, timeout=120)
+    if program is None:
+        result = run_ptfast(["install-service", "--root", str(root), *args], text=True)
+    else:
+        result = subprocess.run([*program, "install-service", "--root", str(root), *args],
+                                capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

@@ -13,6 +13,7 @@ import pytest
 
 from helpers.service import bindshell_fixture, recorded_service
 from helpers.uids import uid_for
+from helpers.inproc import run_ptfast
 from ptfast.channels.status import ONCE
 
 # aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
@@ -28,8 +29,7 @@ def service(tmp_path):
 
 
 def ptfast(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ptfast", *args], capture_output=True,
-                          text=True, timeout=120)
+    return run_ptfast(args, text=True)
 
 
 @pytest.mark.parametrize("which", ["log_file", "events_file"])

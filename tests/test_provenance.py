@@ -32,6 +32,7 @@ from helpers.scan import CONNECTIONS_AT_ONCE
 from helpers.service import free_port, only_users_rule
 from helpers.snapshots import HOST_FILES, USERS, proc, sock
 from helpers.uids import uid_for
+from helpers.inproc import run_ptfast
 
 # aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
 pytestmark = pytest.mark.usefixtures("aged")
@@ -48,12 +49,11 @@ DAEMON_UID = 1          # Debian's "daemon": a system account a test may name in
 def scan(tmp_path, core, *settings):
     pignore_file = tmp_path / "pignore"
     pignore_file.write_text(only_users_rule(UID))
-    command = [sys.executable, "-m", "ptfast", "scan", "--json", "--config", os.devnull,
+    command = ["scan", "--json", "--config", os.devnull,
                "--override", os.devnull, "--pignore", str(pignore_file), "--set", "PT_LIMIT=1",
                "--set", "PT_LOAD=0", "--set", "PT_USERPROC=0",
                "--set", CONNECTIONS_AT_ONCE, *settings]
-    result = subprocess.run(command, capture_output=True, timeout=120,
-                            env={**os.environ, **CORES[core]})
+    result = run_ptfast(command, env={**os.environ, **CORES[core]})
     assert result.returncode in (0, 1), result.stderr.decode()
     return {record["pid"]: record for record in map(json.loads, result.stdout.splitlines())}
 

@@ -6,8 +6,6 @@ is the pool's. Real processes, both cores."""
 
 import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -16,6 +14,7 @@ from helpers.procs import kill_uid, start_python, wait_until
 from helpers.scan import CONNECTIONS_AT_ONCE
 from helpers.service import only_users_rule
 from helpers.uids import uid_for
+from helpers.inproc import run_ptfast
 from test_provenance import CORES, _uid_of, verdicts
 
 UID = uid_for(242)
@@ -65,12 +64,11 @@ info["dual_port"] = dual.getsockname()[1]
 def scan(tmp_path, core) -> dict:
     pignore_file = tmp_path / "pignore"
     pignore_file.write_text(only_users_rule(UID))
-    command = [sys.executable, "-m", "ptfast", "scan", "--json", "--config", os.devnull,
+    command = ["scan", "--json", "--config", os.devnull,
                "--override", os.devnull, "--pignore", str(pignore_file), "--set", "PT_LIMIT=1",
                "--set", "PT_LOAD=0", "--set", "PT_USERPROC=0",
                "--set", CONNECTIONS_AT_ONCE]
-    result = subprocess.run(command, capture_output=True, timeout=120,
-                            env={**os.environ, **CORES[core]})
+    result = run_ptfast(command, env={**os.environ, **CORES[core]})
     assert result.returncode in (0, 1), result.stderr.decode()
     return {record["pid"]: record for record in map(json.loads, result.stdout.splitlines())}
 

@@ -11,6 +11,7 @@ import pytest
 from helpers.procs import start_copied_python
 from helpers.service import SendmailRecorder, ServiceDir
 from helpers.uids import uid_for
+from helpers.inproc import run_ptfast
 
 # aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
@@ -81,18 +82,16 @@ def test_deleted_action_runs_only_when_no_customer_can_change_it(tmp_path, scrip
 def test_check_reports_every_unsafe_action_script_and_sendmail(tmp_path, scripts):
     settings = {"PT_DELETED_ACTION": "customer_owned", "PT_USER_ACTION": "group_writable",
                 "PT_LOAD_ACTION": "in_customer_dir", "SENDMAIL": "customer_owned"}
-    command = [sys.executable, "-m", "ptfast", "check", "--config", os.devnull,
-               "--override", os.devnull, "--pignore", os.devnull,
+    command = ["check", "--config", os.devnull, "--override", os.devnull, "--pignore", os.devnull,
                "--state-dir", str(tmp_path / "state"), "--log-file", str(tmp_path / "log"),
                "--events-file", str(tmp_path / "events")]
     for setting, name in settings.items():
         command += ["--set", f"{setting}={scripts[name][0]}"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    result = run_ptfast(command, text=True)
     assert result.returncode == 2
     for setting, name in settings.items():
         assert f"--set: {setting} {scripts[name][0]} will not be run: " in result.stdout
-    safe = subprocess.run(command[:-8] + ["--set", f"PT_DELETED_ACTION={scripts['safe'][0]}",
-                                          "--set", f"SENDMAIL={scripts['safe'][0]}"],
-                          capture_output=True, text=True, timeout=120)
+    safe = run_ptfast(command[:-8] + ["--set", f"PT_DELETED_ACTION={scripts['safe'][0]}",
+                                      "--set", f"SENDMAIL={scripts['safe'][0]}"], text=True)
     assert safe.returncode == 0, safe.stdout
     assert "no problems found" in safe.stdout

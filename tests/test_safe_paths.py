@@ -6,8 +6,6 @@ file that must come out of every test unchanged.
 """
 
 import os
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -16,6 +14,7 @@ from ptfast.decide import state
 from helpers.service import (CHECKED_SENDMAIL, ServiceDir, SmtpServer, free_port,
                              recorded_command)
 from helpers.uids import uid_for
+from helpers.inproc import run_ptfast
 
 pytestmark = pytest.mark.needs_root
 
@@ -57,17 +56,16 @@ def plant_symlink(target, link) -> None:
 
 
 def run_once(service, *settings, extra=()):
-    return subprocess.run(recorded_command(service, *settings) + list(extra), capture_output=True,
-                          text=True, timeout=120)
+    return run_ptfast(recorded_command(service, *settings)[3:] + list(extra), text=True)
 
 
 def check(service, *extra):
-    command = [sys.executable, "-m", "ptfast", "check", "--config", os.devnull,
-               "--override", service.override, "--pignore", service.pignore,
+    command = ["check", "--config", os.devnull, "--override", service.override,
+               "--pignore", service.pignore,
                "--templates", service.templates, "--state-dir", service.state_dir,
                "--log-file", service.log_file, "--events-file", service.events_file,
                "--set", CHECKED_SENDMAIL, *extra]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+    return run_ptfast(command, text=True)
 
 
 def test_state_dir_in_a_customer_directory_is_refused(service, customer_dir):

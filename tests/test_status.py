@@ -5,13 +5,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 
 from helpers.procs import start_python, wait_until
 from helpers.service import ServiceDir, bindshell_fixture, free_port, recorded_service
 from helpers.uids import uid_for
+from helpers.inproc import run_ptfast
 
 from ptfast.scan import procfs
 from ptfast.channels import status
@@ -31,9 +31,7 @@ def service(tmp_path):
 
 
 def ptfast_status(service, *options) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ptfast", "status", "--state-dir",
-                           service.state_dir, *options], capture_output=True, text=True,
-                          timeout=60)
+    return run_ptfast(["status", "--state-dir", service.state_dir, *options], text=True)
 
 
 def status_json(service) -> tuple:
@@ -112,8 +110,7 @@ def test_a_last_pass_older_than_three_intervals_is_degraded(service):
 
 
 def test_no_state_is_exit_2(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "ptfast", "status", "--json", "--state-dir",
-                             str(tmp_path / "none")], capture_output=True, text=True, timeout=60)
+    result = run_ptfast(["status", "--json", "--state-dir", str(tmp_path / "none")], text=True)
     assert result.returncode == 2
     report = json.loads(result.stdout)
     assert report["health"] == "no state" and "never ran here" in report["problems"][0]

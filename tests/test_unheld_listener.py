@@ -12,6 +12,7 @@ import pytest
 from helpers.procs import kill_uid, start_python
 from helpers.service import SendmailRecorder, ServiceDir
 from helpers.uids import uid_for
+from helpers.inproc import run_ptfast
 
 pytestmark = pytest.mark.needs_root
 
@@ -33,9 +34,7 @@ KEEP.append(queue)
 
 
 def run_once(service, core, *settings):
-    import subprocess
-    result = subprocess.run(service.command(*settings), capture_output=True, timeout=120,
-                            env={**os.environ, **CORES[core]})
+    result = run_ptfast(service.command(*settings)[3:], env={**os.environ, **CORES[core]})
     assert result.returncode == 0, result.stderr.decode(errors="replace")
 
 

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
 
@@ -17,6 +16,7 @@ from helpers.procs import start_copied_python
 from helpers.service import (LISTEN_ANY, WebhookServer, bindshell_fixture, recorded_service,
                              self_signed_certificate)
 from helpers.uids import uid_for
+from helpers.inproc import run_ptfast
 
 from ptfast.foundation import destinations
 from ptfast.channels import webhooks
@@ -50,8 +50,7 @@ def assert_no_token(service, *outputs) -> None:
         if os.path.exists(path):
             with open(path) as handle:
                 assert TOKEN not in handle.read()
-    status = subprocess.run([sys.executable, "-m", "ptfast", "status", "--json", "--state-dir",
-                             service.state_dir], capture_output=True, timeout=60)
+    status = run_ptfast(["status", "--json", "--state-dir", service.state_dir])
     assert b"webhook http" in status.stdout and TOKEN.encode() not in status.stdout
     for output in outputs:
         assert TOKEN.encode() not in output

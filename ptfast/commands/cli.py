@@ -21,8 +21,6 @@ from ptfast.foundation.config import Settings
 from ptfast.decide import pignore
 from ptfast.scan import procfs
 from ptfast.foundation.escape import escape_line, escape_text
-from ptfast.act.looking import nameservers, warm_up
-from ptfast.scan.connecthook import open_hook
 from ptfast.decide.findings import CHECK_SUSPICIOUS, process_key
 from ptfast.decide.lifetimes import Lifetimes
 from ptfast.foundation.problems import Problem
@@ -189,6 +187,9 @@ def cmd_tune(args) -> int:
 
 
 def cmd_scan(args) -> int:
+    # here, not at the top: the other commands never look twice (a tenth of their start-up)
+    from ptfast.act.looking import nameservers, warm_up
+    from ptfast.scan.connecthook import open_hook
     settings = load_checked_settings(args)
     if settings is None:
         return EXIT_ERROR

@@ -248,7 +248,8 @@ def process_age(pid: int) -> float:
 AS_USER_IMPORTS = textwrap.dedent("""
     import argparse, os, shutil, socket, statistics, sys, traceback
     import orjson, regex
-    from ptfast.scan import _procscan_py, _sockprobe
+    from ptfast.scan import _procscan_py, _sockprobe, connecthook
+    from ptfast.act import looking
     from ptfast.commands import baseline, cli, tune
     from ptfast.decide import checks, digest, findings, judgement, policy, report
     from ptfast.decide.checks import (base, forkbomb, load, per_user, resource, shown, sockets,

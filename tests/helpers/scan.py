@@ -1,13 +1,14 @@
-"""``ptfast scan`` and ``ptfast run`` as subprocesses, on the core a test chooses."""
+"""``ptfast scan`` on the core a test chooses, in the test process (helpers.inproc)."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
 
 from ptfast.decide.policy import TEST_AGE_OFFSET
+
+from helpers.inproc import run_ptfast
 
 CORES = ("compiled", "pure-python")
 #: The age seam's offset (ptfast.decide.policy.TEST_AGE_OFFSET): more than the tests' PT_LIMIT=1, so a
@@ -39,10 +40,9 @@ def run_scan(*args, core="compiled", aged=False):
     # not add findings (test_checks_live covers the other checks).
     others_off = [f"--set={name}=0" for name in ("PT_LOAD", "PT_USERPROC", "PT_USERMEM",
                                                  "PT_USERRSS", "PT_USERTIME")]
-    command = [sys.executable, "-m", "ptfast", "scan", "--config", os.devnull,
-               "--override", os.devnull, "--set", "PT_LIMIT=1", *others_off,
-               "--set", CONNECTIONS_AT_ONCE, *args]
-    return subprocess.run(command, capture_output=True, env=env, timeout=120)
+    command = ["scan", "--config", os.devnull, "--override", os.devnull, "--set", "PT_LIMIT=1",
+               *others_off, "--set", CONNECTIONS_AT_ONCE, *args]
+    return run_ptfast(command, env=env)
 
 
 def suspicious_by_pid(result: subprocess.CompletedProcess) -> dict:
