@@ -122,6 +122,20 @@ FLOOD_CODE = textwrap.dedent("""
 """)
 
 
+def leave_room_for_pids(count: int) -> None:
+    """Until ``count`` PIDs (and some for everyone else) fit below pid_max without wrapping:
+    spawn /bin/true, each taking the next PID (a busy suite runs the counter up to the wrap;
+    the backdoor must get the highest PID)."""
+    with open("/proc/sys/kernel/pid_max") as handle:
+        pid_max = int(handle.read())
+    for _ in range(pid_max):
+        with open("/proc/sys/kernel/ns_last_pid") as handle:
+            if int(handle.read()) + count + 2000 < pid_max:
+                return
+        pid = os.posix_spawn("/bin/true", ["true"], {})
+        os.waitpid(pid, 0)
+
+
 @pytest.fixture(scope="module")
 def flood(tmp_path_factory):
     """FLOOD processes of one customer, each holding a connection to a local service, each with
@@ -132,6 +146,7 @@ def flood(tmp_path_factory):
     service.bind(("127.0.0.1", 0))
     service.listen(FLOOD + 10)          # the kernel completes the handshakes: nothing to accept
     started = []
+    leave_room_for_pids(FLOOD + 10)
     errors = tmp_path_factory.mktemp("flood") / "stderr"
     with open(errors, "wb") as stderr:      # a file: 300 children cannot fill it and block
         parent = subprocess.Popen([HOSTILE_NAME, "-c", FLOOD_CODE, str(FLOOD_UID),
