@@ -17,7 +17,8 @@ from ptfast.act import looking
 from ptfast.scan import connecthook
 
 from helpers.procs import kill_uid, public_tempdir, start_python, wait_until
-from helpers.service import SendmailRecorder, ServiceDir
+from helpers.scan import run_scan, suspicious_by_pid
+from helpers.service import SendmailRecorder, ServiceDir, only_users_rule
 from helpers.uids import uid_for
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
@@ -27,6 +28,7 @@ SPAMMER_UID = uid_for(242)
 RESOLVING_UID = uid_for(243)
 WORKERS_UID = uid_for(244)
 LOOPER_UID = uid_for(245)
+HOLDER_UID = uid_for(246)
 
 #: once the child runs as its uid alone (the hook records the real uid): connect() and close
 #: at once, a TCP call to a local listener (argv[1]: loopback, not recorded), then, in a
@@ -333,6 +335,32 @@ def test_calls_of_children_gone_before_the_drain_count_for_the_loop_that_forked_
         assert daemon.wait(timeout=30) == 0
     mail = recorder.calls()[0]["parsed"].get_content()
     assert "-> 198.18.30." in mail and "(connect())" in mail, mail[:1500]
+
+
+#: a connection held from the start (to argv[1]): a tracked account holds one, so the scan waits
+HOLDS_ONE = """
+KEEP = [socket.create_connection(("127.0.0.1", int(sys.argv[1])))]
+"""
+
+
+def test_scan_sees_the_calls_made_while_it_waits(tmp_path, hook, listener):
+    """`ptfast scan` waits PT_CONN_AGE when a tracked account holds a connection, and opens the
+    hook for that wait: a spam sender holding nothing is reported for its calls, as by run."""
+    hook.close()
+    holder = start_python(HOLDS_ONE, uid=HOLDER_UID, argv=[str(listener)])
+    spammer = start_python(SPAMMER, uid=SPAMMER_UID)
+    try:
+        pignore = os.path.join(tmp_path, "pignore")
+        with open(pignore, "w") as handle:
+            handle.write(only_users_rule(HOLDER_UID, SPAMMER_UID))
+        # aged: 2 s older, the wait as well: PT_CONN_AGE 4 waits 2 s
+        result = run_scan("--json", "--pignore", pignore, "--set", "PT_CONN_AGE=4", aged=True)
+        found = suspicious_by_pid(result)
+    finally:
+        holder.stop()
+        spammer.stop()
+    assert spammer.pid in found, (sorted(found), result.stderr)
+    assert {sock["state"] for sock in found[spammer.pid]["sockets"]} == {"connect()"}
 
 
 def test_in_a_pid_namespace_of_its_own_the_hook_is_not_used_and_says_why(hook):

@@ -250,16 +250,32 @@ def nameservers(path: str = "/etc/resolv.conf") -> frozenset:
 
 def warm_up(lifetimes: Lifetimes, policy, proc_root: str = "/proc",
             sleep: Callable[[float], None] = time.sleep,
-            hook: Optional[ConnectHook] = None) -> float:
-    """Before a first look: dump about every second (lifetimes.dump_delay) for PT_CONN_AGE seconds, when a
-    tracked account holds a connection (else at once), so that a connection counts only when
-    it was there all along, as in ``ptfast run``. Returns the seconds it took."""
+            hook: Optional[ConnectHook] = None,
+            open_hook: Optional[Callable[[], Optional[ConnectHook]]] = None) -> float:
+    """Before a first look: dump about every second (lifetimes.dump_delay) for PT_CONN_AGE
+    seconds, when a tracked account holds a connection (else at once), so that a connection
+    counts only when it was there all along, as in ``ptfast run``. The connect ``hook`` (the
+    service's), or one ``open_hook`` opens once there is a wait and that is closed after it
+    (``ptfast scan``'s: a scan that does not wait pays nothing for it), sees the calls made
+    meanwhile. Returns the seconds it took."""
     conn_age = policy.conn_age_wait      # PT_CONN_AGE (less the test-only age offset)
     started = time.monotonic()
     if not policy.enabled or not conn_age or dump(lifetimes, policy, proc_root, hook) is None:
         return 0.0
     if not lifetimes.first_seen:
         return time.monotonic() - started
+    opened = open_hook() if hook is None and open_hook is not None else None
+    try:
+        _wait_and_dump(lifetimes, policy, proc_root, sleep, conn_age, hook or opened)
+    finally:
+        if opened is not None:
+            opened.close()
+    return time.monotonic() - started
+
+
+def _wait_and_dump(lifetimes: Lifetimes, policy, proc_root: str,
+                   sleep: Callable[[float], None], conn_age: float,
+                   hook: Optional[ConnectHook]) -> None:
     # from when the first dump ended (it saw them before), not from when it began: a slow
     # first dump (a cold pure-Python read of many sockets) would otherwise leave the
     # connections it saw a hair younger than PT_CONN_AGE at the look. The monotonic clock: a
@@ -271,4 +287,3 @@ def warm_up(lifetimes: Lifetimes, policy, proc_root: str = "/proc",
             break
         sleep(min(dump_delay(), left))
         dump(lifetimes, policy, proc_root, hook)
-    return time.monotonic() - started

@@ -197,17 +197,11 @@ def cmd_scan(args) -> int:
     # a first look, as ptfast run's: connections are judged by how long they were held
     lifetimes = Lifetimes(lambda: procfs.host_addresses(args.proc_root), nameservers)
     first_look = build_policy(settings.config, rules)
-    # the connect hook, as the service's, sees the short calls made while the scan waits
-    hook = None
-    if args.proc_root == "/proc" and first_look.enabled and first_look.conn_age_wait:
-        hook, _why = open_hook()
     try:
-        warm_up(lifetimes, first_look, args.proc_root, hook=hook)
+        # the connect hook, as the service's, sees the short calls made while the scan waits
+        warm_up(lifetimes, first_look, args.proc_root, open_hook=lambda: open_hook()[0])
     except OSError:
         pass                            # said below, by the scan itself
-    finally:
-        if hook is not None:
-            hook.close()
     policy = build_policy(settings.config, rules, lifetimes=lifetimes)
     judgement = Judgement(policy)
     try:
