@@ -6,6 +6,7 @@ it (ptfast.commands.daemon) only schedules passes, reloads settings and holds th
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -316,6 +317,9 @@ class Tracker:
         carried out and delivered as a pass's are.
         Returns (pid, start ticks, age) of those still within PT_LIMIT (the clocks' ticks),
         to be checked again."""
+        # most new processes are gone by their PT_LIMIT (cron's, a shell's commands): when all
+        # are, no walk (it reads the socket tables whatever it finds: 10 ms at 4,000 sockets)
+        pids = [pid for pid in pids if os.path.exists(f"{self.proc_root}/{pid}")]
         policy = self._policy(settings)
         if not policy.enabled or not pids:
             return []
