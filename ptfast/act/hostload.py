@@ -66,7 +66,10 @@ def memory_cpu_summary() -> str:
 
 def connections() -> str:
     rows = [f"{'PROTO':<6} {'LOCAL':<45} {'REMOTE':<45} {'STATE':<12} PID"]
-    found = psutil.net_connections(kind="inet")
+    # who holds what first: on a busy host thousands of TIME_WAIT and ownerless sockets would
+    # otherwise fill the rows before the connections of the processes behind the load
+    found = sorted(psutil.net_connections(kind="inet"),
+                   key=lambda conn: (not conn.pid, conn.status == "TIME_WAIT"))
     for conn in found[:MAX_CONNECTION_ROWS]:
         proto = ("tcp" if conn.type == 1 else "udp") + ("6" if conn.family == 10 else "")
         local = f"{conn.laddr.ip}:{conn.laddr.port}" if conn.laddr else "-"
