@@ -18,7 +18,8 @@ from ptfast.scan import connecthook
 
 from helpers.procs import kill_uid, public_tempdir, start_python, wait_until
 from helpers.scan import run_scan, suspicious_by_pid
-from helpers.service import SendmailRecorder, ServiceDir, only_users_rule
+from helpers.service import (SendmailRecorder, ServiceDir, only_users_rule,
+                             reported_by_live_service)
 from helpers.uids import uid_for
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
@@ -317,23 +318,7 @@ def test_calls_of_children_gone_before_the_drain_count_for_the_loop_that_forked_
     """Live mode knows who forked each process: the calls of a child that exited before the
     hook's map was drained are its parent's, so the loop is reported."""
     hook.close()        # the service opens its own
-    service = ServiceDir(tmp_path, LOOPER_UID)
-    recorder = SendmailRecorder(str(tmp_path))
-    looper = None
-    with service.started(f"SENDMAIL={recorder.path}", "PT_INTERVAL=3600", "PT_CONN_AGE=5",
-                         "PT_USERPROC=0", "PT_PASS_SUMMARY=1") as daemon:
-        try:
-            assert wait_until(lambda: "pass done" in service.log(), 60), service.log()
-            assert "mode: live" in service.log(), service.log()
-            looper = start_python(LOOPER, uid=LOOPER_UID)
-            assert wait_until(lambda: f"*Suspicious Process* PID:{looper.pid} " in
-                              service.log(), 30), service.log()
-        finally:
-            if looper is not None:
-                looper.stop()
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=30) == 0
-    mail = recorder.calls()[0]["parsed"].get_content()
+    _pid, mail = reported_by_live_service(tmp_path, LOOPER_UID, LOOPER)
     assert "-> 198.18.30." in mail and "(connect())" in mail, mail[:1500]
 
 

@@ -4,14 +4,13 @@ hook; no packet leaves the host (a UDP connect() sends nothing; loopback)."""
 
 import os
 import shutil
-import signal
 
 import pytest
 
 from ptfast.scan import connecthook, procfs
 
-from helpers.procs import kill_uid, public_tempdir, start_python, wait_until
-from helpers.service import SendmailRecorder, ServiceDir
+from helpers.procs import public_tempdir, start_python, wait_until
+from helpers.service import reported_by_live_service
 from helpers.uids import uid_for
 
 pytestmark = [pytest.mark.needs_root]
@@ -179,24 +178,7 @@ def test_calls_made_six_generations_below_a_running_loop_count_for_it(tmp_path, 
     for each (each exiting at once: `sh -c 'sh -c ...'` does as much): the walk now goes up
     as far as the fork events reach, to the first running one."""
     hook.close()        # the service opens its own
-    service = ServiceDir(tmp_path, DEEP_UID)
-    recorder = SendmailRecorder(str(tmp_path))
-    looper = None
-    with service.started(f"SENDMAIL={recorder.path}", "PT_INTERVAL=3600", "PT_CONN_AGE=5",
-                         "PT_USERPROC=0", "PT_PASS_SUMMARY=1") as daemon:
-        try:
-            assert wait_until(lambda: "pass done" in service.log(), 60), service.log()
-            assert "mode: live" in service.log(), service.log()
-            looper = start_python(DEEP_LOOPER, uid=DEEP_UID)
-            assert wait_until(lambda: f"*Suspicious Process* PID:{looper.pid} " in
-                              service.log(), 30), service.log()
-        finally:
-            if looper is not None:
-                looper.stop()
-            kill_uid(DEEP_UID)
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=30) == 0
-    mail = recorder.calls()[0]["parsed"].get_content()
+    _pid, mail = reported_by_live_service(tmp_path, DEEP_UID, DEEP_LOOPER)
     assert "-> 198.18.41." in mail and "(connect())" in mail, mail[:1500]
 
 
@@ -232,24 +214,7 @@ def test_calls_of_a_child_that_exits_before_its_pt_limit_count_for_the_loop(tmp_
     judged: a spam loop forking one per batch of mails was never reported. When a caller
     exits, its calls count for its nearest running ancestor of the same account."""
     hook.close()        # the service opens its own
-    service = ServiceDir(tmp_path, BATCH_UID)
-    recorder = SendmailRecorder(str(tmp_path))
-    looper = None
-    with service.started(f"SENDMAIL={recorder.path}", "PT_INTERVAL=3600", "PT_CONN_AGE=5",
-                         "PT_LIMIT=5", "PT_USERPROC=0", "PT_PASS_SUMMARY=1") as daemon:
-        try:
-            assert wait_until(lambda: "pass done" in service.log(), 60), service.log()
-            assert "mode: live" in service.log(), service.log()
-            looper = start_python(BATCHER, uid=BATCH_UID)
-            assert wait_until(lambda: f"*Suspicious Process* PID:{looper.pid} " in
-                              service.log(), 30), service.log()
-        finally:
-            if looper is not None:
-                looper.stop()
-            kill_uid(BATCH_UID)
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(timeout=30) == 0
-    mail = recorder.calls()[0]["parsed"].get_content()
+    _pid, mail = reported_by_live_service(tmp_path, BATCH_UID, BATCHER, "PT_LIMIT=5")
     assert "-> 198.18.42." in mail and "(connect())" in mail, mail[:1500]
 
 

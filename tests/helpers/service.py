@@ -7,6 +7,7 @@ import email
 import email.policy
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from aiosmtpd.controller import Controller
 
 from ptfast.scan._corespec import STAT_STARTTIME, parse_stat, stat_field
 
+from helpers.procs import kill_uid, start_python, wait_until
 from helpers.scan import CONNECTIONS_AT_ONCE
 
 
@@ -338,3 +340,29 @@ def recorded_service(root, *uids: int) -> ServiceDir:
     service.recorder = SendmailRecorder(str(root))
     service.sendmail = f"SENDMAIL={service.recorder.path}"
     return service
+
+
+def reported_by_live_service(root, uid: int, code: str, *settings: str) -> tuple:
+    """``ptfast run`` in live mode with no pass due for an hour (its first pass done), then a
+    child of ``uid`` running ``code``; waits until the live layer reports it. Returns (its pid,
+    the first mail's text). The child and every process of ``uid`` are stopped, whatever
+    failed."""
+    service = ServiceDir(root, uid)
+    recorder = SendmailRecorder(str(root))
+    child = None
+    with service.started(f"SENDMAIL={recorder.path}", "PT_INTERVAL=3600", "PT_CONN_AGE=5",
+                         "PT_USERPROC=0", "PT_PASS_SUMMARY=1", *settings) as daemon:
+        try:
+            assert wait_until(lambda: "pass done" in service.log(), 60), service.log()
+            assert "mode: live" in service.log(), service.log()
+            child = start_python(code, uid=uid)
+            pid = child.pid
+            assert wait_until(lambda: f"*Suspicious Process* PID:{pid} " in service.log(),
+                              30), service.log()
+        finally:
+            if child is not None:
+                child.stop()
+            kill_uid(uid)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    return pid, recorder.calls()[0]["parsed"].get_content()
