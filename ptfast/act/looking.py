@@ -114,19 +114,14 @@ def hooked_calls(lifetimes: Lifetimes, hook: ConnectHook, tracked: Callable[[int
                        pids=sorted({pid for line in lines.values() for pid in line}))
     by_pid = {proc.pid: proc for proc in walk.processes}
     wall, monotonic = time.time(), time.monotonic()
-    before: dict = {}
+    credits = []
     for connect in connects:
         proc = caller(lines[connect.pid], by_pid, connect, monotonic)
-        if proc is None:
-            continue
-        key = process_key(proc)
-        if key not in before:
-            before[key] = (proc.pid, lifetimes.recent_calls(key, wall))
-        lifetimes.add_call(key, wall - (monotonic - connect.monotonic),
-                           Call(connect.proto, connect.remote_ip, connect.remote_port,
-                                connect.uid))
-    return {pid for key, (pid, earlier) in before.items()
-            if verdict_may_change(earlier, lifetimes.recent_calls(key, wall))}
+        if proc is not None:
+            credits.append((proc, wall - (monotonic - connect.monotonic),
+                            Call(connect.proto, connect.remote_ip, connect.remote_port,
+                                 connect.uid)))
+    return credit_calls(lifetimes, credits, wall)
 
 
 def carry_calls(lifetimes: Lifetimes, exited: set, carries: Callable[[tuple], bool],
@@ -152,19 +147,26 @@ def carry_calls(lifetimes: Lifetimes, exited: set, carries: Callable[[tuple], bo
     walk = procfs.scan(proc_root, False,
                        pids=sorted({pid for _calls, line in moving for pid in line}))
     by_pid = {proc.pid: proc for proc in walk.processes}
-    before: dict = {}
+    credits = []
     for calls, line in moving:
         first_when, first = calls[0]        # the ancestor must have started before it
         proc = caller(line, by_pid, Connect(line[0], first.uid, first.proto, first.remote_ip,
                                             first.remote_port,
                                             monotonic - (wall - first_when)), monotonic)
-        if proc is None:
-            continue
+        if proc is not None:
+            credits += [(proc, when, sock) for when, sock in calls]
+    return credit_calls(lifetimes, credits, wall)
+
+
+def credit_calls(lifetimes: Lifetimes, credits: list, wall: float) -> set:
+    """Each (process, when, call) of ``credits`` added as a call of that process, in order;
+    returns the pids whose verdict may change now (verdict_may_change)."""
+    before: dict = {}
+    for proc, when, sock in credits:
         key = process_key(proc)
         if key not in before:
             before[key] = (proc.pid, lifetimes.recent_calls(key, wall))
-        for when, sock in calls:
-            lifetimes.add_call(key, when, sock)
+        lifetimes.add_call(key, when, sock)
     return {pid for key, (pid, earlier) in before.items()
             if verdict_may_change(earlier, lifetimes.recent_calls(key, wall))}
 
