@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import select
+import struct
 import subprocess
 import sys
 import textwrap
@@ -348,3 +349,30 @@ def test_a_threaded_process_is_forgotten_once_its_last_thread_ends():
     schedule.feed([event(FORK, 200, 0), event(FORK, 200, 1, pid=201),
                    event(EXIT, 200, 2, pid=201), event(EXIT, 200, 3)])
     assert len(schedule) == 0
+
+
+def test_close_tells_the_kernel_to_ignore_and_does_not_wait_for_an_answer(reader, monkeypatch):
+    """The kernel acts on IGNORE within sendto(), and newer ones never answer a socket that
+    asked to ignore: a wait for the answer ran to its timeout at every stop of the service."""
+    sent = []
+    real_sendto = reader.sock.sendto
+
+    class Watched:            # socket methods are read-only: wrap the socket instead
+        def __init__(self, sock):
+            self._sock = sock
+
+        def sendto(self, data, address):
+            sent.append(struct.unpack_from("=I", data, len(data) - 4)[0])
+            return real_sendto(data, address)
+
+        def __getattr__(self, name):
+            return getattr(self._sock, name)
+
+    def no_wait(*args, **kwargs):
+        raise AssertionError("close() waited for an answer")
+
+    monkeypatch.setattr(procevents.select, "select", no_wait)
+    reader.sock = Watched(reader.sock)
+    reader.close()
+    assert sent == [procevents.PROC_CN_MCAST_IGNORE]
+    assert reader.sock.fileno() < 0

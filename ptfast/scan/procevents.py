@@ -193,9 +193,9 @@ class ProcEvents:
         except OSError:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
-    def _request(self, operation: int, timeout: float) -> None:
-        """Send LISTEN (or IGNORE) and wait for the kernel's acknowledgement, which comes
-        to every listener: ours is the one that answers our random sequence number."""
+    def _send(self, operation: int) -> Tuple[int, int]:
+        """Send LISTEN or IGNORE; the kernel acts on it before sendto() returns. The
+        sequence and acknowledgement numbers sent, to recognise the answer by."""
         seq, ack = random.randrange(1, 2 ** 31), random.randrange(1, 2 ** 31)
         message = _LISTEN.pack(_LISTEN.size, NLMSG_DONE, 0, seq, 0,
                                CN_IDX_PROC, CN_VAL_PROC, seq, ack, 4, 0, operation)
@@ -203,6 +203,12 @@ class ProcEvents:
             self.sock.sendto(message, (0, 0))
         except OSError as exc:
             raise Unavailable(_socket_error_reason(exc, "send")) from None
+        return seq, ack
+
+    def _request(self, operation: int, timeout: float) -> None:
+        """Send LISTEN and wait for the kernel's acknowledgement, which comes to every
+        listener: ours is the one that answers our random sequence number."""
+        seq, ack = self._send(operation)
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -297,9 +303,11 @@ class ProcEvents:
         if self.sock.fileno() < 0:
             return
         try:
-            # IGNORE lets the kernel stop building events when no listener is left
-            self.sock.setblocking(True)
-            self._request(PROC_CN_MCAST_IGNORE, 0.5)
+            # IGNORE lets the kernel stop building events when no listener is left; it acts
+            # on it within sendto(). Not waited for: newer kernels (6.18 here) never deliver
+            # the answer to a socket that asked to ignore, so a wait ran to its timeout,
+            # half a second added to every stop of the service
+            self._send(PROC_CN_MCAST_IGNORE)
         except (Unavailable, OSError):
             pass
         self.sock.close()
