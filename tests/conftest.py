@@ -37,6 +37,7 @@ def pytest_configure(config):
     # PYTHONDONTWRITEBYTECODE is set, and each xdist worker would rewrite all of them again
     # (seconds of CPU each). Only this process stops honouring it; the ptfast it starts do.
     sys.dont_write_bytecode = False
+    _make_programs_directory()
 
 
 #: xdist workers by default: the suite mostly waits (for processes, daemons, sockets), so four
@@ -84,16 +85,30 @@ def aged(monkeypatch):
     return AGED_BY
 
 
+#: the directory the C programs of tests/evasions are built in, shared by the xdist workers:
+#: made by the process that starts them (their environment is inherited), removed by it
+PROGRAMS_DIRECTORY = "PTFAST_TEST_PROGRAMS_DIRECTORY"
+_made_programs_directory = None
+
+
+def _make_programs_directory():
+    global _made_programs_directory
+    if PROGRAMS_DIRECTORY not in os.environ:
+        _made_programs_directory = os.environ[PROGRAMS_DIRECTORY] = public_tempdir()
+
+
+def pytest_unconfigure(config):
+    if _made_programs_directory:
+        shutil.rmtree(_made_programs_directory, ignore_errors=True)
+        del os.environ[PROGRAMS_DIRECTORY]
+
+
 @pytest.fixture(scope="session")
 def compiled_programs():
     """``compiled_programs(names)``: name -> path of each C program of tests/evasions, each
-    compiled once a session into a directory other uids can traverse (helpers.native)."""
+    compiled once a run into a directory other uids can traverse (helpers.native)."""
     from helpers.native import Programs
-    directory = public_tempdir()
-    try:
-        yield Programs(directory)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    return Programs(os.environ[PROGRAMS_DIRECTORY])
 
 
 @pytest.fixture

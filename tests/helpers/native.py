@@ -57,30 +57,47 @@ def program_fixtures(names):
 
 
 class Programs:
-    """The C programs of tests/evasions, each compiled once a session (in parallel: several
-    modules share them, and gcc was a good part of their setup) into ``directory``."""
+    """The C programs of tests/evasions, each compiled once a run into ``directory``: the
+    xdist workers share it (several modules and every worker use them, and gcc was a good
+    part of their CPU). A lock per program lets one worker build it while the others wait."""
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
         self.built: dict = {}
 
     def __call__(self, names) -> dict:
-        missing = [name for name in names if name not in self.built]
-        compiling = {name: _start_build(name, self.directory) for name in missing}
-        failed = []
-        for name, (gcc, output) in compiling.items():
-            _out, err = gcc.communicate()
-            if gcc.returncode != 0:
-                failed.append(f"gcc failed for {name}.c:\n{err}")
-            else:
-                self.built[name] = output
+        missing = sorted(name for name in names if name not in self.built)
+        with contextlib.ExitStack() as locks:
+            compiling = {}
+            for name in missing:          # in sorted order: two workers cannot deadlock
+                locks.enter_context(_locked(os.path.join(self.directory, name + ".lock")))
+                if os.path.exists(os.path.join(self.directory, name)):
+                    self.built[name] = os.path.join(self.directory, name)
+                else:
+                    compiling[name] = _start_build(name, self.directory)
+            failed = []
+            for name, (gcc, output) in compiling.items():
+                _out, err = gcc.communicate()
+                if gcc.returncode != 0:
+                    failed.append(f"gcc failed for {name}.c:\n{err}")
+                else:
+                    # whole or absent under its final name, for the next worker to take
+                    self.built[name] = os.path.join(self.directory, name)
+                    os.rename(output, self.built[name])
         if failed:
             raise RuntimeError("\n".join(failed))
         return {name: self.built[name] for name in names}
 
 
+@contextlib.contextmanager
+def _locked(path: str):
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def _start_build(name: str, directory: str) -> tuple:
-    output = os.path.join(directory, name)
+    output = os.path.join(directory, f"{name}.building")
     gcc = subprocess.Popen(["gcc", "-O2", "-Wall", "-pthread", "-o", output,
                             os.path.join(SOURCES, name + ".c")],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
