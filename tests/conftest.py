@@ -58,6 +58,9 @@ def pytest_cmdline_main(config):
         return
     option.numprocesses = WORKERS
     option.dist = "load"
+    # one test at a time: in chunks, a worker took a run of waiting tests and the others
+    # finished half a minute before it (see spread_waiting_tests)
+    option.maxschedchunk = 1
     option.tx = ["popen"] * WORKERS
 
 
@@ -132,10 +135,28 @@ def _needs_compiled(item) -> bool:
     return "compiled_core" in getattr(item, "fixturenames", ())
 
 
+def spread_waiting_tests(items: list) -> list:
+    """The tests that wait for real time (``ageing``) spread evenly over the first two thirds
+    of the others. xdist hands each worker the next test when it is done with one
+    (``--maxschedchunk 1``): spread out, about as many workers wait at any time as the suite's
+    waiting needs, while the others keep both cores busy; the waiting ones are done before the
+    tail. Bunched at the start, every worker waited at once and the cores idled; at the end,
+    one worker waited alone."""
+    waiting = [item for item in items if "ageing" in item.keywords]
+    others = [item for item in items if "ageing" not in item.keywords]
+    if not waiting:
+        return others
+    step = max(1, (2 * len(others) // 3) // len(waiting))
+    spread = []
+    for index, item in enumerate(waiting):
+        spread.append(item)
+        spread.extend(others[index * step:(index + 1) * step])
+    spread.extend(others[len(waiting) * step:])
+    return spread
+
+
 def pytest_collection_modifyitems(config, items):
-    # the tests that wait for real time start first, the short ones fill the workers beside
-    # them, rather than one worker waiting alone at the end
-    items.sort(key=lambda item: "ageing" not in item.keywords)
+    items[:] = spread_waiting_tests(items)
     if COMPILED_MISSING and not REQUIRE_COMPILED:
         # without the compiled core its tests are deselected (not errors); the twin's still run
         kept = [item for item in items if not _needs_compiled(item)]
