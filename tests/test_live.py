@@ -127,12 +127,16 @@ def test_lost_events_make_a_full_pass_at_once(service):
 
     def burst_then_stop() -> None:
         try:
-            assert wait_until(lambda: passes(service) == 1, PATIENCE), service.log()
+            # at least one: on a busy machine events may already have been lost, and the
+            # resync pass that follows can come before this thread looks
+            assert wait_until(lambda: passes(service) >= 1, PATIENCE), service.log()
+            before = passes(service)
             reader = running.live.reader
             reader.set_receive_buffer(1)
             subprocess.run([sys.executable, "-c", BURST, "3000"], check=True)
             reader.set_receive_buffer(4 * 1024 * 1024)
-            assert wait_until(lambda: passes(service) == 2, PATIENCE), service.log()
+            # PT_INTERVAL is 60 s, longer than PATIENCE: a pass within it is the resync's
+            assert wait_until(lambda: passes(service) > before, PATIENCE), service.log()
         except BaseException as exc:         # said by the test, in the main thread
             failures.append(exc)
         finally:
@@ -154,7 +158,7 @@ def test_lost_events_make_a_full_pass_at_once(service):
     live = read_status(service)["live"]
     assert live["mode"] == "live"
     assert live["resyncs"] >= 1 and live["overruns"] + live["gaps"] >= 1
-    assert read_status(service)["totals"]["passes"] == 2
+    assert read_status(service)["totals"]["passes"] >= 2
 
 
 @pytest.mark.skipif(not nonetlink.SUPPORTED, reason="no seccomp filter for this machine")
