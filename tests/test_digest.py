@@ -83,7 +83,11 @@ def test_digest_is_planned_by_the_policy_and_off_at_zero():
 
 
 # -- every alert delivered (issue 20, item 7) ----------------------------------------------------
-FLOOD = 300
+#: the hosting bed's flood was 300 processes; 150 prove the same at half the CPU (each finding
+#: escapes its 16 KB command line several times): the single mails are still taken many times
+#: over, and the digest still has more findings than it lists (MAX_DIGEST_ENTRIES), so its
+#: "... and N more findings" and its size bound are reached (unbounded, 150 made 9 MB)
+FLOOD = bounds.MAX_DIGEST_ENTRIES + 50
 FLOOD_UID = uid_for(211)
 #: a 16 KB command line of 4-byte characters (64 KB once escaped, in each log line), with a fake
 #: log line and a terminal escape in it: 300 of them made a digest bigger than the spool reads
@@ -123,11 +127,19 @@ FLOOD_CODE = textwrap.dedent("""
 
 
 def leave_room_for_pids(count: int) -> None:
-    """Until ``count`` PIDs (and some for everyone else) fit below pid_max without wrapping:
-    spawn /bin/true, each taking the next PID (a busy suite runs the counter up to the wrap;
-    the backdoor must get the highest PID)."""
+    """Until ``count`` PIDs (and some for everyone else) fit below pid_max without wrapping (a
+    busy suite runs the counter up to the wrap; the backdoor must get the highest PID): the
+    counter is wrapped now, as the kernel would (to RESERVED_PIDS), or where that is refused,
+    /bin/true is spawned until it wraps (thousands of processes with pid_max 32768)."""
     with open("/proc/sys/kernel/pid_max") as handle:
         pid_max = int(handle.read())
+    with open("/proc/sys/kernel/ns_last_pid") as handle:
+        if int(handle.read()) + count + 2000 >= pid_max:
+            try:
+                with open("/proc/sys/kernel/ns_last_pid", "w") as handle:
+                    handle.write("300")
+            except OSError:
+                pass
     for _ in range(pid_max):
         with open("/proc/sys/kernel/ns_last_pid") as handle:
             if int(handle.read()) + count + 2000 < pid_max:
