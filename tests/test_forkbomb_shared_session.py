@@ -223,8 +223,7 @@ def ptfast_plan_and_run(tmp_path, core_env: dict, *settings: str):
     assert plan.returncode == 1, plan.stderr
     [bomb_record] = [record for record in map(json.loads, plan.stdout.splitlines())
                      if record["check"] == "forkbomb"]
-    result = subprocess.run(service.command(*settings), capture_output=True, timeout=120,
-                            env=env)
+    result = run_ptfast(service.command(*settings)[3:], env=env)
     assert result.returncode == 0, result.stderr.decode()
     return bomb_record, service, recorder
 
