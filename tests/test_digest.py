@@ -26,6 +26,7 @@ from ptfast.act.respond import Responder
 
 from helpers.procs import kill_uid, start_copied_python, start_python
 from helpers.service import LISTEN_ANY, SendmailRecorder, ServiceDir
+from helpers.shared import SharedChildren
 from helpers.snapshots import HOST_FILES, USERS, proc, sock
 from helpers.uids import uid_for
 
@@ -33,6 +34,15 @@ from helpers.uids import uid_for
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
 
 UID = uid_for(210)
+
+
+@pytest.fixture(scope="module")
+def shared():
+    """Children both cores' cases of a test read (helpers.shared): each case's run --once
+    mails and remembers in its own ServiceDir, and kills nothing."""
+    children = SharedChildren()
+    yield children
+    children.stop()
 LISTENERS = 7
 
 
@@ -160,7 +170,7 @@ def flood(tmp_path_factory):
     started = []
     leave_room_for_pids(FLOOD + 10)
     errors = tmp_path_factory.mktemp("flood") / "stderr"
-    with open(errors, "wb") as stderr:      # a file: 300 children cannot fill it and block
+    with open(errors, "wb") as stderr:      # a file: the flood's children cannot fill it and block
         parent = subprocess.Popen([HOSTILE_NAME, "-c", FLOOD_CODE, str(FLOOD_UID),
                                    str(service.getsockname()[1]), str(FLOOD)],
                                   executable=sys.executable, stdin=subprocess.PIPE,
@@ -247,14 +257,17 @@ KEEP.append(peer)
 
 @pytest.mark.parametrize("core_name", ["compiled", "pure-python"])
 def test_a_connection_to_another_host_gets_the_single_mail_before_local_ones(
-        tmp_path, children, core_name, monkeypatch):
+        tmp_path, shared, core_name, monkeypatch):
     if shutil.which("ip") is None:
         pytest.skip("needs the ip command (Debian package iproute2)")
-    for _ in range(3):
-        children.append(start_python(UDP_PEER.format("127.0.0.1"), uid=REMOTE_UID))
-    remote = start_python(UDP_PEER.format("198.18.0.9"), uid=REMOTE_UID, netns=True,
-                          root_setup=REMOTE_NETNS_SETUP)
-    children.append(remote)
+    def local():
+        return start_python(UDP_PEER.format("127.0.0.1"), uid=REMOTE_UID)
+
+    def remote():
+        return start_python(UDP_PEER.format("198.18.0.9"), uid=REMOTE_UID, netns=True,
+                            root_setup=REMOTE_NETNS_SETUP)
+    children = shared("another host", local, local, local, remote)
+    remote = children[3]
     if core_name == "pure-python":
         monkeypatch.setenv("PTFAST_NO_EXTENSIONS", "1")
     service = ServiceDir(tmp_path, REMOTE_UID)
@@ -413,13 +426,14 @@ FLOODER_UID, NEIGHBOUR_UID = uid_for(213), uid_for(214)
 
 @pytest.mark.parametrize("core_name", ["compiled", "pure-python"])
 def test_one_accounts_flood_cannot_push_another_accounts_backdoor_out_of_the_single_mails(
-        tmp_path, children, core_name, monkeypatch):
+        tmp_path, shared, core_name, monkeypatch):
     """Same rank (listeners on 0.0.0.0), and the flood's PIDs come first: the accounts take
     turns within a rank, so the other account's backdoor has a mail of its own."""
-    for _ in range(4):
-        children.append(start_python(LISTEN_ANY, uid=FLOODER_UID))
-    backdoor = start_python(LISTEN_ANY, uid=NEIGHBOUR_UID)
-    children.append(backdoor)
+    def flooder():
+        return start_python(LISTEN_ANY, uid=FLOODER_UID)
+    children = shared("two accounts", flooder, flooder, flooder, flooder,
+                      lambda: start_python(LISTEN_ANY, uid=NEIGHBOUR_UID))
+    backdoor = children[4]
     if core_name == "pure-python":
         monkeypatch.setenv("PTFAST_NO_EXTENSIONS", "1")
     service = ServiceDir(tmp_path, FLOODER_UID, NEIGHBOUR_UID)
