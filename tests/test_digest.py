@@ -171,7 +171,7 @@ def flood(tmp_path_factory):
     leave_room_for_pids(FLOOD + 10)
     errors = tmp_path_factory.mktemp("flood") / "stderr"
     with open(errors, "wb") as stderr:      # a file: the flood's children cannot fill it and block
-        parent = subprocess.Popen([HOSTILE_NAME, "-c", FLOOD_CODE, str(FLOOD_UID),
+        parent = subprocess.Popen([HOSTILE_NAME, "-S", "-c", FLOOD_CODE, str(FLOOD_UID),
                                    str(service.getsockname()[1]), str(FLOOD)],
                                   executable=sys.executable, stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=stderr)

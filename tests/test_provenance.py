@@ -120,7 +120,7 @@ def child(keep, work, then_exec=None):
         # customer's uid itself, first thing
         for s in keep:
             os.set_inheritable(s.fileno(), True)
-        os.execve(sys.executable, [sys.executable, "-c", EXEC_AND_FORGE, str(WORKER_UID),
+        os.execve(sys.executable, [sys.executable, "-S", "-c", EXEC_AND_FORGE, str(WORKER_UID),
                                    *own_layout()], {"LD_PRELOAD": then_exec})
     os.setgroups([]); os.setresgid(WORKER_UID, WORKER_UID, WORKER_UID)
     os.setresuid(WORKER_UID, WORKER_UID, WORKER_UID)
@@ -458,7 +458,7 @@ forked = os.fork()
 if forked == 0:
     while True:
         signal.pause()
-execd = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+execd = subprocess.Popen([sys.executable, "-S", "-c", "import time; time.sleep(3600)"])
 info["forked"], info["execd"] = forked, execd.pid
 """
 
