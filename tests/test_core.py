@@ -20,11 +20,17 @@ UID = uid_for(1)
 
 
 @pytest.fixture(scope="module")
-def shared():
-    """Children both cores' cases of a test read (helpers.shared): a scan changes nothing."""
-    children = SharedChildren()
+def shared_by_both_cores():
+    children = SharedChildren(cases=2)
     yield children
     children.stop()
+
+
+@pytest.fixture
+def shared(shared_by_both_cores):
+    """Children both cores' cases of a test read (helpers.shared): a scan changes nothing."""
+    yield shared_by_both_cores
+    shared_by_both_cores.stop_used_up()
 
 
 def scan(core, want_fds=True, proc_root="/proc"):

@@ -37,12 +37,18 @@ UID = uid_for(210)
 
 
 @pytest.fixture(scope="module")
-def shared():
-    """Children both cores' cases of a test read (helpers.shared): each case's run --once
-    mails and remembers in its own ServiceDir, and kills nothing."""
-    children = SharedChildren()
+def shared_by_both_cores():
+    children = SharedChildren(cases=2)
     yield children
     children.stop()
+
+
+@pytest.fixture
+def shared(shared_by_both_cores):
+    """Children both cores' cases of a test read (helpers.shared): each case's run --once
+    mails and remembers in its own ServiceDir, and kills nothing."""
+    yield shared_by_both_cores
+    shared_by_both_cores.stop_used_up()
 LISTENERS = 7
 
 
