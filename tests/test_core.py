@@ -11,11 +11,26 @@ from ptfast.scan._corespec import PF_KTHREAD, STAT_FLAGS, parse_stat, stat_field
 from helpers.uids import uid_for
 from helpers.pidns import PidNamespace
 from helpers.procs import start_copied_python, start_python
+from helpers.shared import SharedChildren
 from helpers.snapshots import process_as_dict
 
 pytestmark = pytest.mark.needs_root
 
 UID = uid_for(1)
+
+
+@pytest.fixture(scope="module")
+def shared_by_both_cores():
+    children = SharedChildren(cases=2)
+    yield children
+    children.stop()
+
+
+@pytest.fixture
+def shared(shared_by_both_cores):
+    """Children both cores' cases of a test read (helpers.shared): a scan changes nothing."""
+    yield shared_by_both_cores
+    shared_by_both_cores.stop_used_up()
 
 
 def scan(core, want_fds=True, proc_root="/proc"):
@@ -90,10 +105,9 @@ info.update(l4=l4.getsockname()[1], l6=l6.getsockname()[1], server=server.getsoc
 """
 
 
-def test_uid_comes_from_status_not_from_proc_owner(core, children):
-    ordinary = start_python(uid=UID)
-    hidden = start_python(uid=UID + 1, non_dumpable=True)
-    children.extend([ordinary, hidden])
+def test_uid_comes_from_status_not_from_proc_owner(core, shared):
+    ordinary, hidden = shared("uid", lambda: start_python(uid=UID),
+                              lambda: start_python(uid=UID + 1, non_dumpable=True))
     # a non-dumpable process shows root as the owner of the files in /proc/PID (and on some
     # kernels of /proc/PID itself): that must not fool us
     assert os.stat(f"/proc/{hidden.pid}/stat").st_uid == 0
@@ -102,9 +116,8 @@ def test_uid_comes_from_status_not_from_proc_owner(core, children):
     assert find(snapshot, hidden.pid).uid == UID + 1
 
 
-def test_root_process_and_fields(core, children):
-    child = start_python()
-    children.append(child)
+def test_root_process_and_fields(core, shared):
+    [child] = shared("root", start_python)
     proc = find(scan(core), child.pid)
     assert proc.uid == 0
     assert proc.ppid == os.getpid()
@@ -114,9 +127,8 @@ def test_root_process_and_fields(core, children):
     assert 0 <= proc.age < 60       # a young process: seconds, not ticks
 
 
-def test_every_socket_kind_ipv4_and_ipv6(core, children):
-    child = start_python(SOCKETS_SETUP, uid=UID)
-    children.append(child)
+def test_every_socket_kind_ipv4_and_ipv6(core, shared):
+    [child] = shared("sockets", lambda: start_python(SOCKETS_SETUP, uid=UID))
     info = child.info
     found = endpoints(find(scan(core), child.pid))
     expected = {
@@ -137,10 +149,9 @@ def test_every_socket_kind_ipv4_and_ipv6(core, children):
     assert len(found) == len(expected)
 
 
-def test_listener_in_another_network_namespace(core, children):
+def test_listener_in_another_network_namespace(core, shared):
     setup = 'info["port"] = listen(socket.AF_INET, "0.0.0.0").getsockname()[1]'
-    child = start_python(setup, uid=UID, netns=True)
-    children.append(child)
+    [child] = shared("netns", lambda: start_python(setup, uid=UID, netns=True))
     assert os.readlink(f"/proc/{child.pid}/ns/net") != os.readlink("/proc/self/ns/net")
     snapshot = scan(core)
     proc = find(snapshot, child.pid)
@@ -150,18 +161,18 @@ def test_listener_in_another_network_namespace(core, children):
     assert snapshot.stats["namespaces"] >= 2
 
 
-def test_deleted_executable_is_decided_from_the_file(core, children):
-    deleted = start_copied_python("payload", uid=UID, delete=True)
-    children.append(deleted)
+def test_deleted_executable_is_decided_from_the_file(core, shared):
+    [deleted] = shared("deleted", lambda: start_copied_python("payload", uid=UID, delete=True))
     proc = find(scan(core), deleted.pid)
     assert proc.exe_deleted
     assert proc.exe == deleted.info["exe"]          # the kernel's suffix is removed
 
 
-def test_deleted_in_the_path_text_is_not_deletion(core, children):
-    in_dir = start_copied_python("sleeper", uid=UID, subdir="x (deleted)")
-    in_name = start_copied_python("sleeper (deleted)", uid=UID)
-    children.extend([in_dir, in_name])
+def test_deleted_in_the_path_text_is_not_deletion(core, shared):
+    in_dir, in_name = shared(
+        "deleted in the path",
+        lambda: start_copied_python("sleeper", uid=UID, subdir="x (deleted)"),
+        lambda: start_copied_python("sleeper (deleted)", uid=UID))
     snapshot = scan(core)
     for child in (in_dir, in_name):
         proc = find(snapshot, child.pid)
@@ -169,40 +180,38 @@ def test_deleted_in_the_path_text_is_not_deletion(core, children):
         assert proc.exe == child.info["exe"]
 
 
-def test_hostile_names_survive_as_data(core, children):
+def test_hostile_names_survive_as_data(core, shared):
     name = "evil\n\x1b[31mname\x07"
-    child = start_copied_python(name, uid=UID, setup="")
-    children.append(child)
+    [child] = shared("hostile", lambda: start_copied_python(name, uid=UID, setup=""))
     proc = find(scan(core), child.pid)
     assert proc.exe == child.info["exe"]
     assert "\x1b[31m" in proc.exe
 
 
-def test_cmdline_is_normalised_and_keeps_undecodable_bytes(core, children):
-    child = start_python(argv=["one", "two  three", b"\xff\xfe-bytes", ""])
-    children.append(child)
+def test_cmdline_is_normalised_and_keeps_undecodable_bytes(core, shared):
+    [child] = shared("cmdline",
+                     lambda: start_python(argv=["one", "two  three", b"\xff\xfe-bytes", ""]))
     proc = find(scan(core), child.pid)
     assert proc.cmdline.endswith("one two  three \udcff\udcfe-bytes")   # trailing NUL dropped
     assert "\0" not in proc.cmdline
 
 
-def test_open_files_and_no_pipes(core, children):
+def test_open_files_and_no_pipes(core, shared):
     setup = """
         KEEP.append(open("/etc/hostname"))
         KEEP.extend(os.pipe())
     """
-    child = start_python(setup, uid=UID)
-    children.append(child)
+    [child] = shared("open files", lambda: start_python(setup, uid=UID))
     proc = find(scan(core), child.pid)
     assert "/etc/hostname" in proc.open_files
     assert not any(path.startswith("pipe:") for path in proc.open_files)
     assert proc.sockets == ()
 
 
-def test_caller_decides_which_processes_get_an_fd_walk(core, children):
-    inspected = start_python('listen(socket.AF_INET, "127.0.0.1")', uid=UID)
-    skipped = start_python('listen(socket.AF_INET, "127.0.0.1")', uid=UID + 2)
-    children.extend([inspected, skipped])
+def test_caller_decides_which_processes_get_an_fd_walk(core, shared):
+    inspected, skipped = shared(
+        "fd walk", lambda: start_python('listen(socket.AF_INET, "127.0.0.1")', uid=UID),
+        lambda: start_python('listen(socket.AF_INET, "127.0.0.1")', uid=UID + 2))
     asked = []
 
     def want_fds(proc):
@@ -279,11 +288,11 @@ def unmap(ip):
     return ip[7:] if ip.startswith("::ffff:") and "." in ip else ip
 
 
-def test_view_agrees_with_psutil(core, children):
+def test_view_agrees_with_psutil(core, shared):
     """psutil is the independent oracle for uid, exe, cmdline, start time and sockets."""
     import psutil
-    children.append(start_python(SOCKETS_SETUP, uid=UID))
-    children.append(start_python(argv=["a", "b c"], uid=UID + 3))
+    children = shared("psutil", lambda: start_python(SOCKETS_SETUP, uid=UID),
+                      lambda: start_python(argv=["a", "b c"], uid=UID + 3))
     snapshot = scan(core)
     oracle = {}
     for proc in snapshot.processes:
@@ -354,13 +363,12 @@ def test_both_cores_return_the_same_records(children, compiled_core):
         assert twin.get(pid) == compiled[pid]
 
 
-def test_socket_tables_longer_than_one_read_are_read_whole(core, children):
+def test_socket_tables_longer_than_one_read_are_read_whole(core, shared):
     """/proc/net/tcp gives about a page per read(); a table cut after the first read loses
     every socket past it."""
     setup = 'info["ports"] = [listen(socket.AF_INET, "127.0.0.1").getsockname()[1] ' \
             'for _ in range(400)]'
-    child = start_python(setup, uid=UID)
-    children.append(child)
+    [child] = shared("400 listeners", lambda: start_python(setup, uid=UID))
     snapshot = scan(core)
     assert len(snapshot.socket_table) >= 400
     ports = {sock.local_port for sock in find(snapshot, child.pid).sockets}

@@ -223,8 +223,7 @@ def ptfast_plan_and_run(tmp_path, core_env: dict, *settings: str):
     assert plan.returncode == 1, plan.stderr
     [bomb_record] = [record for record in map(json.loads, plan.stdout.splitlines())
                      if record["check"] == "forkbomb"]
-    result = subprocess.run(service.command(*settings), capture_output=True, timeout=120,
-                            env=env)
+    result = run_ptfast(service.command(*settings)[3:], env=env)
     assert result.returncode == 0, result.stderr.decode()
     return bomb_record, service, recorder
 
@@ -242,7 +241,7 @@ def test_a_bomb_forked_in_php_fpms_session_kills_its_forker_not_the_bigger_pool(
         master = fpm.master
         neighbours = {pid: start_time_of(pid) for pid in workers(NEIGHBOUR)}
         bomb = fpm.write("bomb.py", BOMB.format(bound=BOMB_BOUND))
-        fpm.start_in_background(FORKER, f"{SYSTEM_PYTHON} {bomb}")
+        fpm.start_in_background(FORKER, f"{SYSTEM_PYTHON} -S {bomb}")
         # the bomb fills its bound: the forker's processes are fewer than the neighbour's
         assert wait_until(lambda: len(bomb_pids(bomb)) >= BOMB_BOUND - FORKER_WORKERS - 2,
                           timeout=30)

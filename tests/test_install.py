@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import sysconfig
 
 
@@ -56,8 +55,7 @@ def test_the_unit_names_this_ptfast_and_verifies(tmp_path):
     unit = tmp_path / UNIT
     command = exec_start(unit.read_text()).split()
     assert command[-1] == "run"
-    ours = subprocess.run([sys.executable, "-m", "ptfast", "--version"], capture_output=True,
-                          text=True).stdout
+    ours = run_ptfast(["--version"], text=True).stdout
     theirs = subprocess.run([*command[:-1], "--version"], capture_output=True, text=True).stdout
     assert theirs == ours and "ptfast" in ours
     result = verify(unit, tmp_path)
@@ -287,8 +285,7 @@ def test_uninstall_removes_the_link_systemctl_enable_made(tmp_path):
 def test_install_without_systemd_says_it_did_not_run_systemctl():
     """--dry-run on the real root: it writes nothing, and says systemctl was not run."""
     for extra in ((), ("--uninstall",)):
-        result = subprocess.run([sys.executable, "-m", "ptfast", "install-service", "--dry-run",
-                                 *extra], capture_output=True, text=True, timeout=120)
+        result = run_ptfast(["install-service", "--dry-run", *extra], text=True)
         assert result.returncode == 0, result.stderr
         assert ("not running systemctl (daemon-reload and the like): systemd is not running "
                 f"here ({install.SYSTEMD_RUNNING} is missing)") in result.stdout \

@@ -15,7 +15,6 @@ import shutil
 import socket
 import struct
 import subprocess
-import sys
 
 import pytest
 
@@ -121,7 +120,7 @@ def child(keep, work, then_exec=None):
         # customer's uid itself, first thing
         for s in keep:
             os.set_inheritable(s.fileno(), True)
-        os.execve(sys.executable, [sys.executable, "-c", EXEC_AND_FORGE, str(WORKER_UID),
+        os.execve(sys.executable, [sys.executable, "-S", "-c", EXEC_AND_FORGE, str(WORKER_UID),
                                    *own_layout()], {"LD_PRELOAD": then_exec})
     os.setgroups([]); os.setresgid(WORKER_UID, WORKER_UID, WORKER_UID)
     os.setresuid(WORKER_UID, WORKER_UID, WORKER_UID)
@@ -459,7 +458,7 @@ forked = os.fork()
 if forked == 0:
     while True:
         signal.pause()
-execd = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+execd = subprocess.Popen([sys.executable, "-S", "-c", "import time; time.sleep(3600)"])
 info["forked"], info["execd"] = forked, execd.pid
 """
 
@@ -552,13 +551,11 @@ def test_ptfast_check_names_unknown_accounts_and_root_in_the_setting(tmp_path):
     conf = tmp_path / "ptfast.conf"
     conf.write_text('PT_CUSTOMER_CODE_USERS = "daemon, no-such-account, root"\n'
                     'PT_LIMIT = "60"\n')
-    result = subprocess.run([sys.executable, "-m", "ptfast", "check", "--config", os.devnull,
-                             "--override", str(conf)], capture_output=True, timeout=60)
+    result = run_ptfast(["check", "--config", os.devnull, "--override", str(conf)])
     out = result.stdout.decode()
     assert result.returncode != 0
     assert f"{conf}:1: PT_CUSTOMER_CODE_USERS: no account no-such-account on this host" in out
     assert f"{conf}:1: PT_CUSTOMER_CODE_USERS: root is root" in out
     conf.write_text('PT_CUSTOMER_CODE_USERS = "www-data;rm -rf /"\n')
-    result = subprocess.run([sys.executable, "-m", "ptfast", "check", "--config", os.devnull,
-                             "--override", str(conf)], capture_output=True, timeout=60)
+    result = run_ptfast(["check", "--config", os.devnull, "--override", str(conf)])
     assert "is not a user name" in result.stdout.decode() and result.returncode != 0

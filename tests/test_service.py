@@ -11,6 +11,7 @@ import time
 import pytest
 
 from helpers.uids import uid_for
+from helpers.inproc import run_ptfast
 from helpers.procs import start_copied_python, start_python, wait_until
 from helpers.proctree import TCP_HEADER, stat_line, write
 from helpers.service import (SendmailRecorder, ServiceDir, SmtpServer, free_port, record_action,
@@ -382,9 +383,8 @@ def test_nothing_is_killed_on_the_word_of_a_prepared_tree(service, tmp_path, chi
     os.makedirs(f"{base}/fd")
     service.track_only(uid)
     recorder = SendmailRecorder(str(tmp_path))
-    result = subprocess.run(service.command("PT_USERTIME=1", "PT_USERKILL=1",
-                                            f"SENDMAIL={recorder.path}") + ["--proc-root", tree],
-                            capture_output=True, timeout=120)
+    result = run_ptfast(service.command("PT_USERTIME=1", "PT_USERKILL=1",
+                                        f"SENDMAIL={recorder.path}")[3:] + ["--proc-root", tree])
     assert result.returncode == 0, result.stderr.decode()
     assert f"not killing: --proc-root {tree} is not /proc" in service.log()
     assert f"*User Processing* PID:{child.pid} Kill:0" in service.log()
