@@ -33,12 +33,12 @@ BEACON_UID = uid_for(233)
 NEWS_UID = uid_for(234)
 OPENER_UID = uid_for(235)
 
-#: a worker's database queries: a 1-2 s connection to a local listener, again and again
+#: a worker's database queries: a half-second connection to a local listener, again and again
 YOUNG_QUERIES = """
 def queries(port):
     while True:
         client = socket.create_connection(("127.0.0.1", port))
-        time.sleep(1.5)
+        time.sleep(0.5)
         client.close()
         time.sleep(0.1)
 threading.Thread(target=queries, args=(int(sys.argv[1]),), daemon=True).start()
@@ -155,9 +155,9 @@ def reported_pids(service) -> list:
 @pytest.mark.parametrize("core_name", ["compiled", "pure-python"])
 def test_young_connections_are_not_reported_held_ones_are_and_scan_agrees_with_run(
         tmp_path, database, children, core_name, monkeypatch):
-    """PT_CONN_AGE=6 (4 s with the `aged` fixture's 2): a worker whose 1.5 s queries come and
-    go is reported neither by scan nor by run; a process holding its connection is reported by
-    both."""
+    """PT_CONN_AGE=4 (2 s with the `aged` fixture's 2, which scan and run each wait): a worker
+    whose 0.5 s queries come and go is reported neither by scan nor by run; a process holding
+    its connection is reported by both."""
     use_core(monkeypatch, core_name)
     young = start_python(YOUNG_QUERIES, uid=YOUNG_UID, argv=[str(database)])
     children.append(young)
@@ -165,11 +165,11 @@ def test_young_connections_are_not_reported_held_ones_are_and_scan_agrees_with_r
     children.append(held)
     assert wait_until(lambda: socket_fds(held.pid) and socket_fds(young.pid), 10)
     service = ServiceDir(tmp_path, YOUNG_UID, HELD_UID)
-    scanned = run_scan("--json", "--pignore", service.pignore, "--set", "PT_CONN_AGE=6",
+    scanned = run_scan("--json", "--pignore", service.pignore, "--set", "PT_CONN_AGE=4",
                        core=core_name, aged=True)
     assert scanned.returncode in (0, 1), scanned.stderr.decode()
     recorder = SendmailRecorder(str(tmp_path))
-    result = service.run_once(f"SENDMAIL={recorder.path}", "PT_CONN_AGE=6", "PT_USERPROC=0")
+    result = service.run_once(f"SENDMAIL={recorder.path}", "PT_CONN_AGE=4", "PT_USERPROC=0")
     assert result.returncode == 0, result.stderr.decode()
     by_scan = set(suspicious_by_pid(scanned)) & {young.pid, held.pid}
     assert by_scan == {held.pid}, (scanned.stdout.decode(), scanned.stderr.decode())
