@@ -16,6 +16,7 @@ import pytest
 from ptfast.act import looking
 from ptfast.scan import connecthook
 
+from helpers.inproc import run_ptfast
 from helpers.procs import kill_uid, public_tempdir, start_python, wait_until
 from helpers.scan import run_scan, suspicious_by_pid
 from helpers.service import (SendmailRecorder, ServiceDir, dump_often, only_users_rule,
@@ -255,8 +256,7 @@ def test_a_stream_of_millisecond_calls_to_other_hosts_is_reported_by_run(tmp_pat
                 service.log()
             if resolving is not None:       # its lookups began first
                 assert f"PID:{resolving.pid} " not in service.log(), service.log()
-            status = subprocess.run([sys.executable, "-m", "ptfast", "status", "--state-dir",
-                                     service.state_dir], capture_output=True, text=True)
+            status = run_ptfast(["status", "--state-dir", service.state_dir], text=True)
         finally:
             for child in (spammer, resolving):
                 if child is not None:

@@ -25,6 +25,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import nonetlink
+from helpers.inproc import run_ptfast
 from helpers.procs import kill_uid, process_age, public_tempdir, start_python, wait_until
 from helpers.service import LISTEN_ANY, SendmailRecorder, only_users_rule, recorded_service
 from helpers.uids import uid_for
@@ -76,8 +77,7 @@ def read_status(service) -> dict:
 
 
 def status_text(service) -> str:
-    return subprocess.run([sys.executable, "-m", "ptfast", "status", "--state-dir",
-                           service.state_dir], capture_output=True, text=True).stdout
+    return run_ptfast(["status", "--state-dir", service.state_dir], text=True).stdout
 
 
 @pytest.mark.parametrize("core_name", ["compiled", "pure-python"])
