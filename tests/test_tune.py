@@ -32,7 +32,7 @@ def run_tune(tmp_path, *args, env=None):
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
-@pytest.mark.ageing         # a real watch of 2.5 s: the short-lived must end during it
+@pytest.mark.ageing         # a real watch of 3 s: the short-lived must end during it
 def test_counts_per_limit_match_a_known_population(tmp_path, children):
     # long-lived: two socket holders and one process without sockets, all counting as older
     # than 5 s by the end of the watch (real age + AGED_BY_HERE), none older than 30 s
@@ -40,7 +40,7 @@ def test_counts_per_limit_match_a_known_population(tmp_path, children):
     children.append(start_python(LISTEN, uid=UID))
     children.append(start_python("", uid=UID))
     env = dict(core_env("compiled"), **{TEST_AGE_OFFSET: str(AGED_BY_HERE)})
-    tune = run_tune(tmp_path, "--duration", "2.5", "--sample", "0.2", "--limits", "0,1,5,30",
+    tune = run_tune(tmp_path, "--duration", "3", "--sample", "0.2", "--limits", "0,1,5,30",
                     "--set", "PT_INTERVAL=30", "--json", env=env)
     # short-lived: three socket holders that live SHORT_LIFE seconds, during the watch
     time.sleep(0.5)
