@@ -42,8 +42,12 @@ def test_counts_per_limit_match_a_known_population(tmp_path, children):
     env = dict(core_env("compiled"), **{TEST_AGE_OFFSET: str(AGED_BY_HERE)})
     tune = run_tune(tmp_path, "--duration", "3", "--sample", "0.2", "--limits", "0,1,5,30",
                     "--set", "PT_INTERVAL=30", "--json", env=env)
-    # short-lived: three socket holders that live SHORT_LIFE seconds, during the watch
-    time.sleep(0.5)
+    # short-lived: three socket holders that live SHORT_LIFE seconds, during the watch: from
+    # its first sample on (its first progress line), however long tune took to start
+    said = []
+    while not (said and said[-1].startswith(b"tune: ") and b" sample" in said[-1]):
+        said.append(tune.stderr.readline())
+        assert said[-1], said           # tune ended before its first sample
     short = [start_python(LISTEN, uid=UID) for _ in range(3)]
     children.extend(short)
     time.sleep(SHORT_LIFE)
