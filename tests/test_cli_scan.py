@@ -9,7 +9,7 @@ import pytest
 
 from helpers.uids import uid_for
 from helpers.procs import process_age, ptfast_as, start_copied_python, start_python
-from helpers.scan import CORES, core_env, run_scan
+from helpers.scan import CONNECTIONS_AT_ONCE, CORES, core_env, run_scan
 
 # aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
@@ -172,10 +172,12 @@ def test_version_names_the_core():
 
 
 def test_non_root_run_says_what_it_could_not_inspect(population):
+    # connections at once: the population holds some, and a scan would wait PT_CONN_AGE
     result = ptfast_as(uid_for(199), "scan", "--config", os.devnull, "--override", os.devnull,
                        "--pignore", os.devnull, "--set", "PT_LIMIT=1", "--set", "PT_LOAD=0",
                        "--set", "PT_USERPROC=0", "--set", "PT_USERMEM=0",
-                       "--set", "PT_USERRSS=0", "--set", "PT_USERTIME=0")
+                       "--set", "PT_USERRSS=0", "--set", "PT_USERTIME=0",
+                       "--set", CONNECTIONS_AT_ONCE)
     assert result.returncode == 2, result.stderr      # incomplete: never "clean"
     assert "could not be inspected (" in result.stderr
     denied = int(result.stderr.split("could not be inspected (")[1].split()[0])

@@ -16,9 +16,10 @@ import pytest
 from ptfast.act import looking
 from ptfast.scan import connecthook
 
+from helpers.inproc import run_ptfast
 from helpers.procs import kill_uid, public_tempdir, start_python, wait_until
 from helpers.scan import run_scan, suspicious_by_pid
-from helpers.service import (SendmailRecorder, ServiceDir, only_users_rule,
+from helpers.service import (SendmailRecorder, ServiceDir, dump_often, only_users_rule,
                              reported_by_live_service)
 from helpers.uids import uid_for
 
@@ -226,11 +227,13 @@ def test_a_killed_holder_leaves_no_program_attached(hook):
     assert set(hook.program_ids()) <= connecthook.attached_program_ids(root)
 
 
-def test_a_stream_of_millisecond_calls_to_other_hosts_is_reported_by_run(tmp_path, hook):
+def test_a_stream_of_millisecond_calls_to_other_hosts_is_reported_by_run(tmp_path, hook,
+                                                                        monkeypatch):
     """A process that never holds a call for a dump to see is reported for its connect()s,
     with no pass (PT_INTERVAL an hour), naming the hosts it called; once, however many more
     hosts it calls; a process resolving names through the host's resolver is not."""
     hook.close()        # the service opens its own
+    dump_often(monkeypatch)
     resolvers = [address for address in looking.nameservers()
                  if not (address.is_loopback or address.is_link_local)]
     service = ServiceDir(tmp_path, SPAMMER_UID, RESOLVING_UID)
@@ -246,15 +249,14 @@ def test_a_stream_of_millisecond_calls_to_other_hosts_is_reported_by_run(tmp_pat
             spammer = start_python(SPAMMER, uid=SPAMMER_UID)
             assert wait_until(lambda: f"*Suspicious Process* PID:{spammer.pid} " in
                               service.log(), 60), service.log()
-            # a few more dumps (about one a second): the spammer calls ten more hosts
-            time.sleep(3)
+            # a few more dumps (dump_often: at least three): the spammer calls four more hosts
+            time.sleep(1.2)
             # reported once for its calls, not again for each next host
             assert service.log().count(f"*Suspicious Process* PID:{spammer.pid} ") == 1, \
                 service.log()
             if resolving is not None:       # its lookups began first
                 assert f"PID:{resolving.pid} " not in service.log(), service.log()
-            status = subprocess.run([sys.executable, "-m", "ptfast", "status", "--state-dir",
-                                     service.state_dir], capture_output=True, text=True)
+            status = run_ptfast(["status", "--state-dir", service.state_dir], text=True)
         finally:
             for child in (spammer, resolving):
                 if child is not None:
@@ -280,11 +282,13 @@ os.waitpid(pid, 0)
 """
 
 
-def test_a_workers_calls_to_its_one_database_do_not_count_a_second_host_does(tmp_path, hook):
+def test_a_workers_calls_to_its_one_database_do_not_count_a_second_host_does(tmp_path, hook,
+                                                                             monkeypatch):
     """Service workers (forked by a root master, never exec'd) calling one remote host again
     and again are querying their database: not reported, however many calls. One that then
     calls a second host is reported for it at once (no pass: PT_INTERVAL an hour)."""
     hook.close()        # the service opens its own
+    dump_often(monkeypatch)
     public = public_tempdir()           # the workers must see the file appear
     go = os.path.join(public, "second-host")
     service = ServiceDir(tmp_path, WORKERS_UID)
@@ -296,11 +300,12 @@ def test_a_workers_calls_to_its_one_database_do_not_count_a_second_host_does(tmp
             assert wait_until(lambda: "pass done" in service.log(), 60), service.log()
             master = start_python(MASTER_AND_WORKERS, argv=[str(WORKERS_UID), go])
             querying, wandering = master.info["querying"], master.info["wandering"]
-            time.sleep(3)       # some 15 calls each, and three dumps
+            # some 7 calls each, and at least three dumps (dump_often): REMOTE_CALLS drained
+            time.sleep(1.5)
             open(go, "w").close()
             assert wait_until(lambda: f"*Suspicious Process* PID:{wandering} " in
                               service.log(), 30), service.log()
-            time.sleep(2)
+            time.sleep(0.8)     # a few more dumps (a bug would report it beside the other)
             assert f"PID:{querying} " not in service.log(), service.log()
         finally:
             if master is not None:
@@ -314,10 +319,12 @@ def test_a_workers_calls_to_its_one_database_do_not_count_a_second_host_does(tmp
 
 
 def test_calls_of_children_gone_before_the_drain_count_for_the_loop_that_forked_them(tmp_path,
-                                                                                     hook):
+                                                                                     hook,
+                                                                                     monkeypatch):
     """Live mode knows who forked each process: the calls of a child that exited before the
     hook's map was drained are its parent's, so the loop is reported."""
     hook.close()        # the service opens its own
+    dump_often(monkeypatch)
     _pid, mail = reported_by_live_service(tmp_path, LOOPER_UID, LOOPER)
     assert "-> 198.18.30." in mail and "(connect())" in mail, mail[:1500]
 
@@ -333,13 +340,15 @@ def test_scan_sees_the_calls_made_while_it_waits(tmp_path, hook, listener):
     hook for that wait: a spam sender holding nothing is reported for its calls, as by run."""
     hook.close()
     holder = start_python(HOLDS_ONE, uid=HOLDER_UID, argv=[str(listener)])
-    spammer = start_python(SPAMMER, uid=SPAMMER_UID)
+    # a call every 0.1 s: ten in the one second the scan waits
+    spammer = start_python(SPAMMER.replace("time.sleep(0.3)", "time.sleep(0.1)"),
+                           uid=SPAMMER_UID)
     try:
         pignore = os.path.join(tmp_path, "pignore")
         with open(pignore, "w") as handle:
             handle.write(only_users_rule(HOLDER_UID, SPAMMER_UID))
-        # aged: 2 s older, the wait as well: PT_CONN_AGE 4 waits 2 s
-        result = run_scan("--json", "--pignore", pignore, "--set", "PT_CONN_AGE=4", aged=True)
+        # aged: 2 s older, the wait as well: PT_CONN_AGE 3 waits 1 s
+        result = run_scan("--json", "--pignore", pignore, "--set", "PT_CONN_AGE=3", aged=True)
         found = suspicious_by_pid(result)
     finally:
         holder.stop()

@@ -10,7 +10,7 @@ import pytest
 from ptfast.scan import connecthook, procfs
 
 from helpers.procs import public_tempdir, start_python, wait_until
-from helpers.service import reported_by_live_service
+from helpers.service import dump_often, reported_by_live_service
 from helpers.uids import uid_for
 
 pytestmark = [pytest.mark.needs_root]
@@ -185,8 +185,8 @@ def test_calls_made_six_generations_below_a_running_loop_count_for_it(tmp_path, 
 BATCH_UID = uid_for(606)
 
 #: a loop that never connects itself: it forks a child for each batch, which makes three calls
-#: (to new hosts) over 2.4 s and exits, younger than PT_LIMIT (5 s): alive at the drains that
-#: take its calls, gone before its own PT_LIMIT check
+#: (to new hosts) over 0.4 s and exits at about 1 s, younger than PT_LIMIT (2 s): alive at the
+#: drains that take its calls (every 0.375 s at most), gone before its own PT_LIMIT check
 BATCHER = """
 def loop():
     batch = 0
@@ -201,7 +201,8 @@ def loop():
                 except OSError:
                     pass
                 call.close()
-                time.sleep(1.2)
+                time.sleep(0.2)
+            time.sleep(0.4)
             os._exit(0)
         os.waitpid(child, 0)
 threading.Thread(target=loop, daemon=True).start()
@@ -209,12 +210,14 @@ threading.Thread(target=loop, daemon=True).start()
 
 
 @pytest.mark.ageing
-def test_calls_of_a_child_that_exits_before_its_pt_limit_count_for_the_loop(tmp_path, hook):
+def test_calls_of_a_child_that_exits_before_its_pt_limit_count_for_the_loop(tmp_path, hook,
+                                                                            monkeypatch):
     """A child that outlives the drain of its calls but exits before PT_LIMIT is never
     judged: a spam loop forking one per batch of mails was never reported. When a caller
     exits, its calls count for its nearest running ancestor of the same account."""
     hook.close()        # the service opens its own
-    _pid, mail = reported_by_live_service(tmp_path, BATCH_UID, BATCHER, "PT_LIMIT=5")
+    dump_often(monkeypatch)     # every call drained while its child runs
+    _pid, mail = reported_by_live_service(tmp_path, BATCH_UID, BATCHER, "PT_LIMIT=2")
     assert "-> 198.18.42." in mail and "(connect())" in mail, mail[:1500]
 
 

@@ -16,13 +16,14 @@ from ptfast.act import looking
 from ptfast.commands import daemon
 from ptfast.commands.cli import build_parser
 from ptfast.decide import pignore, policy
+from ptfast.decide import lifetimes as lifetimes_module
 from ptfast.decide.lifetimes import Lifetimes
 from ptfast.foundation import config
 from ptfast.scan import procfs
 
 from helpers.procs import public_tempdir, start_python, wait_until
 from helpers.scan import run_scan, suspicious_by_pid
-from helpers.service import SendmailRecorder, ServiceDir, only_users_rule
+from helpers.service import SendmailRecorder, ServiceDir, dump_often, only_users_rule
 from helpers.uids import uid_for
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
@@ -33,12 +34,12 @@ BEACON_UID = uid_for(233)
 NEWS_UID = uid_for(234)
 OPENER_UID = uid_for(235)
 
-#: a worker's database queries: a 1-2 s connection to a local listener, again and again
+#: a worker's database queries: a half-second connection to a local listener, again and again
 YOUNG_QUERIES = """
 def queries(port):
     while True:
         client = socket.create_connection(("127.0.0.1", port))
-        time.sleep(1.5)
+        time.sleep(0.5)
         client.close()
         time.sleep(0.1)
 threading.Thread(target=queries, args=(int(sys.argv[1]),), daemon=True).start()
@@ -51,17 +52,18 @@ def hold(port, when):
     KEEP.append(socket.create_connection(("127.0.0.1", port)))
 threading.Thread(target=hold, args=(int(sys.argv[1]), sys.argv[2]), daemon=True).start()
 """
-#: a beacon: a UDP "connection" to a documentation-range host every second, held 0.7 s (never
-#: PT_CONN_AGE, even 2 s older under the age seam; most dumps see a call, so the test is short);
-#: a UDP connect() sends no packet, so nothing leaves the machine
+#: a beacon: a UDP "connection" to a documentation-range host every half second, held 0.35 s
+#: (never PT_CONN_AGE, even 2 s older under the age seam; most dumps see a call, the connect
+#: hook each one, so the test is short); a UDP connect() sends no packet, so nothing leaves
+#: the machine
 BEACON = """
 def beacon():
     while True:
         call = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         call.connect(("198.18.0.9", 53))
-        time.sleep(0.7)
+        time.sleep(0.35)
         call.close()
-        time.sleep(0.3)
+        time.sleep(0.15)
 threading.Thread(target=beacon, daemon=True).start()
 """
 #: no socket at all until sys.argv[1] exists, then a listener
@@ -155,9 +157,9 @@ def reported_pids(service) -> list:
 @pytest.mark.parametrize("core_name", ["compiled", "pure-python"])
 def test_young_connections_are_not_reported_held_ones_are_and_scan_agrees_with_run(
         tmp_path, database, children, core_name, monkeypatch):
-    """PT_CONN_AGE=6 (4 s with the `aged` fixture's 2): a worker whose 1.5 s queries come and
-    go is reported neither by scan nor by run; a process holding its connection is reported by
-    both."""
+    """PT_CONN_AGE=4 (2 s with the `aged` fixture's 2, which scan and run each wait): a worker
+    whose 0.5 s queries come and go is reported neither by scan nor by run; a process holding
+    its connection is reported by both."""
     use_core(monkeypatch, core_name)
     young = start_python(YOUNG_QUERIES, uid=YOUNG_UID, argv=[str(database)])
     children.append(young)
@@ -165,11 +167,11 @@ def test_young_connections_are_not_reported_held_ones_are_and_scan_agrees_with_r
     children.append(held)
     assert wait_until(lambda: socket_fds(held.pid) and socket_fds(young.pid), 10)
     service = ServiceDir(tmp_path, YOUNG_UID, HELD_UID)
-    scanned = run_scan("--json", "--pignore", service.pignore, "--set", "PT_CONN_AGE=6",
+    scanned = run_scan("--json", "--pignore", service.pignore, "--set", "PT_CONN_AGE=4",
                        core=core_name, aged=True)
     assert scanned.returncode in (0, 1), scanned.stderr.decode()
     recorder = SendmailRecorder(str(tmp_path))
-    result = service.run_once(f"SENDMAIL={recorder.path}", "PT_CONN_AGE=6", "PT_USERPROC=0")
+    result = service.run_once(f"SENDMAIL={recorder.path}", "PT_CONN_AGE=4", "PT_USERPROC=0")
     assert result.returncode == 0, result.stderr.decode()
     by_scan = set(suspicious_by_pid(scanned)) & {young.pid, held.pid}
     assert by_scan == {held.pid}, (scanned.stdout.decode(), scanned.stderr.decode())
@@ -183,6 +185,7 @@ def test_run_reports_a_connection_once_held_past_conn_age_without_waiting_for_a_
     """An old process opens a connection while the service runs (PT_INTERVAL an hour): the
     socket dumps see it reach PT_CONN_AGE and judge its account's processes at once."""
     use_core(monkeypatch, core_name)
+    dump_often(monkeypatch)
     held = start_python(HELD, uid=HELD_UID, argv=[str(database), str(go)])
     children.append(held)
     service = ServiceDir(tmp_path, HELD_UID)
@@ -212,11 +215,12 @@ def can_call_other_hosts() -> bool:
 @pytest.mark.parametrize("core_name", ["compiled", "pure-python"])
 def test_a_beacon_of_short_calls_is_reported_by_run(tmp_path, children, core_name,
                                                     monkeypatch):
-    """A process that connects out every second and holds each call 0.7 s (never PT_CONN_AGE)
-    is reported within a few dumps, with no pass (PT_INTERVAL an hour)."""
+    """A process that connects out twice a second and holds each call 0.35 s (never
+    PT_CONN_AGE) is reported within a few dumps, with no pass (PT_INTERVAL an hour)."""
     if not can_call_other_hosts():
         pytest.skip("no route to 198.18.0.9 for a UDP connect()")
     use_core(monkeypatch, core_name)
+    dump_often(monkeypatch)
     service = ServiceDir(tmp_path, BEACON_UID)
     recorder = SendmailRecorder(str(tmp_path))
     with service.started(f"SENDMAIL={recorder.path}", "PT_INTERVAL=3600", "PT_CONN_AGE=5",
@@ -254,10 +258,11 @@ def test_a_reported_process_is_reported_again_for_a_new_listener(tmp_path, child
 
 
 def test_a_listener_opened_by_an_old_process_is_reported_at_the_next_dump(tmp_path, children,
-                                                                          go):
+                                                                          go, monkeypatch):
     """Issue 21: "a new socket in an old process is found at the next socket dump". The
     process was checked (nothing to report) long before; no pass comes (PT_INTERVAL an hour)
     and it forks and execs nothing, so only the dump can find its new listener."""
+    dump_often(monkeypatch)
     child = start_python(LATE_LISTENER, uid=OPENER_UID, argv=[str(go)])
     children.append(child)
     service = ServiceDir(tmp_path, OPENER_UID)
@@ -334,3 +339,23 @@ def test_live_checks_judge_connections_by_their_lifetimes_as_passes_do(tmp_path,
     reported = [int(line.split("PID:")[1].split()[0]) for line in log.splitlines()
                 if "*Suspicious Process* PID:" in line]
     assert reported == [listening.pid], log
+
+
+@pytest.mark.parametrize("text", ["0", "0.01", "1.5", "60", "-0.2", "nan", "inf", "soon"])
+def test_the_dump_seam_refuses_what_would_not_make_dumps_more_frequent(text, capsys):
+    """PTFAST_TEST_DUMP_EVERY (test-only) only in [MIN_TEST_DUMP_EVERY, DUMP_EVERY]: anything
+    else leaves the server's cadence, and says so."""
+    assert lifetimes_module.dump_every_for_tests.__wrapped__(text) == lifetimes_module.DUMP_EVERY
+    said = capsys.readouterr().err
+    assert "PTFAST_TEST_DUMP_EVERY=" in said and "refused" in said, said
+
+
+def test_the_dump_seam_is_off_unless_set_and_jittered_like_the_cadence_when_set(monkeypatch,
+                                                                               capsys):
+    monkeypatch.delenv(lifetimes_module.TEST_DUMP_EVERY, raising=False)
+    assert all(0.5 <= lifetimes_module.dump_delay() <= 1.5 for _ in range(100))
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv(lifetimes_module.TEST_DUMP_EVERY, "0.2")
+    delays = [lifetimes_module.dump_delay() for _ in range(100)]
+    assert all(0.1 <= delay <= 0.3 for delay in delays), delays
+    assert "PTFAST_TEST_DUMP_EVERY=0.2 in force (test-only)" in capsys.readouterr().err

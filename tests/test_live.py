@@ -3,7 +3,7 @@ checked when it reaches PT_LIMIT, not at the next pass; lost process events make
 once, counted in the status; where the proc connector is unavailable the service polls as
 before and the status and the log say why.
 
-No age seam here: the processes really reach PT_LIMIT=2 (so these tests wait for real time).
+No age seam here: the processes really reach PT_LIMIT=1 (so these tests wait for real time).
 PT_INTERVAL is 60, so no regular pass comes during a test: a finding before the second pass is
 live mode's."""
 
@@ -25,8 +25,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import nonetlink
+from helpers.inproc import run_ptfast
 from helpers.procs import kill_uid, process_age, public_tempdir, start_python, wait_until
-from helpers.service import LISTEN_ANY, SendmailRecorder, only_users_rule, recorded_service
+from helpers.service import (LISTEN_ANY, SendmailRecorder, dump_often, only_users_rule,
+                             recorded_service)
 from helpers.uids import uid_for
 from ptfast.act import looking
 from ptfast.channels import status
@@ -39,7 +41,7 @@ pytestmark = [pytest.mark.needs_root, pytest.mark.ageing]
 UID = uid_for(960)
 #: only a guard against a hang, well below PT_INTERVAL: no assertion depends on it
 PATIENCE = 40.0
-SETTINGS = ("PT_LIMIT=2", "PT_INTERVAL=60", "PT_PASS_SUMMARY=1")
+SETTINGS = ("PT_LIMIT=1", "PT_INTERVAL=60", "PT_PASS_SUMMARY=1")
 
 # forks N children that exit at once, then reaps them all
 BURST = textwrap.dedent("""
@@ -56,7 +58,10 @@ BURST = textwrap.dedent("""
 
 
 @pytest.fixture
-def service(tmp_path):
+def service(tmp_path, monkeypatch):
+    # the first dump to see a new listener judges it (Looked.uids): a dump every quarter second
+    # sees it far younger than PT_LIMIT=1, so that only a live check or a pass reports it
+    dump_often(monkeypatch)
     service = recorded_service(tmp_path, UID)
     service.metrics_file = os.path.join(service.root, "textfile", "ptfast.prom")
     os.makedirs(os.path.dirname(service.metrics_file))
@@ -76,8 +81,7 @@ def read_status(service) -> dict:
 
 
 def status_text(service) -> str:
-    return subprocess.run([sys.executable, "-m", "ptfast", "status", "--state-dir",
-                           service.state_dir], capture_output=True, text=True).stdout
+    return run_ptfast(["status", "--state-dir", service.state_dir], text=True).stdout
 
 
 @pytest.mark.parametrize("core_name", ["compiled", "pure-python"])
@@ -133,7 +137,8 @@ def test_lost_events_make_a_full_pass_at_once(service):
             before = passes(service)
             reader = running.live.reader
             reader.set_receive_buffer(1)
-            subprocess.run([sys.executable, "-c", BURST, "3000"], check=True)
+            # 600 events: the minimum buffer holds two or three
+            subprocess.run([sys.executable, "-c", BURST, "300"], check=True)
             reader.set_receive_buffer(4 * 1024 * 1024)
             # PT_INTERVAL is 60 s, longer than PATIENCE: a pass within it is the resync's
             assert wait_until(lambda: passes(service) > before, PATIENCE), service.log()
@@ -178,7 +183,8 @@ def test_without_the_connector_the_service_polls_and_says_why(service):
             "mode": "polling", "reason": why[len("polling, because "):]}
         assert f"  mode:        {why}\n" in status_text(service)
         listener = start_python(LISTEN_ANY, uid=UID)
-        time.sleep(2.5)         # past its PT_LIMIT: then a pass reports it
+        # past its PT_LIMIT: then a pass reports it
+        assert wait_until(lambda: process_age(listener.pid) > 1.2, PATIENCE)
         daemon.send_signal(signal.SIGUSR1)
         assert wait_until(lambda: listener.pid in reported_pids(service), PATIENCE), \
             service.log()
@@ -275,9 +281,9 @@ def test_a_root_services_new_worker_is_judged_beside_its_master(service):
         assert wait_until(lambda: passes(service) == 1, PATIENCE), service.log()
         assert "mode: live" in service.log()
         master = start_python(f"WORKER_UID = {UID}\n" + ROOT_MASTER_AND_WORKER)
-        # the backdoor due a batch later than the worker (CHECK_BATCH_SECONDS): once it is
-        # reported, the worker's check is done
-        time.sleep(1.5)
+        # the backdoor due a batch later than the worker (twice CHECK_BATCH_SECONDS): once it
+        # is reported, the worker's check is done
+        time.sleep(1.0)
         backdoor = start_python(LISTEN_ANY, uid=UID)
         try:
             assert wait_until(lambda: backdoor.pid in reported_pids(service), PATIENCE), \
@@ -307,13 +313,15 @@ CALLS_THEN_QUERIES = textwrap.dedent("""
 
 
 def test_a_connection_opened_after_the_dump_is_young_in_the_walk_that_follows_it(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, aged):
     """Between passes, a socket dump names the accounts worth judging (a call to another host,
     a connection of age) and a walk of their processes judges them. A connection opened
     between the dump and the walk was seen by no dump: it is first seen by the walk, so young
     (PT_CONN_AGE), as a pass and a live check judge it; it counted at once before, and
     `ptfast run` reported the hosting bed's php-fpm workers for their database queries, though
-    no pass or scan did. The account's listener, judged by the same walk, shows it ran."""
+    no pass or scan did. The account's listener, judged by the same walk, shows it ran.
+    In process, with the age seam (``aged``): the two processes count as past PT_LIMIT at once
+    (the connection, 2 s older too, stays far from PT_CONN_AGE=30)."""
     database = socket.socket()
     database.bind(("127.0.0.1", 0))
     database.listen(8)
@@ -343,8 +351,6 @@ def test_a_connection_opened_after_the_dump_is_young_in_the_walk_that_follows_it
                               argv=[str(database.getsockname()[1]), go])
         listener = start_python(LISTEN_ANY, uid=CALLER_UID)
         fds = len(os.listdir(f"/proc/{worker.pid}/fd"))
-        assert wait_until(lambda: min(process_age(worker.pid),
-                                      process_age(listener.pid)) > 1.2, 10)
         monkeypatch.setattr(looking, "dump", dump_then_query)
         service.tracker.dump_sockets(service.settings)
     finally:
@@ -421,8 +427,9 @@ def test_a_connection_opened_after_the_pass_is_young_in_the_walks_for_unheld_lis
                               argv=[str(database.getsockname()[1]), go])
         fds = len(os.listdir(f"/proc/{worker.pid}/fd"))
         service.run_pass()                       # the listener first seen
-        assert wait_until(lambda: process_age(worker.pid) > 1.2, 10)
         time.sleep(1.2)                          # the listener outlives PT_LIMIT=1
+        # and so does the worker, started before that pass (no wait after the sleep)
+        assert wait_until(lambda: process_age(worker.pid) > 1.2, 10)
         monkeypatch.setattr(procfs, "scan", full_walk_then_query)
         service.run_pass()
         assert os.path.exists(go)

@@ -6,12 +6,12 @@ user namespace, a security module) is only warned about: this test host shows on
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
+from helpers.inproc import run_ptfast
 from helpers.procs import ptfast_as, start_python
+from helpers.scan import CONNECTIONS_AT_ONCE
 from helpers.uids import uid_for
 
 # aged: the processes a test starts count as older than PT_LIMIT=1 (no sleeping past it)
@@ -19,8 +19,11 @@ pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
 
 OTHER, SCANNER = uid_for(640), uid_for(641)
 LISTEN = 'info["port"] = listen(socket.AF_INET, "127.0.0.1").getsockname()[1]'
+#: and connections counted at once: with every account tracked, some process of the host holds
+#: a connection, and each scan would wait PT_CONN_AGE for it
 ONLY_SUSPICIOUS = ["--set", "PT_LIMIT=1", "--set", "PT_LOAD=0", "--set", "PT_USERPROC=0",
-                   "--set", "PT_USERMEM=0", "--set", "PT_USERRSS=0", "--set", "PT_USERTIME=0"]
+                   "--set", "PT_USERMEM=0", "--set", "PT_USERRSS=0", "--set", "PT_USERTIME=0",
+                   "--set", CONNECTIONS_AT_ONCE]
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +39,8 @@ def scan_as(uid: int):
 
 
 def test_root_sees_the_listener(other_users_listener):
-    result = subprocess.run([sys.executable, "-m", "ptfast", "scan", "--config", os.devnull,
-                             "--override", os.devnull, "--pignore", os.devnull, "--json",
-                             *ONLY_SUSPICIOUS], capture_output=True, text=True, timeout=120)
+    result = run_ptfast(["scan", "--config", os.devnull, "--override", os.devnull, "--pignore",
+                         os.devnull, "--json", *ONLY_SUSPICIOUS], text=True)
     pids = [json.loads(line)["pid"] for line in result.stdout.splitlines()]
     assert other_users_listener.pid in pids and result.returncode == 1
 

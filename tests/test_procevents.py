@@ -186,7 +186,7 @@ def run_marker(reader: procevents.ProcEvents) -> list:
 
 def test_an_overrun_is_detected_and_counted():
     reader = procevents.ProcEvents()
-    forks = 3000
+    forks = 300         # 600 events: the minimum buffer holds two or three
     try:
         # every CPU's numbering known before the loss (a CPU first heard from after it
         # cannot say how much it lost)

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from ptfast.decide.policy import TEST_AGE_OFFSET
+
 from helpers.uids import uid_for
 from helpers.procs import start_python
 from helpers.scan import core_env
@@ -17,9 +19,10 @@ pytestmark = pytest.mark.needs_root
 
 UID = uid_for(301)
 LISTEN = 'listen(socket.AF_INET, "127.0.0.1")'
-#: seconds a short-lived socket holder lives: with the age seam's AGED_BY (2 s) it counts as
-#: past 1 and never past 5, while the long-lived ones count as past 5 by the end of the watch
-SHORT_LIFE = 1.0
+#: seconds a short-lived socket holder lives: with the age seam at AGED_BY_HERE (3 s) it counts
+#: as past 1 and never past 5, while the long-lived ones count as past 5 by the end of the watch
+SHORT_LIFE = 0.8
+AGED_BY_HERE = 3.0
 
 
 def run_tune(tmp_path, *args, env=None):
@@ -30,17 +33,22 @@ def run_tune(tmp_path, *args, env=None):
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
-@pytest.mark.ageing         # a real watch of 4 s: the short-lived must end during it
+@pytest.mark.ageing         # a real watch of 3 s: the short-lived must end during it
 def test_counts_per_limit_match_a_known_population(tmp_path, children):
     # long-lived: two socket holders and one process without sockets, all counting as older
-    # than 5 s by the end of the watch (real age + AGED_BY), none older than 30 s
+    # than 5 s by the end of the watch (real age + AGED_BY_HERE), none older than 30 s
     children.append(start_python(LISTEN, uid=UID))
     children.append(start_python(LISTEN, uid=UID))
     children.append(start_python("", uid=UID))
-    tune = run_tune(tmp_path, "--duration", "4", "--sample", "0.2", "--limits", "0,1,5,30",
-                    "--set", "PT_INTERVAL=30", "--json", env=core_env("compiled", aged=True))
-    # short-lived: three socket holders that live SHORT_LIFE seconds, during the watch
-    time.sleep(0.5)
+    env = dict(core_env("compiled"), **{TEST_AGE_OFFSET: str(AGED_BY_HERE)})
+    tune = run_tune(tmp_path, "--duration", "3", "--sample", "0.2", "--limits", "0,1,5,30",
+                    "--set", "PT_INTERVAL=30", "--json", env=env)
+    # short-lived: three socket holders that live SHORT_LIFE seconds, during the watch: from
+    # its first sample on (its first progress line), however long tune took to start
+    said = []
+    while not (said and said[-1].startswith(b"tune: ") and b" sample" in said[-1]):
+        said.append(tune.stderr.readline())
+        assert said[-1], said           # tune ended before its first sample
     short = [start_python(LISTEN, uid=UID) for _ in range(3)]
     children.extend(short)
     time.sleep(SHORT_LIFE)

@@ -5,7 +5,6 @@ it back (recvmsg), accepts and parks it again whenever it likes. ``ptfast run`` 
 it outlived PT_LIMIT, with the account that created it. Real processes, both cores."""
 
 import os
-import time
 
 import pytest
 
@@ -50,7 +49,7 @@ def test_a_listener_parked_in_a_unix_socket_queue_is_reported_with_its_owner(tmp
         assert not any(os.readlink(f"/proc/{parker.pid}/fd/{fd}") == f"socket:[{parker.info['inode']}]"
                        for fd in os.listdir(f"/proc/{parker.pid}/fd"))
         run_once(service, core, *settings)          # first seen
-        time.sleep(1.5)                             # outlives PT_LIMIT=1
+        service.age_listener_memory(1.5)            # as if it outlived PT_LIMIT=1 since
         run_once(service, core, *settings)
         events = [event for event in service.events()
                   if any(sock["inode"] == parker.info["inode"]

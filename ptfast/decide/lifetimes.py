@@ -23,20 +23,55 @@ counts at once: a flood cannot make connections look young), MAX_CALLERS process
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import os
 import random
+import sys
 from collections import OrderedDict, deque
 from typing import Callable, Iterable, NamedTuple, Optional
+
+from ptfast.foundation.escape import escape_text
 
 #: seconds between two socket dumps of ``ptfast run`` (measured: about 1 ms a dump of a few
 #: hundred sockets with the compiled core, see docs/detection.md)
 DUMP_EVERY = 1.0
 
+#: Test-only: seconds between dumps in place of DUMP_EVERY, so that the test suite's services
+#: (and scans' warm-ups) see a connection, a call or a new listener within a fraction of a
+#: second instead of waiting a second a dump. Read from the environment of the ptfast process
+#: alone (root's: no customer can set it), and only in [MIN_TEST_DUMP_EVERY, DUMP_EVERY]: it
+#: can make dumps more frequent, never rarer. Anything else is refused (ignored, said on
+#: stderr). Not a setting: never set it on a server.
+TEST_DUMP_EVERY = "PTFAST_TEST_DUMP_EVERY"
+MIN_TEST_DUMP_EVERY = 0.05
+
+
+@functools.lru_cache(maxsize=None)
+def dump_every_for_tests(text: Optional[str]) -> float:
+    """DUMP_EVERY, or PTFAST_TEST_DUMP_EVERY's seconds (``text``) when it is in bounds. Said
+    once on stderr when in force or refused: it is never quiet."""
+    if text is None:
+        return DUMP_EVERY
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not MIN_TEST_DUMP_EVERY <= seconds <= DUMP_EVERY:     # NaN and inf too
+        print(f"ptfast: {TEST_DUMP_EVERY}={escape_text(text)} refused (test-only, seconds from "
+              f"{MIN_TEST_DUMP_EVERY:g} to {DUMP_EVERY:g}): a socket dump every "
+              f"{DUMP_EVERY:g} s", file=sys.stderr)
+        return DUMP_EVERY
+    print(f"ptfast: {TEST_DUMP_EVERY}={seconds:g} in force (test-only): a socket dump every "
+          f"{seconds:g} s", file=sys.stderr)
+    return seconds
+
 
 def dump_delay() -> float:
     """Seconds to the next dump: DUMP_EVERY on average, jittered by half of it either way, so
     that a beacon whose period matches the cadence cannot keep its calls between two dumps."""
-    return DUMP_EVERY * random.uniform(0.5, 1.5)
+    every = dump_every_for_tests(os.environ.get(TEST_DUMP_EVERY))
+    return every * random.uniform(0.5, 1.5)
 
 
 #: calls to remote peers within REMOTE_WINDOW seconds that make a process count as connecting out

@@ -208,6 +208,20 @@ class ServiceDir:
             json.dump(document, handle)
 
 
+#: seconds between the socket dumps of the services and scans a test starts when it calls
+#: dump_often: a quarter of the second ptfast waits on a server, so a test waiting for a few
+#: dumps (calls counted, a connection come of age, a new listener) waits a quarter as long
+OFTEN = 0.25
+
+
+def dump_often(monkeypatch, seconds: float = OFTEN) -> None:
+    """Every ``ptfast`` this test runs (subprocesses through the environment, in-process
+    through dump_delay) dumps sockets every ``seconds``, jittered as DUMP_EVERY is (the
+    test-only PTFAST_TEST_DUMP_EVERY)."""
+    from ptfast.decide.lifetimes import TEST_DUMP_EVERY
+    monkeypatch.setenv(TEST_DUMP_EVERY, str(seconds))
+
+
 def start_time_of(pid: int) -> int:
     with open(f"/proc/{pid}/stat", "rb") as handle:
         return int(stat_field(parse_stat(handle.read()), STAT_STARTTIME))
