@@ -4,6 +4,7 @@ hook; no packet leaves the host (a UDP connect() sends nothing; loopback)."""
 
 import os
 import shutil
+import time
 
 import pytest
 
@@ -224,6 +225,7 @@ def test_calls_of_a_child_that_exits_before_its_pt_limit_count_for_the_loop(tmp_
 def test_parents_keep_the_processes_that_exited_until_asked():
     """Exits of processes (not of threads) since the last ask: the callers whose calls go to
     their running ancestor."""
+    from ptfast.act import live
     from ptfast.act.live import Parents
     from ptfast.scan.procevents import EXIT, FORK, Event
     parents = Parents()
@@ -231,5 +233,41 @@ def test_parents_keep_the_processes_that_exited_until_asked():
                   Event(EXIT, 701, 700, 0, 0, -1, -1, 2),        # a thread of 700
                   Event(EXIT, 700, 700, 600, 600, -1, -1, 3)])
     assert parents.get(700) == 600
-    assert parents.take_exited() == {700}
-    assert parents.take_exited() == set()
+    exited = parents.take_exited()
+    assert list(exited) == [700]
+    # when, moved from the event's monotonic clock to the boot clock of /proc's start times
+    assert exited[700] == pytest.approx((3 - live.boot_to_monotonic_ns()) / live.NS, abs=0.01)
+    assert parents.take_exited() == {}
+
+
+LATE_UID = uid_for(607)
+
+
+def test_a_caller_gone_before_its_pt_limit_keeps_its_calls_when_the_dump_comes_after_it(
+        children):
+    """Whether a gone caller was never judged is its age when it exited, not when the dump
+    that learns of its exit runs: a child that exits just before PT_LIMIT, noticed by a dump
+    just after, lost its calls (neither judged itself nor carried to its loop)."""
+    from ptfast.act import looking
+    from ptfast.decide import pignore, policy
+    from ptfast.decide.lifetimes import Call, Lifetimes
+    from ptfast.foundation import config
+    loop = start_python("", uid=LATE_UID)          # the running ancestor: a shell loop
+    children.append(loop)
+    time.sleep(0.3)                                 # its calls come after it started
+    conf = config.load(os.devnull, ["GENERIC=1", "PT_LIMIT=2"], override_path=os.devnull)
+    lifetimes = Lifetimes()
+    judging = policy.Policy(conf, pignore.IgnoreRules(),
+                            lambda uid: "looper" if uid == LATE_UID else None,
+                            lifetimes=lifetimes)
+    ticks = os.sysconf("SC_CLK_TCK")
+    boot, wall = time.clock_gettime(time.CLOCK_BOOTTIME), time.time()
+    gone_pid = 4_000_001                            # above pid_max: no running process
+    started = int((boot - 2.5) * ticks)             # 2.5 s old now, past PT_LIMIT...
+    exited_at = boot - 0.6                          # ...but 1.9 s old when it exited
+    lifetimes.calls[(gone_pid, started)] = [
+        (wall - 0.2, Call("tcp", f"198.18.43.{n}", 25, LATE_UID)) for n in (1, 2, 3)]
+    looked = looking.dump(lifetimes, judging, parent_of={gone_pid: loop.pid}.get,
+                          exited=lambda: {gone_pid: exited_at})
+    assert looked is not None
+    assert loop.pid in looked.pids, lifetimes.calls

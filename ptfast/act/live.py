@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
-from typing import Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from ptfast.act.schedule import Schedule
 from ptfast.scan import procevents
@@ -61,9 +61,10 @@ class Parents:
 
     def __init__(self) -> None:
         self._parent: OrderedDict = OrderedDict()
-        #: processes that exited since the last take_exited (a caller's calls then go to its
-        #: running ancestor: looking.carry_calls); CAPACITY at most, the rest not kept
-        self._exited: set = set()
+        #: processes that exited since the last take_exited, with when (the event's
+        #: CLOCK_MONOTONIC ns): a caller's calls then go to its running ancestor
+        #: (looking.carry_calls); CAPACITY at most, the rest not kept
+        self._exited: Dict[int, int] = {}
 
     def feed(self, events: Iterable[Event]) -> None:
         parent, capacity, exited = self._parent, self.CAPACITY, self._exited
@@ -76,12 +77,14 @@ class Parents:
                 if len(parent) > capacity:
                     parent.popitem(last=False)
             elif event.kind == EXIT and len(exited) < capacity:
-                exited.add(event.tgid)
+                exited[event.tgid] = event.timestamp_ns
 
-    def take_exited(self) -> set:
-        """The processes that exited since the last call."""
-        exited, self._exited = self._exited, set()
-        return exited
+    def take_exited(self) -> Dict[int, float]:
+        """The processes that exited since the last call: pid -> when, on the boot clock
+        (seconds, as /proc's start times count), to tell their age when they exited."""
+        exited, self._exited = self._exited, {}
+        offset = boot_to_monotonic_ns()
+        return {pid: (stamp - offset) / NS for pid, stamp in exited.items()}
 
     def get(self, pid: int) -> Optional[int]:
         return self._parent.get(pid)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import time
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Container, Dict, NamedTuple, Optional
 
 from ptfast.decide.checks.sockets import is_listening
 from ptfast.decide.findings import process_key
@@ -32,13 +32,13 @@ class Looked(NamedTuple):
 def dump(lifetimes: Lifetimes, policy, proc_root: str = "/proc",
          hook: Optional[ConnectHook] = None,
          parent_of: Callable[[int], Optional[int]] = lambda pid: None,
-         exited: Callable[[], set] = set) -> Optional[Looked]:
+         exited: Callable[[], Dict[int, float]] = dict) -> Optional[Looked]:
     """One dump: record the connections of tracked accounts; attribute their new calls to
     other hosts, from the connect hook when it runs, else by a walk of those accounts'
     processes. ``parent_of`` says who forked a process lately (live mode's fork events), so
     that a call from a process already gone counts for its running ancestor; ``exited``, which
-    processes exited since the last dump (its exit events), so that the calls of a caller
-    that exited after the drain count for it too (a child forked for a batch of mails, gone
+    processes exited since the last dump and when, on the boot clock (its exit events), so
+    that the calls of a caller that exited after the drain count for it too (a child forked for a batch of mails, gone
     before its PT_LIMIT: never judged itself). Returns what is
     worth judging now, or None when the tables cannot be dumped (a prepared /proc has no
     sock_diag)."""
@@ -62,12 +62,14 @@ def dump(lifetimes: Lifetimes, policy, proc_root: str = "/proc",
             else set())
     gone = exited()
     if gone:
-        ticks, boot = os.sysconf("SC_CLK_TCK"), time.clock_gettime(time.CLOCK_BOOTTIME)
+        ticks = os.sysconf("SC_CLK_TCK")
 
         def unjudged(key: tuple) -> bool:
             """Exited within PT_LIMIT (never judged) and never reported: a reported caller
-            killed must not pass its calls up to its shell, then the shell's to its session."""
-            return (boot - key[1] / ticks + policy.aged_by <= policy.limit
+            killed must not pass its calls up to its shell, then the shell's to its session.
+            Its age when it exited, not now: one gone just before its PT_LIMIT and seen by a
+            dump just after lost its calls."""
+            return (gone[key[0]] - key[1] / ticks + policy.aged_by <= policy.limit
                     and policy.memory.reported_what(key) is None)
         pids |= carry_calls(lifetimes, gone, unjudged, proc_root, parent_of)
     return Looked(callers | opened | lifetimes.came_of_age(since, now, policy.conn_age_wait),
@@ -124,7 +126,8 @@ def hooked_calls(lifetimes: Lifetimes, hook: ConnectHook, tracked: Callable[[int
     return credit_calls(lifetimes, credits, wall)
 
 
-def carry_calls(lifetimes: Lifetimes, exited: set, carries: Callable[[tuple], bool],
+def carry_calls(lifetimes: Lifetimes, exited: Container[int],
+                carries: Callable[[tuple], bool],
                 proc_root: str = "/proc",
                 parent_of: Callable[[int], Optional[int]] = lambda pid: None) -> set:
     """The recent calls of each caller that exited and ``carries`` says yes to (its process

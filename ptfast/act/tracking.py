@@ -11,7 +11,7 @@ import socket
 import time
 
 from collections import Counter
-from typing import Callable
+from typing import Callable, Dict
 
 from ptfast.foundation import config as config_mod
 from ptfast.scan import connecthook, procfs
@@ -98,8 +98,9 @@ class Tracker:
         self.connect_hook_off = "only the service opens it"
         #: who forked a process lately (live mode's fork events), else nobody knows
         self.parent_of: Callable[[int], int | None] = lambda pid: None
-        #: the processes that exited since it was last asked (live mode's exit events)
-        self.exited: Callable[[], set] = set
+        #: the processes that exited since it was last asked, with when on the boot clock
+        #: (live mode's exit events)
+        self.exited: Callable[[], Dict[int, float]] = dict
 
     def open_connect_hook(self) -> str:
         """Open the connect hook for the service's life; a line for the log."""
