@@ -114,6 +114,35 @@ def compiled_programs():
     return Programs(os.environ[PROGRAMS_DIRECTORY])
 
 
+def _open_hook(alone: bool):
+    from helpers.native import connect_hook_maps
+    from ptfast.scan import connecthook
+    opened, why = connecthook.open_hook()
+    if opened is None:
+        if os.environ.get("PTFAST_REQUIRE_CONNECT_HOOK") == "1":
+            pytest.fail(f"the BPF connect hook does not run here: {why}")
+        pytest.skip(f"the BPF connect hook does not run here: {why}")
+    try:
+        with connect_hook_maps(alone):
+            yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def hook():
+    """A BPF connect hook of the test's own (skipped where none can run, failed there in
+    CI); no test floods the hooks' maps meanwhile (helpers.native.connect_hook_maps)."""
+    yield from _open_hook(alone=False)
+
+
+@pytest.fixture
+def hook_alone():
+    """A connect hook for a test that floods the hooks' maps: no test that counts on its
+    calls runs meanwhile."""
+    yield from _open_hook(alone=True)
+
+
 @pytest.fixture
 def compiled_core():
     return _compiled

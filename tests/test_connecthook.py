@@ -158,17 +158,6 @@ threading.Thread(target=loop, daemon=True).start()
 
 
 @pytest.fixture
-def hook():
-    opened, why = connecthook.open_hook()
-    if opened is None:
-        if os.environ.get("PTFAST_REQUIRE_CONNECT_HOOK") == "1":
-            pytest.fail(f"the BPF connect hook does not run here: {why}")
-        pytest.skip(f"the BPF connect hook does not run here: {why}")
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
 def listener():
     server = socket.socket()
     server.bind(("127.0.0.1", 0))

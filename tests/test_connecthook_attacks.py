@@ -81,17 +81,6 @@ threading.Thread(target=wide, daemon=True).start()
 """
 
 
-@pytest.fixture
-def hook():
-    opened, why = connecthook.open_hook()
-    if opened is None:
-        if os.environ.get("PTFAST_REQUIRE_CONNECT_HOOK") == "1":
-            pytest.fail(f"the BPF connect hook does not run here: {why}")
-        pytest.skip(f"the BPF connect hook does not run here: {why}")
-    yield opened
-    opened.close()
-
-
 def _own_address() -> str:
     """One of the host's own addresses that is no loopback, or "" when it has none."""
     for address in sorted(procfs.host_addresses(), key=lambda a: (a.version, int(a))):
@@ -127,22 +116,22 @@ def test_another_accounts_flood_of_connects_that_are_no_calls_cannot_evict_calls
     assert hook.overflowed == 0
 
 
-def test_a_drain_of_a_nearly_full_map_counts_as_an_overflow(hook):
+def test_a_drain_of_a_nearly_full_map_counts_as_an_overflow(hook_alone):
     """The kernel's LRU evicts before the map is quite full (20,000 distinct calls left
     16,240 entries on a 2-CPU host): such a drain is an overflow in the status, not none."""
     public = public_tempdir()
     os.chmod(public, 0o1777)            # the children leave their marks there
     done = os.path.join(public, "done")
-    hook.drain()
+    hook_alone.drain()
     wide = start_python(WIDE, uid=WIDE_UID, argv=[done])
     try:
         assert wait_until(lambda: os.path.exists(done), 60)
-        found = hook.drain()
+        found = hook_alone.drain()
     finally:
         wide.stop()
         shutil.rmtree(public)
     assert len(found) < connecthook.MAX_ENTRIES       # some were evicted
-    assert hook.overflowed == 1, len(found)
+    assert hook_alone.overflowed == 1, len(found)
 
 
 DEEP_UID = uid_for(605)

@@ -21,6 +21,11 @@ PING_GROUP_RANGE = "/proc/sys/net/ipv4/ping_group_range"
 #: root's own directory: no other user can take the lock's name
 PING_GROUP_RANGE_LOCK = "/run/ptfast-tests-ping_group_range.lock"
 
+#: every connect hook on the host records every account's connect()s: a test that floods the
+#: hook's map (more distinct calls than it holds) evicts the calls another worker's test waits
+#: for. The flooder holds this lock alone; tests that count on their calls hold it shared
+CONNECT_HOOK_LOCK = "/run/ptfast-tests-connect-hook.lock"
+
 SOURCES = os.path.join(os.path.dirname(__file__), "..", "evasions")
 
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None,
@@ -187,3 +192,12 @@ def ping_group_range_allowing(*gids: int):
         finally:
             with open(PING_GROUP_RANGE, "w") as handle:
                 handle.write(previous)
+
+
+@contextlib.contextmanager
+def connect_hook_maps(alone: bool = False):
+    """Held while a test counts on the calls the connect hook records (shared), or while it
+    floods the hook's maps (``alone``)."""
+    with open(CONNECT_HOOK_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        yield

@@ -361,10 +361,11 @@ def reported_by_live_service(root, uid: int, code: str, *settings: str) -> tuple
     child of ``uid`` running ``code``; waits until the live layer reports it. Returns (its pid,
     the first mail's text). The child and every process of ``uid`` are stopped, whatever
     failed."""
+    from helpers.native import connect_hook_maps
     service = ServiceDir(root, uid)
     recorder = SendmailRecorder(str(root))
     child = None
-    with service.started(f"SENDMAIL={recorder.path}", "PT_INTERVAL=3600", "PT_CONN_AGE=5",
+    with connect_hook_maps(), service.started(f"SENDMAIL={recorder.path}", "PT_INTERVAL=3600", "PT_CONN_AGE=5",
                          "PT_USERPROC=0", "PT_PASS_SUMMARY=1", *settings) as daemon:
         try:
             assert wait_until(lambda: "pass done" in service.log(), 60), service.log()
