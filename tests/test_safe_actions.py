@@ -49,7 +49,7 @@ def scripts(tmp_path):
     return made
 
 
-def test_deleted_action_runs_only_when_no_customer_can_change_it(tmp_path, scripts):
+def test_deleted_action_runs_only_when_no_customer_can_change_it(tmp_path, scripts, aged):
     root = tmp_path / "service"
     root.mkdir(mode=0o700)
     service = ServiceDir(root, MINER)
@@ -59,10 +59,8 @@ def test_deleted_action_runs_only_when_no_customer_can_change_it(tmp_path, scrip
         for name, (script, _record) in scripts.items():
             # a fresh state each time: the same process is reported again
             subprocess.run(["rm", "-rf", service.state_dir], check=True)
-            result = subprocess.run(service.command("PT_DELETED=1",
-                                                    f"PT_DELETED_ACTION={script}",
-                                                    f"SENDMAIL={recorder.path}"),
-                                    capture_output=True, text=True, timeout=120)
+            result = service.run_once("PT_DELETED=1", f"PT_DELETED_ACTION={script}",
+                                      f"SENDMAIL={recorder.path}")
             assert result.returncode == 0, result.stderr
     finally:
         child.stop()
