@@ -216,6 +216,7 @@ def test_a_killed_holder_leaves_no_program_attached(hook):
     assert set(hook.program_ids()) <= connecthook.attached_program_ids(root)
 
 
+@pytest.mark.ageing         # waits for a service's dumps in real time
 def test_a_stream_of_millisecond_calls_to_other_hosts_is_reported_by_run(tmp_path, hook,
                                                                         monkeypatch):
     """A process that never holds a call for a dump to see is reported for its connect()s,
@@ -271,6 +272,7 @@ os.waitpid(pid, 0)
 """
 
 
+@pytest.mark.ageing         # waits for a service's dumps in real time
 def test_a_workers_calls_to_its_one_database_do_not_count_a_second_host_does(tmp_path, hook,
                                                                              monkeypatch):
     """Service workers (forked by a root master, never exec'd) calling one remote host again
@@ -307,6 +309,7 @@ def test_a_workers_calls_to_its_one_database_do_not_count_a_second_host_does(tmp
     assert "198.18.20.2:3306" in mail, mail[:1500]
 
 
+@pytest.mark.ageing         # waits for a service's dumps in real time
 def test_calls_of_children_gone_before_the_drain_count_for_the_loop_that_forked_them(tmp_path,
                                                                                      hook,
                                                                                      monkeypatch):

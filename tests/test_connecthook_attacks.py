@@ -161,6 +161,7 @@ threading.Thread(target=loop, daemon=True).start()
 """
 
 
+@pytest.mark.ageing         # waits for a service's dumps in real time
 @pytest.mark.usefixtures("aged")
 def test_calls_made_six_generations_below_a_running_loop_count_for_it(tmp_path, hook):
     """A call from a process gone before the drain counts for its nearest running ancestor.
