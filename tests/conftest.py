@@ -148,6 +148,22 @@ def compiled_core():
     return _compiled
 
 
+@pytest.fixture(scope="module")
+def shared_by_both_cores():
+    from helpers.shared import SharedChildren
+    children = SharedChildren(cases=2)
+    yield children
+    children.stop()
+
+
+@pytest.fixture
+def shared(shared_by_both_cores):
+    """Children both cores' cases of a test only read (helpers.shared): a scan, or a
+    ``run --once`` that mails and remembers in the case's own ServiceDir and kills nothing."""
+    yield shared_by_both_cores
+    shared_by_both_cores.stop_used_up()
+
+
 @pytest.fixture
 def children():
     """Start real processes with helpers.procs.start_*; all are stopped at the end of the test."""

@@ -11,26 +11,11 @@ from ptfast.scan._corespec import PF_KTHREAD, STAT_FLAGS, parse_stat, stat_field
 from helpers.uids import uid_for
 from helpers.pidns import PidNamespace
 from helpers.procs import start_copied_python, start_python
-from helpers.shared import SharedChildren
 from helpers.snapshots import process_as_dict
 
 pytestmark = pytest.mark.needs_root
 
 UID = uid_for(1)
-
-
-@pytest.fixture(scope="module")
-def shared_by_both_cores():
-    children = SharedChildren(cases=2)
-    yield children
-    children.stop()
-
-
-@pytest.fixture
-def shared(shared_by_both_cores):
-    """Children both cores' cases of a test read (helpers.shared): a scan changes nothing."""
-    yield shared_by_both_cores
-    shared_by_both_cores.stop_used_up()
 
 
 def scan(core, want_fds=True, proc_root="/proc"):

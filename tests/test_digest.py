@@ -26,7 +26,6 @@ from ptfast.act.respond import Responder
 
 from helpers.procs import kill_uid, start_copied_python, start_python
 from helpers.service import LISTEN_ANY, SendmailRecorder, ServiceDir
-from helpers.shared import SharedChildren
 from helpers.snapshots import HOST_FILES, USERS, proc, sock
 from helpers.uids import uid_for
 
@@ -36,19 +35,6 @@ pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
 UID = uid_for(210)
 
 
-@pytest.fixture(scope="module")
-def shared_by_both_cores():
-    children = SharedChildren(cases=2)
-    yield children
-    children.stop()
-
-
-@pytest.fixture
-def shared(shared_by_both_cores):
-    """Children both cores' cases of a test read (helpers.shared): each case's run --once
-    mails and remembers in its own ServiceDir, and kills nothing."""
-    yield shared_by_both_cores
-    shared_by_both_cores.stop_used_up()
 LISTENERS = 7
 
 
