@@ -24,7 +24,6 @@ counts at once: a flood cannot make connections look young), MAX_CALLERS process
 from __future__ import annotations
 
 import ipaddress
-import random
 from collections import OrderedDict, deque
 from typing import Callable, Iterable, NamedTuple, Optional
 
@@ -36,6 +35,7 @@ DUMP_EVERY = 1.0
 def dump_delay() -> float:
     """Seconds to the next dump: DUMP_EVERY on average, jittered by half of it either way, so
     that a beacon whose period matches the cadence cannot keep its calls between two dumps."""
+    import random       # here, not at the top: a scan that does not wait never draws
     return DUMP_EVERY * random.uniform(0.5, 1.5)
 
 
