@@ -205,7 +205,7 @@ def _ctrl_c_noted() -> Iterator[tuple[list, int]]:
     between samples, so that none is left half counted; the handler takes no lock (one taken
     by the code it interrupts would deadlock it)."""
     # signal and select here, not at the top: every command imports this module for its
-    # defaults, and signal's enums are a twentieth of a scan's start-up
+    # defaults, and signal's enums cost a scan 1.5% of its instructions
     import signal
     noted: list = []
     read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
