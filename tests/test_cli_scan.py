@@ -228,3 +228,19 @@ def test_bad_pignore_is_reported_and_the_scan_goes_on(population, tmp_path):
     assert f"{rules}:1: invalid pexe regex".encode() in result.stderr
     pids = {json.loads(line)["pid"] for line in result.stdout.splitlines()}
     assert population["bindshell"].pid not in pids and population["connected"].pid in pids
+
+
+def test_a_scan_that_does_not_wait_imports_only_what_it_uses():
+    # each was paid by every scan (a tenth of its start-up together, docs/benchmarks.md):
+    # the connect hook's module with ctypes and socket (only a scan that waits PT_CONN_AGE
+    # opens the hook), tempfile (only writers), signal (only tune's watch), random (only a wait)
+    unused = ["ptfast.scan.connecthook", "ptfast.scan.procevents", "ctypes", "socket",
+              "tempfile", "signal", "random"]
+    code = ("import sys\n"
+            "from ptfast.commands.cli import main\n"
+            f"main(['scan', '--json', '--config', {os.devnull!r}, '--override', {os.devnull!r},"
+            " '--set', 'PT_CONN_AGE=0'])\n"
+            f"print(sorted(set({unused!r}) & set(sys.modules)), file=sys.stderr)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=core_env("compiled", False))
+    assert result.stderr.splitlines()[-1] == "[]", result.stderr

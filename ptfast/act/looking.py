@@ -9,13 +9,17 @@ from __future__ import annotations
 import ipaddress
 import os
 import time
-from typing import Callable, Container, Dict, NamedTuple, Optional
+from typing import TYPE_CHECKING, Callable, Container, Dict, NamedTuple, Optional
 
 from ptfast.decide.checks.sockets import is_listening
 from ptfast.decide.findings import process_key
 from ptfast.decide.lifetimes import REMOTE_CALLS, REMOTE_WINDOW, Call, Lifetimes, dump_delay
 from ptfast.scan import procfs
-from ptfast.scan.connecthook import Connect, ConnectHook
+
+if TYPE_CHECKING:
+    # not at run time: the hook's module brings ctypes and socket (8% of the
+    # instructions of a scan), which a scan that does not wait PT_CONN_AGE never uses
+    from ptfast.scan.connecthook import ConnectHook
 
 #: a process whose start the clocks put this much after a connect() still made it (the start
 #: time is in clock ticks; the two clocks are read a moment apart)
@@ -136,6 +140,7 @@ def carry_calls(lifetimes: Lifetimes, exited: Container[int],
     gone = [key for key in lifetimes.calls if key[0] in exited and carries(key)]
     if not gone:
         return set()
+    from ptfast.scan.connecthook import Connect
     runs = Running(proc_root)
     wall, monotonic = time.time(), time.monotonic()
     moving = []

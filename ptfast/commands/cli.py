@@ -186,10 +186,16 @@ def cmd_tune(args) -> int:
     return EXIT_INTERRUPTED if result.interrupted else EXIT_CLEAN
 
 
+def open_connect_hook():
+    """The connect hook for a scan that waits PT_CONN_AGE (None where it cannot run)."""
+    # imported only then: ctypes and socket are 8% of a scan's instructions
+    from ptfast.scan.connecthook import open_hook
+    return open_hook()[0]
+
+
 def cmd_scan(args) -> int:
     # here, not at the top: the other commands never look twice (a tenth of their start-up)
     from ptfast.act.looking import nameservers, warm_up
-    from ptfast.scan.connecthook import open_hook
     settings = load_checked_settings(args)
     if settings is None:
         return EXIT_ERROR
@@ -199,7 +205,7 @@ def cmd_scan(args) -> int:
     first_look = build_policy(settings.config, rules)
     try:
         # the connect hook, as the service's, sees the short calls made while the scan waits
-        warm_up(lifetimes, first_look, args.proc_root, open_hook=lambda: open_hook()[0])
+        warm_up(lifetimes, first_look, args.proc_root, open_hook=open_connect_hook)
     except OSError:
         pass                            # said below, by the scan itself
     policy = build_policy(settings.config, rules, lifetimes=lifetimes)

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -206,6 +204,9 @@ def _ctrl_c_noted() -> Iterator[tuple[list, int]]:
     """(a list that SIGINT makes non-empty, an fd readable once it came): Ctrl-C is acted on
     between samples, so that none is left half counted; the handler takes no lock (one taken
     by the code it interrupts would deadlock it)."""
+    # signal and select here, not at the top: every command imports this module for its
+    # defaults, and signal's enums cost a scan 1.5% of its instructions
+    import signal
     noted: list = []
     read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     previous_wakeup = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
@@ -225,6 +226,7 @@ def watch(make_policy, proc_root: str, pt_interval: int, limits=DEFAULT_LIMITS,
     """Sample for ``duration`` seconds; ``progress(elapsed, watch)`` is called after each
     sample. Ctrl-C (KeyboardInterrupt) ends the watch early: the result is then what was
     measured until then, marked ``interrupted``."""
+    import select
     observer = Watch(make_policy, proc_root, limits, pt_interval)
     started = time.monotonic()
     with _ctrl_c_noted() as (ctrl_c, wakeup):

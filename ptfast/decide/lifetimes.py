@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 import ipaddress
 import os
-import random
 import sys
 from collections import OrderedDict, deque
 from typing import Callable, Iterable, NamedTuple, Optional
@@ -70,6 +69,7 @@ def dump_every_for_tests(text: Optional[str]) -> float:
 def dump_delay() -> float:
     """Seconds to the next dump: DUMP_EVERY on average, jittered by half of it either way, so
     that a beacon whose period matches the cadence cannot keep its calls between two dumps."""
+    import random       # here, not at the top: a scan that does not wait never draws
     every = dump_every_for_tests(os.environ.get(TEST_DUMP_EVERY))
     return every * random.uniform(0.5, 1.5)
 

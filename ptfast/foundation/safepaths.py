@@ -22,7 +22,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import tempfile
 
 DIRECTORY, FILE, PROGRAM = "directory", "file", "program"
 MAX_SYMLINKS = 40         # as the kernel's own limit on links followed in one lookup
@@ -323,6 +322,9 @@ def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
     The temporary file has a random name and is created with O_EXCL (``mkstemp``): nothing
     planted in the directory (a symlink, a FIFO) is ever opened or truncated.
     """
+    # here, not at the top: tempfile brings shutil, random, bz2 and lzma (a tenth of a scan's
+    # imports), and only the writers need it
+    import tempfile
     directory = os.path.dirname(path) or "."
     fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
                                      dir=directory)

@@ -90,11 +90,10 @@ def gid_min(path: str = LOGIN_DEFS) -> int:
 CUSTOMER_CODE_ACCOUNTS = ("www-data", "apache", "nobody", "httpd")
 
 
-def customer_code_accounts(accounts: AccountSettings | None = None) -> frozenset:
-    """The names of the accounts that run customers' code and exist on this host:
-    CUSTOMER_CODE_ACCOUNTS, and those PT_CUSTOMER_CODE_USERS names when ``accounts`` is given.
-    Never root, whatever the setting says."""
-    present = set()
+def _customer_code_uid_of(accounts: AccountSettings | None) -> dict:
+    """name -> uid of each account that runs customers' code and exists on this host (one
+    lookup a name: each is a walk of the passwd sources, a scan builds two policies)."""
+    present = {}
     named = accounts.PT_CUSTOMER_CODE_USERS if accounts is not None else ()
     for name in (*CUSTOMER_CODE_ACCOUNTS, *named):
         try:
@@ -102,14 +101,21 @@ def customer_code_accounts(accounts: AccountSettings | None = None) -> frozenset
         except KeyError:        # not on this host
             continue
         if uid != 0:
-            present.add(name)
-    return frozenset(present)
+            present[name] = uid
+    return present
+
+
+def customer_code_accounts(accounts: AccountSettings | None = None) -> frozenset:
+    """The names of the accounts that run customers' code and exist on this host:
+    CUSTOMER_CODE_ACCOUNTS, and those PT_CUSTOMER_CODE_USERS names when ``accounts`` is given.
+    Never root, whatever the setting says."""
+    return frozenset(_customer_code_uid_of(accounts))
 
 
 def customer_code_uids(accounts: AccountSettings) -> frozenset:
     """The uids of ``customer_code_accounts(accounts)``: a socket one of them created is a
     customer's, never a service's."""
-    return frozenset(pwd.getpwnam(name).pw_uid for name in customer_code_accounts(accounts))
+    return frozenset(_customer_code_uid_of(accounts).values())
 
 
 def customer_code_user_problems(accounts: AccountSettings, given_at: str) -> list:
