@@ -117,16 +117,18 @@ def compiled_programs():
 def _open_hook(alone: bool):
     from helpers.native import connect_hook_maps
     from ptfast.scan import connecthook
-    opened, why = connecthook.open_hook()
-    if opened is None:
-        if os.environ.get("PTFAST_REQUIRE_CONNECT_HOOK") == "1":
-            pytest.fail(f"the BPF connect hook does not run here: {why}")
-        pytest.skip(f"the BPF connect hook does not run here: {why}")
-    try:
-        with connect_hook_maps(alone):
+    # the lock first: a hook opened while another worker's test floods would fill with the
+    # flood while it waits (and its first drain count an overflow)
+    with connect_hook_maps(alone):
+        opened, why = connecthook.open_hook()
+        if opened is None:
+            if os.environ.get("PTFAST_REQUIRE_CONNECT_HOOK") == "1":
+                pytest.fail(f"the BPF connect hook does not run here: {why}")
+            pytest.skip(f"the BPF connect hook does not run here: {why}")
+        try:
             yield opened
-    finally:
-        opened.close()
+        finally:
+            opened.close()
 
 
 @pytest.fixture
