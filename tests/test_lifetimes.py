@@ -13,8 +13,6 @@ import time
 import pytest
 
 from ptfast.act import looking
-from ptfast.commands import daemon
-from ptfast.commands.cli import build_parser
 from ptfast.decide import pignore, policy
 from ptfast.decide import lifetimes as lifetimes_module
 from ptfast.decide.lifetimes import Lifetimes
@@ -23,7 +21,7 @@ from ptfast.scan import procfs
 
 from helpers.procs import public_tempdir, start_python, wait_until
 from helpers.scan import run_scan, suspicious_by_pid
-from helpers.service import SendmailRecorder, ServiceDir, dump_often, only_users_rule
+from helpers.service import SendmailRecorder, ServiceDir, dump_often
 from helpers.uids import uid_for
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.usefixtures("aged")]
@@ -314,17 +312,10 @@ def test_live_checks_judge_connections_by_their_lifetimes_as_passes_do(tmp_path,
     """Live mode's check at PT_LIMIT (Tracker.check_processes) of a process whose connection
     no dump has seen yet: the connection is first seen now, young, as a pass would judge it,
     not counted at once; its listener (in the same check) is reported."""
-    pignore_file = tmp_path / "pignore"
-    pignore_file.write_text(only_users_rule(HELD_UID, LIVE_UID))
+    service_dir = ServiceDir(tmp_path, HELD_UID, LIVE_UID)
     recorder = SendmailRecorder(str(tmp_path))
-    args = build_parser().parse_args([
-        "run", "--config", os.devnull, "--override", os.devnull, "--pignore", str(pignore_file),
-        "--set", "PT_LOAD=0", "--set", "PT_LIMIT=1", "--set", "PT_USERPROC=0",
-        "--set", "PT_CONN_AGE=30", "--set", f"SENDMAIL={recorder.path}",
-        "--state-dir", str(tmp_path / "state"), "--log-file", str(tmp_path / "log"),
-        "--events-file", str(tmp_path / "events"), "--templates", str(tmp_path), "--quiet"])
-    service = daemon.Service(args)
-    service.start()
+    service = service_dir.in_process("PT_USERPROC=0", "PT_CONN_AGE=30",
+                                     f"SENDMAIL={recorder.path}")
     try:
         service.tracker.dump_sockets(service.settings)     # as between passes: before they start
         held = start_python(HELD, uid=HELD_UID, argv=[str(database), "now"])
@@ -335,10 +326,7 @@ def test_live_checks_judge_connections_by_their_lifetimes_as_passes_do(tmp_path,
         service.tracker.check_processes(service.settings, [held.pid, listening.pid])
     finally:
         service.stop()
-    log = (tmp_path / "log").read_text()
-    reported = [int(line.split("PID:")[1].split()[0]) for line in log.splitlines()
-                if "*Suspicious Process* PID:" in line]
-    assert reported == [listening.pid], log
+    assert reported_pids(service_dir) == [listening.pid], service_dir.log()
 
 
 @pytest.mark.parametrize("text", ["0", "0.01", "1.5", "60", "-0.2", "nan", "inf", "soon"])

@@ -27,13 +27,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from helpers import nonetlink
 from helpers.inproc import run_ptfast
 from helpers.procs import kill_uid, process_age, public_tempdir, start_python, wait_until
-from helpers.service import (LISTEN_ANY, SendmailRecorder, dump_often, only_users_rule,
+from helpers.service import (LISTEN_ANY, SendmailRecorder, ServiceDir, dump_often,
                              recorded_service)
 from helpers.uids import uid_for
 from ptfast.act import looking
 from ptfast.channels import status
-from ptfast.commands import daemon
-from ptfast.commands.cli import build_parser
 from ptfast.scan import procfs
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.ageing]
@@ -327,15 +325,8 @@ def test_a_connection_opened_after_the_dump_is_young_in_the_walk_that_follows_it
     database.listen(8)
     go_dir = public_tempdir()
     go = os.path.join(go_dir, "go")
-    pignore_file = tmp_path / "pignore"
-    pignore_file.write_text(only_users_rule(CALLER_UID))
+    service_dir = ServiceDir(tmp_path, CALLER_UID)
     recorder = SendmailRecorder(str(tmp_path))
-    args = build_parser().parse_args([
-        "run", "--config", os.devnull, "--override", os.devnull, "--pignore", str(pignore_file),
-        "--set", "PT_LOAD=0", "--set", "PT_LIMIT=1", "--set", "PT_USERPROC=0",
-        "--set", "PT_CONN_AGE=30", "--set", f"SENDMAIL={recorder.path}",
-        "--state-dir", str(tmp_path / "state"), "--log-file", str(tmp_path / "log"),
-        "--events-file", str(tmp_path / "events"), "--templates", str(tmp_path), "--quiet"])
     worker = listener = None
     dump = looking.dump
 
@@ -344,8 +335,8 @@ def test_a_connection_opened_after_the_dump_is_young_in_the_walk_that_follows_it
         open(go, "w").close()            # the query starts after the dump read the tables
         assert wait_until(lambda: len(os.listdir(f"/proc/{worker.pid}/fd")) > fds, 10)
         return uids
-    service = daemon.Service(args)
-    service.start()
+    service = service_dir.in_process("PT_USERPROC=0", "PT_CONN_AGE=30",
+                                     f"SENDMAIL={recorder.path}")
     try:
         worker = start_python(CALLS_THEN_QUERIES, uid=CALLER_UID,
                               argv=[str(database.getsockname()[1]), go])
@@ -360,9 +351,8 @@ def test_a_connection_opened_after_the_dump_is_young_in_the_walk_that_follows_it
                 child.stop()
         database.close()
         shutil.rmtree(go_dir, ignore_errors=True)
-    log = (tmp_path / "log").read_text()
-    reported = [int(line.split("PID:")[1].split()[0]) for line in log.splitlines()
-                if "*Suspicious Process* PID:" in line]
+    log = service_dir.log()
+    reported = [int(pid) for pid in re.findall(r"\*Suspicious Process\* PID:(\d+)", log)]
     assert reported == [listener.pid], log
 
 
@@ -401,15 +391,8 @@ def test_a_connection_opened_after_the_pass_is_young_in_the_walks_for_unheld_lis
     database.listen(8)
     go_dir = public_tempdir()
     go = os.path.join(go_dir, "go")
-    pignore_file = tmp_path / "pignore"
-    pignore_file.write_text(only_users_rule(CALLER_UID))
+    service_dir = ServiceDir(tmp_path, CALLER_UID)
     recorder = SendmailRecorder(str(tmp_path))
-    args = build_parser().parse_args([
-        "run", "--config", os.devnull, "--override", os.devnull, "--pignore", str(pignore_file),
-        "--set", "PT_LOAD=0", "--set", "PT_LIMIT=1", "--set", "PT_USERPROC=0",
-        "--set", "PT_CONN_AGE=30", "--set", f"SENDMAIL={recorder.path}",
-        "--state-dir", str(tmp_path / "state"), "--log-file", str(tmp_path / "log"),
-        "--events-file", str(tmp_path / "events"), "--templates", str(tmp_path), "--quiet"])
     parker = worker = None
     scan = procfs.scan
 
@@ -419,8 +402,8 @@ def test_a_connection_opened_after_the_pass_is_young_in_the_walks_for_unheld_lis
             open(go, "w").close()
             assert wait_until(lambda: len(os.listdir(f"/proc/{worker.pid}/fd")) > fds, 10)
         return snapshot
-    service = daemon.Service(args)
-    service.start()
+    service = service_dir.in_process("PT_USERPROC=0", "PT_CONN_AGE=30",
+                                     f"SENDMAIL={recorder.path}")
     try:
         parker = start_python(PARKED_LISTENER, uid=CALLER_UID)
         worker = start_python(QUERY_LATER, uid=CALLER_UID,
@@ -440,6 +423,6 @@ def test_a_connection_opened_after_the_pass_is_young_in_the_walks_for_unheld_lis
                 child.stop()
         database.close()
         shutil.rmtree(go_dir, ignore_errors=True)
-    log = (tmp_path / "log").read_text()
+    log = service_dir.log()
     reported = [int(pid) for pid in re.findall(r"\*Suspicious Process\* PID:(\d+)", log)]
     assert reported == [] and "held by no process" in log, log
