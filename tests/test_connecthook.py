@@ -83,12 +83,7 @@ def spam():
     host = 0
     while True:
         host += 1
-        call = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            call.connect((f"198.18.{8 + host // 250 % 8}.{1 + host % 250}", 25))
-        except OSError:
-            pass
-        call.close()
+        call_out(f"198.18.{8 + host // 250 % 8}.{1 + host % 250}", 25)
         time.sleep(0.3)
 threading.Thread(target=spam, daemon=True).start()
 """
@@ -123,12 +118,7 @@ def worker(hosts_now):
     libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
     while True:
         for host in hosts_now():
-            call = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                call.connect((host, 3306))
-            except OSError:
-                pass
-            call.close()
+            call_out(host, 3306)
         time.sleep(0.2)
 info["querying"] = worker(lambda: ["198.18.20.1"])
 info["wandering"] = worker(lambda: ["198.18.20.1"] + (["198.18.20.2"]
@@ -145,11 +135,7 @@ def loop():
         host += 1
         child = os.fork()
         if child == 0:
-            call = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                call.connect((f"198.18.30.{1 + host % 250}", 443))
-            except OSError:
-                pass
+            call_out(f"198.18.30.{1 + host % 250}", 443)
             os._exit(0)
         os.waitpid(child, 0)
         time.sleep(0.3)

@@ -27,12 +27,7 @@ def spam():
     while os.getuid() == 0:
         time.sleep(0.01)
     for host in ("198.18.60.1", "198.18.60.2", "198.18.60.3"):
-        call = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            call.connect((host, 25))
-        except OSError:
-            pass
-        call.close()
+        call_out(host, 25)
     open(sys.argv[1], "w").close()
 threading.Thread(target=spam, daemon=True).start()
 """
@@ -44,22 +39,15 @@ FLOOD = """
 def flood():
     while os.getuid() == 0:
         time.sleep(0.01)
-    def udp(family, peer):
-        call = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            call.connect(peer)
-        except OSError:
-            pass
-        call.close()
     for n in range(10000):
-        udp(socket.AF_INET, (f"127.1.{n >> 8}.{n & 255}", 9))
+        call_out(f"127.1.{n >> 8}.{n & 255}", 9)
     for n in range(4000):
-        udp(socket.AF_INET6, (f"::ffff:127.2.{n >> 8}.{n & 255}", 9))
+        call_out(f"::ffff:127.2.{n >> 8}.{n & 255}", 9)
     for port in range(1, 4001):
-        udp(socket.AF_INET6, ("::1", port))
+        call_out("::1", port)
     if sys.argv[2]:
         for port in range(1, 4001):
-            udp(socket.AF_INET6 if ":" in sys.argv[2] else socket.AF_INET, (sys.argv[2], port))
+            call_out(sys.argv[2], port)
     open(sys.argv[1], "w").close()
 threading.Thread(target=flood, daemon=True).start()
 """
@@ -70,12 +58,7 @@ def wide():
     while os.getuid() == 0:
         time.sleep(0.01)
     for n in range(20000):
-        call = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            call.connect((f"198.18.{64 + (n >> 8)}.{n & 255}", 25))
-        except OSError:
-            pass
-        call.close()
+        call_out(f"198.18.{64 + (n >> 8)}.{n & 255}", 25)
     open(sys.argv[1], "w").close()
 threading.Thread(target=wide, daemon=True).start()
 """
@@ -149,11 +132,7 @@ def loop():
             for _ in range(5):
                 if os.fork():
                     os._exit(0)
-            call = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                call.connect((f"198.18.41.{1 + host % 250}", 443))
-            except OSError:
-                pass
+            call_out(f"198.18.41.{1 + host % 250}", 443)
             os._exit(0)
         os.waitpid(child, 0)
         time.sleep(0.3)
@@ -186,12 +165,7 @@ def loop():
         child = os.fork()
         if child == 0:
             for n in range(3):
-                call = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                try:
-                    call.connect((f"198.18.42.{1 + (batch * 3 + n) % 250}", 25))
-                except OSError:
-                    pass
-                call.close()
+                call_out(f"198.18.42.{1 + (batch * 3 + n) % 250}", 25)
                 time.sleep(0.2)
             time.sleep(0.4)
             os._exit(0)

@@ -45,6 +45,15 @@ CHILD_PRELUDE = textwrap.dedent("""
         accepted, _ = server.accept()
         KEEP.extend([client, accepted])
         return server, client, accepted
+    def call_out(host, port):
+        # a UDP connect() and close: a call the connect hook records, and no packet sent
+        call = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                             socket.SOCK_DGRAM)
+        try:
+            call.connect((host, port))
+        except OSError:
+            pass
+        call.close()
     KEEP = []
 """)
 
