@@ -294,6 +294,14 @@ def test_a_root_services_new_worker_is_judged_beside_its_master(service):
             kill_uid(UID)
 
 
+#: a database query (a TCP connection to sys.argv[1]) opened once the file sys.argv[2] exists
+QUERY_LATER = textwrap.dedent("""
+    def query(port, go):
+        while not os.path.exists(go):
+            time.sleep(0.05)
+        KEEP.append(socket.create_connection(("127.0.0.1", port)))
+    threading.Thread(target=query, args=(int(sys.argv[1]), sys.argv[2]), daemon=True).start()
+""")
 CALLER_UID = uid_for(961)
 #: a pool worker's day: one short call to another host now (a UDP connect() sends no packet, so
 #: nothing leaves the machine), and a database query (a TCP connection to sys.argv[1]) opened
@@ -302,12 +310,7 @@ CALLS_THEN_QUERIES = textwrap.dedent("""
     call = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     call.connect(("198.18.0.9", 53))
     KEEP.append(call)
-    def query(port, go):
-        while not os.path.exists(go):
-            time.sleep(0.05)
-        KEEP.append(socket.create_connection(("127.0.0.1", port)))
-    threading.Thread(target=query, args=(int(sys.argv[1]), sys.argv[2]), daemon=True).start()
-""")
+""") + QUERY_LATER
 
 
 def test_a_connection_opened_after_the_dump_is_young_in_the_walk_that_follows_it(
@@ -367,14 +370,6 @@ PARKED_LISTENER = textwrap.dedent("""
     parked.close()
     sender.close()
     KEEP.append(queue)
-""")
-#: a database query (a TCP connection to sys.argv[1]) opened once the file sys.argv[2] exists
-QUERY_LATER = textwrap.dedent("""
-    def query(port, go):
-        while not os.path.exists(go):
-            time.sleep(0.05)
-        KEEP.append(socket.create_connection(("127.0.0.1", port)))
-    threading.Thread(target=query, args=(int(sys.argv[1]), sys.argv[2]), daemon=True).start()
 """)
 
 
