@@ -42,8 +42,8 @@ def dump(lifetimes: Lifetimes, policy, proc_root: str = "/proc",
     processes. ``parent_of`` says who forked a process lately (live mode's fork events), so
     that a call from a process already gone counts for its running ancestor; ``exited``, which
     processes exited since the last dump and when, on the boot clock (its exit events), so
-    that the calls of a caller that exited after the drain count for it too (a child forked for a batch of mails, gone
-    before its PT_LIMIT: never judged itself). Returns what is
+    that the calls of a caller that exited after the drain count for it too (a child forked
+    for a batch of mails, gone before its PT_LIMIT: never judged itself). Returns what is
     worth judging now, or None when the tables cannot be dumped (a prepared /proc has no
     sock_diag)."""
     if proc_root != "/proc":
@@ -122,7 +122,7 @@ def hooked_calls(lifetimes: Lifetimes, hook: ConnectHook, tracked: Callable[[int
     wall, monotonic = time.time(), time.monotonic()
     credits = []
     for connect in connects:
-        proc = caller(lines[connect.pid], by_pid, connect, monotonic)
+        proc = caller(lines[connect.pid], by_pid, connect.uid, connect.monotonic, monotonic)
         if proc is not None:
             credits.append((proc, wall - (monotonic - connect.monotonic),
                             Call(connect.proto, connect.remote_ip, connect.remote_port,
@@ -140,7 +140,6 @@ def carry_calls(lifetimes: Lifetimes, exited: Container[int],
     gone = [key for key in lifetimes.calls if key[0] in exited and carries(key)]
     if not gone:
         return set()
-    from ptfast.scan.connecthook import Connect
     runs = Running(proc_root)
     wall, monotonic = time.time(), time.monotonic()
     moving = []
@@ -158,9 +157,7 @@ def carry_calls(lifetimes: Lifetimes, exited: Container[int],
     credits = []
     for calls, line in moving:
         first_when, first = calls[0]        # the ancestor must have started before it
-        proc = caller(line, by_pid, Connect(line[0], first.uid, first.proto, first.remote_ip,
-                                            first.remote_port,
-                                            monotonic - (wall - first_when)), monotonic)
+        proc = caller(line, by_pid, first.uid, monotonic - (wall - first_when), monotonic)
         if proc is not None:
             credits += [(proc, when, sock) for when, sock in calls]
     return credit_calls(lifetimes, credits, wall)
@@ -214,16 +211,16 @@ def ancestry(pid: int, parent_of: Callable[[int], Optional[int]],
     return line
 
 
-def caller(line: list, by_pid: dict, connect, monotonic: float):
-    """The process a connect() counts for: the first of ``line`` still running, of the
-    caller's uid, started before the call (not a reused pid); None when there is none. Only
-    the caller itself may have changed uid since: an ancestor of another uid is another
-    account's (or root's) and gets no call."""
+def caller(line: list, by_pid: dict, uid: int, called: float, monotonic: float):
+    """The process a call made by ``uid`` at ``called`` (the monotonic clock; ``monotonic``
+    is now) counts for: the first of ``line`` still running, of that uid, started before the
+    call (not a reused pid); None when there is none. Only the caller itself may have changed
+    uid since: an ancestor of another uid is another account's (or root's) and gets no call."""
     for pid in line:
         proc = by_pid.get(pid)
         if proc is None:
             continue            # gone: its parent, if known
-        if proc.uid != connect.uid or monotonic - proc.age > connect.monotonic + START_SLACK:
+        if proc.uid != uid or monotonic - proc.age > called + START_SLACK:
             return None         # another account's, a setuid, or a reused pid
         return proc
     return None
